@@ -1,0 +1,174 @@
+//! Build helper for the eshost workspace (`cargo xtask ...`).
+//!
+//! - `build-guests`: compiles every guest crate for `wasm32-unknown-unknown`
+//!   and wraps each core module into a component in `target/modules/`.
+//! - `test [ARGS]`: `build-guests`, then `cargo test --workspace [ARGS]`.
+//! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
+//!
+//! The wasm32 standard library comes from rustup when the target is installed
+//! (`rustup target add wasm32-unknown-unknown`). Otherwise the build falls back
+//! to Debian's `rustc-web` + `rust-web-src` + `lld` and builds std from source
+//! (`-Zbuild-std`) into its own target directory, so the two never mix.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Guest crates and the component file each one becomes.
+const GUESTS: &[(&str, &str)] = &[("guest-flash-sale", "flash-sale.wasm")];
+
+/// Where the Debian fallback lives.
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_STD_SOURCE: &str = "/usr/lib/rustlib/src/rust/library";
+
+fn main() -> std::process::ExitCode {
+    match run_task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    // `cargo xtask demo -- --json` and `cargo xtask demo --json` mean the same.
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
+    match task.as_str() {
+        "build-guests" => build_guests().map(|_| ()),
+        "test" => {
+            build_guests()?;
+            let mut cargo = cargo();
+            cargo.args(["test", "--workspace"]).args(&rest);
+            run(&mut cargo)
+        }
+        "demo" => {
+            let modules = build_guests()?;
+            let mut cargo = cargo();
+            cargo
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "eshost",
+                    "--",
+                    "demo",
+                    "flash-sale",
+                    "--modules",
+                ])
+                .arg(modules)
+                .args(&rest);
+            run(&mut cargo)
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <build-guests | test [CARGO TEST ARGS] | demo [DEMO ARGS]>"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        // The child has said what went wrong; pass its exit code on.
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// How the wasm32 standard library is obtained on this machine.
+enum Toolchain {
+    /// `rustup target add wasm32-unknown-unknown` was done.
+    Rustup,
+    /// Debian's compiler builds std from source.
+    DebianBuildStd,
+}
+
+fn detect_toolchain() -> Result<Toolchain> {
+    // `--print target-libdir` names the directory whether or not it exists;
+    // it exists only when the target's standard library is installed.
+    let output = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output();
+    if let Ok(output) = output {
+        let libdir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if output.status.success() && !libdir.is_empty() && Path::new(&libdir).is_dir() {
+            return Ok(Toolchain::Rustup);
+        }
+    }
+    if Path::new(DEBIAN_RUSTC).exists() && Path::new(DEBIAN_STD_SOURCE).is_dir() {
+        return Ok(Toolchain::DebianBuildStd);
+    }
+    bail!(
+        "no wasm32 toolchain: run `rustup target add {TARGET}`, or on Debian \
+         `apt-get install rustc-web rust-web-src lld`"
+    )
+}
+
+/// Builds every guest and returns the modules directory holding the components.
+fn build_guests() -> Result<PathBuf> {
+    let root = workspace_root();
+    let toolchain = detect_toolchain()?;
+    let mut cargo = cargo();
+    cargo.args(["build", "--release", "--target", TARGET]);
+    for (package, _) in GUESTS {
+        cargo.args(["-p", package]);
+    }
+    let target_dir = match toolchain {
+        Toolchain::Rustup => root.join("target"),
+        Toolchain::DebianBuildStd => {
+            let dir = root.join("target/wasm-fallback");
+            cargo
+                .env("RUSTC", DEBIAN_RUSTC)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld")
+                .arg("-Zbuild-std=std,panic_abort")
+                .arg("--target-dir")
+                .arg(&dir);
+            dir
+        }
+    };
+    run(&mut cargo).context("building the guest crates")?;
+
+    let modules = root.join("target/modules");
+    std::fs::create_dir_all(&modules)?;
+    for (package, component_name) in GUESTS {
+        let core = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        let bytes = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+        let component = wit_component::ComponentEncoder::default()
+            .module(&bytes)
+            .with_context(|| format!("{package}: not a guest module"))?
+            .validate(true)
+            .encode()
+            .with_context(|| format!("{package}: encoding the component"))?;
+        let out = modules.join(component_name);
+        // Rewrite only on change, so the file's mtime means something.
+        if std::fs::read(&out).ok().as_deref() != Some(component.as_slice()) {
+            std::fs::write(&out, &component)?;
+        }
+        eprintln!("guest {package} -> {}", out.display());
+    }
+    Ok(modules)
+}
