@@ -1,0 +1,140 @@
+//! Typed errors. Each variant's doc says what a caller should do with it.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why a command did not produce recorded events. Nothing was appended.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// No loaded component declares this aggregate. Fix the name or load the module.
+    #[error("unknown aggregate {name:?} (loaded: {loaded})")]
+    UnknownAggregate { name: String, loaded: String },
+
+    /// The aggregate does not declare this command. Fix the command name.
+    #[error("{aggregate} has no command {command:?} (it accepts: {accepted})")]
+    UnknownCommand {
+        aggregate: String,
+        command: String,
+        accepted: String,
+    },
+
+    /// The payload is not JSON at all. Fix the input.
+    #[error("payload of {command} is not valid JSON: {reason}")]
+    PayloadNotJson { command: String, reason: String },
+
+    /// The guest refused the command by its own rules. Not retryable as is:
+    /// the command or the aggregate's state must change first.
+    #[error("{aggregate} {id} refused {command}: {refusal}")]
+    Refused {
+        aggregate: String,
+        id: String,
+        command: String,
+        refusal: Refusal,
+    },
+
+    /// Other writers kept winning the race for this stream. Safe to resend.
+    #[error("{aggregate} {id}: still conflicting after {retries} retries")]
+    RetriesExhausted {
+        aggregate: String,
+        id: String,
+        retries: u32,
+    },
+
+    /// The guest trapped or broke the contract. The instance was discarded.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+
+    /// The event store failed. Nothing is known to be appended; resend is
+    /// safe only once idempotent commands exist.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A guest's reason for refusing a command (the WIT `command-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    #[error("unknown command: {0}")]
+    UnknownCommand(String),
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    #[error("invalid command: {0}")]
+    InvalidCommand(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+}
+
+/// The guest misbehaved: it trapped, or returned something the contract forbids.
+/// The host discards the instance; the stream is untouched.
+#[derive(Debug, Error)]
+pub enum GuestError {
+    /// A trap or host-side failure while calling into the guest.
+    #[error("{aggregate}: guest failed in {call}: {message}")]
+    Trap {
+        aggregate: String,
+        call: &'static str,
+        message: String,
+    },
+
+    /// `handle` returned an event name the manifest does not declare.
+    #[error("{aggregate}: guest returned undeclared event {event:?}")]
+    UndeclaredEvent { aggregate: String, event: String },
+
+    /// `handle` returned an event whose payload is not JSON.
+    #[error("{aggregate}: guest returned event {event} with a payload that is not JSON: {reason}")]
+    EventPayloadNotJson {
+        aggregate: String,
+        event: String,
+        reason: String,
+    },
+
+    /// `apply` refused a recorded event (a bug, or a stream written by other logic).
+    #[error("{aggregate} {id}: guest could not apply event {sequence}: {reason}")]
+    ApplyFailed {
+        aggregate: String,
+        id: String,
+        sequence: u64,
+        reason: String,
+    },
+}
+
+/// The event store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another writer appended at this version first (unique key violation).
+    /// The dispatcher catches this and retries; callers of the store must too.
+    #[error("{aggregate} {id}: version {expected_version} is no longer current")]
+    Conflict {
+        aggregate: String,
+        id: String,
+        expected_version: u64,
+    },
+
+    /// Connecting, querying or committing failed. Not a conflict.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// Applying the schema migrations failed.
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// The URL names a database kind this host cannot use.
+    #[error("unsupported database URL {0:?} (expected postgres://...)")]
+    UnsupportedUrl(String),
+}
+
+/// A module could not be loaded. Names the file and the reason.
+#[derive(Debug, Error)]
+#[error("{}: {reason}", path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl LoadError {
+    pub(crate) fn new(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Loading one component file: compile it, check that it is an aggregate guest
+//! that imports nothing, and read its manifest.
+
+use super::GuestContext;
+use super::bindings::AggregateGuestPre;
+use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
+use crate::error::LoadError;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+/// A compiled, checked component, ready to instantiate cheaply.
+pub struct LoadedComponent {
+    /// The aggregate this component implements, from its manifest.
+    pub name: String,
+    /// The guest's own version of its logic, from its manifest.
+    pub version: String,
+    /// Commands the guest declares; others are refused before calling it.
+    pub commands: Vec<String>,
+    /// Events the guest declares; it may return no others.
+    pub events: HashSet<String>,
+    /// sha256 of the component file, hex; recorded with every event.
+    pub digest: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    pub(crate) engine: Engine,
+    /// Imports resolved and exports type-checked once, so each instance is cheap.
+    pub(crate) pre: AggregateGuestPre<GuestContext>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedComponent {
+    /// Reads, compiles and checks the component at `path`.
+    pub fn load(engine: &Engine, path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
+        Self::from_bytes(engine, path, &bytes)
+    }
+
+    /// Compiles and checks component bytes; `path` is used in messages.
+    pub fn from_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = Component::new(engine, bytes)
+            .map_err(|e| LoadError::new(path, format!("not a valid component: {e}")))?;
+        // An empty linker: a component that imports anything fails here.
+        let linker: Linker<GuestContext> = Linker::new(engine);
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            LoadError::new(
+                path,
+                format!("imports something; guests may import nothing: {e}"),
+            )
+        })?;
+        let pre = AggregateGuestPre::new(instance_pre).map_err(|e| {
+            LoadError::new(
+                path,
+                format!("does not export the eshost:aggregate world: {e}"),
+            )
+        })?;
+        let manifest = describe(engine, &pre).map_err(|e| LoadError::new(path, e))?;
+        check_manifest(&manifest).map_err(|e| LoadError::new(path, e))?;
+        Ok(Self {
+            name: manifest.name,
+            version: manifest.version,
+            commands: manifest.commands,
+            events: manifest.events.into_iter().collect(),
+            digest,
+            path: path.to_path_buf(),
+            engine: engine.clone(),
+            pre,
+        })
+    }
+
+    pub fn accepts(&self, command: &str) -> bool {
+        self.commands.iter().any(|c| c == command)
+    }
+}
+
+fn describe(engine: &Engine, pre: &AggregateGuestPre<GuestContext>) -> Result<Manifest, String> {
+    let mut store = Store::new(engine, GuestContext::default());
+    let guest = pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("instantiating failed: {e}"))?;
+    guest
+        .eshost_aggregate_aggregate()
+        .call_describe(&mut store)
+        .map_err(|e| format!("describe failed: {e}"))
+}
+
+fn check_manifest(manifest: &Manifest) -> Result<(), String> {
+    if manifest.name.trim().is_empty() {
+        return Err("manifest has an empty aggregate name".into());
+    }
+    if manifest.commands.is_empty() {
+        return Err(format!("{} declares no commands", manifest.name));
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! One hydrated aggregate: a wasmtime store with an instance of its component
+//! and the guest-held `state` resource, plus the stream version it reflects.
+//!
+//! After any trap the instance must be thrown away (wasmtime will not re-enter
+//! it); methods that fail with [`GuestError::Trap`] leave `self` unusable, and
+//! callers drop it.
+
+use super::bindings::AggregateGuest;
+use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
+use super::{GuestContext, LoadedComponent};
+use crate::error::{GuestError, Refusal};
+use crate::store::RecordedEvent;
+use std::sync::Arc;
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+/// A guest-decided event, checked against the manifest, not yet recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedEvent {
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+}
+
+pub struct Hydrated {
+    pub component: Arc<LoadedComponent>,
+    pub id: String,
+    /// The sequence number of the last event applied; 0 for a new stream.
+    pub version: u64,
+    store: Store<GuestContext>,
+    guest: AggregateGuest,
+    state: ResourceAny,
+}
+
+impl Hydrated {
+    /// A fresh instance of `component` for aggregate `id`, at version 0.
+    pub fn new(component: Arc<LoadedComponent>, id: &str) -> Result<Self, GuestError> {
+        let mut store = Store::new(&component.engine, GuestContext::default());
+        let trap = |call| {
+            let aggregate = component.name.clone();
+            move |e: wasmtime::Error| GuestError::Trap {
+                aggregate,
+                call,
+                message: format!("{e:#}"),
+            }
+        };
+        let guest = component
+            .pre
+            .instantiate(&mut store)
+            .map_err(trap("instantiate"))?;
+        let state = guest
+            .eshost_aggregate_aggregate()
+            .state()
+            .call_constructor(&mut store, id)
+            .map_err(trap("constructor"))?;
+        Ok(Self {
+            id: id.to_string(),
+            version: 0,
+            store,
+            guest,
+            state,
+            component,
+        })
+    }
+
+    fn trap(&self, call: &'static str, error: wasmtime::Error) -> GuestError {
+        GuestError::Trap {
+            aggregate: self.component.name.clone(),
+            call,
+            message: format!("{error:#}"),
+        }
+    }
+
+    /// Applies recorded events that follow `self.version`, in order. Events at
+    /// or below the current version are skipped (already applied).
+    pub fn apply_recorded(&mut self, events: &[RecordedEvent]) -> Result<(), GuestError> {
+        let fresh: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| e.sequence > self.version)
+            .collect();
+        let Some(last) = fresh.last() else {
+            return Ok(());
+        };
+        let last_sequence = last.sequence;
+        let first_sequence = fresh[0].sequence;
+        let batch: Vec<Event> = fresh
+            .iter()
+            .map(|e| Event {
+                name: e.name.clone(),
+                payload: e.payload.to_string(),
+            })
+            .collect();
+        self.apply(first_sequence, &batch)?;
+        self.version = last_sequence;
+        Ok(())
+    }
+
+    /// Applies events just decided and recorded as `self.version + 1 ..`.
+    pub fn apply_decided(&mut self, events: &[DecidedEvent]) -> Result<(), GuestError> {
+        let batch: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
+                name: e.name.clone(),
+                payload: e.payload.clone(),
+            })
+            .collect();
+        self.apply(self.version + 1, &batch)?;
+        self.version += events.len() as u64;
+        Ok(())
+    }
+
+    fn apply(&mut self, first_sequence: u64, batch: &[Event]) -> Result<(), GuestError> {
+        let result = self
+            .guest
+            .eshost_aggregate_aggregate()
+            .state()
+            .call_apply(&mut self.store, self.state, batch)
+            .map_err(|e| self.trap("apply", e))?;
+        result.map_err(|reason| GuestError::ApplyFailed {
+            aggregate: self.component.name.clone(),
+            id: self.id.clone(),
+            sequence: first_sequence,
+            reason,
+        })
+    }
+
+    /// Asks the guest to decide `command` against the current state. The
+    /// outer error is the guest misbehaving; the inner one is its refusal.
+    pub fn decide(
+        &mut self,
+        command: &str,
+        payload: &str,
+    ) -> Result<Result<Vec<DecidedEvent>, Refusal>, GuestError> {
+        let command = Command {
+            name: command.to_string(),
+            payload: payload.to_string(),
+        };
+        let decided = self
+            .guest
+            .eshost_aggregate_aggregate()
+            .state()
+            .call_handle(&mut self.store, self.state, &command)
+            .map_err(|e| self.trap("handle", e))?;
+        let events = match decided {
+            Ok(events) => events,
+            Err(refusal) => return Ok(Err(refusal.into())),
+        };
+        events
+            .into_iter()
+            .map(|e| self.check_event(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Ok)
+    }
+
+    /// The contract: only declared events, only JSON payloads.
+    fn check_event(&self, event: Event) -> Result<DecidedEvent, GuestError> {
+        let aggregate = &self.component.name;
+        if !self.component.events.contains(&event.name) {
+            return Err(GuestError::UndeclaredEvent {
+                aggregate: aggregate.clone(),
+                event: event.name,
+            });
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&event.payload) {
+            return Err(GuestError::EventPayloadNotJson {
+                aggregate: aggregate.clone(),
+                event: event.name,
+                reason: e.to_string(),
+            });
+        }
+        Ok(DecidedEvent {
+            name: event.name,
+            payload: event.payload,
+        })
+    }
+
+    /// The current state as JSON text, as the guest renders it.
+    pub fn to_json(&mut self) -> Result<String, GuestError> {
+        self.guest
+            .eshost_aggregate_aggregate()
+            .state()
+            .call_to_json(&mut self.store, self.state)
+            .map_err(|e| self.trap("to-json", e))
+    }
+}
+
+impl From<CommandError> for Refusal {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::UnknownCommand(m) => Refusal::UnknownCommand(m),
+            CommandError::InvalidPayload(m) => Refusal::InvalidPayload(m),
+            CommandError::InvalidCommand(m) => Refusal::InvalidCommand(m),
+            CommandError::PreconditionFailed(m) => Refusal::PreconditionFailed(m),
+        }
+    }
+}

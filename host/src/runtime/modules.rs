@@ -1,0 +1,66 @@
+//! The loaded components, by aggregate name.
+
+use super::LoadedComponent;
+use crate::error::LoadError;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::Engine;
+
+/// Every aggregate this host can run. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Modules {
+    by_name: BTreeMap<String, Arc<LoadedComponent>>,
+}
+
+impl Modules {
+    /// Loads every `*.wasm` in `dir`. Any file that fails to load fails the
+    /// whole call, naming the file: a host never runs with a module missing.
+    pub fn load_dir(engine: &Engine, dir: &Path) -> Result<Self, LoadError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| LoadError::new(dir, format!("cannot read modules directory: {e}")))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        paths.sort();
+        let mut modules = Self::default();
+        for path in paths {
+            modules.insert(LoadedComponent::load(engine, &path)?)?;
+        }
+        Ok(modules)
+    }
+
+    /// Adds a component; refuses a second one claiming the same aggregate.
+    pub fn insert(&mut self, component: LoadedComponent) -> Result<(), LoadError> {
+        if let Some(existing) = self.by_name.get(&component.name) {
+            return Err(LoadError::new(
+                &component.path,
+                format!(
+                    "aggregate {} is already provided by {}",
+                    component.name,
+                    existing.path.display()
+                ),
+            ));
+        }
+        self.by_name
+            .insert(component.name.clone(), Arc::new(component));
+        Ok(())
+    }
+
+    pub fn get(&self, aggregate: &str) -> Option<&Arc<LoadedComponent>> {
+        self.by_name.get(aggregate)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
+        self.by_name.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}

@@ -1,0 +1,133 @@
+//! The PostgreSQL event store. All of its SQL is in this file.
+
+use super::{EventStore, NewEvent, RecordedEvent, StreamId};
+use crate::error::StoreError;
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+
+/// The unique constraint whose violation means "someone appended first".
+const STREAM_KEY: &str = "events_stream_sequence_key";
+/// SQLSTATE unique_violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+const SELECT_EVENTS: &str = "
+    SELECT position, aggregate_name, aggregate_id, sequence_number, event_name,
+           payload, metadata,
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+    FROM events
+    WHERE aggregate_name = $1 AND aggregate_id = $2 AND sequence_number > $3
+    ORDER BY sequence_number";
+
+// One statement, so one implicit transaction: all rows land or none do.
+const INSERT_EVENTS: &str = "
+    INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
+    SELECT $1, $2, e.sequence_number, e.event_name, e.payload::jsonb, e.metadata::jsonb
+    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
+         AS e(sequence_number, event_name, payload, metadata)
+    RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
+              payload, metadata,
+              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+
+/// An event store in PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies the migrations. Safe to run from many processes at
+    /// once: sqlx serialises migrations with an advisory lock.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    Ok(RecordedEvent {
+        position: row.try_get("position")?,
+        aggregate: row.try_get("aggregate_name")?,
+        id: row.try_get("aggregate_id")?,
+        sequence: row.try_get::<i64, _>("sequence_number")?.max(0) as u64,
+        name: row.try_get("event_name")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn is_conflict(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some(UNIQUE_VIOLATION) && db.constraint() == Some(STREAM_KEY)
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(SELECT_EVENTS)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(to_i64(after))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[NewEvent],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sequences: Vec<i64> = (1..=events.len() as u64)
+            .map(|n| to_i64(expected_version + n))
+            .collect();
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+        let result = sqlx::query(INSERT_EVENTS)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(&sequences)
+            .bind(&names)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&self.pool)
+            .await;
+        match result {
+            Ok(rows) => {
+                let mut events = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
+                events.sort_by_key(|e| e.sequence);
+                Ok(events)
+            }
+            Err(e) if is_conflict(&e) => Err(StoreError::Conflict {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+                expected_version,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
