@@ -1,0 +1,179 @@
+//! Bad input: each case gives a clear error (or the right rejection event)
+//! and an error appends nothing.
+
+use crate::util::*;
+use eshost::{CommandError, CommandRequest, Host, Refusal, RetryPolicy};
+
+async fn stream_len(host: &Host, id: &str) -> usize {
+    host.events(FLASH_SALE, id).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn unknown_aggregate() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    let error = host
+        .execute(&CommandRequest::new("Nope", "x", "CreateFlashSale", "{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommandError::UnknownAggregate { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("FlashSaleItem"),
+        "lists what is loaded: {error}"
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn unknown_command() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    let error = host
+        .execute(&CommandRequest::new(FLASH_SALE, "s", "Refund", "{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommandError::UnknownCommand { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("PurchaseItem"),
+        "lists accepted commands: {error}"
+    );
+    assert_eq!(stream_len(&host, "s").await, 0);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn payload_not_json_or_missing_a_field() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    let error = host
+        .execute(&CommandRequest::new(
+            FLASH_SALE,
+            "s",
+            "CreateFlashSale",
+            "{initialStock: 5",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CommandError::PayloadNotJson { .. }),
+        "{error:?}"
+    );
+
+    let error = host
+        .execute(&CommandRequest::new(
+            FLASH_SALE,
+            "s",
+            "CreateFlashSale",
+            r#"{"stock":5}"#,
+        ))
+        .await
+        .unwrap_err();
+    match &error {
+        CommandError::Refused {
+            refusal: Refusal::InvalidPayload(message),
+            ..
+        } => {
+            assert!(message.contains("initialStock"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!error.to_string().contains('\n'), "one line: {error}");
+    assert_eq!(stream_len(&host, "s").await, 0);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn purchase_from_a_sale_never_created() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    let error = host.execute(&purchase("ghost", "b", 1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CommandError::Refused {
+                refusal: Refusal::PreconditionFailed(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert_eq!(stream_len(&host, "ghost").await, 0);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn creating_a_sale_twice() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    host.execute(&create("twice", 5)).await.unwrap();
+    host.execute(&purchase("twice", "b", 2)).await.unwrap();
+    let error = host.execute(&create("twice", 100)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CommandError::Refused {
+                refusal: Refusal::PreconditionFailed(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(stream_len(&host, "twice").await, 2);
+    // The stock was not reset.
+    assert_eq!(host.state(FLASH_SALE, "twice").await.unwrap()["stock"], 3);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn quantity_zero_or_negative() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    host.execute(&create("q", 5)).await.unwrap();
+    for quantity in [0, -3] {
+        let error = host
+            .execute(&purchase("q", "b", quantity))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                CommandError::Refused {
+                    refusal: Refusal::InvalidCommand(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(stream_len(&host, "q").await, 1);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn quantity_above_stock_is_a_recorded_rejection() {
+    let db = TestDb::new().await;
+    let host = db.host(RetryPolicy::default()).await;
+    host.execute(&create("big", 3)).await.unwrap();
+    let outcome = host.execute(&purchase("big", "whale", 4)).await.unwrap();
+    assert_eq!(names(&outcome.events), ["PurchaseRejected"]);
+    assert_eq!(outcome.events[0].payload["reason"], "insufficient_stock");
+    assert_eq!(outcome.events[0].payload["buyerId"], "whale");
+    // Exactly the remaining stock is fine; then it is out of stock.
+    let outcome = host.execute(&purchase("big", "exact", 3)).await.unwrap();
+    assert_eq!(names(&outcome.events), ["ItemPurchased"]);
+    let outcome = host.execute(&purchase("big", "late", 1)).await.unwrap();
+    assert_eq!(outcome.events[0].payload["reason"], "out_of_stock");
+    let state = host.state(FLASH_SALE, "big").await.unwrap();
+    assert_eq!(
+        (state["stock"].as_u64(), state["sold"].as_u64()),
+        (Some(0), Some(3))
+    );
+    db.drop_schema().await;
+}

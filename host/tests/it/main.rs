@@ -1,0 +1,9 @@
+//! Integration tests: a real PostgreSQL (DATABASE_URL, else a testcontainers
+//! PostgreSQL) and the real components `cargo xtask build-guests` produced.
+//! One test binary, so the host links once.
+
+mod bad_input;
+mod cli;
+mod conflict;
+mod scenario;
+mod util;
