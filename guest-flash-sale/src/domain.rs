@@ -2,11 +2,8 @@
 //! and `evolve` (state + event -> state). Nothing here knows about WIT or
 //! WebAssembly, so the rules are unit-tested natively.
 
+use eshost_guest::{Aggregate, Event, Refusal, parse, parse_event};
 use serde::{Deserialize, Serialize};
-
-pub const AGGREGATE: &str = "FlashSaleItem";
-pub const COMMANDS: &[&str] = &["CreateFlashSale", "PurchaseItem"];
-pub const EVENTS: &[&str] = &["FlashSaleCreated", "ItemPurchased", "PurchaseRejected"];
 
 /// One flash-sale item. `created` tells a sale that was never created apart
 /// from one created with no stock.
@@ -55,44 +52,26 @@ struct PurchaseRejected {
     reason: String,
 }
 
-/// Why a command was refused; mirrors the WIT `command-error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    UnknownCommand(String),
-    InvalidPayload(String),
-    InvalidCommand(String),
-    PreconditionFailed(String),
-}
+impl Aggregate for FlashSaleItem {
+    const NAME: &'static str = "FlashSaleItem";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const COMMANDS: &'static [&'static str] = &["CreateFlashSale", "PurchaseItem"];
+    const EVENTS: &'static [&'static str] =
+        &["FlashSaleCreated", "ItemPurchased", "PurchaseRejected"];
 
-/// An event as name + JSON payload text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
-    pub name: String,
-    pub payload: String,
-}
-
-fn event(name: &str, payload: &impl Serialize) -> RawEvent {
-    RawEvent {
-        name: name.to_owned(),
-        // Serialising these plain structs cannot fail.
-        payload: serde_json::to_string(payload).unwrap_or_default(),
-    }
-}
-
-fn parse<'a, T: Deserialize<'a>>(command: &str, payload: &'a str) -> Result<T, Refusal> {
-    serde_json::from_str(payload).map_err(|e| Refusal::InvalidPayload(format!("{command}: {e}")))
-}
-
-impl FlashSaleItem {
-    pub fn new(id: String) -> Self {
+    fn new(id: String) -> Self {
         Self {
             id,
             ..Self::default()
         }
     }
 
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
     /// Decide what a command means against the current state. Never mutates.
-    pub fn decide(&self, command: &str, payload: &str) -> Result<Vec<RawEvent>, Refusal> {
+    fn decide(&self, command: &str, payload: &str) -> Result<Vec<Event>, Refusal> {
         match command {
             "CreateFlashSale" => {
                 let create: CreateFlashSale = parse(command, payload)?;
@@ -108,7 +87,7 @@ impl FlashSaleItem {
                         self.id
                     )));
                 }
-                Ok(vec![event(
+                Ok(vec![Event::new(
                     "FlashSaleCreated",
                     &FlashSaleCreated {
                         item_id: self.id.clone(),
@@ -137,7 +116,7 @@ impl FlashSaleItem {
                     )));
                 }
                 let rejected = |reason: &str| {
-                    Ok(vec![event(
+                    Ok(vec![Event::new(
                         "PurchaseRejected",
                         &PurchaseRejected {
                             buyer_id: purchase.buyer_id.clone(),
@@ -151,7 +130,7 @@ impl FlashSaleItem {
                 if quantity > self.stock {
                     return rejected("insufficient_stock");
                 }
-                Ok(vec![event(
+                Ok(vec![Event::new(
                     "ItemPurchased",
                     &ItemPurchased {
                         buyer_id: purchase.buyer_id,
@@ -160,18 +139,18 @@ impl FlashSaleItem {
                 )])
             }
             other => Err(Refusal::UnknownCommand(format!(
-                "{AGGREGATE} has no command {other:?}"
+                "{} has no command {other:?}",
+                Self::NAME
             ))),
         }
     }
 
     /// Apply one recorded event. Fails only on an event this logic does not
     /// understand or one that contradicts the state (a corrupt stream).
-    pub fn evolve(&mut self, name: &str, payload: &str) -> Result<(), String> {
-        let bad = |e: serde_json::Error| format!("{name}: {e}");
+    fn evolve(&mut self, name: &str, payload: &str) -> Result<(), String> {
         match name {
             "FlashSaleCreated" => {
-                let created: FlashSaleCreated = serde_json::from_str(payload).map_err(bad)?;
+                let created: FlashSaleCreated = parse_event(name, payload)?;
                 self.created = true;
                 self.initial_stock = created.initial_stock;
                 self.stock = created.initial_stock;
@@ -179,7 +158,7 @@ impl FlashSaleItem {
                 self.buyers.clear();
             }
             "ItemPurchased" => {
-                let purchased: ItemPurchased = serde_json::from_str(payload).map_err(bad)?;
+                let purchased: ItemPurchased = parse_event(name, payload)?;
                 self.stock = self.stock.checked_sub(purchased.quantity).ok_or_else(|| {
                     format!(
                         "ItemPurchased of {} exceeds stock {}",
@@ -190,9 +169,9 @@ impl FlashSaleItem {
                 self.buyers.push(purchased.buyer_id);
             }
             "PurchaseRejected" => {
-                let _: PurchaseRejected = serde_json::from_str(payload).map_err(bad)?;
+                let _: PurchaseRejected = parse_event(name, payload)?;
             }
-            other => return Err(format!("{AGGREGATE} has no event {other:?}")),
+            other => return Err(format!("{} has no event {other:?}", Self::NAME)),
         }
         Ok(())
     }
@@ -213,7 +192,7 @@ mod tests {
         item
     }
 
-    fn purchase(item: &mut FlashSaleItem, buyer: &str, quantity: i64) -> Result<RawEvent, Refusal> {
+    fn purchase(item: &mut FlashSaleItem, buyer: &str, quantity: i64) -> Result<Event, Refusal> {
         let payload = format!(r#"{{"buyerId":"{buyer}","quantity":{quantity}}}"#);
         let mut events = item.decide("PurchaseItem", &payload)?;
         assert_eq!(events.len(), 1);

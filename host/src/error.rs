@@ -118,7 +118,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 
     /// The URL names a database kind this host cannot use.
-    #[error("unsupported database URL {0:?} (expected postgres://...)")]
+    #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]
     UnsupportedUrl(String),
 }
 

@@ -16,9 +16,8 @@ async fn main() -> ExitCode {
     match eshost::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes, joined.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", eshost::cli::exit::one_line(&e));
+            ExitCode::from(eshost::cli::exit::code(&e))
         }
     }
 }

@@ -17,7 +17,10 @@ use std::process::Command;
 const TARGET: &str = "wasm32-unknown-unknown";
 
 /// Guest crates and the component file each one becomes.
-const GUESTS: &[(&str, &str)] = &[("guest-flash-sale", "flash-sale.wasm")];
+const GUESTS: &[(&str, &str)] = &[
+    ("guest-flash-sale", "flash-sale.wasm"),
+    ("guest-bank-account", "bank-account.wasm"),
+];
 
 /// Where the Debian fallback lives.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";

@@ -1,22 +1,28 @@
-//! The `eshost` command line: parses arguments, builds a [`Host`], runs one
-//! subcommand and reports. Exit codes: 0 success, 1 error, 2 usage error.
+//! The `eshost` command line: parses arguments, builds what the subcommand
+//! needs (modules, store, host), runs it and prints the result. Exit codes are
+//! in [`exit`].
 
-use crate::dispatch::{Host, RetryPolicy};
-use crate::runtime::{Modules, engine};
+pub mod exit;
+
+use crate::dispatch::{CommandRequest, Host, RetryPolicy};
+use crate::runtime::{ArtifactCache, Modules, Runtime};
 use crate::{demo, store};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  error (one line on stderr)
-  2  usage error";
+/// The store used when no URL is given: a file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://eshost.db";
 
 #[derive(Debug, Parser)]
-#[command(name = "eshost", version, about = "Run event-sourced aggregates compiled to WebAssembly components", after_help = EXIT_CODES)]
+#[command(
+    name = "eshost",
+    version,
+    about = "Run event-sourced aggregates compiled to WebAssembly components",
+    after_help = exit::HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -26,11 +32,13 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Event store URL (postgres://user@host:port/db).
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    /// Event store: postgres://user@host:port/db, or sqlite://PATH (a file,
+    /// created on first use).
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
 
     /// Directory of aggregate components: every *.wasm in it is loaded.
+    /// The default is where `cargo xtask build-guests` puts them.
     #[arg(
         long,
         env = "ESHOST_MODULES",
@@ -38,13 +46,89 @@ pub struct GlobalArgs {
         default_value = "target/modules"
     )]
     pub modules: PathBuf,
+
+    /// Where compiled components are cached
+    /// [default: $XDG_CACHE_HOME/eshost, else ~/.cache/eshost].
+    #[arg(long, env = "ESHOST_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every component afresh; neither read nor write the cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
+    /// List the loaded aggregates: name, version, digest, file, commands, events.
+    #[command(after_help = "Example:\n  eshost aggregates --json")]
+    Aggregates {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Run one command and print the events it appended, as JSON lines.
+    ///
+    /// A recorded rejection (such as PurchaseRejected) is a success. A command
+    /// the aggregate refuses appends nothing and exits 1.
+    #[command(after_help = "Examples:\n  \
+        eshost exec FlashSaleItem s1 CreateFlashSale '{\"initialStock\":3}'\n  \
+        eshost exec FlashSaleItem s1 PurchaseItem @purchase.json\n  \
+        echo '{\"buyerId\":\"b1\",\"quantity\":1}' | eshost exec FlashSaleItem s1 PurchaseItem -")]
+    Exec(ExecArgs),
+
+    /// Print an aggregate's events, oldest first, as JSON lines.
+    #[command(after_help = "Example:\n  eshost events FlashSaleItem s1")]
+    Events {
+        /// Aggregate type, e.g. FlashSaleItem.
+        aggregate: String,
+        /// Aggregate instance id.
+        id: String,
+    },
+
+    /// Print an aggregate's current state as JSON.
+    #[command(after_help = "Example:\n  eshost state FlashSaleItem s1")]
+    State {
+        /// Aggregate type, e.g. FlashSaleItem.
+        aggregate: String,
+        /// Aggregate instance id.
+        id: String,
+    },
+
+    /// Create or upgrade the event store's tables (every other command does
+    /// this too when it opens the store).
+    #[command(
+        after_help = "Example:\n  eshost migrate --database-url postgres://postgres@127.0.0.1/postgres"
+    )]
+    Migrate,
+
     /// Run a demo scenario.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Aggregate type, e.g. FlashSaleItem.
+    pub aggregate: String,
+    /// Aggregate instance id.
+    pub id: String,
+    /// Command name, e.g. PurchaseItem.
+    pub command: String,
+    /// JSON text, @FILE to read it from a file, or - for stdin [default: {}].
+    pub payload: Option<String>,
+    /// Identifies this command in the events' metadata [default: a new UUID].
+    #[arg(long)]
+    pub command_id: Option<String>,
+    /// Recorded in the events' metadata [default: the command id].
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    /// Recorded in the events' metadata [default: the command id].
+    #[arg(long)]
+    pub causation_id: Option<String>,
+    /// Conflict retries before giving up.
+    #[arg(long, default_value_t = 5)]
+    pub max_retries: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,27 +158,147 @@ pub struct FlashSaleArgs {
 }
 
 impl GlobalArgs {
-    async fn host(&self, retry: RetryPolicy) -> Result<Arc<Host>> {
-        let url = self.database_url.as_deref().context(
-            "no event store: pass --database-url or set DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)",
-        )?;
-        let modules = Modules::load_dir(&engine(), &self.modules)?;
+    fn runtime(&self) -> Runtime {
+        let runtime = Runtime::new();
+        if self.no_cache {
+            return runtime;
+        }
+        match self.cache_dir.clone().or_else(ArtifactCache::default_dir) {
+            Some(dir) => runtime.with_cache_dir(dir),
+            None => runtime,
+        }
+    }
+
+    fn modules(&self) -> Result<Modules> {
+        let modules = self.runtime().load_dir(&self.modules)?;
         if modules.is_empty() {
             bail!(
                 "{}: no *.wasm components (build them with `cargo xtask build-guests`)",
                 self.modules.display()
             );
         }
-        let store = store::open(url).await?;
-        Ok(Arc::new(Host::new(modules, store, retry)))
+        Ok(modules)
+    }
+
+    async fn host(&self, retry: RetryPolicy) -> Result<Host> {
+        let modules = self.modules()?;
+        let store = store::open(&self.database_url).await?;
+        Ok(Host::new(modules, store, retry))
     }
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
     match cli.command {
-        CliCommand::Demo(DemoCommand::FlashSale(args)) => demo_flash_sale(&cli.global, args).await,
+        CliCommand::Aggregates { json } => aggregates(global, json),
+        CliCommand::Exec(args) => exec(global, args).await,
+        CliCommand::Events { aggregate, id } => {
+            let host = global.host(RetryPolicy::default()).await?;
+            for event in host.events(&aggregate, &id).await? {
+                println!("{}", serde_json::to_string(&event)?);
+            }
+            Ok(())
+        }
+        CliCommand::State { aggregate, id } => {
+            let host = global.host(RetryPolicy::default()).await?;
+            println!("{}", host.state(&aggregate, &id).await?);
+            Ok(())
+        }
+        CliCommand::Migrate => {
+            store::open(&global.database_url).await?;
+            eprintln!("{}: migrated", store::redact(&global.database_url));
+            Ok(())
+        }
+        CliCommand::Demo(DemoCommand::FlashSale(args)) => demo_flash_sale(global, args).await,
     }
+}
+
+fn aggregates(global: &GlobalArgs, json: bool) -> Result<()> {
+    let modules = global.modules()?;
+    let listing: Vec<_> = modules
+        .iter()
+        .map(|c| {
+            let mut events: Vec<&String> = c.events.iter().collect();
+            events.sort();
+            serde_json::json!({
+                "name": c.name,
+                "version": c.version,
+                "digest": format!("sha256:{}", c.digest),
+                "file": c.path,
+                "commands": c.commands,
+                "events": events,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string(&listing)?);
+        return Ok(());
+    }
+    for a in &listing {
+        println!(
+            "{} {} ({})",
+            a["name"].as_str().unwrap_or_default(),
+            a["version"].as_str().unwrap_or_default(),
+            a["file"].as_str().unwrap_or_default()
+        );
+        println!("  digest   {}", a["digest"].as_str().unwrap_or_default());
+        println!("  commands {}", join(&a["commands"]));
+        println!("  events   {}", join(&a["events"]));
+    }
+    Ok(())
+}
+
+fn join(list: &serde_json::Value) -> String {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// JSON text as given, `@FILE`, or `-` for stdin; absent means `{}`.
+fn read_payload(payload: Option<&str>) -> Result<String> {
+    match payload {
+        None => Ok("{}".to_string()),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the payload from stdin")?;
+            Ok(text)
+        }
+        Some(arg) => match arg.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read payload file {path}")),
+            None => Ok(arg.to_string()),
+        },
+    }
+}
+
+async fn exec(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
+    // Read the input first: a bad @file fails before anything is opened.
+    let payload = read_payload(args.payload.as_deref())?;
+    let retry = RetryPolicy {
+        max_retries: args.max_retries,
+        ..RetryPolicy::default()
+    };
+    let host = global.host(retry).await?;
+    let request = CommandRequest {
+        command_id: args.command_id,
+        correlation_id: args.correlation_id,
+        causation_id: args.causation_id,
+        ..CommandRequest::new(args.aggregate, args.id, args.command, payload)
+    };
+    let outcome = host.execute(&request).await?;
+    for event in &outcome.events {
+        println!("{}", serde_json::to_string(event)?);
+    }
+    Ok(())
 }
 
 async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()> {
@@ -102,7 +306,7 @@ async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()>
         max_retries: args.max_retries,
         ..RetryPolicy::default()
     };
-    let host = global.host(retry).await?;
+    let host = Arc::new(global.host(retry).await?);
     if host.modules().get(demo::AGGREGATE).is_none() {
         bail!(
             "{}: no component provides {}",

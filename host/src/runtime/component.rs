@@ -2,6 +2,7 @@
 //! that imports nothing, and read its manifest.
 
 use super::GuestContext;
+use super::artifacts::ArtifactCache;
 use super::bindings::AggregateGuestPre;
 use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
 use crate::error::LoadError;
@@ -42,29 +43,57 @@ impl std::fmt::Debug for LoadedComponent {
 }
 
 impl LoadedComponent {
-    /// Reads, compiles and checks the component at `path`.
-    pub fn load(engine: &Engine, path: &Path) -> Result<Self, LoadError> {
+    /// Reads, compiles (or takes from `cache`) and checks the component at `path`.
+    pub fn load(
+        engine: &Engine,
+        cache: Option<&ArtifactCache>,
+        path: &Path,
+    ) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
-        Self::from_bytes(engine, path, &bytes)
-    }
-
-    /// Compiles and checks component bytes; `path` is used in messages.
-    pub fn from_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
-        let digest = hex::encode(Sha256::digest(bytes));
-        let component = Component::new(engine, bytes)
-            .map_err(|e| LoadError::new(path, format!("not a valid component: {e}")))?;
-        // An empty linker: a component that imports anything fails here.
-        let linker: Linker<GuestContext> = Linker::new(engine);
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let compiled = match cache {
+            Some(cache) => cache.component(engine, &digest, &bytes),
+            None => Component::new(engine, &bytes),
+        };
+        let component = compiled.map_err(|e| {
             LoadError::new(
                 path,
-                format!("imports something; guests may import nothing: {e}"),
+                format!("not a WebAssembly component: {}", first_line(&e)),
             )
         })?;
+        Self::check(engine, path, digest, component)
+    }
+
+    /// Checks a compiled component against the `aggregate-guest` world and
+    /// reads its manifest.
+    fn check(
+        engine: &Engine,
+        path: &Path,
+        digest: String,
+        component: Component,
+    ) -> Result<Self, LoadError> {
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !imports.is_empty() {
+            return Err(LoadError::new(
+                path,
+                format!(
+                    "imports {}; an aggregate guest may import nothing",
+                    imports.join(", ")
+                ),
+            ));
+        }
+        let linker: Linker<GuestContext> = Linker::new(engine);
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::new(path, first_line(&e)))?;
         let pre = AggregateGuestPre::new(instance_pre).map_err(|e| {
             LoadError::new(
                 path,
-                format!("does not export the eshost:aggregate world: {e}"),
+                format!("not an eshost:aggregate@0.1.0 guest: {}", first_line(&e)),
             )
         })?;
         let manifest = describe(engine, &pre).map_err(|e| LoadError::new(path, e))?;
@@ -84,6 +113,15 @@ impl LoadedComponent {
     pub fn accepts(&self, command: &str) -> bool {
         self.commands.iter().any(|c| c == command)
     }
+}
+
+/// wasmtime errors carry their causes on later lines; a load error is one line.
+fn first_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn describe(engine: &Engine, pre: &AggregateGuestPre<GuestContext>) -> Result<Manifest, String> {

@@ -1,11 +1,10 @@
 //! The loaded components, by aggregate name.
 
-use super::LoadedComponent;
+use super::{LoadedComponent, Runtime};
 use crate::error::LoadError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::Engine;
 
 /// Every aggregate this host can run. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -14,9 +13,11 @@ pub struct Modules {
 }
 
 impl Modules {
-    /// Loads every `*.wasm` in `dir`. Any file that fails to load fails the
-    /// whole call, naming the file: a host never runs with a module missing.
-    pub fn load_dir(engine: &Engine, dir: &Path) -> Result<Self, LoadError> {
+    /// Loads every `*.wasm` in `dir`, in name order. Any file that fails to
+    /// load fails the whole call, naming the file and the reason: a host never
+    /// runs with part of its modules silently missing, and two components
+    /// claiming one aggregate is an error, not a race.
+    pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Self, LoadError> {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| LoadError::new(dir, format!("cannot read modules directory: {e}")))?;
         let mut paths: Vec<_> = entries
@@ -26,7 +27,7 @@ impl Modules {
         paths.sort();
         let mut modules = Self::default();
         for path in paths {
-            modules.insert(LoadedComponent::load(engine, &path)?)?;
+            modules.insert(runtime.load(&path)?)?;
         }
         Ok(modules)
     }

@@ -3,8 +3,10 @@
 //! the concurrency guard; a lost race surfaces as [`StoreError::Conflict`].
 
 mod postgres;
+mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -77,11 +79,30 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 }
 
-/// Opens the store a URL names and applies its migrations.
+/// Opens the store a URL names (`postgres://...` or `sqlite://PATH`) and
+/// applies its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+        Err(StoreError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }

@@ -3,8 +3,10 @@
 use super::{EventStore, NewEvent, RecordedEvent, StreamId};
 use crate::error::StoreError;
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+use std::str::FromStr;
+use std::time::Duration;
 
 /// The unique constraint whose violation means "someone appended first".
 const STREAM_KEY: &str = "events_stream_sequence_key";
@@ -41,11 +43,16 @@ impl PostgresStore {
     /// Connects and applies the migrations. Safe to run from many processes at
     /// once: sqlx serialises migrations with an advisory lock.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        // One plain connection first: an unreachable server fails at once with
+        // its real cause, instead of a pool timing out 30 s later.
+        let mut conn = PgConnection::connect_with(&options).await?;
+        MIGRATOR.run(&mut conn).await?;
+        conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .connect(url)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 

@@ -8,9 +8,7 @@ async fn stream_len(host: &Host, id: &str) -> usize {
     host.events(FLASH_SALE, id).await.unwrap().len()
 }
 
-#[tokio::test]
-async fn unknown_aggregate() {
-    let db = TestDb::new().await;
+async fn unknown_aggregate(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let error = host
         .execute(&CommandRequest::new("Nope", "x", "CreateFlashSale", "{}"))
@@ -24,12 +22,9 @@ async fn unknown_aggregate() {
         error.to_string().contains("FlashSaleItem"),
         "lists what is loaded: {error}"
     );
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn unknown_command() {
-    let db = TestDb::new().await;
+async fn unknown_command(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let error = host
         .execute(&CommandRequest::new(FLASH_SALE, "s", "Refund", "{}"))
@@ -44,12 +39,9 @@ async fn unknown_command() {
         "lists accepted commands: {error}"
     );
     assert_eq!(stream_len(&host, "s").await, 0);
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn payload_not_json_or_missing_a_field() {
-    let db = TestDb::new().await;
+async fn payload_not_json_or_missing_a_field(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let error = host
         .execute(&CommandRequest::new(
@@ -85,12 +77,9 @@ async fn payload_not_json_or_missing_a_field() {
     }
     assert!(!error.to_string().contains('\n'), "one line: {error}");
     assert_eq!(stream_len(&host, "s").await, 0);
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn purchase_from_a_sale_never_created() {
-    let db = TestDb::new().await;
+async fn purchase_from_a_sale_never_created(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let error = host.execute(&purchase("ghost", "b", 1)).await.unwrap_err();
     assert!(
@@ -105,12 +94,9 @@ async fn purchase_from_a_sale_never_created() {
     );
     assert!(error.to_string().contains("does not exist"), "{error}");
     assert_eq!(stream_len(&host, "ghost").await, 0);
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn creating_a_sale_twice() {
-    let db = TestDb::new().await;
+async fn creating_a_sale_twice(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     host.execute(&create("twice", 5)).await.unwrap();
     host.execute(&purchase("twice", "b", 2)).await.unwrap();
@@ -128,12 +114,9 @@ async fn creating_a_sale_twice() {
     assert_eq!(stream_len(&host, "twice").await, 2);
     // The stock was not reset.
     assert_eq!(host.state(FLASH_SALE, "twice").await.unwrap()["stock"], 3);
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn quantity_zero_or_negative() {
-    let db = TestDb::new().await;
+async fn quantity_zero_or_negative(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     host.execute(&create("q", 5)).await.unwrap();
     for quantity in [0, -3] {
@@ -153,12 +136,9 @@ async fn quantity_zero_or_negative() {
         );
     }
     assert_eq!(stream_len(&host, "q").await, 1);
-    db.drop_schema().await;
 }
 
-#[tokio::test]
-async fn quantity_above_stock_is_a_recorded_rejection() {
-    let db = TestDb::new().await;
+async fn quantity_above_stock_is_a_recorded_rejection(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     host.execute(&create("big", 3)).await.unwrap();
     let outcome = host.execute(&purchase("big", "whale", 4)).await.unwrap();
@@ -175,5 +155,14 @@ async fn quantity_above_stock_is_a_recorded_rejection() {
         (state["stock"].as_u64(), state["sold"].as_u64()),
         (Some(0), Some(3))
     );
-    db.drop_schema().await;
 }
+
+crate::conformance!(
+    unknown_aggregate,
+    unknown_command,
+    payload_not_json_or_missing_a_field,
+    purchase_from_a_sale_never_created,
+    creating_a_sale_twice,
+    quantity_zero_or_negative,
+    quantity_above_stock_is_a_recorded_rejection,
+);

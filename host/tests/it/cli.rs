@@ -1,38 +1,454 @@
-//! The `eshost` binary, driven as a user would.
+//! The `eshost` binary, driven as a user would: in an empty folder, with no
+//! database server (SQLite by default), and against PostgreSQL for the demo.
 
 use crate::util::*;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
-fn eshost() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eshost"));
-    cmd.env_remove("DATABASE_URL").env_remove("ESHOST_MODULES");
-    cmd
+/// A user's working directory with its own compiled-code cache.
+struct Workspace {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    modules: PathBuf,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        Self::with_modules(modules_dir())
+    }
+
+    fn with_modules(modules: PathBuf) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+            modules,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eshost"));
+        cmd.current_dir(self.dir.path())
+            .env_remove("DATABASE_URL")
+            .env("ESHOST_MODULES", &self.modules)
+            .env("ESHOST_CACHE_DIR", self.cache.path())
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn events(&self, aggregate: &str, id: &str) -> Vec<serde_json::Value> {
+        json_lines(&ok(self.run(&["events", aggregate, id])))
+    }
+
+    fn cache_entries(&self) -> Vec<PathBuf> {
+        let mut entries: Vec<_> = std::fs::read_dir(self.cache.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        entries.sort();
+        entries
+    }
+}
+
+/// Asserts success and returns stdout.
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Asserts the exit code and a one-line error; returns that line.
+fn fails(output: Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+    assert!(output.stdout.is_empty(), "nothing on stdout");
+    stderr
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn sqlite_by_default_in_an_empty_folder() {
+    let ws = Workspace::new();
+    let created = json_lines(&ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":3}"#,
+    ])));
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["name"], "FlashSaleCreated");
+    assert_eq!(created[0]["sequence"], 1);
+    assert!(
+        ws.dir.path().join("eshost.db").exists(),
+        "the default store is ./eshost.db"
+    );
+
+    // Payload as text, from a file, and from stdin.
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "PurchaseItem",
+        r#"{"buyerId":"ann","quantity":1}"#,
+    ]));
+    std::fs::write(
+        ws.dir.path().join("bob.json"),
+        r#"{"buyerId":"bob","quantity":1}"#,
+    )
+    .unwrap();
+    ok(ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", "@bob.json"]));
+    let rejected = json_lines(&ok(ws.run_with_stdin(
+        &["exec", FLASH_SALE, "s1", "PurchaseItem", "-"],
+        r#"{"buyerId":"cy","quantity":2}"#,
+    )));
+    // A recorded rejection is a success.
+    assert_eq!(rejected[0]["name"], "PurchaseRejected");
+    assert_eq!(rejected[0]["payload"]["reason"], "insufficient_stock");
+    assert_eq!(rejected[0]["sequence"], 4);
+
+    let events = ws.events(FLASH_SALE, "s1");
+    let sequences: Vec<_> = events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3, 4]);
+    assert!(
+        events[0]["metadata"]["componentDigest"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["state", FLASH_SALE, "s1"]))).unwrap();
+    assert_eq!(state["stock"], 1);
+    assert_eq!(state["sold"], 2);
+    assert_eq!(state["buyers"], serde_json::json!(["ann", "bob"]));
+}
+
+/// A guest the host was never compiled against, in an otherwise empty
+/// modules directory.
+#[test]
+fn a_second_guest_loads_without_rebuilding_the_host() {
+    let modules = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        modules_dir().join("bank-account.wasm"),
+        modules.path().join("bank-account.wasm"),
+    )
+    .unwrap();
+    let ws = Workspace::with_modules(modules.path().to_path_buf());
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["aggregates", "--json"]))).unwrap();
+    let listing = listing.as_array().unwrap();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0]["name"], "BankAccount");
+    assert_eq!(
+        listing[0]["commands"],
+        serde_json::json!(["OpenAccount", "Deposit", "Withdraw"])
+    );
+    assert!(
+        listing[0]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        listing[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("bank-account.wasm")
+    );
+
+    ok(ws.run(&[
+        "exec",
+        "BankAccount",
+        "acc-1",
+        "OpenAccount",
+        r#"{"owner":"ada"}"#,
+    ]));
+    ok(ws.run(&[
+        "exec",
+        "BankAccount",
+        "acc-1",
+        "Deposit",
+        r#"{"amount":100}"#,
+    ]));
+    let declined = json_lines(&ok(ws.run(&[
+        "exec",
+        "BankAccount",
+        "acc-1",
+        "Withdraw",
+        r#"{"amount":250}"#,
+    ])));
+    assert_eq!(declined[0]["name"], "WithdrawalDeclined");
+    ok(ws.run(&[
+        "exec",
+        "BankAccount",
+        "acc-1",
+        "Withdraw",
+        r#"{"amount":30}"#,
+    ]));
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["state", "BankAccount", "acc-1"]))).unwrap();
+    assert_eq!(state["balance"], 70);
+    assert_eq!(state["owner"], "ada");
+
+    // The flash sale is not in this directory.
+    let error = fails(
+        ws.run(&["exec", FLASH_SALE, "s1", "CreateFlashSale", "{}"]),
+        1,
+    );
+    assert!(
+        error.contains("unknown aggregate") && error.contains("BankAccount"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_input_fails_in_one_line_and_appends_nothing() {
+    let ws = Workspace::new();
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":3}"#,
+    ]));
+
+    let error = fails(ws.run(&["exec", "Nope", "s1", "CreateFlashSale", "{}"]), 1);
+    assert!(error.contains("unknown aggregate \"Nope\""), "{error}");
+    let error = fails(ws.run(&["exec", FLASH_SALE, "s1", "Refund", "{}"]), 1);
+    assert!(error.contains("no command \"Refund\""), "{error}");
+    let error = fails(
+        ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", "{buyerId:"]),
+        1,
+    );
+    assert!(error.contains("not valid JSON"), "{error}");
+    let error = fails(
+        ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", "@missing.json"]),
+        1,
+    );
+    assert!(error.contains("missing.json"), "{error}");
+    let error = fails(
+        ws.run(&[
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "PurchaseItem",
+            r#"{"buyerId":"a","quantity":0}"#,
+        ]),
+        1,
+    );
+    assert!(error.contains("quantity must be at least 1"), "{error}");
+    let error = fails(
+        ws.run(&[
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "CreateFlashSale",
+            r#"{"initialStock":9}"#,
+        ]),
+        1,
+    );
+    assert!(error.contains("already exists"), "{error}");
+
+    assert_eq!(
+        ws.events(FLASH_SALE, "s1").len(),
+        1,
+        "no command above appended anything"
+    );
+}
+
+#[test]
+fn a_garbage_module_is_named_and_nothing_runs() {
+    let modules = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        modules_dir().join("flash-sale.wasm"),
+        modules.path().join("flash-sale.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        modules.path().join("junk.wasm"),
+        b"\0asm this is not a component",
+    )
+    .unwrap();
+    let ws = Workspace::with_modules(modules.path().to_path_buf());
+
+    let error = fails(
+        ws.run(&[
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "CreateFlashSale",
+            r#"{"initialStock":3}"#,
+        ]),
+        3,
+    );
+    assert!(
+        error.contains("junk.wasm") && error.contains("not a WebAssembly component"),
+        "{error}"
+    );
+    assert!(
+        !ws.dir.path().join("eshost.db").exists(),
+        "the store was not even opened"
+    );
+
+    // Two components claiming one aggregate.
+    std::fs::remove_file(modules.path().join("junk.wasm")).unwrap();
+    std::fs::copy(
+        modules_dir().join("flash-sale.wasm"),
+        modules.path().join("flash-sale-copy.wasm"),
+    )
+    .unwrap();
+    let error = fails(ws.run(&["aggregates"]), 3);
+    assert!(error.contains("already provided by"), "{error}");
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_detected_and_rebuilt() {
+    let ws = Workspace::new();
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":3}"#,
+    ]));
+    let entries = ws.cache_entries();
+    assert_eq!(
+        entries.len(),
+        2,
+        "one compiled entry per module: {entries:?}"
+    );
+    let entry = entries
+        .iter()
+        .find(|p| is_entry_for(p, "flash-sale.wasm"))
+        .unwrap()
+        .clone();
+    let good = std::fs::read(&entry).unwrap();
+
+    // Truncated, bit-flipped, and foreign: each is caught before wasmtime maps it.
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    for (what, bytes) in [
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("bit flip", flipped),
+        ("foreign", b"definitely not a compiled component".to_vec()),
+    ] {
+        std::fs::write(&entry, &bytes).unwrap();
+        let output = ws.run(&[
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "PurchaseItem",
+            r#"{"buyerId":"b","quantity":1}"#,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        ok(output);
+        assert!(
+            stderr.contains("rebuilding cache entry"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            good,
+            "{what}: entry rewritten"
+        );
+    }
+    assert_eq!(ws.events(FLASH_SALE, "s1").len(), 4);
+}
+
+fn is_entry_for(entry: &Path, module: &str) -> bool {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(
+        std::fs::read(modules_dir().join(module)).unwrap(),
+    ));
+    entry
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&digest)
+}
+
+#[test]
+fn help_documents_exit_codes_and_examples() {
+    let ws = Workspace::new();
+    let help = ok(ws.run(&["--help"]));
+    assert!(help.contains("Exit codes"), "{help}");
+    assert!(
+        help.contains("sqlite://eshost.db"),
+        "default store shown: {help}"
+    );
+    for sub in [
+        &["aggregates"][..],
+        &["exec"],
+        &["events"],
+        &["state"],
+        &["migrate"],
+        &["demo", "flash-sale"],
+    ] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let help = ok(ws.run(&args));
+        assert!(
+            help.contains("Example"),
+            "{sub:?} --help has no example: {help}"
+        );
+    }
+    let usage = ws.run(&["exec", FLASH_SALE]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn migrate_creates_the_store() {
+    let ws = Workspace::new();
+    ok(ws.run(&["migrate", "--database-url", "sqlite://other.db"]));
+    assert!(ws.dir.path().join("other.db").exists());
 }
 
 #[tokio::test]
-async fn demo_flash_sale_json() {
-    let db = TestDb::new().await;
-    let output = eshost()
-        .args([
-            "demo",
-            "flash-sale",
-            "--json",
-            "--database-url",
-            &db.url,
-            "--modules",
-        ])
-        .arg(modules_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+async fn demo_flash_sale_json_on_postgres() {
+    let db = TestDb::postgres().await;
+    let ws = Workspace::new();
+    let output = ws.run(&["demo", "flash-sale", "--json", "--database-url", &db.url]);
+    let stdout = ok(output);
     // Exactly one JSON object on stdout.
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(stdout.trim().lines().count(), 1);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(report["purchased"], 5);
     assert_eq!(report["rejected"], 3);
     assert_eq!(report["failed"], 0);
@@ -40,37 +456,32 @@ async fn demo_flash_sale_json() {
     assert_eq!(report["sold"], 5);
     assert_eq!(report["events"], 9);
     assert!(report["retries"].is_u64());
-    db.drop_schema().await;
+    db.cleanup().await;
 }
 
 #[test]
-fn demo_without_a_database_says_so_in_one_line() {
-    let output = eshost()
-        .args(["demo", "flash-sale", "--modules"])
-        .arg(modules_dir())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+fn demo_on_the_default_sqlite_store() {
+    let ws = Workspace::new();
+    let report: serde_json::Value =
+        serde_json::from_str(ok(ws.run(&["demo", "flash-sale", "--json"])).trim()).unwrap();
+    assert_eq!(
+        (report["purchased"].as_u64(), report["rejected"].as_u64()),
+        (Some(5), Some(3))
+    );
 }
 
 #[test]
-fn demo_with_a_missing_modules_directory_names_it() {
-    let output = eshost()
-        .args([
-            "demo",
-            "flash-sale",
+fn an_unreachable_store_is_a_one_line_failure() {
+    let ws = Workspace::new();
+    let error = fails(
+        ws.run(&[
+            "state",
+            FLASH_SALE,
+            "s1",
             "--database-url",
-            "postgres://nowhere/none",
-            "--modules",
-            "/no/such/dir",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/no/such/dir"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            "postgres://nobody@127.0.0.1:1/none",
+        ]),
+        3,
+    );
+    assert!(error.contains("database error"), "{error}");
 }

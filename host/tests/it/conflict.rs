@@ -5,9 +5,7 @@ use eshost::{CommandError, RetryPolicy};
 use std::sync::atomic::Ordering;
 
 /// Two hosts (separate pools and caches, as two processes) race on one item.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hosts_race_and_retry() {
-    let db = TestDb::new().await;
+async fn two_hosts_race_and_retry(db: &TestDb) {
     let patient = RetryPolicy {
         max_retries: 50,
         ..RetryPolicy::default()
@@ -61,13 +59,10 @@ async fn two_hosts_race_and_retry() {
             (Some(0), Some(10))
         );
     }
-    db.drop_schema().await;
 }
 
 /// When retries run out the caller gets a typed error and nothing is appended.
-#[tokio::test]
-async fn exhausted_retries_are_a_typed_error() {
-    let db = TestDb::new().await;
+async fn exhausted_retries_are_a_typed_error(db: &TestDb) {
     let impatient = RetryPolicy {
         max_retries: 0,
         ..RetryPolicy::default()
@@ -82,14 +77,11 @@ async fn exhausted_retries_are_a_typed_error() {
         "{error:?}"
     );
     assert_eq!(a.events(FLASH_SALE, "tired").await.unwrap().len(), 2);
-    db.drop_schema().await;
 }
 
 /// A refusal decided on a stale cached instance is confirmed against the
 /// latest stream before it is returned.
-#[tokio::test]
-async fn refusal_from_a_stale_cache_is_rechecked() {
-    let db = TestDb::new().await;
+async fn refusal_from_a_stale_cache_is_rechecked(db: &TestDb) {
     let a = db.host(RetryPolicy::default()).await;
     let b = db.host(RetryPolicy::default()).await;
     // A learns the sale does not exist (and caches that instance).
@@ -101,5 +93,10 @@ async fn refusal_from_a_stale_cache_is_rechecked() {
     let outcome = a.execute(&purchase("late", "x", 1)).await.unwrap();
     assert_eq!(names(&outcome.events), ["ItemPurchased"]);
     assert_eq!(outcome.events[0].sequence, 2);
-    db.drop_schema().await;
 }
+
+crate::conformance!(
+    two_hosts_race_and_retry,
+    exhausted_retries_are_a_typed_error,
+    refusal_from_a_stale_cache_is_rechecked,
+);

@@ -5,9 +5,7 @@ use eshost::{RetryPolicy, demo};
 
 /// Stock 5, 8 concurrent buyers, max_retries 5: all 8 complete, 5 purchases,
 /// 3 rejections, stock 0, sold 5, sequence numbers 1..9. Fifty times.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reference_scenario_fifty_times() {
-    let db = TestDb::new().await;
+async fn reference_scenario_fifty_times(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let mut total_retries = 0;
     for run in 0..50 {
@@ -35,14 +33,11 @@ async fn reference_scenario_fifty_times() {
     }
     // Eight buyers loading the same version must collide.
     assert!(total_retries > 0, "no conflict was ever retried");
-    db.drop_schema().await;
 }
 
 /// Every appended event carries the command, correlation and causation ids
 /// and the component's version and digest.
-#[tokio::test]
-async fn events_carry_metadata() {
-    let db = TestDb::new().await;
+async fn events_carry_metadata(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let mut request = create("meta-1", 3);
     request.command_id = Some("cmd-1".into());
@@ -57,5 +52,6 @@ async fn events_carry_metadata() {
     assert_eq!(metadata["componentDigest"], component.digest.as_str());
     assert_eq!(metadata["aggregateVersion"], component.version.as_str());
     assert_eq!(outcome.events[0].payload["itemId"], "meta-1");
-    db.drop_schema().await;
 }
+
+crate::conformance!(reference_scenario_fifty_times, events_carry_metadata,);

@@ -1,8 +1,8 @@
-//! Shared test plumbing: the built components, a PostgreSQL schema per test,
-//! hosts built on them.
+//! Shared test plumbing: the built components, a database of its own per test
+//! (a PostgreSQL schema or a SQLite file), hosts built on them, and the
+//! `conformance!` macro that runs a test against both stores.
 
-use eshost::runtime::engine;
-use eshost::store::PostgresStore;
+use eshost::runtime::Runtime;
 use eshost::{CommandRequest, Host, Modules, RecordedEvent, RetryPolicy};
 use sqlx::Connection;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,9 @@ pub fn modules() -> Modules {
     static MODULES: OnceLock<Modules> = OnceLock::new();
     MODULES
         .get_or_init(|| {
-            Modules::load_dir(&engine(), &modules_dir()).expect("loading the built guests")
+            Runtime::new()
+                .load_dir(&modules_dir())
+                .expect("loading the built guests")
         })
         .clone()
 }
@@ -62,16 +64,21 @@ async fn server_url() -> String {
     .clone()
 }
 
-/// A schema of its own for one test, so tests run in parallel and rerun.
+/// A database of its own for one test, so tests run in parallel and rerun.
 pub struct TestDb {
-    /// A URL whose connections use only this test's schema.
+    /// The store URL: a PostgreSQL URL whose connections see only this test's
+    /// schema, or a SQLite file in a temporary directory.
     pub url: String,
-    schema: String,
-    server: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    PostgresSchema { server: String, schema: String },
+    SqliteDir(#[allow(dead_code)] tempfile::TempDir),
 }
 
 impl TestDb {
-    pub async fn new() -> Self {
+    pub async fn postgres() -> Self {
         let server = server_url().await;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&server)
@@ -85,31 +92,64 @@ impl TestDb {
         let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
         Self {
             url,
-            schema,
-            server,
+            cleanup: Cleanup::PostgresSchema { server, schema },
         }
     }
 
-    pub async fn store(&self) -> Arc<PostgresStore> {
-        Arc::new(
-            PostgresStore::connect(&self.url)
-                .await
-                .expect("connecting the store"),
-        )
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        Self {
+            url,
+            cleanup: Cleanup::SqliteDir(dir),
+        }
     }
 
     /// A host with its own pool and cache, as a separate process would have.
     pub async fn host(&self, retry: RetryPolicy) -> Arc<Host> {
-        Arc::new(Host::new(modules(), self.store().await, retry))
+        let store = eshost::store::open(&self.url)
+            .await
+            .expect("opening the store");
+        Arc::new(Host::new(modules(), store, retry))
     }
 
-    pub async fn drop_schema(self) {
-        let mut conn = sqlx::PgConnection::connect(&self.server).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+    pub async fn cleanup(self) {
+        if let Cleanup::PostgresSchema { server, schema } = &self.cleanup {
+            let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
     }
+}
+
+/// Runs each listed `async fn name(db: &TestDb)` once against PostgreSQL and
+/// once against SQLite, as `postgres::name` and `sqlite::name`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = $crate::util::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = $crate::util::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
 }
 
 pub fn create(id: &str, stock: u64) -> CommandRequest {
