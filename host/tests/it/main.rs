@@ -5,5 +5,6 @@
 mod bad_input;
 mod cli;
 mod conflict;
+mod loading;
 mod scenario;
 mod util;

@@ -1,0 +1,74 @@
+//! Loading modules: what is refused, and that the message names the file and
+//! the reason in one line.
+
+use crate::util::*;
+use eshost::runtime::Runtime;
+use std::path::PathBuf;
+use wasm_encoder::{ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType};
+
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn load_error(name: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, name, bytes);
+    let error = Runtime::new().load(&path).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&path.display().to_string()),
+        "names the file: {error}"
+    );
+    assert!(!error.contains('\n'), "one line: {error}");
+    error
+}
+
+#[test]
+fn garbage_is_not_a_component() {
+    let error = load_error("junk.wasm", b"not wasm at all");
+    assert!(error.contains("not a WebAssembly component"), "{error}");
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let error = load_error("core.wasm", &wasm_encoder::Module::new().finish());
+    assert!(error.contains("not a WebAssembly component"), "{error}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let error = load_error("empty.wasm", &wasm_encoder::Component::new().finish());
+    assert!(
+        error.contains("not an eshost:aggregate@0.1.0 guest"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_component_that_imports_anything_is_refused_with_its_imports() {
+    let mut component = wasm_encoder::Component::new();
+    let mut types = ComponentTypeSection::new();
+    types.instance(&InstanceType::new());
+    component.section(&types);
+    let mut imports = ComponentImportSection::new();
+    imports.import("wasi:cli/environment@0.2.0", ComponentTypeRef::Instance(0));
+    component.section(&imports);
+    let error = load_error("greedy.wasm", &component.finish());
+    assert!(
+        error.contains("imports wasi:cli/environment@0.2.0"),
+        "{error}"
+    );
+    assert!(error.contains("may import nothing"), "{error}");
+}
+
+#[test]
+fn the_built_guests_load_and_describe_themselves() {
+    let modules = modules();
+    let flash_sale = modules.get(FLASH_SALE).unwrap();
+    assert_eq!(flash_sale.commands, ["CreateFlashSale", "PurchaseItem"]);
+    assert!(flash_sale.events.contains("PurchaseRejected"));
+    assert_eq!(flash_sale.digest.len(), 64);
+    let names: Vec<_> = modules.names().collect();
+    assert_eq!(names, ["BankAccount", "FlashSaleItem"]);
+}
