@@ -45,6 +45,35 @@ pub enum Refusal {
     PreconditionFailed(String),
 }
 
+/// How loud a log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Writes a line to the host's log, tagged there with the aggregate. Outside
+/// wasm32 (native unit tests) it writes to stderr.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use bindings::eshost::aggregate::host;
+        let level = match level {
+            Level::Trace => host::Level::Trace,
+            Level::Debug => host::Level::Debug,
+            Level::Info => host::Level::Info,
+            Level::Warn => host::Level::Warn,
+            Level::Error => host::Level::Error,
+        };
+        host::log(level, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
 /// Parses a command payload, refusing it with a message naming the command.
 pub fn parse<T: DeserializeOwned>(command: &str, payload: &str) -> Result<T, Refusal> {
     serde_json::from_str(payload).map_err(|e| Refusal::InvalidPayload(format!("{command}: {e}")))
@@ -105,6 +134,26 @@ pub mod glue {
 
     pub struct Component<A>(PhantomData<A>);
 
+    /// A panic aborts the guest, and the host sees only a trap; so the hook
+    /// sends the message to the host's log first, where the host picks it up
+    /// to explain the trap.
+    fn install_panic_hook() {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let message = info.payload_as_str().unwrap_or("(no message)");
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                crate::log(
+                    crate::Level::Error,
+                    &format!("panicked{location}: {message}"),
+                );
+            }))
+        });
+    }
+
     impl<A: Aggregate> Guest for Component<A> {
         type State = StateResource<A>;
 
@@ -123,10 +172,12 @@ pub mod glue {
 
     impl<A: Aggregate> GuestState for StateResource<A> {
         fn new(id: String) -> Self {
+            install_panic_hook();
             Self(RefCell::new(A::new(id)))
         }
 
         fn restore(id: String, snapshot: Vec<u8>) -> Result<State, String> {
+            install_panic_hook();
             let mut aggregate: A =
                 serde_json::from_slice(&snapshot).map_err(|e| format!("bad snapshot: {e}"))?;
             aggregate.set_id(id);

@@ -18,6 +18,14 @@ pub enum CommandError {
         accepted: String,
     },
 
+    /// The payload is larger than the host accepts. Fix the input.
+    #[error("payload of {command} is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge {
+        command: String,
+        size: usize,
+        limit: usize,
+    },
+
     /// The payload is not JSON at all. Fix the input.
     #[error("payload of {command} is not valid JSON: {reason}")]
     PayloadNotJson { command: String, reason: String },
@@ -70,6 +78,24 @@ pub enum GuestError {
     /// A trap or host-side failure while calling into the guest.
     #[error("{aggregate}: guest failed in {call}: {message}")]
     Trap {
+        aggregate: String,
+        call: &'static str,
+        message: String,
+    },
+
+    /// The call broke a sandbox limit (time, fuel, memory, stack, events per
+    /// command, payload size). The instance was discarded.
+    #[error("{aggregate}: {limit} limit exceeded in {call}: {detail}")]
+    LimitExceeded {
+        aggregate: String,
+        call: &'static str,
+        limit: &'static str,
+        detail: String,
+    },
+
+    /// The guest panicked; the message is the guest's own.
+    #[error("{aggregate}: guest {message} (in {call})")]
+    Panicked {
         aggregate: String,
         call: &'static str,
         message: String,

@@ -3,11 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`runtime`]: wasmtime engine, loading and checking components, hydrated
-//!   aggregate instances holding their state inside the guest.
+//! - [`runtime`]: wasmtime engine, sandbox limits, loading and checking
+//!   components, the compiled-code cache, hydrated aggregate instances
+//!   holding their state inside the guest.
 //! - [`store`]: the event store trait and its PostgreSQL implementation.
 //! - [`dispatch`]: [`Host`], which runs commands: load, decide, append with the
 //!   expected version, retry on conflict with backoff.
+//! - [`testing`]: given/when/then tests of guest logic in the sandbox, no
+//!   database (the Rust API and `eshost test` spec files).
 //! - [`demo`]: the flash-sale reference scenario.
 //! - [`cli`]: the `eshost` command line (the binary only wires it up).
 //! - [`error`]: typed errors.
@@ -18,6 +21,7 @@ pub mod dispatch;
 pub mod error;
 pub mod runtime;
 pub mod store;
+pub mod testing;
 
 pub use dispatch::{CommandOutcome, CommandRequest, Host, RetryPolicy};
 pub use error::{CommandError, GuestError, LoadError, Refusal, StoreError};

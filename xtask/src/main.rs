@@ -1,7 +1,8 @@
 //! Build helper for the eshost workspace (`cargo xtask ...`).
 //!
 //! - `build-guests`: compiles every guest crate for `wasm32-unknown-unknown`
-//!   and wraps each core module into a component in `target/modules/`.
+//!   and wraps each core module into a component in `target/modules/` (test
+//!   fixtures in `target/fixtures/`).
 //! - `test [ARGS]`: `build-guests`, then `cargo test --workspace [ARGS]`.
 //! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
 //!
@@ -16,10 +17,14 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
-/// Guest crates and the component file each one becomes.
+/// Guest crates and the component file each one becomes, under `target/`.
+/// Real guests go to `modules/` (eshost's default modules directory); test
+/// fixtures to `fixtures/`, where nothing loads them by accident.
 const GUESTS: &[(&str, &str)] = &[
-    ("guest-flash-sale", "flash-sale.wasm"),
-    ("guest-bank-account", "bank-account.wasm"),
+    ("guest-flash-sale", "modules/flash-sale.wasm"),
+    ("guest-bank-account", "modules/bank-account.wasm"),
+    ("guest-hostile", "fixtures/hostile.wasm"),
+    ("guest-importer", "fixtures/importer/importer.wasm"),
 ];
 
 /// Where the Debian fallback lives.
@@ -152,9 +157,7 @@ fn build_guests() -> Result<PathBuf> {
     };
     run(&mut cargo).context("building the guest crates")?;
 
-    let modules = root.join("target/modules");
-    std::fs::create_dir_all(&modules)?;
-    for (package, component_name) in GUESTS {
+    for (package, component_path) in GUESTS {
         let core = target_dir
             .join(TARGET)
             .join("release")
@@ -166,12 +169,15 @@ fn build_guests() -> Result<PathBuf> {
             .validate(true)
             .encode()
             .with_context(|| format!("{package}: encoding the component"))?;
-        let out = modules.join(component_name);
+        let out = root.join("target").join(component_path);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         // Rewrite only on change, so the file's mtime means something.
         if std::fs::read(&out).ok().as_deref() != Some(component.as_slice()) {
             std::fs::write(&out, &component)?;
         }
         eprintln!("guest {package} -> {}", out.display());
     }
-    Ok(modules)
+    Ok(root.join("target/modules"))
 }

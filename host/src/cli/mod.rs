@@ -5,13 +5,15 @@
 pub mod exit;
 
 use crate::dispatch::{CommandRequest, Host, RetryPolicy};
-use crate::runtime::{ArtifactCache, Modules, Runtime};
+use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
+use crate::testing::{SpecFile, run_case};
 use crate::{demo, store};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The store used when no URL is given: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://eshost.db";
@@ -55,6 +57,48 @@ pub struct GlobalArgs {
     /// Compile every component afresh; neither read nor write the cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The sandbox limits on every guest call.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sandbox limits")]
+pub struct LimitArgs {
+    /// Wall-clock budget of one guest call, in milliseconds.
+    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub guest_time_ms: u64,
+
+    /// Bound calls by fuel (instructions) instead of wall-clock time.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub guest_fuel: Option<u64>,
+
+    /// Linear memory of one guest instance, in MiB.
+    #[arg(long, global = true, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub guest_memory_mib: u64,
+
+    /// Events one command may produce.
+    #[arg(long, global = true, default_value_t = 100)]
+    pub max_events_per_command: usize,
+
+    /// Bytes of one command payload or one event payload.
+    #[arg(long, global = true, default_value_t = 65536)]
+    pub max_payload_bytes: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            budget: match self.guest_fuel {
+                Some(fuel) => Budget::Fuel(fuel),
+                None => Budget::WallClock(Duration::from_millis(self.guest_time_ms)),
+            },
+            memory_bytes: usize::try_from(self.guest_memory_mib << 20).unwrap_or(usize::MAX),
+            max_events_per_command: self.max_events_per_command,
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +137,25 @@ pub enum CliCommand {
         aggregate: String,
         /// Aggregate instance id.
         id: String,
+    },
+
+    /// Run given/when/then spec files against guests in the sandbox, with no
+    /// database. Prints each case as ok or FAIL (with a diff), then
+    /// `N passed, M failed`; exits 1 if any case failed.
+    #[command(
+        after_help = "Example:\n  eshost test guest-flash-sale/tests/flash-sale.spec.toml\n\n\
+        A spec file (TOML) names an aggregate and lists cases:\n  \
+        aggregate = \"FlashSaleItem\"\n  \
+        [[case]]\n  \
+        name = \"quantity 0 is refused\"\n  \
+        given = [{ event = \"FlashSaleCreated\", payload = { itemId = \"test-1\", initialStock = 5 } }]\n  \
+        when = { command = \"PurchaseItem\", payload = { buyerId = \"b\", quantity = 0 } }\n  \
+        error = \"invalid-command\"    # or: then = [{ event = ..., payload = ... }], state = { ... }"
+    )]
+    Test {
+        /// Spec files (TOML).
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
     },
 
     /// Create or upgrade the event store's tables (every other command does
@@ -159,7 +222,7 @@ pub struct FlashSaleArgs {
 
 impl GlobalArgs {
     fn runtime(&self) -> Runtime {
-        let runtime = Runtime::new();
+        let runtime = Runtime::with_limits(self.limits.limits());
         if self.no_cache {
             return runtime;
         }
@@ -205,6 +268,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", host.state(&aggregate, &id).await?);
             Ok(())
         }
+        CliCommand::Test { specs } => test_specs(global, &specs),
         CliCommand::Migrate => {
             store::open(&global.database_url).await?;
             eprintln!("{}: migrated", store::redact(&global.database_url));
@@ -212,6 +276,50 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         CliCommand::Demo(DemoCommand::FlashSale(args)) => demo_flash_sale(global, args).await,
     }
+}
+
+fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
+    let modules = global.modules()?;
+    // Parse every file first: a broken spec fails before any case runs.
+    let mut files = Vec::new();
+    for path in specs {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read spec {}", path.display()))?;
+        let spec = SpecFile::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let component = modules.get(&spec.aggregate).ok_or_else(|| {
+            anyhow!(
+                "{}: unknown aggregate {:?} (loaded: {})",
+                path.display(),
+                spec.aggregate,
+                modules.names().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        files.push((path, spec, component.clone()));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (path, spec, component) in &files {
+        println!("{}", path.display());
+        for case in &spec.cases {
+            match run_case(component, case) {
+                None => {
+                    passed += 1;
+                    println!("  ok    {}", case.name);
+                }
+                Some(failure) => {
+                    failed += 1;
+                    println!("  FAIL  {}", case.name);
+                    for line in failure.lines() {
+                        println!("        {line}");
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} of {} cases failed", passed + failed);
+    }
+    Ok(())
 }
 
 fn aggregates(global: &GlobalArgs, json: bool) -> Result<()> {

@@ -125,6 +125,14 @@ impl Host {
                 accepted: component.commands.join(", "),
             });
         }
+        let max_payload = component.limits.max_payload_bytes;
+        if request.payload.len() > max_payload {
+            return Err(CommandError::PayloadTooLarge {
+                command: request.command.clone(),
+                size: request.payload.len(),
+                limit: max_payload,
+            });
+        }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.payload) {
             return Err(CommandError::PayloadNotJson {
                 command: request.command.clone(),

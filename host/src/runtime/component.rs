@@ -1,16 +1,20 @@
 //! Loading one component file: compile it, check that it is an aggregate guest
-//! that imports nothing, and read its manifest.
+//! that imports nothing but `host.log`, and read its manifest.
 
-use super::GuestContext;
 use super::artifacts::ArtifactCache;
-use super::bindings::AggregateGuestPre;
 use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
+use super::bindings::{AggregateGuest, AggregateGuestPre};
+use super::sandbox::{self, GuestContext, Limits};
 use crate::error::LoadError;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// The one interface a guest may import.
+pub const HOST_INTERFACE: &str = "eshost:aggregate/host@0.1.0";
 
 /// A compiled, checked component, ready to instantiate cheaply.
 pub struct LoadedComponent {
@@ -27,6 +31,10 @@ pub struct LoadedComponent {
     /// Where it was loaded from.
     pub path: PathBuf,
     pub(crate) engine: Engine,
+    /// The limits every call into this component runs under.
+    pub limits: Limits,
+    /// The aggregate name, shared with every instance's log lines.
+    pub(crate) tag: Arc<str>,
     /// Imports resolved and exports type-checked once, so each instance is cheap.
     pub(crate) pre: AggregateGuestPre<GuestContext>,
 }
@@ -46,6 +54,7 @@ impl LoadedComponent {
     /// Reads, compiles (or takes from `cache`) and checks the component at `path`.
     pub fn load(
         engine: &Engine,
+        limits: Limits,
         cache: Option<&ArtifactCache>,
         path: &Path,
     ) -> Result<Self, LoadError> {
@@ -61,13 +70,14 @@ impl LoadedComponent {
                 format!("not a WebAssembly component: {}", first_line(&e)),
             )
         })?;
-        Self::check(engine, path, digest, component)
+        Self::check(engine, limits, path, digest, component)
     }
 
     /// Checks a compiled component against the `aggregate-guest` world and
     /// reads its manifest.
     fn check(
         engine: &Engine,
+        limits: Limits,
         path: &Path,
         digest: String,
         component: Component,
@@ -76,17 +86,20 @@ impl LoadedComponent {
             .component_type()
             .imports(engine)
             .map(|(name, _)| name.to_string())
+            .filter(|name| name != HOST_INTERFACE)
             .collect();
         if !imports.is_empty() {
             return Err(LoadError::new(
                 path,
                 format!(
-                    "imports {}; an aggregate guest may import nothing",
+                    "imports {}; an aggregate guest may import nothing but {HOST_INTERFACE}",
                     imports.join(", ")
                 ),
             ));
         }
-        let linker: Linker<GuestContext> = Linker::new(engine);
+        let mut linker: Linker<GuestContext> = Linker::new(engine);
+        AggregateGuest::add_to_linker::<_, HasSelf<_>>(&mut linker, |context| context)
+            .map_err(|e| LoadError::new(path, first_line(&e)))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::new(path, first_line(&e)))?;
@@ -96,8 +109,9 @@ impl LoadedComponent {
                 format!("not an eshost:aggregate@0.1.0 guest: {}", first_line(&e)),
             )
         })?;
-        let manifest = describe(engine, &pre).map_err(|e| LoadError::new(path, e))?;
+        let manifest = describe(engine, &limits, &pre).map_err(|e| LoadError::new(path, e))?;
         check_manifest(&manifest).map_err(|e| LoadError::new(path, e))?;
+        let tag = Arc::from(manifest.name.as_str());
         Ok(Self {
             name: manifest.name,
             version: manifest.version,
@@ -106,6 +120,8 @@ impl LoadedComponent {
             digest,
             path: path.to_path_buf(),
             engine: engine.clone(),
+            limits,
+            tag,
             pre,
         })
     }
@@ -124,8 +140,13 @@ fn first_line(error: &wasmtime::Error) -> String {
         .to_string()
 }
 
-fn describe(engine: &Engine, pre: &AggregateGuestPre<GuestContext>) -> Result<Manifest, String> {
-    let mut store = Store::new(engine, GuestContext::default());
+fn describe(
+    engine: &Engine,
+    limits: &Limits,
+    pre: &AggregateGuestPre<GuestContext>,
+) -> Result<Manifest, String> {
+    let mut store = sandbox::new_store(engine, Arc::from("(loading)"), limits);
+    sandbox::arm(&mut store, limits);
     let guest = pre
         .instantiate(&mut store)
         .map_err(|e| format!("instantiating failed: {e}"))?;

@@ -5,9 +5,10 @@
 //! it); methods that fail with [`GuestError::Trap`] leave `self` unusable, and
 //! callers drop it.
 
+use super::LoadedComponent;
 use super::bindings::AggregateGuest;
 use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
-use super::{GuestContext, LoadedComponent};
+use super::sandbox::{self, GuestContext};
 use crate::error::{GuestError, Refusal};
 use crate::store::RecordedEvent;
 use std::sync::Arc;
@@ -35,24 +36,36 @@ pub struct Hydrated {
 impl Hydrated {
     /// A fresh instance of `component` for aggregate `id`, at version 0.
     pub fn new(component: Arc<LoadedComponent>, id: &str) -> Result<Self, GuestError> {
-        let mut store = Store::new(&component.engine, GuestContext::default());
-        let trap = |call| {
-            let aggregate = component.name.clone();
-            move |e: wasmtime::Error| GuestError::Trap {
-                aggregate,
-                call,
-                message: format!("{e:#}"),
+        let limits = component.limits;
+        let mut store = sandbox::new_store(&component.engine, component.tag.clone(), &limits);
+        sandbox::arm(&mut store, &limits);
+        let guest = match component.pre.instantiate(&mut store) {
+            Ok(guest) => guest,
+            Err(e) => {
+                return Err(sandbox::classify(
+                    store.data_mut(),
+                    &limits,
+                    "instantiate",
+                    e,
+                ));
             }
         };
-        let guest = component
-            .pre
-            .instantiate(&mut store)
-            .map_err(trap("instantiate"))?;
-        let state = guest
+        sandbox::arm(&mut store, &limits);
+        let constructed = guest
             .eshost_aggregate_aggregate()
             .state()
-            .call_constructor(&mut store, id)
-            .map_err(trap("constructor"))?;
+            .call_constructor(&mut store, id);
+        let state = match constructed {
+            Ok(state) => state,
+            Err(e) => {
+                return Err(sandbox::classify(
+                    store.data_mut(),
+                    &limits,
+                    "constructor",
+                    e,
+                ));
+            }
+        };
         Ok(Self {
             id: id.to_string(),
             version: 0,
@@ -63,12 +76,14 @@ impl Hydrated {
         })
     }
 
-    fn trap(&self, call: &'static str, error: wasmtime::Error) -> GuestError {
-        GuestError::Trap {
-            aggregate: self.component.name.clone(),
-            call,
-            message: format!("{error:#}"),
-        }
+    /// Explains a failed call. The instance must not be used afterwards.
+    fn fail(&mut self, call: &'static str, error: wasmtime::Error) -> GuestError {
+        sandbox::classify(self.store.data_mut(), &self.component.limits, call, error)
+    }
+
+    /// Gives the next call its budget.
+    fn arm(&mut self) {
+        sandbox::arm(&mut self.store, &self.component.limits);
     }
 
     /// Applies recorded events that follow `self.version`, in order. Events at
@@ -110,12 +125,13 @@ impl Hydrated {
     }
 
     fn apply(&mut self, first_sequence: u64, batch: &[Event]) -> Result<(), GuestError> {
-        let result = self
-            .guest
-            .eshost_aggregate_aggregate()
-            .state()
-            .call_apply(&mut self.store, self.state, batch)
-            .map_err(|e| self.trap("apply", e))?;
+        self.arm();
+        let result = self.guest.eshost_aggregate_aggregate().state().call_apply(
+            &mut self.store,
+            self.state,
+            batch,
+        );
+        let result = result.map_err(|e| self.fail("apply", e))?;
         result.map_err(|reason| GuestError::ApplyFailed {
             aggregate: self.component.name.clone(),
             id: self.id.clone(),
@@ -135,16 +151,29 @@ impl Hydrated {
             name: command.to_string(),
             payload: payload.to_string(),
         };
-        let decided = self
-            .guest
-            .eshost_aggregate_aggregate()
-            .state()
-            .call_handle(&mut self.store, self.state, &command)
-            .map_err(|e| self.trap("handle", e))?;
-        let events = match decided {
+        self.arm();
+        let decided = self.guest.eshost_aggregate_aggregate().state().call_handle(
+            &mut self.store,
+            self.state,
+            &command,
+        );
+        let events = match decided.map_err(|e| self.fail("handle", e))? {
             Ok(events) => events,
             Err(refusal) => return Ok(Err(refusal.into())),
         };
+        let limits = &self.component.limits;
+        if events.len() > limits.max_events_per_command {
+            return Err(GuestError::LimitExceeded {
+                aggregate: self.component.name.clone(),
+                call: "handle",
+                limit: "events per command",
+                detail: format!(
+                    "{} events; at most {} are allowed",
+                    events.len(),
+                    limits.max_events_per_command
+                ),
+            });
+        }
         events
             .into_iter()
             .map(|e| self.check_event(e))
@@ -152,9 +181,22 @@ impl Hydrated {
             .map(Ok)
     }
 
-    /// The contract: only declared events, only JSON payloads.
+    /// The contract: only declared events, only JSON payloads, none too large.
     fn check_event(&self, event: Event) -> Result<DecidedEvent, GuestError> {
         let aggregate = &self.component.name;
+        let max_payload = self.component.limits.max_payload_bytes;
+        if event.payload.len() > max_payload {
+            return Err(GuestError::LimitExceeded {
+                aggregate: aggregate.clone(),
+                call: "handle",
+                limit: "payload size",
+                detail: format!(
+                    "event {} has a {} byte payload; at most {max_payload} are allowed",
+                    event.name,
+                    event.payload.len()
+                ),
+            });
+        }
         if !self.component.events.contains(&event.name) {
             return Err(GuestError::UndeclaredEvent {
                 aggregate: aggregate.clone(),
@@ -176,11 +218,13 @@ impl Hydrated {
 
     /// The current state as JSON text, as the guest renders it.
     pub fn to_json(&mut self) -> Result<String, GuestError> {
-        self.guest
+        self.arm();
+        let json = self
+            .guest
             .eshost_aggregate_aggregate()
             .state()
-            .call_to_json(&mut self.store, self.state)
-            .map_err(|e| self.trap("to-json", e))
+            .call_to_json(&mut self.store, self.state);
+        json.map_err(|e| self.fail("to-json", e))
     }
 }
 

@@ -5,16 +5,20 @@
 //! - [`component`]: loading one `.wasm` file into a [`LoadedComponent`].
 //! - [`modules`]: the set of loaded components, by aggregate name.
 //! - [`instance`]: one hydrated aggregate: a store, an instance, a state resource.
+//! - [`sandbox`]: the limits on every guest call and the one import, `log`.
+//! - [`artifacts`]: the on-disk cache of compiled components.
 
 pub mod artifacts;
 pub mod component;
 pub mod instance;
 pub mod modules;
+pub mod sandbox;
 
 pub use artifacts::ArtifactCache;
 pub use component::LoadedComponent;
 pub use instance::Hydrated;
 pub use modules::Modules;
+pub use sandbox::{Budget, GuestContext, Limits};
 
 use crate::error::LoadError;
 use std::path::Path;
@@ -25,29 +29,35 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "aggregate-guest" });
 }
 
-/// Per-instance host data inside a wasmtime `Store`. The world imports
-/// nothing, so there is nothing here yet; limits will live here.
-#[derive(Default)]
-pub struct GuestContext {}
-
-/// The engine every component of a host shares, and where compiled
-/// components are cached.
+/// The engine every component of a host shares, the limits on every guest
+/// call, and where compiled components are cached.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    limits: Limits,
     cache: Option<ArtifactCache>,
 }
 
 impl Runtime {
-    /// A runtime that compiles every component it loads.
+    /// A runtime with the default [`Limits`], compiling every component it loads.
     pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A runtime whose guest calls are bounded by `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        // Infallible for this configuration: only the component model is switched on.
+        sandbox::configure(&mut config, limits.budget);
+        // Infallible for these settings: the component model plus fuel or epochs.
         let engine = Engine::new(&config)
             .unwrap_or_else(|e| panic!("wasmtime rejected its configuration: {e}"));
+        if let Budget::WallClock(_) = limits.budget {
+            sandbox::start_epoch_ticker(&engine);
+        }
         Self {
             engine,
+            limits,
             cache: None,
         }
     }
@@ -62,13 +72,17 @@ impl Runtime {
         &self.engine
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn cache(&self) -> Option<&ArtifactCache> {
         self.cache.as_ref()
     }
 
     /// Loads and checks one component file.
     pub fn load(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
-        LoadedComponent::load(&self.engine, self.cache.as_ref(), path)
+        LoadedComponent::load(&self.engine, self.limits, self.cache.as_ref(), path)
     }
 
     /// Loads every `*.wasm` in `dir` (see [`Modules::load_dir`]).

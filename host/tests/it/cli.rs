@@ -405,6 +405,31 @@ fn is_entry_for(entry: &Path, module: &str) -> bool {
 }
 
 #[test]
+fn guest_logs_and_panics_reach_the_host_tagged_with_the_aggregate() {
+    let ws = Workspace::with_modules(workspace_root().join("target/fixtures"));
+    let output = ws
+        .command(&["exec", "Hostile", "h1", "Log"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    ok(output);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("hello from inside the sandbox"))
+        .unwrap_or_else(|| panic!("the guest's log line is missing: {stderr}"));
+    assert!(line.contains("INFO") && line.contains("Hostile"), "{line}");
+
+    let error = fails(ws.run(&["exec", "Hostile", "h1", "Panic"]), 3);
+    assert!(
+        error.contains("panicked at") && error.contains("on purpose"),
+        "{error}"
+    );
+    assert_eq!(ws.events("Hostile", "h1").len(), 1);
+}
+
+#[test]
 fn help_documents_exit_codes_and_examples() {
     let ws = Workspace::new();
     let help = ok(ws.run(&["--help"]));
@@ -419,6 +444,7 @@ fn help_documents_exit_codes_and_examples() {
         &["events"],
         &["state"],
         &["migrate"],
+        &["test"],
         &["demo", "flash-sale"],
     ] {
         let mut args = sub.to_vec();

@@ -59,7 +59,10 @@ fn a_component_that_imports_anything_is_refused_with_its_imports() {
         error.contains("imports wasi:cli/environment@0.2.0"),
         "{error}"
     );
-    assert!(error.contains("may import nothing"), "{error}");
+    assert!(
+        error.contains("may import nothing but eshost:aggregate/host@0.1.0"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -71,4 +74,17 @@ fn the_built_guests_load_and_describe_themselves() {
     assert_eq!(flash_sale.digest.len(), 64);
     let names: Vec<_> = modules.names().collect();
     assert_eq!(names, ["BankAccount", "FlashSaleItem"]);
+}
+
+/// The same refusal for a real guest, built by the project, that asks for a clock.
+#[test]
+fn a_built_guest_that_imports_a_clock_is_refused() {
+    let path = workspace_root().join("target/fixtures/importer/importer.wasm");
+    let error = Runtime::new().load(&path).unwrap_err().to_string();
+    assert!(error.contains("importer.wasm"), "{error}");
+    assert!(error.contains("imports fixture:importer/clock"), "{error}");
+    assert!(
+        !error.contains("imports eshost:aggregate/host"),
+        "the log import is allowed: {error}"
+    );
 }

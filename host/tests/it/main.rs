@@ -6,5 +6,7 @@ mod bad_input;
 mod cli;
 mod conflict;
 mod loading;
+mod sandbox;
 mod scenario;
+mod spec;
 mod util;

@@ -1,0 +1,267 @@
+//! What a guest call may use, and what happens when it uses more.
+//!
+//! - Execution: a wall-clock budget per call (wasmtime epoch interruption, a
+//!   ticker thread advancing the epoch every [`EPOCH_TICK`]), or a fuel budget
+//!   (a count of executed instructions, deterministic but slower to run).
+//! - Memory: linear memory may not grow past [`Limits::memory_bytes`].
+//! - Stack: wasmtime's own stack limit.
+//! - Output: at most [`Limits::max_events_per_command`] events, each payload
+//!   (and each command payload) at most [`Limits::max_payload_bytes`].
+//!
+//! A call that breaks a limit traps; the instance is thrown away (wasmtime
+//! will not re-enter it) and the command fails with an error naming the
+//! aggregate and the limit. A panic's message reaches the host through the
+//! one import a guest has, `host.log`.
+
+use super::bindings::eshost::aggregate::host::{self, Level};
+use crate::error::GuestError;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, error, info, trace, warn};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+
+/// How often the epoch advances when calls have a wall-clock budget.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Log lines longer than this are cut, so a guest cannot flood the log.
+const MAX_LOG_LINE: usize = 4096;
+
+/// How a guest call's execution is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Wall-clock time per call (epoch interruption). The default: it costs
+    /// least per call (see the README's sandbox section for the figures).
+    WallClock(Duration),
+    /// Instructions per call (fuel): deterministic, but every instruction
+    /// pays for the bookkeeping.
+    Fuel(u64),
+}
+
+/// Limits on every guest call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub budget: Budget,
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Events one command may produce.
+    pub max_events_per_command: usize,
+    /// Bytes of one command payload or one event payload.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            budget: Budget::WallClock(Duration::from_secs(1)),
+            memory_bytes: 64 << 20,
+            max_events_per_command: 100,
+            max_payload_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Sets the engine up for a budget: epoch interruption or fuel.
+pub(crate) fn configure(config: &mut wasmtime::Config, budget: Budget) {
+    match budget {
+        Budget::WallClock(_) => config.epoch_interruption(true),
+        Budget::Fuel(_) => config.consume_fuel(true),
+    };
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped.
+pub(crate) fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("eshost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the ticker, a wall-clock budget never fires: say so loudly.
+        error!(error = %e, "could not start the epoch ticker; guest calls are not time-limited");
+    }
+}
+
+/// A store for one instance, with the memory limiter attached.
+pub(crate) fn new_store(
+    engine: &Engine,
+    aggregate: Arc<str>,
+    limits: &Limits,
+) -> Store<GuestContext> {
+    let mut store = Store::new(engine, GuestContext::new(aggregate, limits));
+    store.limiter(|context| context);
+    store
+}
+
+/// Gives the next call its budget and a clean slate.
+pub(crate) fn arm(store: &mut Store<GuestContext>, limits: &Limits) {
+    store.data_mut().start_call();
+    match limits.budget {
+        Budget::WallClock(duration) => {
+            // One tick more than the budget: the first tick may come at once.
+            let ticks = duration.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
+            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        }
+        Budget::Fuel(fuel) => {
+            if let Err(e) = store.set_fuel(fuel) {
+                error!(error = %e, "could not set fuel; is the engine configured for it?");
+            }
+        }
+    }
+}
+
+/// Per-instance host data inside a wasmtime `Store`.
+pub struct GuestContext {
+    aggregate: Arc<str>,
+    memory_bytes: usize,
+    /// Set when the limiter refused to grow memory.
+    memory_exceeded: bool,
+    /// The error-level line the guest logged in the current call (a panic
+    /// hook's message), not yet written out.
+    last_error: Option<String>,
+}
+
+impl GuestContext {
+    pub fn new(aggregate: Arc<str>, limits: &Limits) -> Self {
+        Self {
+            aggregate,
+            memory_bytes: limits.memory_bytes,
+            memory_exceeded: false,
+            last_error: None,
+        }
+    }
+
+    /// Starts a call: an error line the previous call logged without trapping
+    /// is written out now.
+    pub(crate) fn start_call(&mut self) {
+        self.flush_error();
+    }
+
+    fn flush_error(&mut self) {
+        if let Some(message) = self.last_error.take() {
+            error!(aggregate = &*self.aggregate, "{message}");
+        }
+    }
+}
+
+impl Drop for GuestContext {
+    fn drop(&mut self) {
+        self.flush_error();
+    }
+}
+
+impl ResourceLimiter for GuestContext {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.memory_exceeded = true;
+            // Trap at once rather than hand the guest a failed allocation:
+            // its allocator would abort anyway, with a less useful message.
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl host::Host for GuestContext {
+    fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let aggregate = &*self.aggregate;
+        match level {
+            Level::Trace => trace!(aggregate, "{message}"),
+            Level::Debug => debug!(aggregate, "{message}"),
+            Level::Info => info!(aggregate, "{message}"),
+            Level::Warn => warn!(aggregate, "{message}"),
+            // Held until the call ends: if it traps, the line explains the
+            // trap (one error, not a log line and an error); if not, it is
+            // written out then.
+            Level::Error => {
+                self.flush_error();
+                self.last_error = Some(message);
+            }
+        }
+    }
+}
+
+/// Turns a failed guest call into the error that explains it.
+pub(crate) fn classify(
+    context: &mut GuestContext,
+    limits: &Limits,
+    call: &'static str,
+    error: wasmtime::Error,
+) -> GuestError {
+    let aggregate = context.aggregate.to_string();
+    let limit = |limit: &'static str, detail: String| GuestError::LimitExceeded {
+        aggregate: aggregate.clone(),
+        call,
+        limit,
+        detail,
+    };
+    if context.memory_exceeded {
+        return limit(
+            "memory",
+            format!("memory may not grow past {} MiB", limits.memory_bytes >> 20),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            let budget = match limits.budget {
+                Budget::WallClock(d) => format!("{} ms", d.as_millis()),
+                Budget::Fuel(f) => format!("{f} fuel"),
+            };
+            return limit("time", format!("the call ran past its budget of {budget}"));
+        }
+        Some(Trap::OutOfFuel) => {
+            let fuel = match limits.budget {
+                Budget::Fuel(f) => f,
+                Budget::WallClock(_) => 0,
+            };
+            return limit("fuel", format!("the call used all of its {fuel} fuel"));
+        }
+        Some(Trap::StackOverflow) => {
+            return limit("stack", "the call stack overflowed".to_string());
+        }
+        _ => {}
+    }
+    if let Some(message) = context.last_error.take() {
+        return GuestError::Panicked {
+            aggregate,
+            call,
+            message,
+        };
+    }
+    GuestError::Trap {
+        aggregate,
+        call,
+        message: format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
