@@ -33,11 +33,7 @@ pub struct DemoReport {
 
 /// Creates a fresh sale of `stock` units and fires `buyers` concurrent
 /// purchases of one unit each.
-pub async fn flash_sale(
-    host: Arc<Host>,
-    stock: u64,
-    buyers: u32,
-) -> Result<DemoReport, CommandError> {
+pub async fn flash_sale(host: &Host, stock: u64, buyers: u32) -> Result<DemoReport, CommandError> {
     let sale_id = format!("sale-{}", uuid::Uuid::new_v4());
     host.execute(&CommandRequest::new(
         AGGREGATE,

@@ -1,10 +1,11 @@
 //! Typed errors. Each variant's doc says what a caller should do with it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a command did not produce recorded events. Nothing was appended.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum CommandError {
     /// No loaded component declares this aggregate. Fix the name or load the module.
     #[error("unknown aggregate {name:?} (loaded: {loaded})")]
@@ -48,6 +49,11 @@ pub enum CommandError {
         retries: u32,
     },
 
+    /// The stream's queue worker stopped before answering (a bug). Whether
+    /// the command was recorded is unknown: read the stream before resending.
+    #[error("{aggregate} {id}: the stream's worker stopped before answering")]
+    WorkerLost { aggregate: String, id: String },
+
     /// The guest trapped or broke the contract. The instance was discarded.
     #[error(transparent)]
     Guest(#[from] GuestError),
@@ -73,7 +79,7 @@ pub enum Refusal {
 
 /// The guest misbehaved: it trapped, or returned something the contract forbids.
 /// The host discards the instance; the stream is untouched.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum GuestError {
     /// A trap or host-side failure while calling into the guest.
     #[error("{aggregate}: guest failed in {call}: {message}")]
@@ -123,8 +129,9 @@ pub enum GuestError {
     },
 }
 
-/// The event store failed.
-#[derive(Debug, Error)]
+/// The event store failed. Cheap to clone: one failed batch append answers
+/// every command in the batch.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// Another writer appended at this version first (unique key violation).
     /// The dispatcher catches this and retries; callers of the store must too.
@@ -137,15 +144,27 @@ pub enum StoreError {
 
     /// Connecting, querying or committing failed. Not a conflict.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
 
     /// Applying the schema migrations failed.
     #[error("migrating the database failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
 
     /// The URL names a database kind this host cannot use.
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]
     UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(Arc::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(Arc::new(error))
+    }
 }
 
 /// A module could not be loaded. Names the file and the reason.

@@ -12,9 +12,11 @@
 //! - [`testing`]: given/when/then tests of guest logic in the sandbox, no
 //!   database (the Rust API and `eshost test` spec files).
 //! - [`demo`]: the flash-sale reference scenario.
+//! - [`bench`]: `eshost bench`, scenarios against the database's own limit.
 //! - [`cli`]: the `eshost` command line (the binary only wires it up).
 //! - [`error`]: typed errors.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod dispatch;
@@ -23,7 +25,7 @@ pub mod runtime;
 pub mod store;
 pub mod testing;
 
-pub use dispatch::{CommandOutcome, CommandRequest, Host, RetryPolicy};
+pub use dispatch::{CommandOutcome, CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 pub use error::{CommandError, GuestError, LoadError, Refusal, StoreError};
 pub use runtime::{LoadedComponent, Modules};
-pub use store::{EventStore, RecordedEvent, StreamId};
+pub use store::{EventStore, RecordedEvent, Snapshot, StreamId};

@@ -44,7 +44,9 @@ pub fn code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CommandError>() {
         return match e {
             CommandError::RetriesExhausted { .. } => CONFLICT,
-            CommandError::Guest(_) | CommandError::Store(_) => FAILED,
+            CommandError::Guest(_) | CommandError::Store(_) | CommandError::WorkerLost { .. } => {
+                FAILED
+            }
             _ => REFUSED,
         };
     }

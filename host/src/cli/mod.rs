@@ -4,15 +4,14 @@
 
 pub mod exit;
 
-use crate::dispatch::{CommandRequest, Host, RetryPolicy};
+use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
 use crate::testing::{SpecFile, run_case};
-use crate::{demo, store};
+use crate::{bench, demo, store};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The store used when no URL is given: a file in the working directory.
@@ -58,8 +57,37 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_cache: bool,
 
+    /// How commands on one aggregate are kept apart: queued (one queue per
+    /// aggregate in this process, batched appends) or optimistic (each
+    /// command races; conflicts are retried).
+    #[arg(long, global = true, value_enum, default_value_t = ConcurrencyArg::Queued)]
+    pub concurrency: ConcurrencyArg,
+
+    /// Hydrated aggregates kept in memory (least recently used go first).
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: u64,
+
+    /// Snapshot an aggregate's state every N events (0: never).
+    #[arg(long, global = true, default_value_t = 100)]
+    pub snapshot_every: u64,
+
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ConcurrencyArg {
+    Queued,
+    Optimistic,
+}
+
+impl From<ConcurrencyArg> for Concurrency {
+    fn from(arg: ConcurrencyArg) -> Self {
+        match arg {
+            ConcurrencyArg::Queued => Concurrency::Queued,
+            ConcurrencyArg::Optimistic => Concurrency::Optimistic,
+        }
+    }
 }
 
 /// The sandbox limits on every guest call.
@@ -168,6 +196,27 @@ pub enum CliCommand {
     /// Run a demo scenario.
     #[command(subcommand)]
     Demo(DemoCommand),
+
+    /// Benchmark flash-sale scenarios in both concurrency modes, next to the
+    /// database's own single-row INSERT rate at the same concurrency.
+    ///
+    /// Scenarios: sample (8 buyers, stock 5), hot-item (2,000 buyers, stock
+    /// 1,000, one item), many-items (20,000 purchases over 1,000 items),
+    /// cold-load (one stream of 100,000 events, with and without a snapshot).
+    #[command(
+        after_help = "Example:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres"
+    )]
+    Bench {
+        /// Scenarios to run [default: all].
+        #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS))]
+        scenarios: Vec<String>,
+        /// Concurrent callers for hot-item and many-items.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        callers: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -246,7 +295,13 @@ impl GlobalArgs {
     async fn host(&self, retry: RetryPolicy) -> Result<Host> {
         let modules = self.modules()?;
         let store = store::open(&self.database_url).await?;
-        Ok(Host::new(modules, store, retry))
+        let options = HostOptions {
+            retry,
+            concurrency: self.concurrency.into(),
+            cache_capacity: usize::try_from(self.cache_capacity).unwrap_or(usize::MAX),
+            snapshot_every: self.snapshot_every,
+        };
+        Ok(Host::with_options(modules, store, options))
     }
 }
 
@@ -275,6 +330,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         CliCommand::Demo(DemoCommand::FlashSale(args)) => demo_flash_sale(global, args).await,
+        CliCommand::Bench {
+            scenarios,
+            callers,
+            json,
+        } => run_bench(global, scenarios, callers as usize, json).await,
     }
 }
 
@@ -318,6 +378,59 @@ fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} of {} cases failed", passed + failed);
+    }
+    Ok(())
+}
+
+async fn run_bench(
+    global: &GlobalArgs,
+    scenarios: Vec<String>,
+    callers: usize,
+    json: bool,
+) -> Result<()> {
+    let modules = global.modules()?;
+    let scenarios = if scenarios.is_empty() {
+        bench::SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        scenarios
+    };
+    if !json {
+        println!(
+            "{:<11} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>12}",
+            "scenario",
+            "mode",
+            "commands",
+            "seconds",
+            "cmd/s",
+            "p50 ms",
+            "p99 ms",
+            "retry/cmd",
+            "failed",
+            "oversold",
+            "baseline/s"
+        );
+    }
+    for scenario in &scenarios {
+        for line in bench::run(scenario, &modules, &global.database_url, callers).await? {
+            if json {
+                println!("{}", serde_json::to_string(&line)?);
+            } else {
+                println!(
+                    "{:<11} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>12.0}",
+                    line.scenario,
+                    line.mode,
+                    line.commands,
+                    line.seconds,
+                    line.commands_per_s,
+                    line.p50_ms,
+                    line.p99_ms,
+                    line.retries_per_command,
+                    line.failed,
+                    line.oversold,
+                    line.baseline_inserts_per_s
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -414,7 +527,7 @@ async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()>
         max_retries: args.max_retries,
         ..RetryPolicy::default()
     };
-    let host = Arc::new(global.host(retry).await?);
+    let host = global.host(retry).await?;
     if host.modules().get(demo::AGGREGATE).is_none() {
         bail!(
             "{}: no component provides {}",
@@ -422,13 +535,17 @@ async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()>
             demo::AGGREGATE
         );
     }
-    let report = demo::flash_sale(host, args.stock, args.buyers).await?;
+    let report = demo::flash_sale(&host, args.stock, args.buyers).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "flash sale {}: {} in stock, {} buyers at once (max retries {})",
-            report.sale_id, report.initial_stock, report.buyers, args.max_retries
+            "flash sale {}: {} in stock, {} buyers at once ({:?}, max retries {})",
+            report.sale_id,
+            report.initial_stock,
+            report.buyers,
+            host.concurrency(),
+            args.max_retries
         );
         println!(
             "  purchased {}, rejected {}, failed {}",

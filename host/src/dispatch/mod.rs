@@ -1,23 +1,34 @@
-//! Running commands: load, decide, append with the expected version; on a
-//! conflict catch up on the new events only, decide again, append again.
+//! Running commands against aggregates.
 //!
 //! [`Host`] is the library's front door: it owns the loaded modules, the event
-//! store, the cache of hydrated aggregates and the retry policy.
+//! store, the cache of hydrated aggregates, the retry policy and the
+//! concurrency mode. Two modes:
+//!
+//! - [`Concurrency::Optimistic`] ([`optimistic`]): every command loads,
+//!   decides and appends at the expected version on its own; a conflict
+//!   catches up on the new events only, decides again, appends again.
+//! - [`Concurrency::Queued`] ([`queue`], the default): commands for one
+//!   stream wait in that stream's queue, are decided one after another against
+//!   the in-memory state, and those waiting together are appended in one
+//!   statement. No conflicts inside the process; across processes the unique
+//!   key still guards every append.
 
 mod cache;
+mod optimistic;
+mod queue;
 mod retry;
 
 pub use cache::AggregateCache;
 pub use retry::RetryPolicy;
 
-use crate::error::{CommandError, GuestError, StoreError};
+use crate::error::{CommandError, GuestError};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{Hydrated, LoadedComponent, Modules};
 use crate::store::{EventStore, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tracing::{debug, warn};
+use std::sync::atomic::AtomicU64;
+use tracing::warn;
 
 /// A command addressed to one aggregate instance.
 #[derive(Debug, Clone)]
@@ -64,47 +75,209 @@ pub struct CommandOutcome {
     pub retries: u32,
 }
 
+/// How commands on one stream are kept from trampling each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Each command races on its own; conflicts are retried.
+    Optimistic,
+    /// Commands for one stream queue in this process and are appended in batches.
+    #[default]
+    Queued,
+}
+
+/// How a host runs commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostOptions {
+    pub retry: RetryPolicy,
+    pub concurrency: Concurrency,
+    /// Hydrated aggregates kept in memory (least recently used go first).
+    pub cache_capacity: usize,
+    /// A snapshot of guest state every this many events; 0 for never.
+    pub snapshot_every: u64,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            concurrency: Concurrency::default(),
+            cache_capacity: cache::DEFAULT_CAPACITY,
+            snapshot_every: 100,
+        }
+    }
+}
+
 /// Counters over the host's lifetime.
 #[derive(Debug, Default)]
 pub struct HostStats {
+    /// Appends that lost the race on the unique key.
     pub conflicts: AtomicU64,
+    /// Appends (one per batch in queued mode).
+    pub appends: AtomicU64,
 }
 
+/// The host: cheap to clone, every clone shares modules, store and cache.
+#[derive(Clone)]
 pub struct Host {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     modules: Modules,
     store: Arc<dyn EventStore>,
     cache: AggregateCache,
     retry: RetryPolicy,
+    concurrency: Concurrency,
+    snapshot_every: u64,
+    queues: queue::Queues,
     stats: HostStats,
 }
 
+/// A validated command, ready to decide.
+struct Prepared {
+    component: Arc<LoadedComponent>,
+    stream: StreamId,
+    command: String,
+    payload: String,
+    command_id: String,
+    /// The events' metadata, JSON text.
+    metadata: String,
+}
+
 impl Host {
+    /// A host in the default (queued) mode.
     pub fn new(modules: Modules, store: Arc<dyn EventStore>, retry: RetryPolicy) -> Self {
-        Self {
-            modules,
-            store,
-            cache: AggregateCache::default(),
+        Self::with_concurrency(modules, store, retry, Concurrency::default())
+    }
+
+    pub fn with_concurrency(
+        modules: Modules,
+        store: Arc<dyn EventStore>,
+        retry: RetryPolicy,
+        concurrency: Concurrency,
+    ) -> Self {
+        let options = HostOptions {
             retry,
-            stats: HostStats::default(),
+            concurrency,
+            ..HostOptions::default()
+        };
+        Self::with_options(modules, store, options)
+    }
+
+    pub fn with_options(
+        modules: Modules,
+        store: Arc<dyn EventStore>,
+        options: HostOptions,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                modules,
+                store,
+                cache: AggregateCache::new(options.cache_capacity),
+                retry: options.retry,
+                concurrency: options.concurrency,
+                snapshot_every: options.snapshot_every,
+                queues: queue::Queues::default(),
+                stats: HostStats::default(),
+            }),
         }
     }
 
     pub fn modules(&self) -> &Modules {
-        &self.modules
+        &self.shared.modules
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        &self.shared.store
     }
 
     pub fn stats(&self) -> &HostStats {
-        &self.stats
+        &self.shared.stats
+    }
+
+    pub fn concurrency(&self) -> Concurrency {
+        self.shared.concurrency
     }
 
     pub fn cached_aggregates(&self) -> usize {
-        self.cache.len()
+        self.shared.cache.len()
     }
 
+    /// Runs one command to completion. Rejection events are ordinary events:
+    /// they come back in [`CommandOutcome::events`], not as errors.
+    pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
+        let prepared = self.shared.prepare(request)?;
+        match self.shared.concurrency {
+            Concurrency::Optimistic => self.shared.execute_optimistic(prepared).await,
+            Concurrency::Queued => queue::submit(&self.shared, prepared).await,
+        }
+    }
+
+    /// The aggregate's current state as the guest renders it.
+    pub async fn state(
+        &self,
+        aggregate: &str,
+        id: &str,
+    ) -> Result<serde_json::Value, CommandError> {
+        let shared = &self.shared;
+        let component = shared.component(aggregate)?;
+        let stream = StreamId::new(aggregate, id);
+        let mut hydrated = match shared.cache.take(&stream) {
+            Some(mut cached) => {
+                shared.catch_up(&mut cached, &stream).await?;
+                cached
+            }
+            None => shared.hydrate(component, &stream).await?,
+        };
+        let json = hydrated.to_json()?;
+        shared.cache.put(stream, hydrated);
+        serde_json::from_str(&json).map_err(|e| {
+            CommandError::Guest(GuestError::Trap {
+                aggregate: aggregate.to_string(),
+                call: "to-json",
+                message: format!("returned text that is not JSON: {e}"),
+            })
+        })
+    }
+
+    /// Takes a snapshot of an aggregate now (whatever `snapshot_every` says);
+    /// returns the version it holds.
+    pub async fn snapshot_now(&self, aggregate: &str, id: &str) -> Result<u64, CommandError> {
+        let shared = &self.shared;
+        let component = shared.component(aggregate)?;
+        let stream = StreamId::new(aggregate, id);
+        let mut hydrated = match shared.cache.take(&stream) {
+            Some(mut cached) => {
+                shared.catch_up(&mut cached, &stream).await?;
+                cached
+            }
+            None => shared.hydrate(component, &stream).await?,
+        };
+        let snapshot = hydrated.snapshot()?;
+        shared
+            .store
+            .save_snapshot(&stream, &component.digest, &snapshot)
+            .await?;
+        shared.cache.put(stream, hydrated);
+        Ok(snapshot.version)
+    }
+
+    /// Every event of one stream, in order.
+    pub async fn events(
+        &self,
+        aggregate: &str,
+        id: &str,
+    ) -> Result<Vec<RecordedEvent>, CommandError> {
+        self.shared.component(aggregate)?;
+        Ok(self
+            .shared
+            .store
+            .load(&StreamId::new(aggregate, id), 0)
+            .await?)
+    }
+}
+
+impl Shared {
     fn component(&self, aggregate: &str) -> Result<&Arc<LoadedComponent>, CommandError> {
         self.modules
             .get(aggregate)
@@ -114,9 +287,8 @@ impl Host {
             })
     }
 
-    /// Runs one command to completion. Rejection events are ordinary events:
-    /// they come back in [`CommandOutcome::events`], not as errors.
-    pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
+    /// Checks what can be checked without the guest, and builds the metadata.
+    fn prepare(&self, request: &CommandRequest) -> Result<Prepared, CommandError> {
         let component = self.component(&request.aggregate)?;
         if !component.accepts(&request.command) {
             return Err(CommandError::UnknownCommand {
@@ -139,7 +311,6 @@ impl Host {
                 reason: e.to_string(),
             });
         }
-        let stream = StreamId::new(&request.aggregate, &request.id);
         let command_id = request
             .command_id
             .clone()
@@ -152,131 +323,89 @@ impl Host {
             "componentDigest": component.digest,
         })
         .to_string();
-
-        let (mut aggregate, mut up_to_date) = match self.cache.take(&stream) {
-            Some(cached) => (cached, false),
-            None => (self.hydrate(component, &stream).await?, true),
-        };
-        let mut retries = 0;
-        loop {
-            let decided = match aggregate.decide(&request.command, &request.payload) {
-                Ok(decided) => decided,
-                // The instance may have trapped: it is dropped, never cached.
-                Err(e) => return Err(e.into()),
-            };
-            // An outcome that records nothing is not guarded by the unique key,
-            // so it must be decided against the latest stream: a cached
-            // instance catches up first and decides again if it was behind.
-            let records_nothing = !matches!(&decided, Ok(events) if !events.is_empty());
-            if records_nothing && !up_to_date {
-                up_to_date = true;
-                if self.catch_up(&mut aggregate, &stream).await? > 0 {
-                    continue;
-                }
-            }
-            let events = match decided {
-                Ok(events) => events,
-                Err(refusal) => {
-                    self.cache.put(stream, aggregate);
-                    return Err(CommandError::Refused {
-                        aggregate: request.aggregate.clone(),
-                        id: request.id.clone(),
-                        command: request.command.clone(),
-                        refusal,
-                    });
-                }
-            };
-            let new_events = to_new_events(&events, &metadata);
-            match self
-                .store
-                .append(&stream, aggregate.version, &new_events)
-                .await
-            {
-                Ok(recorded) => {
-                    // The events are recorded whatever happens next; a guest
-                    // that cannot apply its own events loses its cache entry,
-                    // and the next command meets the failure on replay.
-                    match aggregate.apply_decided(&events) {
-                        Ok(()) => self.cache.put(stream, aggregate),
-                        Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
-                    }
-                    return Ok(CommandOutcome {
-                        command_id,
-                        events: recorded,
-                        retries,
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    if retries >= self.retry.max_retries {
-                        warn!(%stream, retries, "retries exhausted");
-                        return Err(CommandError::RetriesExhausted {
-                            aggregate: request.aggregate.clone(),
-                            id: request.id.clone(),
-                            retries,
-                        });
-                    }
-                    retries += 1;
-                    let delay = self.retry.backoff(retries);
-                    debug!(%stream, retries, ?delay, "conflict; retrying");
-                    tokio::time::sleep(delay).await;
-                    self.catch_up(&mut aggregate, &stream).await?;
-                    up_to_date = true;
-                }
-                Err(other) => {
-                    // The instance is intact (nothing was applied): keep it.
-                    self.cache.put(stream, aggregate);
-                    return Err(other.into());
-                }
-            }
-        }
-    }
-
-    /// The aggregate's current state as the guest renders it.
-    pub async fn state(
-        &self,
-        aggregate: &str,
-        id: &str,
-    ) -> Result<serde_json::Value, CommandError> {
-        let component = self.component(aggregate)?;
-        let stream = StreamId::new(aggregate, id);
-        let mut hydrated = match self.cache.take(&stream) {
-            Some(mut cached) => {
-                self.catch_up(&mut cached, &stream).await?;
-                cached
-            }
-            None => self.hydrate(component, &stream).await?,
-        };
-        let json = hydrated.to_json()?;
-        self.cache.put(stream, hydrated);
-        serde_json::from_str(&json).map_err(|e| {
-            CommandError::Guest(GuestError::Trap {
-                aggregate: aggregate.to_string(),
-                call: "to-json",
-                message: format!("returned text that is not JSON: {e}"),
-            })
+        Ok(Prepared {
+            component: component.clone(),
+            stream: StreamId::new(&request.aggregate, &request.id),
+            command: request.command.clone(),
+            payload: request.payload.clone(),
+            command_id,
+            metadata,
         })
     }
 
-    /// Every event of one stream, in order.
-    pub async fn events(
-        &self,
-        aggregate: &str,
-        id: &str,
-    ) -> Result<Vec<RecordedEvent>, CommandError> {
-        self.component(aggregate)?;
-        Ok(self.store.load(&StreamId::new(aggregate, id), 0).await?)
+    /// The cached instance for a stream (not known to be current), or a new
+    /// one with the whole stream applied (current). The flag says which.
+    async fn checkout(&self, prepared: &Prepared) -> Result<(Hydrated, bool), CommandError> {
+        match self.cache.take(&prepared.stream) {
+            Some(cached) => Ok((cached, false)),
+            None => Ok((
+                self.hydrate(&prepared.component, &prepared.stream).await?,
+                true,
+            )),
+        }
     }
 
-    /// A new instance with the whole stream applied.
+    /// A new instance with the whole stream applied: from the latest usable
+    /// snapshot this component wrote, plus the events after it.
     async fn hydrate(
         &self,
         component: &Arc<LoadedComponent>,
         stream: &StreamId,
     ) -> Result<Hydrated, CommandError> {
-        let mut hydrated = Hydrated::new(component.clone(), &stream.id)?;
+        let mut hydrated = match self.restore(component, stream).await {
+            Some(restored) => restored,
+            None => Hydrated::new(component.clone(), &stream.id)?,
+        };
         self.catch_up(&mut hydrated, stream).await?;
         Ok(hydrated)
+    }
+
+    /// The instance the latest snapshot holds, if there is a usable one. A
+    /// snapshot that cannot be read or restored only costs a full replay.
+    async fn restore(
+        &self,
+        component: &Arc<LoadedComponent>,
+        stream: &StreamId,
+    ) -> Option<Hydrated> {
+        if self.snapshot_every == 0 {
+            return None;
+        }
+        let snapshot = match self.store.load_snapshot(stream, &component.digest).await {
+            Ok(snapshot) => snapshot?,
+            Err(e) => {
+                warn!(%stream, error = %e, "reading the snapshot failed; replaying the stream");
+                return None;
+            }
+        };
+        match Hydrated::restore(component.clone(), &stream.id, &snapshot) {
+            Ok(restored) => Some(restored),
+            Err(e) => {
+                warn!(%stream, error = %e, "snapshot unusable; replaying the stream");
+                None
+            }
+        }
+    }
+
+    /// After an append took the stream from `before` to `aggregate.version`:
+    /// snapshots the state if that crossed a multiple of `snapshot_every`.
+    /// An error means the guest failed and the instance must be dropped; a
+    /// store failure only costs a later replay and is logged.
+    async fn maybe_snapshot(
+        &self,
+        aggregate: &mut Hydrated,
+        stream: &StreamId,
+        before: u64,
+    ) -> Result<(), GuestError> {
+        let every = self.snapshot_every;
+        if every == 0 || aggregate.version / every == before / every {
+            return Ok(());
+        }
+        let snapshot = aggregate.snapshot()?;
+        let digest = &aggregate.component.digest;
+        if let Err(e) = self.store.save_snapshot(stream, digest, &snapshot).await {
+            warn!(%stream, error = %e, "saving a snapshot failed");
+        }
+        Ok(())
     }
 
     /// Applies the events recorded after the instance's version; returns how many.
@@ -288,6 +417,23 @@ impl Host {
         let events = self.store.load(stream, aggregate.version).await?;
         aggregate.apply_recorded(&events)?;
         Ok(events.len())
+    }
+
+    fn refused(prepared: &Prepared, refusal: crate::error::Refusal) -> CommandError {
+        CommandError::Refused {
+            aggregate: prepared.stream.aggregate.clone(),
+            id: prepared.stream.id.clone(),
+            command: prepared.command.clone(),
+            refusal,
+        }
+    }
+
+    fn exhausted(prepared: &Prepared, retries: u32) -> CommandError {
+        CommandError::RetriesExhausted {
+            aggregate: prepared.stream.aggregate.clone(),
+            id: prepared.stream.id.clone(),
+            retries,
+        }
     }
 }
 

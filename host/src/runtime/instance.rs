@@ -10,7 +10,7 @@ use super::bindings::AggregateGuest;
 use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
 use super::sandbox::{self, GuestContext};
 use crate::error::{GuestError, Refusal};
-use crate::store::RecordedEvent;
+use crate::store::{RecordedEvent, Snapshot};
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -36,21 +36,8 @@ pub struct Hydrated {
 impl Hydrated {
     /// A fresh instance of `component` for aggregate `id`, at version 0.
     pub fn new(component: Arc<LoadedComponent>, id: &str) -> Result<Self, GuestError> {
-        let limits = component.limits;
-        let mut store = sandbox::new_store(&component.engine, component.tag.clone(), &limits);
-        sandbox::arm(&mut store, &limits);
-        let guest = match component.pre.instantiate(&mut store) {
-            Ok(guest) => guest,
-            Err(e) => {
-                return Err(sandbox::classify(
-                    store.data_mut(),
-                    &limits,
-                    "instantiate",
-                    e,
-                ));
-            }
-        };
-        sandbox::arm(&mut store, &limits);
+        let (mut store, guest) = Self::instantiate(&component)?;
+        sandbox::arm(&mut store, &component.limits);
         let constructed = guest
             .eshost_aggregate_aggregate()
             .state()
@@ -60,7 +47,7 @@ impl Hydrated {
             Err(e) => {
                 return Err(sandbox::classify(
                     store.data_mut(),
-                    &limits,
+                    &component.limits,
                     "constructor",
                     e,
                 ));
@@ -73,6 +60,81 @@ impl Hydrated {
             guest,
             state,
             component,
+        })
+    }
+
+    /// An instance of `component` for aggregate `id` with the state a
+    /// snapshot holds, at the snapshot's version.
+    pub fn restore(
+        component: Arc<LoadedComponent>,
+        id: &str,
+        snapshot: &Snapshot,
+    ) -> Result<Self, GuestError> {
+        let (mut store, guest) = Self::instantiate(&component)?;
+        sandbox::arm(&mut store, &component.limits);
+        let restored = guest.eshost_aggregate_aggregate().state().call_restore(
+            &mut store,
+            id,
+            &snapshot.state,
+        );
+        let state = match restored {
+            Ok(Ok(state)) => state,
+            Ok(Err(reason)) => {
+                return Err(GuestError::ApplyFailed {
+                    aggregate: component.name.clone(),
+                    id: id.to_string(),
+                    sequence: snapshot.version,
+                    reason: format!("snapshot refused: {reason}"),
+                });
+            }
+            Err(e) => {
+                return Err(sandbox::classify(
+                    store.data_mut(),
+                    &component.limits,
+                    "restore",
+                    e,
+                ));
+            }
+        };
+        Ok(Self {
+            id: id.to_string(),
+            version: snapshot.version,
+            store,
+            guest,
+            state,
+            component,
+        })
+    }
+
+    fn instantiate(
+        component: &LoadedComponent,
+    ) -> Result<(Store<GuestContext>, AggregateGuest), GuestError> {
+        let limits = component.limits;
+        let mut store = sandbox::new_store(&component.engine, component.tag.clone(), &limits);
+        sandbox::arm(&mut store, &limits);
+        match component.pre.instantiate(&mut store) {
+            Ok(guest) => Ok((store, guest)),
+            Err(e) => Err(sandbox::classify(
+                store.data_mut(),
+                &limits,
+                "instantiate",
+                e,
+            )),
+        }
+    }
+
+    /// The state as bytes for a snapshot, at `self.version`.
+    pub fn snapshot(&mut self) -> Result<Snapshot, GuestError> {
+        self.arm();
+        let bytes = self
+            .guest
+            .eshost_aggregate_aggregate()
+            .state()
+            .call_snapshot(&mut self.store, self.state);
+        let state = bytes.map_err(|e| self.fail("snapshot", e))?;
+        Ok(Snapshot {
+            version: self.version,
+            state,
         })
     }
 

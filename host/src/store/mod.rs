@@ -61,10 +61,34 @@ pub struct RecordedEvent {
     pub created_at: String,
 }
 
+/// Guest state as of one version of a stream, written by one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The sequence number of the last event the state includes.
+    pub version: u64,
+    /// Bytes the guest's `snapshot` produced and its `restore` accepts.
+    pub state: Vec<u8>,
+}
+
 /// Where events live. Implementations must make `append` atomic and detect a
 /// lost race by error code, never by message text.
 #[async_trait]
 pub trait EventStore: Send + Sync {
+    /// The latest snapshot of a stream written by the component with this digest.
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores a snapshot unless one at the same or a later version exists.
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError>;
+
     /// The stream's events with sequence numbers greater than `after`, in order.
     async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError>;
 
@@ -77,6 +101,31 @@ pub trait EventStore: Send + Sync {
         expected_version: u64,
         events: &[NewEvent],
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+}
+
+/// The result of an `INSERT ... RETURNING` of events: the recorded events in
+/// sequence order, or [`StoreError::Conflict`] when `is_conflict` recognises
+/// the error (by its code) as a lost race on the stream key.
+fn appended<Row>(
+    result: Result<Vec<Row>, sqlx::Error>,
+    recorded: fn(&Row) -> Result<RecordedEvent, StoreError>,
+    is_conflict: fn(&sqlx::Error) -> bool,
+    stream: &StreamId,
+    expected_version: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    match result {
+        Ok(rows) => {
+            let mut events = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
+            events.sort_by_key(|e| e.sequence);
+            Ok(events)
+        }
+        Err(e) if is_conflict(&e) => Err(StoreError::Conflict {
+            aggregate: stream.aggregate.clone(),
+            id: stream.id.clone(),
+            expected_version,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens the store a URL names (`postgres://...` or `sqlite://PATH`) and

@@ -1,6 +1,6 @@
 //! The PostgreSQL event store. All of its SQL is in this file.
 
-use super::{EventStore, NewEvent, RecordedEvent, StreamId};
+use super::{EventStore, NewEvent, RecordedEvent, Snapshot, StreamId, appended};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -32,6 +32,18 @@ const INSERT_EVENTS: &str = "
     RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
               payload, metadata,
               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+
+const SELECT_SNAPSHOT: &str = "
+    SELECT version, state FROM snapshots
+    WHERE aggregate_name = $1 AND aggregate_id = $2 AND component_digest = $3";
+
+// Keeps the latest: an older snapshot never replaces a newer one.
+const UPSERT_SNAPSHOT: &str = "
+    INSERT INTO snapshots (aggregate_name, aggregate_id, component_digest, version, state)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (aggregate_name, aggregate_id, component_digest) DO UPDATE
+    SET version = EXCLUDED.version, state = EXCLUDED.state, created_at = now()
+    WHERE snapshots.version < EXCLUDED.version";
 
 /// An event store in PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -65,7 +77,7 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn recorded(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+fn recorded(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         position: row.try_get("position")?,
         aggregate: row.try_get("aggregate_name")?,
@@ -89,6 +101,43 @@ fn is_conflict(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 impl EventStore for PostgresStore {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(SELECT_SNAPSHOT)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Snapshot {
+                version: row.try_get::<i64, _>("version")?.max(0) as u64,
+                state: row.try_get("state")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_SNAPSHOT)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .bind(to_i64(snapshot.version))
+            .bind(&snapshot.state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS)
             .bind(&stream.aggregate)
@@ -96,7 +145,7 @@ impl EventStore for PostgresStore {
             .bind(to_i64(after))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(recorded).collect::<Result<_, _>>()?)
+        rows.iter().map(recorded).collect()
     }
 
     async fn append(
@@ -123,18 +172,6 @@ impl EventStore for PostgresStore {
             .bind(&metadata)
             .fetch_all(&self.pool)
             .await;
-        match result {
-            Ok(rows) => {
-                let mut events = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
-                events.sort_by_key(|e| e.sequence);
-                Ok(events)
-            }
-            Err(e) if is_conflict(&e) => Err(StoreError::Conflict {
-                aggregate: stream.aggregate.clone(),
-                id: stream.id.clone(),
-                expected_version,
-            }),
-            Err(e) => Err(e.into()),
-        }
+        appended(result, recorded, is_conflict, stream, expected_version)
     }
 }

@@ -1,7 +1,7 @@
 //! The embedded SQLite event store: a single file, created on first use.
 //! All of its SQL is in this file.
 
-use super::{EventStore, NewEvent, RecordedEvent, StreamId};
+use super::{EventStore, NewEvent, RecordedEvent, Snapshot, StreamId, appended};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -29,6 +29,19 @@ const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, s
 const RETURNING: &str = " RETURNING position, aggregate_name, aggregate_id, sequence_number, \
      event_name, payload, metadata, created_at";
 
+const SELECT_SNAPSHOT: &str = "
+    SELECT version, state FROM snapshots
+    WHERE aggregate_name = ? AND aggregate_id = ? AND component_digest = ?";
+
+// Keeps the latest: an older snapshot never replaces a newer one.
+const UPSERT_SNAPSHOT: &str = "
+    INSERT INTO snapshots (aggregate_name, aggregate_id, component_digest, version, state)
+    VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (aggregate_name, aggregate_id, component_digest) DO UPDATE
+    SET version = excluded.version, state = excluded.state,
+        created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE snapshots.version < excluded.version";
+
 /// An event store in one SQLite file. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -39,12 +52,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names,
     /// and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL lets readers work while one writer commits; writers queue on
-            // the busy timeout instead of failing at once.
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10));
+        let options = Self::connect_options(url)?;
         // Migrate on one connection first, so an unopenable file fails at once
         // with its real cause rather than as a pool timeout.
         let mut conn = SqliteConnection::connect_with(&options).await?;
@@ -58,10 +66,22 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// How the store connects: the file is created on first use; WAL lets
+    /// readers work while one writer commits, and writers queue on the busy
+    /// timeout instead of failing at once.
+    pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+        Ok(SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10)))
+    }
+}
+
 fn recorded(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let json = |column: &str| -> Result<serde_json::Value, StoreError> {
         let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))
+        serde_json::from_str(&text).map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))
     };
     Ok(RecordedEvent {
         position: row.try_get("position")?,
@@ -81,6 +101,43 @@ fn is_conflict(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(SELECT_SNAPSHOT)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Snapshot {
+                version: row.try_get::<i64, _>("version")?.max(0) as u64,
+                state: row.try_get("state")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_SNAPSHOT)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .bind(i64::try_from(snapshot.version).unwrap_or(i64::MAX))
+            .bind(&snapshot.state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS)
             .bind(&stream.aggregate)
@@ -112,18 +169,7 @@ impl EventStore for SqliteStore {
                 .push_bind(&event.metadata);
         });
         insert.push(RETURNING);
-        match insert.build().fetch_all(&self.pool).await {
-            Ok(rows) => {
-                let mut recorded = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
-                recorded.sort_by_key(|e| e.sequence);
-                Ok(recorded)
-            }
-            Err(e) if is_conflict(&e) => Err(StoreError::Conflict {
-                aggregate: stream.aggregate.clone(),
-                id: stream.id.clone(),
-                expected_version,
-            }),
-            Err(e) => Err(e.into()),
-        }
+        let result = insert.build().fetch_all(&self.pool).await;
+        appended(result, recorded, is_conflict, stream, expected_version)
     }
 }

@@ -445,6 +445,7 @@ fn help_documents_exit_codes_and_examples() {
         &["state"],
         &["migrate"],
         &["test"],
+        &["bench"],
         &["demo", "flash-sale"],
     ] {
         let mut args = sub.to_vec();
@@ -510,4 +511,25 @@ fn an_unreachable_store_is_a_one_line_failure() {
         3,
     );
     assert!(error.contains("database error"), "{error}");
+}
+
+/// `eshost bench` runs and reports both modes (correctness only: speed is for
+/// the benchmark's own output, never a test's assertion).
+#[test]
+fn bench_sample_reports_both_modes_as_json_lines() {
+    let ws = Workspace::new();
+    let stdout = ok(ws.run(&["bench", "--scenario", "sample", "--json"]));
+    let lines = json_lines(&stdout);
+    let modes: Vec<_> = lines.iter().map(|l| l["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["queued", "optimistic"]);
+    for line in &lines {
+        assert_eq!(line["scenario"], "sample");
+        assert_eq!(line["commands"], 8);
+        assert_eq!(line["failed"], 0, "{line}");
+        assert_eq!(line["oversold"], false, "{line}");
+        assert!(
+            line["baseline_inserts_per_s"].as_f64().unwrap() > 0.0,
+            "{line}"
+        );
+    }
 }

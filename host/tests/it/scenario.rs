@@ -9,7 +9,7 @@ async fn reference_scenario_fifty_times(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let mut total_retries = 0;
     for run in 0..50 {
-        let report = demo::flash_sale(host.clone(), 5, 8).await.unwrap();
+        let report = demo::flash_sale(&host, 5, 8).await.unwrap();
         assert_eq!(
             (report.purchased, report.rejected, report.failed),
             (5, 3, 0),

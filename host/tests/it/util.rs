@@ -3,7 +3,7 @@
 //! `conformance!` macro that runs a test against both stores.
 
 use eshost::runtime::Runtime;
-use eshost::{CommandRequest, Host, Modules, RecordedEvent, RetryPolicy};
+use eshost::{CommandRequest, Concurrency, Host, Modules, RecordedEvent, RetryPolicy};
 use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -105,12 +105,18 @@ impl TestDb {
         }
     }
 
-    /// A host with its own pool and cache, as a separate process would have.
+    /// An optimistic host with its own pool and cache, as a separate process
+    /// would have.
     pub async fn host(&self, retry: RetryPolicy) -> Arc<Host> {
+        self.host_in(Concurrency::Optimistic, retry).await
+    }
+
+    /// A host in the given mode, with its own pool and cache.
+    pub async fn host_in(&self, mode: Concurrency, retry: RetryPolicy) -> Arc<Host> {
         let store = eshost::store::open(&self.url)
             .await
             .expect("opening the store");
-        Arc::new(Host::new(modules(), store, retry))
+        Arc::new(Host::with_concurrency(modules(), store, retry, mode))
     }
 
     pub async fn cleanup(self) {

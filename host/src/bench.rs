@@ -1,0 +1,325 @@
+//! `eshost bench`: the host's throughput and latency on flash-sale scenarios,
+//! next to the database's own limit measured in the same run (a plain
+//! single-row INSERT-and-commit loop at the same concurrency).
+
+use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
+use crate::runtime::Modules;
+use crate::store::{self, NewEvent, StreamId};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const AGGREGATE: &str = "FlashSaleItem";
+
+/// What `eshost bench` knows how to run.
+pub const SCENARIOS: &[&str] = &["sample", "hot-item", "many-items", "cold-load"];
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("unknown scenario {0:?} (known: sample, hot-item, many-items, cold-load)")]
+    UnknownScenario(String),
+    #[error("no component provides {AGGREGATE}")]
+    NoFlashSale,
+    #[error(transparent)]
+    Command(#[from] crate::error::CommandError),
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+    #[error("baseline: {0}")]
+    Baseline(#[from] sqlx::Error),
+    #[error("a benchmark task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// One scenario, in one mode: one line of output.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchLine {
+    pub scenario: String,
+    pub mode: String,
+    pub commands: usize,
+    pub seconds: f64,
+    pub commands_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub retries_per_command: f64,
+    pub failed: usize,
+    /// True if any sale sold more than its stock.
+    pub oversold: bool,
+    /// What the database commits on its own: single-row INSERTs per second
+    /// at the same concurrency, measured in the same run.
+    pub baseline_inserts_per_s: f64,
+}
+
+/// Runs one scenario in both modes (cold-load: with and without a snapshot).
+pub async fn run(
+    scenario: &str,
+    modules: &Modules,
+    url: &str,
+    callers: usize,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let (sales, stock, purchases, callers) = match scenario {
+        "sample" => (1, 5, 8, 8),
+        "hot-item" => (1, 1_000, 2_000, callers),
+        "many-items" => (1_000, 10, 20_000, callers),
+        "cold-load" => return cold_load(modules, url).await,
+        other => return Err(BenchError::UnknownScenario(other.to_string())),
+    };
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    for mode in [Concurrency::Queued, Concurrency::Optimistic] {
+        let store = store::open(url).await?;
+        let options = HostOptions {
+            concurrency: mode,
+            // More patience than the default: the point is to show what
+            // racing costs, not to fail fast.
+            retry: RetryPolicy {
+                max_retries: 20,
+                ..RetryPolicy::default()
+            },
+            ..HostOptions::default()
+        };
+        let host = Host::with_options(modules.clone(), store, options);
+        let mut line = purchases_run(&host, sales, stock, purchases, callers).await?;
+        line.scenario = scenario.to_string();
+        line.mode = format!("{mode:?}").to_lowercase();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
+/// spread over them round-robin, from `callers` concurrent callers.
+async fn purchases_run(
+    host: &Host,
+    sales: usize,
+    stock: u64,
+    purchases: usize,
+    callers: usize,
+) -> Result<BenchLine, BenchError> {
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let ids: Arc<Vec<String>> =
+        Arc::new((0..sales).map(|n| format!("bench-{prefix}-{n}")).collect());
+    for id in ids.iter() {
+        let payload = serde_json::json!({ "initialStock": stock }).to_string();
+        host.execute(&CommandRequest::new(
+            AGGREGATE,
+            id,
+            "CreateFlashSale",
+            payload,
+        ))
+        .await?;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..callers)
+        .map(|_| {
+            let (host, ids, next) = (host.clone(), ids.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let (mut retries, mut failed) = (0u64, 0usize);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= purchases {
+                        break;
+                    }
+                    let payload = serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
+                        .to_string();
+                    let id = &ids[n % ids.len()];
+                    let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
+                    let sent = Instant::now();
+                    match host.execute(&request).await {
+                        Ok(outcome) => retries += u64::from(outcome.retries),
+                        Err(_) => failed += 1,
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                (latencies, retries, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
+    for worker in workers {
+        let (l, r, f) = worker.await?;
+        latencies.extend(l);
+        retries += r;
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut oversold = false;
+    for id in ids.iter() {
+        let state = host.state(AGGREGATE, id).await?;
+        let sold = state["sold"].as_u64().unwrap_or(u64::MAX);
+        oversold |= sold > stock || state["stock"].as_u64().is_none();
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Ok(BenchLine {
+        scenario: String::new(),
+        mode: String::new(),
+        commands: purchases,
+        seconds,
+        commands_per_s: purchases as f64 / seconds,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        retries_per_command: retries as f64 / purchases as f64,
+        failed,
+        oversold,
+        baseline_inserts_per_s: 0.0,
+    })
+}
+
+/// Loading one stream of 100,000 events into a fresh host, without and with a
+/// snapshot.
+async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, BenchError> {
+    const EVENTS: u64 = 100_000;
+    let store = store::open(url).await?;
+    let component = modules.get(AGGREGATE).ok_or(BenchError::NoFlashSale)?;
+    let id = format!("cold-{}", uuid::Uuid::new_v4().simple());
+    let stream = StreamId::new(AGGREGATE, &id);
+    let metadata = serde_json::json!({ "componentDigest": component.digest }).to_string();
+    // Written straight to the store in large batches: the stream is the
+    // subject here, not the commands that would have made it.
+    let created = NewEvent {
+        name: "FlashSaleCreated".into(),
+        payload: serde_json::json!({ "itemId": id, "initialStock": EVENTS }).to_string(),
+        metadata: metadata.clone(),
+    };
+    store.append(&stream, 0, &[created]).await?;
+    let mut version = 1;
+    while version < EVENTS {
+        let batch: Vec<NewEvent> = (version..(version + 2_000).min(EVENTS))
+            .map(|n| NewEvent {
+                name: "ItemPurchased".into(),
+                payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
+                    .to_string(),
+                metadata: metadata.clone(),
+            })
+            .collect();
+        store.append(&stream, version, &batch).await?;
+        version += batch.len() as u64;
+    }
+
+    let mut lines = Vec::new();
+    for (mode, snapshot_every) in [("no-snapshot", 0), ("snapshot", 100)] {
+        let options = HostOptions {
+            snapshot_every,
+            ..HostOptions::default()
+        };
+        if snapshot_every > 0 {
+            // Write the snapshot first (outside the timing), as a host that
+            // had been running would have.
+            let writer = Host::with_options(modules.clone(), store.clone(), options);
+            writer.snapshot_now(AGGREGATE, &id).await?;
+        }
+        let host = Host::with_options(modules.clone(), store.clone(), options);
+        let started = Instant::now();
+        let state = host.state(AGGREGATE, &id).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let sold = state["sold"].as_u64().unwrap_or_default();
+        lines.push(BenchLine {
+            scenario: "cold-load".into(),
+            mode: mode.into(),
+            commands: 1,
+            seconds,
+            commands_per_s: 1.0 / seconds,
+            p50_ms: seconds * 1000.0,
+            p99_ms: seconds * 1000.0,
+            retries_per_command: 0.0,
+            failed: usize::from(sold != EVENTS - 1),
+            oversold: false,
+            baseline_inserts_per_s: 0.0,
+        });
+    }
+    Ok(lines)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The single-row INSERT-and-commit rate from `callers` concurrent callers
+/// over `duration`: what the database itself can commit.
+async fn baseline_inserts(
+    url: &str,
+    callers: usize,
+    duration: Duration,
+) -> Result<f64, BenchError> {
+    const INSERT: &str = "INSERT INTO eshost_bench_baseline (payload) VALUES ('{}')";
+    const DROP: &str = "DROP TABLE eshost_bench_baseline";
+    if url.starts_with("sqlite:") {
+        // The same connection settings as the store, for a fair comparison.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(callers.min(8) as u32)
+            .connect_with(store::SqliteStore::connect_options(url)?)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS eshost_bench_baseline \
+             (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        let inserter = pool.clone();
+        let rate = insert_loop(callers, duration, move || {
+            let pool = inserter.clone();
+            async move { sqlx::query(INSERT).execute(&pool).await.is_ok() }
+        })
+        .await?;
+        sqlx::query(DROP).execute(&pool).await?;
+        Ok(rate)
+    } else {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(callers as u32)
+            .connect(url)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS eshost_bench_baseline \
+             (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        let inserter = pool.clone();
+        let rate = insert_loop(callers, duration, move || {
+            let pool = inserter.clone();
+            async move { sqlx::query(INSERT).execute(&pool).await.is_ok() }
+        })
+        .await?;
+        sqlx::query(DROP).execute(&pool).await?;
+        Ok(rate)
+    }
+}
+
+/// Runs `insert` from `callers` tasks until `duration` is up; successes per second.
+async fn insert_loop<F, Fut>(
+    callers: usize,
+    duration: Duration,
+    insert: F,
+) -> Result<f64, BenchError>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (insert, count) = (insert.clone(), count.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if insert().await {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,84 @@
+//! Optimistic mode: each command loads (or takes the cached instance),
+//! decides and appends at the expected version on its own. On a conflict it
+//! catches up on the new events only, decides again and appends again, up to
+//! `max_retries`, with backoff.
+
+use super::{CommandOutcome, Prepared, Shared, to_new_events};
+use crate::error::{CommandError, StoreError};
+use std::sync::atomic::Ordering;
+use tracing::{debug, warn};
+
+impl Shared {
+    pub(super) async fn execute_optimistic(
+        &self,
+        prepared: Prepared,
+    ) -> Result<CommandOutcome, CommandError> {
+        let stream = &prepared.stream;
+        let (mut aggregate, mut up_to_date) = self.checkout(&prepared).await?;
+        let mut retries = 0;
+        loop {
+            // A guest error means the instance may have trapped: it is
+            // dropped here, never cached.
+            let decided = aggregate.decide(&prepared.command, &prepared.payload)?;
+            // An outcome that records nothing is not guarded by the unique key,
+            // so it must be decided against the latest stream: a cached
+            // instance catches up first and decides again if it was behind.
+            let records_nothing = !matches!(&decided, Ok(events) if !events.is_empty());
+            if records_nothing && !up_to_date {
+                up_to_date = true;
+                if self.catch_up(&mut aggregate, stream).await? > 0 {
+                    continue;
+                }
+            }
+            let events = match decided {
+                Ok(events) => events,
+                Err(refusal) => {
+                    self.cache.put(stream.clone(), aggregate);
+                    return Err(Self::refused(&prepared, refusal));
+                }
+            };
+            let new_events = to_new_events(&events, &prepared.metadata);
+            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+            let base = aggregate.version;
+            match self.store.append(stream, base, &new_events).await {
+                Ok(recorded) => {
+                    // The events are recorded whatever happens next; a guest
+                    // that cannot apply its own events (or snapshot them) loses
+                    // its cache entry, and the next command meets the failure
+                    // on replay.
+                    let kept = match aggregate.apply_decided(&events) {
+                        Ok(()) => self.maybe_snapshot(&mut aggregate, stream, base).await,
+                        Err(e) => Err(e),
+                    };
+                    match kept {
+                        Ok(()) => self.cache.put(stream.clone(), aggregate),
+                        Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
+                    }
+                    return Ok(CommandOutcome {
+                        command_id: prepared.command_id,
+                        events: recorded,
+                        retries,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    if retries >= self.retry.max_retries {
+                        warn!(%stream, retries, "retries exhausted");
+                        return Err(Self::exhausted(&prepared, retries));
+                    }
+                    retries += 1;
+                    let delay = self.retry.backoff(retries);
+                    debug!(%stream, retries, ?delay, "conflict; retrying");
+                    tokio::time::sleep(delay).await;
+                    self.catch_up(&mut aggregate, stream).await?;
+                    up_to_date = true;
+                }
+                Err(other) => {
+                    // The instance is intact (nothing was applied): keep it.
+                    self.cache.put(stream.clone(), aggregate);
+                    return Err(other.into());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Queued mode: inside one process, commands for one stream wait in that
+//! stream's queue. One worker task per busy stream owns its hydrated instance,
+//! takes every command waiting (up to [`MAX_BATCH`]), decides them one after
+//! another against the in-memory state (applying each command's events before
+//! deciding the next), and appends the whole batch in one statement, each
+//! command's events contiguous. Each command gets its own answer; a command
+//! the guest refuses or fails on fails alone.
+//!
+//! The unique key still guards every append, so another process writing the
+//! same stream is caught: on a conflict the batch's tentative state is thrown
+//! away, the instance is rebuilt from the store and the batch decided again
+//! (each command's retries counted against `max_retries`). Refusals are
+//! answered only after the batch's append succeeded (proof the state they were
+//! decided on was current), or, in a batch that appends nothing, after a read
+//! that shows no newer events.
+
+use super::{CommandOutcome, Prepared, Shared, to_new_events};
+use crate::error::{CommandError, Refusal, StoreError};
+use crate::runtime::Hydrated;
+use crate::runtime::instance::DecidedEvent;
+use crate::store::{NewEvent, StreamId};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Commands decided and appended together at most.
+pub const MAX_BATCH: usize = 512;
+
+/// How long an idle worker waits before it hands its instance to the cache
+/// and stops.
+const IDLE: Duration = Duration::from_millis(250);
+
+type Answer = Result<CommandOutcome, CommandError>;
+
+struct Job {
+    prepared: Prepared,
+    retries: u32,
+    reply: oneshot::Sender<Answer>,
+}
+
+impl Job {
+    fn answer(self, answer: Answer) {
+        // The caller may have given up waiting; that is its business.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The live queues, one per stream with a worker.
+#[derive(Default)]
+pub(super) struct Queues {
+    senders: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Job>>>,
+}
+
+impl Queues {
+    fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, mpsc::UnboundedSender<Job>>> {
+        // Each critical section is a single map operation; poisoning cannot
+        // leave the map half-updated.
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Queues a command on its stream and waits for its answer.
+pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
+    let stream = prepared.stream.clone();
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        prepared,
+        retries: 0,
+        reply,
+    };
+    {
+        // Sending under the lock pairs with the worker's exit under the lock:
+        // a job is never sent to a worker that has decided to stop.
+        let mut senders = shared.queues.lock();
+        let unsent = match senders.get(&stream) {
+            Some(sender) => sender.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            // The receiver is alive: it is moved into the worker below.
+            let _ = sender.send(job);
+            senders.insert(stream.clone(), sender);
+            tokio::spawn(worker(shared.clone(), stream.clone(), receiver));
+        }
+    }
+    answer.await.unwrap_or_else(|_| {
+        Err(CommandError::WorkerLost {
+            aggregate: stream.aggregate.clone(),
+            id: stream.id.clone(),
+        })
+    })
+}
+
+/// Serves one stream until it has been idle for [`IDLE`].
+async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::UnboundedReceiver<Job>) {
+    let mut instance: Option<Hydrated> = None;
+    let mut pending: Vec<Job> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            match tokio::time::timeout(IDLE, receiver.recv()).await {
+                Ok(Some(job)) => pending.push(job),
+                Ok(None) => break,
+                Err(_idle) => {
+                    let mut senders = shared.queues.lock();
+                    match receiver.try_recv() {
+                        Ok(job) => pending.push(job),
+                        Err(_) => {
+                            senders.remove(&stream);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        while pending.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => pending.push(job),
+                Err(_) => break,
+            }
+        }
+        let batch = std::mem::take(&mut pending);
+        pending = run_batch(&shared, &stream, &mut instance, batch).await;
+    }
+    if let Some(aggregate) = instance {
+        shared.cache.put(stream, aggregate);
+    }
+}
+
+/// Decides and appends one batch. Returns the jobs still to run (after a
+/// conflict, or those behind a command on which the guest failed).
+async fn run_batch(
+    shared: &Shared,
+    stream: &StreamId,
+    instance: &mut Option<Hydrated>,
+    jobs: Vec<Job>,
+) -> Vec<Job> {
+    let Some(first) = jobs.first() else {
+        return jobs;
+    };
+    // Only an instance hydrated for this batch is known to be current.
+    let (mut aggregate, current) = match instance.take().or_else(|| shared.cache.take(stream)) {
+        Some(aggregate) => (aggregate, false),
+        None => match shared.hydrate(&first.prepared.component, stream).await {
+            Ok(aggregate) => (aggregate, true),
+            Err(e) => {
+                for job in jobs {
+                    job.answer(Err(e.clone()));
+                }
+                return Vec::new();
+            }
+        },
+    };
+    let base_version = aggregate.version;
+
+    // Decide one after another, each against the state the previous left.
+    let mut decided: Vec<(Job, Result<Vec<DecidedEvent>, Refusal>)> = Vec::new();
+    let mut jobs = jobs.into_iter();
+    let mut broken = false;
+    for job in jobs.by_ref() {
+        match aggregate.decide(&job.prepared.command, &job.prepared.payload) {
+            Ok(Ok(events)) => match aggregate.apply_decided(&events) {
+                Ok(()) => decided.push((job, Ok(events))),
+                Err(e) => {
+                    job.answer(Err(e.into()));
+                    broken = true;
+                    break;
+                }
+            },
+            Ok(Err(refusal)) => decided.push((job, Err(refusal))),
+            Err(e) => {
+                // The instance trapped: this command fails alone.
+                job.answer(Err(e.into()));
+                broken = true;
+                break;
+            }
+        }
+    }
+    let mut leftover: Vec<Job> = jobs.collect();
+
+    let new_events: Vec<NewEvent> = decided
+        .iter()
+        .filter_map(|(job, result)| result.as_ref().ok().map(|events| (job, events)))
+        .flat_map(|(job, events)| to_new_events(events, &job.prepared.metadata))
+        .collect();
+
+    if new_events.is_empty() {
+        // Nothing to append, so nothing guards these answers: they stand only
+        // if no newer events exist. Otherwise decide them again, fresh.
+        if !current {
+            let stale = if broken {
+                true
+            } else {
+                match shared.catch_up(&mut aggregate, stream).await {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => {
+                        for (job, _) in decided {
+                            job.answer(Err(e.clone()));
+                        }
+                        return leftover;
+                    }
+                }
+            };
+            if stale {
+                let mut redo: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
+                redo.append(&mut leftover);
+                return redo;
+            }
+        }
+        for (job, result) in decided {
+            let answer = match result {
+                Ok(_) => Ok(CommandOutcome {
+                    command_id: job.prepared.command_id.clone(),
+                    events: Vec::new(),
+                    retries: job.retries,
+                }),
+                Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
+            };
+            job.answer(answer);
+        }
+        if !broken {
+            *instance = Some(aggregate);
+        }
+        return leftover;
+    }
+
+    shared.stats.appends.fetch_add(1, Ordering::Relaxed);
+    match shared.store.append(stream, base_version, &new_events).await {
+        Ok(recorded) => {
+            let mut recorded = recorded.into_iter();
+            for (job, result) in decided {
+                let answer = match result {
+                    Ok(events) => Ok(CommandOutcome {
+                        command_id: job.prepared.command_id.clone(),
+                        events: recorded.by_ref().take(events.len()).collect(),
+                        retries: job.retries,
+                    }),
+                    Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
+                };
+                job.answer(answer);
+            }
+            if !broken {
+                match shared
+                    .maybe_snapshot(&mut aggregate, stream, base_version)
+                    .await
+                {
+                    Ok(()) => *instance = Some(aggregate),
+                    Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
+                }
+            }
+            leftover
+        }
+        Err(StoreError::Conflict { .. }) => {
+            // Another process appended first. The tentative state is wrong:
+            // drop it, and decide the batch again on a fresh instance.
+            shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            let mut redo = Vec::new();
+            let mut round = 0;
+            for (mut job, _) in decided {
+                if job.retries >= shared.retry.max_retries {
+                    let retries = job.retries;
+                    let error = Shared::exhausted(&job.prepared, retries);
+                    job.answer(Err(error));
+                } else {
+                    job.retries += 1;
+                    round = round.max(job.retries);
+                    redo.push(job);
+                }
+            }
+            let delay = shared.retry.backoff(round.max(1));
+            debug!(%stream, batch = redo.len(), ?delay, "conflict; deciding the batch again");
+            tokio::time::sleep(delay).await;
+            redo.append(&mut leftover);
+            redo
+        }
+        Err(other) => {
+            for (job, _) in decided {
+                job.answer(Err(other.clone().into()));
+            }
+            leftover
+        }
+    }
+}
