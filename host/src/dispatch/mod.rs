@@ -222,13 +222,7 @@ impl Host {
         let shared = &self.shared;
         let component = shared.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let mut hydrated = match shared.cache.take(&stream) {
-            Some(mut cached) => {
-                shared.catch_up(&mut cached, &stream).await?;
-                cached
-            }
-            None => shared.hydrate(component, &stream).await?,
-        };
+        let mut hydrated = shared.current(component, &stream).await?;
         let json = hydrated.to_json()?;
         shared.cache.put(stream, hydrated);
         serde_json::from_str(&json).map_err(|e| {
@@ -246,13 +240,7 @@ impl Host {
         let shared = &self.shared;
         let component = shared.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let mut hydrated = match shared.cache.take(&stream) {
-            Some(mut cached) => {
-                shared.catch_up(&mut cached, &stream).await?;
-                cached
-            }
-            None => shared.hydrate(component, &stream).await?,
-        };
+        let mut hydrated = shared.current(component, &stream).await?;
         let snapshot = hydrated.snapshot()?;
         shared
             .store
@@ -331,6 +319,22 @@ impl Shared {
             command_id,
             metadata,
         })
+    }
+
+    /// An instance brought up to the latest stream: the cached one caught up,
+    /// or a new one hydrated.
+    async fn current(
+        &self,
+        component: &Arc<LoadedComponent>,
+        stream: &StreamId,
+    ) -> Result<Hydrated, CommandError> {
+        match self.cache.take(stream) {
+            Some(mut cached) => {
+                self.catch_up(&mut cached, stream).await?;
+                Ok(cached)
+            }
+            None => self.hydrate(component, stream).await,
+        }
     }
 
     /// The cached instance for a stream (not known to be current), or a new
