@@ -2,6 +2,7 @@
 //! and `evolve` (state + event -> state). Nothing here knows about WIT or
 //! WebAssembly, so the rules are unit-tested natively.
 
+use crate::buyers::Buyers;
 use eshost_guest::{Aggregate, Event, Refusal, parse, parse_event};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ pub struct FlashSaleItem {
     pub initial_stock: u64,
     pub stock: u64,
     pub sold: u64,
-    pub buyers: Vec<String>,
+    pub buyers: Buyers,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +167,7 @@ impl Aggregate for FlashSaleItem {
                     )
                 })?;
                 self.sold += purchased.quantity;
-                self.buyers.push(purchased.buyer_id);
+                self.buyers.push(&purchased.buyer_id);
             }
             "PurchaseRejected" => {
                 let _: PurchaseRejected = parse_event(name, payload)?;
@@ -222,7 +223,7 @@ mod tests {
         let late = purchase(&mut item, "d", 1).unwrap();
         assert!(late.payload.contains("out_of_stock"));
         assert_eq!((item.stock, item.sold), (0, 2));
-        assert_eq!(item.buyers, ["a", "c"]);
+        assert_eq!(item.buyers.iter().collect::<Vec<_>>(), ["a", "c"]);
     }
 
     #[test]
@@ -249,5 +250,17 @@ mod tests {
             purchase(&mut never, "a", 1),
             Err(Refusal::PreconditionFailed(_))
         ));
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_is_smaller_than_json() {
+        let mut item = created(1_000);
+        for n in 0..500 {
+            purchase(&mut item, &format!("buyer-{n}"), 1).unwrap();
+        }
+        let bytes = item.to_snapshot();
+        assert_eq!(FlashSaleItem::from_snapshot(&bytes).unwrap(), item);
+        assert!(bytes.len() < serde_json::to_vec(&item).unwrap().len());
+        assert!(FlashSaleItem::from_snapshot(&bytes[..bytes.len() / 2]).is_err());
     }
 }

@@ -108,6 +108,22 @@ pub trait Aggregate: Serialize + DeserializeOwned + 'static {
 
     /// Sets the id after restoring a snapshot; override if the state keeps one.
     fn set_id(&mut self, _id: String) {}
+
+    /// The state as snapshot bytes. The default is postcard, a compact binary
+    /// serde format: restoring a large state from it is several times faster
+    /// than from JSON. Postcard does not describe itself, so a state using
+    /// `#[serde(flatten)]`, `untagged` or `skip_serializing_if` should
+    /// override this pair (with JSON, say). A snapshot that fails to restore
+    /// only costs the host a full replay.
+    fn to_snapshot(&self) -> Vec<u8> {
+        // Serialising plain data into a growable buffer does not fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// The state a [`to_snapshot`](Aggregate::to_snapshot) produced.
+    fn from_snapshot(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -178,8 +194,8 @@ pub mod glue {
 
         fn restore(id: String, snapshot: Vec<u8>) -> Result<State, String> {
             install_panic_hook();
-            let mut aggregate: A =
-                serde_json::from_slice(&snapshot).map_err(|e| format!("bad snapshot: {e}"))?;
+            let mut aggregate =
+                A::from_snapshot(&snapshot).map_err(|e| format!("bad snapshot: {e}"))?;
             aggregate.set_id(id);
             Ok(State::new(Self(RefCell::new(aggregate))))
         }
@@ -212,7 +228,7 @@ pub mod glue {
         }
 
         fn snapshot(&self) -> Vec<u8> {
-            serde_json::to_vec(&*self.0.borrow()).unwrap_or_default()
+            self.0.borrow().to_snapshot()
         }
     }
 }

@@ -6,10 +6,11 @@
 //!
 //! Rounds alternate between the budgets so machine noise hits both alike.
 
-use eshost::runtime::{Budget, Hydrated, Limits, Runtime};
+use eshost::bench::guest_cost_micros;
+use eshost::runtime::{Budget, Limits, Runtime};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const COMMANDS_PER_ROUND: usize = 20_000;
 const ROUNDS: usize = 5;
@@ -31,7 +32,7 @@ fn main() -> anyhow::Result<()> {
                 ..Limits::default()
             });
             let loaded = Arc::new(runtime.load(&component)?);
-            samples[i].extend(round(loaded)?);
+            samples[i].extend(guest_cost_micros(loaded, COMMANDS_PER_ROUND)?);
         }
     }
     println!(
@@ -48,27 +49,6 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Times each PurchaseItem (decide, then apply its event) on one instance.
-fn round(component: Arc<eshost::LoadedComponent>) -> anyhow::Result<Vec<f64>> {
-    let mut item = Hydrated::new(component, "bench")?;
-    let stock = COMMANDS_PER_ROUND * 2;
-    let created = item
-        .decide("CreateFlashSale", &format!(r#"{{"initialStock":{stock}}}"#))?
-        .map_err(|r| anyhow::anyhow!("{r}"))?;
-    item.apply_decided(&created)?;
-    let mut micros = Vec::with_capacity(COMMANDS_PER_ROUND);
-    for n in 0..COMMANDS_PER_ROUND {
-        let payload = format!(r#"{{"buyerId":"buyer-{n}","quantity":1}}"#);
-        let started = Instant::now();
-        let events = item
-            .decide("PurchaseItem", &payload)?
-            .map_err(|r| anyhow::anyhow!("{r}"))?;
-        item.apply_decided(&events)?;
-        micros.push(started.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(micros)
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -202,7 +202,8 @@ pub enum CliCommand {
     ///
     /// Scenarios: sample (8 buyers, stock 5), hot-item (2,000 buyers, stock
     /// 1,000, one item), many-items (20,000 purchases over 1,000 items),
-    /// cold-load (one stream of 100,000 events, with and without a snapshot).
+    /// cold-load (one stream of 100,000 events, with and without a snapshot),
+    /// guest-cost (decide plus evolve per command, in process, no database).
     #[command(
         after_help = "Example:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres"
     )]
@@ -416,7 +417,7 @@ async fn run_bench(
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<11} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>8} {:>12.0}",
+                    "{:<11} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>6} {:>8} {:>12.0}",
                     line.scenario,
                     line.mode,
                     line.commands,
