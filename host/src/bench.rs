@@ -4,7 +4,7 @@
 
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{Budget, Hydrated, LoadedComponent, Modules};
-use crate::store::{self, NewEvent, StreamId};
+use crate::store::{self, NewCommand, NewEvent, StreamId};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -194,20 +194,31 @@ async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, Bench
     let metadata = serde_json::json!({ "componentDigest": component.digest }).to_string();
     // Written straight to the store in large batches: the stream is the
     // subject here, not the commands that would have made it.
+    let one_command = |n: u64, events: Vec<NewEvent>| NewCommand {
+        command_id: format!("{id}-{n}"),
+        name: "bench".into(),
+        fingerprint: String::new(),
+        events,
+    };
     let created = NewEvent {
         name: "FlashSaleCreated".into(),
         payload: serde_json::json!({ "itemId": id, "initialStock": EVENTS }).to_string(),
         metadata: metadata.clone(),
     };
-    store.append(&stream, 0, &[created]).await?;
+    store
+        .append(&stream, 0, &[one_command(0, vec![created])])
+        .await?;
     let mut version = 1;
     while version < EVENTS {
-        let batch: Vec<NewEvent> = (version..(version + 2_000).min(EVENTS))
-            .map(|n| NewEvent {
-                name: "ItemPurchased".into(),
-                payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
-                    .to_string(),
-                metadata: metadata.clone(),
+        let batch: Vec<NewCommand> = (version..(version + 2_000).min(EVENTS))
+            .map(|n| {
+                let purchased = NewEvent {
+                    name: "ItemPurchased".into(),
+                    payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
+                        .to_string(),
+                    metadata: metadata.clone(),
+                };
+                one_command(n, vec![purchased])
             })
             .collect();
         store.append(&stream, version, &batch).await?;

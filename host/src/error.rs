@@ -49,6 +49,19 @@ pub enum CommandError {
         retries: u32,
     },
 
+    /// An id (aggregate, command, correlation or causation) is empty, too
+    /// long or holds a NUL character. Fix the input.
+    #[error("{what} {reason}")]
+    InvalidId { what: &'static str, reason: String },
+
+    /// The command id was recorded for a different command (another
+    /// aggregate, command or payload). Use a new id for a new command.
+    #[error("command id {command_id:?} was already used for {recorded}")]
+    CommandIdReused {
+        command_id: String,
+        recorded: String,
+    },
+
     /// The stream's queue worker stopped before answering (a bug). Whether
     /// the command was recorded is unknown: read the stream before resending.
     #[error("{aggregate} {id}: the stream's worker stopped before answering")]
@@ -58,8 +71,8 @@ pub enum CommandError {
     #[error(transparent)]
     Guest(#[from] GuestError),
 
-    /// The event store failed. Nothing is known to be appended; resend is
-    /// safe only once idempotent commands exist.
+    /// The event store failed. Resending with the same command id is safe:
+    /// a command that was recorded is answered with its recorded outcome.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -141,6 +154,11 @@ pub enum StoreError {
         id: String,
         expected_version: u64,
     },
+
+    /// A command id in this append is already recorded. The dispatcher
+    /// answers such a command with its recorded outcome.
+    #[error("{aggregate} {id}: a command id in this append is already recorded")]
+    DuplicateCommand { aggregate: String, id: String },
 
     /// Connecting, querying or committing failed. Not a conflict.
     #[error("database error: {0}")]

@@ -230,7 +230,9 @@ pub struct ExecArgs {
     pub command: String,
     /// JSON text, @FILE to read it from a file, or - for stdin [default: {}].
     pub payload: Option<String>,
-    /// Identifies this command in the events' metadata [default: a new UUID].
+    /// Identifies this command [default: a new UUID]. Sent again with the
+    /// same id, the command appends nothing and prints the events first
+    /// recorded: safe to retry after a timeout. At most 1024 bytes.
     #[arg(long)]
     pub command_id: Option<String>,
     /// Recorded in the events' metadata [default: the command id].

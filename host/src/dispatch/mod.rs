@@ -14,6 +14,7 @@
 //!   key still guards every append.
 
 mod cache;
+mod idempotency;
 mod optimistic;
 mod queue;
 mod retry;
@@ -24,11 +25,15 @@ pub use retry::RetryPolicy;
 use crate::error::{CommandError, GuestError};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{Hydrated, LoadedComponent, Modules};
-use crate::store::{EventStore, NewEvent, RecordedEvent, StreamId};
+use crate::store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use tracing::warn;
+
+/// The longest aggregate, command, correlation or causation id accepted, in
+/// bytes. Ids are part of unique keys, and PostgreSQL caps a key's size.
+pub const MAX_ID_BYTES: usize = 1024;
 
 /// A command addressed to one aggregate instance.
 #[derive(Debug, Clone)]
@@ -38,7 +43,8 @@ pub struct CommandRequest {
     pub command: String,
     /// JSON text.
     pub payload: String,
-    /// Identifies this command; generated when absent.
+    /// Identifies this command; generated when absent. A command sent again
+    /// with the same id is answered with the outcome first recorded.
     pub command_id: Option<String>,
     /// The conversation this command belongs to; defaults to the command id.
     pub correlation_id: Option<String>,
@@ -73,7 +79,12 @@ pub struct CommandOutcome {
     pub events: Vec<RecordedEvent>,
     /// How many times a conflict sent the command round again.
     pub retries: u32,
+    /// True if the command id was already recorded: `events` are the ones
+    /// first appended, and nothing was appended now.
+    pub replayed: bool,
 }
+
+type Answer = Result<CommandOutcome, CommandError>;
 
 /// How commands on one stream are kept from trampling each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,6 +151,10 @@ struct Prepared {
     command: String,
     payload: String,
     command_id: String,
+    /// True if the caller chose the id (so it may be a repeat).
+    caller_command_id: bool,
+    /// See [`NewCommand::fingerprint`].
+    fingerprint: String,
     /// The events' metadata, JSON text.
     metadata: String,
 }
@@ -312,6 +327,24 @@ impl Shared {
                 reason: e.to_string(),
             });
         }
+        // PostgreSQL's jsonb cannot hold a NUL character; refuse it here, for
+        // both stores alike, rather than fail the append (and its batch).
+        if request.payload.contains("\\u0000") {
+            return Err(CommandError::PayloadNotJson {
+                command: request.command.clone(),
+                reason: "\\u0000 (NUL) cannot be stored".into(),
+            });
+        }
+        check_id("aggregate id", &request.id)?;
+        for (what, id) in [
+            ("command id", &request.command_id),
+            ("correlation id", &request.correlation_id),
+            ("causation id", &request.causation_id),
+        ] {
+            if let Some(id) = id {
+                check_id(what, id)?;
+            }
+        }
         let command_id = request
             .command_id
             .clone()
@@ -330,6 +363,8 @@ impl Shared {
             command: request.command.clone(),
             payload: request.payload.clone(),
             command_id,
+            caller_command_id: request.command_id.is_some(),
+            fingerprint: idempotency::fingerprint(&request.command, &request.payload),
             metadata,
         })
     }
@@ -454,13 +489,33 @@ impl Shared {
     }
 }
 
-fn to_new_events(events: &[DecidedEvent], metadata: &str) -> Vec<NewEvent> {
-    events
-        .iter()
-        .map(|e| NewEvent {
-            name: e.name.clone(),
-            payload: e.payload.clone(),
-            metadata: metadata.to_string(),
-        })
-        .collect()
+/// A command's decided events, ready to append under its id.
+fn to_new_command(prepared: &Prepared, events: &[DecidedEvent]) -> NewCommand {
+    NewCommand {
+        command_id: prepared.command_id.clone(),
+        name: prepared.command.clone(),
+        fingerprint: prepared.fingerprint.clone(),
+        events: events
+            .iter()
+            .map(|e| NewEvent {
+                name: e.name.clone(),
+                payload: e.payload.clone(),
+                metadata: prepared.metadata.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Ids are stored exactly as given, within limits every store can key on.
+fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
+    let reason = if id.is_empty() {
+        "must not be empty".to_string()
+    } else if id.len() > MAX_ID_BYTES {
+        format!("is {} bytes; the limit is {MAX_ID_BYTES}", id.len())
+    } else if id.contains('\0') {
+        "must not contain a NUL character".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(CommandError::InvalidId { what, reason })
 }

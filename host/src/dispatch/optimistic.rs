@@ -3,7 +3,7 @@
 //! catches up on the new events only, decides again and appends again, up to
 //! `max_retries`, with backoff.
 
-use super::{CommandOutcome, Prepared, Shared, to_new_events};
+use super::{CommandOutcome, Prepared, Shared, to_new_command};
 use crate::error::{CommandError, StoreError};
 use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
@@ -31,16 +31,29 @@ impl Shared {
                 }
             }
             let events = match decided {
-                Ok(events) => events,
+                Ok(events) if !events.is_empty() => events,
+                // Recording nothing, this command is not guarded by the key
+                // on command ids: a repeat is found by looking it up.
+                Ok(_) => {
+                    self.cache.put(stream.clone(), aggregate);
+                    let nothing = Ok(CommandOutcome {
+                        command_id: prepared.command_id.clone(),
+                        events: Vec::new(),
+                        retries,
+                        replayed: false,
+                    });
+                    return self.unless_recorded(&prepared, nothing).await;
+                }
                 Err(refusal) => {
                     self.cache.put(stream.clone(), aggregate);
-                    return Err(Self::refused(&prepared, refusal));
+                    let refused = Err(Self::refused(&prepared, refusal));
+                    return self.unless_recorded(&prepared, refused).await;
                 }
             };
-            let new_events = to_new_events(&events, &prepared.metadata);
+            let new_command = to_new_command(&prepared, &events);
             self.stats.appends.fetch_add(1, Ordering::Relaxed);
             let base = aggregate.version;
-            match self.store.append(stream, base, &new_events).await {
+            match self.store.append(stream, base, &[new_command]).await {
                 Ok(recorded) => {
                     // The events are recorded whatever happens next; a guest
                     // that cannot apply its own events (or snapshot them) loses
@@ -58,7 +71,16 @@ impl Shared {
                         command_id: prepared.command_id,
                         events: recorded,
                         retries,
+                        replayed: false,
                     });
+                }
+                Err(error @ StoreError::DuplicateCommand { .. }) => {
+                    // A repeat: nothing was applied, the instance is intact.
+                    self.cache.put(stream.clone(), aggregate);
+                    let mut recorded = self.recorded_answers(&[&prepared]).await?;
+                    return recorded
+                        .remove(&prepared.command_id)
+                        .unwrap_or(Err(error.into()));
                 }
                 Err(StoreError::Conflict { .. }) => {
                     self.stats.conflicts.fetch_add(1, Ordering::Relaxed);

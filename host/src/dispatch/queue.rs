@@ -14,11 +14,11 @@
 //! decided on was current), or, in a batch that appends nothing, after a read
 //! that shows no newer events.
 
-use super::{CommandOutcome, Prepared, Shared, to_new_events};
+use super::{Answer, CommandOutcome, Prepared, Shared, to_new_command};
 use crate::error::{CommandError, Refusal, StoreError};
 use crate::runtime::Hydrated;
 use crate::runtime::instance::DecidedEvent;
-use crate::store::{NewEvent, StreamId};
+use crate::store::{NewCommand, StreamId};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,8 +32,6 @@ pub const MAX_BATCH: usize = 512;
 /// How long an idle worker waits before it hands its instance to the cache
 /// and stops.
 const IDLE: Duration = Duration::from_millis(250);
-
-type Answer = Result<CommandOutcome, CommandError>;
 
 struct Job {
     prepared: Prepared,
@@ -130,6 +128,9 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Unbou
     }
 }
 
+/// A job's decision: its events, or the guest's refusal.
+type Decided = Result<Vec<DecidedEvent>, Refusal>;
+
 /// Decides and appends one batch. Returns the jobs still to run (after a
 /// conflict, or those behind a command on which the guest failed).
 async fn run_batch(
@@ -138,6 +139,12 @@ async fn run_batch(
     instance: &mut Option<Hydrated>,
     jobs: Vec<Job>,
 ) -> Vec<Job> {
+    // A command id twice in one append would collide with itself: a repeat
+    // waits for the next batch, where it finds the first one recorded.
+    let mut ids = std::collections::HashSet::new();
+    let (jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| ids.insert(job.prepared.command_id.clone()));
     let Some(first) = jobs.first() else {
         return jobs;
     };
@@ -157,7 +164,7 @@ async fn run_batch(
     let base_version = aggregate.version;
 
     // Decide one after another, each against the state the previous left.
-    let mut decided: Vec<(Job, Result<Vec<DecidedEvent>, Refusal>)> = Vec::new();
+    let mut decided: Vec<(Job, Decided)> = Vec::new();
     let mut jobs = jobs.into_iter();
     let mut broken = false;
     for job in jobs.by_ref() {
@@ -180,14 +187,17 @@ async fn run_batch(
         }
     }
     let mut leftover: Vec<Job> = jobs.collect();
+    leftover.append(&mut repeats);
 
-    let new_events: Vec<NewEvent> = decided
+    let new_commands: Vec<NewCommand> = decided
         .iter()
-        .filter_map(|(job, result)| result.as_ref().ok().map(|events| (job, events)))
-        .flat_map(|(job, events)| to_new_events(events, &job.prepared.metadata))
+        .filter_map(|(job, result)| match result {
+            Ok(events) if !events.is_empty() => Some(to_new_command(&job.prepared, events)),
+            _ => None,
+        })
         .collect();
 
-    if new_events.is_empty() {
+    if new_commands.is_empty() {
         // Nothing to append, so nothing guards these answers: they stand only
         // if no newer events exist. Otherwise decide them again, fresh.
         if !current {
@@ -211,17 +221,7 @@ async fn run_batch(
                 return redo;
             }
         }
-        for (job, result) in decided {
-            let answer = match result {
-                Ok(_) => Ok(CommandOutcome {
-                    command_id: job.prepared.command_id.clone(),
-                    events: Vec::new(),
-                    retries: job.retries,
-                }),
-                Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
-            };
-            job.answer(answer);
-        }
+        answer_batch(shared, decided, Vec::new()).await;
         if !broken {
             *instance = Some(aggregate);
         }
@@ -229,20 +229,13 @@ async fn run_batch(
     }
 
     shared.stats.appends.fetch_add(1, Ordering::Relaxed);
-    match shared.store.append(stream, base_version, &new_events).await {
+    match shared
+        .store
+        .append(stream, base_version, &new_commands)
+        .await
+    {
         Ok(recorded) => {
-            let mut recorded = recorded.into_iter();
-            for (job, result) in decided {
-                let answer = match result {
-                    Ok(events) => Ok(CommandOutcome {
-                        command_id: job.prepared.command_id.clone(),
-                        events: recorded.by_ref().take(events.len()).collect(),
-                        retries: job.retries,
-                    }),
-                    Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
-                };
-                job.answer(answer);
-            }
+            answer_batch(shared, decided, recorded).await;
             if !broken {
                 match shared
                     .maybe_snapshot(&mut aggregate, stream, base_version)
@@ -277,11 +270,75 @@ async fn run_batch(
             redo.append(&mut leftover);
             redo
         }
-        Err(other) => {
+        Err(error @ StoreError::DuplicateCommand { .. }) => {
+            // Some commands here are repeats. They get their recorded
+            // outcomes; the tentative state is wrong, so the rest are decided
+            // again on a fresh instance.
+            let prepared: Vec<&Prepared> = decided.iter().map(|(job, _)| &job.prepared).collect();
+            let mut recorded = match shared.recorded_answers(&prepared).await {
+                Ok(recorded) if !recorded.is_empty() => recorded,
+                // Nothing found to explain it: answer rather than loop.
+                Ok(_) => return answer_all(decided, Err(error.into()), leftover),
+                Err(e) => return answer_all(decided, Err(e.into()), leftover),
+            };
+            let mut redo = Vec::new();
             for (job, _) in decided {
-                job.answer(Err(other.clone().into()));
+                match recorded.remove(&job.prepared.command_id) {
+                    Some(answer) => job.answer(answer),
+                    None => redo.push(job),
+                }
             }
-            leftover
+            redo.append(&mut leftover);
+            redo
         }
+        Err(other) => answer_all(decided, Err(other.into()), leftover),
+    }
+}
+
+/// Answers every decided job with the same failure; returns `leftover`.
+fn answer_all(decided: Vec<(Job, Decided)>, answer: Answer, leftover: Vec<Job>) -> Vec<Job> {
+    for (job, _) in decided {
+        job.answer(answer.clone());
+    }
+    leftover
+}
+
+/// Answers a batch whose append (of `recorded`, in the batch's order)
+/// succeeded, or that appended nothing. A command that recorded nothing this
+/// time but carries the caller's id may be a repeat: those are looked up,
+/// all in one query, and a repeat gets its recorded outcome.
+async fn answer_batch(
+    shared: &Shared,
+    decided: Vec<(Job, Decided)>,
+    recorded: Vec<crate::store::RecordedEvent>,
+) {
+    let records_nothing = |result: &Decided| !matches!(result, Ok(events) if !events.is_empty());
+    let maybe_repeats: Vec<&Prepared> = decided
+        .iter()
+        .filter(|(job, result)| job.prepared.caller_command_id && records_nothing(result))
+        .map(|(job, _)| &job.prepared)
+        .collect();
+    let mut earlier = shared.recorded_answers(&maybe_repeats).await;
+    let mut recorded = recorded.into_iter();
+    for (job, result) in decided {
+        let maybe_repeat = job.prepared.caller_command_id && records_nothing(&result);
+        let fresh = match result {
+            Ok(events) => Ok(CommandOutcome {
+                command_id: job.prepared.command_id.clone(),
+                events: recorded.by_ref().take(events.len()).collect(),
+                retries: job.retries,
+                replayed: false,
+            }),
+            Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
+        };
+        let answer = if maybe_repeat {
+            match &mut earlier {
+                Ok(found) => found.remove(&job.prepared.command_id).unwrap_or(fresh),
+                Err(e) => Err(e.clone().into()),
+            }
+        } else {
+            fresh
+        };
+        job.answer(answer);
     }
 }

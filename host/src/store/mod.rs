@@ -1,6 +1,8 @@
 //! The event store: streams of events keyed by (aggregate name, aggregate id),
-//! appended with an expected version. The unique key on the sequence number is
-//! the concurrency guard; a lost race surfaces as [`StoreError::Conflict`].
+//! appended with an expected version, each command's id recorded with its
+//! events. Two unique keys guard every append: the sequence number (a lost
+//! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
+//! command as [`StoreError::DuplicateCommand`]).
 
 mod postgres;
 mod sqlite;
@@ -61,6 +63,29 @@ pub struct RecordedEvent {
     pub created_at: String,
 }
 
+/// One command's events, appended together and recorded under its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    /// Unique across all streams.
+    pub command_id: String,
+    /// The command's name.
+    pub name: String,
+    /// sha256 (hex) of the name and payload: tells a repeat of this command
+    /// from another command that reuses its id.
+    pub fingerprint: String,
+    pub events: Vec<NewEvent>,
+}
+
+/// A command recorded earlier, with the events it appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCommand {
+    pub command_id: String,
+    pub stream: StreamId,
+    pub name: String,
+    pub fingerprint: String,
+    pub events: Vec<RecordedEvent>,
+}
+
 /// Guest state as of one version of a stream, written by one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -92,24 +117,39 @@ pub trait EventStore: Send + Sync {
     /// The stream's events with sequence numbers greater than `after`, in order.
     async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// Appends `events` as sequence numbers `expected_version + 1 ..` in one
-    /// transaction. Fails with [`StoreError::Conflict`] if any of those
-    /// sequence numbers is taken.
+    /// Appends the commands' events as sequence numbers `expected_version + 1
+    /// ..`, each command's contiguous and in order, and records each command
+    /// id with them, all in one transaction. A command without events is not
+    /// recorded. Fails with [`StoreError::Conflict`] if any of those sequence
+    /// numbers is taken and [`StoreError::DuplicateCommand`] if any of the
+    /// command ids is; then nothing is written.
     async fn append(
         &self,
         stream: &StreamId,
         expected_version: u64,
-        events: &[NewEvent],
+        commands: &[NewCommand],
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The recorded commands among `command_ids`, each with its events, in
+    /// no particular order; ids never recorded are left out.
+    async fn find_commands(&self, command_ids: &[&str])
+    -> Result<Vec<RecordedCommand>, StoreError>;
 }
 
-/// The result of an `INSERT ... RETURNING` of events: the recorded events in
-/// sequence order, or [`StoreError::Conflict`] when `is_conflict` recognises
-/// the error (by its code) as a lost race on the stream key.
+/// What a failed append means, told apart by error code and constraint.
+enum Violation {
+    /// The stream's sequence key: someone appended first.
+    StreamKey,
+    /// The commands' key: a command id is already recorded.
+    CommandKey,
+}
+
+/// The result of an append's `INSERT ... RETURNING` of events: the recorded
+/// events in sequence order, or the typed error for a violated key.
 fn appended<Row>(
     result: Result<Vec<Row>, sqlx::Error>,
     recorded: fn(&Row) -> Result<RecordedEvent, StoreError>,
-    is_conflict: fn(&sqlx::Error) -> bool,
+    violation: impl Fn(&sqlx::Error) -> Option<Violation>,
     stream: &StreamId,
     expected_version: u64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -119,13 +159,55 @@ fn appended<Row>(
             events.sort_by_key(|e| e.sequence);
             Ok(events)
         }
-        Err(e) if is_conflict(&e) => Err(StoreError::Conflict {
-            aggregate: stream.aggregate.clone(),
-            id: stream.id.clone(),
-            expected_version,
+        Err(e) => Err(match violation(&e) {
+            Some(Violation::StreamKey) => StoreError::Conflict {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+                expected_version,
+            },
+            Some(Violation::CommandKey) => StoreError::DuplicateCommand {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+            },
+            None => e.into(),
         }),
-        Err(e) => Err(e.into()),
     }
+}
+
+/// The commands that record events, each with the sequence number of its
+/// first event, counting from `expected_version + 1`.
+fn numbered(commands: &[NewCommand], expected_version: u64) -> Vec<(&NewCommand, u64)> {
+    let mut next = expected_version + 1;
+    commands
+        .iter()
+        .filter(|c| !c.events.is_empty())
+        .map(|c| {
+            let first = next;
+            next += c.events.len() as u64;
+            (c, first)
+        })
+        .collect()
+}
+
+/// Groups `(command id, name, fingerprint, event)` rows, ordered by command
+/// id and then sequence, into recorded commands.
+fn grouped(
+    rows: impl IntoIterator<Item = (String, String, String, RecordedEvent)>,
+) -> Vec<RecordedCommand> {
+    let mut commands: Vec<RecordedCommand> = Vec::new();
+    for (command_id, name, fingerprint, event) in rows {
+        match commands.last_mut() {
+            Some(last) if last.command_id == command_id => last.events.push(event),
+            _ => commands.push(RecordedCommand {
+                command_id,
+                stream: StreamId::new(&event.aggregate, &event.id),
+                name,
+                fingerprint,
+                events: vec![event],
+            }),
+        }
+    }
+    commands
 }
 
 /// Opens the store a URL names (`postgres://...` or `sqlite://PATH`) and

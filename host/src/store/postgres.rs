@@ -1,6 +1,9 @@
 //! The PostgreSQL event store. All of its SQL is in this file.
 
-use super::{EventStore, NewEvent, RecordedEvent, Snapshot, StreamId, appended};
+use super::{
+    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
+    appended, grouped, numbered,
+};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -10,6 +13,8 @@ use std::time::Duration;
 
 /// The unique constraint whose violation means "someone appended first".
 const STREAM_KEY: &str = "events_stream_sequence_key";
+/// The unique constraint whose violation means "this command is recorded".
+const COMMAND_KEY: &str = "commands_pkey";
 /// SQLSTATE unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -23,8 +28,17 @@ const SELECT_EVENTS: &str = "
     WHERE aggregate_name = $1 AND aggregate_id = $2 AND sequence_number > $3
     ORDER BY sequence_number";
 
-// One statement, so one implicit transaction: all rows land or none do.
+// One statement, so one implicit transaction: the commands and all their
+// events land, or nothing does. A data-modifying WITH runs to completion
+// whether or not the main query reads it.
 const INSERT_EVENTS: &str = "
+    WITH recorded_commands AS (
+        INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
+                              fingerprint, first_sequence, event_count)
+        SELECT c.command_id, $1, $2, c.command_name, c.fingerprint, c.first_sequence, c.event_count
+        FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[], $11::int[])
+             AS c(command_id, command_name, fingerprint, first_sequence, event_count)
+    )
     INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
     SELECT $1, $2, e.sequence_number, e.event_name, e.payload::jsonb, e.metadata::jsonb
     FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
@@ -32,6 +46,18 @@ const INSERT_EVENTS: &str = "
     RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
               payload, metadata,
               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+
+const SELECT_COMMANDS: &str = "
+    SELECT c.command_id, c.command_name, c.fingerprint,
+           e.position, e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+           e.payload, e.metadata,
+           to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+    FROM commands c
+    JOIN events e ON e.aggregate_name = c.aggregate_name AND e.aggregate_id = c.aggregate_id
+                 AND e.sequence_number >= c.first_sequence
+                 AND e.sequence_number < c.first_sequence + c.event_count
+    WHERE c.command_id = ANY($1)
+    ORDER BY c.command_id, e.sequence_number";
 
 const SELECT_SNAPSHOT: &str = "
     SELECT version, state FROM snapshots
@@ -90,12 +116,17 @@ fn recorded(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn is_conflict(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            db.code().as_deref() == Some(UNIQUE_VIOLATION) && db.constraint() == Some(STREAM_KEY)
-        }
-        _ => false,
+fn violation(error: &sqlx::Error) -> Option<Violation> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    if db.code().as_deref() != Some(UNIQUE_VIOLATION) {
+        return None;
+    }
+    match db.constraint() {
+        Some(STREAM_KEY) => Some(Violation::StreamKey),
+        Some(COMMAND_KEY) => Some(Violation::CommandKey),
+        _ => None,
     }
 }
 
@@ -152,17 +183,34 @@ impl EventStore for PostgresStore {
         &self,
         stream: &StreamId,
         expected_version: u64,
-        events: &[NewEvent],
+        commands: &[NewCommand],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
+        let numbered = numbered(commands, expected_version);
+        if numbered.is_empty() {
             return Ok(Vec::new());
         }
-        let sequences: Vec<i64> = (1..=events.len() as u64)
-            .map(|n| to_i64(expected_version + n))
+        let events = numbered.iter().flat_map(|(c, _)| &c.events);
+        let sequences: Vec<i64> = (expected_version + 1..)
+            .zip(events.clone())
+            .map(|(n, _)| to_i64(n))
             .collect();
-        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+        let names: Vec<&str> = events.clone().map(|e| e.name.as_str()).collect();
+        let payloads: Vec<&str> = events.clone().map(|e| e.payload.as_str()).collect();
+        let metadata: Vec<&str> = events.map(|e| e.metadata.as_str()).collect();
+        let ids: Vec<&str> = numbered
+            .iter()
+            .map(|(c, _)| c.command_id.as_str())
+            .collect();
+        let command_names: Vec<&str> = numbered.iter().map(|(c, _)| c.name.as_str()).collect();
+        let fingerprints: Vec<&str> = numbered
+            .iter()
+            .map(|(c, _)| c.fingerprint.as_str())
+            .collect();
+        let firsts: Vec<i64> = numbered.iter().map(|&(_, first)| to_i64(first)).collect();
+        let counts: Vec<i32> = numbered
+            .iter()
+            .map(|(c, _)| i32::try_from(c.events.len()).unwrap_or(i32::MAX))
+            .collect();
         let result = sqlx::query(INSERT_EVENTS)
             .bind(&stream.aggregate)
             .bind(&stream.id)
@@ -170,8 +218,38 @@ impl EventStore for PostgresStore {
             .bind(&names)
             .bind(&payloads)
             .bind(&metadata)
+            .bind(&ids)
+            .bind(&command_names)
+            .bind(&fingerprints)
+            .bind(&firsts)
+            .bind(&counts)
             .fetch_all(&self.pool)
             .await;
-        appended(result, recorded, is_conflict, stream, expected_version)
+        appended(result, recorded, violation, stream, expected_version)
+    }
+
+    async fn find_commands(
+        &self,
+        command_ids: &[&str],
+    ) -> Result<Vec<RecordedCommand>, StoreError> {
+        if command_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(SELECT_COMMANDS)
+            .bind(command_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("command_id")?,
+                    row.try_get("command_name")?,
+                    row.try_get("fingerprint")?,
+                    recorded(row)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(grouped(rows))
     }
 }

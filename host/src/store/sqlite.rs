@@ -1,7 +1,10 @@
 //! The embedded SQLite event store: a single file, created on first use.
 //! All of its SQL is in this file.
 
-use super::{EventStore, NewEvent, RecordedEvent, Snapshot, StreamId, appended};
+use super::{
+    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
+    appended, grouped, numbered,
+};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -12,8 +15,15 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// SQLITE_CONSTRAINT_UNIQUE, the extended result code of a unique violation.
-const UNIQUE_VIOLATION: &str = "2067";
+/// SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY, the extended
+/// result codes of a key violation. Which key it was follows from which
+/// statement failed: the events' (the stream key is their only unique key)
+/// or the commands'.
+const KEY_VIOLATIONS: [&str; 2] = ["2067", "1555"];
+
+/// Rows per multi-row INSERT, well under SQLite's limit of 32,766 bound
+/// parameters per statement (six or seven per row here).
+const ROWS_PER_INSERT: usize = 1_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -25,6 +35,19 @@ const SELECT_EVENTS: &str = "
     ORDER BY sequence_number";
 
 const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata) ";
+
+const INSERT_COMMANDS: &str = "INSERT INTO commands (command_id, aggregate_name, aggregate_id, \
+     command_name, fingerprint, first_sequence, event_count) ";
+
+const SELECT_COMMANDS: &str = "
+    SELECT c.command_id, c.command_name, c.fingerprint,
+           e.position, e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+           e.payload, e.metadata, e.created_at
+    FROM commands c
+    JOIN events e ON e.aggregate_name = c.aggregate_name AND e.aggregate_id = c.aggregate_id
+                 AND e.sequence_number >= c.first_sequence
+                 AND e.sequence_number < c.first_sequence + c.event_count
+    WHERE c.command_id IN ";
 
 const RETURNING: &str = " RETURNING position, aggregate_name, aggregate_id, sequence_number, \
      event_name, payload, metadata, created_at";
@@ -95,8 +118,9 @@ fn recorded(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn is_conflict(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION))
+fn is_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| KEY_VIOLATIONS.contains(&code.as_ref())))
 }
 
 #[async_trait]
@@ -152,24 +176,84 @@ impl EventStore for SqliteStore {
         &self,
         stream: &StreamId,
         expected_version: u64,
-        events: &[NewEvent],
+        commands: &[NewCommand],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if events.is_empty() {
+        let numbered = numbered(commands, expected_version);
+        if numbered.is_empty() {
             return Ok(Vec::new());
         }
-        // One multi-row INSERT: a single statement is atomic on its own.
-        let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
-        insert.push_values(events.iter().enumerate(), |mut row, (n, event)| {
-            let sequence = expected_version + n as u64 + 1;
-            row.push_bind(&stream.aggregate)
-                .push_bind(&stream.id)
-                .push_bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-                .push_bind(&event.name)
-                .push_bind(&event.payload)
-                .push_bind(&event.metadata);
-        });
-        insert.push(RETURNING);
-        let result = insert.build().fetch_all(&self.pool).await;
-        appended(result, recorded, is_conflict, stream, expected_version)
+        // Events first (the stream key is the concurrency guard), then the
+        // command ids; one transaction, so a violation of either leaves
+        // nothing behind (the transaction rolls back when dropped).
+        let mut tx = self.pool.begin().await?;
+        let events: Vec<_> = numbered.iter().flat_map(|(c, _)| &c.events).collect();
+        let mut rows = Vec::with_capacity(events.len());
+        for (chunk_index, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
+            let first = expected_version + (chunk_index * ROWS_PER_INSERT) as u64 + 1;
+            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
+            insert.push_values(chunk.iter().enumerate(), |mut row, (n, event)| {
+                row.push_bind(&stream.aggregate)
+                    .push_bind(&stream.id)
+                    .push_bind(to_i64(first + n as u64))
+                    .push_bind(&event.name)
+                    .push_bind(&event.payload)
+                    .push_bind(&event.metadata);
+            });
+            insert.push(RETURNING);
+            let inserted = insert.build().fetch_all(&mut *tx).await;
+            let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::StreamKey);
+            rows.extend(appended(inserted, recorded, key, stream, expected_version)?);
+        }
+        for chunk in numbered.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_COMMANDS);
+            insert.push_values(chunk, |mut row, (command, first)| {
+                row.push_bind(&command.command_id)
+                    .push_bind(&stream.aggregate)
+                    .push_bind(&stream.id)
+                    .push_bind(&command.name)
+                    .push_bind(&command.fingerprint)
+                    .push_bind(to_i64(*first))
+                    .push_bind(to_i64(command.events.len() as u64));
+            });
+            let inserted = insert.build().execute(&mut *tx).await.map(|_| Vec::new());
+            let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::CommandKey);
+            appended::<SqliteRow>(inserted, recorded, key, stream, expected_version)?;
+        }
+        tx.commit().await?;
+        Ok(rows)
     }
+
+    async fn find_commands(
+        &self,
+        command_ids: &[&str],
+    ) -> Result<Vec<RecordedCommand>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in command_ids.chunks(ROWS_PER_INSERT) {
+            let mut select = QueryBuilder::<Sqlite>::new(SELECT_COMMANDS);
+            select.push("(");
+            let mut ids = select.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
+            }
+            select.push(") ORDER BY c.command_id, e.sequence_number");
+            let rows = select.build().fetch_all(&self.pool).await?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get("command_id")?,
+                        row.try_get("command_name")?,
+                        row.try_get("fingerprint")?,
+                        recorded(row)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            found.extend(grouped(rows));
+        }
+        Ok(found)
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -533,3 +533,58 @@ fn bench_sample_reports_both_modes_as_json_lines() {
         );
     }
 }
+
+/// `eshost exec` twice with one `--command-id` appends once and prints the
+/// same events both times.
+fn exec_twice_with_one_command_id(database_url: &str) {
+    let ws = Workspace::new();
+    let db = ["--database-url", database_url];
+    let exec = |args: &[&str]| ok(ws.run(&[&db[..], &["exec", "FlashSaleItem"], args].concat()));
+    exec(&["s1", "CreateFlashSale", r#"{"initialStock":1}"#]);
+    let buy = [
+        "s1",
+        "PurchaseItem",
+        r#"{"buyerId":"ann","quantity":1}"#,
+        "--command-id",
+        "order-42",
+    ];
+    let first = exec(&buy);
+    let second = exec(&buy);
+    assert_eq!(json_lines(&first)[0]["name"], "ItemPurchased");
+    assert_eq!(first, second);
+    let events = json_lines(&ok(
+        ws.run(&[&db[..], &["events", "FlashSaleItem", "s1"]].concat())
+    ));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["metadata"]["commandId"], "order-42");
+    // The same id for a different command is refused, in one line.
+    let reused = [
+        "s1",
+        "PurchaseItem",
+        r#"{"buyerId":"bob","quantity":1}"#,
+        "--command-id",
+        "order-42",
+    ];
+    let line = fails(
+        ws.run(&[&db[..], &["exec", "FlashSaleItem"], &reused[..]].concat()),
+        1,
+    );
+    assert!(
+        line.contains(
+            "command id \"order-42\" was already used for PurchaseItem on FlashSaleItem s1"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn exec_with_a_repeated_command_id_on_sqlite() {
+    exec_twice_with_one_command_id("sqlite://events.db");
+}
+
+#[tokio::test]
+async fn exec_with_a_repeated_command_id_on_postgres() {
+    let db = TestDb::postgres().await;
+    exec_twice_with_one_command_id(&db.url);
+    db.cleanup().await;
+}

@@ -1,0 +1,80 @@
+//! Idempotent commands. Every command has an id (the caller's, or a new
+//! UUID), recorded with its events under a unique key in the append's
+//! transaction. A repeat is answered with the outcome first recorded, and
+//! appends nothing. It is caught either at the append (the key is taken) or,
+//! when the repeat now decides to record nothing (a refusal, say), by a
+//! lookup before answering. Only caller-supplied ids are looked up: a fresh
+//! UUID cannot be a repeat.
+
+use super::{Answer, CommandOutcome, Prepared, Shared};
+use crate::error::{CommandError, StoreError};
+use crate::store::RecordedCommand;
+use std::collections::HashMap;
+use tracing::info;
+
+impl Shared {
+    /// The recorded answers for these commands, by command id. Commands never
+    /// recorded are left out.
+    pub(super) async fn recorded_answers(
+        &self,
+        commands: &[&Prepared],
+    ) -> Result<HashMap<String, Answer>, StoreError> {
+        if commands.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
+        let recorded = self.store.find_commands(&ids).await?;
+        Ok(recorded
+            .into_iter()
+            .filter_map(|recorded| {
+                let command = commands
+                    .iter()
+                    .find(|c| c.command_id == recorded.command_id)?;
+                Some((recorded.command_id.clone(), replay(command, recorded)))
+            })
+            .collect())
+    }
+
+    /// `answer` for a command that recorded nothing this time, unless the
+    /// caller's command id shows it was recorded before: then that outcome.
+    pub(super) async fn unless_recorded(&self, command: &Prepared, answer: Answer) -> Answer {
+        if !command.caller_command_id {
+            return answer;
+        }
+        match self.recorded_answers(&[command]).await {
+            Ok(mut recorded) => recorded.remove(&command.command_id).unwrap_or(answer),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The answer a repeat of `recorded` gets: its outcome, if the repeat is the
+/// same command on the same aggregate; otherwise the id was reused.
+fn replay(command: &Prepared, recorded: RecordedCommand) -> Answer {
+    if recorded.stream != command.stream
+        || recorded.name != command.command
+        || recorded.fingerprint != command.fingerprint
+    {
+        return Err(CommandError::CommandIdReused {
+            command_id: recorded.command_id,
+            recorded: format!("{} on {}", recorded.name, recorded.stream),
+        });
+    }
+    info!(command_id = %recorded.command_id, "repeated command: answering with the recorded outcome");
+    Ok(CommandOutcome {
+        command_id: recorded.command_id,
+        events: recorded.events,
+        retries: 0,
+        replayed: true,
+    })
+}
+
+/// sha256 (hex) of a command's name and payload text.
+pub(super) fn fingerprint(command: &str, payload: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(command.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload.as_bytes());
+    hex::encode(hasher.finalize())
+}
