@@ -173,6 +173,44 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// True for a failure that says nothing about the request and may pass
+    /// on its own: the connection was lost or refused (a restart), the server
+    /// is shutting down or out of connections, the pool had no connection in
+    /// time, a serialization failure or deadlock, a busy SQLite file. Worth
+    /// retrying with backoff; a conflict is not among them (it has its own
+    /// retry).
+    pub fn is_transient(&self) -> bool {
+        let Self::Database(error) = self else {
+            return false;
+        };
+        match error.as_ref() {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                TRANSIENT_CODES.contains(&code.as_ref())
+                    // SQLSTATE class 08: connection exception.
+                    || code.starts_with("08") && code.len() == 5
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// PostgreSQL SQLSTATEs and SQLite result codes that mean "try again".
+const TRANSIENT_CODES: &[&str] = &[
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+    "57P01", // admin_shutdown (pg_terminate_backend, a fast shutdown)
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now (starting up)
+    "53300", // too_many_connections
+    "5",     // SQLITE_BUSY
+    "6",     // SQLITE_LOCKED
+    "261",   // SQLITE_BUSY_RECOVERY
+    "517",   // SQLITE_BUSY_SNAPSHOT
+    "773",   // SQLITE_BUSY_TIMEOUT
+];
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         Self::Database(Arc::new(error))

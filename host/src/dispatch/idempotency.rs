@@ -23,7 +23,9 @@ impl Shared {
             return Ok(HashMap::new());
         }
         let ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
-        let recorded = self.store.find_commands(&ids).await?;
+        let recorded = self
+            .patiently("find commands", || self.store.find_commands(&ids))
+            .await?;
         Ok(recorded
             .into_iter()
             .filter_map(|recorded| {

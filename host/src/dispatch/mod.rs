@@ -18,6 +18,7 @@ mod idempotency;
 mod optimistic;
 mod queue;
 mod retry;
+mod transient;
 
 pub use cache::AggregateCache;
 pub use retry::RetryPolicy;
@@ -125,6 +126,8 @@ pub struct HostStats {
     pub conflicts: AtomicU64,
     /// Appends (one per batch in queued mode).
     pub appends: AtomicU64,
+    /// Store calls tried again after a transient database error.
+    pub transient_retries: AtomicU64,
 }
 
 /// The host: cheap to clone, every clone shares modules, store and cache.
@@ -285,11 +288,9 @@ impl Host {
         id: &str,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         self.shared.component(aggregate)?;
-        Ok(self
-            .shared
-            .store
-            .load(&StreamId::new(aggregate, id), 0)
-            .await?)
+        let stream = StreamId::new(aggregate, id);
+        let load = || self.shared.store.load(&stream, 0);
+        Ok(self.shared.patiently("load", load).await?)
     }
 }
 
@@ -422,7 +423,8 @@ impl Shared {
         if self.snapshot_every == 0 {
             return None;
         }
-        let snapshot = match self.store.load_snapshot(stream, &component.digest).await {
+        let load = || self.store.load_snapshot(stream, &component.digest);
+        let snapshot = match self.patiently("load snapshot", load).await {
             Ok(snapshot) => snapshot?,
             Err(e) => {
                 warn!(%stream, error = %e, "reading the snapshot failed; replaying the stream");
@@ -466,7 +468,8 @@ impl Shared {
         aggregate: &mut Hydrated,
         stream: &StreamId,
     ) -> Result<usize, CommandError> {
-        let events = self.store.load(stream, aggregate.version).await?;
+        let load = || self.store.load(stream, aggregate.version);
+        let events = self.patiently("load", load).await?;
         aggregate.apply_recorded(&events)?;
         Ok(events.len())
     }

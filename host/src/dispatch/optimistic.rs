@@ -53,7 +53,7 @@ impl Shared {
             let new_command = to_new_command(&prepared, &events);
             self.stats.appends.fetch_add(1, Ordering::Relaxed);
             let base = aggregate.version;
-            match self.store.append(stream, base, &[new_command]).await {
+            match self.append_settled(stream, base, &[new_command]).await {
                 Ok(recorded) => {
                     // The events are recorded whatever happens next; a guest
                     // that cannot apply its own events (or snapshot them) loses

@@ -230,8 +230,7 @@ async fn run_batch(
 
     shared.stats.appends.fetch_add(1, Ordering::Relaxed);
     match shared
-        .store
-        .append(stream, base_version, &new_commands)
+        .append_settled(stream, base_version, &new_commands)
         .await
     {
         Ok(recorded) => {

@@ -1,6 +1,10 @@
-//! How long to wait between optimistic retries: exponential backoff with full
-//! jitter (a uniform delay in `0..=min(max_delay, base_delay * 2^attempt)`), so
-//! writers that collided once spread out instead of colliding again in step.
+//! How often and how long to wait before trying again, for the two kinds of
+//! failure that are worth it: a conflict (another writer appended first) and
+//! a transient database error (a dropped connection, a restart, a
+//! serialization failure, a pool timeout). Each has its own limit. Both back
+//! off exponentially with full jitter (a uniform delay in
+//! `0..=min(max, base * 2^attempt)`), so writers that collided once spread
+//! out instead of colliding again in step.
 
 use rand::Rng;
 use std::time::Duration;
@@ -13,6 +17,13 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The backoff ceiling never grows past this.
     pub max_delay: Duration,
+    /// Transient database errors tolerated per store call before the error
+    /// is returned.
+    pub max_transient_retries: u32,
+    /// The first transient retry's backoff ceiling; it doubles each retry.
+    pub transient_base_delay: Duration,
+    /// The transient backoff ceiling never grows past this.
+    pub transient_max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -21,20 +32,33 @@ impl Default for RetryPolicy {
             max_retries: 5,
             base_delay: Duration::from_millis(4),
             max_delay: Duration::from_millis(250),
+            // Up to about 11 s of waiting in all: enough to ride out a
+            // database restart.
+            max_transient_retries: 10,
+            transient_base_delay: Duration::from_millis(50),
+            transient_max_delay: Duration::from_secs(2),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The delay before retry number `retry` (1-based).
+    /// The delay before conflict retry number `retry` (1-based).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
-            .min(self.max_delay);
-        let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(rand::rng().random_range(0..=micros))
+        full_jitter(self.base_delay, self.max_delay, retry)
     }
+
+    /// The delay before transient retry number `retry` (1-based).
+    pub fn transient_backoff(&self, retry: u32) -> Duration {
+        full_jitter(self.transient_base_delay, self.transient_max_delay, retry)
+    }
+}
+
+fn full_jitter(base: Duration, max: Duration, retry: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
+        .min(max);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::rng().random_range(0..=micros))
 }
 
 #[cfg(test)]

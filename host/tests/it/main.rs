@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod conflict;
+mod faults;
 mod idempotent;
 mod loading;
 mod queued;

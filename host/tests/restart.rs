@@ -1,0 +1,88 @@
+//! PostgreSQL restarted in the middle of a hot-item run. A test binary of its
+//! own: cargo runs test binaries one after another, so no other test is
+//! connected while the server goes down.
+//!
+//! The server is restarted with `pg_ctlcluster -m fast VERSION main restart`
+//! (the newest cluster under /etc/postgresql, as `.ci/run` starts it), or with
+//! the shell command in `ESHOST_RESTART_COMMAND` when the database is
+//! elsewhere.
+
+#[allow(dead_code)]
+#[path = "it/util.rs"]
+mod util;
+
+use eshost::{Concurrency, Host, HostOptions, RetryPolicy};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use util::*;
+
+fn restart_command() -> Command {
+    if let Ok(command) = std::env::var("ESHOST_RESTART_COMMAND") {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", &command]);
+        return shell;
+    }
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("no /etc/postgresql: set ESHOST_RESTART_COMMAND to restart the test database")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .expect("no cluster under /etc/postgresql");
+    let mut pg_ctl = Command::new("pg_ctlcluster");
+    pg_ctl.args([
+        "--skip-systemctl-redirect",
+        "-m",
+        "fast",
+        &version,
+        "main",
+        "restart",
+    ]);
+    pg_ctl
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_restart_mid_run_loses_and_doubles_nothing() {
+    let db = TestDb::postgres().await;
+    let mut hosts = Vec::new();
+    for concurrency in [Concurrency::Queued, Concurrency::Optimistic] {
+        let store = eshost::store::open(&db.url).await.unwrap();
+        let options = HostOptions {
+            concurrency,
+            retry: RetryPolicy {
+                max_retries: 50,
+                ..RetryPolicy::default()
+            },
+            ..HostOptions::default()
+        };
+        hosts.push(Arc::new(Host::with_options(modules(), store, options)));
+    }
+    hosts[0].execute(&create("hot", 200)).await.unwrap();
+
+    // About 2.5 s of paced purchases; the restart starts 0.3 s in.
+    let run = paced_purchases(&hosts, "hot", 300, 12, Duration::from_millis(100));
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = tokio::task::spawn_blocking(|| restart_command().status())
+            .await
+            .unwrap()
+            .expect("running the restart command");
+        assert!(status.success(), "restarting PostgreSQL failed: {status}");
+    };
+    let (answers, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(run, restart)
+    })
+    .await
+    .expect("the run ended in bounded time");
+    let transient: u64 = hosts
+        .iter()
+        .map(|h| h.stats().transient_retries.load(Ordering::Relaxed))
+        .sum();
+    eprintln!("{transient} store calls retried across the restart");
+    assert!(
+        transient > 0,
+        "no command met the restart: the test proved nothing"
+    );
+    assert_each_recorded_once(&hosts[0], "hot", 200, &answers).await;
+    db.cleanup().await;
+}
