@@ -8,6 +8,7 @@ mod conflict;
 mod faults;
 mod idempotent;
 mod loading;
+mod properties;
 mod queued;
 mod sandbox;
 mod scenario;
