@@ -157,7 +157,7 @@ async fn run_batch(
                 for job in jobs {
                     job.answer(Err(e.clone()));
                 }
-                return Vec::new();
+                return repeats;
             }
         },
     };
