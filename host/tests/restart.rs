@@ -12,10 +12,9 @@
 #[path = "it/util.rs"]
 mod util;
 
-use eshost::{Concurrency, Host, HostOptions, RetryPolicy};
+use eshost::Concurrency;
 use sqlx::Connection;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use util::*;
@@ -50,19 +49,7 @@ async fn a_server_restart_mid_run_loses_and_doubles_nothing() {
         return;
     }
     let db = TestDb::postgres().await;
-    let mut hosts = Vec::new();
-    for concurrency in [Concurrency::Queued, Concurrency::Optimistic] {
-        let store = eshost::store::open(&db.url).await.unwrap();
-        let options = HostOptions {
-            concurrency,
-            retry: RetryPolicy {
-                max_retries: 50,
-                ..RetryPolicy::default()
-            },
-            ..HostOptions::default()
-        };
-        hosts.push(Arc::new(Host::with_options(modules(), store, options)));
-    }
+    let hosts = patient_hosts(&db.url, &[Concurrency::Queued, Concurrency::Optimistic]).await;
     hosts[0].execute(&create("hot", 200)).await.unwrap();
 
     let started_at = || async {

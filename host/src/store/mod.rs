@@ -189,25 +189,32 @@ fn numbered(commands: &[NewCommand], expected_version: u64) -> Vec<(&NewCommand,
         .collect()
 }
 
-/// Groups `(command id, name, fingerprint, event)` rows, ordered by command
-/// id and then sequence, into recorded commands.
-fn grouped(
-    rows: impl IntoIterator<Item = (String, String, String, RecordedEvent)>,
-) -> Vec<RecordedCommand> {
+/// Groups rows of `command_id, command_name, fingerprint` plus an event's
+/// columns, ordered by command id and then sequence, into recorded commands.
+fn grouped<R: sqlx::Row>(
+    rows: &[R],
+    recorded: fn(&R) -> Result<RecordedEvent, StoreError>,
+) -> Result<Vec<RecordedCommand>, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
     let mut commands: Vec<RecordedCommand> = Vec::new();
-    for (command_id, name, fingerprint, event) in rows {
+    for row in rows {
+        let command_id: String = row.try_get("command_id")?;
+        let event = recorded(row)?;
         match commands.last_mut() {
             Some(last) if last.command_id == command_id => last.events.push(event),
             _ => commands.push(RecordedCommand {
                 command_id,
                 stream: StreamId::new(&event.aggregate, &event.id),
-                name,
-                fingerprint,
+                name: row.try_get("command_name")?,
+                fingerprint: row.try_get("fingerprint")?,
                 events: vec![event],
             }),
         }
     }
-    commands
+    Ok(commands)
 }
 
 /// Opens the store a URL names (`postgres://...` or `sqlite://PATH`) and

@@ -239,17 +239,6 @@ impl EventStore for PostgresStore {
             .bind(command_ids)
             .fetch_all(&self.pool)
             .await?;
-        let rows = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("command_id")?,
-                    row.try_get("command_name")?,
-                    row.try_get("fingerprint")?,
-                    recorded(row)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(grouped(rows))
+        grouped(&rows, recorded)
     }
 }

@@ -237,18 +237,7 @@ impl EventStore for SqliteStore {
             }
             select.push(") ORDER BY c.command_id, e.sequence_number");
             let rows = select.build().fetch_all(&self.pool).await?;
-            let rows = rows
-                .iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get("command_id")?,
-                        row.try_get("command_name")?,
-                        row.try_get("fingerprint")?,
-                        recorded(row)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            found.extend(grouped(rows));
+            found.extend(grouped(&rows, recorded)?);
         }
         Ok(found)
     }

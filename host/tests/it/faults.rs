@@ -5,7 +5,7 @@
 //! answered once, as recorded, nothing oversold, the stream gapless.
 
 use crate::util::*;
-use eshost::{Concurrency, Host, HostOptions, RetryPolicy};
+use eshost::{Concurrency, Host};
 use sqlx::Connection;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,30 +14,12 @@ use std::time::Duration;
 /// Fails the test rather than hang it.
 const BOUND: Duration = Duration::from_secs(120);
 
-/// Hosts on `url`, each with its own pool and cache, patient with conflicts.
-async fn hosts(url: &str, modes: &[Concurrency]) -> Vec<Arc<Host>> {
-    let mut hosts = Vec::new();
-    for &concurrency in modes {
-        let store = eshost::store::open(url).await.unwrap();
-        let options = HostOptions {
-            concurrency,
-            retry: RetryPolicy {
-                max_retries: 50,
-                ..RetryPolicy::default()
-            },
-            ..HostOptions::default()
-        };
-        hosts.push(Arc::new(Host::with_options(modules(), store, options)));
-    }
-    hosts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_backends_mid_run_lose_and_double_nothing() {
     let db = TestDb::postgres().await;
     let app = format!("eshost-fault-{}", uuid::Uuid::new_v4().simple());
     let url = format!("{}&application_name={app}", db.url);
-    let hosts = hosts(
+    let hosts = patient_hosts(
         &url,
         &[
             Concurrency::Queued,
@@ -88,17 +70,10 @@ async fn an_exhausted_pool_delays_but_loses_nothing() {
     let store = eshost::store::PostgresStore::connect(&db.url)
         .await
         .unwrap();
-    let options = HostOptions {
-        retry: RetryPolicy {
-            max_retries: 50,
-            ..RetryPolicy::default()
-        },
-        ..HostOptions::default()
-    };
     let host = Arc::new(Host::with_options(
         modules(),
         Arc::new(store.clone()),
-        options,
+        patient(Concurrency::Queued),
     ));
     host.execute(&create("hot", 100)).await.unwrap();
     // Every connection the pool may open, held by someone else for a while.

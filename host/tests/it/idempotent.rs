@@ -90,23 +90,12 @@ async fn concurrent_repeats_are_recorded_once(db: &TestDb) {
     for repeat in [b, c, d] {
         assert_eq!(repeat.expect("every repeat answered").events, first);
     }
-    let mut hosts = Vec::new();
-    for mode in [
+    let modes = [
         Concurrency::Queued,
         Concurrency::Optimistic,
         Concurrency::Queued,
-    ] {
-        hosts.push(
-            db.host_in(
-                mode,
-                RetryPolicy {
-                    max_retries: 50,
-                    ..RetryPolicy::default()
-                },
-            )
-            .await,
-        );
-    }
+    ];
+    let hosts = patient_hosts(&db.url, &modes).await;
     let mut tasks = Vec::new();
     for n in 0..60 {
         let host = hosts[n % hosts.len()].clone();

@@ -187,6 +187,34 @@ pub fn assert_gapless(events: &[RecordedEvent]) {
     assert_eq!(sequences, expected, "stream has a gap or a duplicate");
 }
 
+/// Options patient with conflicts (50 retries): for runs whose point is what
+/// survives, not how soon a command gives up.
+pub fn patient(concurrency: Concurrency) -> eshost::HostOptions {
+    eshost::HostOptions {
+        concurrency,
+        retry: RetryPolicy {
+            max_retries: 50,
+            ..RetryPolicy::default()
+        },
+        ..eshost::HostOptions::default()
+    }
+}
+
+/// Hosts on `url`, one per mode, each with its own pool and cache (as
+/// separate processes would have), patient with conflicts.
+pub async fn patient_hosts(url: &str, modes: &[Concurrency]) -> Vec<Arc<Host>> {
+    let mut hosts = Vec::new();
+    for &mode in modes {
+        let store = eshost::store::open(url).await.expect("opening the store");
+        hosts.push(Arc::new(Host::with_options(
+            modules(),
+            store,
+            patient(mode),
+        )));
+    }
+    hosts
+}
+
 /// A purchase run on one item with caller-chosen command ids, spread over
 /// `hosts` round-robin from `callers` tasks, each pausing `pace` between its
 /// commands (so faults injected meanwhile land mid-run). Returns each
