@@ -37,16 +37,42 @@ impl Shared {
             .collect())
     }
 
-    /// `answer` for a command that recorded nothing this time, unless the
-    /// caller's command id shows it was recorded before: then that outcome.
-    pub(super) async fn unless_recorded(&self, command: &Prepared, answer: Answer) -> Answer {
-        if !command.caller_command_id {
-            return answer;
-        }
-        match self.recorded_answers(&[command]).await {
-            Ok(mut recorded) => recorded.remove(&command.command_id).unwrap_or(answer),
-            Err(e) => Err(e.into()),
-        }
+    /// The answers to give for commands decided now: each as decided, except
+    /// a command that recorded nothing this time (a refusal, or no events)
+    /// whose caller-chosen id shows it was recorded before: that one gets its
+    /// recorded outcome. All looked up in one query.
+    pub(super) async fn unless_recorded(&self, decided: Vec<(&Prepared, Answer)>) -> Vec<Answer> {
+        let records_nothing = |answer: &Answer| match answer {
+            Ok(outcome) => outcome.events.is_empty(),
+            Err(error) => matches!(error, CommandError::Refused { .. }),
+        };
+        let candidate: Vec<bool> = decided
+            .iter()
+            .map(|(command, answer)| command.caller_command_id && records_nothing(answer))
+            .collect();
+        let maybe_repeats: Vec<&Prepared> = decided
+            .iter()
+            .zip(&candidate)
+            .filter(|(_, candidate)| **candidate)
+            .map(|((command, _), _)| *command)
+            .collect();
+        let mut recorded = self
+            .recorded_answers(&maybe_repeats)
+            .await
+            .map_err(CommandError::from);
+        decided
+            .into_iter()
+            .zip(candidate)
+            .map(|((command, answer), candidate)| {
+                if !candidate {
+                    return answer;
+                }
+                match &mut recorded {
+                    Ok(found) => found.remove(&command.command_id).unwrap_or(answer),
+                    Err(e) => Err(e.clone()),
+                }
+            })
+            .collect()
     }
 }
 

@@ -34,20 +34,19 @@ impl Shared {
                 Ok(events) if !events.is_empty() => events,
                 // Recording nothing, this command is not guarded by the key
                 // on command ids: a repeat is found by looking it up.
-                Ok(_) => {
+                nothing => {
                     self.cache.put(stream.clone(), aggregate);
-                    let nothing = Ok(CommandOutcome {
-                        command_id: prepared.command_id.clone(),
-                        events: Vec::new(),
-                        retries,
-                        replayed: false,
-                    });
-                    return self.unless_recorded(&prepared, nothing).await;
-                }
-                Err(refusal) => {
-                    self.cache.put(stream.clone(), aggregate);
-                    let refused = Err(Self::refused(&prepared, refusal));
-                    return self.unless_recorded(&prepared, refused).await;
+                    let answer = match nothing {
+                        Ok(_) => Ok(CommandOutcome {
+                            command_id: prepared.command_id.clone(),
+                            events: Vec::new(),
+                            retries,
+                            replayed: false,
+                        }),
+                        Err(refusal) => Err(Self::refused(&prepared, refusal)),
+                    };
+                    let mut answers = self.unless_recorded(vec![(&prepared, answer)]).await;
+                    return answers.remove(0);
                 }
             };
             let new_command = to_new_command(&prepared, &events);

@@ -303,41 +303,31 @@ fn answer_all(decided: Vec<(Job, Decided)>, answer: Answer, leftover: Vec<Job>) 
 }
 
 /// Answers a batch whose append (of `recorded`, in the batch's order)
-/// succeeded, or that appended nothing. A command that recorded nothing this
-/// time but carries the caller's id may be a repeat: those are looked up,
-/// all in one query, and a repeat gets its recorded outcome.
+/// succeeded, or that appended nothing; a repeat among the commands that
+/// recorded nothing gets its recorded outcome.
 async fn answer_batch(
     shared: &Shared,
     decided: Vec<(Job, Decided)>,
     recorded: Vec<crate::store::RecordedEvent>,
 ) {
-    let records_nothing = |result: &Decided| !matches!(result, Ok(events) if !events.is_empty());
-    let maybe_repeats: Vec<&Prepared> = decided
-        .iter()
-        .filter(|(job, result)| job.prepared.caller_command_id && records_nothing(result))
-        .map(|(job, _)| &job.prepared)
-        .collect();
-    let mut earlier = shared.recorded_answers(&maybe_repeats).await;
     let mut recorded = recorded.into_iter();
-    for (job, result) in decided {
-        let maybe_repeat = job.prepared.caller_command_id && records_nothing(&result);
-        let fresh = match result {
-            Ok(events) => Ok(CommandOutcome {
-                command_id: job.prepared.command_id.clone(),
-                events: recorded.by_ref().take(events.len()).collect(),
-                retries: job.retries,
-                replayed: false,
-            }),
-            Err(refusal) => Err(Shared::refused(&job.prepared, refusal)),
-        };
-        let answer = if maybe_repeat {
-            match &mut earlier {
-                Ok(found) => found.remove(&job.prepared.command_id).unwrap_or(fresh),
-                Err(e) => Err(e.clone().into()),
-            }
-        } else {
-            fresh
-        };
+    let fresh: Vec<(&Prepared, Answer)> = decided
+        .iter()
+        .map(|(job, result)| {
+            let answer = match result {
+                Ok(events) => Ok(CommandOutcome {
+                    command_id: job.prepared.command_id.clone(),
+                    events: recorded.by_ref().take(events.len()).collect(),
+                    retries: job.retries,
+                    replayed: false,
+                }),
+                Err(refusal) => Err(Shared::refused(&job.prepared, refusal.clone())),
+            };
+            (&job.prepared, answer)
+        })
+        .collect();
+    let answers = shared.unless_recorded(fresh).await;
+    for ((job, _), answer) in decided.into_iter().zip(answers) {
         job.answer(answer);
     }
 }

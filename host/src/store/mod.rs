@@ -159,19 +159,47 @@ fn appended<Row>(
             events.sort_by_key(|e| e.sequence);
             Ok(events)
         }
-        Err(e) => Err(match violation(&e) {
-            Some(Violation::StreamKey) => StoreError::Conflict {
-                aggregate: stream.aggregate.clone(),
-                id: stream.id.clone(),
-                expected_version,
-            },
-            Some(Violation::CommandKey) => StoreError::DuplicateCommand {
-                aggregate: stream.aggregate.clone(),
-                id: stream.id.clone(),
-            },
-            None => e.into(),
-        }),
+        Err(e) => Err(append_error(e, violation, stream, expected_version)),
     }
+}
+
+/// A failed append's error: typed for a violated key, else the database's.
+fn append_error(
+    error: sqlx::Error,
+    violation: impl Fn(&sqlx::Error) -> Option<Violation>,
+    stream: &StreamId,
+    expected_version: u64,
+) -> StoreError {
+    match violation(&error) {
+        Some(Violation::StreamKey) => StoreError::Conflict {
+            aggregate: stream.aggregate.clone(),
+            id: stream.id.clone(),
+            expected_version,
+        },
+        Some(Violation::CommandKey) => StoreError::DuplicateCommand {
+            aggregate: stream.aggregate.clone(),
+            id: stream.id.clone(),
+        },
+        None => error.into(),
+    }
+}
+
+/// A sequence number or count as the stores' 64-bit signed integer.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `version, state` row as a snapshot.
+fn snapshot_from<R: sqlx::Row>(row: &R) -> Result<Snapshot, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(Snapshot {
+        version: row.try_get::<i64, _>("version")?.max(0) as u64,
+        state: row.try_get("state")?,
+    })
 }
 
 /// The commands that record events, each with the sequence number of its

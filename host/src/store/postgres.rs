@@ -2,7 +2,7 @@
 
 use super::{
     EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
-    appended, grouped, numbered,
+    appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -99,10 +99,6 @@ impl PostgresStore {
     }
 }
 
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn recorded(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         position: row.try_get("position")?,
@@ -143,13 +139,7 @@ impl EventStore for PostgresStore {
             .bind(component_digest)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(Snapshot {
-                version: row.try_get::<i64, _>("version")?.max(0) as u64,
-                state: row.try_get("state")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(snapshot_from).transpose()
     }
 
     async fn save_snapshot(

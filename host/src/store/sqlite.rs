@@ -3,7 +3,7 @@
 
 use super::{
     EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
-    appended, grouped, numbered,
+    append_error, appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -136,13 +136,7 @@ impl EventStore for SqliteStore {
             .bind(component_digest)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(Snapshot {
-                version: row.try_get::<i64, _>("version")?.max(0) as u64,
-                state: row.try_get("state")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(snapshot_from).transpose()
     }
 
     async fn save_snapshot(
@@ -155,7 +149,7 @@ impl EventStore for SqliteStore {
             .bind(&stream.aggregate)
             .bind(&stream.id)
             .bind(component_digest)
-            .bind(i64::try_from(snapshot.version).unwrap_or(i64::MAX))
+            .bind(to_i64(snapshot.version))
             .bind(&snapshot.state)
             .execute(&self.pool)
             .await?;
@@ -215,9 +209,12 @@ impl EventStore for SqliteStore {
                     .push_bind(to_i64(*first))
                     .push_bind(to_i64(command.events.len() as u64));
             });
-            let inserted = insert.build().execute(&mut *tx).await.map(|_| Vec::new());
             let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::CommandKey);
-            appended::<SqliteRow>(inserted, recorded, key, stream, expected_version)?;
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| append_error(e, key, stream, expected_version))?;
         }
         tx.commit().await?;
         Ok(rows)
@@ -241,8 +238,4 @@ impl EventStore for SqliteStore {
         }
         Ok(found)
     }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -2,7 +2,7 @@
 //! hydrating, and never trusted blindly.
 
 use crate::util::*;
-use eshost::{Concurrency, Host, HostOptions, Snapshot, StreamId};
+use eshost::{Concurrency, EventStore, Host, HostOptions, Snapshot, StreamId};
 use std::sync::Arc;
 
 async fn host_with(db: &TestDb, snapshot_every: u64, concurrency: Concurrency) -> Arc<Host> {
@@ -65,16 +65,7 @@ async fn a_bad_snapshot_costs_a_replay_not_a_wrong_state(db: &TestDb) {
         version: 6,
         state: b"not json".to_vec(),
     };
-    host.store()
-        .save_snapshot(&stream, &digest, &garbage)
-        .await
-        .unwrap();
-    let stored = host
-        .store()
-        .load_snapshot(&stream, &digest)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = save_and_read_back(host.store(), &stream, &digest, &garbage).await;
     assert_eq!(stored.state, b"not json");
 
     let fresh = host_with(db, 5, Concurrency::Queued).await;
@@ -88,17 +79,19 @@ async fn a_bad_snapshot_costs_a_replay_not_a_wrong_state(db: &TestDb) {
         version: 1,
         state: b"{}".to_vec(),
     };
-    host.store()
-        .save_snapshot(&stream, &digest, &older)
-        .await
-        .unwrap();
-    let stored = host
-        .store()
-        .load_snapshot(&stream, &digest)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = save_and_read_back(host.store(), &stream, &digest, &older).await;
     assert_eq!(stored.version, 6);
+}
+
+/// Saves `snapshot`, then returns the one the store now holds.
+async fn save_and_read_back(
+    store: &Arc<dyn EventStore>,
+    stream: &StreamId,
+    digest: &str,
+    snapshot: &Snapshot,
+) -> Snapshot {
+    store.save_snapshot(stream, digest, snapshot).await.unwrap();
+    store.load_snapshot(stream, digest).await.unwrap().unwrap()
 }
 
 crate::conformance!(
