@@ -62,6 +62,20 @@ pub enum CommandError {
         recorded: String,
     },
 
+    /// The aggregate's queue is full: the host is taking commands for it
+    /// faster than it can record them. Nothing was queued; resend later.
+    #[error("{aggregate} {id}: the aggregate's queue is full ({capacity} commands); resend later")]
+    Overloaded {
+        aggregate: String,
+        id: String,
+        capacity: usize,
+    },
+
+    /// The host is shutting down and takes no new commands. Nothing was
+    /// queued; resend to another host or after the restart.
+    #[error("the host is shutting down and takes no new commands")]
+    ShuttingDown,
+
     /// The stream's queue worker stopped before answering (a bug). Whether
     /// the command was recorded is unknown: read the stream before resending.
     #[error("{aggregate} {id}: the stream's worker stopped before answering")]
@@ -167,6 +181,10 @@ pub enum StoreError {
     /// Applying the schema migrations failed.
     #[error("migrating the database failed: {0}")]
     Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
+
+    /// A stream's cross-process lock could not be taken (in time, or at all).
+    #[error("{stream}: {reason}")]
+    Lock { stream: String, reason: String },
 
     /// The URL names a database kind this host cannot use.
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]

@@ -13,15 +13,19 @@
 //!   database (the Rust API and `eshost test` spec files).
 //! - [`demo`]: the flash-sale reference scenario.
 //! - [`bench`]: `eshost bench`, scenarios against the database's own limit.
+//! - [`server`]: `eshost serve`, the HTTP API over a [`Host`].
+//! - [`client`]: the HTTP client the command line uses with `--server`.
 //! - [`cli`]: the `eshost` command line (the binary only wires it up).
 //! - [`error`]: typed errors.
 
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod testing;
 

@@ -1,5 +1,6 @@
 //! Exit codes, and which error means which.
 
+use crate::client::ClientError;
 use crate::error::{CommandError, LoadError, StoreError};
 
 /// Success, including a command whose outcome is a recorded rejection event.
@@ -11,7 +12,8 @@ pub const USAGE: u8 = 2;
 /// The environment failed: store unreachable, a module that will not load, a
 /// guest that trapped. Nothing appended.
 pub const FAILED: u8 = 3;
-/// Other writers kept winning the race; resending the command is safe.
+/// Other writers kept winning the race, or the aggregate's queue was full;
+/// resending the command is safe.
 pub const CONFLICT: u8 = 4;
 
 pub const HELP: &str = "\
@@ -20,7 +22,7 @@ Exit codes:
   1  refused: bad input, unknown aggregate or command, or the aggregate's rules said no
   2  usage error
   3  failure: event store, module loading or a guest trap
-  4  conflict: retries exhausted; resending is safe";
+  4  conflict: retries exhausted, or the aggregate's queue was full; resending is safe";
 
 /// The error and its causes on one line. Causes whose text an outer error
 /// already quotes (sqlx and wasmtime errors often do) are not repeated.
@@ -39,14 +41,51 @@ pub fn one_line(error: &anyhow::Error) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A command failed in a way where resending it, with the same id, is how
+/// to learn or fix its outcome (a store failure, a timeout, a conflict, a
+/// full queue): the error line names the id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{error:#}; command id {command_id}: resend with --command-id {command_id} (a recorded command is answered with its outcome)"
+)]
+pub struct Resend {
+    pub command_id: String,
+    pub error: anyhow::Error,
+}
+
+/// True when resending the failed command could help (see [`Resend`]).
+pub fn worth_resending(error: &anyhow::Error) -> bool {
+    let guest_fault = matches!(
+        error.downcast_ref::<CommandError>(),
+        Some(CommandError::Guest(_))
+    ) || error
+        .downcast_ref::<ClientError>()
+        .is_some_and(|e| e.kind() == "guest_fault");
+    let attempted = error.downcast_ref::<CommandError>().is_some()
+        || error.downcast_ref::<ClientError>().is_some();
+    attempted && !guest_fault && matches!(code(error), FAILED | CONFLICT)
+}
+
 /// The exit code for an error that reached the top of the binary.
 pub fn code(error: &anyhow::Error) -> u8 {
+    if let Some(resend) = error.downcast_ref::<Resend>() {
+        return code(&resend.error);
+    }
     if let Some(e) = error.downcast_ref::<CommandError>() {
         return match e {
-            CommandError::RetriesExhausted { .. } => CONFLICT,
-            CommandError::Guest(_) | CommandError::Store(_) | CommandError::WorkerLost { .. } => {
-                FAILED
-            }
+            CommandError::RetriesExhausted { .. } | CommandError::Overloaded { .. } => CONFLICT,
+            CommandError::Guest(_)
+            | CommandError::Store(_)
+            | CommandError::WorkerLost { .. }
+            | CommandError::ShuttingDown => FAILED,
+            _ => REFUSED,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<ClientError>() {
+        return match e.kind() {
+            "conflict" | "overloaded" => CONFLICT,
+            "guest_fault" | "store_unavailable" | "shutting_down" | "timeout" | "internal"
+            | "transport" | "unexpected" => FAILED,
             _ => REFUSED,
         };
     }

@@ -3,7 +3,9 @@
 //! in [`exit`].
 
 pub mod exit;
+mod serve;
 
+use crate::client::Client;
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
 use crate::testing::{SpecFile, run_case};
@@ -33,6 +35,17 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// An `eshost serve` to send exec, state, events and aggregates to,
+    /// e.g. http://127.0.0.1:8080. Without it they open the store and the
+    /// modules in this process.
+    #[arg(long, env = "ESHOST_SERVER", global = true)]
+    pub server: Option<String>,
+
+    /// The bearer token: `serve` requires it of every request (but
+    /// /healthz); the other subcommands send it to `--server`.
+    #[arg(long, env = "ESHOST_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Event store: postgres://user@host:port/db, or sqlite://PATH (a file,
     /// created on first use).
     #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
@@ -67,9 +80,23 @@ pub struct GlobalArgs {
     #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_capacity: u64,
 
+    /// Bytes of guest memory the cached aggregates may hold in all, in MiB.
+    #[arg(long, global = true, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_memory_mib: u64,
+
     /// Snapshot an aggregate's state every N events (0: never).
     #[arg(long, global = true, default_value_t = 100)]
     pub snapshot_every: u64,
+
+    /// Commands one aggregate's queue holds (queued mode); a command that
+    /// finds it full is refused at once (HTTP 429).
+    #[arg(long, global = true, default_value_t = crate::dispatch::DEFAULT_QUEUE_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_capacity: u64,
+
+    /// Guest calls that may run at once, each on a thread of its own (never
+    /// on the async runtime's threads).
+    #[arg(long, global = true, default_value_t = crate::runtime::pool::DEFAULT_THREADS as u64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub guest_threads: u64,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -193,6 +220,11 @@ pub enum CliCommand {
     )]
     Migrate,
 
+    /// Serve the HTTP API until SIGTERM or SIGINT, then drain: every
+    /// accepted command is answered and committed before the process exits.
+    #[command(after_help = serve::HELP)]
+    Serve(serve::ServeArgs),
+
     /// Run a demo scenario.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -284,7 +316,7 @@ impl GlobalArgs {
         }
     }
 
-    fn modules(&self) -> Result<Modules> {
+    pub(crate) fn modules(&self) -> Result<Modules> {
         let modules = self.runtime().load_dir(&self.modules)?;
         if modules.is_empty() {
             bail!(
@@ -295,37 +327,86 @@ impl GlobalArgs {
         Ok(modules)
     }
 
-    async fn host(&self, retry: RetryPolicy) -> Result<Host> {
+    pub(crate) async fn host(&self, retry: RetryPolicy) -> Result<Host> {
         let modules = self.modules()?;
         let store = store::open(&self.database_url).await?;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let options = HostOptions {
             retry,
             concurrency: self.concurrency.into(),
-            cache_capacity: usize::try_from(self.cache_capacity).unwrap_or(usize::MAX),
+            cache_capacity: size(self.cache_capacity),
+            cache_memory_bytes: size(self.cache_memory_mib.saturating_mul(1 << 20)),
             snapshot_every: self.snapshot_every,
+            queue_capacity: size(self.queue_capacity),
+            guest_threads: size(self.guest_threads),
         };
         Ok(Host::with_options(modules, store, options))
     }
+}
+
+/// The client of `--server`, sending `--token` if there is one.
+fn client(global: &GlobalArgs, server: &str) -> Result<Client> {
+    Ok(Client::new(server, global.token.as_deref())?)
+}
+
+/// How long a one-shot subcommand waits, after its work, for the host's
+/// queues to finish (snapshots written) before the process exits.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Drains `host` after a one-shot subcommand, then hands on its result.
+async fn drained<T>(host: &Host, result: Result<T>) -> Result<T> {
+    if let Err(e) = host.shutdown(DRAIN).await {
+        tracing::warn!(error = %e, "exiting before the host drained");
+    }
+    result
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     match cli.command {
-        CliCommand::Aggregates { json } => aggregates(global, json),
+        CliCommand::Aggregates { json } => aggregates(global, json).await,
         CliCommand::Exec(args) => exec(global, args).await,
         CliCommand::Events { aggregate, id } => {
-            let host = global.host(RetryPolicy::default()).await?;
-            for event in host.events(&aggregate, &id).await? {
-                println!("{}", serde_json::to_string(&event)?);
+            if let Some(server) = &global.server {
+                let mut out = std::io::stdout().lock();
+                let print = |events: &[crate::store::RecordedEvent]| {
+                    use std::io::Write;
+                    for event in events {
+                        writeln!(out, "{}", serde_json::to_string(event)?)?;
+                    }
+                    Ok(())
+                };
+                return Ok(client(global, server)?
+                    .events(&aggregate, &id, print)
+                    .await?);
             }
-            Ok(())
+            let host = global.host(RetryPolicy::default()).await?;
+            let printed = async {
+                for event in host.events(&aggregate, &id).await? {
+                    println!("{}", serde_json::to_string(&event)?);
+                }
+                Ok(())
+            };
+            let result = printed.await;
+            drained(&host, result).await
         }
         CliCommand::State { aggregate, id } => {
+            if let Some(server) = &global.server {
+                let answer = client(global, server)?.state(&aggregate, &id).await?;
+                println!("{}", answer.state);
+                return Ok(());
+            }
             let host = global.host(RetryPolicy::default()).await?;
-            println!("{}", host.state(&aggregate, &id).await?);
+            let result = host
+                .state(&aggregate, &id)
+                .await
+                .map_err(anyhow::Error::from);
+            let state = drained(&host, result).await?;
+            println!("{state}");
             Ok(())
         }
+        CliCommand::Serve(args) => serve::run(global, args).await,
         CliCommand::Test { specs } => test_specs(global, &specs),
         CliCommand::Migrate => {
             store::open(&global.database_url).await?;
@@ -438,51 +519,22 @@ async fn run_bench(
     Ok(())
 }
 
-fn aggregates(global: &GlobalArgs, json: bool) -> Result<()> {
-    let modules = global.modules()?;
-    let listing: Vec<_> = modules
-        .iter()
-        .map(|c| {
-            let mut events: Vec<&String> = c.events.iter().collect();
-            events.sort();
-            serde_json::json!({
-                "name": c.name,
-                "version": c.version,
-                "digest": format!("sha256:{}", c.digest),
-                "file": c.path,
-                "commands": c.commands,
-                "events": events,
-            })
-        })
-        .collect();
+async fn aggregates(global: &GlobalArgs, json: bool) -> Result<()> {
+    let listing = match &global.server {
+        Some(server) => client(global, server)?.aggregates().await?,
+        None => global.modules()?.describe(),
+    };
     if json {
         println!("{}", serde_json::to_string(&listing)?);
         return Ok(());
     }
     for a in &listing {
-        println!(
-            "{} {} ({})",
-            a["name"].as_str().unwrap_or_default(),
-            a["version"].as_str().unwrap_or_default(),
-            a["file"].as_str().unwrap_or_default()
-        );
-        println!("  digest   {}", a["digest"].as_str().unwrap_or_default());
-        println!("  commands {}", join(&a["commands"]));
-        println!("  events   {}", join(&a["events"]));
+        println!("{} {} ({})", a.name, a.version, a.file.display());
+        println!("  digest   {}", a.digest);
+        println!("  commands {}", a.commands.join(", "));
+        println!("  events   {}", a.events.join(", "));
     }
     Ok(())
-}
-
-fn join(list: &serde_json::Value) -> String {
-    list.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
 }
 
 /// JSON text as given, `@FILE`, or `-` for stdin; absent means `{}`.
@@ -507,23 +559,66 @@ fn read_payload(payload: Option<&str>) -> Result<String> {
 async fn exec(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
     // Read the input first: a bad @file fails before anything is opened.
     let payload = read_payload(args.payload.as_deref())?;
-    let retry = RetryPolicy {
-        max_retries: args.max_retries,
-        ..RetryPolicy::default()
-    };
-    let host = global.host(retry).await?;
+    // The id is settled here, so that a failure can name it: resending with
+    // it is how a caller learns the outcome of a command left unknown.
+    let command_id = args
+        .command_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request = CommandRequest {
-        command_id: args.command_id,
+        command_id: Some(command_id.clone()),
         correlation_id: args.correlation_id,
         causation_id: args.causation_id,
         ..CommandRequest::new(args.aggregate, args.id, args.command, payload)
     };
-    let outcome = host.execute(&request).await?;
-    for event in &outcome.events {
-        println!("{}", serde_json::to_string(event)?);
+    let result = match &global.server {
+        Some(server) => client(global, server)?
+            .execute(&request)
+            .await
+            .map_err(anyhow::Error::from),
+        None => exec_here(global, &request, args.max_retries).await,
+    };
+    match result {
+        Ok(outcome) => {
+            for event in &outcome.events {
+                println!("{}", serde_json::to_string(event)?);
+            }
+            Ok(())
+        }
+        Err(e) if exit::worth_resending(&e) => Err(exit::Resend {
+            command_id,
+            error: e,
+        }
+        .into()),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
+
+/// Runs one command in this process. In queued mode, the stream is locked
+/// across processes first: processes running commands on one aggregate take
+/// turns instead of racing (docs/decisions.md says why).
+async fn exec_here(
+    global: &GlobalArgs,
+    request: &CommandRequest,
+    max_retries: u32,
+) -> Result<crate::dispatch::CommandOutcome> {
+    let retry = RetryPolicy {
+        max_retries,
+        ..RetryPolicy::default()
+    };
+    let host = global.host(retry).await?;
+    let _turn = match host.concurrency() {
+        Concurrency::Queued => {
+            let stream = store::StreamId::new(&request.aggregate, &request.id);
+            Some(host.store().lock_stream(&stream, STREAM_LOCK_WAIT).await?)
+        }
+        Concurrency::Optimistic => None,
+    };
+    let result = host.execute(request).await.map_err(anyhow::Error::from);
+    drained(&host, result).await
+}
+
+/// How long `exec` waits for its turn on a stream other processes are using.
+const STREAM_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()> {
     let retry = RetryPolicy {
@@ -538,7 +633,8 @@ async fn demo_flash_sale(global: &GlobalArgs, args: FlashSaleArgs) -> Result<()>
             demo::AGGREGATE
         );
     }
-    let report = demo::flash_sale(&host, args.stock, args.buyers).await?;
+    let result = demo::flash_sale(&host, args.stock, args.buyers).await;
+    let report = drained(&host, result.map_err(anyhow::Error::from)).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

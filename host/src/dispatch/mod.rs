@@ -12,8 +12,14 @@
 //!   the in-memory state, and those waiting together are appended in one
 //!   statement. No conflicts inside the process; across processes the unique
 //!   key still guards every append.
+//!
+//! Every guest call runs on the host's [`GuestPool`] ([`guest`]), never on an
+//! async worker thread. The loaded modules can be replaced while the host
+//! runs ([`Host::replace_modules`]): commands already accepted finish on the
+//! component they were accepted with. [`Host::shutdown`] drains the queues.
 
 mod cache;
+mod guest;
 mod idempotency;
 mod optimistic;
 mod queue;
@@ -21,15 +27,19 @@ mod retry;
 mod transient;
 
 pub use cache::AggregateCache;
+pub use queue::DEFAULT_QUEUE_CAPACITY;
 pub use retry::RetryPolicy;
 
 use crate::error::{CommandError, GuestError};
 use crate::runtime::instance::DecidedEvent;
-use crate::runtime::{Hydrated, LoadedComponent, Modules};
+use crate::runtime::{GuestPool, Hydrated, LoadedComponent, Modules};
 use crate::store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 /// The longest aggregate, command, correlation or causation id accepted, in
@@ -73,7 +83,7 @@ impl CommandRequest {
 }
 
 /// What a command did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CommandOutcome {
     pub command_id: String,
     /// The events appended, with their sequence numbers. May be empty.
@@ -104,8 +114,15 @@ pub struct HostOptions {
     pub concurrency: Concurrency,
     /// Hydrated aggregates kept in memory (least recently used go first).
     pub cache_capacity: usize,
+    /// Bytes of guest linear memory the cached aggregates may hold in all.
+    pub cache_memory_bytes: usize,
     /// A snapshot of guest state every this many events; 0 for never.
     pub snapshot_every: u64,
+    /// Commands one aggregate's queue holds (queued mode); when it is full a
+    /// command fails at once with [`CommandError::Overloaded`].
+    pub queue_capacity: usize,
+    /// Guest calls that may run at once (see [`GuestPool`]).
+    pub guest_threads: usize,
 }
 
 impl Default for HostOptions {
@@ -114,7 +131,10 @@ impl Default for HostOptions {
             retry: RetryPolicy::default(),
             concurrency: Concurrency::default(),
             cache_capacity: cache::DEFAULT_CAPACITY,
+            cache_memory_bytes: cache::DEFAULT_MEMORY_BYTES,
             snapshot_every: 100,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            guest_threads: crate::runtime::pool::DEFAULT_THREADS,
         }
     }
 }
@@ -128,6 +148,9 @@ pub struct HostStats {
     pub appends: AtomicU64,
     /// Store calls tried again after a transient database error.
     pub transient_retries: AtomicU64,
+    /// Calls into guests, and the time they ran in all (nanoseconds).
+    pub guest_calls: AtomicU64,
+    pub guest_nanos: AtomicU64,
 }
 
 /// The host: cheap to clone, every clone shares modules, store and cache.
@@ -137,7 +160,9 @@ pub struct Host {
 }
 
 struct Shared {
-    modules: Modules,
+    /// Replaced whole on a reload; a command holds the component it was
+    /// accepted with.
+    modules: RwLock<Arc<Modules>>,
     store: Arc<dyn EventStore>,
     cache: AggregateCache,
     retry: RetryPolicy,
@@ -145,6 +170,21 @@ struct Shared {
     snapshot_every: u64,
     queues: queue::Queues,
     stats: HostStats,
+    /// Where guest calls run.
+    guests: GuestPool,
+    /// Cancelled by [`Host::shutdown`]: queue workers finish what they hold
+    /// and stop, and new commands are refused.
+    closing: CancellationToken,
+    /// The queue workers, so shutdown can wait for them.
+    workers: TaskTracker,
+}
+
+/// [`Host::shutdown`] ran out of time: some queue workers were still busy.
+#[derive(Debug, thiserror::Error)]
+#[error("{busy} aggregate queues were still busy after {waited:?}")]
+pub struct ShutdownTimedOut {
+    pub busy: usize,
+    pub waited: Duration,
 }
 
 /// A validated command, ready to decide.
@@ -189,20 +229,71 @@ impl Host {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                modules,
+                modules: RwLock::new(Arc::new(modules)),
                 store,
-                cache: AggregateCache::new(options.cache_capacity),
+                cache: AggregateCache::new(options.cache_capacity, options.cache_memory_bytes),
                 retry: options.retry,
                 concurrency: options.concurrency,
                 snapshot_every: options.snapshot_every,
-                queues: queue::Queues::default(),
+                queues: queue::Queues::new(options.queue_capacity),
                 stats: HostStats::default(),
+                guests: GuestPool::new(options.guest_threads),
+                closing: CancellationToken::new(),
+                workers: TaskTracker::new(),
             }),
         }
     }
 
-    pub fn modules(&self) -> &Modules {
-        &self.shared.modules
+    /// The modules loaded now.
+    pub fn modules(&self) -> Arc<Modules> {
+        self.shared.modules()
+    }
+
+    /// Switches to another set of modules. Commands already accepted finish
+    /// on the component they were accepted with; later ones use the new set.
+    /// Cached instances of a replaced component are dropped when next used,
+    /// and snapshots are keyed by component digest, so a new version never
+    /// reads an old one's.
+    pub fn replace_modules(&self, modules: Modules) {
+        let mut current = self
+            .shared
+            .modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(modules);
+    }
+
+    /// True once [`Host::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.closing.is_cancelled()
+    }
+
+    /// Guest calls running now.
+    pub fn guest_calls_running(&self) -> usize {
+        self.shared.guests.busy()
+    }
+
+    /// Commands waiting in queues now (queued mode).
+    pub fn queued_commands(&self) -> usize {
+        self.shared.queues.depth()
+    }
+
+    /// Stops taking commands, lets every queue finish the commands it holds
+    /// (their appends committed and snapshots written), and waits for that,
+    /// at most `deadline`. Commands sent afterwards fail with
+    /// [`CommandError::ShuttingDown`]. Callers of [`Host::execute`] still
+    /// waiting are answered as usual.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), ShutdownTimedOut> {
+        let shared = &self.shared;
+        shared.closing.cancel();
+        shared.workers.close();
+        match tokio::time::timeout(deadline, shared.workers.wait()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ShutdownTimedOut {
+                busy: shared.workers.len(),
+                waited: deadline,
+            }),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -221,9 +312,17 @@ impl Host {
         self.shared.cache.len()
     }
 
+    /// Bytes of guest memory the cached aggregates hold.
+    pub fn cached_bytes(&self) -> usize {
+        self.shared.cache.bytes()
+    }
+
     /// Runs one command to completion. Rejection events are ordinary events:
     /// they come back in [`CommandOutcome::events`], not as errors.
     pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
+        if self.shared.closing.is_cancelled() {
+            return Err(CommandError::ShuttingDown);
+        }
         let prepared = self.shared.prepare(request)?;
         match self.shared.concurrency {
             Concurrency::Optimistic => self.shared.execute_optimistic(prepared).await,
@@ -238,7 +337,7 @@ impl Host {
         let shared = &self.shared;
         let component = shared.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let hydrated = shared.current(component, &stream).await?;
+        let hydrated = shared.current(&component, &stream).await?;
         let version = hydrated.version;
         shared.cache.put(stream, hydrated);
         Ok(version)
@@ -250,12 +349,7 @@ impl Host {
         aggregate: &str,
         id: &str,
     ) -> Result<serde_json::Value, CommandError> {
-        let shared = &self.shared;
-        let component = shared.component(aggregate)?;
-        let stream = StreamId::new(aggregate, id);
-        let mut hydrated = shared.current(component, &stream).await?;
-        let json = hydrated.to_json()?;
-        shared.cache.put(stream, hydrated);
+        let (json, _version) = self.render(aggregate, id).await?;
         serde_json::from_str(&json).map_err(|e| {
             CommandError::Guest(GuestError::Trap {
                 aggregate: aggregate.to_string(),
@@ -265,14 +359,27 @@ impl Host {
         })
     }
 
+    /// The aggregate's current state as the guest renders it (JSON text),
+    /// and the version (sequence number of the last event) it reflects.
+    pub async fn render(&self, aggregate: &str, id: &str) -> Result<(String, u64), CommandError> {
+        let shared = &self.shared;
+        let component = shared.component(aggregate)?;
+        let stream = StreamId::new(aggregate, id);
+        let hydrated = shared.current(&component, &stream).await?;
+        let (hydrated, json) = shared.render(hydrated).await?;
+        let version = hydrated.version;
+        shared.cache.put(stream, hydrated);
+        Ok((json, version))
+    }
+
     /// Takes a snapshot of an aggregate now (whatever `snapshot_every` says);
     /// returns the version it holds.
     pub async fn snapshot_now(&self, aggregate: &str, id: &str) -> Result<u64, CommandError> {
         let shared = &self.shared;
         let component = shared.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let mut hydrated = shared.current(component, &stream).await?;
-        let snapshot = hydrated.snapshot()?;
+        let hydrated = shared.current(&component, &stream).await?;
+        let (hydrated, snapshot) = shared.take_snapshot(hydrated).await?;
         shared
             .store
             .save_snapshot(&stream, &component.digest, &snapshot)
@@ -287,20 +394,46 @@ impl Host {
         aggregate: &str,
         id: &str,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
+        self.events_page(aggregate, id, 0, None).await
+    }
+
+    /// The stream's events after sequence number `after`, in order, at most
+    /// `limit` of them (all when `None`).
+    pub async fn events_page(
+        &self,
+        aggregate: &str,
+        id: &str,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, CommandError> {
         self.shared.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let load = || self.shared.store.load(&stream, 0);
+        let load = || self.shared.store.load_page(&stream, after, limit);
         Ok(self.shared.patiently("load", load).await?)
+    }
+
+    /// Checks that the event store answers.
+    pub async fn ping(&self) -> Result<(), crate::error::StoreError> {
+        self.shared.store.ping().await
     }
 }
 
 impl Shared {
-    fn component(&self, aggregate: &str) -> Result<&Arc<LoadedComponent>, CommandError> {
+    fn modules(&self) -> Arc<Modules> {
         self.modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn component(&self, aggregate: &str) -> Result<Arc<LoadedComponent>, CommandError> {
+        let modules = self.modules();
+        modules
             .get(aggregate)
+            .cloned()
             .ok_or_else(|| CommandError::UnknownAggregate {
                 name: aggregate.to_string(),
-                loaded: self.modules.names().collect::<Vec<_>>().join(", "),
+                loaded: modules.names().collect::<Vec<_>>().join(", "),
             })
     }
 
@@ -359,7 +492,7 @@ impl Shared {
         })
         .to_string();
         Ok(Prepared {
-            component: component.clone(),
+            component,
             stream: StreamId::new(&request.aggregate, &request.id),
             command: request.command.clone(),
             payload: request.payload.clone(),
@@ -377,19 +510,24 @@ impl Shared {
         component: &Arc<LoadedComponent>,
         stream: &StreamId,
     ) -> Result<Hydrated, CommandError> {
-        match self.cache.take(stream) {
-            Some(mut cached) => {
-                self.catch_up(&mut cached, stream).await?;
-                Ok(cached)
-            }
+        match self.cached(component, stream) {
+            Some(cached) => Ok(self.catch_up(cached, stream).await?.0),
             None => self.hydrate(component, stream).await,
         }
+    }
+
+    /// The cached instance of a stream, if there is one of this very
+    /// component (an instance of a replaced version is dropped).
+    fn cached(&self, component: &LoadedComponent, stream: &StreamId) -> Option<Hydrated> {
+        self.cache
+            .take(stream)
+            .filter(|cached| cached.component.digest == component.digest)
     }
 
     /// The cached instance for a stream (not known to be current), or a new
     /// one with the whole stream applied (current). The flag says which.
     async fn checkout(&self, prepared: &Prepared) -> Result<(Hydrated, bool), CommandError> {
-        match self.cache.take(&prepared.stream) {
+        match self.cached(&prepared.component, &prepared.stream) {
             Some(cached) => Ok((cached, false)),
             None => Ok((
                 self.hydrate(&prepared.component, &prepared.stream).await?,
@@ -405,36 +543,26 @@ impl Shared {
         component: &Arc<LoadedComponent>,
         stream: &StreamId,
     ) -> Result<Hydrated, CommandError> {
-        let mut hydrated = match self.restore(component, stream).await {
-            Some(restored) => restored,
-            None => Hydrated::new(component.clone(), &stream.id)?,
-        };
-        self.catch_up(&mut hydrated, stream).await?;
-        Ok(hydrated)
+        let snapshot = self.latest_snapshot(component, stream).await;
+        let hydrated = self.instantiate(component, &stream.id, snapshot).await?;
+        Ok(self.catch_up(hydrated, stream).await?.0)
     }
 
-    /// The instance the latest snapshot holds, if there is a usable one. A
-    /// snapshot that cannot be read or restored only costs a full replay.
-    async fn restore(
+    /// The latest snapshot this component wrote of the stream, if snapshots
+    /// are on and it can be read. One that cannot only costs a full replay.
+    async fn latest_snapshot(
         &self,
-        component: &Arc<LoadedComponent>,
+        component: &LoadedComponent,
         stream: &StreamId,
-    ) -> Option<Hydrated> {
+    ) -> Option<crate::store::Snapshot> {
         if self.snapshot_every == 0 {
             return None;
         }
         let load = || self.store.load_snapshot(stream, &component.digest);
-        let snapshot = match self.patiently("load snapshot", load).await {
-            Ok(snapshot) => snapshot?,
+        match self.patiently("load snapshot", load).await {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 warn!(%stream, error = %e, "reading the snapshot failed; replaying the stream");
-                return None;
-            }
-        };
-        match Hydrated::restore(component.clone(), &stream.id, &snapshot) {
-            Ok(restored) => Some(restored),
-            Err(e) => {
-                warn!(%stream, error = %e, "snapshot unusable; replaying the stream");
                 None
             }
         }
@@ -442,36 +570,39 @@ impl Shared {
 
     /// After an append took the stream from `before` to `aggregate.version`:
     /// snapshots the state if that crossed a multiple of `snapshot_every`.
-    /// An error means the guest failed and the instance must be dropped; a
-    /// store failure only costs a later replay and is logged.
+    /// An error means the guest failed and the instance is gone; a store
+    /// failure only costs a later replay and is logged.
     async fn maybe_snapshot(
         &self,
-        aggregate: &mut Hydrated,
+        aggregate: Hydrated,
         stream: &StreamId,
         before: u64,
-    ) -> Result<(), GuestError> {
+    ) -> Result<Hydrated, GuestError> {
         let every = self.snapshot_every;
         if every == 0 || aggregate.version / every == before / every {
-            return Ok(());
+            return Ok(aggregate);
         }
-        let snapshot = aggregate.snapshot()?;
+        let (aggregate, snapshot) = self.take_snapshot(aggregate).await?;
         let digest = &aggregate.component.digest;
         if let Err(e) = self.store.save_snapshot(stream, digest, &snapshot).await {
             warn!(%stream, error = %e, "saving a snapshot failed");
         }
-        Ok(())
+        Ok(aggregate)
     }
 
-    /// Applies the events recorded after the instance's version; returns how many.
+    /// Applies the events recorded after the instance's version; returns the
+    /// instance and how many there were. On an error the instance is gone.
     async fn catch_up(
         &self,
-        aggregate: &mut Hydrated,
+        aggregate: Hydrated,
         stream: &StreamId,
-    ) -> Result<usize, CommandError> {
-        let load = || self.store.load(stream, aggregate.version);
+    ) -> Result<(Hydrated, usize), CommandError> {
+        let after = aggregate.version;
+        let load = || self.store.load(stream, after);
         let events = self.patiently("load", load).await?;
-        aggregate.apply_recorded(&events)?;
-        Ok(events.len())
+        let count = events.len();
+        let aggregate = self.apply_events(aggregate, events).await?;
+        Ok((aggregate, count))
     }
 
     fn refused(prepared: &Prepared, refusal: crate::error::Refusal) -> CommandError {

@@ -18,15 +18,20 @@ impl Shared {
         let mut retries = 0;
         loop {
             // A guest error means the instance may have trapped: it is
-            // dropped here, never cached.
-            let decided = aggregate.decide(&prepared.command, &prepared.payload)?;
+            // dropped, never cached.
+            let decided;
+            (aggregate, decided) = self
+                .decide(aggregate, &prepared.command, &prepared.payload)
+                .await?;
             // An outcome that records nothing is not guarded by the unique key,
             // so it must be decided against the latest stream: a cached
             // instance catches up first and decides again if it was behind.
             let records_nothing = !matches!(&decided, Ok(events) if !events.is_empty());
             if records_nothing && !up_to_date {
                 up_to_date = true;
-                if self.catch_up(&mut aggregate, stream).await? > 0 {
+                let caught_up;
+                (aggregate, caught_up) = self.catch_up(aggregate, stream).await?;
+                if caught_up > 0 {
                     continue;
                 }
             }
@@ -58,12 +63,12 @@ impl Shared {
                     // that cannot apply its own events (or snapshot them) loses
                     // its cache entry, and the next command meets the failure
                     // on replay.
-                    let kept = match aggregate.apply_decided(&events) {
-                        Ok(()) => self.maybe_snapshot(&mut aggregate, stream, base).await,
+                    let kept = match self.apply_decided(aggregate, events).await {
+                        Ok(aggregate) => self.maybe_snapshot(aggregate, stream, base).await,
                         Err(e) => Err(e),
                     };
                     match kept {
-                        Ok(()) => self.cache.put(stream.clone(), aggregate),
+                        Ok(aggregate) => self.cache.put(stream.clone(), aggregate),
                         Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
                     }
                     return Ok(CommandOutcome {
@@ -91,7 +96,7 @@ impl Shared {
                     let delay = self.retry.backoff(retries);
                     debug!(%stream, retries, ?delay, "conflict; retrying");
                     tokio::time::sleep(delay).await;
-                    self.catch_up(&mut aggregate, stream).await?;
+                    (aggregate, _) = self.catch_up(aggregate, stream).await?;
                     up_to_date = true;
                 }
                 Err(other) => {

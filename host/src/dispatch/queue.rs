@@ -13,14 +13,20 @@
 //! answered only after the batch's append succeeded (proof the state they were
 //! decided on was current), or, in a batch that appends nothing, after a read
 //! that shows no newer events.
+//!
+//! Each queue is bounded: a command that finds its aggregate's queue full
+//! fails at once with [`CommandError::Overloaded`] instead of waiting. A
+//! batch holds commands accepted with one version of the component; after a
+//! reload, the commands accepted with the new one start the next batch, on
+//! a new instance.
 
+use super::guest::Decided;
 use super::{Answer, CommandOutcome, Prepared, Shared, to_new_command};
-use crate::error::{CommandError, Refusal, StoreError};
+use crate::error::{CommandError, StoreError};
 use crate::runtime::Hydrated;
-use crate::runtime::instance::DecidedEvent;
 use crate::store::{NewCommand, StreamId};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +34,9 @@ use tracing::{debug, warn};
 
 /// Commands decided and appended together at most.
 pub const MAX_BATCH: usize = 512;
+
+/// Commands one aggregate's queue holds when no capacity is given.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
 /// How long an idle worker waits before it hands its instance to the cache
 /// and stops.
@@ -47,13 +56,28 @@ impl Job {
 }
 
 /// The live queues, one per stream with a worker.
-#[derive(Default)]
 pub(super) struct Queues {
-    senders: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Job>>>,
+    senders: Mutex<HashMap<StreamId, mpsc::Sender<Job>>>,
+    /// Commands one stream's queue holds.
+    capacity: usize,
+    /// Commands accepted and not yet taken into a batch, over all streams.
+    depth: AtomicUsize,
 }
 
 impl Queues {
-    fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, mpsc::UnboundedSender<Job>>> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            senders: Mutex::default(),
+            capacity: capacity.max(1),
+            depth: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, mpsc::Sender<Job>>> {
         // Each critical section is a single map operation; poisoning cannot
         // leave the map half-updated.
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,16 +98,33 @@ pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
         // a job is never sent to a worker that has decided to stop.
         let mut senders = shared.queues.lock();
         let unsent = match senders.get(&stream) {
-            Some(sender) => sender.send(job).err().map(|e| e.0),
             None => Some(job),
+            Some(sender) => match sender.try_send(job) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Closed(job)) => Some(job),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(CommandError::Overloaded {
+                        aggregate: stream.aggregate.clone(),
+                        id: stream.id.clone(),
+                        capacity: shared.queues.capacity,
+                    });
+                }
+            },
         };
         if let Some(job) = unsent {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            // The receiver is alive: it is moved into the worker below.
-            let _ = sender.send(job);
+            if shared.closing.is_cancelled() {
+                return Err(CommandError::ShuttingDown);
+            }
+            let (sender, receiver) = mpsc::channel(shared.queues.capacity);
+            // The receiver is alive (it is moved into the worker below) and
+            // the channel is empty.
+            let _ = sender.try_send(job);
             senders.insert(stream.clone(), sender);
-            tokio::spawn(worker(shared.clone(), stream.clone(), receiver));
+            shared
+                .workers
+                .spawn(worker(shared.clone(), stream.clone(), receiver));
         }
+        shared.queues.depth.fetch_add(1, Ordering::Relaxed);
     }
     answer.await.unwrap_or_else(|_| {
         Err(CommandError::WorkerLost {
@@ -93,30 +134,42 @@ pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
     })
 }
 
-/// Serves one stream until it has been idle for [`IDLE`].
-async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::UnboundedReceiver<Job>) {
+/// Serves one stream until it has been idle for [`IDLE`], or, once the host
+/// is shutting down, until its queue is empty.
+async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Receiver<Job>) {
     let mut instance: Option<Hydrated> = None;
     let mut pending: Vec<Job> = Vec::new();
+    let take = |job: Job, pending: &mut Vec<Job>| {
+        shared.queues.depth.fetch_sub(1, Ordering::Relaxed);
+        pending.push(job);
+    };
     loop {
         if pending.is_empty() {
-            match tokio::time::timeout(IDLE, receiver.recv()).await {
-                Ok(Some(job)) => pending.push(job),
-                Ok(None) => break,
-                Err(_idle) => {
-                    let mut senders = shared.queues.lock();
-                    match receiver.try_recv() {
-                        Ok(job) => pending.push(job),
-                        Err(_) => {
-                            senders.remove(&stream);
-                            break;
-                        }
+            let idle = tokio::select! {
+                job = receiver.recv() => match job {
+                    Some(job) => {
+                        take(job, &mut pending);
+                        false
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep(IDLE) => true,
+                () = shared.closing.cancelled() => true,
+            };
+            if idle {
+                let mut senders = shared.queues.lock();
+                match receiver.try_recv() {
+                    Ok(job) => take(job, &mut pending),
+                    Err(_) => {
+                        senders.remove(&stream);
+                        break;
                     }
                 }
             }
         }
         while pending.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(job) => pending.push(job),
+                Ok(job) => take(job, &mut pending),
                 Err(_) => break,
             }
         }
@@ -127,9 +180,6 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Unbou
         shared.cache.put(stream, aggregate);
     }
 }
-
-/// A job's decision: its events, or the guest's refusal.
-type Decided = Result<Vec<DecidedEvent>, Refusal>;
 
 /// Decides and appends one batch. Returns the jobs still to run (after a
 /// conflict, or those behind a command on which the guest failed).
@@ -142,16 +192,32 @@ async fn run_batch(
     // A command id twice in one append would collide with itself: a repeat
     // waits for the next batch, where it finds the first one recorded.
     let mut ids = std::collections::HashSet::new();
-    let (jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
+    let (mut jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
         .partition(|job| ids.insert(job.prepared.command_id.clone()));
     let Some(first) = jobs.first() else {
         return jobs;
     };
-    // Only an instance hydrated for this batch is known to be current.
-    let (mut aggregate, current) = match instance.take().or_else(|| shared.cache.take(stream)) {
+    // One batch, one component version: commands accepted after a reload
+    // wait for the next batch.
+    let component = first.prepared.component.clone();
+    let other_version = jobs
+        .iter()
+        .position(|job| job.prepared.component.digest != component.digest)
+        .unwrap_or(jobs.len());
+    let mut later = jobs.split_off(other_version);
+    later.append(&mut repeats);
+    let mut repeats = later;
+
+    // Only an instance hydrated for this batch is known to be current; one
+    // of another component version is dropped.
+    let held = instance
+        .take()
+        .filter(|held| held.component.digest == component.digest)
+        .or_else(|| shared.cached(&component, stream));
+    let (aggregate, current) = match held {
         Some(aggregate) => (aggregate, false),
-        None => match shared.hydrate(&first.prepared.component, stream).await {
+        None => match shared.hydrate(&component, stream).await {
             Ok(aggregate) => (aggregate, true),
             Err(e) => {
                 for job in jobs {
@@ -164,26 +230,17 @@ async fn run_batch(
     let base_version = aggregate.version;
 
     // Decide one after another, each against the state the previous left.
-    let mut decided: Vec<(Job, Decided)> = Vec::new();
+    let commands = jobs
+        .iter()
+        .map(|job| (job.prepared.command.clone(), job.prepared.payload.clone()))
+        .collect();
+    let (aggregate, decision) = shared.decide_batch(aggregate, commands).await;
     let mut jobs = jobs.into_iter();
-    let mut broken = false;
-    for job in jobs.by_ref() {
-        match aggregate.decide(&job.prepared.command, &job.prepared.payload) {
-            Ok(Ok(events)) => match aggregate.apply_decided(&events) {
-                Ok(()) => decided.push((job, Ok(events))),
-                Err(e) => {
-                    job.answer(Err(e.into()));
-                    broken = true;
-                    break;
-                }
-            },
-            Ok(Err(refusal)) => decided.push((job, Err(refusal))),
-            Err(e) => {
-                // The instance trapped: this command fails alone.
-                job.answer(Err(e.into()));
-                broken = true;
-                break;
-            }
+    let decided: Vec<(Job, Decided)> = jobs.by_ref().zip(decision.decided).collect();
+    if let Some(failure) = decision.failure {
+        // The instance failed on this command: it fails alone.
+        if let Some(job) = jobs.next() {
+            job.answer(Err(failure.into()));
         }
     }
     let mut leftover: Vec<Job> = jobs.collect();
@@ -200,12 +257,15 @@ async fn run_batch(
     if new_commands.is_empty() {
         // Nothing to append, so nothing guards these answers: they stand only
         // if no newer events exist. Otherwise decide them again, fresh.
+        let mut kept = aggregate;
         if !current {
-            let stale = if broken {
-                true
-            } else {
-                match shared.catch_up(&mut aggregate, stream).await {
-                    Ok(0) => false,
+            let stale = match kept.take() {
+                None => true,
+                Some(aggregate) => match shared.catch_up(aggregate, stream).await {
+                    Ok((aggregate, 0)) => {
+                        kept = Some(aggregate);
+                        false
+                    }
                     Ok(_) => true,
                     Err(e) => {
                         for (job, _) in decided {
@@ -213,7 +273,7 @@ async fn run_batch(
                         }
                         return leftover;
                     }
-                }
+                },
             };
             if stale {
                 let mut redo: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
@@ -222,9 +282,7 @@ async fn run_batch(
             }
         }
         answer_batch(shared, decided, Vec::new()).await;
-        if !broken {
-            *instance = Some(aggregate);
-        }
+        *instance = kept;
         return leftover;
     }
 
@@ -235,12 +293,9 @@ async fn run_batch(
     {
         Ok(recorded) => {
             answer_batch(shared, decided, recorded).await;
-            if !broken {
-                match shared
-                    .maybe_snapshot(&mut aggregate, stream, base_version)
-                    .await
-                {
-                    Ok(()) => *instance = Some(aggregate),
+            if let Some(aggregate) = aggregate {
+                match shared.maybe_snapshot(aggregate, stream, base_version).await {
+                    Ok(aggregate) => *instance = Some(aggregate),
                     Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
                 }
             }

@@ -138,6 +138,11 @@ impl Hydrated {
         })
     }
 
+    /// Bytes of linear memory the instance holds (what it costs to keep).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_used()
+    }
+
     /// Explains a failed call. The instance must not be used afterwards.
     fn fail(&mut self, call: &'static str, error: wasmtime::Error) -> GuestError {
         sandbox::classify(self.store.data_mut(), &self.component.limits, call, error)

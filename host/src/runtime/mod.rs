@@ -7,17 +7,20 @@
 //! - [`instance`]: one hydrated aggregate: a store, an instance, a state resource.
 //! - [`sandbox`]: the limits on every guest call and the one import, `log`.
 //! - [`artifacts`]: the on-disk cache of compiled components.
+//! - [`pool`]: the bounded threads guest calls run on, off the async runtime.
 
 pub mod artifacts;
 pub mod component;
 pub mod instance;
 pub mod modules;
+pub mod pool;
 pub mod sandbox;
 
 pub use artifacts::ArtifactCache;
 pub use component::LoadedComponent;
 pub use instance::Hydrated;
 pub use modules::Modules;
+pub use pool::{GuestPool, PoolPanic};
 pub use sandbox::{Budget, GuestContext, Limits};
 
 use crate::error::LoadError;

@@ -2,9 +2,39 @@
 
 use super::{LoadedComponent, Runtime};
 use crate::error::LoadError;
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// What a loaded aggregate is, as `eshost aggregates --json` and
+/// `GET /v1/aggregates` show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AggregateInfo {
+    pub name: String,
+    pub version: String,
+    /// `sha256:` and the component file's digest.
+    pub digest: String,
+    pub file: PathBuf,
+    pub commands: Vec<String>,
+    /// In name order.
+    pub events: Vec<String>,
+}
+
+impl From<&LoadedComponent> for AggregateInfo {
+    fn from(c: &LoadedComponent) -> Self {
+        let mut events: Vec<String> = c.events.iter().cloned().collect();
+        events.sort();
+        Self {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            digest: format!("sha256:{}", c.digest),
+            file: c.path.clone(),
+            commands: c.commands.clone(),
+            events,
+        }
+    }
+}
 
 /// Every aggregate this host can run. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -63,5 +93,14 @@ impl Modules {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Every aggregate, in name order.
+    pub fn describe(&self) -> Vec<AggregateInfo> {
+        self.iter().map(|c| AggregateInfo::from(&**c)).collect()
     }
 }

@@ -120,6 +120,8 @@ pub struct GuestContext {
     memory_bytes: usize,
     /// Set when the limiter refused to grow memory.
     memory_exceeded: bool,
+    /// Bytes of linear memory the instance holds now, all memories counted.
+    memory_used: usize,
     /// The error-level line the guest logged in the current call (a panic
     /// hook's message), not yet written out.
     last_error: Option<String>,
@@ -131,8 +133,14 @@ impl GuestContext {
             aggregate,
             memory_bytes: limits.memory_bytes,
             memory_exceeded: false,
+            memory_used: 0,
             last_error: None,
         }
+    }
+
+    /// Bytes of linear memory the instance holds now.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
     }
 
     /// Starts a call: an error line the previous call logged without trapping
@@ -157,7 +165,7 @@ impl Drop for GuestContext {
 impl ResourceLimiter for GuestContext {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -167,6 +175,10 @@ impl ResourceLimiter for GuestContext {
             // its allocator would abort anyway, with a less useful message.
             return Err(wasmtime::Error::msg("memory limit exceeded"));
         }
+        // Called on creation too (current 0), so this counts every memory.
+        self.memory_used = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

@@ -12,8 +12,9 @@ pub use sqlite::SqliteStore;
 
 use crate::error::StoreError;
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One aggregate instance's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,7 +49,7 @@ pub struct NewEvent {
 }
 
 /// An event as the store holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Global position, increasing across all streams.
     pub position: i64,
@@ -95,6 +96,16 @@ pub struct Snapshot {
     pub state: Vec<u8>,
 }
 
+/// A stream's turn across processes, held until dropped (see
+/// [`EventStore::lock_stream`]).
+pub struct StreamLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl StreamLock {
+    fn holding(guard: impl std::any::Any + Send) -> Self {
+        Self(Box::new(guard))
+    }
+}
+
 /// Where events live. Implementations must make `append` atomic and detect a
 /// lost race by error code, never by message text.
 #[async_trait]
@@ -115,7 +126,32 @@ pub trait EventStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// The stream's events with sequence numbers greater than `after`, in order.
-    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.load_page(stream, after, None).await
+    }
+
+    /// The stream's events with sequence numbers greater than `after`, in
+    /// order, at most `limit` of them (all when `None`).
+    async fn load_page(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Checks that the database answers (a round trip).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Waits, at most `wait`, until no other process holds this stream's
+    /// lock, then holds it until the guard is dropped (or the process
+    /// ends). For processes that run one command and exit: taking turns
+    /// costs each a short wait, where racing costs conflicts and retries.
+    /// Advisory: it guards nothing by itself (the unique keys do).
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError>;
 
     /// Appends the commands' events as sequence numbers `expected_version + 1
     /// ..`, each command's contiguous and in order, and records each command

@@ -1,8 +1,8 @@
 //! The PostgreSQL event store. All of its SQL is in this file.
 
 use super::{
-    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
-    appended, grouped, numbered, snapshot_from, to_i64,
+    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, StreamLock,
+    Violation, appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -17,6 +17,8 @@ const STREAM_KEY: &str = "events_stream_sequence_key";
 const COMMAND_KEY: &str = "commands_pkey";
 /// SQLSTATE unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE lock_not_available: `lock_timeout` ran out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -26,7 +28,8 @@ const SELECT_EVENTS: &str = "
            to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
     FROM events
     WHERE aggregate_name = $1 AND aggregate_id = $2 AND sequence_number > $3
-    ORDER BY sequence_number";
+    ORDER BY sequence_number
+    LIMIT $4";
 
 // One statement, so one implicit transaction: the commands and all their
 // events land, or nothing does. A data-modifying WITH runs to completion
@@ -58,6 +61,11 @@ const SELECT_COMMANDS: &str = "
                  AND e.sequence_number < c.first_sequence + c.event_count
     WHERE c.command_id = ANY($1)
     ORDER BY c.command_id, e.sequence_number";
+
+// A session-level advisory lock per stream (a 64-bit hash of its name; a
+// collision only makes two streams take turns). Held by the connection, so
+// it ends with the connection, whatever happens to the process.
+const LOCK_STREAM: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
 
 const SELECT_SNAPSHOT: &str = "
     SELECT version, state FROM snapshots
@@ -159,14 +167,50 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
-    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn load_page(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS)
             .bind(&stream.aggregate)
             .bind(&stream.id)
             .bind(to_i64(after))
+            .bind(limit.map(to_i64))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError> {
+        // A connection of its own, out of the pool: dropping it closes it,
+        // which releases the lock.
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(format!("{}ms", wait.as_millis().max(1)))
+            .execute(&mut conn)
+            .await?;
+        let key = format!("{}\u{1f}{}", stream.aggregate, stream.id);
+        match sqlx::query(LOCK_STREAM).bind(key).execute(&mut conn).await {
+            Ok(_) => Ok(StreamLock::holding(conn)),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                Err(StoreError::Lock {
+                    stream: stream.to_string(),
+                    reason: format!("another process held the stream for over {wait:?}"),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn append(

@@ -2,8 +2,8 @@
 //! All of its SQL is in this file.
 
 use super::{
-    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, Violation,
-    append_error, appended, grouped, numbered, snapshot_from, to_i64,
+    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, StreamLock,
+    Violation, append_error, appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use sqlx::sqlite::{
     SqliteRow,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ const SELECT_EVENTS: &str = "
            payload, metadata, created_at
     FROM events
     WHERE aggregate_name = ? AND aggregate_id = ? AND sequence_number > ?
-    ORDER BY sequence_number";
+    ORDER BY sequence_number
+    LIMIT ?";
 
 const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata) ";
 
@@ -69,6 +71,9 @@ const UPSERT_SNAPSHOT: &str = "
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The file whose lock gives processes their turns (see `lock_stream`);
+    /// none for an in-memory database.
+    lock_file: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -81,11 +86,18 @@ impl SqliteStore {
         let mut conn = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut conn).await?;
         conn.close().await?;
+        let file = options.get_filename();
+        let lock_file = (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
+            .then(|| {
+                let mut name = file.as_os_str().to_owned();
+                name.push("-eshost.lock");
+                PathBuf::from(name)
+            });
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, lock_file })
     }
 }
 
@@ -156,14 +168,69 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
-    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn load_page(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS)
             .bind(&stream.aggregate)
             .bind(&stream.id)
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(to_i64(after))
+            // SQLite reads a negative limit as none.
+            .bind(limit.map_or(-1, to_i64))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// One lock for the whole file (`PATH-eshost.lock`, an OS file lock):
+    /// SQLite has one writer at a time anyway, so finer locks would buy
+    /// little. Polled, so no thread waits on it.
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError> {
+        let Some(path) = &self.lock_file else {
+            return Ok(StreamLock::holding(()));
+        };
+        let failed = |reason: String| StoreError::Lock {
+            stream: stream.to_string(),
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StreamLock::holding(file)),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(failed(format!(
+                        "another process held {} for over {wait:?}",
+                        path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(failed(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+        }
     }
 
     async fn append(

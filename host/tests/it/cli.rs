@@ -588,3 +588,49 @@ async fn exec_with_a_repeated_command_id_on_postgres() {
     exec_twice_with_one_command_id(&db.url);
     db.cleanup().await;
 }
+
+/// A command whose outcome is unknown names its id on the error line, so it
+/// can be resent; with no id given, the one the command line made up.
+#[test]
+fn an_unknown_outcome_names_the_command_id() {
+    let ws = Workspace::new();
+    // Nothing listens on port 1: the command cannot have been recorded, but
+    // the client cannot know that in general.
+    let purchase = r#"{"buyerId":"ann","quantity":1}"#;
+    let error = fails(
+        ws.run(&[
+            "--server",
+            "http://127.0.0.1:1",
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "PurchaseItem",
+            purchase,
+            "--command-id",
+            "order-77",
+        ]),
+        3,
+    );
+    assert!(
+        error.contains("resend with --command-id order-77"),
+        "{error}"
+    );
+    let error = fails(
+        ws.run(&[
+            "--server",
+            "http://127.0.0.1:1",
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "PurchaseItem",
+            purchase,
+        ]),
+        3,
+    );
+    let id = error
+        .split("resend with --command-id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id in {error}"));
+    assert_eq!(uuid::Uuid::parse_str(id).map(|_| ()), Ok(()), "{error}");
+}

@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod conflict;
+mod crowd;
 mod faults;
 mod idempotent;
 mod loading;
@@ -12,6 +13,7 @@ mod properties;
 mod queued;
 mod sandbox;
 mod scenario;
+mod server;
 mod snapshots;
 mod spec;
 mod util;

@@ -48,7 +48,7 @@ async fn events_carry_metadata(db: &TestDb) {
     assert_eq!(metadata["commandId"], "cmd-1");
     assert_eq!(metadata["correlationId"], "corr-1");
     assert_eq!(metadata["causationId"], "cmd-1");
-    let component = host.modules().get(FLASH_SALE).unwrap();
+    let component = host.modules().get(FLASH_SALE).unwrap().clone();
     assert_eq!(metadata["componentDigest"], component.digest.as_str());
     assert_eq!(metadata["aggregateVersion"], component.version.as_str());
     assert_eq!(outcome.events[0].payload["itemId"], "meta-1");

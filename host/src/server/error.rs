@@ -1,0 +1,227 @@
+//! What the HTTP API answers when a request fails: JSON
+//! `{"error": {"kind", "message", "command_id"?}}` with a stable `kind` and
+//! a status that fits it. The README's status table is this file.
+
+use crate::error::{CommandError, Refusal, StoreError};
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Stable: clients branch on it.
+    pub kind: String,
+    /// One line, for people.
+    pub message: String,
+    /// The command's id, on answers to a command: resend with it
+    /// (`Idempotency-Key`) wherever resending is safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+}
+
+/// A failed request, ready to answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub command_id: Option<String>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: one_line(&message.into()),
+            command_id: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_command_id(mut self, command_id: &str) -> Self {
+        self.command_id = Some(command_id.to_string());
+        self
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// The command's outcome is unknown: it may still be recorded. Resending
+    /// with the same id is answered with the recorded outcome, if any.
+    pub fn timeout(command_id: &str, waited: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} ms; the command may still be recorded: resend it with the same Idempotency-Key to learn its outcome",
+                waited.as_millis()
+            ),
+        )
+        .with_command_id(command_id)
+    }
+}
+
+/// Every error kind with its status, for the OpenAPI document and the README.
+pub const KINDS: &[(&str, u16, &str)] = &[
+    ("bad_request", 400, "a malformed path, query or header"),
+    ("unauthorized", 401, "no or a wrong bearer token"),
+    (
+        "forbidden",
+        403,
+        "an admin endpoint without the admin token",
+    ),
+    ("not_found", 404, "no such route"),
+    ("unknown_aggregate", 404, "no loaded component provides it"),
+    ("unknown_command", 404, "the aggregate has no such command"),
+    (
+        "method_not_allowed",
+        405,
+        "the route exists, the method does not",
+    ),
+    (
+        "precondition_failed",
+        409,
+        "the aggregate's rules said no in its current state",
+    ),
+    (
+        "conflict",
+        409,
+        "other writers kept winning the race; resend",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "the body is over the payload limit",
+    ),
+    (
+        "invalid_payload",
+        422,
+        "the body is not acceptable JSON for the command",
+    ),
+    (
+        "invalid_command",
+        422,
+        "the aggregate's rules refuse this command",
+    ),
+    ("invalid_id", 422, "an id is empty, too long or holds NUL"),
+    (
+        "idempotency_key_reused",
+        422,
+        "the key was used for a different command",
+    ),
+    (
+        "overloaded",
+        429,
+        "the aggregate's queue is full; resend after Retry-After",
+    ),
+    (
+        "guest_fault",
+        500,
+        "the guest trapped or broke a sandbox limit; nothing recorded",
+    ),
+    (
+        "internal",
+        500,
+        "a bug in the host; the outcome is unknown: resend with the same key",
+    ),
+    (
+        "store_unavailable",
+        503,
+        "the event store failed; resend with the same key",
+    ),
+    (
+        "shutting_down",
+        503,
+        "the host is draining; resend to another host",
+    ),
+    (
+        "timeout",
+        504,
+        "no answer in time; outcome unknown: resend with the same key",
+    ),
+];
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        use StatusCode as S;
+        let message = error.to_string();
+        let (status, kind, retry_after) = match &error {
+            CommandError::UnknownAggregate { .. } => (S::NOT_FOUND, "unknown_aggregate", None),
+            CommandError::UnknownCommand { .. } => (S::NOT_FOUND, "unknown_command", None),
+            CommandError::PayloadTooLarge { .. } => {
+                (S::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+            }
+            CommandError::PayloadNotJson { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_payload", None)
+            }
+            CommandError::InvalidId { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_id", None),
+            CommandError::CommandIdReused { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", None)
+            }
+            CommandError::Refused { refusal, .. } => match refusal {
+                Refusal::UnknownCommand(_) => (S::NOT_FOUND, "unknown_command", None),
+                Refusal::InvalidPayload(_) => (S::UNPROCESSABLE_ENTITY, "invalid_payload", None),
+                Refusal::InvalidCommand(_) => (S::UNPROCESSABLE_ENTITY, "invalid_command", None),
+                Refusal::PreconditionFailed(_) => (S::CONFLICT, "precondition_failed", None),
+            },
+            CommandError::RetriesExhausted { .. } => (S::CONFLICT, "conflict", None),
+            CommandError::Overloaded { .. } => (S::TOO_MANY_REQUESTS, "overloaded", Some(1)),
+            CommandError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down", Some(1)),
+            CommandError::WorkerLost { .. } => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            CommandError::Guest(_) => (S::INTERNAL_SERVER_ERROR, "guest_fault", None),
+            CommandError::Store(StoreError::UnsupportedUrl(_)) => {
+                (S::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+            CommandError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),
+        };
+        Self {
+            retry_after,
+            ..Self::new(status, kind, message)
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        CommandError::Store(error).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_string(),
+                message: self.message,
+                command_id: self.command_id,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Messages are one line: whitespace runs (newlines included) become one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,183 @@
+//! `eshost serve`: the host as a long-running HTTP service (axum on tokio).
+//!
+//! - [`routes`]: the handlers, thin over [`Host`].
+//! - [`error`]: error kinds and statuses, as JSON.
+//! - [`auth`]: the bearer token.
+//!
+//! [`serve`] takes a bound listener and a shutdown future (the caller owns
+//! both, so tests bind port 0 and stop the server when they like). When the
+//! shutdown future completes, the server stops accepting, answers every
+//! request it accepted, then drains the host's queues (appends committed,
+//! snapshots written), all within [`ServerConfig::shutdown_timeout`].
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+
+use crate::dispatch::Host;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How the server behaves (the host's own settings live in [`Host`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a command may take before its caller is answered 504
+    /// ("outcome unknown, resend with the same Idempotency-Key").
+    pub command_timeout: Duration,
+    /// The most a request body may hold, in bytes.
+    pub max_body_bytes: usize,
+    /// From the shutdown signal to exit: requests finish and queues drain
+    /// within this.
+    pub shutdown_timeout: Duration,
+    /// When set, every request but `GET /healthz` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 << 10,
+            shutdown_timeout: Duration::from_secs(30),
+            token: None,
+        }
+    }
+}
+
+/// What every handler sees. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub host: Host,
+    pub config: Arc<ServerConfig>,
+    /// Files the last reload could not load, one line each.
+    load_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl App {
+    pub fn new(host: Host, config: ServerConfig) -> Self {
+        Self {
+            host,
+            config: Arc::new(config),
+            load_errors: Arc::default(),
+        }
+    }
+
+    pub fn load_errors(&self) -> Vec<String> {
+        self.load_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The API's routes.
+pub fn router(app: App) -> Router {
+    let body_limit = app.config.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/aggregates/{aggregate}/{id}/commands/{command}",
+            post(routes::command).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates",
+            get(routes::aggregates).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates/{aggregate}/{id}",
+            get(routes::state).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates/{aggregate}/{id}/events",
+            get(routes::events).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/healthz",
+            get(routes::healthz).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/readyz",
+            get(routes::readyz).fallback(routes::method_not_allowed),
+        )
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ))
+        .with_state(app)
+}
+
+/// Why the server stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("shutting down: {0}")]
+    Drain(#[from] crate::dispatch::ShutdownTimedOut),
+}
+
+/// Serves `host` on `listener` until `shutdown` completes, then drains (see
+/// the module doc).
+pub async fn serve(
+    listener: TcpListener,
+    host: Host,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let shutdown_timeout = config.shutdown_timeout;
+    let app = App::new(host.clone(), config);
+    // When the signal came: the whole drain counts from then.
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(None);
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: no new connections; finishing the requests accepted");
+        let _ = signalled_tx.send(Some(Instant::now()));
+    };
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
+    let overdue = async {
+        let _ = signalled.wait_for(Option::is_some).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = overdue => warn!(?shutdown_timeout, "requests still open at the shutdown deadline; closing them"),
+    }
+    let since_signal = signalled.borrow().map_or(Duration::ZERO, |at| at.elapsed());
+    let left = shutdown_timeout.saturating_sub(since_signal);
+    host.shutdown(left.max(Duration::from_millis(100))).await?;
+    info!("shut down: every accepted command answered, queues drained");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,609 @@
+//! `eshost serve` over real sockets: the HTTP API against both stores,
+//! error kinds and statuses, backpressure, guest isolation, and a drain on
+//! SIGTERM through the real binary.
+
+use crate::conformance;
+use crate::util::*;
+use eshost::server::{self, ServerConfig};
+use eshost::{Host, HostOptions};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A server on a free loopback port, serving `host`, stopped by `stop`.
+pub struct TestServer {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), server::ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start(host: Host, config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server::serve(listener, host, config, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.done).await.unwrap().unwrap();
+    }
+}
+
+fn command_path(aggregate: &str, id: &str, command: &str) -> String {
+    format!("/v1/aggregates/{aggregate}/{id}/commands/{command}")
+}
+
+/// Sends a command; returns the status, the JSON body and the headers.
+async fn post(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = client.post(server.url(path)).body(body.to_string());
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body: Value = response.json().await.unwrap();
+    (status, body, headers)
+}
+
+async fn get(client: &reqwest::Client, server: &TestServer, path: &str) -> (u16, Value) {
+    let response = client.get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Asserts an error answer's status and kind, and that it is one line.
+fn assert_error(answer: &(u16, Value, reqwest::header::HeaderMap), status: u16, kind: &str) {
+    let (got, body, _) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["kind"], kind, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.is_empty() && !message.contains('\n'), "{body}");
+}
+
+async fn http_commands_state_and_events(db: &TestDb) {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(modules(), store, HostOptions::default());
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let create = command_path(FLASH_SALE, "s1", "CreateFlashSale");
+    let purchase = command_path(FLASH_SALE, "s1", "PurchaseItem");
+
+    let (status, created, _) = post(&client, &server, &create, None, r#"{"initialStock":2}"#).await;
+    assert_eq!(status, 200, "{created}");
+    assert!(
+        !created["command_id"].as_str().unwrap().is_empty(),
+        "a generated id is returned"
+    );
+    assert_eq!(created["replayed"], false);
+    assert_eq!(created["events"][0]["name"], "FlashSaleCreated");
+    assert_eq!(created["events"][0]["sequence"], 1);
+
+    let ann = r#"{"buyerId":"ann","quantity":1}"#;
+    let (status, bought, _) = post(&client, &server, &purchase, Some("order-1"), ann).await;
+    assert_eq!(status, 200, "{bought}");
+    assert_eq!(bought["command_id"], "order-1");
+    assert_eq!(bought["events"][0]["name"], "ItemPurchased");
+    // The same key again: the recorded outcome, nothing appended.
+    let (status, again, _) = post(&client, &server, &purchase, Some("order-1"), ann).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["events"], bought["events"]);
+    // A rejection is an answer, not an error.
+    let whale = r#"{"buyerId":"whale","quantity":5}"#;
+    let (status, rejected, _) = post(&client, &server, &purchase, None, whale).await;
+    assert_eq!(status, 200);
+    assert_eq!(rejected["events"][0]["name"], "PurchaseRejected");
+
+    let (status, state) = get(&client, &server, "/v1/aggregates/FlashSaleItem/s1").await;
+    assert_eq!(status, 200);
+    assert_eq!(state["version"], 3);
+    assert_eq!(state["state"]["stock"], 1);
+    assert_eq!(state["state"]["buyers"], json!(["ann"]));
+
+    // Paged: two pages of two, then one of one with no next.
+    let events = "/v1/aggregates/FlashSaleItem/s1/events";
+    let (_, first) = get(&client, &server, &format!("{events}?limit=2")).await;
+    assert_eq!(first["events"].as_array().unwrap().len(), 2);
+    assert_eq!(first["next_after"], 2);
+    let (_, last) = get(&client, &server, &format!("{events}?after=2&limit=2")).await;
+    assert_eq!(last["events"][0]["sequence"], 3);
+    assert!(last.get("next_after").is_none(), "{last}");
+    let (_, all) = get(&client, &server, events).await;
+    let stored = Host::with_options(
+        modules(),
+        eshost::store::open(&db.url).await.unwrap(),
+        HostOptions::default(),
+    )
+    .events(FLASH_SALE, "s1")
+    .await
+    .unwrap();
+    assert_eq!(all["events"], serde_json::to_value(&stored).unwrap());
+
+    let (status, listing) = get(&client, &server, "/v1/aggregates").await;
+    assert_eq!(status, 200);
+    assert_eq!(listing, serde_json::to_value(modules().describe()).unwrap());
+    server.stop().await;
+}
+
+async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(modules(), store, HostOptions::default());
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let path = |command: &str| command_path(FLASH_SALE, "e1", command);
+    let purchase = path("PurchaseItem");
+    let ann = r#"{"buyerId":"ann","quantity":1}"#;
+
+    let before_create = post(&client, &server, &purchase, Some("k1"), ann).await;
+    assert_error(&before_create, 409, "precondition_failed");
+    assert_eq!(
+        before_create.1["error"]["command_id"], "k1",
+        "the id comes back"
+    );
+    let created = post(
+        &client,
+        &server,
+        &path("CreateFlashSale"),
+        None,
+        r#"{"initialStock":1}"#,
+    )
+    .await;
+    assert_eq!(created.0, 200);
+    let twice = post(
+        &client,
+        &server,
+        &path("CreateFlashSale"),
+        None,
+        r#"{"initialStock":1}"#,
+    )
+    .await;
+    assert_error(&twice, 409, "precondition_failed");
+    let unknown_aggregate = post(
+        &client,
+        &server,
+        &command_path("Nope", "x", "Do"),
+        None,
+        "{}",
+    )
+    .await;
+    assert_error(&unknown_aggregate, 404, "unknown_aggregate");
+    assert_error(
+        &post(&client, &server, &path("Refund"), None, "{}").await,
+        404,
+        "unknown_command",
+    );
+    assert_error(
+        &post(&client, &server, &purchase, None, "{nope").await,
+        422,
+        "invalid_payload",
+    );
+    let zero = r#"{"buyerId":"ann","quantity":0}"#;
+    assert_error(
+        &post(&client, &server, &purchase, None, zero).await,
+        422,
+        "invalid_command",
+    );
+    let huge = format!(r#"{{"buyerId":"{}","quantity":1}}"#, "x".repeat(200_000));
+    let too_large = post(&client, &server, &purchase, None, &huge).await;
+    assert_error(&too_large, 413, "payload_too_large");
+    // A key reused for a different command.
+    assert_eq!(
+        post(&client, &server, &purchase, Some("k2"), ann).await.0,
+        200
+    );
+    let bob = r#"{"buyerId":"bob","quantity":1}"#;
+    assert_error(
+        &post(&client, &server, &purchase, Some("k2"), bob).await,
+        422,
+        "idempotency_key_reused",
+    );
+
+    let response = client
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "not_found");
+    let response = client
+        .delete(server.url("/v1/aggregates"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let (status, body) = get(
+        &client,
+        &server,
+        "/v1/aggregates/FlashSaleItem/e1/events?limit=0",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, body) = get(
+        &client,
+        &server,
+        "/v1/aggregates/FlashSaleItem/e1/events?after=x",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (400, Some("bad_request"))
+    );
+
+    // Nothing of the refused commands was recorded: create, then k2.
+    let (_, all) = get(&client, &server, "/v1/aggregates/FlashSaleItem/e1/events").await;
+    let names: Vec<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["FlashSaleCreated", "ItemPurchased"]);
+
+    let (status, health) = get(&client, &server, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, ready) = get(&client, &server, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["store"], "ok");
+    server.stop().await;
+}
+
+conformance!(
+    http_commands_state_and_events,
+    http_errors_have_a_kind_and_a_fitting_status
+);
+
+/// A host with the hostile fixture and the flash sale, on SQLite.
+async fn hostile_host(options: HostOptions) -> (Host, TestDb) {
+    use eshost::runtime::{Budget, Limits, Runtime};
+    let runtime = Runtime::with_limits(Limits {
+        budget: Budget::WallClock(Duration::from_millis(1000)),
+        ..Limits::default()
+    });
+    let mut modules = eshost::Modules::default();
+    let hostile = workspace_root().join("target/fixtures/hostile.wasm");
+    modules.insert(runtime.load(&hostile).unwrap()).unwrap();
+    let flash_sale = modules_dir().join("flash-sale.wasm");
+    modules.insert(runtime.load(&flash_sale).unwrap()).unwrap();
+    let db = TestDb::sqlite().await;
+    let store = eshost::store::open(&db.url).await.unwrap();
+    (Host::with_options(modules, store, options), db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let options = HostOptions {
+        queue_capacity: 1,
+        ..HostOptions::default()
+    };
+    let (host, db) = hostile_host(options).await;
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let looping = command_path("Hostile", "busy", "Loop");
+    // The first command keeps the queue's worker busy for its whole budget
+    // (1 s); the second waits in the queue, which then is full.
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), server.url(&looping));
+        async move { client.post(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn({
+        let (client, url) = (
+            client.clone(),
+            server.url(&command_path("Hostile", "busy", "Ok")),
+        );
+        async move { client.post(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = post(
+        &client,
+        &server,
+        &command_path("Hostile", "busy", "Ok"),
+        Some("third"),
+        "{}",
+    )
+    .await;
+    assert_error(&third, 429, "overloaded");
+    assert_eq!(third.2["retry-after"], "1");
+    assert_eq!(third.1["error"]["command_id"], "third");
+    assert_eq!(first.await.unwrap(), 500, "the loop broke its time limit");
+    assert_eq!(second.await.unwrap(), 200, "the queued command was served");
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// Guest calls never run on the async runtime's threads: while four guests
+/// loop for their whole one-second budget at once (more than the runtime's
+/// two worker threads), commands on a healthy aggregate are all answered
+/// before any of the loops ends. Were guest calls made on the workers, the
+/// loops would hold both and the healthy commands would wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looping_guests_do_not_hold_up_healthy_aggregates() {
+    let (host, db) = hostile_host(HostOptions::default()).await;
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let create = command_path(FLASH_SALE, "calm", "CreateFlashSale");
+    assert_eq!(
+        post(&client, &server, &create, None, r#"{"initialStock":1000}"#)
+            .await
+            .0,
+        200
+    );
+
+    let started = std::time::Instant::now();
+    let loops: Vec<_> = (0..4)
+        .map(|n| {
+            let (client, url) = (
+                client.clone(),
+                server.url(&command_path("Hostile", &format!("h{n}"), "Loop")),
+            );
+            tokio::spawn(async move {
+                let status = client.post(url).send().await.unwrap().status().as_u16();
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let purchase = command_path(FLASH_SALE, "calm", "PurchaseItem");
+    let mut healthy_done = Duration::ZERO;
+    for n in 0..20 {
+        let body = format!(r#"{{"buyerId":"b{n}","quantity":1}}"#);
+        let (status, answer, _) = post(&client, &server, &purchase, None, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        healthy_done = started.elapsed();
+    }
+    let mut first_loop_done = Duration::MAX;
+    for handle in loops {
+        let (status, done) = handle.await.unwrap();
+        assert_eq!(status, 500, "each loop broke its time limit");
+        first_loop_done = first_loop_done.min(done);
+    }
+    assert!(
+        healthy_done < first_loop_done,
+        "healthy commands finished at {healthy_done:?}, after a loop ended at {first_loop_done:?}"
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// SIGTERM in the middle of a load through the real binary: the process
+/// exits 0, and every command answered 200 is in the store exactly once,
+/// with all of its events; no command is recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_every_accepted_command() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_CACHE_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = listening_address(&mut child);
+    let client = reqwest::Client::new();
+    let url =
+        |command: &str| format!("{base}/v1/aggregates/FlashSaleItem/drain/commands/{command}");
+    let created = client
+        .post(url("CreateFlashSale"))
+        .body(r#"{"initialStock":1000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+
+    const COMMANDS: usize = 2_000;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, next, answered, url) = (
+                client.clone(),
+                next.clone(),
+                answered.clone(),
+                url("PurchaseItem"),
+            );
+            tokio::spawn(async move {
+                let mut ok = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= COMMANDS {
+                        return ok;
+                    }
+                    let key = format!("drain-{n}");
+                    let sent = client
+                        .post(&url)
+                        .header("Idempotency-Key", &key)
+                        .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
+                        .send()
+                        .await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match sent {
+                        Ok(response) if response.status().as_u16() == 200 => ok.push(key),
+                        // Refused while draining, or the connection closed:
+                        // this caller stops, as a client would fail over.
+                        _ => return ok,
+                    }
+                }
+            })
+        })
+        .collect();
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut accepted = Vec::new();
+    for caller in callers {
+        accepted.extend(caller.await.unwrap());
+    }
+    let status = wait_with_deadline(&mut child, Duration::from_secs(40));
+    assert_eq!(status.code(), Some(0), "the server exits 0 after draining");
+    assert!(
+        accepted.len() >= 300 && accepted.len() < COMMANDS,
+        "{} accepted",
+        accepted.len()
+    );
+
+    let host = Host::with_options(
+        modules(),
+        eshost::store::open(&db.url).await.unwrap(),
+        HostOptions::default(),
+    );
+    let stream = host.events(FLASH_SALE, "drain").await.unwrap();
+    assert_gapless(&stream);
+    let mut recorded = std::collections::HashMap::<String, usize>::new();
+    for event in &stream[1..] {
+        *recorded
+            .entry(event.metadata["commandId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert!(
+        recorded.values().all(|&n| n == 1),
+        "a purchase is one event, recorded once"
+    );
+    for key in &accepted {
+        assert_eq!(
+            recorded.get(key),
+            Some(&1),
+            "{key} was answered 200 but is not stored"
+        );
+    }
+    db.cleanup().await;
+}
+
+/// Reads the server's "listening on" line from its stdout.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("eshost listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string()
+}
+
+/// Waits for a child, killing it (and failing) past `deadline`.
+pub fn wait_with_deadline(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With a token, every request but /healthz needs it; the CLI sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route_but_healthz() {
+    let db = TestDb::sqlite().await;
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(modules(), store, HostOptions::default());
+    let config = ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(host, config).await;
+    let client = reqwest::Client::new();
+    let aggregates = server.url("/v1/aggregates");
+    let status = |response: reqwest::Response| response.status().as_u16();
+    let bare = client.get(&aggregates).send().await.unwrap();
+    assert_eq!(bare.headers()["www-authenticate"], "Bearer");
+    let body: Value = bare.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "unauthorized");
+    let wrong = client
+        .get(&aggregates)
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(wrong), 401);
+    let create = server.url(&command_path(FLASH_SALE, "t1", "CreateFlashSale"));
+    let refused = client
+        .post(&create)
+        .body(r#"{"initialStock":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status(refused),
+        401,
+        "a command without the token is refused"
+    );
+    let right = client
+        .get(&aggregates)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(right), 200);
+    assert_eq!(
+        status(client.get(server.url("/healthz")).send().await.unwrap()),
+        200
+    );
+    assert_eq!(
+        status(client.get(server.url("/readyz")).send().await.unwrap()),
+        401
+    );
+
+    // The command line, as a client: the token from ESHOST_TOKEN.
+    let base = server.base.clone();
+    let cli = move |token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["--server", &base, "aggregates", "--json"])
+            .env("ESHOST_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let (denied, allowed) = tokio::task::spawn_blocking(move || (cli("guess"), cli("s3cret")))
+        .await
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Bearer"));
+    assert!(allowed.status.success());
+    let listed: Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(listed, serde_json::to_value(modules().describe()).unwrap());
+    server.stop().await;
+    db.cleanup().await;
+}
