@@ -19,12 +19,16 @@ pub const SCENARIOS: &[&str] = &[
     "many-items",
     "cold-load",
     "guest-cost",
+    "http-hot-item",
+    "http-many-items",
 ];
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown scenario {0:?} (known: sample, hot-item, many-items, cold-load, guest-cost)")]
+    #[error(
+        "unknown scenario {0:?} (known: sample, hot-item, many-items, cold-load, guest-cost, http-hot-item, http-many-items)"
+    )]
     UnknownScenario(String),
     #[error("no component provides {AGGREGATE}")]
     NoFlashSale,
@@ -40,6 +44,10 @@ pub enum BenchError {
     Refused(crate::error::Refusal),
     #[error("a benchmark task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the benchmark's server: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("the benchmark's client: {0}")]
+    Client(#[from] crate::client::ClientError),
 }
 
 /// One scenario, in one mode: one line of output.
@@ -75,6 +83,12 @@ pub async fn run(
         "many-items" => (1_000, 10, 20_000, callers),
         "cold-load" => return cold_load(modules, url).await,
         "guest-cost" => return guest_cost(modules),
+        "http-hot-item" => {
+            return over_http(scenario, modules, url, (1, 1_000, 2_000), callers).await;
+        }
+        "http-many-items" => {
+            return over_http(scenario, modules, url, (1_000, 10, 20_000), callers).await;
+        }
         other => return Err(BenchError::UnknownScenario(other.to_string())),
     };
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
@@ -92,7 +106,8 @@ pub async fn run(
             ..HostOptions::default()
         };
         let host = Host::with_options(modules.clone(), store, options);
-        let mut line = purchases_run(&host, sales, stock, purchases, callers).await?;
+        let driver = Driver::InProcess(host.clone());
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
         line.scenario = scenario.to_string();
         line.mode = format!("{mode:?}").to_lowercase();
         line.baseline_inserts_per_s = baseline;
@@ -101,10 +116,82 @@ pub async fn run(
     Ok(lines)
 }
 
+/// The same scenario in process (queued) and over HTTP through `eshost
+/// serve` in this process, on real sockets with keep-alive connections (one
+/// per caller), at the same concurrency, next to the INSERT baseline: the
+/// client and the server share the machine, as they would on one box.
+async fn over_http(
+    scenario: &str,
+    modules: &Modules,
+    url: &str,
+    (sales, stock, purchases): (usize, u64, usize),
+    callers: usize,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let baseline = baseline_inserts(url, callers.min(64), Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    for mode in ["queued", "http"] {
+        let store = store::open(url).await?;
+        let host = Host::with_options(modules.clone(), store, HostOptions::default());
+        let (driver, server) = match mode {
+            "http" => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let base = format!("http://{}", listener.local_addr()?);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let app = crate::server::App::new(host.clone(), Default::default());
+                let serving = tokio::spawn(crate::server::serve(listener, app, async move {
+                    let _ = stopped.await;
+                }));
+                let client = crate::client::Client::new(&base, None)?;
+                (Driver::Http(client), Some((stop, serving)))
+            }
+            _ => (Driver::InProcess(host.clone()), None),
+        };
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
+        if let Some((stop, serving)) = server {
+            let _ = stop.send(());
+            if let Ok(Err(e)) = serving.await {
+                tracing::warn!(error = %e, "the benchmark's server stopped badly");
+            }
+        }
+        line.scenario = scenario.to_string();
+        line.mode = mode.to_string();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// How a benchmark sends its commands.
+#[derive(Clone)]
+enum Driver {
+    InProcess(Host),
+    Http(crate::client::Client),
+}
+
+impl Driver {
+    /// Sends one command; the conflict retries it took, or why it failed.
+    async fn execute(&self, request: &CommandRequest) -> Result<u32, String> {
+        match self {
+            Self::InProcess(host) => host
+                .execute(request)
+                .await
+                .map(|o| o.retries)
+                .map_err(|e| e.to_string()),
+            Self::Http(client) => client
+                .execute(request)
+                .await
+                .map(|o| o.retries)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
-/// spread over them round-robin, from `callers` concurrent callers.
+/// spread over them round-robin, from `callers` concurrent callers sending
+/// through `driver`.
 async fn purchases_run(
     host: &Host,
+    driver: &Driver,
     sales: usize,
     stock: u64,
     purchases: usize,
@@ -127,7 +214,7 @@ async fn purchases_run(
     let started = Instant::now();
     let workers: Vec<_> = (0..callers)
         .map(|_| {
-            let (host, ids, next) = (host.clone(), ids.clone(), next.clone());
+            let (driver, ids, next) = (driver.clone(), ids.clone(), next.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let (mut retries, mut failed) = (0u64, 0usize);
@@ -141,9 +228,12 @@ async fn purchases_run(
                     let id = &ids[n % ids.len()];
                     let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
                     let sent = Instant::now();
-                    match host.execute(&request).await {
-                        Ok(outcome) => retries += u64::from(outcome.retries),
-                        Err(_) => failed += 1,
+                    match driver.execute(&request).await {
+                        Ok(retried) => retries += u64::from(retried),
+                        Err(error) => {
+                            failed += 1;
+                            tracing::warn!(%error, "a benchmark command failed");
+                        }
                     }
                     latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 }

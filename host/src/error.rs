@@ -91,6 +91,34 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+impl CommandError {
+    /// A stable name for the kind of failure: the HTTP API's error `kind`
+    /// and the metrics' `outcome` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownAggregate { .. } => "unknown_aggregate",
+            Self::UnknownCommand { .. } => "unknown_command",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadNotJson { .. } => "invalid_payload",
+            Self::InvalidId { .. } => "invalid_id",
+            Self::CommandIdReused { .. } => "idempotency_key_reused",
+            Self::Refused { refusal, .. } => match refusal {
+                Refusal::UnknownCommand(_) => "unknown_command",
+                Refusal::InvalidPayload(_) => "invalid_payload",
+                Refusal::InvalidCommand(_) => "invalid_command",
+                Refusal::PreconditionFailed(_) => "precondition_failed",
+            },
+            Self::RetriesExhausted { .. } => "conflict",
+            Self::Overloaded { .. } => "overloaded",
+            Self::ShuttingDown => "shutting_down",
+            Self::WorkerLost { .. } => "internal",
+            Self::Guest(_) => "guest_fault",
+            Self::Store(StoreError::UnsupportedUrl(_)) => "internal",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 /// A guest's reason for refusing a command (the WIT `command-error`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Refusal {

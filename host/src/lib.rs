@@ -17,6 +17,7 @@
 //! - [`client`]: the HTTP client the command line uses with `--server`.
 //! - [`cli`]: the `eshost` command line (the binary only wires it up).
 //! - [`error`]: typed errors.
+//! - [`metrics`]: the host's metrics, in Prometheus' text format.
 
 pub mod bench;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod client;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -6,13 +6,22 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = eshost::cli::Cli::parse();
+    // A server says what it is doing (start, reloads, drain); a one-shot
+    // command only warns. RUST_LOG overrides either.
+    let default = match cli.command {
+        eshost::cli::CliCommand::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.global.log_format {
+        eshost::cli::LogFormat::Text => logs.init(),
+        eshost::cli::LogFormat::Json => logs.json().init(),
+    }
     match eshost::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -98,8 +98,19 @@ pub struct GlobalArgs {
     #[arg(long, global = true, default_value_t = crate::runtime::pool::DEFAULT_THREADS as u64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub guest_threads: u64,
 
+    /// How log lines (on stderr) are written.
+    #[arg(long, env = "ESHOST_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -235,7 +246,9 @@ pub enum CliCommand {
     /// Scenarios: sample (8 buyers, stock 5), hot-item (2,000 buyers, stock
     /// 1,000, one item), many-items (20,000 purchases over 1,000 items),
     /// cold-load (one stream of 100,000 events, with and without a snapshot),
-    /// guest-cost (decide plus evolve per command, in process, no database).
+    /// guest-cost (decide plus evolve per command, in process, no database),
+    /// http-hot-item and http-many-items (in process and through `eshost
+    /// serve` on a loopback socket, side by side).
     #[command(
         after_help = "Example:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres"
     )]
@@ -243,7 +256,7 @@ pub enum CliCommand {
         /// Scenarios to run [default: all].
         #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS))]
         scenarios: Vec<String>,
-        /// Concurrent callers for hot-item and many-items.
+        /// Concurrent callers for hot-item and many-items (HTTP: one connection each).
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         callers: u64,
         /// One JSON object per line.
@@ -305,7 +318,7 @@ pub struct FlashSaleArgs {
 }
 
 impl GlobalArgs {
-    fn runtime(&self) -> Runtime {
+    pub(crate) fn runtime(&self) -> Runtime {
         let runtime = Runtime::with_limits(self.limits.limits());
         if self.no_cache {
             return runtime;
@@ -317,7 +330,11 @@ impl GlobalArgs {
     }
 
     pub(crate) fn modules(&self) -> Result<Modules> {
-        let modules = self.runtime().load_dir(&self.modules)?;
+        self.modules_with(&self.runtime())
+    }
+
+    fn modules_with(&self, runtime: &Runtime) -> Result<Modules> {
+        let modules = runtime.load_dir(&self.modules)?;
         if modules.is_empty() {
             bail!(
                 "{}: no *.wasm components (build them with `cargo xtask build-guests`)",
@@ -328,7 +345,14 @@ impl GlobalArgs {
     }
 
     pub(crate) async fn host(&self, retry: RetryPolicy) -> Result<Host> {
-        let modules = self.modules()?;
+        Ok(self.host_and_runtime(retry).await?.0)
+    }
+
+    /// A host, and the runtime its modules were loaded with (a reload
+    /// loads more with the same engine).
+    pub(crate) async fn host_and_runtime(&self, retry: RetryPolicy) -> Result<(Host, Runtime)> {
+        let runtime = self.runtime();
+        let modules = self.modules_with(&runtime)?;
         let store = store::open(&self.database_url).await?;
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let options = HostOptions {
@@ -340,7 +364,7 @@ impl GlobalArgs {
             queue_capacity: size(self.queue_capacity),
             guest_threads: size(self.guest_threads),
         };
-        Ok(Host::with_options(modules, store, options))
+        Ok((Host::with_options(modules, store, options), runtime))
     }
 }
 
@@ -480,7 +504,7 @@ async fn run_bench(
     };
     if !json {
         println!(
-            "{:<11} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>12}",
+            "{:<15} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>12}",
             "scenario",
             "mode",
             "commands",
@@ -500,7 +524,7 @@ async fn run_bench(
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<11} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>6} {:>8} {:>12.0}",
+                    "{:<15} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>6} {:>8} {:>12.0}",
                     line.scenario,
                     line.mode,
                     line.commands,

@@ -2,7 +2,7 @@
 
 use super::GlobalArgs;
 use crate::dispatch::RetryPolicy;
-use crate::server::{self, ServerConfig};
+use crate::server::{self, App, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -20,7 +20,15 @@ Routes:
   GET  /v1/aggregates                                     the loaded aggregates
   GET  /v1/aggregates/{aggregate}/{id}                    state and version
   GET  /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M
-  GET  /healthz, /readyz";
+  POST /v1/admin/reload                                   reload the modules directory now
+  GET  /healthz, /readyz
+
+The modules directory is watched: a new file adds its aggregate, a changed one
+replaces its version (commands already decided finish on the old one), a
+removed one unloads it once its queue is drained, and a file that fails to
+load is reported (log, /readyz, the reload answer) while the running version
+keeps serving. Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
+half-written file is never seen.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -42,6 +50,15 @@ pub struct ServeArgs {
     /// Conflict retries per command before it fails (409 conflict).
     #[arg(long, default_value_t = 5)]
     pub max_retries: u32,
+
+    /// The token `/v1/admin/*` (reload) needs [default: the --token].
+    #[arg(long, env = "ESHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Do not watch the modules directory; reload only on
+    /// `POST /v1/admin/reload`.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
@@ -49,7 +66,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         max_retries: args.max_retries,
         ..RetryPolicy::default()
     };
-    let host = global.host(retry).await?;
+    let (host, runtime) = global.host_and_runtime(retry).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -60,9 +77,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
         token: global.token.clone().filter(|t| !t.is_empty()),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        watch: !args.no_watch,
     };
+    let app = App::new(host, config).with_reloader(runtime, global.modules.clone());
     // One line on stdout once listening, so scripts (and tests) can wait for it.
     println!("eshost listening on http://{}", listener.local_addr()?);
-    server::serve(listener, host, config, server::termination_signal()).await?;
+    server::serve(listener, app, server::termination_signal()).await?;
     Ok(())
 }

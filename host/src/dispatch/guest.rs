@@ -13,7 +13,6 @@ use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{Hydrated, LoadedComponent};
 use crate::store::{RecordedEvent, Snapshot};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tracing::warn;
 
 /// A guest's decision on one command: its events, or its refusal.
@@ -58,9 +57,12 @@ impl Shared {
     ) -> Result<T, GuestError> {
         match ran {
             Ok((result, took)) => {
-                self.stats.guest_calls.fetch_add(1, Ordering::Relaxed);
-                let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-                self.stats.guest_nanos.fetch_add(nanos, Ordering::Relaxed);
+                self.metrics
+                    .guest_call_seconds
+                    .get_or_create(&crate::metrics::AggregateLabel {
+                        aggregate: aggregate.to_string(),
+                    })
+                    .observe(took.as_secs_f64());
                 result
             }
             Err(panic) => Err(GuestError::Trap {

@@ -31,11 +31,11 @@ pub use queue::DEFAULT_QUEUE_CAPACITY;
 pub use retry::RetryPolicy;
 
 use crate::error::{CommandError, GuestError};
+use crate::metrics::{AggregateLabel, CommandLabels, Metrics};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{GuestPool, Hydrated, LoadedComponent, Modules};
 use crate::store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -139,20 +139,6 @@ impl Default for HostOptions {
     }
 }
 
-/// Counters over the host's lifetime.
-#[derive(Debug, Default)]
-pub struct HostStats {
-    /// Appends that lost the race on the unique key.
-    pub conflicts: AtomicU64,
-    /// Appends (one per batch in queued mode).
-    pub appends: AtomicU64,
-    /// Store calls tried again after a transient database error.
-    pub transient_retries: AtomicU64,
-    /// Calls into guests, and the time they ran in all (nanoseconds).
-    pub guest_calls: AtomicU64,
-    pub guest_nanos: AtomicU64,
-}
-
 /// The host: cheap to clone, every clone shares modules, store and cache.
 #[derive(Clone)]
 pub struct Host {
@@ -169,7 +155,7 @@ struct Shared {
     concurrency: Concurrency,
     snapshot_every: u64,
     queues: queue::Queues,
-    stats: HostStats,
+    metrics: Metrics,
     /// Where guest calls run.
     guests: GuestPool,
     /// Cancelled by [`Host::shutdown`]: queue workers finish what they hold
@@ -198,8 +184,8 @@ struct Prepared {
     caller_command_id: bool,
     /// See [`NewCommand::fingerprint`].
     fingerprint: String,
-    /// The events' metadata, JSON text.
-    metadata: String,
+    correlation_id: String,
+    causation_id: String,
 }
 
 impl Host {
@@ -236,7 +222,7 @@ impl Host {
                 concurrency: options.concurrency,
                 snapshot_every: options.snapshot_every,
                 queues: queue::Queues::new(options.queue_capacity),
-                stats: HostStats::default(),
+                metrics: Metrics::default(),
                 guests: GuestPool::new(options.guest_threads),
                 closing: CancellationToken::new(),
                 workers: TaskTracker::new(),
@@ -300,8 +286,20 @@ impl Host {
         &self.shared.store
     }
 
-    pub fn stats(&self) -> &HostStats {
-        &self.shared.stats
+    /// Counters and histograms over the host's lifetime.
+    pub fn stats(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The host's metrics in Prometheus' text format.
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render(crate::metrics::Levels {
+            queued_commands: self.queued_commands(),
+            cached_aggregates: self.cached_aggregates(),
+            cached_bytes: self.cached_bytes(),
+            guest_calls_running: self.guest_calls_running(),
+            aggregates_loaded: self.modules().len(),
+        })
     }
 
     pub fn concurrency(&self) -> Concurrency {
@@ -320,6 +318,14 @@ impl Host {
     /// Runs one command to completion. Rejection events are ordinary events:
     /// they come back in [`CommandOutcome::events`], not as errors.
     pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
+        let started = std::time::Instant::now();
+        let answer = self.run(request).await;
+        self.shared
+            .count_command(request, &answer, started.elapsed());
+        answer
+    }
+
+    async fn run(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
         if self.shared.closing.is_cancelled() {
             return Err(CommandError::ShuttingDown);
         }
@@ -419,6 +425,40 @@ impl Host {
 }
 
 impl Shared {
+    /// Counts an answered command, labelled only with names this host has
+    /// loaded (what a client typed could grow the label sets without end).
+    fn count_command(&self, request: &CommandRequest, answer: &Answer, took: Duration) {
+        let known = self
+            .modules()
+            .get(&request.aggregate)
+            .is_some_and(|c| c.accepts(&request.command));
+        let (aggregate, command) = if known {
+            (request.aggregate.clone(), request.command.clone())
+        } else {
+            ("(unknown)".to_string(), "(unknown)".to_string())
+        };
+        let outcome = match answer {
+            Ok(outcome) if outcome.replayed => "replayed",
+            Ok(_) => "ok",
+            Err(error) => error.kind(),
+        };
+        let metrics = &self.metrics;
+        metrics
+            .command_seconds
+            .get_or_create(&AggregateLabel {
+                aggregate: aggregate.clone(),
+            })
+            .observe(took.as_secs_f64());
+        metrics
+            .commands
+            .get_or_create(&CommandLabels {
+                aggregate,
+                command,
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     fn modules(&self) -> Arc<Modules> {
         self.modules
             .read()
@@ -483,15 +523,10 @@ impl Shared {
             .command_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let metadata = serde_json::json!({
-            "commandId": command_id,
-            "correlationId": request.correlation_id.as_deref().unwrap_or(&command_id),
-            "causationId": request.causation_id.as_deref().unwrap_or(&command_id),
-            "aggregateVersion": component.version,
-            "componentDigest": component.digest,
-        })
-        .to_string();
+        let or_command_id = |id: &Option<String>| id.clone().unwrap_or_else(|| command_id.clone());
         Ok(Prepared {
+            correlation_id: or_command_id(&request.correlation_id),
+            causation_id: or_command_id(&request.causation_id),
             component,
             stream: StreamId::new(&request.aggregate, &request.id),
             command: request.command.clone(),
@@ -499,7 +534,6 @@ impl Shared {
             command_id,
             caller_command_id: request.command_id.is_some(),
             fingerprint: idempotency::fingerprint(&request.command, &request.payload),
-            metadata,
         })
     }
 
@@ -519,9 +553,15 @@ impl Shared {
     /// The cached instance of a stream, if there is one of this very
     /// component (an instance of a replaced version is dropped).
     fn cached(&self, component: &LoadedComponent, stream: &StreamId) -> Option<Hydrated> {
-        self.cache
+        let cached = self
+            .cache
             .take(stream)
-            .filter(|cached| cached.component.digest == component.digest)
+            .filter(|cached| cached.component.digest == component.digest);
+        match cached {
+            Some(_) => self.metrics.cache_hits.inc(),
+            None => self.metrics.cache_misses.inc(),
+        };
+        cached
     }
 
     /// The cached instance for a stream (not known to be current), or a new
@@ -623,8 +663,21 @@ impl Shared {
     }
 }
 
-/// A command's decided events, ready to append under its id.
-fn to_new_command(prepared: &Prepared, events: &[DecidedEvent]) -> NewCommand {
+/// A command's decided events, ready to append under its id. The metadata
+/// names the component that decided them.
+fn to_new_command(
+    prepared: &Prepared,
+    decided_by: &LoadedComponent,
+    events: &[DecidedEvent],
+) -> NewCommand {
+    let metadata = serde_json::json!({
+        "commandId": prepared.command_id,
+        "correlationId": prepared.correlation_id,
+        "causationId": prepared.causation_id,
+        "aggregateVersion": decided_by.version,
+        "componentDigest": decided_by.digest,
+    })
+    .to_string();
     NewCommand {
         command_id: prepared.command_id.clone(),
         name: prepared.command.clone(),
@@ -634,7 +687,7 @@ fn to_new_command(prepared: &Prepared, events: &[DecidedEvent]) -> NewCommand {
             .map(|e| NewEvent {
                 name: e.name.clone(),
                 payload: e.payload.clone(),
-                metadata: prepared.metadata.clone(),
+                metadata: metadata.clone(),
             })
             .collect(),
     }

@@ -5,7 +5,6 @@
 
 use super::{CommandOutcome, Prepared, Shared, to_new_command};
 use crate::error::{CommandError, StoreError};
-use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
 
 impl Shared {
@@ -54,8 +53,9 @@ impl Shared {
                     return answers.remove(0);
                 }
             };
-            let new_command = to_new_command(&prepared, &events);
-            self.stats.appends.fetch_add(1, Ordering::Relaxed);
+            let new_command = to_new_command(&prepared, &prepared.component, &events);
+            self.metrics.appends.inc();
+            self.metrics.batch_commands.observe(1.0);
             let base = aggregate.version;
             match self.append_settled(stream, base, &[new_command]).await {
                 Ok(recorded) => {
@@ -87,7 +87,7 @@ impl Shared {
                         .unwrap_or(Err(error.into()));
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.conflicts.inc();
                     if retries >= self.retry.max_retries {
                         warn!(%stream, retries, "retries exhausted");
                         return Err(Self::exhausted(&prepared, retries));

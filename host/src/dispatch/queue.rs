@@ -16,9 +16,12 @@
 //!
 //! Each queue is bounded: a command that finds its aggregate's queue full
 //! fails at once with [`CommandError::Overloaded`] instead of waiting. A
-//! batch holds commands accepted with one version of the component; after a
-//! reload, the commands accepted with the new one start the next batch, on
-//! a new instance.
+//! batch is decided by the component loaded when it is decided: after a
+//! reload, the next batch runs on a new instance of the new version (so a
+//! stream's events switch versions once, at a batch boundary); batches
+//! already decided finish on the old one. An aggregate unloaded meanwhile
+//! still has its queued commands decided by the version they were accepted
+//! with: its queue drains.
 
 use super::guest::Decided;
 use super::{Answer, CommandOutcome, Prepared, Shared, to_new_command};
@@ -192,22 +195,16 @@ async fn run_batch(
     // A command id twice in one append would collide with itself: a repeat
     // waits for the next batch, where it finds the first one recorded.
     let mut ids = std::collections::HashSet::new();
-    let (mut jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
+    let (jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
         .partition(|job| ids.insert(job.prepared.command_id.clone()));
     let Some(first) = jobs.first() else {
         return jobs;
     };
-    // One batch, one component version: commands accepted after a reload
-    // wait for the next batch.
-    let component = first.prepared.component.clone();
-    let other_version = jobs
-        .iter()
-        .position(|job| job.prepared.component.digest != component.digest)
-        .unwrap_or(jobs.len());
-    let mut later = jobs.split_off(other_version);
-    later.append(&mut repeats);
-    let mut repeats = later;
+    // The version loaded now decides the batch.
+    let component = shared
+        .component(&stream.aggregate)
+        .unwrap_or_else(|_unloaded| first.prepared.component.clone());
 
     // Only an instance hydrated for this batch is known to be current; one
     // of another component version is dropped.
@@ -249,7 +246,9 @@ async fn run_batch(
     let new_commands: Vec<NewCommand> = decided
         .iter()
         .filter_map(|(job, result)| match result {
-            Ok(events) if !events.is_empty() => Some(to_new_command(&job.prepared, events)),
+            Ok(events) if !events.is_empty() => {
+                Some(to_new_command(&job.prepared, &component, events))
+            }
             _ => None,
         })
         .collect();
@@ -286,7 +285,11 @@ async fn run_batch(
         return leftover;
     }
 
-    shared.stats.appends.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.appends.inc();
+    shared
+        .metrics
+        .batch_commands
+        .observe(new_commands.len() as f64);
     match shared
         .append_settled(stream, base_version, &new_commands)
         .await
@@ -304,7 +307,7 @@ async fn run_batch(
         Err(StoreError::Conflict { .. }) => {
             // Another process appended first. The tentative state is wrong:
             // drop it, and decide the batch again on a fresh instance.
-            shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.conflicts.inc();
             let mut redo = Vec::new();
             let mut round = 0;
             for (mut job, _) in decided {

@@ -35,9 +35,7 @@ impl Shared {
                     attempt += 1;
                     let delay = self.retry.transient_backoff(attempt);
                     warn!(what, attempt, ?delay, %error, "transient database error; retrying");
-                    self.stats
-                        .transient_retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.transient_retries.inc();
                     tokio::time::sleep(delay).await;
                 }
                 result => return result,

@@ -3,9 +3,22 @@
 use super::{LoadedComponent, Runtime};
 use crate::error::LoadError;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The `*.wasm` files in `dir`, in name order.
+fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LoadError::new(dir, format!("cannot read modules directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
 
 /// What a loaded aggregate is, as `eshost aggregates --json` and
 /// `GET /v1/aggregates` show it.
@@ -48,15 +61,8 @@ impl Modules {
     /// runs with part of its modules silently missing, and two components
     /// claiming one aggregate is an error, not a race.
     pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Self, LoadError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| LoadError::new(dir, format!("cannot read modules directory: {e}")))?;
-        let mut paths: Vec<_> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
-            .collect();
-        paths.sort();
         let mut modules = Self::default();
-        for path in paths {
+        for path in wasm_files(dir)? {
             modules.insert(runtime.load(&path)?)?;
         }
         Ok(modules)
@@ -64,6 +70,12 @@ impl Modules {
 
     /// Adds a component; refuses a second one claiming the same aggregate.
     pub fn insert(&mut self, component: LoadedComponent) -> Result<(), LoadError> {
+        self.insert_shared(Arc::new(component))
+    }
+
+    /// Adds a component already shared; refuses a second one claiming the
+    /// same aggregate.
+    pub fn insert_shared(&mut self, component: Arc<LoadedComponent>) -> Result<(), LoadError> {
         if let Some(existing) = self.by_name.get(&component.name) {
             return Err(LoadError::new(
                 &component.path,
@@ -74,8 +86,7 @@ impl Modules {
                 ),
             ));
         }
-        self.by_name
-            .insert(component.name.clone(), Arc::new(component));
+        self.by_name.insert(component.name.clone(), component);
         Ok(())
     }
 
@@ -102,5 +113,95 @@ impl Modules {
     /// Every aggregate, in name order.
     pub fn describe(&self) -> Vec<AggregateInfo> {
         self.iter().map(|c| AggregateInfo::from(&**c)).collect()
+    }
+}
+
+/// What a reload did, by aggregate: `Name version (file)` lines, and one
+/// line per file that could not be loaded.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    /// `Name old-version -> new-version (file)`: a new component digest.
+    pub replaced: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Files not loaded; the versions already running keep serving.
+    pub errors: Vec<String>,
+}
+
+impl ReloadReport {
+    /// True if the set of components differs from before.
+    pub fn changed(&self) -> bool {
+        !(self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty())
+    }
+}
+
+fn label(c: &LoadedComponent) -> String {
+    format!("{} {} ({})", c.name, c.version, c.path.display())
+}
+
+impl Modules {
+    /// The set a reload of `dir` gives, starting from this one (which keeps
+    /// running meanwhile). Unlike [`Modules::load_dir`] it is not all or
+    /// nothing: a file whose bytes did not change keeps its component (not
+    /// even recompiled); a changed or new file is loaded; a file that fails
+    /// to load is reported and the component it had provided, if any, stays;
+    /// a new file claiming an aggregate another file already provides is
+    /// refused; a file gone takes its aggregate with it.
+    pub fn reload_dir(&self, runtime: &Runtime, dir: &Path) -> (Modules, ReloadReport) {
+        let mut report = ReloadReport::default();
+        let paths = match wasm_files(dir) {
+            Ok(paths) => paths,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return (self.clone(), report);
+            }
+        };
+        let running: BTreeMap<&Path, &Arc<LoadedComponent>> =
+            self.iter().map(|c| (c.path.as_path(), c)).collect();
+        let mut kept = Vec::new();
+        let mut loaded = Vec::new();
+        for path in &paths {
+            let current = running.get(path.as_path()).copied();
+            let digest = std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(&bytes)));
+            match (current, digest) {
+                (Some(current), Ok(digest)) if current.digest == digest => {
+                    kept.push(current.clone());
+                }
+                (current, _) => match runtime.load(path) {
+                    Ok(component) => loaded.push(Arc::new(component)),
+                    Err(e) => {
+                        report.errors.push(e.to_string());
+                        kept.extend(current.cloned());
+                    }
+                },
+            }
+        }
+        // What runs now is placed first: a newcomer cannot displace it.
+        let mut next = Modules::default();
+        for component in kept.into_iter().chain(loaded) {
+            if let Err(e) = next.insert_shared(component) {
+                report.errors.push(e.to_string());
+            }
+        }
+        for component in next.iter() {
+            match self.get(&component.name) {
+                None => report.added.push(label(component)),
+                Some(old) if old.digest != component.digest => report.replaced.push(format!(
+                    "{} {} -> {} ({})",
+                    component.name,
+                    old.version,
+                    component.version,
+                    component.path.display()
+                )),
+                Some(_) => report.unchanged.push(label(component)),
+            }
+        }
+        for old in self.iter() {
+            if next.get(&old.name).is_none() {
+                report.removed.push(label(old));
+            }
+        }
+        (next, report)
     }
 }

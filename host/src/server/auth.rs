@@ -1,6 +1,7 @@
 //! Access: with a token configured, every request but `GET /healthz` must
-//! carry `Authorization: Bearer <token>`. Tokens are compared in constant
-//! time (as sha256 digests, so the length does not show either).
+//! carry `Authorization: Bearer <token>`; `/v1/admin/*` needs the admin
+//! token when one is configured. Tokens are compared in constant time (as
+//! sha256 digests, so the length does not show either).
 
 use super::App;
 use super::error::ApiError;
@@ -13,10 +14,14 @@ use sha2::{Digest, Sha256};
 /// Lets a request through if no token is configured, it is the liveness
 /// probe, or it carries the token.
 pub async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
-    let Some(expected) = app.config.token.as_deref() else {
-        return next.run(request).await;
+    let path = request.uri().path();
+    let admin = path.starts_with("/v1/admin/");
+    let expected = match (admin, &app.config.admin_token, &app.config.token) {
+        (true, Some(admin_token), _) => admin_token.as_str(),
+        (_, _, Some(token)) => token.as_str(),
+        (_, _, None) => return next.run(request).await,
     };
-    if request.uri().path() == "/healthz" {
+    if path == "/healthz" {
         return next.run(request).await;
     }
     let presented = request
@@ -26,6 +31,12 @@ pub async fn require_token(State(app): State<App>, request: Request, next: Next)
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
         Some(token) if same_secret(token, expected) => next.run(request).await,
+        Some(_) if admin => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "/v1/admin/* needs the admin token",
+        )
+        .into_response(),
         _ => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,

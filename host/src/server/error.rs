@@ -2,7 +2,7 @@
 //! `{"error": {"kind", "message", "command_id"?}}` with a stable `kind` and
 //! a status that fits it. The README's status table is this file.
 
-use crate::error::{CommandError, Refusal, StoreError};
+use crate::error::{CommandError, StoreError};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -159,39 +159,21 @@ pub const KINDS: &[(&str, u16, &str)] = &[
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         use StatusCode as S;
-        let message = error.to_string();
-        let (status, kind, retry_after) = match &error {
-            CommandError::UnknownAggregate { .. } => (S::NOT_FOUND, "unknown_aggregate", None),
-            CommandError::UnknownCommand { .. } => (S::NOT_FOUND, "unknown_command", None),
-            CommandError::PayloadTooLarge { .. } => {
-                (S::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+        let kind = error.kind();
+        let (status, retry_after) = match kind {
+            "unknown_aggregate" | "unknown_command" => (S::NOT_FOUND, None),
+            "payload_too_large" => (S::PAYLOAD_TOO_LARGE, None),
+            "invalid_payload" | "invalid_id" | "invalid_command" | "idempotency_key_reused" => {
+                (S::UNPROCESSABLE_ENTITY, None)
             }
-            CommandError::PayloadNotJson { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "invalid_payload", None)
-            }
-            CommandError::InvalidId { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_id", None),
-            CommandError::CommandIdReused { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", None)
-            }
-            CommandError::Refused { refusal, .. } => match refusal {
-                Refusal::UnknownCommand(_) => (S::NOT_FOUND, "unknown_command", None),
-                Refusal::InvalidPayload(_) => (S::UNPROCESSABLE_ENTITY, "invalid_payload", None),
-                Refusal::InvalidCommand(_) => (S::UNPROCESSABLE_ENTITY, "invalid_command", None),
-                Refusal::PreconditionFailed(_) => (S::CONFLICT, "precondition_failed", None),
-            },
-            CommandError::RetriesExhausted { .. } => (S::CONFLICT, "conflict", None),
-            CommandError::Overloaded { .. } => (S::TOO_MANY_REQUESTS, "overloaded", Some(1)),
-            CommandError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down", Some(1)),
-            CommandError::WorkerLost { .. } => (S::INTERNAL_SERVER_ERROR, "internal", None),
-            CommandError::Guest(_) => (S::INTERNAL_SERVER_ERROR, "guest_fault", None),
-            CommandError::Store(StoreError::UnsupportedUrl(_)) => {
-                (S::INTERNAL_SERVER_ERROR, "internal", None)
-            }
-            CommandError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),
+            "precondition_failed" | "conflict" => (S::CONFLICT, None),
+            "overloaded" => (S::TOO_MANY_REQUESTS, Some(1)),
+            "shutting_down" | "store_unavailable" => (S::SERVICE_UNAVAILABLE, Some(1)),
+            _ => (S::INTERNAL_SERVER_ERROR, None),
         };
         Self {
             retry_after,
-            ..Self::new(status, kind, message)
+            ..Self::new(status, kind, error.to_string())
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`routes`]: the handlers, thin over [`Host`].
 //! - [`error`]: error kinds and statuses, as JSON.
-//! - [`auth`]: the bearer token.
+//! - [`auth`]: the bearer tokens.
+//! - [`reload`]: hot reload of the modules directory.
 //!
 //! [`serve`] takes a bound listener and a shutdown future (the caller owns
 //! both, so tests bind port 0 and stop the server when they like). When the
@@ -12,13 +13,17 @@
 
 pub mod auth;
 pub mod error;
+pub mod reload;
 pub mod routes;
 
 use crate::dispatch::Host;
+use crate::runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use reload::Reloader;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -39,6 +44,11 @@ pub struct ServerConfig {
     /// When set, every request but `GET /healthz` needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// When set, `/v1/admin/*` needs this token instead of `token`.
+    pub admin_token: Option<String>,
+    /// Reload when a file in the modules directory changes (with a
+    /// reloader, see [`App::with_reloader`]).
+    pub watch: bool,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +58,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 << 10,
             shutdown_timeout: Duration::from_secs(30),
             token: None,
+            admin_token: None,
+            watch: true,
         }
     }
 }
@@ -57,6 +69,8 @@ impl Default for ServerConfig {
 pub struct App {
     pub host: Host,
     pub config: Arc<ServerConfig>,
+    /// Reloads the modules from their directory, if the host has one.
+    pub reloader: Option<Arc<Reloader>>,
     /// Files the last reload could not load, one line each.
     load_errors: Arc<Mutex<Vec<String>>>,
 }
@@ -66,8 +80,16 @@ impl App {
         Self {
             host,
             config: Arc::new(config),
+            reloader: None,
             load_errors: Arc::default(),
         }
+    }
+
+    /// Lets the server reload its modules from `dir` (on demand, and on
+    /// changes when [`ServerConfig::watch`] is set).
+    pub fn with_reloader(mut self, runtime: Runtime, dir: PathBuf) -> Self {
+        self.reloader = Some(Arc::new(Reloader::new(runtime, dir)));
+        self
     }
 
     pub fn load_errors(&self) -> Vec<String> {
@@ -75,6 +97,10 @@ impl App {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub(crate) fn set_load_errors(&self, errors: Vec<String>) {
+        *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
     }
 }
 
@@ -99,6 +125,14 @@ pub fn router(app: App) -> Router {
             get(routes::events).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/admin/reload",
+            post(routes::reload).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            get(routes::metrics).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/healthz",
             get(routes::healthz).fallback(routes::method_not_allowed),
         )
@@ -108,11 +142,31 @@ pub fn router(app: App) -> Router {
         )
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(access_log))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
         ))
         .with_state(app)
+}
+
+/// One line per request at debug level, target `eshost::access`
+/// (`RUST_LOG=info,eshost::access=debug` shows them).
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        target: "eshost::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    response
 }
 
 /// Why the server stopped badly.
@@ -128,12 +182,22 @@ pub enum ServeError {
 /// the module doc).
 pub async fn serve(
     listener: TcpListener,
-    host: Host,
-    config: ServerConfig,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let shutdown_timeout = config.shutdown_timeout;
-    let app = App::new(host.clone(), config);
+    let shutdown_timeout = app.config.shutdown_timeout;
+    let host = app.host.clone();
+    // Watching ends when the watcher is dropped, at the end of this function.
+    let _watcher = match &app.reloader {
+        Some(reloader) if app.config.watch => match reloader.watch(app.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the modules directory; POST /v1/admin/reload still reloads");
+                None
+            }
+        },
+        _ => None,
+    };
     // When the signal came: the whole drain counts from then.
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(None);
     let signal = async move {

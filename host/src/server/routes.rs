@@ -4,7 +4,7 @@
 use super::App;
 use super::error::ApiError;
 use crate::dispatch::{CommandOutcome, CommandRequest};
-use crate::runtime::modules::AggregateInfo;
+use crate::runtime::modules::{AggregateInfo, ReloadReport};
 use crate::store::RecordedEvent;
 use axum::Json;
 use axum::body::Bytes;
@@ -160,6 +160,19 @@ pub async fn events(
     Ok(Json(EventsPage { events, next_after }))
 }
 
+/// `GET /metrics`: Prometheus' text format.
+pub async fn metrics(State(app): State<App>) -> Response {
+    let text = app.host.render_metrics();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// `GET /healthz`: the process is alive and serving.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -197,6 +210,17 @@ pub async fn readyz(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(readiness)).into_response()
+}
+
+/// `POST /v1/admin/reload`: reload the modules directory now; answers what
+/// changed and what could not be loaded.
+pub async fn reload(State(app): State<App>) -> Result<Json<ReloadReport>, ApiError> {
+    let Some(reloader) = app.reloader.clone() else {
+        return Err(ApiError::not_found(
+            "this server has no modules directory to reload",
+        ));
+    };
+    Ok(Json(reloader.reload(&app).await))
 }
 
 /// Any other path.

@@ -2,7 +2,6 @@
 
 use crate::util::*;
 use eshost::{CommandError, RetryPolicy};
-use std::sync::atomic::Ordering;
 
 /// Two hosts (separate pools and caches, as two processes) race on one item.
 async fn two_hosts_race_and_retry(db: &TestDb) {
@@ -45,8 +44,7 @@ async fn two_hosts_race_and_retry(db: &TestDb) {
         }
     }
     assert_eq!((purchased, rejected), (8, 12));
-    let conflicts =
-        a.stats().conflicts.load(Ordering::Relaxed) + b.stats().conflicts.load(Ordering::Relaxed);
+    let conflicts = a.stats().conflicts.get() + b.stats().conflicts.get();
     assert!(conflicts >= 2, "the burst produced no conflict at all");
 
     let events = a.events(FLASH_SALE, "race").await.unwrap();

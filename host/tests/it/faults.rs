@@ -8,7 +8,6 @@ use crate::util::*;
 use eshost::{Concurrency, Host};
 use sqlx::Connection;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Fails the test rather than hang it.
@@ -56,7 +55,7 @@ async fn terminated_backends_mid_run_lose_and_double_nothing() {
     );
     let transient: u64 = hosts
         .iter()
-        .map(|h| h.stats().transient_retries.load(Ordering::Relaxed))
+        .map(|h| h.stats().transient_retries.get())
         .sum();
     eprintln!("terminated {killed} backends; {transient} store calls retried");
     assert!(transient > 0, "no command met a terminated backend");

@@ -11,6 +11,7 @@ mod idempotent;
 mod loading;
 mod properties;
 mod queued;
+mod reload;
 mod sandbox;
 mod scenario;
 mod server;

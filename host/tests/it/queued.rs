@@ -3,7 +3,6 @@
 
 use crate::util::*;
 use eshost::{CommandError, Concurrency, Refusal, RetryPolicy, demo};
-use std::sync::atomic::Ordering;
 
 /// The reference scenario, queued: no conflict inside one process, every
 /// command answered, batches fewer than commands.
@@ -28,8 +27,8 @@ async fn reference_scenario_queued(db: &TestDb) {
         assert_gapless(&events);
     }
     let stats = host.stats();
-    assert_eq!(stats.conflicts.load(Ordering::Relaxed), 0);
-    let appends = stats.appends.load(Ordering::Relaxed);
+    assert_eq!(stats.conflicts.get(), 0);
+    let appends = stats.appends.get();
     assert!(
         appends < runs * 9,
         "no batching: {appends} appends for {} commands",
@@ -156,7 +155,7 @@ async fn a_queued_host_recovers_from_another_writer(db: &TestDb) {
     );
     assert_eq!(by_a.events[0].sequence, 3);
     assert_eq!(names(&by_a.events), ["ItemPurchased"]);
-    assert_eq!(a.stats().conflicts.load(Ordering::Relaxed), 1);
+    assert_eq!(a.stats().conflicts.get(), 1);
     // And A's state is right afterwards: stock 3 - 1 - 2.
     let late = a.execute(&purchase("shared", "late", 1)).await.unwrap();
     assert_eq!(late.events[0].payload["reason"], "out_of_stock");

@@ -20,10 +20,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(host: Host, config: ServerConfig) -> Self {
+        Self::start_app(server::App::new(host, config)).await
+    }
+
+    pub async fn start_app(app: server::App) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(server::serve(listener, host, config, async move {
+        let done = tokio::spawn(server::serve(listener, app, async move {
             let _ = stopped.await;
         }));
         Self {
@@ -604,6 +608,98 @@ async fn a_token_guards_every_route_but_healthz() {
     assert!(allowed.status.success());
     let listed: Value = serde_json::from_slice(&allowed.stdout).unwrap();
     assert_eq!(listed, serde_json::to_value(modules().describe()).unwrap());
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// `/metrics` counts commands by aggregate, command and outcome, and never
+/// makes a label of a name the host does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commands_by_outcome() {
+    let db = TestDb::sqlite().await;
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(modules(), store, HostOptions::default());
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let path = |command: &str| command_path(FLASH_SALE, "m1", command);
+    let created = post(
+        &client,
+        &server,
+        &path("CreateFlashSale"),
+        None,
+        r#"{"initialStock":1}"#,
+    )
+    .await;
+    assert_eq!(created.0, 200);
+    for buyer in ["a", "b", "c"] {
+        let body = format!(r#"{{"buyerId":"{buyer}","quantity":1}}"#);
+        assert_eq!(
+            post(&client, &server, &path("PurchaseItem"), None, &body)
+                .await
+                .0,
+            200
+        );
+    }
+    let zero = r#"{"buyerId":"z","quantity":0}"#;
+    assert_eq!(
+        post(&client, &server, &path("PurchaseItem"), None, zero)
+            .await
+            .0,
+        422
+    );
+    let stranger = command_path("Made-Up-Name", "x", "Whatever");
+    assert_eq!(post(&client, &server, &stranger, None, "{}").await.0, 404);
+
+    let response = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let purchases = |outcome: &str| {
+        format!(
+            r#"eshost_commands_total{{aggregate="FlashSaleItem",command="PurchaseItem",outcome="{outcome}"}}"#
+        )
+    };
+    assert_eq!(value(&purchases("ok")), 3.0);
+    assert_eq!(value(&purchases("invalid_command")), 1.0);
+    let unknown = r#"eshost_commands_total{aggregate="(unknown)",command="(unknown)",outcome="unknown_aggregate"}"#;
+    assert_eq!(value(unknown), 1.0);
+    assert!(
+        !text.contains("Made-Up-Name"),
+        "a client's text never becomes a label"
+    );
+    assert_eq!(
+        value(r#"eshost_command_seconds_count{aggregate="FlashSaleItem"}"#),
+        5.0
+    );
+    assert_eq!(
+        value("eshost_appends_total"),
+        4.0,
+        "create and three purchases"
+    );
+    assert!(value("eshost_batch_commands_count") >= 1.0);
+    assert!(value(r#"eshost_guest_call_seconds_count{aggregate="FlashSaleItem"}"#) >= 5.0);
+    assert_eq!(value("eshost_aggregates_loaded"), modules().len() as f64);
+    for series in [
+        "eshost_conflicts_total",
+        "eshost_cache_hits_total",
+        "eshost_cache_misses_total",
+        "eshost_queued_commands",
+        "eshost_cached_aggregates",
+        "eshost_guest_calls_running",
+        "eshost_transient_retries_total",
+    ] {
+        value(series);
+    }
     server.stop().await;
     db.cleanup().await;
 }

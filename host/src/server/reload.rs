@@ -1,0 +1,113 @@
+//! Hot reload: the modules directory is watched (the `notify` crate) and
+//! `POST /v1/admin/reload` reloads on demand. A reload compiles what changed
+//! off the async runtime, then switches the host to the new set at once
+//! (see [`Modules::reload_dir`] for what is kept, replaced and refused).
+//! Reloads run one at a time; a burst of file events makes one reload,
+//! after the directory has been quiet for [`QUIET`].
+
+use super::App;
+use crate::runtime::Runtime;
+use crate::runtime::modules::ReloadReport;
+use notify::{RecursiveMode, Watcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc};
+use tracing::{info, warn};
+
+/// How long the directory must be quiet before a reload: a file being
+/// copied in sends many events.
+pub const QUIET: Duration = Duration::from_millis(250);
+
+/// Reloads a host's modules from its directory.
+pub struct Reloader {
+    runtime: Runtime,
+    dir: PathBuf,
+    /// One reload at a time.
+    running: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(runtime: Runtime, dir: PathBuf) -> Self {
+        Self {
+            runtime,
+            dir,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Reloads now: loads what changed, switches the host to the new set
+    /// (unless nothing changed), records the load errors for `/readyz`.
+    pub async fn reload(&self, app: &App) -> ReloadReport {
+        let _one_at_a_time = self.running.lock().await;
+        let current = app.host.modules();
+        let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
+        let reloaded =
+            tokio::task::spawn_blocking(move || current.reload_dir(&runtime, &dir)).await;
+        let (next, report) = match reloaded {
+            Ok(done) => done,
+            Err(e) => {
+                let report = ReloadReport {
+                    errors: vec![format!("the reload panicked: {e}")],
+                    ..ReloadReport::default()
+                };
+                app.set_load_errors(report.errors.clone());
+                return report;
+            }
+        };
+        if report.changed() {
+            app.host.replace_modules(next);
+        }
+        for line in &report.added {
+            info!(aggregate = %line, "reload: added");
+        }
+        for line in &report.replaced {
+            info!(aggregate = %line, "reload: replaced");
+        }
+        for line in &report.removed {
+            info!(aggregate = %line, "reload: removed (its queued commands finish first)");
+        }
+        for error in &report.errors {
+            warn!(%error, "reload: not loaded; the running version keeps serving");
+        }
+        app.set_load_errors(report.errors.clone());
+        report
+    }
+
+    /// Watches the directory and reloads after changes, until the returned
+    /// watcher is dropped.
+    pub fn watch(self: &Arc<Self>, app: App) -> notify::Result<notify::RecommendedWatcher> {
+        let (changed, mut changes) = mpsc::channel::<()>(1);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let touches_a_module = match &event {
+                    Ok(event) => event
+                        .paths
+                        .iter()
+                        .any(|p| p.extension().is_some_and(|ext| ext == "wasm")),
+                    Err(_) => true,
+                };
+                if touches_a_module {
+                    // Full means a reload is already due: nothing is lost.
+                    let _ = changed.try_send(());
+                }
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        let reloader = self.clone();
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                // Wait for the directory to be quiet.
+                loop {
+                    match tokio::time::timeout(QUIET, changes.recv()).await {
+                        Ok(Some(())) => continue,
+                        Ok(None) => return,
+                        Err(_quiet) => break,
+                    }
+                }
+                reloader.reload(&app).await;
+            }
+        });
+        info!(dir = %self.dir.display(), "watching the modules directory");
+        Ok(watcher)
+    }
+}

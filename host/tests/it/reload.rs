@@ -1,0 +1,259 @@
+//! Hot reload while commands flow: a new version of the flash-sale
+//! component dropped into the watched directory mid-run takes over at a
+//! batch boundary of each stream, a broken file changes nothing, a removed
+//! file unloads its aggregate; no command fails.
+
+use crate::server::TestServer;
+use crate::util::*;
+use eshost::runtime::Runtime;
+use eshost::server::{App, ServerConfig};
+use eshost::{Host, HostOptions};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const ITEMS: usize = 20;
+const COMMANDS: usize = 5_000;
+const CALLERS: usize = 64;
+
+/// The same component with a custom section appended: the same logic, a
+/// new digest (a new "version" as far as the host can tell).
+fn new_version(component: &[u8], note: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"eshost-test-note";
+    let mut section = Vec::new();
+    leb(name.len(), &mut section);
+    section.extend_from_slice(name);
+    section.extend_from_slice(note.as_bytes());
+    let mut bytes = component.to_vec();
+    bytes.push(0); // a custom section
+    leb(section.len(), &mut bytes);
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+/// Writes a file the way the README says to: a temporary name, then a rename.
+fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(found) = check().await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_under_load_fails_no_command() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &original);
+    let runtime = Runtime::new();
+    let loaded = runtime.load_dir(dir.path()).unwrap();
+    let old_digest = loaded.get(FLASH_SALE).unwrap().digest.clone();
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(loaded, store, HostOptions::default());
+    let app = App::new(host, ServerConfig::default()).with_reloader(runtime, dir.path().into());
+    let server = TestServer::start_app(app).await;
+    let client = reqwest::Client::new();
+    let command = |id: &str, name: &str| {
+        server.url(&format!(
+            "/v1/aggregates/FlashSaleItem/{id}/commands/{name}"
+        ))
+    };
+    for n in 0..ITEMS {
+        let created = client
+            .post(command(&format!("r{n}"), "CreateFlashSale"))
+            .body(format!(r#"{{"initialStock":{COMMANDS}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 200);
+    }
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (client, next, answered) = (client.clone(), next.clone(), answered.clone());
+            let urls: Vec<String> = (0..ITEMS)
+                .map(|n| command(&format!("r{n}"), "PurchaseItem"))
+                .collect();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= COMMANDS {
+                        return failed;
+                    }
+                    let response = client
+                        .post(&urls[n % ITEMS])
+                        .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
+                        .send()
+                        .await
+                        .unwrap();
+                    if response.status().as_u16() != 200 {
+                        failed.push(response.text().await.unwrap());
+                    }
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // A third of the way in: a new version.
+    while answered.load(Ordering::Relaxed) < COMMANDS / 3 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let upgraded = new_version(&original, "v2");
+    drop_in(dir.path(), "flash-sale.wasm", &upgraded);
+    let listing = server.url("/v1/aggregates");
+    let new_digest = poll("the new version to be loaded", async || {
+        let listed: Value = client.get(&listing).send().await.ok()?.json().await.ok()?;
+        let digest = listed[0]["digest"]
+            .as_str()?
+            .trim_start_matches("sha256:")
+            .to_string();
+        (digest != old_digest).then_some(digest)
+    })
+    .await;
+    let switched_at = answered.load(Ordering::Relaxed);
+    // Two thirds in: a broken file.
+    while answered.load(Ordering::Relaxed) < 2 * COMMANDS / 3 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop_in(dir.path(), "broken.wasm", b"\0asm not a component at all");
+    let readyz = server.url("/readyz");
+    let ready: Value = poll("the broken file to be reported", async || {
+        let ready: Value = client.get(&readyz).send().await.ok()?.json().await.ok()?;
+        (!ready["load_errors"].as_array()?.is_empty()).then_some(ready)
+    })
+    .await;
+    assert_eq!(
+        ready["ready"], true,
+        "the running version keeps serving: {ready}"
+    );
+    assert!(
+        ready["load_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.wasm"),
+        "{ready}"
+    );
+
+    let mut failed = Vec::new();
+    for caller in callers {
+        failed.extend(caller.await.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {}",
+        failed.len(),
+        failed[0]
+    );
+    assert!(switched_at < COMMANDS, "the switch came mid-run");
+
+    // Per stream, the old digest until one batch, the new one from the next.
+    let reader = Host::with_options(
+        modules(),
+        eshost::store::open(&db.url).await.unwrap(),
+        HostOptions::default(),
+    );
+    let (mut old_events, mut new_events) = (0, 0);
+    for n in 0..ITEMS {
+        let stream = reader.events(FLASH_SALE, &format!("r{n}")).await.unwrap();
+        assert_gapless(&stream);
+        assert_eq!(stream.len(), 1 + COMMANDS / ITEMS);
+        let digests: Vec<&str> = stream
+            .iter()
+            .map(|e| e.metadata["componentDigest"].as_str().unwrap())
+            .collect();
+        let switch = digests
+            .iter()
+            .position(|d| *d == new_digest)
+            .unwrap_or(digests.len());
+        assert!(
+            digests[..switch].iter().all(|d| *d == old_digest),
+            "r{n}: {digests:?}"
+        );
+        assert!(
+            digests[switch..].iter().all(|d| *d == new_digest),
+            "r{n}: old after new"
+        );
+        old_events += switch;
+        new_events += digests.len() - switch;
+    }
+    assert!(
+        old_events > ITEMS && new_events > 0,
+        "{old_events} old, {new_events} new"
+    );
+
+    // On demand: nothing changed but the broken file, still reported.
+    let reload = server.url("/v1/admin/reload");
+    let report: Value = client
+        .post(&reload)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["unchanged"].as_array().unwrap().len(), 1, "{report}");
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.wasm"),
+        "{report}"
+    );
+    // A removed file unloads its aggregate (the watcher and this reload
+    // may race; either does it).
+    std::fs::remove_file(dir.path().join("flash-sale.wasm")).unwrap();
+    std::fs::remove_file(dir.path().join("broken.wasm")).unwrap();
+    let report: Value = client
+        .post(&reload)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let listed: Value = client
+        .get(&listing)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let gone = client
+        .post(command("r0", "PurchaseItem"))
+        .body(r#"{"buyerId":"late","quantity":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+    server.stop().await;
+    db.cleanup().await;
+}
