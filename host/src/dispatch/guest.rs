@@ -116,16 +116,21 @@ impl Shared {
         Ok(aggregate)
     }
 
-    /// Decides one command.
+    /// Applies `unseen` recorded events (if any), then decides one command:
+    /// one hop to the pool for both, so a retry after a conflict costs one.
     pub(super) async fn decide(
         &self,
         aggregate: Hydrated,
+        unseen: Vec<RecordedEvent>,
         command: &str,
         payload: &str,
     ) -> Result<(Hydrated, Decided), GuestError> {
         let (command, payload) = (command.to_string(), payload.to_string());
-        self.with_instance(aggregate, move |a| a.decide(&command, &payload))
-            .await
+        self.with_instance(aggregate, move |a| {
+            a.apply_recorded(&unseen)?;
+            a.decide(&command, &payload)
+        })
+        .await
     }
 
     /// Decides `commands` (name, payload) one after another, applying each

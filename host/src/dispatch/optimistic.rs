@@ -15,12 +15,16 @@ impl Shared {
         let stream = &prepared.stream;
         let (mut aggregate, mut up_to_date) = self.checkout(&prepared).await?;
         let mut retries = 0;
+        // Events recorded since the instance's version, applied with the
+        // next decision.
+        let mut unseen = Vec::new();
         loop {
             // A guest error means the instance may have trapped: it is
             // dropped, never cached.
             let decided;
+            let applying = std::mem::take(&mut unseen);
             (aggregate, decided) = self
-                .decide(aggregate, &prepared.command, &prepared.payload)
+                .decide(aggregate, applying, &prepared.command, &prepared.payload)
                 .await?;
             // An outcome that records nothing is not guarded by the unique key,
             // so it must be decided against the latest stream: a cached
@@ -96,7 +100,10 @@ impl Shared {
                     let delay = self.retry.backoff(retries);
                     debug!(%stream, retries, ?delay, "conflict; retrying");
                     tokio::time::sleep(delay).await;
-                    (aggregate, _) = self.catch_up(aggregate, stream).await?;
+                    let after = aggregate.version;
+                    unseen = self
+                        .patiently("load", || self.store.load(stream, after))
+                        .await?;
                     up_to_date = true;
                 }
                 Err(other) => {

@@ -30,7 +30,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_retries: 5,
-            base_delay: Duration::from_millis(4),
+            base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(250),
             // Up to about 11 s of waiting in all: enough to ride out a
             // database restart.
