@@ -1,4 +1,4 @@
-//! The reference scenario from DESIGN.md, repeated.
+//! The reference scenario (README, "What the demo shows"), repeated.
 
 use crate::util::*;
 use eshost::{RetryPolicy, demo};
