@@ -3,7 +3,9 @@
 //! - `build-guests`: compiles every guest crate for `wasm32-unknown-unknown`
 //!   and wraps each core module into a component in `target/modules/` (test
 //!   fixtures in `target/fixtures/`).
-//! - `test [ARGS]`: `build-guests`, then `cargo test --workspace [ARGS]`.
+//! - `test [ARGS]`: `build-guests`, installs schemathesis (the API
+//!   conformance test runs it) into `target/tools/`, then
+//!   `cargo test --workspace [ARGS]`.
 //! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
 //!
 //! The wasm32 standard library comes from rustup when the target is installed
@@ -50,8 +52,12 @@ fn run_task() -> Result<()> {
         "build-guests" => build_guests().map(|_| ()),
         "test" => {
             build_guests()?;
+            let schemathesis = schemathesis()?;
             let mut cargo = cargo();
-            cargo.args(["test", "--workspace"]).args(&rest);
+            cargo
+                .args(["test", "--workspace"])
+                .args(&rest)
+                .env("ESHOST_SCHEMATHESIS", schemathesis);
             run(&mut cargo)
         }
         "demo" => {
@@ -79,6 +85,26 @@ fn run_task() -> Result<()> {
             std::process::exit(2);
         }
     }
+}
+
+/// The schemathesis version the API conformance test runs, from PyPI.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Installs schemathesis into its own virtual environment under
+/// `target/tools/` (once; kept between runs) and returns its executable.
+fn schemathesis() -> Result<PathBuf> {
+    let venv = workspace_root().join("target/tools/schemathesis");
+    let executable = venv.join("bin/schemathesis");
+    let stamp = venv.join("installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == SCHEMATHESIS) && executable.exists() {
+        return Ok(executable);
+    }
+    eprintln!("xtask: installing {SCHEMATHESIS} into {}", venv.display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("python3 -m venv (Debian: apt-get install python3-venv)")?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS]))?;
+    std::fs::write(&stamp, SCHEMATHESIS)?;
+    Ok(executable)
 }
 
 fn workspace_root() -> PathBuf {

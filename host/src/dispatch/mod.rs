@@ -83,7 +83,7 @@ impl CommandRequest {
 }
 
 /// What a command did.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CommandOutcome {
     pub command_id: String,
     /// The events appended, with their sequence numbers. May be empty.

@@ -22,12 +22,13 @@ fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// What a loaded aggregate is, as `eshost aggregates --json` and
 /// `GET /v1/aggregates` show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AggregateInfo {
     pub name: String,
     pub version: String,
     /// `sha256:` and the component file's digest.
     pub digest: String,
+    #[schema(value_type = String)]
     pub file: PathBuf,
     pub commands: Vec<String>,
     /// In name order.
@@ -118,7 +119,7 @@ impl Modules {
 
 /// What a reload did, by aggregate: `Name version (file)` lines, and one
 /// line per file that could not be loaded.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ReloadReport {
     pub added: Vec<String>,
     /// `Name old-version -> new-version (file)`: a new component digest.

@@ -4,6 +4,7 @@
 //! - [`error`]: error kinds and statuses, as JSON.
 //! - [`auth`]: the bearer tokens.
 //! - [`reload`]: hot reload of the modules directory.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
 //! [`serve`] takes a bound listener and a shutdown future (the caller owns
 //! both, so tests bind port 0 and stop the server when they like). When the
@@ -13,6 +14,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod reload;
 pub mod routes;
 
@@ -127,6 +129,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/admin/reload",
             post(routes::reload).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(openapi::openapi_json).fallback(routes::method_not_allowed),
         )
         .route(
             "/metrics",

@@ -2,7 +2,7 @@
 //! Handlers are thin: read the request, call the [`Host`], shape the answer.
 
 use super::App;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::dispatch::{CommandOutcome, CommandRequest};
 use crate::runtime::modules::{AggregateInfo, ReloadReport};
 use crate::store::RecordedEvent;
@@ -24,7 +24,7 @@ pub const DEFAULT_PAGE: u64 = 1_000;
 pub const MAX_PAGE: u64 = 10_000;
 
 /// `GET /v1/aggregates/{aggregate}/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct StateAnswer {
     pub aggregate: String,
     pub id: String,
@@ -35,7 +35,7 @@ pub struct StateAnswer {
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}/events`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EventsPage {
     pub events: Vec<RecordedEvent>,
     /// `after` for the next page; absent on the last page.
@@ -43,13 +43,51 @@ pub struct EventsPage {
     pub next_after: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Only events with a greater sequence number; 0 (the default) reads
+    /// from the first.
     after: Option<u64>,
+    /// At most this many events (1 to 10,000; default 1,000).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<u64>,
 }
 
 /// `POST /v1/aggregates/{aggregate}/{id}/commands/{command}`.
+#[utoipa::path(
+    post,
+    path = "/v1/aggregates/{aggregate}/{id}/commands/{command}",
+    operation_id = "execute_command",
+    summary = "Run a command on one aggregate",
+    description = "The aggregate's component decides; its events are appended under the command's id. \
+        Every answer, success or error, carries `command_id`: resending with it as `Idempotency-Key` \
+        is answered with the recorded outcome and never runs the command twice.",
+    params(
+        ("aggregate" = String, Path, description = "The aggregate type, as `GET /v1/aggregates` lists it", example = "FlashSaleItem"),
+        ("id" = String, Path, description = "The aggregate's id (one stream)", example = "sku-1"),
+        ("command" = String, Path, description = "The command's name", example = "PurchaseItem"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The command id; the host makes one when absent"),
+        ("X-Correlation-Id" = Option<String>, Header, description = "Recorded in every event's metadata"),
+        ("X-Causation-Id" = Option<String>, Header, description = "Recorded in every event's metadata"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "The command's payload; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "Recorded (or recorded earlier, `replayed`)", body = CommandOutcome),
+        (status = 400, description = "A malformed path or header", body = ErrorBody),
+        (status = 404, description = "`unknown_aggregate` or `unknown_command`", body = ErrorBody),
+        (status = 409, description = "`precondition_failed`, or `conflict` after every retry", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_payload`, `invalid_command`, `invalid_id` or `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`overloaded`: the aggregate's queue is full", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "`guest_fault` (nothing recorded) or `internal`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `shutting_down`; resend with the same key", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 504, description = "`timeout`: outcome unknown; resend with the same key", body = ErrorBody),
+    ),
+    tag = "commands"
+)]
 pub async fn command(
     State(app): State<App>,
     path: Result<Path<(String, String, String)>, PathRejection>,
@@ -108,11 +146,39 @@ fn body_error(error: BytesRejection) -> ApiError {
 }
 
 /// `GET /v1/aggregates`.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates",
+    operation_id = "list_aggregates",
+    summary = "The loaded aggregate types, their versions, commands and events",
+    responses((status = 200, description = "One entry per loaded component", body = Vec<AggregateInfo>)),
+    tag = "aggregates"
+)]
 pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
     Json(app.host.modules().describe())
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{aggregate}/{id}",
+    operation_id = "get_state",
+    summary = "One aggregate's state, as its component renders it",
+    params(
+        ("aggregate" = String, Path, description = "The aggregate type", example = "FlashSaleItem"),
+        ("id" = String, Path, description = "The aggregate's id", example = "sku-1"),
+    ),
+    responses(
+        (status = 200, description = "The state and the version it includes", body = StateAnswer),
+        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 404, description = "`unknown_aggregate`", body = ErrorBody),
+        (status = 422, description = "`invalid_id`", body = ErrorBody),
+        (status = 500, description = "`guest_fault`: the component could not rebuild or render the state", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    tag = "aggregates"
+)]
 pub async fn state(
     State(app): State<App>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -135,6 +201,26 @@ pub async fn state(
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M`.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{aggregate}/{id}/events",
+    operation_id = "list_events",
+    summary = "One aggregate's events, a page at a time, oldest first",
+    params(
+        ("aggregate" = String, Path, description = "The aggregate type", example = "FlashSaleItem"),
+        ("id" = String, Path, description = "The aggregate's id", example = "sku-1"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of events; `next_after` when more follow", body = EventsPage),
+        (status = 400, description = "A malformed path or query", body = ErrorBody),
+        (status = 404, description = "`unknown_aggregate`", body = ErrorBody),
+        (status = 422, description = "`invalid_id`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    tag = "aggregates"
+)]
 pub async fn events(
     State(app): State<App>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -161,6 +247,14 @@ pub async fn events(
 }
 
 /// `GET /metrics`: Prometheus' text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Metrics in Prometheus' text format",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+    tag = "operations"
+)]
 pub async fn metrics(State(app): State<App>) -> Response {
     let text = app.host.render_metrics();
     (
@@ -174,14 +268,30 @@ pub async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// `GET /healthz`: the process is alive and serving.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness: the process is serving (never needs a token)",
+    responses((status = 200, description = "Alive", body = Health)),
+    security(()),
+    tag = "operations"
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always "ok".
+    pub status: &'static str,
 }
 
 /// `GET /readyz`: ready to take commands: the store answers and modules are
 /// loaded. Lists the files the last reload could not load (the versions
 /// already running keep serving).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     /// "ok", or why the store did not answer.
@@ -190,6 +300,17 @@ pub struct Readiness {
     pub load_errors: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness: the store answers and modules are loaded",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready (store down, nothing loaded, or draining)", body = Readiness),
+    ),
+    tag = "operations"
+)]
 pub async fn readyz(State(app): State<App>) -> Response {
     let store = match tokio::time::timeout(std::time::Duration::from_secs(2), app.host.ping()).await
     {
@@ -214,6 +335,17 @@ pub async fn readyz(State(app): State<App>) -> Response {
 
 /// `POST /v1/admin/reload`: reload the modules directory now; answers what
 /// changed and what could not be loaded.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reload",
+    operation_id = "reload",
+    summary = "Reload the modules directory now",
+    responses(
+        (status = 200, description = "What changed, and the files that could not be loaded", body = ReloadReport),
+        (status = 404, description = "The server has no modules directory", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 pub async fn reload(State(app): State<App>) -> Result<Json<ReloadReport>, ApiError> {
     let Some(reloader) = app.reloader.clone() else {
         return Err(ApiError::not_found(

@@ -49,7 +49,7 @@ pub struct NewEvent {
 }
 
 /// An event as the store holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordedEvent {
     /// Global position, increasing across all streams.
     pub position: i64,
