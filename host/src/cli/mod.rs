@@ -504,7 +504,7 @@ async fn run_bench(
     };
     if !json {
         println!(
-            "{:<15} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>12}",
+            "{:<15} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>12}",
             "scenario",
             "mode",
             "commands",
@@ -513,6 +513,7 @@ async fn run_bench(
             "p50 ms",
             "p99 ms",
             "retry/cmd",
+            "cmd/append",
             "failed",
             "oversold",
             "baseline/s"
@@ -524,7 +525,7 @@ async fn run_bench(
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<15} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>6} {:>8} {:>12.0}",
+                    "{:<15} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>6} {:>8} {:>12.0}",
                     line.scenario,
                     line.mode,
                     line.commands,
@@ -533,6 +534,7 @@ async fn run_bench(
                     line.p50_ms,
                     line.p99_ms,
                     line.retries_per_command,
+                    line.commands_per_append,
                     line.failed,
                     line.oversold,
                     line.baseline_inserts_per_s

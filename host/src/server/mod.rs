@@ -23,6 +23,7 @@ use crate::runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use reload::Reloader;
 use std::future::Future;
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ impl App {
 /// The API's routes.
 pub fn router(app: App) -> Router {
     let body_limit = app.config.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route(
             "/v1/aggregates/{aggregate}/{id}/commands/{command}",
             post(routes::command).fallback(routes::method_not_allowed),
@@ -148,12 +149,17 @@ pub fn router(app: App) -> Router {
         )
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(access_log))
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(axum::middleware::from_fn(access_log));
+    // Without tokens there is nothing to check: no layer, no cost.
+    let router = if app.config.token.is_some() || app.config.admin_token.is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
         ))
-        .with_state(app)
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// One line per request at debug level, target `eshost::access`
@@ -162,6 +168,9 @@ async fn access_log(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if !tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -211,6 +220,12 @@ pub async fn serve(
         info!("shutting down: no new connections; finishing the requests accepted");
         let _ = signalled_tx.send(Some(Instant::now()));
     };
+    // Answers are small and written whole: send them at once.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
     let overdue = async {
         let _ = signalled.wait_for(Option::is_some).await;

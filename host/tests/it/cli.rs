@@ -534,6 +534,33 @@ fn bench_sample_reports_both_modes_as_json_lines() {
     }
 }
 
+/// The HTTP scenario drives a real server over sockets: every command is
+/// answered, none fails, nothing is oversold, and batching shows.
+#[test]
+fn bench_over_http_answers_every_command() {
+    let ws = Workspace::new();
+    let args = [
+        "bench",
+        "--scenario",
+        "http-hot-item",
+        "--callers",
+        "32",
+        "--json",
+    ];
+    let lines = json_lines(&ok(ws.run(&args)));
+    let modes: Vec<_> = lines.iter().map(|l| l["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["queued", "http"]);
+    for line in &lines {
+        assert_eq!(line["commands"], 2000, "{line}");
+        assert_eq!(line["failed"], 0, "{line}");
+        assert_eq!(line["oversold"], false, "{line}");
+        assert!(
+            line["commands_per_append"].as_f64().unwrap() >= 1.0,
+            "{line}"
+        );
+    }
+}
+
 /// `eshost exec` twice with one `--command-id` appends once and prints the
 /// same events both times.
 fn exec_twice_with_one_command_id(database_url: &str) {

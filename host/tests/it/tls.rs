@@ -1,6 +1,7 @@
 //! PostgreSQL over TLS: `sslmode=require` encrypts the store's connections,
 //! and `verify-full` checks the server's certificate against `sslrootcert`
-//! (or the system's roots), as managed databases ask.
+//! (or the system's roots), as managed databases ask. Without `sslmode`, a
+//! loopback server is reached in the clear.
 //!
 //! The local server must have `ssl = on` (Debian's PostgreSQL does, with its
 //! self-signed "snakeoil" certificate for `localhost`).
@@ -87,5 +88,33 @@ async fn verify_full_checks_the_certificate_and_the_name() {
     assert!(error.contains("not valid for name"), "{error}");
     assert!(!error.contains('\n'), "{error}");
 
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_without_sslmode_is_plain() {
+    let db = TestDb::postgres().await;
+    assert!(
+        !db.url.contains("sslmode="),
+        "DATABASE_URL names an sslmode"
+    );
+    let name = format!("eshost-plain-{}", uuid::Uuid::new_v4().simple());
+    let (url, mut plain) = with_params(&db, &format!("application_name={name}")).await;
+    let store = eshost::store::open(&url).await.unwrap();
+    let host = Host::with_options(modules(), store, HostOptions::default());
+    host.execute(&create("plain-1", 1)).await.unwrap();
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.application_name = $1 AND s.ssl",
+    )
+    .bind(&name)
+    .fetch_one(&mut plain)
+    .await
+    .unwrap();
+    assert_eq!(
+        encrypted, 0,
+        "TLS over loopback costs CPU and protects nothing"
+    );
+    drop(host);
     db.cleanup().await;
 }

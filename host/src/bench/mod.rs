@@ -2,6 +2,8 @@
 //! next to the database's own limit measured in the same run (a plain
 //! single-row INSERT-and-commit loop at the same concurrency).
 
+mod http;
+
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{Budget, Hydrated, LoadedComponent, Modules};
 use crate::store::{self, NewCommand, NewEvent, StreamId};
@@ -44,10 +46,8 @@ pub enum BenchError {
     Refused(crate::error::Refusal),
     #[error("a benchmark task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("the benchmark's server: {0}")]
-    Serve(#[from] std::io::Error),
-    #[error("the benchmark's client: {0}")]
-    Client(#[from] crate::client::ClientError),
+    #[error("the benchmark's server or its connections: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// One scenario, in one mode: one line of output.
@@ -61,6 +61,8 @@ pub struct BenchLine {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub retries_per_command: f64,
+    /// Commands per append: how well batching worked (1 where it does not apply).
+    pub commands_per_append: f64,
     pub failed: usize,
     /// True if any sale sold more than its stock.
     pub oversold: bool,
@@ -127,7 +129,7 @@ async fn over_http(
     (sales, stock, purchases): (usize, u64, usize),
     callers: usize,
 ) -> Result<Vec<BenchLine>, BenchError> {
-    let baseline = baseline_inserts(url, callers.min(64), Duration::from_secs(2)).await?;
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
     let mut lines = Vec::new();
     for mode in ["queued", "http"] {
         let store = store::open(url).await?;
@@ -135,14 +137,13 @@ async fn over_http(
         let (driver, server) = match mode {
             "http" => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let base = format!("http://{}", listener.local_addr()?);
+                let address = listener.local_addr()?;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let app = crate::server::App::new(host.clone(), Default::default());
                 let serving = tokio::spawn(crate::server::serve(listener, app, async move {
                     let _ = stopped.await;
                 }));
-                let client = crate::client::Client::new(&base, None)?;
-                (Driver::Http(client), Some((stop, serving)))
+                (Driver::Http(address), Some((stop, serving)))
             }
             _ => (Driver::InProcess(host.clone()), None),
         };
@@ -165,23 +166,36 @@ async fn over_http(
 #[derive(Clone)]
 enum Driver {
     InProcess(Host),
-    Http(crate::client::Client),
+    /// `eshost serve` at this address.
+    Http(std::net::SocketAddr),
+}
+
+/// One caller's way to send: the host itself, or its own connection.
+enum Caller {
+    InProcess(Host),
+    Http(http::Connection),
 }
 
 impl Driver {
+    /// A caller, connected (HTTP) before the clock starts.
+    async fn caller(&self) -> Result<Caller, BenchError> {
+        Ok(match self {
+            Self::InProcess(host) => Caller::InProcess(host.clone()),
+            Self::Http(server) => Caller::Http(http::Connection::open(*server).await?),
+        })
+    }
+}
+
+impl Caller {
     /// Sends one command; the conflict retries it took, or why it failed.
-    async fn execute(&self, request: &CommandRequest) -> Result<u32, String> {
+    async fn execute(&mut self, request: &CommandRequest) -> Result<u32, String> {
         match self {
             Self::InProcess(host) => host
                 .execute(request)
                 .await
                 .map(|o| o.retries)
                 .map_err(|e| e.to_string()),
-            Self::Http(client) => client
-                .execute(request)
-                .await
-                .map(|o| o.retries)
-                .map_err(|e| e.to_string()),
+            Self::Http(connection) => connection.execute(request).await,
         }
     }
 }
@@ -211,11 +225,16 @@ async fn purchases_run(
         .await?;
     }
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    // Every caller connects first (HTTP), then all start together.
+    let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
     let workers: Vec<_> = (0..callers)
         .map(|_| {
-            let (driver, ids, next) = (driver.clone(), ids.clone(), next.clone());
+            let (driver, ids, next, start) =
+                (driver.clone(), ids.clone(), next.clone(), start.clone());
             tokio::spawn(async move {
+                let caller = driver.caller().await;
+                start.wait().await;
+                let mut caller = caller?;
                 let mut latencies = Vec::new();
                 let (mut retries, mut failed) = (0u64, 0usize);
                 loop {
@@ -228,7 +247,7 @@ async fn purchases_run(
                     let id = &ids[n % ids.len()];
                     let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
                     let sent = Instant::now();
-                    match driver.execute(&request).await {
+                    match caller.execute(&request).await {
                         Ok(retried) => retries += u64::from(retried),
                         Err(error) => {
                             failed += 1;
@@ -237,18 +256,22 @@ async fn purchases_run(
                     }
                     latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 }
-                (latencies, retries, failed)
+                Ok::<_, BenchError>((latencies, retries, failed))
             })
         })
         .collect();
+    start.wait().await;
+    let started = Instant::now();
+    let appends_before = host.stats().appends.get();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
     for worker in workers {
-        let (l, r, f) = worker.await?;
+        let (l, r, f) = worker.await??;
         latencies.extend(l);
         retries += r;
         failed += f;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let appends = host.stats().appends.get() - appends_before;
 
     let mut oversold = false;
     for id in ids.iter() {
@@ -266,6 +289,7 @@ async fn purchases_run(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         retries_per_command: retries as f64 / purchases as f64,
+        commands_per_append: purchases as f64 / appends.max(1) as f64,
         failed,
         oversold,
         baseline_inserts_per_s: 0.0,
@@ -350,6 +374,7 @@ async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, Bench
             p50_ms: percentile(&millis, 0.50),
             p99_ms: percentile(&millis, 0.99),
             retries_per_command: 0.0,
+            commands_per_append: 1.0,
             failed,
             oversold: false,
             baseline_inserts_per_s: 0.0,
@@ -379,6 +404,7 @@ fn guest_cost(modules: &Modules) -> Result<Vec<BenchLine>, BenchError> {
         p50_ms: percentile(&micros, 0.50) / 1000.0,
         p99_ms: percentile(&micros, 0.99) / 1000.0,
         retries_per_command: 0.0,
+        commands_per_append: 1.0,
         failed: 0,
         oversold: false,
         baseline_inserts_per_s: 0.0,
@@ -433,9 +459,11 @@ async fn baseline_inserts(
         let id = "id INTEGER PRIMARY KEY AUTOINCREMENT";
         baseline_on(pool, id, callers, duration).await
     } else {
+        // The store's own settings; PostgreSQL refuses more than about 100
+        // connections, so at most 64.
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(callers as u32)
-            .connect(url)
+            .max_connections(callers.min(64) as u32)
+            .connect_with(store::PostgresStore::connect_options(url)?)
             .await?;
         baseline_on(pool, "id BIGSERIAL PRIMARY KEY", callers, duration).await
     }
