@@ -30,6 +30,7 @@ run() {
     "${client[@]}" exec FlashSaleItem "$item" CreateFlashSale '{"initialStock":1000}' >/dev/null
     local start end
     start=$(date +%s%N)
+    local pids=()
     for p in $(seq 1 $processes); do
         (
             for n in $(seq 1 $per_process); do
@@ -38,8 +39,10 @@ run() {
                     echo x >>"$work/failed-$p"
             done
         ) &
+        pids+=($!)
     done
-    wait
+    # Only the senders: a plain `wait` would also wait for the server.
+    wait "${pids[@]}"
     end=$(date +%s%N)
     local failed bought
     failed=$( (cat "$work"/failed-* 2>/dev/null || true) | wc -l)
