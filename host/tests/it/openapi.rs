@@ -6,7 +6,6 @@ use crate::server::TestServer;
 use crate::util::*;
 use eshost::runtime::Runtime;
 use eshost::server::{App, ServerConfig};
-use eshost::{Host, HostOptions};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,8 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
 ];
 
 async fn server_on(db: &TestDb) -> TestServer {
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = Host::with_options(modules(), store, HostOptions::default());
+    let host = db.default_host().await;
     // A sale for the documented examples to find.
     host.execute(&create("sku-1", 1_000)).await.unwrap();
     let app = App::new(host, ServerConfig::default()).with_reloader(Runtime::new(), modules_dir());

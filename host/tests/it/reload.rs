@@ -173,11 +173,7 @@ async fn a_reload_under_load_fails_no_command() {
     assert!(switched_at < COMMANDS, "the switch came mid-run");
 
     // Per stream, the old digest until one batch, the new one from the next.
-    let reader = Host::with_options(
-        modules(),
-        eshost::store::open(&db.url).await.unwrap(),
-        HostOptions::default(),
-    );
+    let reader = db.default_host().await;
     let (mut old_events, mut new_events) = (0, 0);
     for n in 0..ITEMS {
         let stream = reader.events(FLASH_SALE, &format!("r{n}")).await.unwrap();

@@ -88,8 +88,7 @@ fn assert_error(answer: &(u16, Value, reqwest::header::HeaderMap), status: u16, 
 }
 
 async fn http_commands_state_and_events(db: &TestDb) {
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = Host::with_options(modules(), store, HostOptions::default());
+    let host = db.default_host().await;
     let server = TestServer::start(host, ServerConfig::default()).await;
     let client = reqwest::Client::new();
     let create = command_path(FLASH_SALE, "s1", "CreateFlashSale");
@@ -136,14 +135,12 @@ async fn http_commands_state_and_events(db: &TestDb) {
     assert_eq!(last["events"][0]["sequence"], 3);
     assert!(last.get("next_after").is_none(), "{last}");
     let (_, all) = get(&client, &server, events).await;
-    let stored = Host::with_options(
-        modules(),
-        eshost::store::open(&db.url).await.unwrap(),
-        HostOptions::default(),
-    )
-    .events(FLASH_SALE, "s1")
-    .await
-    .unwrap();
+    let stored = db
+        .default_host()
+        .await
+        .events(FLASH_SALE, "s1")
+        .await
+        .unwrap();
     assert_eq!(all["events"], serde_json::to_value(&stored).unwrap());
 
     let (status, listing) = get(&client, &server, "/v1/aggregates").await;
@@ -153,8 +150,7 @@ async fn http_commands_state_and_events(db: &TestDb) {
 }
 
 async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = Host::with_options(modules(), store, HostOptions::default());
+    let host = db.default_host().await;
     let server = TestServer::start(host, ServerConfig::default()).await;
     let client = reqwest::Client::new();
     let path = |command: &str| command_path(FLASH_SALE, "e1", command);
@@ -479,11 +475,7 @@ async fn sigterm_drains_every_accepted_command() {
         accepted.len()
     );
 
-    let host = Host::with_options(
-        modules(),
-        eshost::store::open(&db.url).await.unwrap(),
-        HostOptions::default(),
-    );
+    let host = db.default_host().await;
     let stream = host.events(FLASH_SALE, "drain").await.unwrap();
     assert_gapless(&stream);
     let mut recorded = std::collections::HashMap::<String, usize>::new();
@@ -542,8 +534,7 @@ pub fn wait_with_deadline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_every_route_but_healthz() {
     let db = TestDb::sqlite().await;
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = Host::with_options(modules(), store, HostOptions::default());
+    let host = db.default_host().await;
     let config = ServerConfig {
         token: Some("s3cret".into()),
         ..ServerConfig::default()
@@ -617,8 +608,7 @@ async fn a_token_guards_every_route_but_healthz() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_commands_by_outcome() {
     let db = TestDb::sqlite().await;
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = Host::with_options(modules(), store, HostOptions::default());
+    let host = db.default_host().await;
     let server = TestServer::start(host, ServerConfig::default()).await;
     let client = reqwest::Client::new();
     let path = |command: &str| command_path(FLASH_SALE, "m1", command);

@@ -119,6 +119,14 @@ impl TestDb {
         Arc::new(Host::with_concurrency(modules(), store, retry, mode))
     }
 
+    /// A host with the default options (queued), with its own pool and cache.
+    pub async fn default_host(&self) -> Host {
+        let store = eshost::store::open(&self.url)
+            .await
+            .expect("opening the store");
+        Host::with_options(modules(), store, eshost::HostOptions::default())
+    }
+
     pub async fn cleanup(self) {
         if let Cleanup::PostgresSchema { server, schema } = &self.cleanup {
             let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
