@@ -196,7 +196,8 @@ pub enum CliCommand {
         id: String,
     },
 
-    /// Print an aggregate's current state as JSON.
+    /// Print an aggregate's current state as JSON (exits 1 if it has no
+    /// events).
     #[command(after_help = "Example:\n  eshost state FlashSaleItem s1")]
     State {
         /// Aggregate type, e.g. FlashSaleItem.
@@ -416,17 +417,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             drained(&host, result).await
         }
         CliCommand::State { aggregate, id } => {
-            if let Some(server) = &global.server {
-                let answer = client(global, server)?.state(&aggregate, &id).await?;
-                println!("{}", answer.state);
-                return Ok(());
+            let (state, version) = match &global.server {
+                Some(server) => {
+                    let answer = client(global, server)?.state(&aggregate, &id).await?;
+                    (answer.state.to_string(), answer.version)
+                }
+                None => {
+                    let host = global.host(RetryPolicy::default()).await?;
+                    let result = host
+                        .render(&aggregate, &id)
+                        .await
+                        .map_err(anyhow::Error::from);
+                    drained(&host, result).await?
+                }
+            };
+            // A default state for a stream with no events would look like a
+            // real aggregate; say what is true instead.
+            if version == 0 {
+                anyhow::bail!("{aggregate} {id} has no events: it was never created");
             }
-            let host = global.host(RetryPolicy::default()).await?;
-            let result = host
-                .state(&aggregate, &id)
-                .await
-                .map_err(anyhow::Error::from);
-            let state = drained(&host, result).await?;
             println!("{state}");
             Ok(())
         }
@@ -605,6 +614,11 @@ async fn exec(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
     };
     match result {
         Ok(outcome) => {
+            if outcome.replayed {
+                eprintln!(
+                    "command id {command_id} was already recorded: nothing appended; its events follow"
+                );
+            }
             for event in &outcome.events {
                 println!("{}", serde_json::to_string(event)?);
             }

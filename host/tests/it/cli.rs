@@ -153,6 +153,12 @@ fn sqlite_by_default_in_an_empty_folder() {
 
     let state: serde_json::Value =
         serde_json::from_str(&ok(ws.run(&["state", FLASH_SALE, "s1"]))).unwrap();
+    // An aggregate never created has no state to show.
+    let never = fails(ws.run(&["state", FLASH_SALE, "nobody"]), 1);
+    assert!(
+        never.contains("FlashSaleItem nobody has no events"),
+        "{never}"
+    );
     assert_eq!(state["stock"], 1);
     assert_eq!(state["sold"], 2);
     assert_eq!(state["buyers"], serde_json::json!(["ann", "bob"]));
@@ -575,8 +581,15 @@ fn exec_twice_with_one_command_id(database_url: &str) {
         "--command-id",
         "order-42",
     ];
-    let first = exec(&buy);
-    let second = exec(&buy);
+    let first = ws.run(&[&db[..], &["exec", "FlashSaleItem"], &buy[..]].concat());
+    let second = ws.run(&[&db[..], &["exec", "FlashSaleItem"], &buy[..]].concat());
+    let replay_notice = "command id order-42 was already recorded: nothing appended";
+    assert!(!String::from_utf8_lossy(&first.stderr).contains(replay_notice));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains(replay_notice),
+        "{second:?}"
+    );
+    let (first, second) = (ok(first), ok(second));
     assert_eq!(json_lines(&first)[0]["name"], "ItemPurchased");
     assert_eq!(first, second);
     let events = json_lines(&ok(
@@ -613,6 +626,43 @@ fn exec_with_a_repeated_command_id_on_sqlite() {
 async fn exec_with_a_repeated_command_id_on_postgres() {
     let db = TestDb::postgres().await;
     exec_twice_with_one_command_id(&db.url);
+    db.cleanup().await;
+}
+
+/// Twenty one-command processes with `--snapshot-every 1`, in the default
+/// queued mode: each drains before it exits, so each leaves its snapshot and
+/// the latest is at version 20.
+async fn exec_runs_leave_their_snapshots(database_url: &str) {
+    let ws = Workspace::new();
+    let exec = |args: &[&str]| {
+        let global = ["--database-url", database_url, "--snapshot-every", "1"];
+        ok(ws.run(&[&global[..], &["exec", FLASH_SALE, "snap-1"], args].concat()))
+    };
+    exec(&["CreateFlashSale", r#"{"initialStock":100}"#]);
+    for n in 1..20 {
+        exec(&[
+            "PurchaseItem",
+            &format!(r#"{{"buyerId":"b{n}","quantity":1}}"#),
+        ]);
+    }
+    let store = eshost::store::open(database_url).await.unwrap();
+    let digest = modules().get(FLASH_SALE).unwrap().digest.clone();
+    let stream = eshost::StreamId::new(FLASH_SALE, "snap-1");
+    let latest = store.load_snapshot(&stream, &digest).await.unwrap();
+    assert_eq!(latest.map(|s| s.version), Some(20));
+}
+
+#[tokio::test]
+async fn exec_runs_leave_their_snapshots_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    exec_runs_leave_their_snapshots(&url).await;
+}
+
+#[tokio::test]
+async fn exec_runs_leave_their_snapshots_on_postgres() {
+    let db = TestDb::postgres().await;
+    exec_runs_leave_their_snapshots(&db.url).await;
     db.cleanup().await;
 }
 
