@@ -117,7 +117,9 @@ pub trait EventStore: Send + Sync {
         component_digest: &str,
     ) -> Result<Option<Snapshot>, StoreError>;
 
-    /// Stores a snapshot unless one at the same or a later version exists.
+    /// Stores a snapshot unless one at the same or a later version exists,
+    /// and drops the stream's snapshots by other component digests at or
+    /// below its version: after an upgrade they would never be read again.
     async fn save_snapshot(
         &self,
         stream: &StreamId,

@@ -79,6 +79,12 @@ const UPSERT_SNAPSHOT: &str = "
     SET version = EXCLUDED.version, state = EXCLUDED.state, created_at = now()
     WHERE snapshots.version < EXCLUDED.version";
 
+/// After a snapshot is saved: other component versions' snapshots of the
+/// stream at or below its version will never be read again.
+const PRUNE_SNAPSHOTS: &str = "
+    DELETE FROM snapshots
+    WHERE aggregate_name = $1 AND aggregate_id = $2 AND component_digest <> $3 AND version <= $4";
+
 /// An event store in PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -180,14 +186,23 @@ impl EventStore for PostgresStore {
         component_digest: &str,
         snapshot: &Snapshot,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(UPSERT_SNAPSHOT)
             .bind(&stream.aggregate)
             .bind(&stream.id)
             .bind(component_digest)
             .bind(to_i64(snapshot.version))
             .bind(&snapshot.state)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(PRUNE_SNAPSHOTS)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .bind(to_i64(snapshot.version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

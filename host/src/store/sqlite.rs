@@ -67,6 +67,12 @@ const UPSERT_SNAPSHOT: &str = "
         created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
     WHERE snapshots.version < excluded.version";
 
+/// After a snapshot is saved: other component versions' snapshots of the
+/// stream at or below its version will never be read again.
+const PRUNE_SNAPSHOTS: &str = "
+    DELETE FROM snapshots
+    WHERE aggregate_name = ? AND aggregate_id = ? AND component_digest <> ? AND version <= ?";
+
 /// An event store in one SQLite file. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -157,14 +163,23 @@ impl EventStore for SqliteStore {
         component_digest: &str,
         snapshot: &Snapshot,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(UPSERT_SNAPSHOT)
             .bind(&stream.aggregate)
             .bind(&stream.id)
             .bind(component_digest)
             .bind(to_i64(snapshot.version))
             .bind(&snapshot.state)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(PRUNE_SNAPSHOTS)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .bind(component_digest)
+            .bind(to_i64(snapshot.version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -94,9 +94,41 @@ async fn save_and_read_back(
     store.load_snapshot(stream, digest).await.unwrap().unwrap()
 }
 
+/// A snapshot by one component version supersedes the other versions' ones
+/// at or below its version (after an upgrade they would never be read
+/// again); another version's newer snapshot stays (a rollback may want it).
+async fn a_new_versions_snapshot_prunes_the_old_ones(db: &TestDb) {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let stream = StreamId::new(FLASH_SALE, "pruned");
+    let other = StreamId::new(FLASH_SALE, "untouched");
+    let at = |version: u64| Snapshot {
+        version,
+        state: vec![version as u8],
+    };
+    let version_of = |stream: StreamId, digest: &'static str| {
+        let store = store.clone();
+        async move {
+            let found = store.load_snapshot(&stream, digest).await.unwrap();
+            found.map(|s| s.version)
+        }
+    };
+    store.save_snapshot(&stream, "old", &at(5)).await.unwrap();
+    store.save_snapshot(&other, "old", &at(5)).await.unwrap();
+    // Behind the old version's snapshot: both stay.
+    store.save_snapshot(&stream, "new", &at(3)).await.unwrap();
+    assert_eq!(version_of(stream.clone(), "old").await, Some(5));
+    assert_eq!(version_of(stream.clone(), "new").await, Some(3));
+    // At or past it: the old one goes, on this stream only.
+    store.save_snapshot(&stream, "new", &at(5)).await.unwrap();
+    assert_eq!(version_of(stream.clone(), "old").await, None);
+    assert_eq!(version_of(stream.clone(), "new").await, Some(5));
+    assert_eq!(version_of(other.clone(), "old").await, Some(5));
+}
+
 crate::conformance!(
     snapshots_are_written_every_n_events_and_used,
     a_bad_snapshot_costs_a_replay_not_a_wrong_state,
+    a_new_versions_snapshot_prunes_the_old_ones,
 );
 
 /// The cache keeps at most its capacity; an evicted aggregate is simply
