@@ -148,8 +148,13 @@ pub fn router(app: App) -> Router {
             get(routes::readyz).fallback(routes::method_not_allowed),
         )
         .fallback(routes::fallback)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(access_log));
+        .layer(DefaultBodyLimit::max(body_limit));
+    // The log filter is set once at start: without request logs, no layer.
+    let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
+        router.layer(axum::middleware::from_fn(access_log))
+    } else {
+        router
+    };
     // Without tokens there is nothing to check: no layer, no cost.
     let router = if app.config.token.is_some() || app.config.admin_token.is_some() {
         router.layer(axum::middleware::from_fn_with_state(
@@ -168,9 +173,6 @@ async fn access_log(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
