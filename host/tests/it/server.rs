@@ -499,6 +499,68 @@ async fn sigterm_drains_every_accepted_command() {
 }
 
 /// Reads the server's "listening on" line from its stdout.
+/// With `RUST_LOG=...,eshost::access=debug` and `--log-format json`, each
+/// request is one JSON line on stderr with its method, path and status; by
+/// default there are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_are_json_lines_when_asked_for() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |log_filter: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("ESHOST_MODULES", modules_dir())
+            .env("ESHOST_CACHE_DIR", dir.path())
+            .env("RUST_LOG", log_filter)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = listening_address(&mut child);
+        (child, base)
+    };
+    let mut access_lines = Vec::new();
+    for filter in ["info", "info,eshost::access=debug"] {
+        let (mut child, base) = serve(filter);
+        let answer = reqwest::get(format!("{base}/v1/aggregates/FlashSaleItem/nobody/events"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        assert_eq!(
+            wait_with_deadline(&mut child, Duration::from_secs(20)).code(),
+            Some(0)
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let lines: Vec<Value> = stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        access_lines.push(
+            lines
+                .into_iter()
+                .filter(|l| l["target"] == "eshost::access")
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(access_lines[0].is_empty(), "{:?}", access_lines[0]);
+    let [line] = &access_lines[1][..] else {
+        panic!("one request, one line: {:?}", access_lines[1]);
+    };
+    assert_eq!(line["fields"]["method"], "GET", "{line}");
+    assert_eq!(
+        line["fields"]["path"],
+        "/v1/aggregates/FlashSaleItem/nobody/events"
+    );
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+}
+
 pub fn listening_address(child: &mut std::process::Child) -> String {
     use std::io::BufRead;
     let stdout = child.stdout.take().unwrap();
