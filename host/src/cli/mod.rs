@@ -246,7 +246,8 @@ pub enum CliCommand {
     ///
     /// Scenarios: sample (8 buyers, stock 5), hot-item (2,000 buyers, stock
     /// 1,000, one item), many-items (20,000 purchases over 1,000 items),
-    /// cold-load (one stream of 100,000 events, with and without a snapshot),
+    /// crowd (20,000 buyers, stock 10,000, one item, 1,000 callers, queued
+    /// only), cold-load (one stream of 100,000 events, with and without a snapshot),
     /// guest-cost (decide plus evolve per command, in process, no database),
     /// http-hot-item and http-many-items (in process and through `eshost
     /// serve` on a loopback socket, side by side).
@@ -257,7 +258,8 @@ pub enum CliCommand {
         /// Scenarios to run [default: all].
         #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS))]
         scenarios: Vec<String>,
-        /// Concurrent callers for hot-item and many-items (HTTP: one connection each).
+        /// Concurrent callers for hot-item and many-items (HTTP: one connection
+        /// each); crowd always has 1,000.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         callers: u64,
         /// One JSON object per line.
