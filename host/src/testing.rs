@@ -281,10 +281,39 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
+/// The refusal kinds a case's `error` may name (the WIT `command-error` cases).
+pub const ERROR_KINDS: &[&str] = &[
+    "unknown-command",
+    "invalid-payload",
+    "invalid-command",
+    "precondition-failed",
+];
+
+/// Spec files that could not be used (unreadable, malformed, or naming an
+/// aggregate that is not loaded); each was reported as it was met.
+#[derive(Debug, thiserror::Error)]
+#[error("{broken} of {files} spec files could not be used (see above)")]
+pub struct SpecErrors {
+    pub broken: usize,
+    pub files: usize,
+}
+
 impl SpecFile {
+    /// Parses and checks a spec file. The error may span several lines (a
+    /// TOML error points at the line and column).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: Self = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+        let spec: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        if spec.cases.is_empty() {
+            return Err("no cases: add at least one [[case]]".into());
+        }
         for case in &spec.cases {
+            if let Some(kind) = case.error.as_deref().filter(|k| !ERROR_KINDS.contains(k)) {
+                return Err(format!(
+                    "case {:?}: unknown error kind {kind:?} (known: {})",
+                    case.name,
+                    ERROR_KINDS.join(", ")
+                ));
+            }
             match (&case.then, &case.error) {
                 (Some(_), Some(_)) => {
                     return Err(format!(

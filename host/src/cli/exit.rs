@@ -89,6 +89,9 @@ pub fn code(error: &anyhow::Error) -> u8 {
             _ => REFUSED,
         };
     }
+    if error.downcast_ref::<crate::testing::SpecErrors>().is_some() {
+        return USAGE;
+    }
     if error.downcast_ref::<LoadError>().is_some() || error.downcast_ref::<StoreError>().is_some() {
         return FAILED;
     }

@@ -8,9 +8,9 @@ mod serve;
 use crate::client::Client;
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
-use crate::testing::{SpecFile, run_case};
+use crate::testing::{SpecErrors, SpecFile, run_case};
 use crate::{bench, demo, store};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
@@ -208,7 +208,8 @@ pub enum CliCommand {
 
     /// Run given/when/then spec files against guests in the sandbox, with no
     /// database. Prints each case as ok or FAIL (with a diff), then
-    /// `N passed, M failed`; exits 1 if any case failed.
+    /// `N passed, M failed`; exits 1 if any case failed, 2 if a spec file
+    /// could not be used (reported on stderr; the other files still run).
     #[command(
         after_help = "Example:\n  eshost test guest-flash-sale/tests/flash-sale.spec.toml\n\n\
         A spec file (TOML) names an aggregate and lists cases:\n  \
@@ -459,27 +460,35 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
     let modules = global.modules()?;
-    // Parse every file first: a broken spec fails before any case runs.
-    let mut files = Vec::new();
-    for path in specs {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read spec {}", path.display()))?;
-        let spec = SpecFile::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // A file that cannot be used is reported and skipped: the others still run.
+    let load = |path: &PathBuf| -> std::result::Result<_, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+        let spec = SpecFile::parse(&text)?;
         let component = modules.get(&spec.aggregate).ok_or_else(|| {
-            anyhow!(
-                "{}: unknown aggregate {:?} (loaded: {})",
-                path.display(),
+            format!(
+                "unknown aggregate {:?} (loaded: {})",
                 spec.aggregate,
                 modules.names().collect::<Vec<_>>().join(", ")
             )
         })?;
-        files.push((path, spec, component.clone()));
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (path, spec, component) in &files {
+        Ok((spec, component.clone()))
+    };
+    let (mut passed, mut failed, mut broken) = (0, 0, 0);
+    for path in specs {
+        let (spec, component) = match load(path) {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                broken += 1;
+                eprintln!("{}: spec error:", path.display());
+                for line in why.lines() {
+                    eprintln!("  {line}");
+                }
+                continue;
+            }
+        };
         println!("{}", path.display());
         for case in &spec.cases {
-            match run_case(component, case) {
+            match run_case(&component, case) {
                 None => {
                     passed += 1;
                     println!("  ok    {}", case.name);
@@ -495,6 +504,13 @@ fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
         }
     }
     println!("{passed} passed, {failed} failed");
+    if broken > 0 {
+        return Err(SpecErrors {
+            broken,
+            files: specs.len(),
+        }
+        .into());
+    }
     if failed > 0 {
         bail!("{failed} of {} cases failed", passed + failed);
     }

@@ -69,21 +69,62 @@ fn a_wrong_spec_fails_with_diffs() {
     assert_eq!(stderr.trim(), "error: 3 of 4 cases failed");
 }
 
+/// A spec file that cannot be used exits 2 with the TOML error on its own
+/// lines under the file's name, and does not stop the other files; an empty
+/// file and an unknown error kind are spec errors too.
 #[test]
-fn a_malformed_spec_is_a_one_line_error_naming_the_file() {
+fn a_broken_spec_is_reported_and_the_others_still_run() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("typo.spec.toml");
-    std::fs::write(
-        &spec,
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let typo = write(
+        "typo.spec.toml",
         "aggregate = \"FlashSaleItem\"\n[[case]]\nname = \"x\"\nwhen = { command = \"PurchaseItem\" }\nthen = []\nexpect = 1\n",
-    )
-    .unwrap();
-    let output = eshost_test(&spec);
+    );
+    let empty = write("empty.spec.toml", "aggregate = \"FlashSaleItem\"\n");
+    let kind = write(
+        "kind.spec.toml",
+        "aggregate = \"FlashSaleItem\"\n[[case]]\nname = \"y\"\nwhen = { command = \"PurchaseItem\" }\nerror = \"invalid-comand\"\n",
+    );
+    let good = workspace_root().join("guest-flash-sale/tests/flash-sale.spec.toml");
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .env_remove("DATABASE_URL")
+        .env("ESHOST_CACHE_DIR", cache.path())
+        .arg("--modules")
+        .arg(modules_dir())
+        .arg("test")
+        .args([&typo, &good, &empty, &kind])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1));
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    // The good file ran in full, after the broken one.
+    assert!(stdout.contains("flash-sale.spec.toml"), "{stdout}");
+    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    // Each broken file is named, its reason on the lines under it.
+    let typo_report = stderr
+        .split("typo.spec.toml: spec error:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(typo_report.contains("line 6"), "{stderr}");
+    assert!(typo_report.contains("unknown field `expect`"), "{stderr}");
     assert!(
-        stderr.contains("typo.spec.toml") && stderr.contains("expect"),
+        stderr.contains("empty.spec.toml: spec error:\n  no cases"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown error kind \"invalid-comand\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("error: 3 of 4 spec files could not be used (see above)"),
         "{stderr}"
     );
 }
