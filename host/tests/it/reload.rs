@@ -51,6 +51,11 @@ fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+/// Sends a request and reads its answer's JSON body.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..200 {
         if let Some(found) = check().await {
@@ -205,14 +210,7 @@ async fn a_reload_under_load_fails_no_command() {
 
     // On demand: nothing changed but the broken file, still reported.
     let reload = server.url("/v1/admin/reload");
-    let report: Value = client
-        .post(&reload)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = json_of(client.post(&reload)).await;
     assert_eq!(report["unchanged"].as_array().unwrap().len(), 1, "{report}");
     assert!(
         report["errors"][0]
@@ -225,23 +223,9 @@ async fn a_reload_under_load_fails_no_command() {
     // may race; either does it).
     std::fs::remove_file(dir.path().join("flash-sale.wasm")).unwrap();
     std::fs::remove_file(dir.path().join("broken.wasm")).unwrap();
-    let report: Value = client
-        .post(&reload)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = json_of(client.post(&reload)).await;
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
-    let listed: Value = client
-        .get(&listing)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = json_of(client.get(&listing)).await;
     assert_eq!(listed, serde_json::json!([]));
     let gone = client
         .post(command("r0", "PurchaseItem"))
