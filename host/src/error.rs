@@ -112,6 +112,7 @@ impl CommandError {
             Self::Overloaded { .. } => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::WorkerLost { .. } => "internal",
+            Self::Guest(GuestError::ApplyFailed(_)) => "unreplayable",
             Self::Guest(_) => "guest_fault",
             Self::Store(StoreError::UnsupportedUrl(_)) => "internal",
             Self::Store(_) => "store_unavailable",
@@ -174,14 +175,52 @@ pub enum GuestError {
         reason: String,
     },
 
-    /// `apply` refused a recorded event (a bug, or a stream written by other logic).
-    #[error("{aggregate} {id}: guest could not apply event {sequence}: {reason}")]
-    ApplyFailed {
+    /// `apply` refused recorded events: this version of the aggregate's
+    /// logic cannot load the stream. Deterministic: resending never helps.
+    #[error(transparent)]
+    ApplyFailed(Box<ApplyFailure>),
+
+    /// `restore` refused a snapshot. The host replays the stream instead.
+    #[error("{aggregate} {id}: guest refused the snapshot at version {version}: {reason}")]
+    SnapshotRefused {
         aggregate: String,
         id: String,
-        sequence: u64,
+        version: u64,
         reason: String,
     },
+}
+
+/// `apply` refused recorded events: this version of the aggregate's logic
+/// cannot load the stream (a renamed or removed event, a payload shape it no
+/// longer reads, a bug). The guest must change (README: Upgrading an
+/// aggregate).
+#[derive(Debug, Clone, Error)]
+#[error(
+    "{aggregate} {id} cannot be loaded by {aggregate} {version}: {}: {reason}",
+    failing_events(self.first, self.last, self.event.as_deref())
+)]
+pub struct ApplyFailure {
+    pub aggregate: String,
+    /// The guest's version (its manifest's).
+    pub version: String,
+    pub id: String,
+    /// The sequence numbers of the refused `apply` call's first and last
+    /// events: the same number when the failing event is known.
+    pub first: u64,
+    pub last: u64,
+    /// The failing event's name, when known.
+    pub event: Option<String>,
+    pub reason: String,
+}
+
+/// `event 7 (ItemRenamed)`, or the span of an `apply` call that failed on
+/// one of its events.
+fn failing_events(first: u64, last: u64, event: Option<&str>) -> String {
+    match event {
+        Some(name) if first == last => format!("event {first} ({name})"),
+        _ if first == last => format!("event {first}"),
+        _ => format!("one of events {first}..={last}"),
+    }
 }
 
 /// The event store failed. Cheap to clone: one failed batch append answers

@@ -32,6 +32,6 @@ pub mod store;
 pub mod testing;
 
 pub use dispatch::{CommandOutcome, CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
-pub use error::{CommandError, GuestError, LoadError, Refusal, StoreError};
+pub use error::{ApplyFailure, CommandError, GuestError, LoadError, Refusal, StoreError};
 pub use runtime::{LoadedComponent, Modules};
 pub use store::{EventStore, RecordedEvent, Snapshot, StreamId};

@@ -1,7 +1,7 @@
 //! Exit codes, and which error means which.
 
 use crate::client::ClientError;
-use crate::error::{CommandError, LoadError, StoreError};
+use crate::error::{CommandError, GuestError, LoadError, StoreError};
 
 /// Success, including a command whose outcome is a recorded rejection event.
 pub const OK: u8 = 0;
@@ -15,6 +15,10 @@ pub const FAILED: u8 = 3;
 /// Other writers kept winning the race, or the aggregate's queue was full;
 /// resending the command is safe.
 pub const CONFLICT: u8 = 4;
+/// The loaded version of the aggregate's logic cannot apply the stream's
+/// recorded events. Deterministic: resending never helps; the guest must
+/// change.
+pub const UNREPLAYABLE: u8 = 5;
 
 pub const HELP: &str = "\
 Exit codes:
@@ -22,7 +26,8 @@ Exit codes:
   1  refused: bad input, unknown aggregate or command, or the aggregate's rules said no
   2  usage error
   3  failure: event store, module loading or a guest trap
-  4  conflict: retries exhausted, or the aggregate's queue was full; resending is safe";
+  4  conflict: retries exhausted, or the aggregate's queue was full; resending is safe
+  5  unreplayable: the loaded version of the aggregate cannot apply the stream's events; resending never helps";
 
 /// The error and its causes on one line. Causes whose text an outer error
 /// already quotes (sqlx and wasmtime errors often do) are not repeated.
@@ -60,7 +65,7 @@ pub fn worth_resending(error: &anyhow::Error) -> bool {
         Some(CommandError::Guest(_))
     ) || error
         .downcast_ref::<ClientError>()
-        .is_some_and(|e| e.kind() == "guest_fault");
+        .is_some_and(|e| matches!(e.kind(), "guest_fault" | "unreplayable"));
     let attempted = error.downcast_ref::<CommandError>().is_some()
         || error.downcast_ref::<ClientError>().is_some();
     attempted && !guest_fault && matches!(code(error), FAILED | CONFLICT)
@@ -74,6 +79,7 @@ pub fn code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CommandError>() {
         return match e {
             CommandError::RetriesExhausted { .. } | CommandError::Overloaded { .. } => CONFLICT,
+            CommandError::Guest(GuestError::ApplyFailed(_)) => UNREPLAYABLE,
             CommandError::Guest(_)
             | CommandError::Store(_)
             | CommandError::WorkerLost { .. }
@@ -84,6 +90,7 @@ pub fn code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<ClientError>() {
         return match e.kind() {
             "conflict" | "overloaded" => CONFLICT,
+            "unreplayable" => UNREPLAYABLE,
             "guest_fault" | "store_unavailable" | "shutting_down" | "timeout" | "internal"
             | "transport" | "unexpected" => FAILED,
             _ => REFUSED,

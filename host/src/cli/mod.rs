@@ -6,7 +6,7 @@ pub mod exit;
 mod serve;
 
 use crate::client::Client;
-use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
+use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, REPLAY_PAGE, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
 use crate::testing::{SpecErrors, SpecFile, run_case};
 use crate::{bench, demo, store};
@@ -410,10 +410,26 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .await?);
             }
             let host = global.host(RetryPolicy::default()).await?;
+            // Page by page: a stream of millions of events is never in
+            // memory at once.
             let printed = async {
-                for event in host.events(&aggregate, &id).await? {
-                    println!("{}", serde_json::to_string(&event)?);
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut after = 0;
+                loop {
+                    let page = host
+                        .events_page(&aggregate, &id, after, Some(REPLAY_PAGE))
+                        .await?;
+                    for event in &page {
+                        serde_json::to_writer(&mut out, event)?;
+                        out.write_all(b"\n")?;
+                    }
+                    match page.last() {
+                        Some(last) if page.len() as u64 == REPLAY_PAGE => after = last.sequence,
+                        _ => break,
+                    }
                 }
+                out.flush()?;
                 Ok(())
             };
             let result = printed.await;

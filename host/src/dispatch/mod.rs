@@ -46,6 +46,11 @@ use tracing::warn;
 /// bytes. Ids are part of unique keys, and PostgreSQL caps a key's size.
 pub const MAX_ID_BYTES: usize = 1024;
 
+/// Events read from the store per page when replaying a stream. Two pages
+/// are in memory at a time (one applying, one loading), so this bounds a
+/// replay's memory whatever the stream's length.
+pub const REPLAY_PAGE: u64 = 1_000;
+
 /// A command addressed to one aggregate instance.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
@@ -632,17 +637,101 @@ impl Shared {
 
     /// Applies the events recorded after the instance's version; returns the
     /// instance and how many there were. On an error the instance is gone.
+    ///
+    /// The stream is read [`REPLAY_PAGE`] events at a time, the next page
+    /// loading while the guest applies this one: memory stays bounded by
+    /// the page, not the stream, and a long replay costs about the larger of
+    /// reading and applying, not their sum.
     async fn catch_up(
         &self,
         aggregate: Hydrated,
         stream: &StreamId,
     ) -> Result<(Hydrated, usize), CommandError> {
-        let after = aggregate.version;
-        let load = || self.store.load(stream, after);
-        let events = self.patiently("load", load).await?;
-        let count = events.len();
-        let aggregate = self.apply_events(aggregate, events).await?;
-        Ok((aggregate, count))
+        let component = aggregate.component.clone();
+        match self.replay(aggregate, stream).await {
+            Err(CommandError::Guest(GuestError::ApplyFailed(refused)))
+                if refused.first < refused.last =>
+            {
+                let span = (refused.first, refused.last);
+                let refused = GuestError::ApplyFailed(refused);
+                Err(self
+                    .locate_refused_event(&component, stream, span, refused)
+                    .await)
+            }
+            replayed => replayed,
+        }
+    }
+
+    /// Names the event that an `apply` call of several refused (the 0.1.0
+    /// contract does not say which): replays the stream again, this time
+    /// with the refused span one event per call. Only on the failure path,
+    /// and only as far as the span; a deterministic guest fails again at
+    /// the same event. Any other failure on the way is reported instead.
+    async fn locate_refused_event(
+        &self,
+        component: &Arc<LoadedComponent>,
+        stream: &StreamId,
+        (first, last): (u64, u64),
+        refused: GuestError,
+    ) -> CommandError {
+        let located = async {
+            let snapshot = self
+                .latest_snapshot(component, stream)
+                .await
+                .filter(|s| s.version < first);
+            let mut aggregate = self.instantiate(component, &stream.id, snapshot).await?;
+            while aggregate.version + 1 < first {
+                let (after, limit) = (aggregate.version, first - 1 - aggregate.version);
+                let load = || {
+                    self.store
+                        .load_page(stream, after, Some(limit.min(REPLAY_PAGE)))
+                };
+                let page = self.patiently("load", load).await?;
+                if page.is_empty() {
+                    break;
+                }
+                aggregate = self.apply_events(aggregate, page).await?;
+            }
+            let load = || {
+                self.store
+                    .load_page(stream, first - 1, Some(last - first + 1))
+            };
+            let span = self.patiently("load", load).await?;
+            self.with_instance(aggregate, move |a| a.apply_recorded_in_chunks(&span, 0))
+                .await?;
+            Ok::<_, CommandError>(())
+        };
+        match located.await {
+            Err(error) => error,
+            // The guest applied the span one by one: it is not deterministic.
+            Ok(()) => refused.into(),
+        }
+    }
+
+    /// [`catch_up`](Self::catch_up)'s replay.
+    async fn replay(
+        &self,
+        mut aggregate: Hydrated,
+        stream: &StreamId,
+    ) -> Result<(Hydrated, usize), CommandError> {
+        let load_page = |after: u64| {
+            self.patiently("load", move || {
+                self.store.load_page(stream, after, Some(REPLAY_PAGE))
+            })
+        };
+        let mut page = load_page(aggregate.version).await?;
+        let mut count = 0;
+        loop {
+            count += page.len();
+            let last = match page.last() {
+                Some(last) if page.len() as u64 == REPLAY_PAGE => last.sequence,
+                // A short page is the end of the stream.
+                _ => return Ok((self.apply_events(aggregate, page).await?, count)),
+            };
+            let (applied, next) = tokio::join!(self.apply_events(aggregate, page), load_page(last));
+            aggregate = applied?;
+            page = next?;
+        }
     }
 
     fn refused(prepared: &Prepared, refusal: crate::error::Refusal) -> CommandError {

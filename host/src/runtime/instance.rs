@@ -9,11 +9,16 @@ use super::LoadedComponent;
 use super::bindings::AggregateGuest;
 use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
 use super::sandbox::{self, GuestContext};
-use crate::error::{GuestError, Refusal};
+use crate::error::{ApplyFailure, GuestError, Refusal};
 use crate::store::{RecordedEvent, Snapshot};
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
+
+/// The most event bytes (names and payloads) one `apply` call lowers into
+/// guest memory when replaying a stream: far below the default 64 MiB guest
+/// memory limit, and large enough that a call's fixed cost vanishes.
+pub const APPLY_CHUNK_BYTES: usize = 1 << 20;
 
 /// A guest-decided event, checked against the manifest, not yet recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +85,11 @@ impl Hydrated {
         let state = match restored {
             Ok(Ok(state)) => state,
             Ok(Err(reason)) => {
-                return Err(GuestError::ApplyFailed {
+                return Err(GuestError::SnapshotRefused {
                     aggregate: component.name.clone(),
                     id: id.to_string(),
-                    sequence: snapshot.version,
-                    reason: format!("snapshot refused: {reason}"),
+                    version: snapshot.version,
+                    reason,
                 });
             }
             Err(e) => {
@@ -155,25 +160,68 @@ impl Hydrated {
 
     /// Applies recorded events that follow `self.version`, in order. Events at
     /// or below the current version are skipped (already applied).
+    ///
+    /// Events go to the guest in chunks of at most [`APPLY_CHUNK_BYTES`], each
+    /// its own call with its own budget: what one call lowers into guest
+    /// memory, and the work it does, stay bounded however long the stream.
+    /// An event whose name this version does not declare is refused here,
+    /// by name and sequence, before the guest sees it.
     pub fn apply_recorded(&mut self, events: &[RecordedEvent]) -> Result<(), GuestError> {
-        let fresh: Vec<&RecordedEvent> = events
-            .iter()
-            .filter(|e| e.sequence > self.version)
-            .collect();
-        let Some(last) = fresh.last() else {
+        self.apply_recorded_in_chunks(events, APPLY_CHUNK_BYTES)
+    }
+
+    /// [`apply_recorded`](Self::apply_recorded) with chunks of at most
+    /// `chunk_bytes` (an event larger than that goes alone; 0 sends each
+    /// event in a call of its own, which names a failing event exactly).
+    pub fn apply_recorded_in_chunks(
+        &mut self,
+        events: &[RecordedEvent],
+        chunk_bytes: usize,
+    ) -> Result<(), GuestError> {
+        let applied = self.version;
+        let fresh = events.iter().filter(|e| e.sequence > applied);
+        let mut chunk: Vec<Event> = Vec::new();
+        let (mut size_of_chunk, mut first) = (0, None);
+        for event in fresh {
+            if !self.component.events.contains(&event.name) {
+                self.apply_chunk(first, &mut chunk)?;
+                return Err(self.apply_failed(
+                    (event.sequence, event.sequence),
+                    Some(event.name.clone()),
+                    "this version does not declare the event".to_string(),
+                ));
+            }
+            let payload = event.payload.to_string();
+            let size = event.name.len() + payload.len();
+            if !chunk.is_empty() && size_of_chunk + size > chunk_bytes {
+                self.apply_chunk(first, &mut chunk)?;
+                size_of_chunk = 0;
+            }
+            if chunk.is_empty() {
+                first = Some(event.sequence);
+            }
+            size_of_chunk += size;
+            chunk.push(Event {
+                name: event.name.clone(),
+                payload,
+            });
+        }
+        self.apply_chunk(first, &mut chunk)
+    }
+
+    /// Applies `chunk` (recorded events from sequence `first` on, which
+    /// follow `self.version`) in one call and empties it.
+    fn apply_chunk(
+        &mut self,
+        first: Option<u64>,
+        chunk: &mut Vec<Event>,
+    ) -> Result<(), GuestError> {
+        let Some(first) = first.filter(|_| !chunk.is_empty()) else {
             return Ok(());
         };
-        let last_sequence = last.sequence;
-        let first_sequence = fresh[0].sequence;
-        let batch: Vec<Event> = fresh
-            .iter()
-            .map(|e| Event {
-                name: e.name.clone(),
-                payload: e.payload.to_string(),
-            })
-            .collect();
-        self.apply(first_sequence, &batch)?;
-        self.version = last_sequence;
+        self.apply(first, chunk)?;
+        self.version = first + chunk.len() as u64 - 1;
+        chunk.clear();
         Ok(())
     }
 
@@ -199,12 +247,33 @@ impl Hydrated {
             batch,
         );
         let result = result.map_err(|e| self.fail("apply", e))?;
-        result.map_err(|reason| GuestError::ApplyFailed {
-            aggregate: self.component.name.clone(),
-            id: self.id.clone(),
-            sequence: first_sequence,
-            reason,
+        result.map_err(|reason| {
+            // The 0.1.0 contract's `apply` does not say which of its events
+            // it refused; with one event the host knows.
+            let last = first_sequence + batch.len() as u64 - 1;
+            let event = match batch {
+                [only] => Some(only.name.clone()),
+                _ => None,
+            };
+            self.apply_failed((first_sequence, last), event, reason)
         })
+    }
+
+    fn apply_failed(
+        &self,
+        (first, last): (u64, u64),
+        event: Option<String>,
+        reason: String,
+    ) -> GuestError {
+        GuestError::ApplyFailed(Box::new(ApplyFailure {
+            aggregate: self.component.name.clone(),
+            version: self.component.version.clone(),
+            id: self.id.clone(),
+            first,
+            last,
+            event,
+            reason,
+        }))
     }
 
     /// Asks the guest to decide `command` against the current state. The

@@ -135,6 +135,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "the guest trapped or broke a sandbox limit; nothing recorded",
     ),
     (
+        "unreplayable",
+        500,
+        "this version of the aggregate's logic cannot load the stream; resending never helps",
+    ),
+    (
         "internal",
         500,
         "a bug in the host; the outcome is unknown: resend with the same key",

@@ -711,3 +711,99 @@ fn an_unknown_outcome_names_the_command_id() {
         .unwrap_or_else(|| panic!("no id in {error}"));
     assert_eq!(uuid::Uuid::parse_str(id).map(|_| ()), Ok(()), "{error}");
 }
+
+/// Appends `events` (name, payload) after `version` to a flash-sale stream
+/// in the workspace's default SQLite store, as other logic would have left
+/// them.
+async fn append_raw(ws: &Workspace, id: &str, version: u64, events: Vec<(&str, String)>) {
+    use eshost::store::{NewCommand, NewEvent, StreamId};
+    let url = format!("sqlite://{}", ws.dir.path().join("eshost.db").display());
+    let store = eshost::store::open(&url).await.unwrap();
+    let command = NewCommand {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        name: "Import".into(),
+        fingerprint: "import".into(),
+        events: events
+            .into_iter()
+            .map(|(name, payload)| NewEvent {
+                name: name.into(),
+                payload,
+                metadata: "{}".into(),
+            })
+            .collect(),
+    };
+    store
+        .append(&StreamId::new(FLASH_SALE, id), version, &[command])
+        .await
+        .unwrap();
+}
+
+/// `events` prints a stream longer than a page whole, in order.
+#[tokio::test]
+async fn events_prints_a_stream_of_many_pages() {
+    let ws = Workspace::new();
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "long",
+        "CreateFlashSale",
+        r#"{"initialStock":1}"#,
+    ]));
+    let rejected = |n: u64| format!(r#"{{"buyerId":"b{n}","reason":"out_of_stock"}}"#);
+    let count = eshost::dispatch::REPLAY_PAGE * 2 + 500;
+    append_raw(
+        &ws,
+        "long",
+        1,
+        (0..count)
+            .map(|n| ("PurchaseRejected", rejected(n)))
+            .collect(),
+    )
+    .await;
+    let events = ws.events(FLASH_SALE, "long");
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=count + 1).collect::<Vec<_>>());
+}
+
+/// A stream the loaded version cannot replay: exit 5, the event named, and
+/// no advice to resend.
+#[tokio::test]
+async fn an_unreplayable_stream_exits_5_naming_the_event() {
+    let ws = Workspace::new();
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":5}"#,
+    ]));
+    append_raw(
+        &ws,
+        "s1",
+        1,
+        vec![("ItemBought", r#"{"buyerId":"a","quantity":1}"#.into())],
+    )
+    .await;
+    for args in [
+        vec!["state", FLASH_SALE, "s1"],
+        vec![
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "PurchaseItem",
+            r#"{"buyerId":"b","quantity":1}"#,
+        ],
+    ] {
+        let error = fails(ws.run(&args), 5);
+        assert!(
+            error.contains(
+                "FlashSaleItem s1 cannot be loaded by FlashSaleItem 0.1.0: event 2 (ItemBought)"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains("resend"), "{error}");
+    }
+}

@@ -9,6 +9,7 @@ mod crowd;
 mod faults;
 mod idempotent;
 mod loading;
+mod long_streams;
 mod openapi;
 mod properties;
 mod queued;
