@@ -9,6 +9,7 @@
 #   EVENTS=10000000 scripts/long-stream.sh
 #   STOCK=500000 scripts/long-stream.sh
 #   DATABASE_URL=postgres://... scripts/long-stream.sh
+#   ESHOST_BIN=/tmp/eshost-old scripts/long-stream.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${EVENTS:-1000000}
@@ -16,8 +17,10 @@ server=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 schema=long_stream_$$
 
 cargo xtask build-guests >/dev/null 2>&1
-cargo build --quiet --release -p eshost
-bin="$PWD/target/release/eshost"
+if [[ -z ${ESHOST_BIN:-} ]]; then
+    cargo build --quiet --release -p eshost
+fi
+bin=${ESHOST_BIN:-$PWD/target/release/eshost}
 
 psql -q "$server" -c "CREATE SCHEMA $schema"
 trap 'psql -q "$server" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE"' EXIT
@@ -48,10 +51,11 @@ FROM generate_series(1, $events) AS n;
 SQL
 echo "written in $(($(date +%s) - started)) s; loading with eshost state ..."
 
+status=0
 /usr/bin/time -f '%e %M' -o "/tmp/$schema.time" \
-    "$bin" --snapshot-every 0 state FlashSaleItem long >"/tmp/$schema.state"
-read -r seconds rss_kib <"/tmp/$schema.time"
-sold=$(grep -o '"sold":[0-9]*' "/tmp/$schema.state")
+    "$bin" --snapshot-every 0 state FlashSaleItem long >"/tmp/$schema.state" || status=$?
+read -r seconds rss_kib < <(tail -1 "/tmp/$schema.time")
+sold=$(grep -o '"sold":[0-9]*' "/tmp/$schema.state" || echo "FAILED (exit $status)")
 rm -f "/tmp/$schema.time" "/tmp/$schema.state"
 printf '%s events: loaded in %s s, peak RSS %d MB, state %s\n' \
     "$events" "$seconds" $((rss_kib / 1024)) "$sold"
