@@ -11,6 +11,8 @@
 //!   expected version, retry on conflict with backoff.
 //! - [`testing`]: given/when/then tests of guest logic in the sandbox, no
 //!   database (the Rust API and `eshost test` spec files).
+//! - [`upgrade`]: a new version of a component checked against the recorded
+//!   streams before it goes live (`eshost upgrade check`).
 //! - [`demo`]: the flash-sale reference scenario.
 //! - [`bench`]: `eshost bench`, scenarios against the database's own limit.
 //! - [`server`]: `eshost serve`, the HTTP API over a [`Host`].
@@ -30,6 +32,7 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod upgrade;
 
 pub use dispatch::{CommandOutcome, CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 pub use error::{ApplyFailure, CommandError, GuestError, LoadError, Refusal, StoreError};

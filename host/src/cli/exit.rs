@@ -96,6 +96,13 @@ pub fn code(error: &anyhow::Error) -> u8 {
             _ => REFUSED,
         };
     }
+    if let Some(e) = error.downcast_ref::<crate::upgrade::UpgradeError>() {
+        return match e {
+            crate::upgrade::UpgradeError::Command(e) => code(&anyhow::Error::new(e.clone())),
+            crate::upgrade::UpgradeError::Load(_) => FAILED,
+            crate::upgrade::UpgradeError::NoSuchStream { .. } => REFUSED,
+        };
+    }
     if error.downcast_ref::<crate::testing::SpecErrors>().is_some() {
         return USAGE;
     }

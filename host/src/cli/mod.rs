@@ -4,6 +4,7 @@
 
 pub mod exit;
 mod serve;
+mod upgrade;
 
 use crate::client::Client;
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, REPLAY_PAGE, RetryPolicy};
@@ -233,6 +234,11 @@ pub enum CliCommand {
     )]
     Migrate,
 
+    /// Check a new version of an aggregate against the recorded streams
+    /// before it goes live (`eshost upgrade check --help`).
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
+
     /// Serve the HTTP API until SIGTERM or SIGINT, then drain: every
     /// accepted command is answered and committed before the process exits.
     #[command(after_help = serve::HELP)]
@@ -459,6 +465,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         CliCommand::Serve(args) => serve::run(global, args).await,
+        CliCommand::Upgrade(command) => upgrade::run(global, command).await,
         CliCommand::Test { specs } => test_specs(global, &specs),
         CliCommand::Migrate => {
             store::open(&global.database_url).await?;

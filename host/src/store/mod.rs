@@ -141,6 +141,28 @@ pub trait EventStore: Send + Sync {
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Every event name recorded for an aggregate type, sorted.
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;
+
+    /// How many streams an aggregate type has.
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError>;
+
+    /// An aggregate type's stream ids greater than `after` (`""` for the
+    /// first page), in order, at most `limit` of them.
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// `count` of an aggregate type's stream ids, chosen at random.
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Checks that the database answers (a round trip).
     async fn ping(&self) -> Result<(), StoreError>;
 

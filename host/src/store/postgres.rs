@@ -67,6 +67,23 @@ const SELECT_COMMANDS: &str = "
 // it ends with the connection, whatever happens to the process.
 const LOCK_STREAM: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
 
+// Every stream has an event 1 (sequence numbers are gapless from 1), so its
+// rows list the streams, one each, in the stream key's order.
+const EVENT_NAMES: &str =
+    "SELECT DISTINCT event_name FROM events WHERE aggregate_name = $1 ORDER BY event_name";
+const COUNT_STREAMS: &str =
+    "SELECT count(*) FROM events WHERE aggregate_name = $1 AND sequence_number = 1";
+const STREAM_IDS: &str = "
+    SELECT aggregate_id FROM events
+    WHERE aggregate_name = $1 AND sequence_number = 1 AND aggregate_id > $2
+    ORDER BY aggregate_id
+    LIMIT $3";
+const SAMPLE_STREAM_IDS: &str = "
+    SELECT aggregate_id FROM events
+    WHERE aggregate_name = $1 AND sequence_number = 1
+    ORDER BY random()
+    LIMIT $2";
+
 const SELECT_SNAPSHOT: &str = "
     SELECT version, state FROM snapshots
     WHERE aggregate_name = $1 AND aggregate_id = $2 AND component_digest = $3";
@@ -220,6 +237,47 @@ impl EventStore for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded).collect()
+    }
+
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(EVENT_NAMES)
+            .bind(aggregate)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(COUNT_STREAMS)
+            .bind(aggregate)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(STREAM_IDS)
+            .bind(aggregate)
+            .bind(after)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(SAMPLE_STREAM_IDS)
+            .bind(aggregate)
+            .bind(to_i64(count))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

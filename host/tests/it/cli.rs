@@ -807,3 +807,48 @@ async fn an_unreplayable_stream_exits_5_naming_the_event() {
         assert!(!error.contains("resend"), "{error}");
     }
 }
+
+/// `upgrade check` through the binary: a version that renamed an event
+/// fails (exit 1), the report on stdout naming the stream and the event; a
+/// compatible one passes (exit 0) with its state change shown.
+#[test]
+fn upgrade_check_reports_and_exits_by_its_verdict() {
+    let ws = Workspace::new();
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":5}"#,
+    ]));
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "PurchaseItem",
+        r#"{"buyerId":"a","quantity":1}"#,
+    ]));
+    let fixture = |name: &str| workspace_root().join("target/fixtures").join(name);
+    let renamed = fixture("flash-sale-renamed.wasm");
+    let output = ws.run(&["upgrade", "check", renamed.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAILED  s1: FlashSaleItem s1 cannot be loaded by FlashSaleItem 0.2.0: event 2 (ItemPurchased)"),
+        "{stdout}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("upgrade check failed"), "{stderr}");
+
+    let v2 = fixture("flash-sale-v2.wasm");
+    let report: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
+        "upgrade",
+        "check",
+        v2.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["changed"][0]["patch"][0]["path"], "/rejections");
+}

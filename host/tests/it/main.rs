@@ -20,4 +20,5 @@ mod server;
 mod snapshots;
 mod spec;
 mod tls;
+mod upgrade;
 mod util;
