@@ -20,6 +20,10 @@ use std::sync::Arc;
 pub const MAX_LISTED: usize = 100;
 /// Patch operations shown for one changed stream; past these only counted.
 pub const MAX_OPERATIONS: usize = 20;
+/// How often a stream written to during its check is replayed again.
+const REPLAYS_OF_A_LIVE_STREAM: u32 = 5;
+/// A replay's answer: the state as JSON text and its version.
+type Rendered = Result<(String, u64), CommandError>;
 /// Stream ids read from the store per page when checking all of them.
 const IDS_PER_PAGE: u64 = 1_000;
 
@@ -75,6 +79,28 @@ pub struct Report {
     /// candidate's fault, so they do not fail the check.
     pub already_failing: Vec<FailedStream>,
     pub passed: bool,
+}
+
+impl Report {
+    /// Why the check failed, in one line (empty if it passed).
+    pub fn failure(&self) -> String {
+        let mut reasons = Vec::new();
+        if !self.undeclared_events.is_empty() {
+            reasons.push(format!(
+                "{} {} does not declare recorded events {}",
+                self.aggregate,
+                self.candidate_version,
+                self.undeclared_events.join(", ")
+            ));
+        }
+        if let Some(first) = self.failed.first() {
+            reasons.push(format!(
+                "{} of {} streams cannot be loaded, e.g. {}",
+                self.failed_count, self.streams_checked, first.error
+            ));
+        }
+        reasons.join("; ")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -142,6 +168,7 @@ impl UpgradeCheck {
             let options = HostOptions {
                 snapshot_every: 0,
                 cache_capacity: 1,
+                guest_threads: 1,
                 ..HostOptions::default()
             };
             Ok(Host::with_options(modules, store.clone(), options))
@@ -212,17 +239,35 @@ impl UpgradeCheck {
         Ok(self.report)
     }
 
+    /// Replays a stream with both versions at once. A live stream may grow
+    /// between the two reads; then both replay again (a few times), so the
+    /// states compared are of the same events.
+    async fn replay_both(&self, id: &str) -> (Option<Rendered>, Rendered) {
+        let aggregate = &self.report.aggregate;
+        let mut attempts = 0;
+        loop {
+            let current = async {
+                match &self.current {
+                    Some(host) => Some(host.render(aggregate, id).await),
+                    None => None,
+                }
+            };
+            let (current, candidate) = tokio::join!(current, self.candidate.render(aggregate, id));
+            attempts += 1;
+            let same_version = match (&current, &candidate) {
+                (Some(Ok((_, a))), Ok((_, b))) => a == b,
+                _ => true,
+            };
+            if same_version || attempts == REPLAYS_OF_A_LIVE_STREAM {
+                return (current, candidate);
+            }
+        }
+    }
+
     /// Replays one stream with both versions and records what differs. A
     /// guest failure is a finding; a store failure ends the check.
     async fn check_stream(&mut self, id: &str) -> Result<(), CommandError> {
-        let aggregate = self.report.aggregate.clone();
-        let current = async {
-            match &self.current {
-                Some(host) => Some(host.render(&aggregate, id).await),
-                None => None,
-            }
-        };
-        let (current, candidate) = tokio::join!(current, self.candidate.render(&aggregate, id));
+        let (current, candidate) = self.replay_both(id).await;
         self.report.streams_checked += 1;
         let current = match current.transpose() {
             Ok(current) => current,
@@ -252,9 +297,13 @@ impl UpgradeCheck {
             }
             Err(other) => return Err(other),
         };
-        let Some((current_json, _)) = current else {
+        let Some((current_json, current_version)) = current else {
             return Ok(());
         };
+        if current_version != version {
+            // Written to while replayed, every time: no like-for-like state.
+            return Ok(());
+        }
         let parse = |json: &str| {
             serde_json::from_str(json).unwrap_or(serde_json::Value::String(json.to_string()))
         };

@@ -3,6 +3,7 @@
 use super::GlobalArgs;
 use crate::dispatch::RetryPolicy;
 use crate::server::{self, App, ServerConfig};
+use crate::upgrade::Selection;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -27,7 +28,8 @@ The modules directory is watched: a new file adds its aggregate, a changed one
 replaces its version (commands already decided finish on the old one), a
 removed one unloads it once its queue is drained, and a file that fails to
 load is reported (log, /readyz, the reload answer) while the running version
-keeps serving. Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
+keeps serving. A new or changed component is switched in only after it
+replays a sample of the recorded streams (--upgrade-check). Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
 half-written file is never seen.";
 
 #[derive(Debug, Args)]
@@ -59,6 +61,30 @@ pub struct ServeArgs {
     /// `POST /v1/admin/reload`.
     #[arg(long)]
     pub no_watch: bool,
+
+    /// Before a reload switches in a new or changed component, replay
+    /// recorded streams with it, as `eshost upgrade check` does: `all`,
+    /// `sample:N` (N at random) or `off`. A component that fails is not
+    /// switched in: the running version keeps serving and the failure is a
+    /// load error (log, /readyz, the reload answer).
+    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
+    pub upgrade_check: UpgradeCheckArg,
+}
+
+/// `--upgrade-check`'s value: a selection of streams, or none.
+#[derive(Debug, Clone)]
+pub struct UpgradeCheckArg(Option<Selection>);
+
+fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
+    let selection = match value {
+        "off" => None,
+        "all" => Some(Selection::All),
+        _ => match value.strip_prefix("sample:").map(str::parse::<u64>) {
+            Some(Ok(n)) if n > 0 => Some(Selection::Sample(n)),
+            _ => return Err("expected all, sample:N (N at least 1) or off".into()),
+        },
+    };
+    Ok(UpgradeCheckArg(selection))
 }
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
@@ -79,6 +105,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         token: global.token.clone().filter(|t| !t.is_empty()),
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         watch: !args.no_watch,
+        upgrade_check: args.upgrade_check.0,
     };
     let app = App::new(host, config).with_reloader(runtime, global.modules.clone());
     // One line on stdout once listening, so scripts (and tests) can wait for it.

@@ -88,17 +88,7 @@ pub async fn run(global: &GlobalArgs, command: UpgradeCommand) -> Result<()> {
         print!("{}", render(&report, &args.component));
     }
     if !report.passed {
-        bail!(
-            "upgrade check failed: {} of {} streams cannot be loaded by {} {}{}",
-            report.failed_count,
-            report.streams_checked,
-            report.aggregate,
-            report.candidate_version,
-            match report.undeclared_events.as_slice() {
-                [] => String::new(),
-                names => format!("; it does not declare recorded events {}", names.join(", ")),
-            }
-        );
+        bail!("upgrade check failed: {}", report.failure());
     }
     Ok(())
 }

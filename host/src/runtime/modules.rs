@@ -185,6 +185,17 @@ impl Modules {
                 report.errors.push(e.to_string());
             }
         }
+        self.compare(&next, &mut report);
+        (next, report)
+    }
+
+    /// Fills `report`'s added, replaced, removed and unchanged lines: what
+    /// changes from this set to `next`.
+    pub fn compare(&self, next: &Modules, report: &mut ReloadReport) {
+        report.added.clear();
+        report.replaced.clear();
+        report.removed.clear();
+        report.unchanged.clear();
         for component in next.iter() {
             match self.get(&component.name) {
                 None => report.added.push(label(component)),
@@ -203,6 +214,5 @@ impl Modules {
                 report.removed.push(label(old));
             }
         }
-        (next, report)
     }
 }

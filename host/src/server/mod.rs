@@ -33,6 +33,10 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// Streams a reload replays with a new version before switching it in,
+/// unless configured otherwise.
+pub const DEFAULT_UPGRADE_SAMPLE: u64 = 100;
+
 /// How the server behaves (the host's own settings live in [`Host`]).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -52,6 +56,10 @@ pub struct ServerConfig {
     /// Reload when a file in the modules directory changes (with a
     /// reloader, see [`App::with_reloader`]).
     pub watch: bool,
+    /// Before a reload switches in a new or changed component, replay
+    /// these streams with it (see [`crate::upgrade`]); one that fails is
+    /// not switched in. `None`: no check.
+    pub upgrade_check: Option<crate::upgrade::Selection>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +71,7 @@ impl Default for ServerConfig {
             token: None,
             admin_token: None,
             watch: true,
+            upgrade_check: Some(crate::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
         }
     }
 }

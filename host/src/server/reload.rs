@@ -3,11 +3,14 @@
 //! off the async runtime, then switches the host to the new set at once
 //! (see [`Modules::reload_dir`] for what is kept, replaced and refused).
 //! Reloads run one at a time; a burst of file events makes one reload,
-//! after the directory has been quiet for [`QUIET`].
+//! after the directory has been quiet for [`QUIET`]. Unless configured off,
+//! a new or changed component is switched in only once it passes the
+//! upgrade check ([`crate::upgrade`]) against the recorded streams.
 
 use super::App;
-use crate::runtime::Runtime;
 use crate::runtime::modules::ReloadReport;
+use crate::runtime::{Modules, Runtime};
+use crate::upgrade::{Selection, UpgradeCheck};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ impl Reloader {
     pub async fn reload(&self, app: &App) -> ReloadReport {
         let _one_at_a_time = self.running.lock().await;
         let current = app.host.modules();
+        let current_modules = current.clone();
         let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
         let reloaded =
             tokio::task::spawn_blocking(move || current.reload_dir(&runtime, &dir)).await;
@@ -54,6 +58,13 @@ impl Reloader {
                 app.set_load_errors(report.errors.clone());
                 return report;
             }
+        };
+        let mut report = report;
+        let next = match &app.config.upgrade_check {
+            Some(selection) => {
+                Self::checked(app, &current_modules, next, selection, &mut report).await
+            }
+            None => next,
         };
         if report.changed() {
             app.host.replace_modules(next);
@@ -72,6 +83,66 @@ impl Reloader {
         }
         app.set_load_errors(report.errors.clone());
         report
+    }
+
+    /// `next` without the new or changed components that fail the upgrade
+    /// check against `selection` (or whose check cannot run): for those,
+    /// what runs now keeps running, and the reason is a load error.
+    async fn checked(
+        app: &App,
+        current: &Modules,
+        next: Modules,
+        selection: &Selection,
+        report: &mut ReloadReport,
+    ) -> Modules {
+        let mut refused = Vec::new();
+        for candidate in next.iter() {
+            let running = current.get(&candidate.name);
+            if running.is_some_and(|running| running.digest == candidate.digest) {
+                continue;
+            }
+            let store = app.host.store().clone();
+            let verdict = async {
+                let check = UpgradeCheck::new(store, running.cloned(), candidate.clone()).await?;
+                check.run(selection, |_| {}).await
+            };
+            let started = std::time::Instant::now();
+            let reason = match verdict.await {
+                Ok(checked) if checked.passed => {
+                    info!(aggregate = %candidate.name, version = %candidate.version,
+                        streams = checked.streams_checked, changed = checked.changed_count,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "reload: upgrade check passed");
+                    continue;
+                }
+                Ok(checked) => format!("upgrade check failed: {}", checked.failure()),
+                Err(e) => format!("the upgrade check could not run: {e}"),
+            };
+            report.errors.push(format!(
+                "{}: {} {} not switched in: {reason}",
+                candidate.path.display(),
+                candidate.name,
+                candidate.version
+            ));
+            refused.push(candidate.name.clone());
+        }
+        if refused.is_empty() {
+            return next;
+        }
+        let mut checked = Modules::default();
+        for component in next.iter() {
+            let keep = match refused.contains(&component.name) {
+                true => current.get(&component.name),
+                false => Some(component),
+            };
+            if let Some(keep) = keep
+                && let Err(e) = checked.insert_shared(keep.clone())
+            {
+                report.errors.push(e.to_string());
+            }
+        }
+        current.compare(&checked, report);
+        checked
     }
 
     /// Watches the directory and reloads after changes, until the returned

@@ -77,7 +77,13 @@ async fn a_reload_under_load_fails_no_command() {
     let old_digest = loaded.get(FLASH_SALE).unwrap().digest.clone();
     let store = eshost::store::open(&db.url).await.unwrap();
     let host = Host::with_options(loaded, store, HostOptions::default());
-    let app = App::new(host, ServerConfig::default()).with_reloader(runtime, dir.path().into());
+    // The upgrade check replays a few streams before the switch (more would
+    // delay it past the end of the run).
+    let config = ServerConfig {
+        upgrade_check: Some(eshost::upgrade::Selection::Sample(3)),
+        ..ServerConfig::default()
+    };
+    let app = App::new(host, config).with_reloader(runtime, dir.path().into());
     let server = TestServer::start_app(app).await;
     let client = reqwest::Client::new();
     let command = |id: &str, name: &str| {
@@ -236,4 +242,112 @@ async fn a_reload_under_load_fails_no_command() {
     assert_eq!(gone.status().as_u16(), 404);
     server.stop().await;
     db.cleanup().await;
+}
+
+/// A server on `db` serving the flash-sale component from a directory of
+/// its own, reloading only on demand, checking upgrades as `upgrade_check`
+/// says; with one stream, `s1`, holding a purchase.
+async fn server_with_a_purchase(
+    db: &TestDb,
+    dir: &Path,
+    upgrade_check: Option<eshost::upgrade::Selection>,
+) -> TestServer {
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir, "flash-sale.wasm", &original);
+    let runtime = Runtime::new();
+    let loaded = runtime.load_dir(dir).unwrap();
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(loaded, store, HostOptions::default());
+    let config = ServerConfig {
+        watch: false,
+        upgrade_check,
+        ..ServerConfig::default()
+    };
+    let server =
+        TestServer::start_app(App::new(host, config).with_reloader(runtime, dir.into())).await;
+    let client = reqwest::Client::new();
+    for (command, body) in [
+        ("CreateFlashSale", r#"{"initialStock":5}"#),
+        ("PurchaseItem", r#"{"buyerId":"ann","quantity":1}"#),
+    ] {
+        let url = server.url(&format!(
+            "/v1/aggregates/FlashSaleItem/s1/commands/{command}"
+        ));
+        let answer = client.post(url).body(body).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    server
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join("target/fixtures").join(name)).unwrap()
+}
+
+/// A reload replays recorded streams with a new version before switching it
+/// in: one that renamed a recorded event is refused (the running version
+/// keeps serving, the reason names the stream and the event), one that
+/// replays them is switched in. With the check off, nothing is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Some(eshost::upgrade::Selection::Sample(100));
+    let server = server_with_a_purchase(&db, dir.path(), sample).await;
+    let client = reqwest::Client::new();
+    let reload = || json_of(client.post(server.url("/v1/admin/reload")));
+    let version =
+        async || json_of(client.get(server.url("/v1/aggregates"))).await[0]["version"].clone();
+
+    drop_in(
+        dir.path(),
+        "flash-sale.wasm",
+        &fixture_bytes("flash-sale-renamed.wasm"),
+    );
+    let refused = reload().await;
+    assert_eq!(refused["replaced"], serde_json::json!([]), "{refused}");
+    let error = refused["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        error.contains("FlashSaleItem 0.2.0 not switched in: upgrade check failed")
+            && error.contains(
+                "FlashSaleItem s1 cannot be loaded by FlashSaleItem 0.2.0: event 2 (ItemPurchased)"
+            ),
+        "{refused}"
+    );
+    assert_eq!(version().await, "0.1.0");
+    let ready = json_of(client.get(server.url("/readyz"))).await;
+    assert_eq!(ready["load_errors"][0].as_str(), Some(error), "{ready}");
+
+    drop_in(
+        dir.path(),
+        "flash-sale.wasm",
+        &fixture_bytes("flash-sale-v2.wasm"),
+    );
+    let switched = reload().await;
+    assert_eq!(switched["errors"], serde_json::json!([]), "{switched}");
+    assert_eq!(
+        switched["replaced"].as_array().map(Vec::len),
+        Some(1),
+        "{switched}"
+    );
+    assert_eq!(version().await, "0.2.0");
+    server.stop().await;
+
+    // Off: the renamed version goes in unchecked.
+    let unchecked_db = TestDb::postgres().await;
+    let unchecked_dir = tempfile::tempdir().unwrap();
+    let unchecked = server_with_a_purchase(&unchecked_db, unchecked_dir.path(), None).await;
+    drop_in(
+        unchecked_dir.path(),
+        "flash-sale.wasm",
+        &fixture_bytes("flash-sale-renamed.wasm"),
+    );
+    let answer = json_of(client.post(unchecked.url("/v1/admin/reload"))).await;
+    assert_eq!(
+        answer["replaced"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    unchecked.stop().await;
+    db.cleanup().await;
+    unchecked_db.cleanup().await;
 }
