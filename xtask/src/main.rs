@@ -27,10 +27,10 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-bank-account", "modules/bank-account.wasm"),
     ("guest-hostile", "fixtures/hostile.wasm"),
     ("guest-importer", "fixtures/importer/importer.wasm"),
-    ("guest-flash-sale-v2", "fixtures/flash-sale-v2.wasm"),
+    ("guest-flash-sale-v2", "fixtures/upgrade/flash-sale-v2.wasm"),
     (
         "guest-flash-sale-renamed",
-        "fixtures/flash-sale-renamed.wasm",
+        "fixtures/upgrade/flash-sale-renamed.wasm",
     ),
 ];
 

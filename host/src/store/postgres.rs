@@ -116,7 +116,9 @@ impl PostgresStore {
         // One plain connection first: an unreachable server fails at once with
         // its real cause, instead of a pool timing out 30 s later.
         let mut conn = PgConnection::connect_with(&options).await?;
-        MIGRATOR.run(&mut conn).await?;
+        if !schema_is_current(&mut conn).await? {
+            MIGRATOR.run(&mut conn).await?;
+        }
         conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -140,6 +142,27 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// True when every migration this build carries is applied, unchanged.
+/// Then the migrator is not run: it would take its lock and, on every
+/// start, draw a notice that its table already exists.
+async fn schema_is_current(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    if table.is_none() {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(MIGRATOR.iter().all(|migration| {
+        applied.iter().any(|(version, checksum)| {
+            *version == migration.version && **checksum == *migration.checksum
+        })
+    }))
 }
 
 /// A host name that never leaves the machine: loopback, or a Unix socket

@@ -828,8 +828,7 @@ fn upgrade_check_reports_and_exits_by_its_verdict() {
         "PurchaseItem",
         r#"{"buyerId":"a","quantity":1}"#,
     ]));
-    let fixture = |name: &str| workspace_root().join("target/fixtures").join(name);
-    let renamed = fixture("flash-sale-renamed.wasm");
+    let renamed = upgrade_fixture("flash-sale-renamed.wasm");
     let output = ws.run(&["upgrade", "check", renamed.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
@@ -841,7 +840,7 @@ fn upgrade_check_reports_and_exits_by_its_verdict() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("upgrade check failed"), "{stderr}");
 
-    let v2 = fixture("flash-sale-v2.wasm");
+    let v2 = upgrade_fixture("flash-sale-v2.wasm");
     let report: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
         "upgrade",
         "check",
@@ -851,4 +850,29 @@ fn upgrade_check_reports_and_exits_by_its_verdict() {
     .unwrap();
     assert_eq!(report["passed"], true);
     assert_eq!(report["changed"][0]["patch"][0]["path"], "/rejections");
+}
+
+/// Once the schema is current, a command opens the store without running
+/// the migrator: no "already exists" notice, even at `info`, and the first
+/// run (which migrates) still works.
+#[tokio::test]
+async fn a_current_schema_is_not_migrated_again() {
+    let db = TestDb::postgres().await;
+    let ws = Workspace::new();
+    let run = |args: &[&str]| {
+        let mut cmd = ws.command(&[&["--database-url", db.url.as_str()], args].concat());
+        cmd.env("RUST_LOG", "info").output().unwrap()
+    };
+    ok(run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":1}"#,
+    ]));
+    let second = run(&["state", FLASH_SALE, "s1"]);
+    let stderr = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(second.status.success(), "{stderr}");
+    assert!(!stderr.contains("already exists"), "{stderr}");
+    db.cleanup().await;
 }

@@ -280,7 +280,7 @@ async fn server_with_a_purchase(
 }
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(workspace_root().join("target/fixtures").join(name)).unwrap()
+    std::fs::read(upgrade_fixture(name)).unwrap()
 }
 
 /// A reload replays recorded streams with a new version before switching it

@@ -9,9 +9,7 @@ use eshost::upgrade::{Report, Selection, UpgradeCheck};
 use std::sync::Arc;
 
 fn fixture(name: &str) -> Arc<eshost::LoadedComponent> {
-    let path = workspace_root().join("target/fixtures").join(name);
-    assert!(path.exists(), "run the tests with `cargo xtask test`");
-    Arc::new(Runtime::new().load(&path).unwrap())
+    Arc::new(Runtime::new().load(&upgrade_fixture(name)).unwrap())
 }
 
 fn current() -> Arc<eshost::LoadedComponent> {

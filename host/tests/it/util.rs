@@ -29,6 +29,19 @@ pub fn modules_dir() -> PathBuf {
     dir
 }
 
+/// A new version of the flash-sale component built for the upgrade tests
+/// (`flash-sale-v2.wasm`: compatible; `flash-sale-renamed.wasm`: renamed an
+/// event). They live apart, as both claim `FlashSaleItem`.
+pub fn upgrade_fixture(name: &str) -> PathBuf {
+    let path = workspace_root().join("target/fixtures/upgrade").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
 /// The components, compiled once per test binary (compiling is the slow part).
 pub fn modules() -> Modules {
     static MODULES: OnceLock<Modules> = OnceLock::new();
