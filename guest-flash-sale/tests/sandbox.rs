@@ -7,7 +7,9 @@ use serde_json::json;
 use std::path::Path;
 
 fn guest() -> GuestTest {
-    let component = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/modules/flash-sale.wasm");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), |t| root.join(t));
+    let component = target.join("modules/flash-sale.wasm");
     GuestTest::load(&component).expect("run `cargo xtask build-guests` first")
 }
 

@@ -1,8 +1,12 @@
 //! Build helper for the eshost workspace (`cargo xtask ...`).
 //!
-//! - `build-guests`: compiles every guest crate for `wasm32-unknown-unknown`
-//!   and wraps each core module into a component in `target/modules/` (test
-//!   fixtures in `target/fixtures/`).
+//! - `build-guests [PACKAGE...]`: compiles this repository's guest crates
+//!   (all, or those named) for `wasm32-unknown-unknown` and wraps each core
+//!   module into a component in `target/modules/` (test fixtures in
+//!   `target/fixtures/`); under `CARGO_TARGET_DIR` when it is set.
+//! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
+//!   it lives.
+//! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
 //! - `test [ARGS]`: `build-guests`, installs schemathesis (the API
 //!   conformance test runs it) into `target/tools/`, then
 //!   `cargo test --workspace [ARGS]`.
@@ -54,9 +58,25 @@ fn run_task() -> Result<()> {
     // `cargo xtask demo -- --json` and `cargo xtask demo --json` mean the same.
     let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     match task.as_str() {
-        "build-guests" => build_guests().map(|_| ()),
+        "build-guests" => build_guests(&rest).map(|_| ()),
+        "build-guest" => {
+            let (path, out) = match rest.as_slice() {
+                [path] => (path, None),
+                [path, flag, out] if flag == "--out" => (path, Some(PathBuf::from(out))),
+                _ => usage(),
+            };
+            build_guest(Path::new(path), out)
+        }
+        "new" => {
+            let (name, dir) = match rest.as_slice() {
+                [name] => (name, None),
+                [name, flag, dir] if flag == "--dir" => (name, Some(PathBuf::from(dir))),
+                _ => usage(),
+            };
+            new_guest(name, dir)
+        }
         "test" => {
-            build_guests()?;
+            build_guests(&[])?;
             let schemathesis = schemathesis()?;
             let mut cargo = cargo();
             cargo
@@ -66,7 +86,7 @@ fn run_task() -> Result<()> {
             run(&mut cargo)
         }
         "demo" => {
-            let modules = build_guests()?;
+            let modules = build_guests(&[])?;
             let mut cargo = cargo();
             cargo
                 .args([
@@ -83,13 +103,23 @@ fn run_task() -> Result<()> {
                 .args(&rest);
             run(&mut cargo)
         }
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <build-guests | test [CARGO TEST ARGS] | demo [DEMO ARGS]>"
-            );
-            std::process::exit(2);
-        }
+        _ => usage(),
     }
+}
+
+const USAGE: &str = "\
+usage: cargo xtask TASK
+  build-guests [PACKAGE...]         this repository's guests (all, or those named)
+  build-guest PATH [--out FILE]     any guest crate, wherever it lives, into a component
+                                    (default PATH/target/NAME.wasm)
+  new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
+  test [CARGO TEST ARGS]            build-guests, then cargo test --workspace
+  demo [DEMO ARGS]                  build-guests, then eshost demo flash-sale
+Output goes under CARGO_TARGET_DIR when it is set, else target/.";
+
+fn usage() -> ! {
+    eprintln!("{USAGE}");
+    std::process::exit(2);
 }
 
 /// The schemathesis version the API conformance test runs, from PyPI.
@@ -163,52 +193,208 @@ fn detect_toolchain() -> Result<Toolchain> {
     )
 }
 
-/// Builds every guest and returns the modules directory holding the components.
-fn build_guests() -> Result<PathBuf> {
-    let root = workspace_root();
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` if set (relative to
+/// the directory xtask was started in, as cargo reads it), else `target/`.
+fn target_root() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or_else(|_| PathBuf::from(dir)),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// `cargo build --release` for wasm32 with what this machine has: the
+/// rustup target, or Debian's compiler building std from source into a
+/// target directory of its own (shared by every guest, so std is built
+/// once). Returns the directory holding the core `.wasm` files.
+fn build_wasm(configure: impl FnOnce(&mut Command)) -> Result<PathBuf> {
     let toolchain = detect_toolchain()?;
     let mut cargo = cargo();
     cargo.args(["build", "--release", "--target", TARGET]);
-    for (package, _) in GUESTS {
-        cargo.args(["-p", package]);
-    }
+    configure(&mut cargo);
     let target_dir = match toolchain {
-        Toolchain::Rustup => root.join("target"),
+        Toolchain::Rustup => target_root(),
         Toolchain::DebianBuildStd => {
-            let dir = root.join("target/wasm-fallback");
             cargo
                 .env("RUSTC", DEBIAN_RUSTC)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld")
-                .arg("-Zbuild-std=std,panic_abort")
-                .arg("--target-dir")
-                .arg(&dir);
-            dir
+                .arg("-Zbuild-std=std,panic_abort");
+            target_root().join("wasm-fallback")
         }
     };
+    cargo.arg("--target-dir").arg(&target_dir);
     run(&mut cargo).context("building the guest crates")?;
+    Ok(target_dir.join(TARGET).join("release"))
+}
 
-    for (package, component_path) in GUESTS {
-        let core = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{}.wasm", package.replace('-', "_")));
-        let bytes = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-        let component = wit_component::ComponentEncoder::default()
-            .module(&bytes)
-            .with_context(|| format!("{package}: not a guest module"))?
-            .validate(true)
-            .encode()
-            .with_context(|| format!("{package}: encoding the component"))?;
-        let out = root.join("target").join(component_path);
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Rewrite only on change, so the file's mtime means something.
-        if std::fs::read(&out).ok().as_deref() != Some(component.as_slice()) {
-            std::fs::write(&out, &component)?;
-        }
-        eprintln!("guest {package} -> {}", out.display());
+/// Wraps a guest's core module into a component at `out` (rewritten only
+/// on change, so the file's mtime means something).
+fn wrap(name: &str, core: &Path, out: &Path) -> Result<()> {
+    let bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .with_context(|| format!("{name}: not a guest module"))?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("{name}: encoding the component"))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    Ok(root.join("target/modules"))
+    if std::fs::read(out).ok().as_deref() != Some(component.as_slice()) {
+        std::fs::write(out, &component)?;
+    }
+    eprintln!("guest {name} -> {}", out.display());
+    Ok(())
+}
+
+/// Builds this repository's guests (all, or those named) and returns the
+/// modules directory holding the components.
+fn build_guests(only: &[String]) -> Result<PathBuf> {
+    let chosen: Vec<&(&str, &str)> = GUESTS
+        .iter()
+        .filter(|(package, _)| only.is_empty() || only.iter().any(|o| o == package))
+        .collect();
+    if let Some(unknown) = only.iter().find(|o| !GUESTS.iter().any(|(p, _)| p == o)) {
+        let known: Vec<&str> = GUESTS.iter().map(|(p, _)| *p).collect();
+        bail!("no guest {unknown:?} here (guests: {})", known.join(", "));
+    }
+    let release = build_wasm(|cargo| {
+        for (package, _) in &chosen {
+            cargo.args(["-p", package]);
+        }
+    })?;
+    for (package, component_path) in chosen {
+        let core = release.join(format!("{}.wasm", package.replace('-', "_")));
+        wrap(package, &core, &target_root().join(component_path))?;
+    }
+    Ok(target_root().join("modules"))
+}
+
+/// Builds the guest crate at `path` (anywhere: its own workspace, not this
+/// one) and wraps it into a component at `out` (default
+/// `PATH/target/NAME.wasm`, NAME its package name).
+fn build_guest(path: &Path, out: Option<PathBuf>) -> Result<()> {
+    let manifest = path.join("Cargo.toml");
+    let manifest = manifest
+        .canonicalize()
+        .with_context(|| format!("{}: no Cargo.toml (not a crate)", path.display()))?;
+    let (package, library) = cdylib_of(&manifest)?;
+    let release = build_wasm(|cargo| {
+        cargo.arg("--manifest-path").arg(&manifest);
+    })?;
+    let out = match out {
+        Some(out) => out,
+        None => manifest
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("target")
+            .join(format!("{package}.wasm")),
+    };
+    wrap(&package, &release.join(format!("{library}.wasm")), &out)
+}
+
+/// The package name and the `cdylib` target's name of a crate.
+fn cdylib_of(manifest: &Path) -> Result<(String, String)> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let package = metadata["packages"]
+        .as_array()
+        .and_then(|packages| {
+            packages
+                .iter()
+                .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest))
+        })
+        .with_context(|| format!("{}: no package", manifest.display()))?;
+    let library = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .with_context(|| {
+            format!(
+                "{}: no cdylib target (a guest needs [lib] crate-type = [\"cdylib\"])",
+                manifest.display()
+            )
+        })?;
+    let name = package["name"].as_str().unwrap_or(library).to_string();
+    Ok((name, library.replace('-', "_")))
+}
+
+/// Scaffolds a standalone guest crate `DIR/NAME`: its Cargo.toml (the SDK
+/// from this repository, by path), a counter aggregate to start from with a
+/// unit test, a spec file for `eshost test`, and this repository's
+/// Cargo.lock, so it builds with the versions eshost's own guests use.
+fn new_guest(name: &str, dir: Option<PathBuf>) -> Result<()> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        bail!(
+            "{name:?}: a guest name is lowercase letters, digits, - and _, starting with a letter"
+        );
+    }
+    let crate_dir = dir.unwrap_or_default().join(name);
+    if crate_dir.exists() {
+        bail!("{} already exists", crate_dir.display());
+    }
+    let aggregate: String = name
+        .split(['-', '_'])
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let sdk = workspace_root().join("guest-sdk");
+    let fill = |template: &str| {
+        template
+            .replace("{crate}", name)
+            .replace("{aggregate}", &aggregate)
+            .replace("{path}", &crate_dir.display().to_string())
+            .replace("{sdk}", &sdk.display().to_string())
+    };
+    std::fs::create_dir_all(crate_dir.join("src"))?;
+    let files = [
+        ("Cargo.toml", include_str!("../templates/Cargo.toml.tmpl")),
+        ("src/lib.rs", include_str!("../templates/lib.rs.tmpl")),
+        (
+            &format!("{name}.spec.toml"),
+            include_str!("../templates/spec.toml.tmpl"),
+        ),
+    ];
+    for (file, template) in files {
+        std::fs::write(crate_dir.join(file), fill(template))?;
+    }
+    std::fs::copy(
+        workspace_root().join("Cargo.lock"),
+        crate_dir.join("Cargo.lock"),
+    )?;
+    eprintln!(
+        "created {dir} (aggregate {aggregate})\nbuild it:  cargo xtask build-guest {dir} --out modules/{name}.wasm",
+        dir = crate_dir.display()
+    );
+    Ok(())
 }

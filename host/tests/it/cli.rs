@@ -412,7 +412,7 @@ fn is_entry_for(entry: &Path, module: &str) -> bool {
 
 #[test]
 fn guest_logs_and_panics_reach_the_host_tagged_with_the_aggregate() {
-    let ws = Workspace::with_modules(workspace_root().join("target/fixtures"));
+    let ws = Workspace::with_modules(build_dir().join("fixtures"));
     let output = ws
         .command(&["exec", "Hostile", "h1", "Log"])
         .env("RUST_LOG", "info")
@@ -712,30 +712,11 @@ fn an_unknown_outcome_names_the_command_id() {
     assert_eq!(uuid::Uuid::parse_str(id).map(|_| ()), Ok(()), "{error}");
 }
 
-/// Appends `events` (name, payload) after `version` to a flash-sale stream
-/// in the workspace's default SQLite store, as other logic would have left
-/// them.
-async fn append_raw(ws: &Workspace, id: &str, version: u64, events: Vec<(&str, String)>) {
-    use eshost::store::{NewCommand, NewEvent, StreamId};
+/// [`append_raw`] into the workspace's default SQLite store.
+async fn append_raw_to(ws: &Workspace, id: &str, version: u64, events: Vec<(&str, String)>) {
     let url = format!("sqlite://{}", ws.dir.path().join("eshost.db").display());
     let store = eshost::store::open(&url).await.unwrap();
-    let command = NewCommand {
-        command_id: uuid::Uuid::new_v4().to_string(),
-        name: "Import".into(),
-        fingerprint: "import".into(),
-        events: events
-            .into_iter()
-            .map(|(name, payload)| NewEvent {
-                name: name.into(),
-                payload,
-                metadata: "{}".into(),
-            })
-            .collect(),
-    };
-    store
-        .append(&StreamId::new(FLASH_SALE, id), version, &[command])
-        .await
-        .unwrap();
+    append_raw(store.as_ref(), id, version, events).await;
 }
 
 /// `events` prints a stream longer than a page whole, in order.
@@ -751,7 +732,7 @@ async fn events_prints_a_stream_of_many_pages() {
     ]));
     let rejected = |n: u64| format!(r#"{{"buyerId":"b{n}","reason":"out_of_stock"}}"#);
     let count = eshost::dispatch::REPLAY_PAGE * 2 + 500;
-    append_raw(
+    append_raw_to(
         &ws,
         "long",
         1,
@@ -780,7 +761,7 @@ async fn an_unreplayable_stream_exits_5_naming_the_event() {
         "CreateFlashSale",
         r#"{"initialStock":5}"#,
     ]));
-    append_raw(
+    append_raw_to(
         &ws,
         "s1",
         1,
@@ -875,4 +856,44 @@ async fn a_current_schema_is_not_migrated_again() {
     assert!(second.status.success(), "{stderr}");
     assert!(!stderr.contains("already exists"), "{stderr}");
     db.cleanup().await;
+}
+
+/// The README's steps for a guest of your own, outside this repository:
+/// scaffold it, build it into a component, run it and its spec.
+#[test]
+fn a_guest_crate_made_outside_the_repository_builds_and_runs() {
+    let outside = tempfile::tempdir().unwrap();
+    let xtask = |args: &[&str]| {
+        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .arg("xtask")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "cargo xtask {args:?}: {stderr}");
+        stderr
+    };
+    let dir = outside.path().to_str().unwrap();
+    let created = xtask(&["new", "box-office", "--dir", dir]);
+    assert!(created.contains("aggregate BoxOffice"), "{created}");
+    let crate_dir = outside.path().join("box-office");
+    let modules = outside.path().join("modules");
+    let component = modules.join("box-office.wasm");
+    xtask(&[
+        "build-guest",
+        crate_dir.to_str().unwrap(),
+        "--out",
+        component.to_str().unwrap(),
+    ]);
+
+    let ws = Workspace::with_modules(modules);
+    ok(ws.run(&["exec", "BoxOffice", "b1", "Create", "{}"]));
+    ok(ws.run(&["exec", "BoxOffice", "b1", "Increment", r#"{"by":2}"#]));
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["state", "BoxOffice", "b1"]))).unwrap();
+    assert_eq!(state["count"], 2);
+    let spec = crate_dir.join("box-office.spec.toml");
+    let report = ok(ws.run(&["test", spec.to_str().unwrap()]));
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
 }

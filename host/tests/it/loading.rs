@@ -79,7 +79,7 @@ fn the_built_guests_load_and_describe_themselves() {
 /// The same refusal for a real guest, built by the project, that asks for a clock.
 #[test]
 fn a_built_guest_that_imports_a_clock_is_refused() {
-    let path = workspace_root().join("target/fixtures/importer/importer.wasm");
+    let path = build_dir().join("fixtures/importer/importer.wasm");
     let error = Runtime::new().load(&path).unwrap_err().to_string();
     assert!(error.contains("importer.wasm"), "{error}");
     assert!(error.contains("imports fixture:importer/clock"), "{error}");

@@ -7,7 +7,6 @@
 
 use crate::util::*;
 use eshost::runtime::{Limits, Runtime};
-use eshost::store::{NewCommand, NewEvent, StreamId};
 use eshost::{CommandError, GuestError, Host, HostOptions, Modules};
 
 /// A host whose flash-sale guest may hold at most `memory_mib` of memory.
@@ -28,29 +27,6 @@ async fn host_with_guest_memory(db: &TestDb, memory_mib: usize) -> Host {
     Host::with_options(modules, store, HostOptions::default())
 }
 
-/// Appends `events` (name, payload) to the stream after `version`, as one
-/// command written straight to the store, the way another version of the
-/// logic, or a bulk import, would have left them.
-async fn append_raw(host: &Host, id: &str, version: u64, events: Vec<(&str, String)>) {
-    let command = NewCommand {
-        command_id: uuid::Uuid::new_v4().to_string(),
-        name: "Import".into(),
-        fingerprint: "import".into(),
-        events: events
-            .into_iter()
-            .map(|(name, payload)| NewEvent {
-                name: name.into(),
-                payload,
-                metadata: "{}".into(),
-            })
-            .collect(),
-    };
-    host.store()
-        .append(&StreamId::new(FLASH_SALE, id), version, &[command])
-        .await
-        .unwrap();
-}
-
 /// 24 MB of events (20,000 rejections with a 1,200-byte reason) after a
 /// sale of 10 that sold 3; the guest may hold 16 MiB. In one `apply` call
 /// the events alone would not fit.
@@ -67,7 +43,7 @@ async fn a_stream_larger_than_guest_memory_loads_in_chunks(db: &TestDb) {
             ("PurchaseRejected", payload)
         })
         .collect();
-    append_raw(&host, "long", 4, rejections).await;
+    append_raw(host.store().as_ref(), "long", 4, rejections).await;
 
     // A new host: nothing cached, no snapshot past version 4.
     let fresh = host_with_guest_memory(db, 16).await;
@@ -96,7 +72,7 @@ async fn an_undeclared_event_is_named(db: &TestDb) {
     host.execute(&create("renamed", 10)).await.unwrap();
     let bought = r#"{"buyerId":"a","quantity":1}"#.to_string();
     append_raw(
-        &host,
+        host.store().as_ref(),
         "renamed",
         1,
         vec![
@@ -156,7 +132,7 @@ async fn an_event_the_guest_refuses_is_named(db: &TestDb) {
         "ItemPurchased",
         r#"{"buyerId":"x","quantity":"many"}"#.into(),
     );
-    append_raw(&host, "refused", 1, events).await;
+    append_raw(host.store().as_ref(), "refused", 1, events).await;
     let error = replay_error(db, "refused").await;
     let CommandError::Guest(GuestError::ApplyFailed(failure)) = &error else {
         panic!("expected ApplyFailed, got {error:?}");

@@ -44,7 +44,7 @@ impl Drop for Watchdog {
 }
 
 fn hostile_path() -> PathBuf {
-    let path = workspace_root().join("target/fixtures/hostile.wasm");
+    let path = build_dir().join("fixtures/hostile.wasm");
     assert!(
         path.exists(),
         "run the tests with `cargo xtask test` (builds the fixtures)"

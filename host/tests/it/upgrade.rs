@@ -4,7 +4,6 @@
 use crate::util::*;
 use eshost::Host;
 use eshost::runtime::Runtime;
-use eshost::store::{NewCommand, NewEvent, StreamId};
 use eshost::upgrade::{Report, Selection, UpgradeCheck};
 use std::sync::Arc;
 
@@ -99,18 +98,9 @@ async fn selections_cover_what_they_name(db: &TestDb) {
     let host = db.default_host().await;
     let streams = 1_050;
     for n in 0..streams {
-        let command = NewCommand {
-            command_id: format!("create-{n}"),
-            name: "CreateFlashSale".into(),
-            fingerprint: "create".into(),
-            events: vec![NewEvent {
-                name: "FlashSaleCreated".into(),
-                payload: format!(r#"{{"itemId":"item-{n}","initialStock":1}}"#),
-                metadata: "{}".into(),
-            }],
-        };
-        let stream = StreamId::new(FLASH_SALE, format!("item-{n}"));
-        host.store().append(&stream, 0, &[command]).await.unwrap();
+        let created = format!(r#"{{"itemId":"item-{n}","initialStock":1}}"#);
+        let (store, id) = (host.store().as_ref(), format!("item-{n}"));
+        append_raw(store, &id, 0, vec![("FlashSaleCreated", created)]).await;
     }
     let v2 = || fixture("flash-sale-v2.wasm");
     let one = check(db, v2(), Selection::Stream("item-7".into())).await;

@@ -18,9 +18,18 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo builds, and `cargo xtask build-guests` puts the components:
+/// `CARGO_TARGET_DIR` when set, else `target/`.
+pub fn build_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// Where `cargo xtask build-guests` puts the components.
 pub fn modules_dir() -> PathBuf {
-    let dir = workspace_root().join("target/modules");
+    let dir = build_dir().join("modules");
     assert!(
         dir.join("flash-sale.wasm").exists(),
         "{} has no flash-sale.wasm: run the tests with `cargo xtask test`, which builds the guests first",
@@ -33,7 +42,7 @@ pub fn modules_dir() -> PathBuf {
 /// (`flash-sale-v2.wasm`: compatible; `flash-sale-renamed.wasm`: renamed an
 /// event). They live apart, as both claim `FlashSaleItem`.
 pub fn upgrade_fixture(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/fixtures/upgrade").join(name);
+    let path = build_dir().join("fixtures/upgrade").join(name);
     assert!(
         path.exists(),
         "{} is missing: run the tests with `cargo xtask test`",
@@ -177,6 +186,34 @@ macro_rules! conformance {
             )*
         }
     };
+}
+
+/// Appends `events` (name, payload) to a flash-sale stream after `version`,
+/// as one command written straight to the store: the way another version
+/// of the logic, or a bulk import, would have left them.
+pub async fn append_raw(
+    store: &dyn eshost::EventStore,
+    id: &str,
+    version: u64,
+    events: Vec<(&str, String)>,
+) {
+    let command = eshost::store::NewCommand {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        name: "Import".into(),
+        fingerprint: "import".into(),
+        events: events
+            .into_iter()
+            .map(|(name, payload)| eshost::store::NewEvent {
+                name: name.into(),
+                payload,
+                metadata: "{}".into(),
+            })
+            .collect(),
+    };
+    store
+        .append(&eshost::StreamId::new(FLASH_SALE, id), version, &[command])
+        .await
+        .unwrap();
 }
 
 pub fn create(id: &str, stock: u64) -> CommandRequest {
