@@ -130,10 +130,35 @@ impl ArtifactCache {
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(&Sha256::digest(&payload));
         file.extend_from_slice(&payload);
-        let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = temp_path(entry);
         std::fs::create_dir_all(&self.dir)
             .and_then(|()| std::fs::write(&tmp, &file))
             .and_then(|()| std::fs::rename(&tmp, entry))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A temporary name beside `entry` that no other writer uses, in this
+/// process (threads load components at once) or another: the pid and a
+/// counter. The entry then appears whole, by a rename.
+fn temp_path(entry: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    entry.with_extension(format!("tmp{}-{n}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_in_one_process_never_share_a_temporary_file() {
+        let entry = Path::new("/cache/abc-0123.cwasm");
+        let names: std::collections::HashSet<PathBuf> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..8).map(|_| s.spawn(|| temp_path(entry))).collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(names.len(), 8);
+        assert!(names.iter().all(|n| n.parent() == entry.parent()));
     }
 }

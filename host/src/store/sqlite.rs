@@ -104,23 +104,47 @@ impl SqliteStore {
     /// and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = Self::connect_options(url)?;
+        // sqlx names an in-memory database with a URI of its own, so tell
+        // it by the URL.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Self::in_memory(options).await;
+        }
+        let file = options.get_filename();
         // Migrate on one connection first, so an unopenable file fails at once
         // with its real cause rather than as a pool timeout.
         let mut conn = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut conn).await?;
         conn.close().await?;
-        let file = options.get_filename();
-        let lock_file = (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
-            .then(|| {
-                let mut name = file.as_os_str().to_owned();
-                name.push("-eshost.lock");
-                PathBuf::from(name)
-            });
+        let mut lock_file = file.as_os_str().to_owned();
+        lock_file.push("-eshost.lock");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool, lock_file })
+        Ok(Self {
+            pool,
+            lock_file: Some(PathBuf::from(lock_file)),
+        })
+    }
+
+    /// `sqlite::memory:`: every connection to it is a database of its own,
+    /// so the store keeps exactly one, open for its whole life, and
+    /// migrates that one. Nothing outlives the process: for tests and
+    /// trials.
+    async fn in_memory(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            lock_file: None,
+        })
     }
 }
 

@@ -55,3 +55,21 @@ async fn events_carry_metadata(db: &TestDb) {
 }
 
 crate::conformance!(reference_scenario_fifty_times, events_carry_metadata,);
+
+/// `sqlite::memory:` is a store of its own for the life of the host: the
+/// schema is there, and the reference scenario runs on it, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reference_scenario_runs_on_an_in_memory_store() {
+    for concurrency in [eshost::Concurrency::Optimistic, eshost::Concurrency::Queued] {
+        let store = eshost::store::open("sqlite::memory:").await.unwrap();
+        let host = eshost::Host::with_options(modules(), store, patient(concurrency));
+        let report = demo::flash_sale(&host, 5, 8).await.unwrap();
+        assert_eq!(
+            (report.purchased, report.rejected, report.failed),
+            (5, 3, 0)
+        );
+        let events = host.events(FLASH_SALE, &report.sale_id).await.unwrap();
+        assert_gapless(&events);
+        assert_eq!(events.len(), 9);
+    }
+}
