@@ -346,6 +346,16 @@ impl Hydrated {
                 reason: e.to_string(),
             });
         }
+        // PostgreSQL's jsonb cannot hold a NUL character: refused here, for
+        // both stores alike, so it fails this command alone and never the
+        // append that carries other commands' events.
+        if event.payload.contains("\\u0000") {
+            return Err(GuestError::EventPayloadNotJson {
+                aggregate: aggregate.clone(),
+                event: event.name,
+                reason: "\\u0000 (NUL) cannot be stored".into(),
+            });
+        }
         Ok(DecidedEvent {
             name: event.name,
             payload: event.payload,

@@ -166,3 +166,40 @@ crate::conformance!(
     quantity_zero_or_negative,
     quantity_above_stock_is_a_recorded_rejection,
 );
+
+/// A guest event PostgreSQL cannot store (`\u0000`) fails its own command
+/// only: the other commands of the same queued batch are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unstorable_guest_event_fails_only_its_command() {
+    let db = TestDb::postgres().await;
+    let runtime = eshost::runtime::Runtime::new();
+    let mut modules = eshost::Modules::default();
+    let hostile = runtime.load(&build_dir().join("fixtures/hostile.wasm"));
+    modules.insert(hostile.unwrap()).unwrap();
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = std::sync::Arc::new(Host::with_options(
+        modules,
+        store,
+        eshost::HostOptions::default(),
+    ));
+    let send = |command: &str| {
+        let (host, request) = (
+            host.clone(),
+            CommandRequest::new("Hostile", "h1", command, "{}"),
+        );
+        tokio::spawn(async move { host.execute(&request).await })
+    };
+    // Queued together: the bad one lands among the good ones in a batch.
+    let mut answers: Vec<_> = (0..40).map(|_| send("Ok")).collect();
+    answers.insert(20, send("NulPayload"));
+    let mut failed = Vec::new();
+    for answer in answers {
+        if let Err(e) = answer.await.unwrap() {
+            failed.push(e.to_string());
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("NUL"), "{failed:?}");
+    assert_eq!(host.events("Hostile", "h1").await.unwrap().len(), 40);
+    db.cleanup().await;
+}
