@@ -46,19 +46,26 @@ pub fn one_line(error: &anyhow::Error) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A command failed in a way where resending it, with the same id, is how
-/// to learn or fix its outcome (a store failure, a timeout, a conflict, a
-/// full queue): the error line names the id.
+/// A command failed: the error line names its id (the caller's, or the one
+/// the command line made up), and, when resending it is how to learn or fix
+/// its outcome (a store failure, a timeout, a conflict, a full queue), says
+/// to resend with it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{error:#}; command id {command_id}: resend with --command-id {command_id} (a recorded command is answered with its outcome)"
+    "{error:#}; command id {command_id}{}",
+    if *.resend {
+        format!(": resend with --command-id {command_id} (a recorded command is answered with its outcome)")
+    } else {
+        String::new()
+    }
 )]
-pub struct Resend {
+pub struct CommandFailed {
     pub command_id: String,
     pub error: anyhow::Error,
+    pub resend: bool,
 }
 
-/// True when resending the failed command could help (see [`Resend`]).
+/// True when resending the failed command could help (see [`CommandFailed`]).
 pub fn worth_resending(error: &anyhow::Error) -> bool {
     let guest_fault = matches!(
         error.downcast_ref::<CommandError>(),
@@ -73,8 +80,8 @@ pub fn worth_resending(error: &anyhow::Error) -> bool {
 
 /// The exit code for an error that reached the top of the binary.
 pub fn code(error: &anyhow::Error) -> u8 {
-    if let Some(resend) = error.downcast_ref::<Resend>() {
-        return code(&resend.error);
+    if let Some(failed) = error.downcast_ref::<CommandFailed>() {
+        return code(&failed.error);
     }
     if let Some(e) = error.downcast_ref::<CommandError>() {
         return match e {

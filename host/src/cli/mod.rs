@@ -299,6 +299,11 @@ pub struct ExecArgs {
     /// Conflict retries before giving up.
     #[arg(long, default_value_t = 5)]
     pub max_retries: u32,
+
+    /// Print one JSON object, the HTTP API's answer: `command_id`,
+    /// `replayed`, `retries` and the `events`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -660,17 +665,21 @@ async fn exec(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
                     "command id {command_id} was already recorded: nothing appended; its events follow"
                 );
             }
+            if args.json {
+                println!("{}", serde_json::to_string(&outcome)?);
+                return Ok(());
+            }
             for event in &outcome.events {
                 println!("{}", serde_json::to_string(event)?);
             }
             Ok(())
         }
-        Err(e) if exit::worth_resending(&e) => Err(exit::Resend {
+        Err(error) => Err(exit::CommandFailed {
             command_id,
-            error: e,
+            resend: exit::worth_resending(&error),
+            error,
         }
         .into()),
-        Err(e) => Err(e),
     }
 }
 

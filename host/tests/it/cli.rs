@@ -897,3 +897,60 @@ fn a_guest_crate_made_outside_the_repository_builds_and_runs() {
     let report = ok(ws.run(&["test", spec.to_str().unwrap()]));
     assert!(report.contains("2 passed, 0 failed"), "{report}");
 }
+
+/// Every `exec` failure names the command's id, generated or not, and
+/// `--json` prints it with the outcome: a caller can always resend.
+#[test]
+fn exec_always_names_the_command_id() {
+    let ws = Workspace::new();
+    let answer: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":1}"#,
+        "--json",
+    ])))
+    .unwrap();
+    let id = answer["command_id"].as_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&id).map(|_| ()), Ok(()), "{answer}");
+    assert_eq!(
+        (
+            answer["replayed"].as_bool(),
+            answer["events"][0]["sequence"].as_u64()
+        ),
+        (Some(false), Some(1))
+    );
+    let again: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":1}"#,
+        "--json",
+        "--command-id",
+        &id,
+    ])))
+    .unwrap();
+    assert_eq!(again["replayed"], true);
+
+    // Refused (exit 1): the generated id is on the error line, with no
+    // advice to resend.
+    let refused = fails(
+        ws.run(&[
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "CreateFlashSale",
+            r#"{"initialStock":1}"#,
+        ]),
+        1,
+    );
+    let named = refused.rsplit("; command id ").next().unwrap_or_default();
+    assert_eq!(
+        uuid::Uuid::parse_str(named).map(|_| ()),
+        Ok(()),
+        "{refused}"
+    );
+    assert!(!refused.contains("resend"), "{refused}");
+}
