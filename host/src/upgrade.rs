@@ -56,8 +56,8 @@ pub enum Selection {
     Stream(String),
 }
 
-/// What the check found. It passes when every recorded event name is
-/// declared and every checked stream replays.
+/// What the check found. It passes (`passed`, set when the run ends) when
+/// every recorded event name is declared and every checked stream replays.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub aggregate: String,
@@ -153,7 +153,7 @@ impl UpgradeCheck {
             current_version: current.as_ref().map(|c| c.version.clone()),
             candidate_version: candidate.version.clone(),
             candidate_digest: candidate.digest.clone(),
-            passed: undeclared_events.is_empty(),
+            passed: false,
             undeclared_events,
             streams_checked: 0,
             failed: Vec::new(),
@@ -236,6 +236,8 @@ impl UpgradeCheck {
                 }
             }
         }
+        let report = &mut self.report;
+        report.passed = report.undeclared_events.is_empty() && report.failed_count == 0;
         Ok(self.report)
     }
 
@@ -285,7 +287,6 @@ impl UpgradeCheck {
         let (candidate_json, version) = match candidate {
             Ok(rendered) => rendered,
             Err(CommandError::Guest(e)) => {
-                self.report.passed = false;
                 self.report.failed_count += 1;
                 if self.report.failed.len() < MAX_LISTED {
                     self.report.failed.push(FailedStream {

@@ -500,18 +500,10 @@ impl Shared {
                 limit: max_payload,
             });
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.payload) {
+        if let Err(reason) = crate::store::storable_json(&request.payload) {
             return Err(CommandError::PayloadNotJson {
                 command: request.command.clone(),
-                reason: e.to_string(),
-            });
-        }
-        // PostgreSQL's jsonb cannot hold a NUL character; refuse it here, for
-        // both stores alike, rather than fail the append (and its batch).
-        if request.payload.contains("\\u0000") {
-            return Err(CommandError::PayloadNotJson {
-                command: request.command.clone(),
-                reason: "\\u0000 (NUL) cannot be stored".into(),
+                reason,
             });
         }
         check_id("aggregate id", &request.id)?;
@@ -648,7 +640,7 @@ impl Shared {
         stream: &StreamId,
     ) -> Result<(Hydrated, usize), CommandError> {
         let component = aggregate.component.clone();
-        match self.replay(aggregate, stream).await {
+        match self.replay(aggregate, stream, u64::MAX).await {
             Err(CommandError::Guest(GuestError::ApplyFailed(refused)))
                 if refused.first < refused.last =>
             {
@@ -679,19 +671,8 @@ impl Shared {
                 .latest_snapshot(component, stream)
                 .await
                 .filter(|s| s.version < first);
-            let mut aggregate = self.instantiate(component, &stream.id, snapshot).await?;
-            while aggregate.version + 1 < first {
-                let (after, limit) = (aggregate.version, first - 1 - aggregate.version);
-                let load = || {
-                    self.store
-                        .load_page(stream, after, Some(limit.min(REPLAY_PAGE)))
-                };
-                let page = self.patiently("load", load).await?;
-                if page.is_empty() {
-                    break;
-                }
-                aggregate = self.apply_events(aggregate, page).await?;
-            }
+            let aggregate = self.instantiate(component, &stream.id, snapshot).await?;
+            let (aggregate, _) = self.replay(aggregate, stream, first - 1).await?;
             let load = || {
                 self.store
                     .load_page(stream, first - 1, Some(last - first + 1))
@@ -708,26 +689,33 @@ impl Shared {
         }
     }
 
-    /// [`catch_up`](Self::catch_up)'s replay.
+    /// [`catch_up`](Self::catch_up)'s replay: the events after the
+    /// instance's version up to sequence `through`, page by page.
     async fn replay(
         &self,
         mut aggregate: Hydrated,
         stream: &StreamId,
+        through: u64,
     ) -> Result<(Hydrated, usize), CommandError> {
+        let page_size = |after: u64| REPLAY_PAGE.min(through.saturating_sub(after));
         let load_page = |after: u64| {
             self.patiently("load", move || {
-                self.store.load_page(stream, after, Some(REPLAY_PAGE))
+                self.store.load_page(stream, after, Some(page_size(after)))
             })
         };
-        let mut page = load_page(aggregate.version).await?;
+        let mut after = aggregate.version;
+        let mut page = load_page(after).await?;
         let mut count = 0;
         loop {
             count += page.len();
             let last = match page.last() {
-                Some(last) if page.len() as u64 == REPLAY_PAGE => last.sequence,
-                // A short page is the end of the stream.
+                Some(last) if page.len() as u64 == page_size(after) && last.sequence < through => {
+                    last.sequence
+                }
+                // A short page is the end of the stream (or of the replay).
                 _ => return Ok((self.apply_events(aggregate, page).await?, count)),
             };
+            after = last;
             let (applied, next) = tokio::join!(self.apply_events(aggregate, page), load_page(last));
             aggregate = applied?;
             page = next?;

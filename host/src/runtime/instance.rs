@@ -339,21 +339,11 @@ impl Hydrated {
                 event: event.name,
             });
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&event.payload) {
+        if let Err(reason) = crate::store::storable_json(&event.payload) {
             return Err(GuestError::EventPayloadNotJson {
                 aggregate: aggregate.clone(),
                 event: event.name,
-                reason: e.to_string(),
-            });
-        }
-        // PostgreSQL's jsonb cannot hold a NUL character: refused here, for
-        // both stores alike, so it fails this command alone and never the
-        // append that carries other commands' events.
-        if event.payload.contains("\\u0000") {
-            return Err(GuestError::EventPayloadNotJson {
-                aggregate: aggregate.clone(),
-                event: event.name,
-                reason: "\\u0000 (NUL) cannot be stored".into(),
+                reason,
             });
         }
         Ok(DecidedEvent {

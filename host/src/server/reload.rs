@@ -48,7 +48,7 @@ impl Reloader {
         let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
         let reloaded =
             tokio::task::spawn_blocking(move || current.reload_dir(&runtime, &dir)).await;
-        let (next, report) = match reloaded {
+        let (next, mut report) = match reloaded {
             Ok(done) => done,
             Err(e) => {
                 let report = ReloadReport {
@@ -59,7 +59,6 @@ impl Reloader {
                 return report;
             }
         };
-        let mut report = report;
         let next = match &app.config.upgrade_check {
             Some(selection) => {
                 Self::checked(app, &current_modules, next, selection, &mut report).await

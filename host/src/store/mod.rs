@@ -244,6 +244,18 @@ fn append_error(
     }
 }
 
+/// Checks that `text` is JSON every store can hold as a payload: valid
+/// JSON, and no NUL character (PostgreSQL's jsonb cannot hold one; both
+/// stores refuse it alike, before an append, so it fails one command and
+/// never the batch around it). The error is the reason.
+pub fn storable_json(text: &str) -> Result<(), String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
+    if text.contains("\\u0000") {
+        return Err("\\u0000 (NUL) cannot be stored".into());
+    }
+    Ok(())
+}
+
 /// A sequence number or count as the stores' 64-bit signed integer.
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
