@@ -17,6 +17,8 @@
 //! - [`bench`]: `eshost bench`, scenarios against the database's own limit.
 //! - [`server`]: `eshost serve`, the HTTP API over a [`Host`].
 //! - [`client`]: the HTTP client the command line uses with `--server`.
+//! - [`cluster`]: several hosts behind HAProxy on one machine, for the
+//!   tests and the bench (the reference deployment in `deploy/`).
 //! - [`cli`]: the `eshost` command line (the binary only wires it up).
 //! - [`error`]: typed errors.
 //! - [`metrics`]: the host's metrics, in Prometheus' text format.
@@ -24,6 +26,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod demo;
 pub mod dispatch;
 pub mod error;

@@ -7,6 +7,9 @@
 //! measures, so every microsecond it spends is taken from the server. A
 //! request is one write; the answer is read until its `Content-Length` is
 //! in, with `httparse` (hyper's own parser) reading the head.
+//!
+//! [`Resending`] is the client behind a load balancer: it resends through
+//! lost connections and 502/503/504 with the same Idempotency-Key.
 
 use crate::dispatch::CommandRequest;
 use crate::server::error::ErrorBody;
@@ -22,10 +25,25 @@ pub struct Connection {
     buffer: Vec<u8>,
 }
 
-/// The only field of a command's answer the driver reads.
-#[derive(serde::Deserialize)]
-struct Retries {
-    retries: u32,
+/// The fields of a command's answer the driver reads.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Answered {
+    /// Conflict retries the host needed.
+    pub retries: u32,
+    /// The command id was recorded before: this is the recorded outcome.
+    pub replayed: bool,
+}
+
+/// A 2xx answer's fields, or the error an answer carries, as one line.
+fn answered(status: u16, body: &[u8]) -> Result<Answered, String> {
+    if (200..300).contains(&status) {
+        serde_json::from_slice::<Answered>(body).map_err(|e| format!("{status}: {e}"))
+    } else {
+        Err(match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(error) => format!("{status} {}: {}", error.error.kind, error.error.message),
+            Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
+        })
+    }
 }
 
 impl Connection {
@@ -42,6 +60,12 @@ impl Connection {
     /// Sends one command; the conflict retries it took, or why it failed.
     /// Ids and names must be path-safe (the driver makes its own).
     pub async fn execute(&mut self, command: &CommandRequest) -> Result<u32, String> {
+        let (status, body) = self.send(command).await.map_err(|e| e.to_string())?;
+        answered(status, &body).map(|answer| answer.retries)
+    }
+
+    /// Sends one command and reads its answer: status and body.
+    async fn send(&mut self, command: &CommandRequest) -> std::io::Result<(u16, Vec<u8>)> {
         let key = command
             .command_id
             .as_deref()
@@ -57,21 +81,8 @@ impl Connection {
             command.payload.len(),
             command.payload
         );
-        self.stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let (status, body) = self.read_answer().await.map_err(|e| e.to_string())?;
-        if (200..300).contains(&status) {
-            serde_json::from_slice::<Retries>(&body)
-                .map(|answer| answer.retries)
-                .map_err(|e| format!("{status}: {e}"))
-        } else {
-            Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(error) => format!("{status} {}: {}", error.error.kind, error.error.message),
-                Err(_) => format!("{status}: {}", String::from_utf8_lossy(&body)),
-            })
-        }
+        self.stream.write_all(request.as_bytes()).await?;
+        self.read_answer().await
     }
 
     /// Reads one answer: its status and body.
@@ -107,5 +118,75 @@ impl Connection {
                 return Err(invalid("the server closed the connection".into()));
             }
         }
+    }
+}
+
+/// How many times a command is sent at most, the first time included.
+pub const MAX_ATTEMPTS: u32 = 50;
+
+/// A caller that resends as the README tells clients to: a command whose
+/// connection failed, or that was answered 502, 503 or 504 (the outcome
+/// unknown, or nothing done), is sent again with the same Idempotency-Key,
+/// after a short pause, up to [`MAX_ATTEMPTS`] times. A command without an
+/// id gets one before its first send, so a resend can never run it twice.
+pub struct Resending {
+    server: SocketAddr,
+    connection: Option<Connection>,
+    /// Sends after the first, over this caller's life.
+    pub resends: u64,
+}
+
+impl Resending {
+    pub fn new(server: SocketAddr) -> Self {
+        Self {
+            server,
+            connection: None,
+            resends: 0,
+        }
+    }
+
+    /// A caller with its connection already open.
+    pub async fn connect(server: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            connection: Some(Connection::open(server).await?),
+            ..Self::new(server)
+        })
+    }
+
+    /// Sends `command` until it has a final answer.
+    pub async fn execute(&mut self, command: &CommandRequest) -> Result<Answered, String> {
+        let mut command = command.clone();
+        if command.command_id.is_none() {
+            command.command_id = Some(uuid::Uuid::new_v4().to_string());
+        }
+        let mut last = String::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                self.resends += 1;
+                let pause = 20 * u64::from(attempt.min(10));
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            let sent = match self.connection.as_mut() {
+                Some(connection) => connection.send(&command).await,
+                None => match Connection::open(self.server).await {
+                    Ok(connection) => self.connection.insert(connection).send(&command).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match sent {
+                Ok((status @ (502..=504), body)) => {
+                    last = answered(status, &body).err().unwrap_or_default();
+                }
+                Ok((status, body)) => return answered(status, &body),
+                Err(e) => {
+                    // The connection is gone, or in an unknown state.
+                    self.connection = None;
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(format!(
+            "no final answer after {MAX_ATTEMPTS} sends: {last}"
+        ))
     }
 }

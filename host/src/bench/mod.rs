@@ -2,7 +2,7 @@
 //! next to the database's own limit measured in the same run (a plain
 //! single-row INSERT-and-commit loop at the same concurrency).
 
-mod http;
+pub mod http;
 
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{Budget, Hydrated, LoadedComponent, Modules};
@@ -24,7 +24,18 @@ pub const SCENARIOS: &[&str] = &[
     "guest-cost",
     "http-hot-item",
     "http-many-items",
+    "cluster-hot-item",
+    "cluster-many-items",
 ];
+
+/// What `eshost bench` runs when no scenario is named: all but the cluster
+/// scenarios, which need HAProxy.
+pub fn default_scenarios() -> impl Iterator<Item = &'static str> {
+    SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| !s.starts_with("cluster-"))
+}
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +58,8 @@ pub enum BenchError {
     Task(#[from] tokio::task::JoinError),
     #[error("the benchmark's server or its connections: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// One scenario, in one mode: one line of output.
@@ -75,6 +88,7 @@ pub struct BenchLine {
 pub async fn run(
     scenario: &str,
     modules: &Modules,
+    modules_dir: &std::path::Path,
     url: &str,
     callers: usize,
 ) -> Result<Vec<BenchLine>, BenchError> {
@@ -93,6 +107,14 @@ pub async fn run(
         }
         "http-many-items" => {
             return over_http(scenario, modules, url, (1_000, 10, 20_000), callers).await;
+        }
+        "cluster-hot-item" => {
+            let sales = (1, 1_000, 2_000);
+            return over_cluster(scenario, modules, modules_dir, url, sales, callers).await;
+        }
+        "cluster-many-items" => {
+            let sales = (1_000, 10, 20_000);
+            return over_cluster(scenario, modules, modules_dir, url, sales, callers).await;
         }
         other => return Err(BenchError::UnknownScenario(other.to_string())),
     };
@@ -165,18 +187,60 @@ async fn over_http(
     Ok(lines)
 }
 
+/// The same scenario over HTTP through HAProxy to separate `eshost serve`
+/// processes (see [`crate::cluster`]): one host, three hosts with
+/// round-robin routing, three hosts routed by a consistent hash of the
+/// aggregate (the reference deployment). Callers resend through lost
+/// connections and 502/503/504 with the same key, as clients must.
+async fn over_cluster(
+    scenario: &str,
+    modules: &Modules,
+    modules_dir: &std::path::Path,
+    url: &str,
+    (sales, stock, purchases): (usize, u64, usize),
+    callers: usize,
+) -> Result<Vec<BenchLine>, BenchError> {
+    use crate::cluster::{Cluster, ClusterConfig, Routing};
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    for (mode, hosts, routing) in [
+        ("1-host", 1, Routing::ConsistentHash),
+        ("3-hosts-rr", 3, Routing::RoundRobin),
+        ("3-hosts-hash", 3, Routing::ConsistentHash),
+    ] {
+        let cluster = Cluster::start(&ClusterConfig::new(hosts, routing, url, modules_dir)).await?;
+        // Sales are created and checked through a host of this process on
+        // the same database; the purchases go through HAProxy.
+        let store = store::open(url).await?;
+        let host = Host::with_options(modules.clone(), store, HostOptions::default());
+        let appends_before = cluster.metric_sum("eshost_appends_total").await;
+        let driver = Driver::Cluster(cluster.address());
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
+        let appends = cluster.metric_sum("eshost_appends_total").await - appends_before;
+        line.commands_per_append = purchases as f64 / appends.max(1.0);
+        line.scenario = scenario.to_string();
+        line.mode = mode.to_string();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
 /// How a benchmark sends its commands.
 #[derive(Clone)]
 enum Driver {
     InProcess(Host),
     /// `eshost serve` at this address.
     Http(std::net::SocketAddr),
+    /// HAProxy in front of several hosts, at this address.
+    Cluster(std::net::SocketAddr),
 }
 
 /// One caller's way to send: the host itself, or its own connection.
 enum Caller {
     InProcess(Host),
     Http(http::Connection),
+    Resending(http::Resending),
 }
 
 impl Driver {
@@ -185,6 +249,7 @@ impl Driver {
         Ok(match self {
             Self::InProcess(host) => Caller::InProcess(host.clone()),
             Self::Http(server) => Caller::Http(http::Connection::open(*server).await?),
+            Self::Cluster(proxy) => Caller::Resending(http::Resending::connect(*proxy).await?),
         })
     }
 }
@@ -199,6 +264,7 @@ impl Caller {
                 .map(|o| o.retries)
                 .map_err(|e| e.to_string()),
             Self::Http(connection) => connection.execute(request).await,
+            Self::Resending(caller) => caller.execute(request).await.map(|a| a.retries),
         }
     }
 }

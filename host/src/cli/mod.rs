@@ -257,12 +257,15 @@ pub enum CliCommand {
     /// only), cold-load (one stream of 100,000 events, with and without a snapshot),
     /// guest-cost (decide plus evolve per command, in process, no database),
     /// http-hot-item and http-many-items (in process and through `eshost
-    /// serve` on a loopback socket, side by side).
+    /// serve` on a loopback socket, side by side), cluster-hot-item and
+    /// cluster-many-items (through HAProxy to one host, three hosts
+    /// round-robin, three hosts routed by aggregate; needs `haproxy`; not
+    /// run by default).
     #[command(
         after_help = "Example:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres"
     )]
     Bench {
-        /// Scenarios to run [default: all].
+        /// Scenarios to run [default: all but cluster-*].
         #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(bench::SCENARIOS))]
         scenarios: Vec<String>,
         /// Concurrent callers for hot-item and many-items (HTTP: one connection
@@ -553,13 +556,13 @@ async fn run_bench(
 ) -> Result<()> {
     let modules = global.modules()?;
     let scenarios = if scenarios.is_empty() {
-        bench::SCENARIOS.iter().map(|s| s.to_string()).collect()
+        bench::default_scenarios().map(str::to_string).collect()
     } else {
         scenarios
     };
     if !json {
         println!(
-            "{:<15} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>12}",
+            "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>12}",
             "scenario",
             "mode",
             "commands",
@@ -575,12 +578,20 @@ async fn run_bench(
         );
     }
     for scenario in &scenarios {
-        for line in bench::run(scenario, &modules, &global.database_url, callers).await? {
+        let lines = bench::run(
+            scenario,
+            &modules,
+            &global.modules,
+            &global.database_url,
+            callers,
+        )
+        .await?;
+        for line in lines {
             if json {
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<15} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>6} {:>8} {:>12.0}",
+                    "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>6} {:>8} {:>12.0}",
                     line.scenario,
                     line.mode,
                     line.commands,
