@@ -27,8 +27,9 @@ pub enum CommandError {
         limit: usize,
     },
 
-    /// The payload is not JSON at all. Fix the input.
-    #[error("payload of {command} is not valid JSON: {reason}")]
+    /// The payload is not JSON the stores can hold (see
+    /// [`crate::store::storable_json`]). Fix the input.
+    #[error("payload of {command} is not JSON the store can hold: {reason}")]
     PayloadNotJson { command: String, reason: String },
 
     /// The guest refused the command by its own rules. Not retryable as is:
@@ -167,8 +168,11 @@ pub enum GuestError {
     #[error("{aggregate}: guest returned undeclared event {event:?}")]
     UndeclaredEvent { aggregate: String, event: String },
 
-    /// `handle` returned an event whose payload is not JSON.
-    #[error("{aggregate}: guest returned event {event} with a payload that is not JSON: {reason}")]
+    /// `handle` returned an event whose payload is not JSON the stores can
+    /// hold and give back (see [`crate::store::storable_json`]).
+    #[error(
+        "{aggregate}: guest returned event {event} with a payload that cannot be stored: {reason}"
+    )]
     EventPayloadNotJson {
         aggregate: String,
         event: String,

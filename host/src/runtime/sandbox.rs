@@ -3,7 +3,10 @@
 //! - Execution: a wall-clock budget per call (wasmtime epoch interruption, a
 //!   ticker thread advancing the epoch every [`EPOCH_TICK`]), or a fuel budget
 //!   (a count of executed instructions, deterministic but slower to run).
-//! - Memory: linear memory may not grow past [`Limits::memory_bytes`].
+//! - Memory: an instance holds at most [`MAX_MEMORIES`] linear memory (the
+//!   engine refuses multi-memory modules at load) and [`MAX_TABLES`] tables
+//!   in at most [`MAX_INSTANCES`] core instances; all its memory together
+//!   may not grow past [`Limits::memory_bytes`].
 //! - Stack: wasmtime's own stack limit.
 //! - Output: at most [`Limits::max_events_per_command`] events, each payload
 //!   (and each command payload) at most [`Limits::max_payload_bytes`].
@@ -22,6 +25,17 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 /// How often the epoch advances when calls have a wall-clock budget.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Linear memories one instance may hold: the contract needs one, and the
+/// memory limit is only a limit if nothing can add memories beside it.
+pub const MAX_MEMORIES: usize = 1;
+
+/// Tables one instance may hold (a component's glue adds a few).
+pub const MAX_TABLES: usize = 16;
+
+/// Core instances one component instance may hold (a Rust guest has a
+/// handful; components built from other languages link more modules).
+pub const MAX_INSTANCES: usize = 64;
 
 /// Log lines longer than this are cut, so a guest cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
@@ -60,8 +74,10 @@ impl Default for Limits {
     }
 }
 
-/// Sets the engine up for a budget: epoch interruption or fuel.
+/// Sets the engine up for a budget (epoch interruption or fuel), with
+/// multi-memory off: a module declaring a second memory is refused at load.
 pub(crate) fn configure(config: &mut wasmtime::Config, budget: Budget) {
+    config.wasm_multi_memory(false);
     match budget {
         Budget::WallClock(_) => config.epoch_interruption(true),
         Budget::Fuel(_) => config.consume_fuel(true),
@@ -169,7 +185,12 @@ impl ResourceLimiter for GuestContext {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        // All of the instance's memories count against one budget.
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_bytes {
             self.memory_exceeded = true;
             // Trap at once rather than hand the guest a failed allocation:
             // its allocator would abort anyway, with a less useful message.
@@ -189,6 +210,18 @@ impl ResourceLimiter for GuestContext {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
     }
 }
 
@@ -267,13 +300,79 @@ pub(crate) fn classify(
             message,
         };
     }
+    // The trap itself says what happened (unreachable, out of bounds ...);
+    // wasmtime's outer context is only "error while executing at" and a
+    // backtrace.
+    let cause = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
     GuestError::Trap {
         aggregate,
         call,
-        message: format!("{error:#}")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        message: one_line(&cause, MAX_ERROR_TEXT),
+    }
+}
+
+/// Guest-influenced text in an error: one line, at most this many bytes.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// `text` as one line (newlines escaped) cut to at most `max` bytes.
+fn one_line(text: &str, max: usize) -> String {
+    let mut line = text.trim().replace('\r', "\\r").replace('\n', "\\n");
+    if line.len() > max {
+        let mut cut = max;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Instantiates a component given as text in a sandboxed store.
+    fn instantiate(text: &str) -> wasmtime::Result<()> {
+        let limits = Limits::default();
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        configure(&mut config, limits.budget);
+        let engine = Engine::new(&config)?;
+        let component = wasmtime::component::Component::new(&engine, wat::parse_str(text)?)?;
+        let mut store = new_store(&engine, "Test".into(), &limits);
+        arm(&mut store, &limits);
+        wasmtime::component::Linker::<GuestContext>::new(&engine)
+            .instantiate(&mut store, &component)?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_instance_holds_one_memory_whatever_it_declares() {
+        let one = "(component (core module $m (memory 1)) (core instance (instantiate $m)))";
+        instantiate(one).unwrap();
+        // Two core instances, each with a memory: a second memory beside
+        // the budgeted one, were it allowed.
+        let two = "(component (core module $m (memory 1))
+                     (core instance (instantiate $m)) (core instance (instantiate $m)))";
+        let refused = format!("{:#}", instantiate(two).unwrap_err());
+        assert!(refused.contains("memory count"), "{refused}");
+    }
+
+    #[test]
+    fn a_module_with_two_memories_is_refused() {
+        let refused = instantiate("(component (core module (memory 1) (memory 1)))").unwrap_err();
+        let refused = format!("{refused:#}");
+        assert!(refused.contains("multiple memories"), "{refused}");
+    }
+
+    #[test]
+    fn memory_beyond_the_budget_is_refused_at_instantiation() {
+        // 1,025 pages of 64 KiB: one page past the 64 MiB default.
+        let big = "(component (core module $m (memory 1025)) (core instance (instantiate $m)))";
+        assert!(instantiate(big).is_err());
     }
 }

@@ -244,12 +244,33 @@ fn append_error(
     }
 }
 
-/// Checks that `text` is JSON every store can hold as a payload: valid
-/// JSON, and no NUL character (PostgreSQL's jsonb cannot hold one; both
-/// stores refuse it alike, before an append, so it fails one command and
-/// never the batch around it). The error is the reason.
+/// The deepest a stored payload may nest: serde_json's own recursion
+/// limit, which reading a row back applies.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Checks that `text` is JSON every store can hold as a payload and that
+/// reading it back can decode: it is parsed here the way rows are decoded
+/// when read (nesting at most [`MAX_PAYLOAD_DEPTH`], every number within the
+/// 64-bit float range), and it holds no NUL character (PostgreSQL's jsonb
+/// cannot). Both stores refuse alike, before an append, so a bad payload
+/// fails its one command, never the batch around it, and never leaves a
+/// stream that cannot be read. The error is the reason, one line.
 pub fn storable_json(text: &str) -> Result<(), String> {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(e.to_string());
+    }
+    // Syntax first (cheap, and its message is the useful one); then the
+    // limits only a full decode checks (skipping a value checks neither).
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
+        let reason = e.to_string();
+        return Err(if reason.starts_with("recursion limit exceeded") {
+            format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels ({reason})")
+        } else if reason.starts_with("number out of range") {
+            format!("holds a number beyond the 64-bit float range ({reason})")
+        } else {
+            reason
+        });
+    }
     if text.contains("\\u0000") {
         return Err("\\u0000 (NUL) cannot be stored".into());
     }

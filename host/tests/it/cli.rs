@@ -262,7 +262,7 @@ fn bad_input_fails_in_one_line_and_appends_nothing() {
         ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", "{buyerId:"]),
         1,
     );
-    assert!(error.contains("not valid JSON"), "{error}");
+    assert!(error.contains("not JSON the store can hold"), "{error}");
     let error = fails(
         ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", "@missing.json"]),
         1,

@@ -113,11 +113,11 @@ fn limit_of(error: &GuestError) -> &'static str {
 async fn every_hostile_command_fails_alone_and_the_host_survives() {
     let (host, db) = sandboxed_host(tight_limits()).await;
     // A healthy aggregate, cached in the host, and the hostile one with history.
-    host.execute(&create("healthy", 10)).await.unwrap();
+    host.execute(&create("healthy", 20)).await.unwrap();
     host.execute(&hostile("Ok")).await.unwrap();
 
     let _watchdog = Watchdog::start(Duration::from_secs(60));
-    let cases: [(&str, ExpectedError); 9] = [
+    let cases: [(&str, ExpectedError); 11] = [
         ("Loop", |e| limit_of(e) == "time"),
         ("Allocate", |e| limit_of(e) == "memory"),
         ("Recurse", |e| limit_of(e) == "stack"),
@@ -138,6 +138,15 @@ async fn every_hostile_command_fails_alone_and_the_host_survives() {
         ("InvalidJson", |e| {
             matches!(e, GuestError::EventPayloadNotJson { .. })
         }),
+        // Traps without a panic: the message names the trap's kind.
+        (
+            "Unreachable",
+            |e| matches!(e, GuestError::Trap { message, .. } if message.contains("unreachable")),
+        ),
+        (
+            "OutOfBounds",
+            |e| matches!(e, GuestError::Trap { message, .. } if message.contains("out of bounds")),
+        ),
     ];
     let bought = cases.len() as u64;
     for (n, (command, expected)) in cases.into_iter().enumerate() {
@@ -164,7 +173,7 @@ async fn every_hostile_command_fails_alone_and_the_host_survives() {
     let state = host.state(FLASH_SALE, "healthy").await.unwrap();
     assert_eq!(
         (state["stock"].as_u64(), state["sold"].as_u64()),
-        (Some(10 - bought), Some(bought))
+        (Some(20 - bought), Some(bought))
     );
     let events = host.events(HOSTILE, "h1").await.unwrap();
     assert_gapless(&events);
