@@ -1,4 +1,5 @@
-//! The `eshost` binary: tracing to stderr, then the command line.
+//! The `eshost` binary: tracing to stderr (bounded, never blocking), then
+//! the command line.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -14,15 +15,25 @@ async fn main() -> ExitCode {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Log lines go through a bounded queue to a writer thread: a stderr
+    // nobody reads (a full pipe) drops lines instead of stalling the
+    // caller, which may be a guest call on the clock.
+    let (stderr, written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.global.log_format {
         eshost::cli::LogFormat::Text => logs.init(),
         eshost::cli::LogFormat::Json => logs.json().init(),
     }
-    match eshost::cli::run(cli).await {
+    let ran = eshost::cli::run(cli).await;
+    // Every queued line is written before the last word.
+    drop(written);
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", eshost::cli::exit::one_line(&e));
@@ -30,3 +41,6 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// Log lines waiting for stderr at most; more are dropped.
+const LOG_QUEUE_LINES: usize = 10_000;

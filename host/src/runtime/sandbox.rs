@@ -40,6 +40,12 @@ pub const MAX_INSTANCES: usize = 64;
 /// Log lines longer than this are cut, so a guest cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
 
+/// Lines one guest call may log; later ones are dropped and counted.
+pub const MAX_LOG_LINES_PER_CALL: usize = 64;
+
+/// Bytes one guest call may log; later lines are dropped and counted.
+pub const MAX_LOG_BYTES_PER_CALL: usize = 64 << 10;
+
 /// How a guest call's execution is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Budget {
@@ -141,6 +147,11 @@ pub struct GuestContext {
     /// The error-level line the guest logged in the current call (a panic
     /// hook's message), not yet written out.
     last_error: Option<String>,
+    /// Lines and bytes logged in the current call, and lines dropped for
+    /// being over the quota.
+    logged_lines: usize,
+    logged_bytes: usize,
+    dropped_lines: usize,
 }
 
 impl GuestContext {
@@ -151,6 +162,9 @@ impl GuestContext {
             memory_exceeded: false,
             memory_used: 0,
             last_error: None,
+            logged_lines: 0,
+            logged_bytes: 0,
+            dropped_lines: 0,
         }
     }
 
@@ -160,9 +174,24 @@ impl GuestContext {
     }
 
     /// Starts a call: an error line the previous call logged without trapping
-    /// is written out now.
+    /// is written out now, and the log quota starts afresh.
     pub(crate) fn start_call(&mut self) {
         self.flush_error();
+        self.report_dropped();
+        self.logged_lines = 0;
+        self.logged_bytes = 0;
+    }
+
+    fn report_dropped(&mut self) {
+        if self.dropped_lines > 0 {
+            warn!(
+                aggregate = &*self.aggregate,
+                dropped = self.dropped_lines,
+                "a guest call logged more than {MAX_LOG_LINES_PER_CALL} lines or {} KiB; the rest were dropped",
+                MAX_LOG_BYTES_PER_CALL >> 10
+            );
+            self.dropped_lines = 0;
+        }
     }
 
     fn flush_error(&mut self) {
@@ -175,6 +204,7 @@ impl GuestContext {
 impl Drop for GuestContext {
     fn drop(&mut self) {
         self.flush_error();
+        self.report_dropped();
     }
 }
 
@@ -227,14 +257,17 @@ impl ResourceLimiter for GuestContext {
 
 impl host::Host for GuestContext {
     fn log(&mut self, level: Level, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
+        // One line (a newline cannot forge a host log line), cut; and
+        // within the call's quota, or dropped and counted. A call's last
+        // error line (a panic's message) is kept whatever the quota.
+        let message = one_line(&message, MAX_LOG_LINE);
+        self.logged_lines += 1;
+        self.logged_bytes = self.logged_bytes.saturating_add(message.len());
+        let over = self.logged_lines > MAX_LOG_LINES_PER_CALL
+            || self.logged_bytes > MAX_LOG_BYTES_PER_CALL;
+        if over && !matches!(level, Level::Error) {
+            self.dropped_lines += 1;
+            return;
         }
         let aggregate = &*self.aggregate;
         match level {

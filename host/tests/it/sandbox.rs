@@ -216,3 +216,48 @@ async fn an_oversized_command_payload_is_refused_before_the_guest() {
     assert!(host.events(FLASH_SALE, "big").await.unwrap().is_empty());
     db.cleanup().await;
 }
+
+/// A guest logging 1 KiB lines as fast as it can is stopped by its time
+/// budget like any loop; what reaches stderr stays within the per-call log
+/// quota, and a newline in its text cannot start a forged line.
+#[test]
+fn a_log_flood_is_bounded_and_cannot_forge_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::fs::copy(
+        build_dir().join("fixtures/hostile.wasm"),
+        modules.join("hostile.wasm"),
+    )
+    .unwrap();
+    let database = format!("sqlite://{}", dir.path().join("events.db").display());
+    let started = Instant::now();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .arg("--modules")
+        .arg(&modules)
+        .args(["--database-url", &database])
+        .args(["exec", HOSTILE, "h1", "LogFlood", "{}"])
+        .env("RUST_LOG", "info")
+        .env("ESHOST_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("time limit exceeded"), "{stderr}");
+    assert!(stderr.contains("the rest were dropped"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|line| line.starts_with("INFO forged")),
+        "a guest forged a log line"
+    );
+    // 64 lines of about 1 KiB, their prefixes, and the error lines.
+    assert!(
+        run.stderr.len() < 100 << 10,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+    eprintln!(
+        "log flood: {} bytes of stderr, exec took {elapsed:?}",
+        run.stderr.len()
+    );
+}
