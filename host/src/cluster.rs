@@ -121,13 +121,14 @@ impl Cluster {
             hosts.push(start_host(config, &dir, n).await?);
         }
         let client = reqwest::Client::new();
-        for host in &hosts {
-            wait_for(
-                &client,
-                &format!("http://{}/readyz", host.address),
-                "a host",
-            )
-            .await?;
+        for (n, host) in hosts.iter().enumerate() {
+            let ready = format!("http://{}/readyz", host.address);
+            if let Err(why) = wait_for(&client, &ready).await {
+                return Err(ClusterError::Startup {
+                    what: format!("host{}", n + 1),
+                    why,
+                });
+            }
         }
         let frontend = free_port()?;
         let addresses: Vec<SocketAddr> = hosts.iter().map(|h| h.address).collect();
@@ -140,10 +141,7 @@ impl Cluster {
             .arg(&path)
             .output()
             .await
-            .map_err(|source| ClusterError::Spawn {
-                program: config.haproxy.display().to_string(),
-                source,
-            })?;
+            .map_err(spawn_failed(&config.haproxy))?;
         if !checked.status.success() {
             let why = String::from_utf8_lossy(&checked.stdout).to_string()
                 + &String::from_utf8_lossy(&checked.stderr);
@@ -158,21 +156,18 @@ impl Cluster {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| ClusterError::Spawn {
-                program: config.haproxy.display().to_string(),
-                source,
-            })?;
+            .map_err(spawn_failed(&config.haproxy))?;
         let cluster = Self {
             dir,
             haproxy,
             hosts,
             frontend,
         };
-        if let Err(e) = wait_for(&client, &cluster.url("/healthz"), "HAProxy").await {
+        if let Err(why) = wait_for(&client, &cluster.url("/healthz")).await {
             let log = std::fs::read_to_string(cluster.dir.join("haproxy.log")).unwrap_or_default();
             return Err(ClusterError::Startup {
                 what: "HAProxy".into(),
-                why: format!("{e}; its log: {}", log.trim().replace('\n', "; ")),
+                why: format!("{why}; its log: {}", log.trim().replace('\n', "; ")),
             });
         }
         Ok(cluster)
@@ -288,10 +283,7 @@ async fn start_host(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| ClusterError::Spawn {
-            program: config.eshost.display().to_string(),
-            source,
-        })?;
+        .map_err(spawn_failed(&config.eshost))?;
     let stdout = child.stdout.take().ok_or_else(|| ClusterError::Startup {
         what: format!("host{n}"),
         why: "no stdout".into(),
@@ -358,8 +350,8 @@ fn free_port() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// Waits until `url` answers 200.
-async fn wait_for(client: &reqwest::Client, url: &str, what: &str) -> Result<(), ClusterError> {
+/// Waits until `url` answers 200; else the last thing it did instead.
+async fn wait_for(client: &reqwest::Client, url: &str) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
@@ -370,10 +362,13 @@ async fn wait_for(client: &reqwest::Client, url: &str, what: &str) -> Result<(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(ClusterError::Startup {
-        what: what.to_string(),
-        why: last,
-    })
+    Err(last)
+}
+
+/// The error for a program that could not be started.
+fn spawn_failed(program: &Path) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let program = program.display().to_string();
+    move |source| ClusterError::Spawn { program, source }
 }
 
 /// The sum of every sample of metric `name` in Prometheus' text format.

@@ -81,9 +81,12 @@ impl Default for Limits {
 }
 
 /// Sets the engine up for a budget (epoch interruption or fuel), with
-/// multi-memory off: a module declaring a second memory is refused at load.
+/// multi-memory off (a module declaring a second memory is refused at load)
+/// and NaNs canonicalised (a float operation's NaN has the same bits on
+/// every CPU, so a replay elsewhere decides the same).
 pub(crate) fn configure(config: &mut wasmtime::Config, budget: Budget) {
     config.wasm_multi_memory(false);
+    config.cranelift_nan_canonicalization(true);
     match budget {
         Budget::WallClock(_) => config.epoch_interruption(true),
         Budget::Fuel(_) => config.consume_fuel(true),
@@ -369,7 +372,9 @@ mod tests {
     use super::*;
 
     /// Instantiates a component given as text in a sandboxed store.
-    fn instantiate(text: &str) -> wasmtime::Result<()> {
+    fn instantiate_in(
+        text: &str,
+    ) -> wasmtime::Result<(Store<GuestContext>, wasmtime::component::Instance)> {
         let limits = Limits::default();
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
@@ -378,9 +383,31 @@ mod tests {
         let component = wasmtime::component::Component::new(&engine, wat::parse_str(text)?)?;
         let mut store = new_store(&engine, "Test".into(), &limits);
         arm(&mut store, &limits);
-        wasmtime::component::Linker::<GuestContext>::new(&engine)
+        let instance = wasmtime::component::Linker::<GuestContext>::new(&engine)
             .instantiate(&mut store, &component)?;
-        Ok(())
+        Ok((store, instance))
+    }
+
+    fn instantiate(text: &str) -> wasmtime::Result<()> {
+        instantiate_in(text).map(drop)
+    }
+
+    #[test]
+    fn a_nan_has_the_same_bits_on_every_cpu() {
+        // x / x for x = 0: x86 gives 0xffc00000, aarch64 0x7fc00000.
+        let divide = r#"(component
+            (core module $m
+              (func (export "nan") (param f32) (result i32)
+                local.get 0 local.get 0 f32.div i32.reinterpret_f32))
+            (core instance $i (instantiate $m))
+            (func (export "nan") (param "x" f32) (result u32)
+              (canon lift (core func $i "nan"))))"#;
+        let (mut store, instance) = instantiate_in(divide).unwrap();
+        let nan = instance
+            .get_typed_func::<(f32,), (u32,)>(&mut store, "nan")
+            .unwrap();
+        let (bits,) = nan.call(&mut store, (0.0,)).unwrap();
+        assert_eq!(bits, 0x7fc0_0000, "{bits:#x}");
     }
 
     #[test]
