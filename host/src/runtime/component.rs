@@ -147,21 +147,111 @@ fn describe(
 ) -> Result<Manifest, String> {
     let mut store = sandbox::new_store(engine, Arc::from("(loading)"), limits);
     sandbox::arm(&mut store, limits);
-    let guest = pre
-        .instantiate(&mut store)
-        .map_err(|e| format!("instantiating failed: {e}"))?;
+    // A failure says which limit or trap, as a call's failure does.
+    let guest = pre.instantiate(&mut store).map_err(|e| {
+        let failure = sandbox::classify(store.data_mut(), limits, "instantiate", e);
+        format!("instantiating failed: {failure}")
+    })?;
     guest
         .eshost_aggregate_aggregate()
         .call_describe(&mut store)
-        .map_err(|e| format!("describe failed: {e}"))
+        .map_err(|e| {
+            let failure = sandbox::classify(store.data_mut(), limits, "describe", e);
+            format!("describe failed: {failure}")
+        })
 }
 
+/// The longest aggregate, command or event name a manifest may declare.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The most commands, and the most events, a manifest may declare.
+pub const MAX_DECLARED: usize = 1_000;
+
 fn check_manifest(manifest: &Manifest) -> Result<(), String> {
-    if manifest.name.trim().is_empty() {
+    let name = manifest.name.trim();
+    if name.is_empty() {
         return Err("manifest has an empty aggregate name".into());
     }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the aggregate name is {} bytes; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        ));
+    }
+    if manifest.version.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{name}: the version is {} bytes; at most {MAX_NAME_BYTES} are allowed",
+            manifest.version.len()
+        ));
+    }
     if manifest.commands.is_empty() {
-        return Err(format!("{} declares no commands", manifest.name));
+        return Err(format!("{name} declares no commands"));
+    }
+    for (what, names) in [
+        ("commands", &manifest.commands),
+        ("events", &manifest.events),
+    ] {
+        if names.len() > MAX_DECLARED {
+            return Err(format!(
+                "{name} declares {} {what}; at most {MAX_DECLARED} are allowed",
+                names.len()
+            ));
+        }
+        if let Some(long) = names
+            .iter()
+            .find(|n| n.len() > MAX_NAME_BYTES || n.is_empty())
+        {
+            return Err(format!(
+                "{name} declares one of its {what} with a {}-byte name; names are 1 to {MAX_NAME_BYTES} bytes",
+                long.len()
+            ));
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, commands: usize, events: usize, length: usize) -> Manifest {
+        let names = |n: usize| (0..n).map(|i| format!("{i:0length$}")).collect();
+        Manifest {
+            name: name.into(),
+            version: "1.0.0".into(),
+            commands: names(commands),
+            events: names(events),
+        }
+    }
+
+    #[test]
+    fn a_manifest_within_bounds_is_accepted() {
+        check_manifest(&manifest("Sale", 3, 3, 8)).unwrap();
+        check_manifest(&manifest(
+            "Sale",
+            MAX_DECLARED,
+            MAX_DECLARED,
+            MAX_NAME_BYTES,
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_manifest_past_its_bounds_is_refused_saying_which() {
+        let cases = [
+            (
+                manifest(&"A".repeat(200), 1, 1, 4),
+                "aggregate name is 200 bytes",
+            ),
+            (manifest("Sale", MAX_DECLARED + 1, 1, 4), "1001 commands"),
+            (manifest("Sale", 1, 1_000_000, 4), "1000000 events"),
+            (manifest("Sale", 2, 1, 10_000), "10000-byte name"),
+            (manifest("Sale", 0, 1, 4), "declares no commands"),
+        ];
+        for (manifest, expected) in cases {
+            let refused = check_manifest(&manifest).unwrap_err();
+            assert!(refused.contains(expected), "{refused}");
+            assert!(refused.len() < 200, "{refused}");
+        }
+    }
 }

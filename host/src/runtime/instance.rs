@@ -137,9 +137,29 @@ impl Hydrated {
             .state()
             .call_snapshot(&mut self.store, self.state);
         let state = bytes.map_err(|e| self.fail("snapshot", e))?;
+        self.within("snapshot", "snapshot size", state.len(), MAX_SNAPSHOT_BYTES)?;
         Ok(Snapshot {
             version: self.version,
             state,
+        })
+    }
+
+    /// An output of `size` bytes from `call`, or the limit it broke.
+    fn within(
+        &self,
+        call: &'static str,
+        limit: &'static str,
+        size: usize,
+        max: usize,
+    ) -> Result<(), GuestError> {
+        if size <= max {
+            return Ok(());
+        }
+        Err(GuestError::LimitExceeded {
+            aggregate: self.component.name.clone(),
+            call,
+            limit,
+            detail: format!("{call} returned {size} bytes; at most {max} are allowed"),
         })
     }
 
@@ -360,17 +380,33 @@ impl Hydrated {
             .eshost_aggregate_aggregate()
             .state()
             .call_to_json(&mut self.store, self.state);
-        json.map_err(|e| self.fail("to-json", e))
+        let json = json.map_err(|e| self.fail("to-json", e))?;
+        // Checked before anything parses it: a parsed value costs many
+        // times its text.
+        self.within("to-json", "state size", json.len(), MAX_STATE_JSON_BYTES)?;
+        Ok(json)
     }
 }
 
+/// The largest state `to-json` may render, in bytes.
+pub const MAX_STATE_JSON_BYTES: usize = 16 << 20;
+
+/// The largest snapshot a guest may return, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
+
+/// The longest refusal text a caller is given; longer ones are cut.
+pub const MAX_REFUSAL_TEXT: usize = 1024;
+
 impl From<CommandError> for Refusal {
+    /// A guest's refusal, its text made one line of at most
+    /// [`MAX_REFUSAL_TEXT`] bytes: it ends up in answers and log lines.
     fn from(error: CommandError) -> Self {
+        let text = |m: String| sandbox::one_line(&m, MAX_REFUSAL_TEXT);
         match error {
-            CommandError::UnknownCommand(m) => Refusal::UnknownCommand(m),
-            CommandError::InvalidPayload(m) => Refusal::InvalidPayload(m),
-            CommandError::InvalidCommand(m) => Refusal::InvalidCommand(m),
-            CommandError::PreconditionFailed(m) => Refusal::PreconditionFailed(m),
+            CommandError::UnknownCommand(m) => Refusal::UnknownCommand(text(m)),
+            CommandError::InvalidPayload(m) => Refusal::InvalidPayload(text(m)),
+            CommandError::InvalidCommand(m) => Refusal::InvalidCommand(text(m)),
+            CommandError::PreconditionFailed(m) => Refusal::PreconditionFailed(text(m)),
         }
     }
 }

@@ -354,7 +354,7 @@ pub(crate) fn classify(
 const MAX_ERROR_TEXT: usize = 1024;
 
 /// `text` as one line (newlines escaped) cut to at most `max` bytes.
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let mut line = text.trim().replace('\r', "\\r").replace('\n', "\\n");
     if line.len() > max {
         let mut cut = max;

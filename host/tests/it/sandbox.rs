@@ -261,3 +261,16 @@ fn a_log_flood_is_bounded_and_cannot_forge_lines() {
         run.stderr.len()
     );
 }
+
+/// A guest's refusal text reaches the caller as one line of at most 1 KiB.
+#[tokio::test]
+async fn a_long_refusal_is_cut_to_one_line() {
+    let (host, db) = sandboxed_host(tight_limits()).await;
+    let error = host.execute(&hostile("LongRefusal")).await.unwrap_err();
+    assert!(matches!(error, CommandError::Refused { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(!message.contains('\n'), "{message}");
+    assert!(message.len() < 2048, "{} bytes", message.len());
+    assert!(message.contains("no\\nERROR forged: xxx"), "{message}");
+    db.cleanup().await;
+}
