@@ -182,15 +182,6 @@ impl Cluster {
         format!("http://{}{path}", self.frontend)
     }
 
-    /// Host `n`'s own address (1-based, as HAProxy names them `hostN`).
-    pub fn host_address(&self, n: usize) -> SocketAddr {
-        self.hosts[n - 1].address
-    }
-
-    pub fn host_count(&self) -> usize {
-        self.hosts.len()
-    }
-
     /// Kills host `n` at once (SIGKILL): no drain, connections cut.
     pub async fn kill(&mut self, n: usize) -> Result<(), ClusterError> {
         let host = &mut self.hosts[n - 1];
@@ -212,7 +203,7 @@ impl Cluster {
     }
 
     /// One command to HAProxy's runtime API; its answer.
-    pub async fn runtime_api(&self, command: &str) -> Result<String, ClusterError> {
+    async fn runtime_api(&self, command: &str) -> Result<String, ClusterError> {
         let mut socket = tokio::net::UnixStream::connect(self.dir.join("haproxy.sock")).await?;
         socket.write_all(format!("{command}\n").as_bytes()).await?;
         let mut answer = String::new();
@@ -237,23 +228,6 @@ impl Cluster {
             sum += self.metric(n, name).await;
         }
         sum
-    }
-
-    /// HAProxy's and the hosts' logs, for a failing test to print.
-    pub fn logs(&self) -> String {
-        let mut logs = String::new();
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        for file in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "log"))
-        {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            logs.push_str(&format!("== {}\n{text}", file.display()));
-        }
-        logs
     }
 }
 

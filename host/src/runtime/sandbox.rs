@@ -263,15 +263,18 @@ impl host::Host for GuestContext {
         // One line (a newline cannot forge a host log line), cut; and
         // within the call's quota, or dropped and counted. A call's last
         // error line (a panic's message) is kept whatever the quota.
-        let message = one_line(&message, MAX_LOG_LINE);
         self.logged_lines += 1;
-        self.logged_bytes = self.logged_bytes.saturating_add(message.len());
+        self.logged_bytes = self
+            .logged_bytes
+            .saturating_add(message.len().min(MAX_LOG_LINE));
         let over = self.logged_lines > MAX_LOG_LINES_PER_CALL
             || self.logged_bytes > MAX_LOG_BYTES_PER_CALL;
         if over && !matches!(level, Level::Error) {
+            // Dropped before any copy: a flood costs a count per line.
             self.dropped_lines += 1;
             return;
         }
+        let message = one_line(&message, MAX_LOG_LINE);
         let aggregate = &*self.aggregate;
         match level {
             Level::Trace => trace!(aggregate, "{message}"),
@@ -353,16 +356,25 @@ pub(crate) fn classify(
 /// Guest-influenced text in an error: one line, at most this many bytes.
 const MAX_ERROR_TEXT: usize = 1024;
 
-/// `text` as one line (newlines escaped) cut to at most `max` bytes.
+/// `text` as one line (newlines escaped) cut to at most `max` bytes, in one
+/// pass that stops at the cut: the text may be as long as a guest likes.
 pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let mut line = text.trim().replace('\r', "\\r").replace('\n', "\\n");
-    if line.len() > max {
-        let mut cut = max;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
+    let text = text.trim();
+    let mut line = String::with_capacity(text.len().min(max) + '…'.len_utf8());
+    for c in text.chars() {
+        let escaped = match c {
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            _ => None,
+        };
+        if line.len() + escaped.map_or(c.len_utf8(), str::len) > max {
+            line.push('…');
+            break;
         }
-        line.truncate(cut);
-        line.push('…');
+        match escaped {
+            Some(escaped) => line.push_str(escaped),
+            None => line.push(c),
+        }
     }
     line
 }

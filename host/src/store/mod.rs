@@ -256,11 +256,8 @@ pub const MAX_PAYLOAD_DEPTH: usize = 128;
 /// fails its one command, never the batch around it, and never leaves a
 /// stream that cannot be read. The error is the reason, one line.
 pub fn storable_json(text: &str) -> Result<(), String> {
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(e.to_string());
-    }
-    // Syntax first (cheap, and its message is the useful one); then the
-    // limits only a full decode checks (skipping a value checks neither).
+    // One full decode checks syntax and the limits alike (skipping a value,
+    // as `IgnoredAny` does, checks neither depth nor number range).
     if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
         let reason = e.to_string();
         return Err(if reason.starts_with("recursion limit exceeded") {

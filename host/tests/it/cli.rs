@@ -903,15 +903,20 @@ fn a_guest_crate_made_outside_the_repository_builds_and_runs() {
 #[test]
 fn exec_always_names_the_command_id() {
     let ws = Workspace::new();
-    let answer: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
-        "exec",
-        FLASH_SALE,
-        "s1",
-        "CreateFlashSale",
-        r#"{"initialStock":1}"#,
-        "--json",
-    ])))
-    .unwrap();
+    // Creating the same sale, with extra flags: `--json`'s object.
+    let create = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "exec",
+            FLASH_SALE,
+            "s1",
+            "CreateFlashSale",
+            r#"{"initialStock":1}"#,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(ws.run(&args))).unwrap()
+    };
+    let answer = create(&[]);
     let id = answer["command_id"].as_str().unwrap().to_string();
     assert_eq!(uuid::Uuid::parse_str(&id).map(|_| ()), Ok(()), "{answer}");
     assert_eq!(
@@ -921,17 +926,7 @@ fn exec_always_names_the_command_id() {
         ),
         (Some(false), Some(1))
     );
-    let again: serde_json::Value = serde_json::from_str(&ok(ws.run(&[
-        "exec",
-        FLASH_SALE,
-        "s1",
-        "CreateFlashSale",
-        r#"{"initialStock":1}"#,
-        "--json",
-        "--command-id",
-        &id,
-    ])))
-    .unwrap();
+    let again = create(&["--command-id", &id]);
     assert_eq!(again["replayed"], true);
 
     // Refused (exit 1): the generated id is on the error line, with no
