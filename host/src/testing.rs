@@ -15,7 +15,7 @@
 
 use crate::error::{CommandError, LoadError, Refusal};
 use crate::runtime::{Hydrated, LoadedComponent, Runtime};
-use crate::store::RecordedEvent;
+use crate::store::{JsonText, RecordedEvent};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -141,7 +141,7 @@ fn run(
             id: id.to_string(),
             sequence: n as u64 + 1,
             name: name.clone(),
-            payload: payload.clone(),
+            payload: JsonText::from_value(payload),
             metadata: Value::Null,
             created_at: String::new(),
         })

@@ -31,6 +31,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-bank-account", "modules/bank-account.wasm"),
     ("guest-hostile", "fixtures/hostile.wasm"),
     ("guest-importer", "fixtures/importer/importer.wasm"),
+    ("guest-stuck", "fixtures/stuck/stuck.wasm"),
     ("guest-flash-sale-v2", "fixtures/upgrade/flash-sale-v2.wasm"),
     (
         "guest-flash-sale-renamed",

@@ -9,7 +9,8 @@
 //! in, with `httparse` (hyper's own parser) reading the head.
 //!
 //! [`Resending`] is the client behind a load balancer: it resends through
-//! lost connections and 502/503/504 with the same Idempotency-Key.
+//! lost connections, 502/503/504, 429 and 409 `conflict` with the same
+//! Idempotency-Key.
 
 use crate::dispatch::CommandRequest;
 use crate::server::error::ErrorBody;
@@ -124,10 +125,21 @@ impl Connection {
 /// How many times a command is sent at most, the first time included.
 pub const MAX_ATTEMPTS: u32 = 50;
 
+/// True for an answer the README tells clients to resend: 502, 503 and 504
+/// (the outcome unknown, or nothing done), 429 (the queue was full) and 409
+/// `conflict` (other writers kept winning; nothing was recorded).
+fn resendable(status: u16, body: &[u8]) -> bool {
+    match status {
+        429 | 502..=504 => true,
+        409 => serde_json::from_slice::<ErrorBody>(body).is_ok_and(|e| e.error.kind == "conflict"),
+        _ => false,
+    }
+}
+
 /// A caller that resends as the README tells clients to: a command whose
-/// connection failed, or that was answered 502, 503 or 504 (the outcome
-/// unknown, or nothing done), is sent again with the same Idempotency-Key,
-/// after a short pause, up to [`MAX_ATTEMPTS`] times. A command without an
+/// connection failed, or whose answer is [`resendable`], is sent again with
+/// the same Idempotency-Key, after a short pause, up to [`MAX_ATTEMPTS`]
+/// times. A command without an
 /// id gets one before its first send, so a resend can never run it twice.
 pub struct Resending {
     server: SocketAddr,
@@ -174,7 +186,7 @@ impl Resending {
                 },
             };
             match sent {
-                Ok((status @ (502..=504), body)) => {
+                Ok((status, body)) if resendable(status, &body) => {
                     last = answered(status, &body).err().unwrap_or_default();
                 }
                 Ok((status, body)) => return answered(status, &body),

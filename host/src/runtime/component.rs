@@ -2,8 +2,8 @@
 //! that imports nothing but `host.log`, and read its manifest.
 
 use super::artifacts::ArtifactCache;
+use super::bindings::AggregateGuestPre;
 use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
-use super::bindings::{AggregateGuest, AggregateGuestPre};
 use super::sandbox::{self, GuestContext, Limits};
 use crate::error::LoadError;
 use sha2::{Digest, Sha256};
@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
 /// The one interface a guest may import.
 pub const HOST_INTERFACE: &str = "eshost:aggregate/host@0.1.0";
@@ -98,8 +98,7 @@ impl LoadedComponent {
             ));
         }
         let mut linker: Linker<GuestContext> = Linker::new(engine);
-        AggregateGuest::add_to_linker::<_, HasSelf<_>>(&mut linker, |context| context)
-            .map_err(|e| LoadError::new(path, first_line(&e)))?;
+        sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::new(path, first_line(&e)))?;

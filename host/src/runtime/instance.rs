@@ -211,7 +211,8 @@ impl Hydrated {
                     "this version does not declare the event".to_string(),
                 ));
             }
-            let payload = event.payload.to_string();
+            // The exact text recorded: replay hands the guest what it decided.
+            let payload = event.payload.as_str().to_string();
             let size = event.name.len() + payload.len();
             if !chunk.is_empty() && size_of_chunk + size > chunk_bytes {
                 self.apply_chunk(first, &mut chunk)?;

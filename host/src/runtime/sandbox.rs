@@ -11,17 +11,23 @@
 //! - Output: at most [`Limits::max_events_per_command`] events, each payload
 //!   (and each command payload) at most [`Limits::max_payload_bytes`].
 //!
+//! - Logging: `host.log` keeps at most [`MAX_LOG_LINES_PER_CALL`] lines and
+//!   [`MAX_LOG_BYTES_PER_CALL`] bytes a call, and under a fuel budget each
+//!   call costs [`LOG_CALL_FUEL`] plus a unit per byte: host time counts.
+//!
 //! A call that breaks a limit traps; the instance is thrown away (wasmtime
 //! will not re-enter it) and the command fails with an error naming the
 //! aggregate and the limit. A panic's message reaches the host through the
 //! one import a guest has, `host.log`.
 
-use super::bindings::eshost::aggregate::host::{self, Level};
+use super::bindings::eshost::aggregate::host::Level;
+use super::component::HOST_INTERFACE;
 use crate::error::GuestError;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, trace, warn};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::component::Linker;
+use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, Trap};
 
 /// How often the epoch advances when calls have a wall-clock budget.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -45,6 +51,11 @@ pub const MAX_LOG_LINES_PER_CALL: usize = 64;
 
 /// Bytes one guest call may log; later lines are dropped and counted.
 pub const MAX_LOG_BYTES_PER_CALL: usize = 64 << 10;
+
+/// Fuel one `host.log` call costs under a fuel budget, plus one per byte of
+/// its message: about what the host spends on it, counted in instructions,
+/// so a budget bounds a call's time whether the guest computes or logs.
+pub const LOG_CALL_FUEL: u64 = 1_000;
 
 /// How a guest call's execution is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +269,39 @@ impl ResourceLimiter for GuestContext {
     }
 }
 
-impl host::Host for GuestContext {
+/// Links the one import a guest may have, `host.log`. Written out rather
+/// than generated so the call can reach the store and be charged fuel.
+pub(crate) fn link_host(linker: &mut Linker<GuestContext>) -> wasmtime::Result<()> {
+    linker.instance(HOST_INTERFACE)?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, GuestContext>, (level, message): (Level, String)| {
+            charge_fuel(
+                &mut store,
+                LOG_CALL_FUEL.saturating_add(message.len() as u64),
+            )?;
+            store.data_mut().log(level, message);
+            Ok(())
+        },
+    )
+}
+
+/// Takes `cost` from the call's fuel, if it runs on fuel; when less is
+/// left, the call ends as if it had run out computing.
+fn charge_fuel(store: &mut StoreContextMut<'_, GuestContext>, cost: u64) -> wasmtime::Result<()> {
+    let Ok(left) = store.get_fuel() else {
+        // A wall-clock budget: the epoch counts host time already.
+        return Ok(());
+    };
+    match left.checked_sub(cost) {
+        Some(left) => store.set_fuel(left),
+        None => {
+            store.set_fuel(0)?;
+            Err(Trap::OutOfFuel.into())
+        }
+    }
+}
+
+impl GuestContext {
     fn log(&mut self, level: Level, message: String) {
         // One line (a newline cannot forge a host log line), cut; and
         // within the call's quota, or dropped and counted. A call's last
@@ -383,25 +426,27 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    /// Instantiates a component given as text in a sandboxed store.
+    /// Instantiates a component given as text in a sandboxed store, with
+    /// `host.log` to import.
     fn instantiate_in(
         text: &str,
+        limits: &Limits,
     ) -> wasmtime::Result<(Store<GuestContext>, wasmtime::component::Instance)> {
-        let limits = Limits::default();
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         configure(&mut config, limits.budget);
         let engine = Engine::new(&config)?;
         let component = wasmtime::component::Component::new(&engine, wat::parse_str(text)?)?;
-        let mut store = new_store(&engine, "Test".into(), &limits);
-        arm(&mut store, &limits);
-        let instance = wasmtime::component::Linker::<GuestContext>::new(&engine)
-            .instantiate(&mut store, &component)?;
+        let mut store = new_store(&engine, "Test".into(), limits);
+        arm(&mut store, limits);
+        let mut linker = Linker::<GuestContext>::new(&engine);
+        link_host(&mut linker)?;
+        let instance = linker.instantiate(&mut store, &component)?;
         Ok((store, instance))
     }
 
     fn instantiate(text: &str) -> wasmtime::Result<()> {
-        instantiate_in(text).map(drop)
+        instantiate_in(text, &Limits::default()).map(drop)
     }
 
     #[test]
@@ -414,7 +459,7 @@ mod tests {
             (core instance $i (instantiate $m))
             (func (export "nan") (param "x" f32) (result u32)
               (canon lift (core func $i "nan"))))"#;
-        let (mut store, instance) = instantiate_in(divide).unwrap();
+        let (mut store, instance) = instantiate_in(divide, &Limits::default()).unwrap();
         let nan = instance
             .get_typed_func::<(f32,), (u32,)>(&mut store, "nan")
             .unwrap();
@@ -446,5 +491,51 @@ mod tests {
         // 1,025 pages of 64 KiB: one page past the 64 MiB default.
         let big = "(component (core module $m (memory 1025)) (core instance (instantiate $m)))";
         assert!(instantiate(big).is_err());
+    }
+
+    #[test]
+    fn logging_is_charged_to_fuel() {
+        // A guest that logs 16 bytes, forever.
+        let flood = r#"(component
+            (import "eshost:aggregate/host@0.1.0" (instance $host
+              (type $level (enum "trace" "debug" "info" "warn" "error"))
+              (export "level" (type $level_eq (eq $level)))
+              (export "log" (func (param "level" $level_eq) (param "message" string)))))
+            (core module $memory (memory (export "memory") 1))
+            (core instance $memory (instantiate $memory))
+            (alias export $host "log" (func $log))
+            (core func $log_lowered (canon lower (func $log) (memory $memory "memory")))
+            (core module $m
+              (import "host" "log" (func $log (param i32 i32 i32)))
+              (func (export "flood")
+                (loop $again
+                  (call $log (i32.const 2) (i32.const 0) (i32.const 16))
+                  (br $again))))
+            (core instance $i (instantiate $m
+              (with "host" (instance (export "log" (func $log_lowered))))))
+            (func (export "flood") (canon lift (core func $i "flood"))))"#;
+        let fuel = 10_000_000;
+        let limits = Limits {
+            budget: Budget::Fuel(fuel),
+            ..Limits::default()
+        };
+        let (mut store, instance) = instantiate_in(flood, &limits).unwrap();
+        let flood = instance
+            .get_typed_func::<(), ()>(&mut store, "flood")
+            .unwrap();
+        arm(&mut store, &limits);
+        let error = flood.call(&mut store, ()).unwrap_err();
+        // Uncharged, each call would cost the loop's few instructions: a
+        // million calls or more.
+        let calls = store.data().logged_lines as u64;
+        assert!(
+            calls <= fuel / (LOG_CALL_FUEL + 16) + 1,
+            "{calls} log calls on {fuel} fuel"
+        );
+        let error = classify(store.data_mut(), &limits, "handle", error);
+        assert!(
+            matches!(error, GuestError::LimitExceeded { limit: "fuel", .. }),
+            "{error:?}"
+        );
     }
 }

@@ -4,9 +4,11 @@
 //! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
 //! command as [`StoreError::DuplicateCommand`]).
 
+mod payload;
 mod postgres;
 mod sqlite;
 
+pub use payload::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -58,7 +60,9 @@ pub struct RecordedEvent {
     /// 1-based, gapless within the stream.
     pub sequence: u64,
     pub name: String,
-    pub payload: serde_json::Value,
+    /// The payload, exactly as the guest wrote it.
+    #[schema(value_type = serde_json::Value)]
+    pub payload: JsonText,
     pub metadata: serde_json::Value,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -242,36 +246,6 @@ fn append_error(
         },
         None => error.into(),
     }
-}
-
-/// The deepest a stored payload may nest: serde_json's own recursion
-/// limit, which reading a row back applies.
-pub const MAX_PAYLOAD_DEPTH: usize = 128;
-
-/// Checks that `text` is JSON every store can hold as a payload and that
-/// reading it back can decode: it is parsed here the way rows are decoded
-/// when read (nesting at most [`MAX_PAYLOAD_DEPTH`], every number within the
-/// 64-bit float range), and it holds no NUL character (PostgreSQL's jsonb
-/// cannot). Both stores refuse alike, before an append, so a bad payload
-/// fails its one command, never the batch around it, and never leaves a
-/// stream that cannot be read. The error is the reason, one line.
-pub fn storable_json(text: &str) -> Result<(), String> {
-    // One full decode checks syntax and the limits alike (skipping a value,
-    // as `IgnoredAny` does, checks neither depth nor number range).
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
-        let reason = e.to_string();
-        return Err(if reason.starts_with("recursion limit exceeded") {
-            format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels ({reason})")
-        } else if reason.starts_with("number out of range") {
-            format!("holds a number beyond the 64-bit float range ({reason})")
-        } else {
-            reason
-        });
-    }
-    if text.contains("\\u0000") {
-        return Err("\\u0000 (NUL) cannot be stored".into());
-    }
-    Ok(())
 }
 
 /// A sequence number or count as the stores' 64-bit signed integer.

@@ -1,12 +1,13 @@
 //! The PostgreSQL event store. All of its SQL is in this file.
 
 use super::{
-    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, StreamLock,
-    Violation, appended, grouped, numbered, snapshot_from, to_i64,
+    EventStore, JsonText, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId,
+    StreamLock, Violation, appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::types::Json;
 use sqlx::{Connection, Row};
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,7 +44,7 @@ const INSERT_EVENTS: &str = "
              AS c(command_id, command_name, fingerprint, first_sequence, event_count)
     )
     INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
-    SELECT $1, $2, e.sequence_number, e.event_name, e.payload::jsonb, e.metadata::jsonb
+    SELECT $1, $2, e.sequence_number, e.event_name, e.payload::json, e.metadata::jsonb
     FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
          AS e(sequence_number, event_name, payload, metadata)
     RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
@@ -184,7 +185,7 @@ fn recorded(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         id: row.try_get("aggregate_id")?,
         sequence: row.try_get::<i64, _>("sequence_number")?.max(0) as u64,
         name: row.try_get("event_name")?,
-        payload: row.try_get("payload")?,
+        payload: row.try_get::<Json<JsonText>, _>("payload")?.0,
         metadata: row.try_get("metadata")?,
         created_at: row.try_get("created_at")?,
     })

@@ -2,8 +2,8 @@
 //! All of its SQL is in this file.
 
 use super::{
-    EventStore, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId, StreamLock,
-    Violation, append_error, appended, grouped, numbered, snapshot_from, to_i64,
+    EventStore, JsonText, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId,
+    StreamLock, Violation, append_error, appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -161,18 +161,16 @@ impl SqliteStore {
 }
 
 fn recorded(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))
-    };
+    let decode_error = |e: serde_json::Error| StoreError::from(sqlx::Error::Decode(e.into()));
+    let metadata: String = row.try_get("metadata")?;
     Ok(RecordedEvent {
         position: row.try_get("position")?,
         aggregate: row.try_get("aggregate_name")?,
         id: row.try_get("aggregate_id")?,
         sequence: row.try_get::<i64, _>("sequence_number")?.max(0) as u64,
         name: row.try_get("event_name")?,
-        payload: json("payload")?,
-        metadata: json("metadata")?,
+        payload: JsonText::new(row.try_get("payload")?).map_err(decode_error)?,
+        metadata: serde_json::from_str(&metadata).map_err(decode_error)?,
         created_at: row.try_get("created_at")?,
     })
 }

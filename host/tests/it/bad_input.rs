@@ -169,13 +169,19 @@ async fn quantity_above_stock_is_a_recorded_rejection(db: &TestDb) {
     host.execute(&create("big", 3)).await.unwrap();
     let outcome = host.execute(&purchase("big", "whale", 4)).await.unwrap();
     assert_eq!(names(&outcome.events), ["PurchaseRejected"]);
-    assert_eq!(outcome.events[0].payload["reason"], "insufficient_stock");
-    assert_eq!(outcome.events[0].payload["buyerId"], "whale");
+    assert_eq!(
+        outcome.events[0].payload.to_value()["reason"],
+        "insufficient_stock"
+    );
+    assert_eq!(outcome.events[0].payload.to_value()["buyerId"], "whale");
     // Exactly the remaining stock is fine; then it is out of stock.
     let outcome = host.execute(&purchase("big", "exact", 3)).await.unwrap();
     assert_eq!(names(&outcome.events), ["ItemPurchased"]);
     let outcome = host.execute(&purchase("big", "late", 1)).await.unwrap();
-    assert_eq!(outcome.events[0].payload["reason"], "out_of_stock");
+    assert_eq!(
+        outcome.events[0].payload.to_value()["reason"],
+        "out_of_stock"
+    );
     let state = host.state(FLASH_SALE, "big").await.unwrap();
     assert_eq!(
         (state["stock"].as_u64(), state["sold"].as_u64()),
@@ -192,26 +198,28 @@ crate::conformance!(
     quantity_zero_or_negative,
     quantity_above_stock_is_a_recorded_rejection,
     an_unstorable_guest_event_fails_only_its_command,
+    a_replay_hands_the_guest_the_payload_bytes_it_decided,
 );
+
+fn hostile_modules() -> eshost::Modules {
+    let runtime = eshost::runtime::Runtime::new();
+    let mut modules = eshost::Modules::default();
+    let hostile = runtime.load(&build_dir().join("fixtures/hostile.wasm"));
+    modules.insert(hostile.unwrap()).unwrap();
+    modules
+}
+
+async fn hostile_host(db: &TestDb) -> Host {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    Host::with_options(hostile_modules(), store, eshost::HostOptions::default())
+}
 
 /// Guest events a store could take but not give back (a NUL for jsonb;
 /// nested 200 deep, a number beyond f64, 10,000 digits for the decoder)
 /// each fail their own command only: the other commands of the same queued
 /// batch are recorded, and the stream stays readable, from a fresh host too.
 async fn an_unstorable_guest_event_fails_only_its_command(db: &TestDb) {
-    let hostile_modules = || {
-        let runtime = eshost::runtime::Runtime::new();
-        let mut modules = eshost::Modules::default();
-        let hostile = runtime.load(&build_dir().join("fixtures/hostile.wasm"));
-        modules.insert(hostile.unwrap()).unwrap();
-        modules
-    };
-    let store = eshost::store::open(&db.url).await.unwrap();
-    let host = std::sync::Arc::new(Host::with_options(
-        hostile_modules(),
-        store,
-        eshost::HostOptions::default(),
-    ));
+    let host = std::sync::Arc::new(hostile_host(db).await);
     let send = |command: &str| {
         let (host, request) = (
             host.clone(),
@@ -246,15 +254,39 @@ async fn an_unstorable_guest_event_fails_only_its_command(db: &TestDb) {
         );
     }
     assert_eq!(host.events("Hostile", "h1").await.unwrap().len(), 40);
-    let fresh = Host::with_options(
-        hostile_modules(),
-        eshost::store::open(&db.url).await.unwrap(),
-        eshost::HostOptions::default(),
-    );
+    let fresh = hostile_host(db).await;
     assert_eq!(fresh.events("Hostile", "h1").await.unwrap().len(), 40);
     let outcome = fresh
         .execute(&CommandRequest::new("Hostile", "h1", "Ok", "{}"))
         .await
         .unwrap();
     assert_eq!(outcome.events[0].sequence, 41);
+}
+
+/// The payload text the hostile guest's `Exact` command decides: decoding
+/// and encoding it again would change it (a negative zero, 2^64, an
+/// exponent, a repeated key, spacing, a line break).
+const EXACT: &str = "{\"n\": -0, \"big\": 18446744073709551616,\n \"e\": 1E2, \"k\": 1, \"k\": 2}";
+
+/// Replay is live: the guest applying its freshly decided event and the
+/// guest replaying the stream in a fresh host see the same bytes, and the
+/// store gives those bytes back (written on one line).
+async fn a_replay_hands_the_guest_the_payload_bytes_it_decided(db: &TestDb) {
+    let host = hostile_host(db).await;
+    let exact = CommandRequest::new("Hostile", "h1", "Exact", "{}");
+    let outcome = host.execute(&exact).await.unwrap();
+    assert_eq!(outcome.events[0].payload.as_str(), EXACT);
+    let live = host.state("Hostile", "h1").await.unwrap();
+    assert_eq!(live["last_payload"], EXACT, "applied live");
+
+    let fresh = hostile_host(db).await;
+    let replayed = fresh.state("Hostile", "h1").await.unwrap();
+    assert_eq!(replayed["last_payload"], EXACT, "replayed from the store");
+    let recorded = fresh.events("Hostile", "h1").await.unwrap();
+    assert_eq!(recorded[0].payload.as_str(), EXACT);
+    let line = serde_json::to_string(&recorded[0]).unwrap();
+    assert!(
+        line.contains(&EXACT.replace('\n', " ")) && !line.contains('\n'),
+        "{line}"
+    );
 }

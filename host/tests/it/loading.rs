@@ -88,3 +88,27 @@ fn a_built_guest_that_imports_a_clock_is_refused() {
         "the log import is allowed: {error}"
     );
 }
+
+/// A guest whose `describe` never returns is stopped at load by the same
+/// budget as a call, and the error names the limit, under either budget.
+#[test]
+fn a_guest_stuck_at_load_is_stopped_and_the_error_names_the_limit() {
+    use eshost::runtime::{Budget, Limits};
+    use std::time::{Duration, Instant};
+    let path = build_dir().join("fixtures/stuck/stuck.wasm");
+    for (budget, limit) in [
+        (Budget::WallClock(Duration::from_millis(100)), "time"),
+        (Budget::Fuel(10_000_000), "fuel"),
+    ] {
+        let runtime = Runtime::with_limits(Limits {
+            budget,
+            ..Limits::default()
+        });
+        let started = Instant::now();
+        let error = runtime.load(&path).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(30), "{budget:?}");
+        assert!(error.contains("stuck.wasm"), "{error}");
+        assert!(error.contains(&format!("{limit} limit")), "{error}");
+        assert!(!error.contains('\n') && error.len() < 2048, "{error}");
+    }
+}

@@ -158,7 +158,7 @@ async fn a_queued_host_recovers_from_another_writer(db: &TestDb) {
     assert_eq!(a.stats().conflicts.get(), 1);
     // And A's state is right afterwards: stock 3 - 1 - 2.
     let late = a.execute(&purchase("shared", "late", 1)).await.unwrap();
-    assert_eq!(late.events[0].payload["reason"], "out_of_stock");
+    assert_eq!(late.events[0].payload.to_value()["reason"], "out_of_stock");
 }
 
 crate::conformance!(

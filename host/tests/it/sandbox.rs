@@ -231,35 +231,81 @@ fn a_log_flood_is_bounded_and_cannot_forge_lines() {
     )
     .unwrap();
     let database = format!("sqlite://{}", dir.path().join("events.db").display());
-    let started = Instant::now();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
-        .arg("--modules")
-        .arg(&modules)
-        .args(["--database-url", &database])
-        .args(["exec", HOSTILE, "h1", "LogFlood", "{}"])
-        .env("RUST_LOG", "info")
-        .env("ESHOST_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    let elapsed = started.elapsed();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("time limit exceeded"), "{stderr}");
-    assert!(stderr.contains("the rest were dropped"), "{stderr}");
-    assert!(
-        !stderr.lines().any(|line| line.starts_with("INFO forged")),
-        "a guest forged a log line"
-    );
-    // 64 lines of about 1 KiB, their prefixes, and the error lines.
-    assert!(
-        run.stderr.len() < 100 << 10,
-        "{} bytes of stderr",
-        run.stderr.len()
-    );
-    eprintln!(
-        "log flood: {} bytes of stderr, exec took {elapsed:?}",
-        run.stderr.len()
-    );
+    // Under a wall-clock budget and under fuel, which charges each log call.
+    for (budget, limit) in [
+        (&[][..], "time limit exceeded"),
+        (&["--guest-fuel", "100000000"][..], "fuel limit exceeded"),
+    ] {
+        let started = Instant::now();
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .arg("--modules")
+            .arg(&modules)
+            .args(["--database-url", &database])
+            .args(budget)
+            .args(["exec", HOSTILE, "h1", "LogFlood", "{}"])
+            .env("RUST_LOG", "info")
+            .env("ESHOST_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains(limit), "{stderr}");
+        assert!(stderr.contains("the rest were dropped"), "{stderr}");
+        assert!(
+            !stderr.lines().any(|line| line.starts_with("INFO forged")),
+            "a guest forged a log line"
+        );
+        // 64 lines of about 1 KiB, their prefixes, and the error lines.
+        assert!(
+            run.stderr.len() < 100 << 10,
+            "{} bytes of stderr",
+            run.stderr.len()
+        );
+        eprintln!(
+            "log flood ({limit}): {} bytes of stderr, exec took {elapsed:?}",
+            run.stderr.len()
+        );
+    }
+}
+
+/// A state past 16 MiB is refused where the host would take it in (its
+/// JSON, its snapshot), with an error naming the limit; the aggregate keeps
+/// taking commands, and nothing is written for the refused snapshot.
+#[tokio::test]
+async fn state_and_snapshot_past_their_caps_are_refused() {
+    // Memory enough that the caps, not the memory limit, are what stop it.
+    let (host, db) = sandboxed_host(Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    })
+    .await;
+    host.execute(&hostile("Bloat")).await.unwrap();
+    for (result, limit) in [
+        (host.state(HOSTILE, "h1").await.map(drop), "state size"),
+        (
+            host.snapshot_now(HOSTILE, "h1").await.map(drop),
+            "snapshot size",
+        ),
+    ] {
+        let Err(CommandError::Guest(error)) = result else {
+            panic!("{limit}: expected a guest error, got {result:?}");
+        };
+        assert_eq!(limit_of(&error), limit);
+        let message = error.to_string();
+        assert!(
+            message.contains("16 MiB") || message.contains("16777216"),
+            "{message}"
+        );
+        assert!(message.len() < 2048, "{message}");
+    }
+    let store = host.store();
+    let digest = host.modules().get(HOSTILE).unwrap().digest.clone();
+    let stream = eshost::StreamId::new(HOSTILE, "h1");
+    assert_eq!(store.load_snapshot(&stream, &digest).await.unwrap(), None);
+    let outcome = host.execute(&hostile("Ok")).await.unwrap();
+    assert_eq!(outcome.events[0].sequence, 2);
+    db.cleanup().await;
 }
 
 /// A guest's refusal text reaches the caller as one line of at most 1 KiB.

@@ -51,7 +51,7 @@ async fn events_carry_metadata(db: &TestDb) {
     let component = host.modules().get(FLASH_SALE).unwrap().clone();
     assert_eq!(metadata["componentDigest"], component.digest.as_str());
     assert_eq!(metadata["aggregateVersion"], component.version.as_str());
-    assert_eq!(outcome.events[0].payload["itemId"], "meta-1");
+    assert_eq!(outcome.events[0].payload.to_value()["itemId"], "meta-1");
 }
 
 crate::conformance!(reference_scenario_fifty_times, events_carry_metadata,);

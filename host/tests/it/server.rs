@@ -75,15 +75,16 @@ async fn post(
 /// Sends a body over the server's limit. The server answers 413 without
 /// reading the rest of the body, and closing a socket with unread data may
 /// reset the connection before the client reads the answer (a TCP race, not
-/// the server's verdict); then it is sent again on a new connection.
+/// the server's verdict); then it is sent again on a new connection. Each
+/// send has a client of its own, so no other request is given the closed
+/// connection from a shared pool.
 async fn post_oversized(
-    client: &reqwest::Client,
     server: &TestServer,
     path: &str,
     body: &str,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
     for _ in 0..3 {
-        let sent = client
+        let sent = reqwest::Client::new()
             .post(server.url(path))
             .body(body.to_string())
             .send()
@@ -236,7 +237,7 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
         "invalid_command",
     );
     let huge = format!(r#"{{"buyerId":"{}","quantity":1}}"#, "x".repeat(200_000));
-    let too_large = post_oversized(&client, &server, &purchase, &huge).await;
+    let too_large = post_oversized(&server, &purchase, &huge).await;
     assert_error(&too_large, 413, "payload_too_large");
     // A key reused for a different command.
     assert_eq!(
