@@ -257,6 +257,10 @@ pub enum StoreError {
     #[error("{stream}: {reason}")]
     Lock { stream: String, reason: String },
 
+    /// One append carried more events than a position can number.
+    #[error("an append of {events} events is too large; at most {max} fit in one")]
+    AppendTooLarge { events: usize, max: usize },
+
     /// The URL names a database kind this host cannot use.
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]
     UnsupportedUrl(String),

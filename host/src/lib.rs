@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod subscription;
 pub mod testing;
 pub mod upgrade;
 

@@ -9,6 +9,7 @@ mod upgrade;
 use crate::client::Client;
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, REPLAY_PAGE, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
+use crate::subscription::{self, Subscription};
 use crate::testing::{SpecErrors, SpecFile, run_case};
 use crate::{bench, demo, store};
 use anyhow::{Context, Result, bail};
@@ -188,13 +189,39 @@ pub enum CliCommand {
         echo '{\"buyerId\":\"b1\",\"quantity\":1}' | eshost exec FlashSaleItem s1 PurchaseItem -")]
     Exec(ExecArgs),
 
-    /// Print an aggregate's events, oldest first, as JSON lines.
-    #[command(after_help = "Example:\n  eshost events FlashSaleItem s1")]
+    /// Print an aggregate's events, oldest first, as JSON lines; or, with
+    /// --all, every stream's events in global position order.
+    #[command(after_help = "Examples:\n  \
+        eshost events FlashSaleItem s1\n  \
+        eshost events --all --aggregate FlashSaleItem\n  \
+        eshost events --all --from 1234567890 --follow\n\n\
+        Positions increase in the order readers see events but are sparse, not a count.\n\
+        A reader that resumes with --from set to the last position it printed never\n\
+        misses an event, even one whose transaction committed late.")]
     Events {
         /// Aggregate type, e.g. FlashSaleItem.
-        aggregate: String,
+        #[arg(required_unless_present = "all")]
+        aggregate: Option<String>,
         /// Aggregate instance id.
-        id: String,
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every stream's events, in global position order.
+        #[arg(long, conflicts_with_all = ["aggregate", "id"])]
+        all: bool,
+        /// With --all: only events after this position (0: from the first).
+        #[arg(long, value_name = "POSITION", requires = "all")]
+        from: Option<i64>,
+        /// With --all: only this aggregate type's events.
+        #[arg(
+            long = "aggregate",
+            id = "only_aggregate",
+            value_name = "NAME",
+            requires = "all"
+        )]
+        only_aggregate: Option<String>,
+        /// With --all: once caught up, keep printing new events until interrupted.
+        #[arg(long, requires = "all")]
+        follow: bool,
     },
 
     /// Print an aggregate's current state as JSON (exits 1 if it has no
@@ -396,6 +423,58 @@ fn client(global: &GlobalArgs, server: &str) -> Result<Client> {
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Drains `host` after a one-shot subcommand, then hands on its result.
+/// `eshost events --all`: the global log as JSON lines, read from the
+/// store (no guest is loaded), up to the end or, with `follow`, on and on
+/// until Ctrl-C.
+async fn global_log(global: &GlobalArgs, from: Subscription, follow: bool) -> Result<()> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    if global.server.is_some() {
+        bail!("events --all reads the store directly; drop --server (or ESHOST_SERVER)");
+    }
+    let store = store::open(&global.database_url).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !follow {
+        let mut after = from.after;
+        loop {
+            let page = store
+                .read_all(after, from.aggregate.as_deref(), subscription::PAGE)
+                .await?;
+            for event in &page {
+                serde_json::to_writer(&mut out, event)?;
+                out.write_all(b"\n")?;
+            }
+            match page.last() {
+                Some(last) => after = last.position,
+                None => break,
+            }
+        }
+        out.flush()?;
+        return Ok(());
+    }
+    let mut events = std::pin::pin!(subscription::follow(store, from));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // Written out in a batch every 50 ms: a reader sees new events within
+    // that, and a busy log is not one write per event.
+    let mut flush = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => break,
+            _ = flush.tick() => out.flush()?,
+            event = events.next() => match event {
+                Some(event) => {
+                    serde_json::to_writer(&mut out, &event?)?;
+                    out.write_all(b"\n")?;
+                }
+                None => break,
+            },
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn drained<T>(host: &Host, result: Result<T>) -> Result<T> {
     if let Err(e) = host.shutdown(DRAIN).await {
         tracing::warn!(error = %e, "exiting before the host drained");
@@ -409,7 +488,23 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         CliCommand::Aggregates { json } => aggregates(global, json).await,
         CliCommand::Exec(args) => exec(global, args).await,
-        CliCommand::Events { aggregate, id } => {
+        CliCommand::Events {
+            all: true,
+            from,
+            only_aggregate,
+            follow,
+            ..
+        } => {
+            let from = Subscription {
+                after: from.unwrap_or(0),
+                aggregate: only_aggregate,
+            };
+            global_log(global, from, follow).await
+        }
+        CliCommand::Events { aggregate, id, .. } => {
+            let (Some(aggregate), Some(id)) = (aggregate, id) else {
+                bail!("name an aggregate and an id, or pass --all");
+            };
             if let Some(server) = &global.server {
                 let mut out = std::io::stdout().lock();
                 let print = |events: &[crate::store::RecordedEvent]| {

@@ -423,6 +423,29 @@ impl Host {
         Ok(self.shared.patiently("load", load).await?)
     }
 
+    /// Every stream's events (or one aggregate type's) after position
+    /// `after`, in position order, at most `limit` of them; see
+    /// [`EventStore::read_all`].
+    pub async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, crate::error::StoreError> {
+        let read = || self.shared.store.read_all(after, aggregate, limit);
+        self.shared.patiently("read", read).await
+    }
+
+    /// The global log from `from` on, then new events as they are recorded:
+    /// a stream that ends only on a store error that is not transient.
+    pub fn subscribe(
+        &self,
+        from: crate::subscription::Subscription,
+    ) -> impl futures_util::Stream<Item = Result<RecordedEvent, crate::error::StoreError>> + Send + 'static
+    {
+        crate::subscription::follow(self.shared.store.clone(), from)
+    }
+
     /// Checks that the event store answers.
     pub async fn ping(&self) -> Result<(), crate::error::StoreError> {
         self.shared.store.ping().await

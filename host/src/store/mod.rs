@@ -53,7 +53,8 @@ pub struct NewEvent {
 /// An event as the store holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordedEvent {
-    /// Global position, increasing across all streams.
+    /// Global position: unique, increasing across all streams in the order
+    /// readers see events (see [`EventStore::read_all`]); sparse, not a count.
     pub position: i64,
     pub aggregate: String,
     pub id: String,
@@ -110,6 +111,27 @@ impl StreamLock {
     }
 }
 
+/// How often a caught-up follower reads again when nothing wakes it sooner.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Wakes a caught-up follower of the global log when events may have been
+/// appended (see [`EventStore::append_signal`]).
+#[async_trait]
+pub trait AppendSignal: Send {
+    /// Returns when events may have been appended, or after `max` at most.
+    async fn wait(&mut self, max: Duration);
+}
+
+/// No signal: the follower reads again every [`POLL_INTERVAL`].
+pub struct Polling;
+
+#[async_trait]
+impl AppendSignal for Polling {
+    async fn wait(&mut self, max: Duration) {
+        tokio::time::sleep(max.min(POLL_INTERVAL)).await;
+    }
+}
+
 /// Where events live. Implementations must make `append` atomic and detect a
 /// lost race by error code, never by message text.
 #[async_trait]
@@ -144,6 +166,26 @@ pub trait EventStore: Send + Sync {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of every stream (or of one aggregate type) with positions
+    /// greater than `after`, in position order, at most `limit` of them.
+    /// Gap-safe: once a position has been returned, no event with a lower
+    /// one can become visible later, so a reader that goes on from the last
+    /// position it saw never skips an event. An event still being written
+    /// (and those after it) waits for a later call.
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What wakes a follower of [`read_all`](Self::read_all) when events
+    /// are appended. By default nothing does and it polls; PostgreSQL
+    /// listens for the notification hosts send after their appends.
+    async fn append_signal(&self) -> Box<dyn AppendSignal> {
+        Box::new(Polling)
+    }
 
     /// Every event name recorded for an aggregate type, sorted.
     async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;

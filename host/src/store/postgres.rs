@@ -1,8 +1,9 @@
 //! The PostgreSQL event store. All of its SQL is in this file.
 
 use super::{
-    EventStore, JsonText, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId,
-    StreamLock, Violation, appended, grouped, numbered, snapshot_from, to_i64,
+    AppendSignal, EventStore, JsonText, NewCommand, POLL_INTERVAL, Polling, RecordedCommand,
+    RecordedEvent, Snapshot, StreamId, StreamLock, Violation, appended, grouped, numbered,
+    snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -18,6 +19,10 @@ const STREAM_KEY: &str = "events_stream_sequence_key";
 const COMMAND_KEY: &str = "commands_pkey";
 /// SQLSTATE unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
+/// Bits of a position that number an append's events: the rest is the
+/// transaction id, so one append holds fewer than 2^20 events.
+const POSITION_INDEX_BITS: u32 = 20;
+const MAX_EVENTS_PER_APPEND: usize = 1 << POSITION_INDEX_BITS;
 /// SQLSTATE lock_not_available: `lock_timeout` ran out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -34,7 +39,9 @@ const SELECT_EVENTS: &str = "
 
 // One statement, so one implicit transaction: the commands and all their
 // events land, or nothing does. A data-modifying WITH runs to completion
-// whether or not the main query reads it.
+// whether or not the main query reads it. An event's position is its
+// transaction's id shifted left by POSITION_INDEX_BITS plus its index in the
+// append (see SELECT_ALL and docs/decisions.md, "Global order").
 const INSERT_EVENTS: &str = "
     WITH recorded_commands AS (
         INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
@@ -43,13 +50,31 @@ const INSERT_EVENTS: &str = "
         FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[], $11::int[])
              AS c(command_id, command_name, fingerprint, first_sequence, event_count)
     )
-    INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
-    SELECT $1, $2, e.sequence_number, e.event_name, e.payload::json, e.metadata::jsonb
-    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
-         AS e(sequence_number, event_name, payload, metadata)
+    INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name,
+                        payload, metadata)
+    SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
+           $1, $2, e.sequence_number, e.event_name, e.payload::json, e.metadata::jsonb
+    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+         AS e(sequence_number, event_name, payload, metadata, n)
     RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
               payload, metadata,
               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+
+/// Every stream's events after a position, in position order, below the
+/// horizon: positions of transactions older than the oldest one still
+/// running. Every such transaction has ended, and every later one has a
+/// larger id, so nothing can become visible below what this returns. The
+/// horizon and the rows come from one statement, hence one snapshot.
+const SELECT_ALL: &str = "
+    SELECT position, aggregate_name, aggregate_id, sequence_number, event_name,
+           payload, metadata,
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+    FROM events
+    WHERE position > $1
+      AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+      AND ($2::text IS NULL OR aggregate_name = $2)
+    ORDER BY position
+    LIMIT $3";
 
 const SELECT_COMMANDS: &str = "
     SELECT c.command_id, c.command_name, c.fingerprint,
@@ -103,10 +128,20 @@ const PRUNE_SNAPSHOTS: &str = "
     DELETE FROM snapshots
     WHERE aggregate_name = $1 AND aggregate_id = $2 AND component_digest <> $3 AND version <= $4";
 
+/// The channel a host notifies after its appends commit.
+const APPENDED_CHANNEL: &str = "eshost_events";
+
+/// At most one notification per this long from one host: appends in
+/// between share it.
+const NOTIFY_EVERY: Duration = Duration::from_millis(10);
+
 /// An event store in PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Tells the notifier task an append committed (capacity 1, so appends
+    /// waiting for the next notification are one message).
+    appended: tokio::sync::mpsc::Sender<()>,
 }
 
 impl PostgresStore {
@@ -125,7 +160,9 @@ impl PostgresStore {
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        let (appended, notifier) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(notify_appends(pool.clone(), notifier));
+        Ok(Self { pool, appended })
     }
 
     /// The connection settings a URL names. libpq's default `sslmode`,
@@ -142,6 +179,41 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Sends `NOTIFY eshost_events` after appends commit, at most once per
+/// [`NOTIFY_EVERY`], until the store is dropped. Outside the appends'
+/// transactions: a NOTIFY inside one would make every commit take the
+/// notification queue's lock in turn.
+async fn notify_appends(pool: PgPool, mut appended: tokio::sync::mpsc::Receiver<()>) {
+    while appended.recv().await.is_some() {
+        let notified = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(APPENDED_CHANNEL)
+            .execute(&pool)
+            .await;
+        if let Err(e) = notified {
+            // Followers poll as well; a lost notification only delays them.
+            tracing::debug!(error = %e, "could not notify followers of an append");
+        }
+        tokio::time::sleep(NOTIFY_EVERY).await;
+    }
+}
+
+/// Wakes a follower on `NOTIFY eshost_events`.
+struct Listening(sqlx::postgres::PgListener);
+
+#[async_trait]
+impl AppendSignal for Listening {
+    async fn wait(&mut self, max: Duration) {
+        match tokio::time::timeout(max, self.0.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                // The listener reconnects on its next call; meanwhile poll.
+                tracing::debug!(error = %e, "listening for appends failed");
+                tokio::time::sleep(max.min(POLL_INTERVAL)).await;
+            }
+        }
     }
 }
 
@@ -263,6 +335,21 @@ impl EventStore for PostgresStore {
         rows.iter().map(recorded).collect()
     }
 
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(SELECT_ALL)
+            .bind(after)
+            .bind(aggregate)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+
     async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(EVENT_NAMES)
             .bind(aggregate)
@@ -345,6 +432,12 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         let events = numbered.iter().flat_map(|(c, _)| &c.events);
+        if events.clone().count() >= MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::AppendTooLarge {
+                events: events.count(),
+                max: MAX_EVENTS_PER_APPEND - 1,
+            });
+        }
         let sequences: Vec<i64> = (expected_version + 1..)
             .zip(events.clone())
             .map(|(n, _)| to_i64(n))
@@ -380,7 +473,27 @@ impl EventStore for PostgresStore {
             .bind(&counts)
             .fetch_all(&self.pool)
             .await;
-        appended(result, recorded, violation, stream, expected_version)
+        let result = appended(result, recorded, violation, stream, expected_version);
+        if result.is_ok() {
+            // Full means a notification is due already.
+            let _ = self.appended.try_send(());
+        }
+        result
+    }
+
+    async fn append_signal(&self) -> Box<dyn AppendSignal> {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener.listen(APPENDED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => Box::new(Listening(listener)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for appends; polling instead");
+                Box::new(Polling)
+            }
+        }
     }
 
     async fn find_commands(

@@ -36,6 +36,16 @@ const SELECT_EVENTS: &str = "
     ORDER BY sequence_number
     LIMIT ?";
 
+// One writer at a time, and positions numbered inside its transaction:
+// the commit order is the position order, so every reader may read all.
+const SELECT_ALL: &str = "
+    SELECT position, aggregate_name, aggregate_id, sequence_number, event_name,
+           payload, metadata, created_at
+    FROM events
+    WHERE position > ? AND (? IS NULL OR aggregate_name = ?)
+    ORDER BY position
+    LIMIT ?";
+
 const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata) ";
 
 const INSERT_COMMANDS: &str = "INSERT INTO commands (command_id, aggregate_name, aggregate_id, \
@@ -234,6 +244,22 @@ impl EventStore for SqliteStore {
             .bind(to_i64(after))
             // SQLite reads a negative limit as none.
             .bind(limit.map_or(-1, to_i64))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(SELECT_ALL)
+            .bind(after)
+            .bind(aggregate)
+            .bind(aggregate)
+            .bind(to_i64(limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded).collect()

@@ -949,3 +949,41 @@ fn exec_always_names_the_command_id() {
     );
     assert!(!refused.contains("resend"), "{refused}");
 }
+
+#[test]
+fn events_all_prints_the_global_log_in_order_filtered_and_from_a_position() {
+    let ws = Workspace::new();
+    let create = r#"{"initialStock":3}"#;
+    ok(ws.run(&["exec", FLASH_SALE, "s1", "CreateFlashSale", create]));
+    ok(ws.run(&[
+        "exec",
+        "BankAccount",
+        "a1",
+        "OpenAccount",
+        r#"{"owner":"ann"}"#,
+    ]));
+    ok(ws.run(&["exec", FLASH_SALE, "s2", "CreateFlashSale", create]));
+    let all = json_lines(&ok(ws.run(&["events", "--all"])));
+    let streams: Vec<_> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(streams, ["s1", "a1", "s2"]);
+    let first = all[0]["position"].as_i64().unwrap().to_string();
+    let rest = json_lines(&ok(ws.run(&[
+        "events",
+        "--all",
+        "--from",
+        &first,
+        "--aggregate",
+        FLASH_SALE,
+    ])));
+    assert_eq!(rest, [all[2].clone()]);
+    // --all's options mean nothing for one stream, and a stream needs both names.
+    for usage in [
+        &["events", "--from", "1", FLASH_SALE, "s1"][..],
+        &["events", "--all", FLASH_SALE, "s1"],
+        &["events", FLASH_SALE],
+    ] {
+        let output = ws.run(usage);
+        assert_eq!(output.status.code(), Some(2), "{usage:?}");
+        assert!(output.stdout.is_empty(), "{usage:?}");
+    }
+}

@@ -8,6 +8,7 @@ mod cluster;
 mod conflict;
 mod crowd;
 mod faults;
+mod global_log;
 mod idempotent;
 mod loading;
 mod long_streams;

@@ -1,0 +1,102 @@
+//! Following the global log: every stream's events in position order, read
+//! page by page from the store and then, once caught up, as they are
+//! recorded. That no event is ever skipped is the store's promise
+//! ([`EventStore::read_all`]); this module owns the cursor and the waiting:
+//! for the store's signal that events were appended
+//! ([`EventStore::append_signal`]), and at most [`MAX_SIGNAL_WAIT`].
+
+use crate::error::StoreError;
+use crate::store::{AppendSignal, EventStore, RecordedEvent};
+use futures_util::stream::{self, Stream};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+pub use crate::store::POLL_INTERVAL;
+
+/// Events read from the store per query.
+pub const PAGE: u64 = 1_000;
+
+/// The longest a caught-up follower waits for its store's signal before it
+/// reads anyway: a signal can be lost (a reconnect, a writer that does not
+/// send one), and on PostgreSQL a long transaction elsewhere can hold
+/// events back after the signal came.
+pub const MAX_SIGNAL_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a follower waits after a transient store error before it
+/// tries again (the wait doubles from [`POLL_INTERVAL`]).
+pub const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where a reader of the global log starts, and what it reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// Events with positions greater than this (0: from the beginning).
+    pub after: i64,
+    /// Only this aggregate type's events; every type's when `None`.
+    pub aggregate: Option<String>,
+}
+
+/// The events `from` names, then new ones as they are recorded, forever.
+/// A transient store error (a lost connection, a restart) is waited out and
+/// the read tried again from the same position; any other error is yielded
+/// and ends the stream.
+pub fn follow(
+    store: Arc<dyn EventStore>,
+    from: Subscription,
+) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
+    let cursor = Cursor {
+        store,
+        at: from,
+        buffered: VecDeque::new(),
+        signal: None,
+    };
+    stream::try_unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        Ok(Some((event, cursor)))
+    })
+}
+
+struct Cursor {
+    store: Arc<dyn EventStore>,
+    /// `after` is the position of the last event handed out.
+    at: Subscription,
+    buffered: VecDeque<RecordedEvent>,
+    /// Taken when the cursor first catches up.
+    signal: Option<Box<dyn AppendSignal>>,
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Result<RecordedEvent, StoreError> {
+        let mut backoff = POLL_INTERVAL;
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                self.at.after = event.position;
+                return Ok(event);
+            }
+            let read = self
+                .store
+                .read_all(self.at.after, self.at.aggregate.as_deref(), PAGE)
+                .await;
+            match read {
+                Ok(page) if page.is_empty() => {
+                    let signal = match &mut self.signal {
+                        Some(signal) => signal,
+                        None => self.signal.insert(self.store.append_signal().await),
+                    };
+                    signal.wait(MAX_SIGNAL_WAIT).await;
+                }
+                Ok(page) => {
+                    self.buffered.extend(page);
+                    backoff = POLL_INTERVAL;
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, after = self.at.after, "reading the global log failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

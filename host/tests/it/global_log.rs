@@ -1,0 +1,196 @@
+//! The global log: every event once, positions increasing, none skipped,
+//! when writers commit out of order; read by `eshost events --all` (a real
+//! process, restarted mid-run from its last position) and by
+//! `Host::subscribe`.
+
+use crate::util::*;
+use eshost::RecordedEvent;
+use eshost::subscription::Subscription;
+use futures_util::StreamExt;
+use sqlx::Connection;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WRITERS: usize = 8;
+const ITEMS_PER_WRITER: usize = 3;
+const PURCHASES_PER_ITEM: usize = 12;
+/// Events in all: each item's creation and its purchases.
+const EVENTS: usize = WRITERS * ITEMS_PER_WRITER * (1 + PURCHASES_PER_ITEM);
+
+/// Makes every append to an item named `late-*` commit 20 ms per event after
+/// it took its position, so the appends of the other writers, numbered
+/// after it, commit before it: the case a naive reader skips.
+async fn commit_late_appends(db: &TestDb) {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION commit_late() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$;
+         CREATE TRIGGER commit_late AFTER INSERT ON events FOR EACH ROW
+         WHEN (NEW.aggregate_id LIKE 'late-%') EXECUTE FUNCTION commit_late();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+/// Eight writers at once, two of them committing late; returns when all
+/// their commands are recorded.
+async fn write_concurrently(host: Arc<eshost::Host>) {
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let prefix = if w < 2 { "late" } else { "w" };
+                for i in 0..ITEMS_PER_WRITER {
+                    let item = format!("{prefix}-{w}-{i}");
+                    host.execute(&create(&item, 100)).await.unwrap();
+                    for p in 0..PURCHASES_PER_ITEM {
+                        let buyer = format!("b{p}");
+                        host.execute(&purchase(&item, &buyer, 1)).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// `eshost events --all --follow` as a child process, its lines collected.
+struct Follower {
+    child: Child,
+    lines: Arc<Mutex<Vec<RecordedEvent>>>,
+}
+
+impl Follower {
+    fn start(db: &TestDb, from: i64) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["--database-url", &db.url])
+            .args(["events", "--all", "--follow", "--from", &from.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event: RecordedEvent = serde_json::from_str(&line).unwrap();
+                sink.lock().unwrap().push(event);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn seen(&self) -> Vec<RecordedEvent> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until the follower printed `count` events (or 60 s passed).
+    async fn wait_for(&self, count: usize) -> Vec<RecordedEvent> {
+        let started = Instant::now();
+        while self.seen().len() < count && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every recorded event exactly once, in increasing position order.
+async fn assert_exactly_the_log(db: &TestDb, seen: &[RecordedEvent]) {
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "positions not increasing"
+    );
+    let keys: HashSet<_> = seen
+        .iter()
+        .map(|e| (e.aggregate.clone(), e.id.clone(), e.sequence))
+        .collect();
+    assert_eq!(keys.len(), seen.len(), "an event seen twice");
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let everything = store.read_all(0, None, 1_000_000).await.unwrap();
+    assert_eq!(everything.len(), EVENTS);
+    assert_eq!(seen.len(), EVENTS, "events skipped");
+    assert_eq!(seen, everything.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_sees_every_event_once_in_order_while_commits_come_late() {
+    let db = TestDb::postgres().await;
+    drop(db.default_host().await); // the schema
+    commit_late_appends(&db).await;
+    let follower = Follower::start(&db, 0);
+    write_concurrently(Arc::new(db.default_host().await)).await;
+    let seen = follower.wait_for(EVENTS).await;
+    assert_exactly_the_log(&db, &seen).await;
+    drop(follower);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_restarted_from_its_last_position_misses_nothing() {
+    let db = TestDb::postgres().await;
+    drop(db.default_host().await);
+    commit_late_appends(&db).await;
+    let first = Follower::start(&db, 0);
+    let writing = tokio::spawn(write_concurrently(Arc::new(db.default_host().await)));
+    // Stopped mid-run, after a third of the events.
+    let before = first.wait_for(EVENTS / 3).await;
+    drop(first);
+    let last = before.last().map_or(0, |e| e.position);
+    let second = Follower::start(&db, last);
+    writing.await.unwrap();
+    let after = second.wait_for(EVENTS - before.len()).await;
+    let seen: Vec<_> = before.into_iter().chain(after).collect();
+    assert_exactly_the_log(&db, &seen).await;
+    drop(second);
+    db.cleanup().await;
+}
+
+/// The library's follower, on both stores: from a position, filtered by
+/// aggregate type, then new events as they come.
+async fn subscribe_reads_from_a_position_then_follows(db: &TestDb) {
+    let host = db.default_host().await;
+    host.execute(&create("s1", 5)).await.unwrap();
+    host.execute(&purchase("s1", "ann", 1)).await.unwrap();
+    let all = host.read_all(0, None, 100).await.unwrap();
+    assert_eq!(names(&all), ["FlashSaleCreated", "ItemPurchased"]);
+    let from = Subscription {
+        after: all[0].position,
+        aggregate: Some(FLASH_SALE.to_string()),
+    };
+    let mut events = std::pin::pin!(host.subscribe(from));
+    let first = next_event(&mut events).await;
+    assert_eq!(first, all[1]);
+    host.execute(&purchase("s1", "bob", 1)).await.unwrap();
+    let new = next_event(&mut events).await;
+    assert_eq!((new.name.as_str(), new.sequence), ("ItemPurchased", 3));
+    assert!(new.position > first.position);
+    let other = host.read_all(0, Some("BankAccount"), 100).await.unwrap();
+    assert!(other.is_empty());
+}
+
+async fn next_event(
+    events: &mut (impl futures_util::Stream<Item = Result<RecordedEvent, eshost::StoreError>> + Unpin),
+) -> RecordedEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("no event within 10 s")
+        .expect("the stream ended")
+        .unwrap()
+}
+
+crate::conformance!(subscribe_reads_from_a_position_then_follows);

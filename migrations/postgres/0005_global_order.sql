@@ -1,0 +1,14 @@
+-- A global order readers can follow without missing a late commit.
+--
+-- An identity column hands out numbers when rows are inserted, but
+-- transactions commit in another order: a reader that has seen position
+-- 11 could later find 10 committed. New events take their position from
+-- their transaction id instead, (xid << 20) + their index in the append,
+-- and readers only read positions below the oldest transaction still
+-- running (pg_snapshot_xmin): every transaction below it has ended, and
+-- every transaction that starts later gets a larger id. See
+-- docs/decisions.md, "Global order".
+--
+-- Existing events keep their positions, which are all smaller than any
+-- new one (each transaction wrote fewer than 2^20 events).
+ALTER TABLE events ALTER COLUMN position DROP IDENTITY IF EXISTS;
