@@ -31,6 +31,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
+pub mod relay;
 pub mod runtime;
 pub mod server;
 pub mod store;

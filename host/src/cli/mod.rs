@@ -11,7 +11,7 @@ use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, REPLAY_PAG
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
 use crate::subscription::{self, Subscription};
 use crate::testing::{SpecErrors, SpecFile, run_case};
-use crate::{bench, demo, store};
+use crate::{bench, demo, relay, store};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
@@ -209,18 +209,13 @@ pub enum CliCommand {
         #[arg(long, conflicts_with_all = ["aggregate", "id"])]
         all: bool,
         /// With --all: only events after this position (0: from the first).
-        #[arg(long, value_name = "POSITION", requires = "all")]
+        #[arg(long, value_name = "POSITION")]
         from: Option<i64>,
         /// With --all: only this aggregate type's events.
-        #[arg(
-            long = "aggregate",
-            id = "only_aggregate",
-            value_name = "NAME",
-            requires = "all"
-        )]
+        #[arg(long = "aggregate", id = "only_aggregate", value_name = "NAME")]
         only_aggregate: Option<String>,
         /// With --all: once caught up, keep printing new events until interrupted.
-        #[arg(long, requires = "all")]
+        #[arg(long)]
         follow: bool,
     },
 
@@ -270,6 +265,16 @@ pub enum CliCommand {
     /// accepted command is answered and committed before the process exits.
     #[command(after_help = serve::HELP)]
     Serve(serve::ServeArgs),
+
+    /// Publish every event, in global order, to NATS JetStream until
+    /// Ctrl-C: subject PREFIX.{aggregate}.{id}, each event once in the
+    /// stream, resuming after a restart where the stream left off.
+    #[command(after_help = "Example:\n  \
+        eshost relay --nats nats://127.0.0.1:4222 --database-url postgres://postgres@127.0.0.1/postgres\n\n\
+        Each message is the event as `events --all` prints it, with its position as\n\
+        Nats-Msg-Id. Names in subjects keep ASCII letters, digits, - and _; other bytes\n\
+        are written %XX (an id a.b becomes a%2Eb).")]
+    Relay(RelayArgs),
 
     /// Run a demo scenario.
     #[command(subcommand)]
@@ -423,6 +428,34 @@ fn client(global: &GlobalArgs, server: &str) -> Result<Client> {
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Drains `host` after a one-shot subcommand, then hands on its result.
+/// `eshost relay`'s options.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// The NATS server.
+    #[arg(long, env = "ESHOST_NATS", value_name = "URL")]
+    pub nats: String,
+    /// Subjects are PREFIX.{aggregate}.{id}.
+    #[arg(long, default_value = "eshost.events")]
+    pub subject_prefix: String,
+    /// The JetStream stream, created over PREFIX.> if it does not exist.
+    #[arg(long, default_value = "ESHOST_EVENTS")]
+    pub stream: String,
+    /// The relay's name: its checkpoint in the store is relay:NAME.
+    #[arg(long, default_value = "relay")]
+    pub name: String,
+}
+
+impl From<RelayArgs> for relay::RelayConfig {
+    fn from(args: RelayArgs) -> Self {
+        Self {
+            nats_url: args.nats,
+            subject_prefix: args.subject_prefix,
+            stream: args.stream,
+            name: args.name,
+        }
+    }
+}
+
 /// `eshost events --all`: the global log as JSON lines, read from the
 /// store (no guest is loaded), up to the end or, with `follow`, on and on
 /// until Ctrl-C.
@@ -501,7 +534,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             global_log(global, from, follow).await
         }
-        CliCommand::Events { aggregate, id, .. } => {
+        CliCommand::Events {
+            aggregate,
+            id,
+            from,
+            only_aggregate,
+            follow,
+            ..
+        } => {
+            if from.is_some() || only_aggregate.is_some() || follow {
+                // clap's `requires` counts a flag's default as present.
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "--from, --aggregate and --follow need --all",
+                    )
+                    .exit();
+            }
             let (Some(aggregate), Some(id)) = (aggregate, id) else {
                 bail!("name an aggregate and an id, or pass --all");
             };
@@ -568,6 +618,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         CliCommand::Serve(args) => serve::run(global, args).await,
+        CliCommand::Relay(args) => {
+            if global.server.is_some() {
+                bail!("relay reads the store directly; drop --server (or ESHOST_SERVER)");
+            }
+            let store = store::open(&global.database_url).await?;
+            let stop = async {
+                // An error here means no signal handler: run until killed.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            Ok(relay::run(store, args.into(), stop).await?)
+        }
         CliCommand::Upgrade(command) => upgrade::run(global, command).await,
         CliCommand::Test { specs } => test_specs(global, &specs),
         CliCommand::Migrate => {

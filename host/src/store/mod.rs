@@ -187,6 +187,13 @@ pub trait EventStore: Send + Sync {
         Box::new(Polling)
     }
 
+    /// The position a durable reader of the global log last saved under
+    /// `name`, if it saved one.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Saves `position` as where the reader `name` has got to.
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError>;
+
     /// Every event name recorded for an aggregate type, sorted.
     async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;
 

@@ -110,6 +110,11 @@ const SAMPLE_STREAM_IDS: &str = "
     ORDER BY random()
     LIMIT $2";
 
+const SELECT_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = $1";
+const UPSERT_CHECKPOINT: &str = "
+    INSERT INTO checkpoints (name, position) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()";
+
 const SELECT_SNAPSHOT: &str = "
     SELECT version, state FROM snapshots
     WHERE aggregate_name = $1 AND aggregate_id = $2 AND component_digest = $3";
@@ -348,6 +353,22 @@ impl EventStore for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(recorded).collect()
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_CHECKPOINT)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(name)
+            .bind(position)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {

@@ -15,6 +15,7 @@ mod long_streams;
 mod openapi;
 mod properties;
 mod queued;
+mod relay;
 mod reload;
 mod sandbox;
 mod scenario;
