@@ -7,10 +7,12 @@
 
 use crate::error::StoreError;
 use crate::store::{AppendSignal, EventStore, RecordedEvent};
+use async_trait::async_trait;
 use futures_util::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::warn;
 
 pub use crate::store::POLL_INTERVAL;
@@ -45,11 +47,21 @@ pub fn follow(
     store: Arc<dyn EventStore>,
     from: Subscription,
 ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
+    follow_with(store, from, None)
+}
+
+/// [`follow`], woken by `signal` once caught up (by the store's own signal,
+/// taken when first needed, if `None`).
+pub fn follow_with(
+    store: Arc<dyn EventStore>,
+    from: Subscription,
+    signal: Option<Box<dyn AppendSignal>>,
+) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
     let cursor = Cursor {
         store,
         at: from,
         buffered: VecDeque::new(),
-        signal: None,
+        signal,
     };
     stream::try_unfold(cursor, |mut cursor| async move {
         let event = cursor.next().await?;
@@ -97,6 +109,37 @@ impl Cursor {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// One store signal shared by many followers (a server's): a task waits on
+/// the store's signal and wakes them all, so a hundred followers hold one
+/// listening connection, not a hundred. Cheap to clone; the task ends when
+/// the last clone is dropped.
+#[derive(Clone)]
+pub struct SharedSignal(watch::Receiver<u64>);
+
+impl SharedSignal {
+    pub async fn start(store: &dyn EventStore) -> Self {
+        let mut signal = store.append_signal().await;
+        let (wake, woken) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while !wake.is_closed() {
+                signal.wait(MAX_SIGNAL_WAIT).await;
+                wake.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        });
+        Self(woken)
+    }
+}
+
+#[async_trait]
+impl AppendSignal for SharedSignal {
+    async fn wait(&mut self, max: Duration) {
+        if let Ok(Err(_)) = tokio::time::timeout(max, self.0.changed()).await {
+            // The task is gone: poll.
+            tokio::time::sleep(max.min(POLL_INTERVAL)).await;
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_watch: bool,
 
+    /// Followers of `GET /v1/events` served at once; more are answered 429.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_FOLLOWERS)]
+    pub max_followers: usize,
+
     /// Before a reload switches in a new or changed component, replay
     /// recorded streams with it, as `eshost upgrade check` does: `all`,
     /// `sample:N` (N at random) or `off`. A component that fails is not
@@ -105,6 +109,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         token: global.token.clone().filter(|t| !t.is_empty()),
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         watch: !args.no_watch,
+        max_followers: args.max_followers,
         upgrade_check: args.upgrade_check.0,
     };
     let app = App::new(host, config).with_reloader(runtime, global.modules.clone());

@@ -127,7 +127,7 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     (
         "overloaded",
         429,
-        "the aggregate's queue is full; resend after Retry-After",
+        "the aggregate's queue (or the event log's followers) is full; resend after Retry-After",
     ),
     (
         "guest_fault",

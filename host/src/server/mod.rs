@@ -20,6 +20,7 @@ pub mod routes;
 
 use crate::dispatch::Host;
 use crate::runtime::Runtime;
+use crate::subscription::SharedSignal;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -31,11 +32,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Streams a reload replays with a new version before switching it in,
 /// unless configured otherwise.
 pub const DEFAULT_UPGRADE_SAMPLE: u64 = 100;
+
+/// Followers of the global log one server serves at once, unless
+/// configured otherwise.
+pub const DEFAULT_MAX_FOLLOWERS: usize = 64;
 
 /// How the server behaves (the host's own settings live in [`Host`]).
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct ServerConfig {
     /// Reload when a file in the modules directory changes (with a
     /// reloader, see [`App::with_reloader`]).
     pub watch: bool,
+    /// Followers of `GET /v1/events` served at once; more are answered 429.
+    pub max_followers: usize,
     /// Before a reload switches in a new or changed component, replay
     /// these streams with it (see [`crate::upgrade`]); one that fails is
     /// not switched in. `None`: no check.
@@ -71,6 +79,7 @@ impl Default for ServerConfig {
             token: None,
             admin_token: None,
             watch: true,
+            max_followers: DEFAULT_MAX_FOLLOWERS,
             upgrade_check: Some(crate::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
         }
     }
@@ -85,15 +94,43 @@ pub struct App {
     pub reloader: Option<Arc<Reloader>>,
     /// Files the last reload could not load, one line each.
     load_errors: Arc<Mutex<Vec<String>>>,
+    /// The followers of `GET /v1/events`: their places and their shared
+    /// wake-up.
+    pub(crate) followers: Arc<Followers>,
+    /// Cancelled when shutdown begins: followers' streams end then.
+    pub(crate) stopping: CancellationToken,
+}
+
+/// What the followers of the global log share.
+pub(crate) struct Followers {
+    pub(crate) places: Arc<tokio::sync::Semaphore>,
+    /// Started by the first follower.
+    signal: tokio::sync::OnceCell<SharedSignal>,
+}
+
+impl Followers {
+    /// The shared wake-up, started on first use.
+    pub(crate) async fn signal(&self, store: &dyn crate::store::EventStore) -> SharedSignal {
+        self.signal
+            .get_or_init(|| SharedSignal::start(store))
+            .await
+            .clone()
+    }
 }
 
 impl App {
     pub fn new(host: Host, config: ServerConfig) -> Self {
+        let followers = Arc::new(Followers {
+            places: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
+            signal: tokio::sync::OnceCell::new(),
+        });
         Self {
             host,
             config: Arc::new(config),
             reloader: None,
             load_errors: Arc::default(),
+            followers,
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -135,6 +172,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/aggregates/{aggregate}/{id}/events",
             get(routes::events).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/events",
+            get(routes::follow_events).fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/admin/reload",
@@ -213,6 +254,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let shutdown_timeout = app.config.shutdown_timeout;
     let host = app.host.clone();
+    let stopping = app.stopping.clone();
     // Watching ends when the watcher is dropped, at the end of this function.
     let _watcher = match &app.reloader {
         Some(reloader) if app.config.watch => match reloader.watch(app.clone()) {
@@ -230,6 +272,8 @@ pub async fn serve(
         shutdown.await;
         info!("shutting down: no new connections; finishing the requests accepted");
         let _ = signalled_tx.send(Some(Instant::now()));
+        // Followers' streams never end on their own.
+        stopping.cancel();
     };
     // Answers are small and written whole: send them at once.
     let listener = listener.tap_io(|tcp| {

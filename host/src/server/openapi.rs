@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         routes::aggregates,
         routes::state,
         routes::events,
+        routes::follow_events,
         routes::reload,
         routes::healthz,
         routes::readyz,

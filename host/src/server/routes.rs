@@ -246,6 +246,95 @@ pub async fn events(
     Ok(Json(EventsPage { events, next_after }))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FollowQuery {
+    /// Only events after this position; 0 (the default) reads from the
+    /// first. A `Last-Event-ID` header (an EventSource reconnecting) wins.
+    from: Option<i64>,
+    /// Only this aggregate type's events.
+    aggregate: Option<String>,
+}
+
+/// `GET /v1/events?from=P`: the global log as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "follow_events",
+    summary = "Every stream's events in global order, then new ones as they are recorded (Server-Sent Events)",
+    description = "Each event is one message: `id` its position, `data` the event as JSON. \
+        An EventSource that reconnects sends the last id as `Last-Event-ID` and resumes after it. \
+        The stream ends when the server shuts down; a store error ends it with an `error` message.",
+    params(
+        FollowQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this position"),
+    ),
+    responses(
+        (status = 200, description = "The events, as they come", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed query or Last-Event-ID", body = ErrorBody),
+        (status = 429, description = "`overloaded`: the server serves as many followers as it may", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    tag = "events"
+)]
+pub async fn follow_events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<FollowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let after = match headers.get("last-event-id") {
+        Some(id) => id
+            .to_str()
+            .ok()
+            .and_then(|id| id.trim().parse().ok())
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a position"))?,
+        None => query.from.unwrap_or(0),
+    };
+    let place = app
+        .followers
+        .places
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!(
+                    "this host already serves {} followers of the event log",
+                    app.config.max_followers
+                ),
+            )
+        })?;
+    let store = app.host.store().clone();
+    let signal = app.followers.signal(store.as_ref()).await;
+    let from = crate::subscription::Subscription {
+        after,
+        aggregate: query.aggregate,
+    };
+    let events = crate::subscription::follow_with(store, from, Some(Box::new(signal)));
+    let messages = events
+        .map(move |event| {
+            // The place is the stream's while it lives.
+            let _place = &place;
+            let message = match event {
+                Ok(event) => Event::default()
+                    .id(event.position.to_string())
+                    .json_data(&event)
+                    .unwrap_or_else(|e| Event::default().event("error").data(e.to_string())),
+                Err(e) => Event::default().event("error").data(e.to_string()),
+            };
+            Ok::<_, std::convert::Infallible>(message)
+        })
+        .take_until(app.stopping.clone().cancelled_owned());
+    Ok(Sse::new(messages)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// `GET /metrics`: Prometheus' text format.
 #[utoipa::path(
     get,

@@ -39,25 +39,12 @@ async fn commit_late_appends(db: &TestDb) {
 /// Eight writers at once, two of them committing late; returns when all
 /// their commands are recorded.
 async fn write_concurrently(host: Arc<eshost::Host>) {
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                let prefix = if w < 2 { "late" } else { "w" };
-                for i in 0..ITEMS_PER_WRITER {
-                    let item = format!("{prefix}-{w}-{i}");
-                    host.execute(&create(&item, 100)).await.unwrap();
-                    for p in 0..PURCHASES_PER_ITEM {
-                        let buyer = format!("b{p}");
-                        host.execute(&purchase(&item, &buyer, 1)).await.unwrap();
-                    }
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    // The first two writers' items are the ones whose appends commit late.
+    let item = |w: usize, i: usize| match w {
+        0 | 1 => format!("late-{w}-{i}"),
+        _ => format!("w-{w}-{i}"),
+    };
+    sell_concurrently(host, WRITERS, ITEMS_PER_WRITER, PURCHASES_PER_ITEM, item).await;
 }
 
 /// `eshost events --all --follow` as a child process, its lines collected.

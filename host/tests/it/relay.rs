@@ -42,24 +42,9 @@ impl Drop for RelayProcess {
 }
 
 async fn write_concurrently(host: Arc<Host>) {
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                for i in 0..ITEMS_PER_WRITER {
-                    let item = format!("relay-{w}.{i}");
-                    host.execute(&create(&item, 100)).await.unwrap();
-                    for p in 0..PURCHASES_PER_ITEM {
-                        let buyer = format!("b{p}");
-                        host.execute(&purchase(&item, &buyer, 1)).await.unwrap();
-                    }
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    // A dot in every id: the subject must escape it.
+    let item = |w: usize, i: usize| format!("relay-{w}.{i}");
+    sell_concurrently(host, WRITERS, ITEMS_PER_WRITER, PURCHASES_PER_ITEM, item).await;
 }
 
 /// Waits until the stream holds at least `count` messages (60 s at most);

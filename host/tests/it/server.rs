@@ -306,8 +306,113 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
 
 conformance!(
     http_commands_state_and_events,
-    http_errors_have_a_kind_and_a_fitting_status
+    http_errors_have_a_kind_and_a_fitting_status,
+    the_event_log_streams_as_server_sent_events,
 );
+
+/// Reads Server-Sent Events from `response` until `count` messages came
+/// (10 s at most): each message's id and event.
+async fn sse_messages(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    count: usize,
+) -> Vec<(i64, eshost::RecordedEvent)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name).map(str::trim))
+                    .map(str::to_string)
+            };
+            // Keep-alive comments have neither.
+            if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                messages.push((id.parse().unwrap(), serde_json::from_str(&data).unwrap()));
+            }
+        }
+        if messages.len() >= count {
+            break;
+        }
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("no event within 10 s")
+            .unwrap()
+            .expect("the stream ended");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    messages
+}
+
+/// `GET /v1/events`: the recorded events, then new ones as they are
+/// recorded; an EventSource's Last-Event-ID resumes after it; followers
+/// past the limit are answered 429; shutdown ends the streams.
+async fn the_event_log_streams_as_server_sent_events(db: &TestDb) {
+    let host = db.default_host().await;
+    host.execute(&create("s1", 5)).await.unwrap();
+    host.execute(&purchase("s1", "ann", 1)).await.unwrap();
+    let config = ServerConfig {
+        max_followers: 2,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(host, config).await;
+    let client = reqwest::Client::new();
+    let mut first = client.get(server.url("/v1/events")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let mut buffer = String::new();
+    let recorded = sse_messages(&mut first, &mut buffer, 2).await;
+    let names: Vec<_> = recorded.iter().map(|(_, e)| e.name.as_str()).collect();
+    assert_eq!(names, ["FlashSaleCreated", "ItemPurchased"]);
+    assert!(recorded.iter().all(|(id, event)| *id == event.position));
+
+    // A command recorded now reaches the follower.
+    let path = "/v1/aggregates/FlashSaleItem/s1/commands/PurchaseItem";
+    let body = r#"{"buyerId":"bob","quantity":1}"#;
+    let sent = client
+        .post(server.url(path))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let new = sse_messages(&mut first, &mut buffer, 1).await;
+    assert_eq!(
+        (new[0].1.name.as_str(), new[0].1.sequence),
+        ("ItemPurchased", 3)
+    );
+
+    // Reconnecting after the first event, filtered by aggregate type.
+    let mut second = client
+        .get(server.url("/v1/events?aggregate=FlashSaleItem"))
+        .header("Last-Event-ID", recorded[0].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let resumed = sse_messages(&mut second, &mut String::new(), 2).await;
+    assert_eq!(resumed[0], recorded[1]);
+    assert_eq!(resumed[1], new[0]);
+
+    let third = client.get(server.url("/v1/events")).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    let error: Value = third.json().await.unwrap();
+    assert_eq!(error["error"]["kind"], "overloaded");
+    let bad = client
+        .get(server.url("/v1/events"))
+        .header("Last-Event-ID", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Shutdown does not wait for streams that never end.
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the server did not stop with followers connected");
+    assert!(matches!(first.chunk().await, Ok(None) | Err(_)));
+}
 
 /// A host with the hostile fixture and the flash sale, on SQLite.
 async fn hostile_host(options: HostOptions) -> (Host, TestDb) {

@@ -360,3 +360,33 @@ pub async fn assert_each_recorded_once(
         stream.len()
     );
 }
+
+/// Writers working at once, each creating its items (named by
+/// `item(writer, index)`, stock 100) and buying one unit of each
+/// `purchases` times; returns when every command is recorded.
+pub async fn sell_concurrently(
+    host: Arc<Host>,
+    writers: usize,
+    items_per_writer: usize,
+    purchases: usize,
+    item: fn(usize, usize) -> String,
+) {
+    let writers: Vec<_> = (0..writers)
+        .map(|w| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                for i in 0..items_per_writer {
+                    let item = item(w, i);
+                    host.execute(&create(&item, 100)).await.unwrap();
+                    for p in 0..purchases {
+                        let buyer = format!("b{p}");
+                        host.execute(&purchase(&item, &buyer, 1)).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
