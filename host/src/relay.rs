@@ -13,7 +13,7 @@
 
 use crate::error::StoreError;
 use crate::store::{EventStore, RecordedEvent};
-use crate::subscription::{MAX_ERROR_BACKOFF, MAX_SIGNAL_WAIT, PAGE, POLL_INTERVAL};
+use crate::subscription::{Follower, MAX_ERROR_BACKOFF, POLL_INTERVAL, Subscription};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use std::future::Future;
 use std::sync::Arc;
@@ -117,29 +117,22 @@ impl Relay {
             after,
             "relaying the global log to NATS"
         );
-        let mut signal = None;
+        let from = Subscription {
+            after,
+            aggregate: None,
+        };
+        let mut follower = Follower::new(self.store.clone(), from, None);
         loop {
-            let page = self.store.read_all(after, None, PAGE).await?;
-            let Some(last) = page.last() else {
-                let signal = match &mut signal {
-                    Some(signal) => signal,
-                    None => signal.insert(self.store.append_signal().await),
-                };
-                signal.wait(MAX_SIGNAL_WAIT).await;
-                continue;
-            };
-            let last = last.position;
+            let page = follower.next_page().await?;
             // Published in order, one acknowledgement awaited per page.
             let mut acks = Vec::with_capacity(page.len());
-            let mut previous = after;
             for event in &page {
-                acks.push(self.publish(event, previous).await?);
-                previous = event.position;
+                acks.push(self.publish(event, after).await?);
+                after = event.position;
             }
             for ack in acks {
                 ack.await.map_err(RelayError::nats)?;
             }
-            after = last;
             self.store.save_checkpoint(&checkpoint, after).await?;
         }
     }

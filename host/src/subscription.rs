@@ -57,51 +57,66 @@ pub fn follow_with(
     from: Subscription,
     signal: Option<Box<dyn AppendSignal>>,
 ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
-    let cursor = Cursor {
-        store,
-        at: from,
-        buffered: VecDeque::new(),
-        signal,
-    };
-    stream::try_unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        Ok(Some((event, cursor)))
+    let follower = Follower::new(store, from, signal);
+    let cursor = (follower, VecDeque::new());
+    stream::try_unfold(cursor, |(mut follower, mut buffered)| async move {
+        while buffered.is_empty() {
+            buffered.extend(follower.next_page().await?);
+        }
+        let event = buffered.pop_front();
+        Ok(event.map(|event| (event, (follower, buffered))))
     })
 }
 
-struct Cursor {
+/// A reader of the global log that goes on where it stopped: each
+/// [`next_page`](Self::next_page) is the events after the last page.
+pub struct Follower {
     store: Arc<dyn EventStore>,
     /// `after` is the position of the last event handed out.
     at: Subscription,
-    buffered: VecDeque<RecordedEvent>,
-    /// Taken when the cursor first catches up.
+    /// Taken when the follower first catches up, unless given.
     signal: Option<Box<dyn AppendSignal>>,
 }
 
-impl Cursor {
-    async fn next(&mut self) -> Result<RecordedEvent, StoreError> {
+impl Follower {
+    /// Starts after `from`, woken by `signal` once caught up (by the
+    /// store's own signal, taken when first needed, if `None`).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        from: Subscription,
+        signal: Option<Box<dyn AppendSignal>>,
+    ) -> Self {
+        Self {
+            store,
+            at: from,
+            signal,
+        }
+    }
+
+    /// The next events, at most [`PAGE`], waiting for some when caught up.
+    /// A transient store error is waited out and the read tried again; any
+    /// other error is returned, and the follower stays where it was.
+    pub async fn next_page(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut backoff = POLL_INTERVAL;
         loop {
-            if let Some(event) = self.buffered.pop_front() {
-                self.at.after = event.position;
-                return Ok(event);
-            }
             let read = self
                 .store
                 .read_all(self.at.after, self.at.aggregate.as_deref(), PAGE)
                 .await;
             match read {
-                Ok(page) if page.is_empty() => {
-                    let signal = match &mut self.signal {
-                        Some(signal) => signal,
-                        None => self.signal.insert(self.store.append_signal().await),
-                    };
-                    signal.wait(MAX_SIGNAL_WAIT).await;
-                }
-                Ok(page) => {
-                    self.buffered.extend(page);
-                    backoff = POLL_INTERVAL;
-                }
+                Ok(page) => match page.last() {
+                    Some(last) => {
+                        self.at.after = last.position;
+                        return Ok(page);
+                    }
+                    None => {
+                        let signal = match &mut self.signal {
+                            Some(signal) => signal,
+                            None => self.signal.insert(self.store.append_signal().await),
+                        };
+                        signal.wait(MAX_SIGNAL_WAIT).await;
+                    }
+                },
                 Err(e) if e.is_transient() => {
                     warn!(error = %e, after = self.at.after, "reading the global log failed; trying again");
                     tokio::time::sleep(backoff).await;

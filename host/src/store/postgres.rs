@@ -453,16 +453,16 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         let events = numbered.iter().flat_map(|(c, _)| &c.events);
-        if events.clone().count() >= MAX_EVENTS_PER_APPEND {
-            return Err(StoreError::AppendTooLarge {
-                events: events.count(),
-                max: MAX_EVENTS_PER_APPEND - 1,
-            });
-        }
         let sequences: Vec<i64> = (expected_version + 1..)
             .zip(events.clone())
             .map(|(n, _)| to_i64(n))
             .collect();
+        if sequences.len() >= MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::AppendTooLarge {
+                events: sequences.len(),
+                max: MAX_EVENTS_PER_APPEND - 1,
+            });
+        }
         let names: Vec<&str> = events.clone().map(|e| e.name.as_str()).collect();
         let payloads: Vec<&str> = events.clone().map(|e| e.payload.as_str()).collect();
         let metadata: Vec<&str> = events.map(|e| e.metadata.as_str()).collect();
