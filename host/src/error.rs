@@ -184,6 +184,12 @@ pub enum GuestError {
     #[error(transparent)]
     ApplyFailed(Box<ApplyFailure>),
 
+    /// A projection guest failed an event: its `project` returned an error,
+    /// or changes the host cannot apply. Deterministic: the projection stops
+    /// at the event until a fixed guest is loaded.
+    #[error("{projection}: {message}")]
+    ProjectionFailed { projection: String, message: String },
+
     /// `restore` refused a snapshot. The host replays the stream instead.
     #[error("{aggregate} {id}: guest refused the snapshot at version {version}: {reason}")]
     SnapshotRefused {

@@ -6,7 +6,10 @@
 //! - [`runtime`]: wasmtime engine, sandbox limits, loading and checking
 //!   components, the compiled-code cache, hydrated aggregate instances
 //!   holding their state inside the guest.
-//! - [`store`]: the event store trait and its PostgreSQL implementation.
+//! - [`store`]: the event store trait (and the projections' [`store::ViewStore`])
+//!   with its PostgreSQL and SQLite implementations.
+//! - [`subscription`]: following the global log; [`relay`]: to NATS JetStream.
+//! - [`projector`]: running projection guests into their views, and rebuilds.
 //! - [`dispatch`]: [`Host`], which runs commands: load, decide, append with the
 //!   expected version, retry on conflict with backoff.
 //! - [`testing`]: given/when/then tests of guest logic in the sandbox, no
@@ -31,6 +34,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
+pub mod projector;
 pub mod relay;
 pub mod runtime;
 pub mod server;

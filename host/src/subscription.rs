@@ -93,6 +93,16 @@ impl Follower {
         }
     }
 
+    /// The position of the last event handed out (where it goes on after).
+    pub fn position(&self) -> i64 {
+        self.at.after
+    }
+
+    /// Goes on after `position` instead.
+    pub fn seek(&mut self, position: i64) {
+        self.at.after = position;
+    }
+
     /// The next events, at most [`PAGE`], waiting for some when caught up.
     /// A transient store error is waited out and the read tried again; any
     /// other error is returned, and the follower stays where it was.

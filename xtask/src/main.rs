@@ -2,8 +2,9 @@
 //!
 //! - `build-guests [PACKAGE...]`: compiles this repository's guest crates
 //!   (all, or those named) for `wasm32-unknown-unknown` and wraps each core
-//!   module into a component in `target/modules/` (test fixtures in
-//!   `target/fixtures/`); under `CARGO_TARGET_DIR` when it is set.
+//!   module into a component in `target/modules/` (projections in
+//!   `target/projections/`, test fixtures in `target/fixtures/`); under
+//!   `CARGO_TARGET_DIR` when it is set.
 //! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
 //!   it lives.
 //! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
@@ -24,11 +25,13 @@ use std::process::Command;
 const TARGET: &str = "wasm32-unknown-unknown";
 
 /// Guest crates and the component file each one becomes, under `target/`.
-/// Real guests go to `modules/` (eshost's default modules directory); test
-/// fixtures to `fixtures/`, where nothing loads them by accident.
+/// Aggregate guests go to `modules/` (eshost's default modules directory),
+/// projection guests to `projections/` (its default projections directory);
+/// test fixtures to `fixtures/`, where nothing loads them by accident.
 const GUESTS: &[(&str, &str)] = &[
     ("guest-flash-sale", "modules/flash-sale.wasm"),
     ("guest-bank-account", "modules/bank-account.wasm"),
+    ("guest-sales-summary", "projections/sales-summary.wasm"),
     ("guest-hostile", "fixtures/hostile.wasm"),
     ("guest-importer", "fixtures/importer/importer.wasm"),
     ("guest-stuck", "fixtures/stuck/stuck.wasm"),

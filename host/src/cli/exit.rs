@@ -113,7 +113,15 @@ pub fn code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<crate::testing::SpecErrors>().is_some() {
         return USAGE;
     }
-    if error.downcast_ref::<LoadError>().is_some() || error.downcast_ref::<StoreError>().is_some() {
+    if error.downcast_ref::<LoadError>().is_some()
+        || error.downcast_ref::<StoreError>().is_some()
+        || error
+            .downcast_ref::<crate::projector::ProjectorError>()
+            .is_some()
+        || error
+            .downcast_ref::<super::projection::ProjectionsFailed>()
+            .is_some()
+    {
         return FAILED;
     }
     REFUSED

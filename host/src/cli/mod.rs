@@ -3,6 +3,7 @@
 //! in [`exit`].
 
 pub mod exit;
+mod projection;
 mod serve;
 mod upgrade;
 
@@ -62,6 +63,16 @@ pub struct GlobalArgs {
         default_value = "target/modules"
     )]
     pub modules: PathBuf,
+
+    /// Directory of projection components: every *.wasm in it is loaded by
+    /// `projection run`, `projection rebuild` and `projections`.
+    #[arg(
+        long,
+        env = "ESHOST_PROJECTIONS",
+        global = true,
+        default_value = "target/projections"
+    )]
+    pub projections: PathBuf,
 
     /// Where compiled components are cached
     /// [default: $XDG_CACHE_HOME/eshost, else ~/.cache/eshost].
@@ -275,6 +286,39 @@ pub enum CliCommand {
         Nats-Msg-Id. Names in subjects keep ASCII letters, digits, - and _; other bytes\n\
         are written %XX (an id a.b becomes a%2Eb).")]
     Relay(RelayArgs),
+
+    /// List the projections the store has a record of: name, version,
+    /// generation, position (the last event its view includes), lag (events
+    /// after it), status (ok, or failed with the event and the error).
+    #[command(after_help = "Example:\n  eshost projections --json")]
+    Projections {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print a projection's document (its JSON), or with --all every
+    /// document of its view as JSON lines {"key", "document"}, in key order,
+    /// all from one consistent view (a rebuild never shows half-built).
+    #[command(after_help = "Examples:\n  \
+        eshost view sales-summary total\n  \
+        eshost view sales-summary item:s1\n  \
+        eshost view sales-summary --all")]
+    View {
+        /// The projection, e.g. sales-summary.
+        name: String,
+        /// The document's key (exits 1 if there is none).
+        #[arg(required_unless_present = "all")]
+        key: Option<String>,
+        /// Every document.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+    },
+
+    /// Run or rebuild projections: guests that build read models (views)
+    /// from the global log (`eshost projection run --help`).
+    #[command(subcommand)]
+    Projection(projection::ProjectionCommand),
 
     /// Run a demo scenario.
     #[command(subcommand)]
@@ -632,6 +676,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(relay::run(store, args.into(), stop).await?)
         }
         CliCommand::Upgrade(command) => upgrade::run(global, command).await,
+        CliCommand::Projections { json } => projection::list(global, json).await,
+        CliCommand::View { name, key, .. } => projection::view(global, &name, key.as_deref()).await,
+        CliCommand::Projection(command) => projection::run(global, command).await,
         CliCommand::Test { specs } => test_specs(global, &specs),
         CliCommand::Migrate => {
             store::open(&global.database_url).await?;

@@ -58,18 +58,7 @@ impl LoadedComponent {
         cache: Option<&ArtifactCache>,
         path: &Path,
     ) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let compiled = match cache {
-            Some(cache) => cache.component(engine, &digest, &bytes),
-            None => Component::new(engine, &bytes),
-        };
-        let component = compiled.map_err(|e| {
-            LoadError::new(
-                path,
-                format!("not a WebAssembly component: {}", first_line(&e)),
-            )
-        })?;
+        let (component, digest) = compile(engine, cache, path)?;
         Self::check(engine, limits, path, digest, component)
     }
 
@@ -130,8 +119,30 @@ impl LoadedComponent {
     }
 }
 
+/// Reads and compiles (or takes from `cache`) the component at `path`;
+/// returns it with the file's sha256 (hex).
+pub(crate) fn compile(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    path: &Path,
+) -> Result<(Component, String), LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let compiled = match cache {
+        Some(cache) => cache.component(engine, &digest, &bytes),
+        None => Component::new(engine, &bytes),
+    };
+    let component = compiled.map_err(|e| {
+        LoadError::new(
+            path,
+            format!("not a WebAssembly component: {}", first_line(&e)),
+        )
+    })?;
+    Ok((component, digest))
+}
+
 /// wasmtime errors carry their causes on later lines; a load error is one line.
-fn first_line(error: &wasmtime::Error) -> String {
+pub(crate) fn first_line(error: &wasmtime::Error) -> String {
     format!("{error:#}")
         .lines()
         .next()

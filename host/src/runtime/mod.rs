@@ -5,6 +5,7 @@
 //! - [`component`]: loading one `.wasm` file into a [`LoadedComponent`].
 //! - [`modules`]: the set of loaded components, by aggregate name.
 //! - [`instance`]: one hydrated aggregate: a store, an instance, a state resource.
+//! - [`projection`]: projection guests, which build views from events.
 //! - [`sandbox`]: the limits on every guest call and the one import, `log`.
 //! - [`artifacts`]: the on-disk cache of compiled components.
 //! - [`pool`]: the bounded threads guest calls run on, off the async runtime.
@@ -14,6 +15,7 @@ pub mod component;
 pub mod instance;
 pub mod modules;
 pub mod pool;
+pub mod projection;
 pub mod sandbox;
 
 pub use artifacts::ArtifactCache;
@@ -21,10 +23,12 @@ pub use component::LoadedComponent;
 pub use instance::Hydrated;
 pub use modules::Modules;
 pub use pool::{GuestPool, PoolPanic};
+pub use projection::{LoadedProjection, ProjectionInstance, ViewDocuments};
 pub use sandbox::{Budget, GuestContext, Limits};
 
 use crate::error::LoadError;
 use std::path::Path;
+use std::sync::Arc;
 use wasmtime::{Config, Engine};
 
 /// Generated from `wit/aggregate.wit`.
@@ -86,6 +90,32 @@ impl Runtime {
     /// Loads and checks one component file.
     pub fn load(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         LoadedComponent::load(&self.engine, self.limits, self.cache.as_ref(), path)
+    }
+
+    /// Loads and checks one projection component file.
+    pub fn load_projection(&self, path: &Path) -> Result<LoadedProjection, LoadError> {
+        LoadedProjection::load(&self.engine, self.limits, self.cache.as_ref(), path)
+    }
+
+    /// Loads every `*.wasm` in `dir` as a projection, in name order; all or
+    /// nothing, like [`Modules::load_dir`]. Two claiming one name is an error.
+    pub fn load_projections(&self, dir: &Path) -> Result<Vec<Arc<LoadedProjection>>, LoadError> {
+        let mut loaded: Vec<Arc<LoadedProjection>> = Vec::new();
+        for path in modules::wasm_files(dir)? {
+            let projection = self.load_projection(&path)?;
+            if let Some(existing) = loaded.iter().find(|p| p.name == projection.name) {
+                return Err(LoadError::new(
+                    &path,
+                    format!(
+                        "projection {} is already provided by {}",
+                        projection.name,
+                        existing.path.display()
+                    ),
+                ));
+            }
+            loaded.push(Arc::new(projection));
+        }
+        Ok(loaded)
     }
 
     /// Loads every `*.wasm` in `dir` (see [`Modules::load_dir`]).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The `*.wasm` files in `dir`, in name order.
-fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+pub(crate) fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| LoadError::new(dir, format!("cannot read modules directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries

@@ -128,13 +128,22 @@ pub(crate) fn new_store(
     aggregate: Arc<str>,
     limits: &Limits,
 ) -> Store<GuestContext> {
-    let mut store = Store::new(engine, GuestContext::new(aggregate, limits));
+    new_store_with(engine, GuestContext::new(aggregate, limits))
+}
+
+/// A store for one instance whose context is `context`, with the memory
+/// limiter attached.
+pub(crate) fn new_store_with<V: Send + 'static>(
+    engine: &Engine,
+    context: GuestContext<V>,
+) -> Store<GuestContext<V>> {
+    let mut store = Store::new(engine, context);
     store.limiter(|context| context);
     store
 }
 
 /// Gives the next call its budget and a clean slate.
-pub(crate) fn arm(store: &mut Store<GuestContext>, limits: &Limits) {
+pub(crate) fn arm<V: Send>(store: &mut Store<GuestContext<V>>, limits: &Limits) {
     store.data_mut().start_call();
     match limits.budget {
         Budget::WallClock(duration) => {
@@ -150,8 +159,10 @@ pub(crate) fn arm(store: &mut Store<GuestContext>, limits: &Limits) {
     }
 }
 
-/// Per-instance host data inside a wasmtime `Store`.
-pub struct GuestContext {
+/// Per-instance host data inside a wasmtime `Store`. `V` is what a
+/// projection guest's `view.get` reads from; an aggregate guest has none.
+pub struct GuestContext<V = ()> {
+    /// The aggregate or projection the instance runs, for log lines.
     aggregate: Arc<str>,
     memory_bytes: usize,
     /// Set when the limiter refused to grow memory.
@@ -166,10 +177,18 @@ pub struct GuestContext {
     logged_lines: usize,
     logged_bytes: usize,
     dropped_lines: usize,
+    pub(crate) view: V,
 }
 
 impl GuestContext {
     pub fn new(aggregate: Arc<str>, limits: &Limits) -> Self {
+        Self::with_view(aggregate, limits, ())
+    }
+}
+
+impl<V> GuestContext<V> {
+    /// A context whose `view.get` import reads from `view`.
+    pub fn with_view(aggregate: Arc<str>, limits: &Limits, view: V) -> Self {
         Self {
             aggregate,
             memory_bytes: limits.memory_bytes,
@@ -179,6 +198,7 @@ impl GuestContext {
             logged_lines: 0,
             logged_bytes: 0,
             dropped_lines: 0,
+            view,
         }
     }
 
@@ -215,14 +235,14 @@ impl GuestContext {
     }
 }
 
-impl Drop for GuestContext {
+impl<V> Drop for GuestContext<V> {
     fn drop(&mut self) {
         self.flush_error();
         self.report_dropped();
     }
 }
 
-impl ResourceLimiter for GuestContext {
+impl<V: Send> ResourceLimiter for GuestContext<V> {
     fn memory_growing(
         &mut self,
         current: usize,
@@ -271,10 +291,12 @@ impl ResourceLimiter for GuestContext {
 
 /// Links the one import a guest may have, `host.log`. Written out rather
 /// than generated so the call can reach the store and be charged fuel.
-pub(crate) fn link_host(linker: &mut Linker<GuestContext>) -> wasmtime::Result<()> {
+pub(crate) fn link_host<V: Send + 'static>(
+    linker: &mut Linker<GuestContext<V>>,
+) -> wasmtime::Result<()> {
     linker.instance(HOST_INTERFACE)?.func_wrap(
         "log",
-        |mut store: StoreContextMut<'_, GuestContext>, (level, message): (Level, String)| {
+        |mut store: StoreContextMut<'_, GuestContext<V>>, (level, message): (Level, String)| {
             charge_fuel(
                 &mut store,
                 LOG_CALL_FUEL.saturating_add(message.len() as u64),
@@ -287,7 +309,10 @@ pub(crate) fn link_host(linker: &mut Linker<GuestContext>) -> wasmtime::Result<(
 
 /// Takes `cost` from the call's fuel, if it runs on fuel; when less is
 /// left, the call ends as if it had run out computing.
-fn charge_fuel(store: &mut StoreContextMut<'_, GuestContext>, cost: u64) -> wasmtime::Result<()> {
+pub(crate) fn charge_fuel<V>(
+    store: &mut StoreContextMut<'_, GuestContext<V>>,
+    cost: u64,
+) -> wasmtime::Result<()> {
     let Ok(left) = store.get_fuel() else {
         // A wall-clock budget: the epoch counts host time already.
         return Ok(());
@@ -301,7 +326,7 @@ fn charge_fuel(store: &mut StoreContextMut<'_, GuestContext>, cost: u64) -> wasm
     }
 }
 
-impl GuestContext {
+impl<V> GuestContext<V> {
     fn log(&mut self, level: Level, message: String) {
         // One line (a newline cannot forge a host log line), cut; and
         // within the call's quota, or dropped and counted. A call's last
@@ -336,8 +361,8 @@ impl GuestContext {
 }
 
 /// Turns a failed guest call into the error that explains it.
-pub(crate) fn classify(
-    context: &mut GuestContext,
+pub(crate) fn classify<V>(
+    context: &mut GuestContext<V>,
     limits: &Limits,
     call: &'static str,
     error: wasmtime::Error,

@@ -7,10 +7,12 @@
 mod payload;
 mod postgres;
 mod sqlite;
+pub mod views;
 
 pub use payload::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use views::{ProjectionRecord, ViewId, ViewStore};
 
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -132,10 +134,11 @@ impl AppendSignal for Polling {
     }
 }
 
-/// Where events live. Implementations must make `append` atomic and detect a
-/// lost race by error code, never by message text.
+/// Where events live (and, through [`ViewStore`], the projections' views).
+/// Implementations must make `append` atomic and detect a lost race by
+/// error code, never by message text.
 #[async_trait]
-pub trait EventStore: Send + Sync {
+pub trait EventStore: ViewStore + Send + Sync {
     /// The latest snapshot of a stream written by the component with this digest.
     async fn load_snapshot(
         &self,

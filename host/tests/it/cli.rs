@@ -30,6 +30,7 @@ impl Workspace {
         cmd.current_dir(self.dir.path())
             .env_remove("DATABASE_URL")
             .env("ESHOST_MODULES", &self.modules)
+            .env("ESHOST_PROJECTIONS", projections_dir())
             .env("ESHOST_CACHE_DIR", self.cache.path())
             .args(args);
         cmd
@@ -986,4 +987,81 @@ fn events_all_prints_the_global_log_in_order_filtered_and_from_a_position() {
         assert_eq!(output.status.code(), Some(2), "{usage:?}");
         assert!(output.stdout.is_empty(), "{usage:?}");
     }
+}
+
+#[test]
+fn projections_run_show_their_views_and_rebuild() {
+    let ws = Workspace::new();
+    let buy = |buyer: &str| format!(r#"{{"buyerId":"{buyer}","quantity":2}}"#);
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s1",
+        "CreateFlashSale",
+        r#"{"initialStock":3}"#,
+    ]));
+    ok(ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", &buy("b1")]));
+    ok(ws.run(&["exec", FLASH_SALE, "s1", "PurchaseItem", &buy("b2")]));
+    ok(ws.run(&["projection", "run", "--once"]));
+
+    let item: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["view", "sales-summary", "item:s1"]))).unwrap();
+    assert_eq!(
+        (
+            &item["stock"],
+            &item["sold"],
+            &item["buyers"],
+            &item["rejected"]
+        ),
+        (&1.into(), &2.into(), &1.into(), &1.into()),
+        "{item}"
+    );
+    let all = json_lines(&ok(ws.run(&["view", "sales-summary", "--all"])));
+    let keys: Vec<_> = all.iter().map(|d| d["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["item:s1", "total"]);
+    assert_eq!(all[1]["document"]["sold"], 2);
+
+    let listed = |ws: &Workspace| -> serde_json::Value {
+        serde_json::from_str(&ok(ws.run(&["projections", "--json"]))).unwrap()
+    };
+    let before = listed(&ws);
+    assert_eq!(
+        (
+            &before[0]["name"],
+            &before[0]["status"],
+            &before[0]["lag"],
+            &before[0]["generation"]
+        ),
+        (&"sales-summary".into(), &"ok".into(), &0.into(), &1.into()),
+        "{before}"
+    );
+    ok(ws.run(&[
+        "exec",
+        FLASH_SALE,
+        "s2",
+        "CreateFlashSale",
+        r#"{"initialStock":1}"#,
+    ]));
+    assert_eq!(listed(&ws)[0]["lag"], 1);
+
+    ok(ws.run(&["projection", "rebuild", "sales-summary"]));
+    let after = listed(&ws);
+    assert_eq!(
+        (&after[0]["generation"], &after[0]["lag"]),
+        (&2.into(), &0.into()),
+        "{after}"
+    );
+    let total: serde_json::Value =
+        serde_json::from_str(&ok(ws.run(&["view", "sales-summary", "total"]))).unwrap();
+    assert_eq!(
+        (&total["sold"], &total["items"]),
+        (&2.into(), &2.into()),
+        "{total}"
+    );
+
+    let missing = fails(ws.run(&["view", "sales-summary", "item:nope"]), 1);
+    assert!(missing.contains("item:nope"), "{missing}");
+    let unknown = fails(ws.run(&["projection", "run", "nope"]), 1);
+    assert!(unknown.contains("sales-summary"), "{unknown}");
+    assert_eq!(ws.run(&["view", "sales-summary"]).status.code(), Some(2));
 }

@@ -13,6 +13,7 @@ mod idempotent;
 mod loading;
 mod long_streams;
 mod openapi;
+mod projections;
 mod properties;
 mod queued;
 mod relay;

@@ -38,6 +38,33 @@ pub fn modules_dir() -> PathBuf {
     dir
 }
 
+/// The sales-summary projection component `cargo xtask build-guests` built,
+/// compiled once per test binary.
+pub fn sales_summary() -> Arc<eshost::runtime::LoadedProjection> {
+    static LOADED: OnceLock<Arc<eshost::runtime::LoadedProjection>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let path = projections_dir().join("sales-summary.wasm");
+            Arc::new(
+                Runtime::new()
+                    .load_projection(&path)
+                    .expect("loading sales-summary"),
+            )
+        })
+        .clone()
+}
+
+/// Where `cargo xtask build-guests` puts the projection components.
+pub fn projections_dir() -> PathBuf {
+    let dir = build_dir().join("projections");
+    assert!(
+        dir.join("sales-summary.wasm").exists(),
+        "{} has no sales-summary.wasm: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
 /// A new version of the flash-sale component built for the upgrade tests
 /// (`flash-sale-v2.wasm`: compatible; `flash-sale-renamed.wasm`: renamed an
 /// event). They live apart, as both claim `FlashSaleItem`.

@@ -1,0 +1,286 @@
+//! Projections: the sales-summary guest builds its view from the global log
+//! exactly once, whether two runners race or the process restarts; an event
+//! the guest fails stops it there, visibly, and is never skipped; a rebuild
+//! is never seen half built.
+
+use crate::util::*;
+use eshost::projector::{self, Projector, ProjectorError};
+use eshost::store::{EventStore, JsonText, ViewId};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PROJECTION: &str = "sales-summary";
+
+crate::conformance!(
+    runners_racing_apply_every_event_once,
+    an_event_the_guest_fails_stops_the_projection_there,
+    readers_never_see_a_rebuild_half_built,
+);
+
+async fn open(db: &TestDb) -> Arc<dyn EventStore> {
+    eshost::store::open(&db.url).await.unwrap()
+}
+
+/// Every document of the live view, by key.
+async fn documents(store: &dyn EventStore) -> BTreeMap<String, Value> {
+    let mut documents = BTreeMap::new();
+    let mut visit = |key: &str, body: &JsonText| {
+        documents.insert(key.to_string(), body.to_value());
+        Ok(())
+    };
+    store.scan_view(PROJECTION, &mut visit).await.unwrap();
+    documents
+}
+
+/// The view `sell_concurrently(writers, items, purchases)` must produce.
+fn expected_view(
+    writers: usize,
+    items: usize,
+    purchases: u64,
+    item: fn(usize, usize) -> String,
+) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut expected = BTreeMap::new();
+    for w in 0..writers {
+        for i in 0..items {
+            // stock, sold, buyers
+            expected.insert(
+                format!("item:{}", item(w, i)),
+                (100 - purchases, purchases, purchases),
+            );
+        }
+    }
+    expected
+}
+
+/// Checks the view against what the sales were, document by document.
+fn assert_view(view: &BTreeMap<String, Value>, expected: &BTreeMap<String, (u64, u64, u64)>) {
+    for (key, (stock, sold, buyers)) in expected {
+        let document = view.get(key).unwrap_or_else(|| panic!("no document {key}"));
+        let found = (
+            document["stock"].as_u64().unwrap(),
+            document["sold"].as_u64().unwrap(),
+            document["buyers"].as_u64().unwrap(),
+        );
+        assert_eq!(found, (*stock, *sold, *buyers), "{key}: {document}");
+    }
+    let total = &view["total"];
+    let sold: u64 = expected.values().map(|(_, sold, _)| sold).sum();
+    assert_eq!(total["sold"].as_u64(), Some(sold), "{total}");
+    assert_eq!(
+        total["items"].as_u64(),
+        Some(expected.len() as u64),
+        "{total}"
+    );
+    assert_eq!(
+        view.len(),
+        expected.len() + 1,
+        "documents: {:?}",
+        view.keys()
+    );
+}
+
+/// The last position of the log.
+async fn head(store: &dyn EventStore) -> i64 {
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, None, 1_000).await.unwrap();
+        match page.last() {
+            Some(last) => after = last.position,
+            None => return after,
+        }
+    }
+}
+
+/// Four runners of the live view follow the log while eight writers sell.
+/// Each commit moves the checkpoint only from where its runner found it, so
+/// whichever loses a race starts again from the winner's checkpoint: every
+/// purchase is counted once (the summary adds, so a repeat would show).
+async fn runners_racing_apply_every_event_once(db: &TestDb) {
+    const WRITERS: usize = 8;
+    const ITEMS: usize = 3;
+    const PURCHASES: usize = 10;
+    const RUNNERS: usize = 4;
+    let store = open(db).await;
+    let stop = CancellationToken::new();
+    let runners: Vec<_> = (0..RUNNERS)
+        .map(|_| {
+            let store = store.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut projector = Projector::live(store, sales_summary()).await?;
+                projector.run(stop.cancelled()).await?;
+                Ok::<_, ProjectorError>(projector.progress())
+            })
+        })
+        .collect();
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let item = |w: usize, i: usize| format!("item-{w}-{i}");
+    sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item).await;
+
+    let last = head(&*store).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = store
+            .projections()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == PROJECTION);
+        if record.is_some_and(|r| r.position == last) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runners did not reach position {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut projected = 0;
+    for runner in runners {
+        projected += runner.await.unwrap().unwrap().projected;
+    }
+    let events = (WRITERS * ITEMS * (1 + PURCHASES)) as u64;
+    assert!(
+        projected >= events,
+        "{projected} of {events} events projected"
+    );
+    assert_view(
+        &documents(&*store).await,
+        &expected_view(WRITERS, ITEMS, PURCHASES as u64, item),
+    );
+}
+
+/// An event whose payload the guest cannot read stops the projection at
+/// that event: the events before it are in the view, the ones after are
+/// not, the status says which event and why, and running it again stops at
+/// the same event rather than skip it.
+async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    host.execute(&create("a", 5)).await.unwrap();
+    append_raw(
+        &*store,
+        "a",
+        1,
+        vec![(
+            "ItemPurchased",
+            r#"{"buyerId":"x","quantity":"two"}"#.into(),
+        )],
+    )
+    .await;
+    host.execute(&create("b", 5)).await.unwrap();
+    let log = store.read_all(0, None, 10).await.unwrap();
+    let (created_a, bad) = (log[0].position, log[1].position);
+
+    for _ in 0..2 {
+        let mut projector = Projector::live(store.clone(), sales_summary())
+            .await
+            .unwrap();
+        match projector.catch_up().await {
+            Err(ProjectorError::Stopped {
+                position, event, ..
+            }) => {
+                assert_eq!(position, bad);
+                assert!(event.contains("ItemPurchased"), "{event}");
+            }
+            other => panic!("expected the projection to stop, got {other:?}"),
+        }
+        let record = store.projections().await.unwrap().remove(0);
+        assert_eq!(
+            (record.status.as_str(), record.position),
+            ("failed", created_a)
+        );
+        let error = record.error.unwrap();
+        assert!(
+            error.contains(&bad.to_string()) && error.contains("\"two\""),
+            "{error}"
+        );
+        let view = documents(&*store).await;
+        assert!(
+            view.contains_key("item:a") && !view.contains_key("item:b"),
+            "{view:?}"
+        );
+    }
+}
+
+/// Readers scan the whole view again and again while it is rebuilt from
+/// the first event (in several commits, as the log is longer than a page):
+/// every read is the complete view, never the new generation part-built.
+/// Then the new generation is live and equal to the old.
+async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
+    const WRITERS: usize = 10;
+    const ITEMS: usize = 20;
+    const PURCHASES: usize = 9;
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let item = |w: usize, i: usize| format!("r-{w}-{i}");
+    sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item).await;
+    let mut live = Projector::live(store.clone(), sales_summary())
+        .await
+        .unwrap();
+    live.catch_up().await.unwrap();
+    let before = documents(&*store).await;
+    assert_view(
+        &before,
+        &expected_view(WRITERS, ITEMS, PURCHASES as u64, item),
+    );
+
+    let rebuilding = Arc::new(AtomicBool::new(false));
+    let reads_during_rebuild = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, before, stop) = (store.clone(), before.clone(), stop.clone());
+            let (rebuilding, reads) = (rebuilding.clone(), reads_during_rebuild.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let during = rebuilding.load(Ordering::SeqCst);
+                    let view = documents(&*store).await;
+                    assert!(
+                        view == before,
+                        "a reader saw {} documents, total {:?}",
+                        view.len(),
+                        view.get("total")
+                    );
+                    if during && rebuilding.load(Ordering::SeqCst) {
+                        reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    rebuilding.store(true, Ordering::SeqCst);
+    let (view, progress) = projector::rebuild(store.clone(), sales_summary())
+        .await
+        .unwrap();
+    rebuilding.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.cancel();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let events = (WRITERS * ITEMS * (1 + PURCHASES)) as u64;
+    assert_eq!(
+        view,
+        ViewId {
+            projection: PROJECTION.into(),
+            generation: 2
+        }
+    );
+    assert_eq!(
+        (progress.projected, progress.position),
+        (events, head(&*store).await)
+    );
+    assert!(
+        reads_during_rebuild.load(Ordering::SeqCst) > 0,
+        "no read overlapped the rebuild"
+    );
+    assert_eq!(documents(&*store).await, before);
+    let record = store.projections().await.unwrap().remove(0);
+    assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
+}
