@@ -43,7 +43,7 @@ pub enum ProjectorError {
         event: String,
         /// The error's text without the projection's name in front.
         reason: String,
-        error: GuestError,
+        error: Box<GuestError>,
     },
     /// Another rebuild replaced the generation this one was building.
     #[error("{0}: another rebuild started; this one stopped")]
@@ -91,7 +91,12 @@ pub struct Projector {
     documents: Option<ViewDocuments>,
     /// The store's status for the projection is `ok`.
     status_ok: bool,
+    /// Told the new checkpoint after each commit (see [`Projector::on_commit`]).
+    on_commit: Option<OnCommit>,
 }
+
+/// Called with the new checkpoint after each commit.
+pub type OnCommit = Box<dyn FnMut(i64) + Send>;
 
 impl Projector {
     /// A runner of the live view, from its checkpoint (registering the
@@ -148,7 +153,14 @@ impl Projector {
             instance: None,
             documents,
             status_ok: true,
+            on_commit: None,
         }
+    }
+
+    /// Calls `on_commit` with the new checkpoint after each commit: when
+    /// the view includes the events up to it (for measuring lag).
+    pub fn on_commit(&mut self, on_commit: OnCommit) {
+        self.on_commit = Some(on_commit);
     }
 
     pub fn progress(&self) -> Progress {
@@ -159,15 +171,14 @@ impl Projector {
         &self.view
     }
 
-    /// What this projector reads: every event, or one aggregate type's
-    /// when the projection reads only that one (others it skips as it goes).
+    /// What this projector reads: every event. Events of aggregate types
+    /// the projection does not read are skipped as it goes (its checkpoint
+    /// moves past them all the same). Reading every type keeps the store's
+    /// read a plain walk along the position key, whatever its statistics.
     fn subscription(&self) -> Subscription {
         Subscription {
             after: self.progress.position,
-            aggregate: match self.component.aggregates.as_slice() {
-                [only] => Some(only.clone()),
-                _ => None,
-            },
+            aggregate: None,
         }
     }
 
@@ -358,6 +369,9 @@ impl Projector {
                 }
                 self.progress.position = through;
                 self.progress.projected += projected;
+                if let Some(on_commit) = &mut self.on_commit {
+                    on_commit(through);
+                }
                 if !self.status_ok && self.target == Target::Live {
                     // It goes on past where it had failed: say so.
                     self.store
@@ -417,7 +431,7 @@ impl Projector {
                 "{} {} #{} {}",
                 event.aggregate, event.id, event.sequence, event.name
             ),
-            error,
+            error: Box::new(error),
         };
         if self.target == Target::Live {
             let message = stopped.to_string();

@@ -3,6 +3,7 @@
 //! single-row INSERT-and-commit loop at the same concurrency).
 
 pub mod http;
+mod projection;
 
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use crate::runtime::{Budget, Hydrated, LoadedComponent, Modules};
@@ -22,6 +23,7 @@ pub const SCENARIOS: &[&str] = &[
     "crowd",
     "cold-load",
     "guest-cost",
+    "projection",
     "http-hot-item",
     "http-many-items",
     "cluster-hot-item",
@@ -60,6 +62,12 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Projector(#[from] crate::projector::ProjectorError),
+    #[error(
+        "the projection scenario needs the sales-summary projection (build it with `cargo xtask build-guests`)"
+    )]
+    NoSalesSummary,
 }
 
 /// One scenario, in one mode: one line of output.
@@ -84,11 +92,13 @@ pub struct BenchLine {
 }
 
 /// Runs one scenario in both modes (cold-load: with and without a snapshot;
-/// guest-cost: in process, under the sandbox budget the modules were loaded with).
+/// guest-cost: in process, under the sandbox budget the modules were loaded
+/// with; projection: catching up, then the lag while hot-item runs).
 pub async fn run(
     scenario: &str,
     modules: &Modules,
     modules_dir: &std::path::Path,
+    projections: &[Arc<crate::runtime::LoadedProjection>],
     url: &str,
     callers: usize,
 ) -> Result<Vec<BenchLine>, BenchError> {
@@ -102,6 +112,13 @@ pub async fn run(
         "crowd" => (1, 10_000, 20_000, 1_000, &[Concurrency::Queued][..]),
         "cold-load" => return cold_load(modules, url).await,
         "guest-cost" => return guest_cost(modules),
+        "projection" => {
+            let summary = projections
+                .iter()
+                .find(|p| p.name == "sales-summary")
+                .ok_or(BenchError::NoSalesSummary)?;
+            return projection::run(modules, summary.clone(), url, callers).await;
+        }
         "http-hot-item" => {
             return over_http(scenario, modules, url, (1, 1_000, 2_000), callers).await;
         }

@@ -11,12 +11,14 @@ use crate::client::Client;
 use crate::dispatch::{CommandRequest, Concurrency, Host, HostOptions, REPLAY_PAGE, RetryPolicy};
 use crate::runtime::{ArtifactCache, Budget, Limits, Modules, Runtime};
 use crate::subscription::{self, Subscription};
+use crate::testing::projection::{ProjectionSpecFile, run_projection_case};
 use crate::testing::{SpecErrors, SpecFile, run_case};
 use crate::{bench, demo, relay, store};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The store used when no URL is given: a file in the working directory.
@@ -240,8 +242,8 @@ pub enum CliCommand {
         id: String,
     },
 
-    /// Run given/when/then spec files against guests in the sandbox, with no
-    /// database. Prints each case as ok or FAIL (with a diff), then
+    /// Run given/when/then spec files against guests (aggregates, or
+    /// projections: given/then) in the sandbox, with no database. Prints each case as ok or FAIL (with a diff), then
     /// `N passed, M failed`; exits 1 if any case failed, 2 if a spec file
     /// could not be used (reported on stderr; the other files still run).
     #[command(
@@ -252,7 +254,14 @@ pub enum CliCommand {
         name = \"quantity 0 is refused\"\n  \
         given = [{ event = \"FlashSaleCreated\", payload = { itemId = \"test-1\", initialStock = 5 } }]\n  \
         when = { command = \"PurchaseItem\", payload = { buyerId = \"b\", quantity = 0 } }\n  \
-        error = \"invalid-command\"    # or: then = [{ event = ..., payload = ... }], state = { ... }"
+        error = \"invalid-command\"    # or: then = [{ event = ..., payload = ... }], state = { ... }\n\n\
+        A projection's spec names the projection (from --projections); given events, then\n\
+        the view's documents (exactly these), or an error the failing event's must contain:\n  \
+        projection = \"sales-summary\"\n  \
+        [[case]]\n  \
+        name = \"a purchase counts\"\n  \
+        given = [{ id = \"s1\", event = \"FlashSaleCreated\", payload = { itemId = \"s1\", initialStock = 5 } }]\n  \
+        then = { \"item:s1\" = { stock = 5, ... }, total = { ... } }"
     )]
     Test {
         /// Spec files (TOML).
@@ -332,6 +341,10 @@ pub enum CliCommand {
     /// crowd (20,000 buyers, stock 10,000, one item, 1,000 callers, queued
     /// only), cold-load (one stream of 100,000 events, with and without a snapshot),
     /// guest-cost (decide plus evolve per command, in process, no database),
+    /// projection (sales-summary catching up on 100,000 events: cmd/s is
+    /// events/s; then following while hot-item runs: p50/p99 are the lag
+    /// from a purchase's answer to the view including it; in a scratch
+    /// schema or file of its own),
     /// http-hot-item and http-many-items (in process and through `eshost
     /// serve` on a loopback socket, side by side), cluster-hot-item and
     /// cluster-many-items (through HAProxy to one host, three hosts
@@ -694,24 +707,86 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A spec file, with the component its cases run against.
+enum LoadedSpec {
+    Aggregate(SpecFile, Arc<crate::runtime::LoadedComponent>),
+    Projection(ProjectionSpecFile, Arc<crate::runtime::LoadedProjection>),
+}
+
+impl LoadedSpec {
+    /// Each case's name and, if it failed, why.
+    fn run(&self) -> Vec<(&str, Option<String>)> {
+        match self {
+            Self::Aggregate(spec, component) => spec
+                .cases
+                .iter()
+                .map(|case| (case.name.as_str(), run_case(component, case)))
+                .collect(),
+            Self::Projection(spec, component) => spec
+                .cases
+                .iter()
+                .map(|case| (case.name.as_str(), run_projection_case(component, case)))
+                .collect(),
+        }
+    }
+}
+
 fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
-    let modules = global.modules()?;
+    let runtime = global.runtime();
+    // Loaded when a spec first needs them.
+    let mut modules: Option<Modules> = None;
+    let mut projections: Option<Vec<Arc<crate::runtime::LoadedProjection>>> = None;
     // A file that cannot be used is reported and skipped: the others still run.
-    let load = |path: &PathBuf| -> std::result::Result<_, String> {
+    let mut load = |path: &PathBuf| -> std::result::Result<LoadedSpec, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+        let is_projection = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("projection"));
+        if is_projection {
+            let spec = ProjectionSpecFile::parse(&text)?;
+            let loaded = match &mut projections {
+                Some(loaded) => loaded,
+                None => projections.insert(
+                    runtime
+                        .load_projections(&global.projections)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let component = loaded
+                .iter()
+                .find(|p| p.name == spec.projection)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
+                    format!(
+                        "unknown projection {:?} (loaded from {}: {})",
+                        spec.projection,
+                        global.projections.display(),
+                        names.join(", ")
+                    )
+                })?;
+            return Ok(LoadedSpec::Projection(spec, component.clone()));
+        }
         let spec = SpecFile::parse(&text)?;
-        let component = modules.get(&spec.aggregate).ok_or_else(|| {
+        let loaded = match &mut modules {
+            Some(loaded) => loaded,
+            None => modules.insert(
+                global
+                    .modules_with(&runtime)
+                    .map_err(|e| format!("{e:#}"))?,
+            ),
+        };
+        let component = loaded.get(&spec.aggregate).ok_or_else(|| {
             format!(
                 "unknown aggregate {:?} (loaded: {})",
                 spec.aggregate,
-                modules.names().collect::<Vec<_>>().join(", ")
+                loaded.names().collect::<Vec<_>>().join(", ")
             )
         })?;
-        Ok((spec, component.clone()))
+        Ok(LoadedSpec::Aggregate(spec, component.clone()))
     };
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
     for path in specs {
-        let (spec, component) = match load(path) {
+        let spec = match load(path) {
             Ok(loaded) => loaded,
             Err(why) => {
                 broken += 1;
@@ -723,15 +798,15 @@ fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
             }
         };
         println!("{}", path.display());
-        for case in &spec.cases {
-            match run_case(&component, case) {
+        for (name, failure) in spec.run() {
+            match failure {
                 None => {
                     passed += 1;
-                    println!("  ok    {}", case.name);
+                    println!("  ok    {name}");
                 }
                 Some(failure) => {
                     failed += 1;
-                    println!("  FAIL  {}", case.name);
+                    println!("  FAIL  {name}");
                     for line in failure.lines() {
                         println!("        {line}");
                     }
@@ -782,11 +857,17 @@ async fn run_bench(
             "baseline/s"
         );
     }
+    let projections = if scenarios.iter().any(|s| s == "projection") {
+        global.runtime().load_projections(&global.projections)?
+    } else {
+        Vec::new()
+    };
     for scenario in &scenarios {
         let lines = bench::run(
             scenario,
             &modules,
             &global.modules,
+            &projections,
             &global.database_url,
             callers,
         )

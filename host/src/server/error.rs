@@ -85,7 +85,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         403,
         "an admin endpoint without the admin token",
     ),
-    ("not_found", 404, "no such route"),
+    (
+        "not_found",
+        404,
+        "no such route, or no such document in a view",
+    ),
     ("unknown_aggregate", 404, "no loaded component provides it"),
     ("unknown_command", 404, "the aggregate has no such command"),
     (

@@ -178,6 +178,10 @@ pub fn router(app: App) -> Router {
             get(routes::follow_events).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/views/{projection}/{key}",
+            get(routes::view_document).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/admin/reload",
             post(routes::reload).fallback(routes::method_not_allowed),
         )

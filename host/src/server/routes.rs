@@ -1,4 +1,4 @@
-//! The HTTP routes: commands, aggregates, state, events, health.
+//! The HTTP routes: commands, aggregates, state, events, views, health.
 //! Handlers are thin: read the request, call the [`Host`], shape the answer.
 
 use super::App;
@@ -32,6 +32,16 @@ pub struct StateAnswer {
     /// aggregate with no events.
     pub version: u64,
     pub state: serde_json::Value,
+}
+
+/// `GET /v1/views/{projection}/{key}`: one document of a projection's view.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ViewDocument {
+    pub projection: String,
+    pub key: String,
+    /// The document, as the projection wrote it.
+    #[schema(value_type = serde_json::Value)]
+    pub document: crate::store::JsonText,
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}/events`.
@@ -198,6 +208,43 @@ pub async fn state(
         version,
         state,
     }))
+}
+
+/// `GET /v1/views/{projection}/{key}`.
+#[utoipa::path(
+    get,
+    path = "/v1/views/{projection}/{key}",
+    operation_id = "get_view_document",
+    summary = "One document of a projection's live view",
+    description = "Read from the store: what `eshost projection run` has built. A rebuild never shows part-built: a read sees the old view or the new one.",
+    params(
+        ("projection" = String, Path, description = "The projection", example = "sales-summary"),
+        ("key" = String, Path, description = "The document's key", example = "total"),
+    ),
+    responses(
+        (status = 200, description = "The document", body = ViewDocument),
+        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 404, description = "`not_found`: the view has no such document", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    tag = "views"
+)]
+pub async fn view_document(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<ViewDocument>, ApiError> {
+    let Path((projection, key)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    match app.host.store().view_document(&projection, &key).await? {
+        Some(document) => Ok(Json(ViewDocument {
+            projection,
+            key,
+            document,
+        })),
+        None => Err(ApiError::not_found(format!(
+            "{projection} has no document {key:?}"
+        ))),
+    }
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M`.

@@ -68,13 +68,19 @@ const INSERT_EVENTS: &str = "
 /// running. Every such transaction has ended, and every later one has a
 /// larger id, so nothing can become visible below what this returns. The
 /// horizon and the rows come from one statement, hence one snapshot.
+///
+/// The horizon is compared as `position + 0`, which no index serves: as an
+/// index bound, a table without statistics yet (a store just filled) makes
+/// the planner expect a handful of rows and fetch every row after `$1`, then
+/// sort them, for each page (80 ms a page at 100,000 events). Scanning the
+/// key in order from `$1` and stopping at the limit is right in every case.
 const SELECT_ALL: &str = "
     SELECT position, aggregate_name, aggregate_id, sequence_number, event_name,
            payload, metadata,
            to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
     FROM events
     WHERE position > $1
-      AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
+      AND position + 0 < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
       AND ($2::text IS NULL OR aggregate_name = $2)
     ORDER BY position
     LIMIT $3";

@@ -304,10 +304,38 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
     server.stop().await;
 }
 
+/// `GET /v1/views/{projection}/{key}` reads what the projection built.
+async fn a_projection_document_is_served(db: &TestDb) {
+    let host = db.default_host().await;
+    host.execute(&create("s1", 5)).await.unwrap();
+    host.execute(&purchase("s1", "ann", 2)).await.unwrap();
+    let mut projector = eshost::projector::Projector::live(host.store().clone(), sales_summary())
+        .await
+        .unwrap();
+    projector.catch_up().await.unwrap();
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let (status, answer) = get(&client, &server, "/v1/views/sales-summary/item:s1").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["key"], &answer["document"]["sold"]),
+        (&"item:s1".into(), &2.into()),
+        "{answer}"
+    );
+    let (status, missing) = get(&client, &server, "/v1/views/sales-summary/item:s2").await;
+    assert_eq!(
+        (status, &missing["error"]["kind"]),
+        (404, &"not_found".into()),
+        "{missing}"
+    );
+    server.stop().await;
+}
+
 conformance!(
     http_commands_state_and_events,
     http_errors_have_a_kind_and_a_fitting_status,
     the_event_log_streams_as_server_sent_events,
+    a_projection_document_is_served,
 );
 
 /// Reads Server-Sent Events from `response` until `count` messages came

@@ -10,6 +10,8 @@ fn eshost_test(spec: &std::path::Path) -> std::process::Output {
         .env("ESHOST_CACHE_DIR", cache.path())
         .arg("--modules")
         .arg(modules_dir())
+        .arg("--projections")
+        .arg(projections_dir())
         .arg("test")
         .arg(spec)
         .output()
@@ -32,6 +34,57 @@ fn the_flash_sale_spec_passes() {
         Some("9 passed, 0 failed"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_sales_summary_projection_spec_passes() {
+    let spec = workspace_root().join("guest-sales-summary/tests/sales-summary.spec.toml");
+    let output = eshost_test(&spec);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim().lines().last(),
+        Some("4 passed, 0 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_wrong_projection_spec_fails_with_a_diff_of_the_documents() {
+    let spec = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        spec.path(),
+        r#"
+projection = "sales-summary"
+[[case]]
+name = "wrong: counts a purchase twice"
+given = [
+  { id = "s1", event = "FlashSaleCreated", payload = { itemId = "s1", initialStock = 3 } },
+  { id = "s1", event = "ItemPurchased", payload = { buyerId = "ann", quantity = 1 } },
+]
+then = { "item:s1" = { stock = 1, sold = 2, buyers = 2, rejected = 0, lastPosition = 2 }, total = { sold = 2, items = 1, lastPosition = 2 } }
+[[case]]
+name = "wrong: expects an error"
+given = [{ id = "s1", event = "FlashSaleCreated", payload = { itemId = "s1", initialStock = 3 } }]
+error = "anything"
+"#,
+    )
+    .unwrap();
+    let output = eshost_test(spec.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.trim().lines().last(),
+        Some("0 passed, 2 failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"-     "sold": 2"#), "{stdout}");
+    assert!(stdout.contains(r#"+     "sold": 1"#), "{stdout}");
+    assert!(stdout.contains("but every event was projected"), "{stdout}");
 }
 
 #[test]

@@ -12,6 +12,11 @@
 //!       .then_expect_events(&[("PurchaseRejected", json!({"buyerId": "b", "reason": "insufficient_stock"}))]);
 //!   ```
 //! - Spec files for `eshost test` (TOML, see [`SpecFile`] and the README).
+//!
+//! Projections have spec files of their own ([`projection`]): given these
+//! events, then these documents.
+
+pub mod projection;
 
 use crate::error::{CommandError, LoadError, Refusal};
 use crate::runtime::{Hydrated, LoadedComponent, Runtime};
@@ -277,7 +282,7 @@ pub struct CommandSpec {
     pub payload: Value,
 }
 
-fn empty_object() -> Value {
+pub(crate) fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
@@ -451,7 +456,7 @@ fn indent(text: &str) -> String {
 }
 
 /// A line diff: `-` expected, `+` actual, two spaces for lines in both.
-fn diff(expected: &str, actual: &str) -> String {
+pub(crate) fn diff(expected: &str, actual: &str) -> String {
     use similar::{ChangeTag, TextDiff};
     TextDiff::from_lines(expected, actual)
         .iter_all_changes()
