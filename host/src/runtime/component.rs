@@ -71,12 +71,7 @@ impl LoadedComponent {
         digest: String,
         component: Component,
     ) -> Result<Self, LoadError> {
-        let imports: Vec<String> = component
-            .component_type()
-            .imports(engine)
-            .map(|(name, _)| name.to_string())
-            .filter(|name| name != HOST_INTERFACE)
-            .collect();
+        let imports = imports_beyond(engine, &component, &[HOST_INTERFACE]);
         if !imports.is_empty() {
             return Err(LoadError::new(
                 path,
@@ -139,6 +134,20 @@ pub(crate) fn compile(
         )
     })?;
     Ok((component, digest))
+}
+
+/// What `component` imports beyond the `allowed` interfaces.
+pub(crate) fn imports_beyond(
+    engine: &Engine,
+    component: &Component,
+    allowed: &[&str],
+) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !allowed.contains(&name.as_str()))
+        .collect()
 }
 
 /// wasmtime errors carry their causes on later lines; a load error is one line.

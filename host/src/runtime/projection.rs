@@ -11,7 +11,7 @@
 //! then the store itself.
 
 use super::artifacts::ArtifactCache;
-use super::component::{HOST_INTERFACE, compile, first_line};
+use super::component::{HOST_INTERFACE, compile, first_line, imports_beyond};
 use super::sandbox::{self, GuestContext, LOG_CALL_FUEL, Limits};
 use crate::error::{GuestError, LoadError, StoreError};
 use crate::store::views::DocumentChange;
@@ -82,12 +82,7 @@ impl LoadedProjection {
         path: &Path,
     ) -> Result<Self, LoadError> {
         let (component, digest) = compile(engine, cache, path)?;
-        let imports: Vec<String> = component
-            .component_type()
-            .imports(engine)
-            .map(|(name, _)| name.to_string())
-            .filter(|name| name != HOST_INTERFACE && name != VIEW_INTERFACE)
-            .collect();
+        let imports = imports_beyond(engine, &component, &[HOST_INTERFACE, VIEW_INTERFACE]);
         if !imports.is_empty() {
             return Err(LoadError::new(
                 path,

@@ -284,3 +284,17 @@ async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
     let record = store.projections().await.unwrap().remove(0);
     assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
 }
+
+/// Each kind of guest is refused where the other is expected, saying why
+/// in one line.
+#[test]
+fn an_aggregate_is_not_a_projection_nor_the_other_way() {
+    let runtime = eshost::runtime::Runtime::new();
+    let aggregate = modules_dir().join("flash-sale.wasm");
+    let error = runtime.load_projection(&aggregate).unwrap_err().to_string();
+    assert!(error.contains("not an eshost projection guest"), "{error}");
+    let projection = projections_dir().join("sales-summary.wasm");
+    let error = runtime.load(&projection).unwrap_err().to_string();
+    assert!(error.contains("eshost:aggregate/view@0.1.0"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
