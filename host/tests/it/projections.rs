@@ -209,7 +209,7 @@ async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
 }
 
 /// Readers scan the whole view again and again while it is rebuilt from
-/// the first event (in several commits, as the log is longer than a page):
+/// the first event (in more than one commit: the log is longer than a page):
 /// every read is the complete view, never the new generation part-built.
 /// Then the new generation is live and equal to the old.
 async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
