@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/aggregates/{aggregate}/{id}"),
     ("get", "/v1/aggregates/{aggregate}/{id}/events"),
     ("get", "/v1/events"),
+    ("get", "/v1/views/{projection}/{key}"),
     ("post", "/v1/admin/reload"),
     ("get", "/v1/openapi.json"),
     ("get", "/healthz"),
