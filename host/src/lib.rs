@@ -9,7 +9,8 @@
 //! - [`store`]: the event store trait (and the projections' [`store::ViewStore`])
 //!   with its PostgreSQL and SQLite implementations.
 //! - [`subscription`]: following the global log; [`relay`]: to NATS JetStream.
-//! - [`projector`]: running projection guests into their views, and rebuilds.
+//! - [`projector`]: running projection guests into their views, and rebuilds;
+//!   [`supervisor`]: a directory of them, hot-reloaded.
 //! - [`dispatch`]: [`Host`], which runs commands: load, decide, append with the
 //!   expected version, retry on conflict with backoff.
 //! - [`testing`]: given/when/then tests of guest logic in the sandbox, no
@@ -40,6 +41,7 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod subscription;
+pub mod supervisor;
 pub mod testing;
 pub mod upgrade;
 

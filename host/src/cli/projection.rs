@@ -3,14 +3,16 @@
 //! `rebuild` (running the projection guests in `--projections`).
 
 use super::GlobalArgs;
-use crate::projector::{self, Projector, ProjectorError};
-use crate::runtime::LoadedProjection;
+use crate::projector;
+use crate::runtime::{LoadedProjection, Runtime};
 use crate::store::{self, EventStore};
+use crate::supervisor::Supervisor;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::io::Write;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Events behind a projection counted at most, for `projections`.
 const MAX_LAG_COUNTED: u64 = 1_000_000;
@@ -23,7 +25,13 @@ pub enum ProjectionCommand {
     /// says why; the others go on); the exit code is then 3.
     #[command(after_help = "Examples:\n  \
         eshost projection run\n  \
-        eshost projection run sales-summary --once")]
+        eshost projection run sales-summary --once\n\n\
+        The directory is watched: a new file starts its projection, a changed\n\
+        one replaces the running version after its current page (the new one\n\
+        goes on from the same checkpoint, so a projection stopped by an event\n\
+        resumes there once a fixed guest is dropped in), a removed one stops\n\
+        it, and a file that fails to load is logged while what runs goes on.\n\
+        Write files with a rename (cp x.wasm dir/.x.tmp && mv ...).")]
     Run(RunArgs),
 
     /// Rebuild a projection's view from the first event: the new view is
@@ -43,6 +51,9 @@ pub struct RunArgs {
     /// Catch up and exit instead of following new events.
     #[arg(long)]
     pub once: bool,
+    /// Do not watch --projections for new, changed or removed files.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// A projection as `eshost projections` shows it.
@@ -114,15 +125,20 @@ impl GlobalArgs {
         Ok(lines)
     }
 
-    /// The projection guests in --projections (those named, if any).
-    fn load_projections(&self, names: &[String]) -> Result<Vec<Arc<LoadedProjection>>> {
+    /// The projection guests in --projections (those named, if any), loaded
+    /// by `runtime`; all or nothing.
+    pub(crate) fn load_projections(
+        &self,
+        runtime: &Runtime,
+        names: &[String],
+    ) -> Result<Vec<Arc<LoadedProjection>>> {
         if !self.projections.is_dir() {
             bail!(
                 "{}: no projections directory (build the sample with `cargo xtask build-guests`, or pass --projections DIR)",
                 self.projections.display()
             );
         }
-        let loaded = self.runtime().load_projections(&self.projections)?;
+        let loaded = runtime.load_projections(&self.projections)?;
         if let Some(missing) = names.iter().find(|n| !loaded.iter().any(|p| &p.name == *n)) {
             let known: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
             bail!(
@@ -182,7 +198,8 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
     match command {
         ProjectionCommand::Run(args) => run_projections(global, args).await,
         ProjectionCommand::Rebuild { name } => {
-            let projection = global.load_projections(std::slice::from_ref(&name))?;
+            let projection =
+                global.load_projections(&global.runtime(), std::slice::from_ref(&name))?;
             let store = store::open(&global.database_url).await?;
             let (view, progress) = projector::rebuild(store, projection[0].clone()).await?;
             eprintln!(
@@ -195,53 +212,35 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
 }
 
 async fn run_projections(global: &GlobalArgs, args: RunArgs) -> Result<()> {
-    let projections = global.load_projections(&args.names)?;
+    let runtime = global.runtime();
+    let projections = global.load_projections(&runtime, &args.names)?;
     let store = store::open(&global.database_url).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut running = tokio::task::JoinSet::new();
-    for projection in projections {
-        let store = store.clone();
-        let stop = stop.clone();
-        let once = args.once;
-        running.spawn(async move {
-            let name = projection.name.clone();
-            let mut projector = Projector::live(store, projection).await?;
-            if once {
-                projector.catch_up().await?;
-            } else {
-                tracing::info!(projection = %name, position = projector.progress().position, "following the log");
-                projector.run(stop.cancelled()).await?;
-            }
-            let progress = projector.progress();
-            eprintln!(
-                "{name}: at position {} ({} events projected)",
-                progress.position, progress.projected
-            );
-            Ok::<_, ProjectorError>(())
-        });
-    }
-    let interrupted = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    let supervisor = Supervisor::new(
+        store,
+        runtime,
+        global.projections.clone(),
+        args.names,
+        args.once,
+    );
+    let stop = CancellationToken::new();
+    let interrupt = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupt.cancel();
         }
-    };
-    tokio::pin!(interrupted);
+    });
+    let outcomes = supervisor.run(projections, !args.no_watch, stop).await;
     let mut failures = 0;
-    loop {
-        tokio::select! {
-            _ = &mut interrupted, if !stop.is_cancelled() => stop.cancel(),
-            done = running.join_next() => match done {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
-                    eprintln!("error: {e}");
-                    failures += 1;
-                }
-                Some(Err(e)) => {
-                    eprintln!("error: a projection's task failed: {e}");
-                    failures += 1;
-                }
-            },
+    for outcome in outcomes {
+        match outcome.error {
+            Some(e) => {
+                eprintln!("error: {e}");
+                failures += 1;
+            }
+            None => eprintln!(
+                "{}: at position {} ({} events projected)",
+                outcome.name, outcome.progress.position, outcome.progress.projected
+            ),
         }
     }
     if failures > 0 {

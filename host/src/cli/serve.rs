@@ -3,11 +3,13 @@
 use super::GlobalArgs;
 use crate::dispatch::RetryPolicy;
 use crate::server::{self, App, ServerConfig};
+use crate::supervisor::Supervisor;
 use crate::upgrade::Selection;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub const HELP: &str = "\
 Examples:
@@ -21,6 +23,8 @@ Routes:
   GET  /v1/aggregates                                     the loaded aggregates
   GET  /v1/aggregates/{aggregate}/{id}                    state and version
   GET  /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M
+  GET  /v1/events?from=P                                  the global log, as Server-Sent Events
+  GET  /v1/views/{projection}/{key}                       a projection's document
   POST /v1/admin/reload                                   reload the modules directory now
   GET  /healthz, /readyz
 
@@ -73,6 +77,12 @@ pub struct ServeArgs {
     /// load error (log, /readyz, the reload answer).
     #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
     pub upgrade_check: UpgradeCheckArg,
+
+    /// Also run the projections in --projections, as `eshost projection
+    /// run` does (watched unless --no-watch). Several servers may all run
+    /// them: their commits cannot collide, though only one's work counts.
+    #[arg(long)]
+    pub run_projections: bool,
 }
 
 /// `--upgrade-check`'s value: a selection of streams, or none.
@@ -112,9 +122,48 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         max_followers: args.max_followers,
         upgrade_check: args.upgrade_check.0,
     };
+    // Loaded before listening: a projection that does not load stops the
+    // start, as an aggregate does.
+    let projections = match args.run_projections {
+        true => {
+            let loaded = global.load_projections(&runtime, &[])?;
+            let supervisor = Supervisor::new(
+                host.store().clone(),
+                runtime.clone(),
+                global.projections.clone(),
+                Vec::new(),
+                false,
+            );
+            Some((supervisor, loaded))
+        }
+        false => None,
+    };
+    let watch = config.watch;
+    let shutdown_timeout = config.shutdown_timeout;
     let app = App::new(host, config).with_reloader(runtime, global.modules.clone());
+    let stop_projecting = CancellationToken::new();
+    let projecting = projections.map(|(supervisor, loaded)| {
+        tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))
+    });
     // One line on stdout once listening, so scripts (and tests) can wait for it.
     println!("eshost listening on http://{}", listener.local_addr()?);
-    server::serve(listener, app, server::termination_signal()).await?;
+    let signalled = stop_projecting.clone();
+    let shutdown = async move {
+        server::termination_signal().await;
+        // Projectors stop after their current page, while requests finish.
+        signalled.cancel();
+    };
+    let served = server::serve(listener, app, shutdown).await;
+    stop_projecting.cancel();
+    if let Some(projecting) = projecting
+        && tokio::time::timeout(shutdown_timeout, projecting)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "projections still running at the shutdown deadline; their current pages are not committed"
+        );
+    }
+    served?;
     Ok(())
 }

@@ -114,6 +114,12 @@ impl LoadedComponent {
     }
 }
 
+/// The sha256 (hex) of the file at `path`: what tells a changed component
+/// from the one loaded.
+pub(crate) fn file_digest(path: &Path) -> std::io::Result<String> {
+    std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(&bytes)))
+}
+
 /// Reads and compiles (or takes from `cache`) the component at `path`;
 /// returns it with the file's sha256 (hex).
 pub(crate) fn compile(

@@ -9,6 +9,7 @@
 //! - [`sandbox`]: the limits on every guest call and the one import, `log`.
 //! - [`artifacts`]: the on-disk cache of compiled components.
 //! - [`pool`]: the bounded threads guest calls run on, off the async runtime.
+//! - [`watch`]: watching a directory of components for changes.
 
 pub mod artifacts;
 pub mod component;
@@ -17,6 +18,7 @@ pub mod modules;
 pub mod pool;
 pub mod projection;
 pub mod sandbox;
+pub mod watch;
 
 pub use artifacts::ArtifactCache;
 pub use component::LoadedComponent;
@@ -116,6 +118,56 @@ impl Runtime {
             loaded.push(Arc::new(projection));
         }
         Ok(loaded)
+    }
+
+    /// Loads `dir`'s projections again, keeping each of `current` whose
+    /// file is unchanged: for hot reload, so not all or nothing. A file
+    /// that fails to load keeps the version loaded from it before, if any,
+    /// and one that claims a name a running (or earlier) file has is left
+    /// out; each
+    /// adds a line to the errors.
+    pub fn reload_projections(
+        &self,
+        dir: &Path,
+        current: &[Arc<LoadedProjection>],
+    ) -> (Vec<Arc<LoadedProjection>>, Vec<String>) {
+        let mut paths = match modules::wasm_files(dir) {
+            Ok(paths) => paths,
+            Err(e) => return (current.to_vec(), vec![e.to_string()]),
+        };
+        // Files already running come first: a newcomer claiming the same
+        // name cannot displace them.
+        paths.sort_by_key(|path| !current.iter().any(|p| &p.path == path));
+        let mut loaded: Vec<Arc<LoadedProjection>> = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            let running = current.iter().find(|p| p.path == path);
+            let unchanged = running
+                .filter(|p| component::file_digest(&path).is_ok_and(|digest| digest == p.digest));
+            let projection = match unchanged {
+                Some(projection) => projection.clone(),
+                None => match self.load_projection(&path) {
+                    Ok(projection) => Arc::new(projection),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        match running {
+                            Some(running) => running.clone(),
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            match loaded.iter().find(|p| p.name == projection.name) {
+                Some(existing) => errors.push(format!(
+                    "{}: projection {} is already provided by {}",
+                    path.display(),
+                    projection.name,
+                    existing.path.display()
+                )),
+                None => loaded.push(projection),
+            }
+        }
+        (loaded, errors)
     }
 
     /// Loads every `*.wasm` in `dir` (see [`Modules::load_dir`]).

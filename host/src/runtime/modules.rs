@@ -3,7 +3,6 @@
 use super::{LoadedComponent, Runtime};
 use crate::error::LoadError;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,7 +163,7 @@ impl Modules {
         let mut loaded = Vec::new();
         for path in &paths {
             let current = running.get(path.as_path()).copied();
-            let digest = std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(&bytes)));
+            let digest = super::component::file_digest(path);
             match (current, digest) {
                 (Some(current), Ok(digest)) if current.digest == digest => {
                     kept.push(current.clone());

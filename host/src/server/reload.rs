@@ -2,25 +2,20 @@
 //! `POST /v1/admin/reload` reloads on demand. A reload compiles what changed
 //! off the async runtime, then switches the host to the new set at once
 //! (see [`Modules::reload_dir`] for what is kept, replaced and refused).
-//! Reloads run one at a time; a burst of file events makes one reload,
-//! after the directory has been quiet for [`QUIET`]. Unless configured off,
+//! Reloads run one at a time; a burst of file events makes one reload
+//! (see [`watch_components`]). Unless configured off,
 //! a new or changed component is switched in only once it passes the
 //! upgrade check ([`crate::upgrade`]) against the recorded streams.
 
 use super::App;
 use crate::runtime::modules::ReloadReport;
+use crate::runtime::watch::watch_components;
 use crate::runtime::{Modules, Runtime};
 use crate::upgrade::{Selection, UpgradeCheck};
-use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use tracing::{info, warn};
-
-/// How long the directory must be quiet before a reload: a file being
-/// copied in sends many events.
-pub const QUIET: Duration = Duration::from_millis(250);
 
 /// Reloads a host's modules from its directory.
 pub struct Reloader {
@@ -147,33 +142,10 @@ impl Reloader {
     /// Watches the directory and reloads after changes, until the returned
     /// watcher is dropped.
     pub fn watch(self: &Arc<Self>, app: App) -> notify::Result<notify::RecommendedWatcher> {
-        let (changed, mut changes) = mpsc::channel::<()>(1);
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let touches_a_module = match &event {
-                    Ok(event) => event
-                        .paths
-                        .iter()
-                        .any(|p| p.extension().is_some_and(|ext| ext == "wasm")),
-                    Err(_) => true,
-                };
-                if touches_a_module {
-                    // Full means a reload is already due: nothing is lost.
-                    let _ = changed.try_send(());
-                }
-            })?;
-        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        let (watcher, mut changes) = watch_components(&self.dir)?;
         let reloader = self.clone();
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
-                // Wait for the directory to be quiet.
-                loop {
-                    match tokio::time::timeout(QUIET, changes.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_quiet) => break,
-                    }
-                }
                 reloader.reload(&app).await;
             }
         });

@@ -5,7 +5,9 @@
 
 use crate::util::*;
 use eshost::projector::{self, Projector, ProjectorError};
+use eshost::runtime::Runtime;
 use eshost::store::{EventStore, JsonText, ViewId};
+use eshost::supervisor::Supervisor;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ crate::conformance!(
     runners_racing_apply_every_event_once,
     an_event_the_guest_fails_stops_the_projection_there,
     readers_never_see_a_rebuild_half_built,
+    a_watched_directory_starts_replaces_and_stops_projections,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn EventStore> {
@@ -283,6 +286,103 @@ async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
     assert_eq!(documents(&*store).await, before);
     let record = store.projections().await.unwrap().remove(0);
     assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
+}
+
+/// `eshost projection run`'s supervisor on a watched directory, from empty:
+/// a new file starts its projection; a file that does not load changes
+/// nothing; a changed file replaces the running version, which goes on from
+/// the same checkpoint; a removed file stops it and adding it back resumes
+/// it; a projection stopped by an event it fails is started again when its
+/// file changes, and stops at the same event.
+async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) {
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(projections_dir().join("sales-summary.wasm")).unwrap();
+    let supervisor = Supervisor::new(
+        store.clone(),
+        Runtime::new(),
+        dir.path().to_path_buf(),
+        Vec::new(),
+        false,
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(supervisor.run(Vec::new(), true, stop.clone()));
+    let has = |key: &'static str| {
+        let store = store.clone();
+        async move || documents(&*store).await.contains_key(key).then_some(())
+    };
+    let digest_is = |digest: String| {
+        let store = store.clone();
+        async move || {
+            let record = store.projections().await.unwrap().pop()?;
+            (record.digest == format!("sha256:{digest}")).then_some(record)
+        }
+    };
+    let sha = |bytes: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+
+    host.execute(&create("a", 5)).await.unwrap();
+    drop_in(dir.path(), "sales-summary.wasm", &original);
+    poll("the new file to start its projection", has("item:a")).await;
+
+    drop_in(dir.path(), "broken.wasm", b"not a component");
+    host.execute(&create("b", 5)).await.unwrap();
+    poll("the projection to go on past a broken file", has("item:b")).await;
+    std::fs::remove_file(dir.path().join("broken.wasm")).unwrap();
+
+    let second = new_version(&original, "second");
+    drop_in(dir.path(), "sales-summary.wasm", &second);
+    let record = poll("the changed file to take over", digest_is(sha(&second))).await;
+    assert_eq!(
+        record.generation, 1,
+        "a new version goes on in the same view"
+    );
+    host.execute(&create("c", 5)).await.unwrap();
+    poll("the new version to project", has("item:c")).await;
+
+    std::fs::remove_file(dir.path().join("sales-summary.wasm")).unwrap();
+    // The watcher waits for quiet, and the projector stops after its page:
+    // give it time (generous, for a loaded machine), then time to go on.
+    tokio::time::sleep(eshost::runtime::watch::QUIET * 8).await;
+    host.execute(&create("d", 5)).await.unwrap();
+    tokio::time::sleep(eshost::runtime::watch::QUIET * 8).await;
+    assert!(
+        !documents(&*store).await.contains_key("item:d"),
+        "a removed projection went on"
+    );
+    drop_in(dir.path(), "sales-summary.wasm", &second);
+    poll("the file added back to resume", has("item:d")).await;
+
+    append_raw(
+        &*store,
+        "a",
+        1,
+        vec![("ItemPurchased", r#"{"quantity":"two"}"#.into())],
+    )
+    .await;
+    let bad = head(&*store).await;
+    poll("the bad event to stop the projection", async || {
+        let record = store.projections().await.unwrap().pop()?;
+        (record.status == "failed").then_some(())
+    })
+    .await;
+    let third = new_version(&original, "third");
+    drop_in(dir.path(), "sales-summary.wasm", &third);
+    poll("the changed file to start again", digest_is(sha(&third))).await;
+
+    stop.cancel();
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the supervisor stops when told")
+        .unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].digest, sha(&third));
+    match &outcomes[0].error {
+        Some(ProjectorError::Stopped { position, .. }) => {
+            assert_eq!(*position, bad, "{outcomes:?}")
+        }
+        other => panic!("expected the third version to stop at the bad event: {other:?}"),
+    }
 }
 
 /// Each kind of guest is refused where the other is expected, saying why

@@ -18,52 +18,9 @@ const ITEMS: usize = 20;
 const COMMANDS: usize = 5_000;
 const CALLERS: usize = 64;
 
-/// The same component with a custom section appended: the same logic, a
-/// new digest (a new "version" as far as the host can tell).
-fn new_version(component: &[u8], note: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"eshost-test-note";
-    let mut section = Vec::new();
-    leb(name.len(), &mut section);
-    section.extend_from_slice(name);
-    section.extend_from_slice(note.as_bytes());
-    let mut bytes = component.to_vec();
-    bytes.push(0); // a custom section
-    leb(section.len(), &mut bytes);
-    bytes.extend_from_slice(&section);
-    bytes
-}
-
-/// Writes a file the way the README says to: a temporary name, then a rename.
-fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
 /// Sends a request and reads its answer's JSON body.
 async fn json_of(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
-}
-
-async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(found) = check().await {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gave up waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -557,15 +557,18 @@ async fn looping_guests_do_not_hold_up_healthy_aggregates() {
 
 /// SIGTERM in the middle of a load through the real binary: the process
 /// exits 0, and every command answered 200 is in the store exactly once,
-/// with all of its events; no command is recorded twice.
+/// with all of its events; no command is recorded twice. The server also
+/// runs the sales-summary projection: it stops with a view that holds
+/// exactly the events up to its checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_every_accepted_command() {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--run-projections"])
         .env("DATABASE_URL", &db.url)
         .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_PROJECTIONS", projections_dir())
         .env("ESHOST_CACHE_DIR", dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -658,6 +661,21 @@ async fn sigterm_drains_every_accepted_command() {
             "{key} was answered 200 but is not stored"
         );
     }
+
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let projection = store.projections().await.unwrap().pop().unwrap();
+    assert_eq!(projection.status, "ok", "{projection:?}");
+    let item = store
+        .view_document("sales-summary", "item:drain")
+        .await
+        .unwrap()
+        .expect("the projection ran while the server served")
+        .to_value();
+    let purchases_seen = stream[1..]
+        .iter()
+        .filter(|e| e.name == "ItemPurchased" && e.position <= projection.position)
+        .count() as u64;
+    assert_eq!(item["buyers"].as_u64(), Some(purchases_seen), "{item}");
     db.cleanup().await;
 }
 
