@@ -167,10 +167,6 @@ impl Projector {
         self.progress
     }
 
-    pub fn view(&self) -> &ViewId {
-        &self.view
-    }
-
     /// What this projector reads: every event. Events of aggregate types
     /// the projection does not read are skipped as it goes (its checkpoint
     /// moves past them all the same). Reading every type keeps the store's

@@ -91,6 +91,34 @@ pub struct BenchLine {
     pub baseline_inserts_per_s: f64,
 }
 
+impl BenchLine {
+    /// `commands` done in `seconds`, with the latency percentiles of
+    /// `sorted_ms`; the rest neutral (no retries, one command per append,
+    /// none failed, none oversold, no baseline).
+    pub fn timed(
+        scenario: &str,
+        mode: &str,
+        commands: usize,
+        seconds: f64,
+        sorted_ms: &[f64],
+    ) -> Self {
+        Self {
+            scenario: scenario.into(),
+            mode: mode.into(),
+            commands,
+            seconds,
+            commands_per_s: commands as f64 / seconds,
+            p50_ms: percentile(sorted_ms, 0.50),
+            p99_ms: percentile(sorted_ms, 0.99),
+            retries_per_command: 0.0,
+            commands_per_append: 1.0,
+            failed: 0,
+            oversold: false,
+            baseline_inserts_per_s: 0.0,
+        }
+    }
+}
+
 /// Runs one scenario in both modes (cold-load: with and without a snapshot;
 /// guest-cost: in process, under the sandbox budget the modules were loaded
 /// with; projection: catching up, then the lag while hot-item runs).
@@ -367,18 +395,11 @@ async fn purchases_run(
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     Ok(BenchLine {
-        scenario: String::new(),
-        mode: String::new(),
-        commands: purchases,
-        seconds,
-        commands_per_s: purchases as f64 / seconds,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
         retries_per_command: retries as f64 / purchases as f64,
         commands_per_append: purchases as f64 / appends.max(1) as f64,
         failed,
         oversold,
-        baseline_inserts_per_s: 0.0,
+        ..BenchLine::timed("", "", purchases, seconds, &latencies)
     })
 }
 
@@ -452,18 +473,8 @@ async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, Bench
         let seconds = millis.iter().sum::<f64>() / 1000.0;
         millis.sort_by(|a, b| a.total_cmp(b));
         lines.push(BenchLine {
-            scenario: "cold-load".into(),
-            mode: mode.into(),
-            commands: COLD_LOADS,
-            seconds,
-            commands_per_s: COLD_LOADS as f64 / seconds,
-            p50_ms: percentile(&millis, 0.50),
-            p99_ms: percentile(&millis, 0.99),
-            retries_per_command: 0.0,
-            commands_per_append: 1.0,
             failed,
-            oversold: false,
-            baseline_inserts_per_s: 0.0,
+            ..BenchLine::timed("cold-load", mode, COLD_LOADS, seconds, &millis)
         });
     }
     Ok(lines)
@@ -478,23 +489,17 @@ fn guest_cost(modules: &Modules) -> Result<Vec<BenchLine>, BenchError> {
         Budget::Fuel(_) => "fuel",
     };
     let started = Instant::now();
-    let mut micros = guest_cost_micros(component.clone(), COMMANDS)?;
+    let micros = guest_cost_micros(component.clone(), COMMANDS)?;
     let seconds = started.elapsed().as_secs_f64();
-    micros.sort_by(|a, b| a.total_cmp(b));
-    Ok(vec![BenchLine {
-        scenario: "guest-cost".into(),
-        mode: mode.into(),
-        commands: COMMANDS,
+    let mut millis: Vec<f64> = micros.iter().map(|us| us / 1000.0).collect();
+    millis.sort_by(|a, b| a.total_cmp(b));
+    Ok(vec![BenchLine::timed(
+        "guest-cost",
+        mode,
+        COMMANDS,
         seconds,
-        commands_per_s: COMMANDS as f64 / seconds,
-        p50_ms: percentile(&micros, 0.50) / 1000.0,
-        p99_ms: percentile(&micros, 0.99) / 1000.0,
-        retries_per_command: 0.0,
-        commands_per_append: 1.0,
-        failed: 0,
-        oversold: false,
-        baseline_inserts_per_s: 0.0,
-    }])
+        &millis,
+    )])
 }
 
 /// Times `commands` purchases (decide, then apply the event) on one fresh

@@ -6,7 +6,7 @@
 //! file, dropped afterwards), so the projection's view in the store named
 //! is never touched.
 
-use super::{AGGREGATE, BenchError, BenchLine, percentile};
+use super::{AGGREGATE, BenchError, BenchLine};
 use crate::dispatch::{CommandRequest, Host, HostOptions};
 use crate::projector::Projector;
 use crate::runtime::{LoadedProjection, Modules};
@@ -49,18 +49,14 @@ async fn measure(
     let caught_up = projector.catch_up().await?;
     let seconds = started.elapsed().as_secs_f64();
     let catch_up = BenchLine {
-        scenario: "projection".into(),
-        mode: "catch-up".into(),
-        commands: caught_up.projected as usize,
-        seconds,
-        commands_per_s: caught_up.projected as f64 / seconds,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        retries_per_command: 0.0,
-        commands_per_append: 1.0,
         failed: (events - caught_up.projected) as usize,
-        oversold: false,
-        baseline_inserts_per_s: 0.0,
+        ..BenchLine::timed(
+            "projection",
+            "catch-up",
+            caught_up.projected as usize,
+            seconds,
+            &[],
+        )
     };
 
     // Then the projection follows while buyers crowd one item.
@@ -98,18 +94,8 @@ async fn measure(
     let unseen = answered.len() - lags.len();
     lags.sort_by(|a, b| a.total_cmp(b));
     let lag = BenchLine {
-        scenario: "projection".into(),
-        mode: "lag-hot-item".into(),
-        commands: HOT_PURCHASES,
-        seconds,
-        commands_per_s: HOT_PURCHASES as f64 / seconds,
-        p50_ms: percentile(&lags, 0.50),
-        p99_ms: percentile(&lags, 0.99),
-        retries_per_command: 0.0,
-        commands_per_append: 1.0,
         failed: failed + unseen,
-        oversold: false,
-        baseline_inserts_per_s: 0.0,
+        ..BenchLine::timed("projection", "lag-hot-item", HOT_PURCHASES, seconds, &lags)
     };
     host.shutdown(Duration::from_secs(10)).await.ok();
     Ok(vec![catch_up, lag])

@@ -68,7 +68,7 @@ struct ProjectionLine {
 /// `eshost projections`: every projection the store has a record of.
 pub async fn list(global: &GlobalArgs, json: bool) -> Result<()> {
     let store = store::open(&global.database_url).await?;
-    let projections = global.projections_in_store_order(&store).await?;
+    let projections = global.projections_with_lag(&store).await?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer(&mut out, &projections)?;
@@ -101,7 +101,7 @@ pub async fn list(global: &GlobalArgs, json: bool) -> Result<()> {
 impl GlobalArgs {
     /// The store's projections with their lag. The aggregates each reads
     /// come from its loaded guest, when it is in --projections.
-    async fn projections_in_store_order(
+    async fn projections_with_lag(
         &self,
         store: &Arc<dyn EventStore>,
     ) -> Result<Vec<ProjectionLine>> {

@@ -71,16 +71,13 @@ impl LoadedComponent {
         digest: String,
         component: Component,
     ) -> Result<Self, LoadError> {
-        let imports = imports_beyond(engine, &component, &[HOST_INTERFACE]);
-        if !imports.is_empty() {
-            return Err(LoadError::new(
-                path,
-                format!(
-                    "imports {}; an aggregate guest may import nothing but {HOST_INTERFACE}",
-                    imports.join(", ")
-                ),
-            ));
-        }
+        refuse_imports_beyond(
+            engine,
+            &component,
+            path,
+            "an aggregate guest",
+            &[HOST_INTERFACE],
+        )?;
         let mut linker: Linker<GuestContext> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;
         let instance_pre = linker
@@ -142,18 +139,32 @@ pub(crate) fn compile(
     Ok((component, digest))
 }
 
-/// What `component` imports beyond the `allowed` interfaces.
-pub(crate) fn imports_beyond(
+/// Refuses a component that imports anything beyond the `allowed`
+/// interfaces, naming what it imports and what `kind` of guest may.
+pub(crate) fn refuse_imports_beyond(
     engine: &Engine,
     component: &Component,
+    path: &Path,
+    kind: &str,
     allowed: &[&str],
-) -> Vec<String> {
-    component
+) -> Result<(), LoadError> {
+    let imports: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
         .filter(|name| !allowed.contains(&name.as_str()))
-        .collect()
+        .collect();
+    if imports.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError::new(
+        path,
+        format!(
+            "imports {}; {kind} may import nothing but {}",
+            imports.join(", "),
+            allowed.join(" and ")
+        ),
+    ))
 }
 
 /// wasmtime errors carry their causes on later lines; a load error is one line.

@@ -11,7 +11,7 @@
 //! then the store itself.
 
 use super::artifacts::ArtifactCache;
-use super::component::{HOST_INTERFACE, compile, first_line, imports_beyond};
+use super::component::{HOST_INTERFACE, compile, first_line, refuse_imports_beyond};
 use super::sandbox::{self, GuestContext, LOG_CALL_FUEL, Limits};
 use crate::error::{GuestError, LoadError, StoreError};
 use crate::store::views::DocumentChange;
@@ -82,16 +82,13 @@ impl LoadedProjection {
         path: &Path,
     ) -> Result<Self, LoadError> {
         let (component, digest) = compile(engine, cache, path)?;
-        let imports = imports_beyond(engine, &component, &[HOST_INTERFACE, VIEW_INTERFACE]);
-        if !imports.is_empty() {
-            return Err(LoadError::new(
-                path,
-                format!(
-                    "imports {}; a projection guest may import nothing but {HOST_INTERFACE} and {VIEW_INTERFACE}",
-                    imports.join(", ")
-                ),
-            ));
-        }
+        refuse_imports_beyond(
+            engine,
+            &component,
+            path,
+            "a projection guest",
+            &[HOST_INTERFACE, VIEW_INTERFACE],
+        )?;
         let mut linker: Linker<GuestContext<ViewDocuments>> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;
         link_view(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;

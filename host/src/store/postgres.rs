@@ -619,26 +619,13 @@ const COUNT_EVENTS_AFTER: &str = "
         LIMIT $3
     ) AS counted";
 
-fn projection_from(row: &PgRow) -> Result<ProjectionRecord, StoreError> {
-    Ok(ProjectionRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        digest: row.try_get("digest")?,
-        generation: row.try_get("generation")?,
-        position: row.try_get("position")?,
-        status: row.try_get("status")?,
-        error: row.try_get("error")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
 #[async_trait]
 impl ViewStore for PostgresStore {
     async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
         let rows = sqlx::query(&format!("{SELECT_PROJECTIONS} ORDER BY p.name"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(projection_from).collect()
+        rows.iter().map(ProjectionRecord::from_row).collect()
     }
 
     async fn register_projection(
@@ -657,7 +644,7 @@ impl ViewStore for PostgresStore {
             .bind(name)
             .fetch_one(&self.pool)
             .await?;
-        projection_from(&row)
+        ProjectionRecord::from_row(&row)
     }
 
     async fn set_projection_status(

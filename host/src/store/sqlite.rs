@@ -521,19 +521,6 @@ const SCAN_LIVE_VIEW: &str = "
     WHERE d.projection = ?
     ORDER BY d.key";
 
-fn projection_from(row: &SqliteRow) -> Result<ProjectionRecord, StoreError> {
-    Ok(ProjectionRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        digest: row.try_get("digest")?,
-        generation: row.try_get("generation")?,
-        position: row.try_get("position")?,
-        status: row.try_get("status")?,
-        error: row.try_get("error")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
 /// A document's body as stored: checked JSON text, written by a projection.
 fn document_body(body: String) -> Result<JsonText, StoreError> {
     JsonText::new(body).map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))
@@ -545,7 +532,7 @@ impl ViewStore for SqliteStore {
         let rows = sqlx::query(&format!("{SELECT_PROJECTIONS} ORDER BY p.name"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(projection_from).collect()
+        rows.iter().map(ProjectionRecord::from_row).collect()
     }
 
     async fn register_projection(
@@ -570,7 +557,7 @@ impl ViewStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        projection_from(&row)
+        ProjectionRecord::from_row(&row)
     }
 
     async fn set_projection_status(

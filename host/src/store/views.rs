@@ -52,6 +52,27 @@ pub struct ProjectionRecord {
     pub updated_at: String,
 }
 
+impl ProjectionRecord {
+    /// A row of either store's `SELECT_PROJECTIONS`.
+    pub(super) fn from_row<R: sqlx::Row>(row: &R) -> Result<Self, StoreError>
+    where
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        &'static str: sqlx::ColumnIndex<R>,
+    {
+        Ok(Self {
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            digest: row.try_get("digest")?,
+            generation: row.try_get("generation")?,
+            position: row.try_get("position")?,
+            status: row.try_get("status")?,
+            error: row.try_get("error")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
 /// A projection's status when it runs.
 pub const STATUS_OK: &str = "ok";
 /// A projection's status when an event stopped it.
