@@ -22,6 +22,7 @@ crate::conformance!(
     an_event_the_guest_fails_stops_the_projection_there,
     readers_never_see_a_rebuild_half_built,
     a_watched_directory_starts_replaces_and_stops_projections,
+    a_runner_killed_mid_run_loses_and_repeats_nothing,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn EventStore> {
@@ -286,6 +287,57 @@ async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
     assert_eq!(documents(&*store).await, before);
     let record = store.projections().await.unwrap().remove(0);
     assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
+}
+
+/// `eshost projection run` killed with SIGKILL at its first commit while
+/// writers sell, then run again to catch up: the view counts every purchase exactly once (the
+/// commit that the kill cut off never happened; the one before it stays).
+async fn a_runner_killed_mid_run_loses_and_repeats_nothing(db: &TestDb) {
+    const WRITERS: usize = 8;
+    const ITEMS: usize = 3;
+    const PURCHASES: usize = 30;
+    let store = open(db).await;
+    let cache = tempfile::tempdir().unwrap();
+    let eshost = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"));
+        command
+            .args(["--database-url", &db.url])
+            .args(args)
+            .env("ESHOST_PROJECTIONS", projections_dir())
+            .env("ESHOST_CACHE_DIR", cache.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let mut runner = eshost(&["projection", "run", "--no-watch"])
+        .spawn()
+        .unwrap();
+    poll("the runner to start", async || {
+        store.projections().await.unwrap().pop()
+    })
+    .await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let item = |w: usize, i: usize| format!("killed-{w}-{i}");
+    let selling = tokio::spawn(sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item));
+    let killed_at = poll("the runner to commit", async || {
+        let record = store.projections().await.unwrap().pop()?;
+        (record.position > 0).then_some(record.position)
+    })
+    .await;
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    selling.await.unwrap();
+    assert!(
+        killed_at < head(&*store).await,
+        "the runner was killed after the last event"
+    );
+
+    let caught_up = eshost(&["projection", "run", "--once"]).status().unwrap();
+    assert!(caught_up.success(), "{caught_up}");
+    assert_view(
+        &documents(&*store).await,
+        &expected_view(WRITERS, ITEMS, PURCHASES as u64, item),
+    );
 }
 
 /// `eshost projection run`'s supervisor on a watched directory, from empty:
