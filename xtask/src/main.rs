@@ -4,7 +4,9 @@
 //!   (all, or those named) for `wasm32-unknown-unknown` and wraps each core
 //!   module into a component in `target/modules/` (projections in
 //!   `target/projections/`, test fixtures in `target/fixtures/`); under
-//!   `CARGO_TARGET_DIR` when it is set.
+//!   `CARGO_TARGET_DIR` when it is set. The TypeScript guest is built with
+//!   node and npm into `target/modules-ts/`, or skipped, saying why, when
+//!   they are missing.
 //! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
 //!   it lives.
 //! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
@@ -41,6 +43,14 @@ const GUESTS: &[(&str, &str)] = &[
         "fixtures/upgrade/flash-sale-renamed.wasm",
     ),
 ];
+
+/// The TypeScript guest: its directory, and the component it becomes under
+/// `target/`. Its own directory, since it is a second `FlashSaleItem`.
+const TS_GUEST: (&str, &str) = ("guest-flash-sale-ts", "modules-ts/flash-sale-ts.wasm");
+
+/// What the TypeScript build reads, beside the guest's own directory: a
+/// change to any of them means building again.
+const TS_INPUTS: &[&str] = &["guest-sdk-ts/src", "guest-sdk-ts/package.json", "wit"];
 
 /// Where the Debian fallback lives.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -87,10 +97,17 @@ fn run_task() -> Result<()> {
                 .args(["test", "--workspace"])
                 .args(&rest)
                 .env("ESHOST_SCHEMATHESIS", schemathesis);
+            // The tests of a guest whose toolchain is missing say they
+            // were skipped, rather than fail for a file never built.
+            if let Some(why) = missing_node() {
+                cargo.env("ESHOST_SKIP_TS_GUEST", why);
+            }
             run(&mut cargo)
         }
         "demo" => {
-            let modules = build_guests(&[])?;
+            // The demo needs the flash sale only: a newcomer's first run
+            // should not wait for every guest and fixture.
+            let modules = build_guests(&["guest-flash-sale".into()])?;
             let mut cargo = cargo();
             cargo
                 .args([
@@ -113,7 +130,8 @@ fn run_task() -> Result<()> {
 
 const USAGE: &str = "\
 usage: cargo xtask TASK
-  build-guests [PACKAGE...]         this repository's guests (all, or those named)
+  build-guests [PACKAGE...]         this repository's guests (all, or those named); the
+                                    TypeScript one where node and npm are on PATH
   build-guest PATH [--out FILE]     any guest crate, wherever it lives, into a component
                                     (default PATH/target/NAME.wasm)
   new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
@@ -260,9 +278,17 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         .iter()
         .filter(|(package, _)| only.is_empty() || only.iter().any(|o| o == package))
         .collect();
-    if let Some(unknown) = only.iter().find(|o| !GUESTS.iter().any(|(p, _)| p == o)) {
-        let known: Vec<&str> = GUESTS.iter().map(|(p, _)| *p).collect();
-        bail!("no guest {unknown:?} here (guests: {})", known.join(", "));
+    let known = |name: &String| name == TS_GUEST.0 || GUESTS.iter().any(|(p, _)| p == name);
+    if let Some(unknown) = only.iter().find(|o| !known(o)) {
+        let mut names: Vec<&str> = GUESTS.iter().map(|(p, _)| *p).collect();
+        names.push(TS_GUEST.0);
+        bail!("no guest {unknown:?} here (guests: {})", names.join(", "));
+    }
+    if only.is_empty() || only.iter().any(|o| o == TS_GUEST.0) {
+        build_ts_guest()?;
+    }
+    if !only.is_empty() && chosen.is_empty() {
+        return Ok(target_root().join("modules"));
     }
     let release = build_wasm(|cargo| {
         for (package, _) in &chosen {
@@ -274,6 +300,71 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         wrap(package, &core, &target_root().join(component_path))?;
     }
     Ok(target_root().join("modules"))
+}
+
+/// Why the TypeScript guest cannot be built here, if it cannot.
+fn missing_node() -> Option<String> {
+    ["node", "npm"]
+        .iter()
+        .find(|tool| {
+            !Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|tool| {
+            format!("{tool} is not on PATH (Node.js 20 or later builds the TypeScript guest)")
+        })
+}
+
+/// Builds the TypeScript guest with its own toolchain (`npm ci` from its
+/// lockfile when that changed, then its `build.mjs`: tsc, esbuild,
+/// componentize-js), unless its component is newer than every input.
+/// Without node and npm it says so and skips it.
+fn build_ts_guest() -> Result<()> {
+    let (name, component) = TS_GUEST;
+    if let Some(why) = missing_node() {
+        eprintln!("guest {name} skipped: {why}");
+        return Ok(());
+    }
+    let root = workspace_root();
+    let dir = root.join(name);
+    let lockfile = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
+    if newest_change(&lockfile)? > newest_change(&installed).unwrap_or(std::time::UNIX_EPOCH) {
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir);
+        run(&mut npm).with_context(|| format!("{name}: npm ci"))?;
+    }
+    let out = target_root().join(component);
+    let mut inputs = vec![dir.join("src"), dir.join("build.mjs"), lockfile];
+    inputs.extend(TS_INPUTS.iter().map(|input| root.join(input)));
+    let mut newest = std::time::UNIX_EPOCH;
+    for input in &inputs {
+        newest = newest.max(newest_change(input)?);
+    }
+    let built = newest_change(&out).unwrap_or(std::time::UNIX_EPOCH);
+    if built <= newest {
+        let mut node = Command::new("node");
+        node.arg(dir.join("build.mjs")).arg(&out);
+        run(&mut node).with_context(|| format!("{name}: node build.mjs"))?;
+    }
+    eprintln!("guest {name} -> {}", out.display());
+    Ok(())
+}
+
+/// The latest modification time of `path`, or of any file under it.
+fn newest_change(path: &Path) -> Result<std::time::SystemTime> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut newest = metadata.modified()?;
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            newest = newest.max(newest_change(&entry?.path())?);
+        }
+    }
+    Ok(newest)
 }
 
 /// Builds the guest crate at `path` (anywhere: its own workspace, not this

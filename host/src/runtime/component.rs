@@ -157,10 +157,17 @@ pub(crate) fn refuse_imports_beyond(
     if imports.is_empty() {
         return Ok(());
     }
+    // Language toolchains add WASI unless told not to: say how.
+    let hint = match imports.iter().any(|name| name.starts_with("wasi:")) {
+        true => {
+            " (built with WASI: componentize-js needs disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'], componentize-py needs --stub-wasi)"
+        }
+        false => "",
+    };
     Err(LoadError::new(
         path,
         format!(
-            "imports {}; {kind} may import nothing but {}",
+            "imports {}; {kind} may import nothing but {}{hint}",
             imports.join(", "),
             allowed.join(" and ")
         ),

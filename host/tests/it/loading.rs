@@ -63,6 +63,12 @@ fn a_component_that_imports_anything_is_refused_with_its_imports() {
         error.contains("may import nothing but eshost:aggregate/host@0.1.0"),
         "{error}"
     );
+    // WASI comes from a language toolchain's defaults: the error names the
+    // options that turn it off.
+    assert!(
+        error.contains("disableFeatures") && error.contains("--stub-wasi"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -24,5 +24,6 @@ mod server;
 mod snapshots;
 mod spec;
 mod tls;
+mod typescript;
 mod upgrade;
 mod util;
