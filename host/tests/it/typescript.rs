@@ -80,17 +80,7 @@ fn the_typescript_guest_passes_the_flash_sale_spec() {
         .arg(spec)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        stdout.trim().lines().last(),
-        Some("9 passed, 0 failed"),
-        "{stdout}"
-    );
+    crate::spec::assert_passed(&output, "9 passed, 0 failed");
 }
 
 /// 32 buyers at once, 10 purchases each, on an item with 100 in stock, in
