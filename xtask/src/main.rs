@@ -5,8 +5,9 @@
 //!   module into a component in `target/modules/` (projections in
 //!   `target/projections/`, test fixtures in `target/fixtures/`); under
 //!   `CARGO_TARGET_DIR` when it is set. The TypeScript guest is built with
-//!   node and npm into `target/modules-ts/`, or skipped, saying why, when
-//!   they are missing.
+//!   node and npm into `target/modules-ts/`, the Python one with
+//!   componentize-py into `target/modules-py/`; each is skipped, saying
+//!   why, where its toolchain is missing.
 //! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
 //!   it lives.
 //! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
@@ -47,6 +48,12 @@ const GUESTS: &[(&str, &str)] = &[
 /// The TypeScript guest: its directory, and the component it becomes under
 /// `target/`. Its own directory, since it is a second `FlashSaleItem`.
 const TS_GUEST: (&str, &str) = ("guest-flash-sale-ts", "modules-ts/flash-sale-ts.wasm");
+
+/// The Python guest: its directory, and the component it becomes.
+const PY_GUEST: (&str, &str) = ("guest-flash-sale-py", "modules-py/flash-sale-py.wasm");
+
+/// What the Python build reads beside the guest's own directory.
+const PY_INPUTS: &[&str] = &["guest-sdk-py/eshost_guest.py", "wit"];
 
 /// What the TypeScript build reads, beside the guest's own directory: a
 /// change to any of them means building again.
@@ -102,6 +109,9 @@ fn run_task() -> Result<()> {
             if let Some(why) = missing_node() {
                 cargo.env("ESHOST_SKIP_TS_GUEST", why);
             }
+            if let Some(why) = missing_python() {
+                cargo.env("ESHOST_SKIP_PY_GUEST", why);
+            }
             run(&mut cargo)
         }
         "demo" => {
@@ -131,7 +141,8 @@ fn run_task() -> Result<()> {
 const USAGE: &str = "\
 usage: cargo xtask TASK
   build-guests [PACKAGE...]         this repository's guests (all, or those named); the
-                                    TypeScript one where node and npm are on PATH
+                                    TypeScript one where node and npm are on PATH, the
+                                    Python one where python3 has venv
   build-guest PATH [--out FILE]     any guest crate, wherever it lives, into a component
                                     (default PATH/target/NAME.wasm)
   new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
@@ -150,18 +161,32 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// Installs schemathesis into its own virtual environment under
 /// `target/tools/` (once; kept between runs) and returns its executable.
 fn schemathesis() -> Result<PathBuf> {
-    let venv = workspace_root().join("target/tools/schemathesis");
-    let executable = venv.join("bin/schemathesis");
+    Ok(python_tool("schemathesis", &[SCHEMATHESIS.to_string()])?.join("schemathesis"))
+}
+
+/// A Python tool in a virtual environment of its own, `target/tools/NAME`,
+/// installed by pip from pinned `requirements` once and kept while they
+/// are unchanged. Returns the environment's `bin/` directory.
+fn python_tool(name: &str, requirements: &[String]) -> Result<PathBuf> {
+    let venv = workspace_root().join("target/tools").join(name);
+    let bin = venv.join("bin");
     let stamp = venv.join("installed");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == SCHEMATHESIS) && executable.exists() {
-        return Ok(executable);
+    let wanted = requirements.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && bin.join("pip").exists() {
+        return Ok(bin);
     }
-    eprintln!("xtask: installing {SCHEMATHESIS} into {}", venv.display());
+    eprintln!(
+        "xtask: installing {} into {}",
+        requirements.join(" "),
+        venv.display()
+    );
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
         .context("python3 -m venv (Debian: apt-get install python3-venv)")?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS]))?;
-    std::fs::write(&stamp, SCHEMATHESIS)?;
-    Ok(executable)
+    run(Command::new(bin.join("pip"))
+        .args(["install", "--quiet"])
+        .args(requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(bin)
 }
 
 fn workspace_root() -> PathBuf {
@@ -278,14 +303,21 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         .iter()
         .filter(|(package, _)| only.is_empty() || only.iter().any(|o| o == package))
         .collect();
-    let known = |name: &String| name == TS_GUEST.0 || GUESTS.iter().any(|(p, _)| p == name);
+    let other_languages = [TS_GUEST.0, PY_GUEST.0];
+    let known = |name: &String| {
+        other_languages.contains(&name.as_str()) || GUESTS.iter().any(|(p, _)| p == name)
+    };
     if let Some(unknown) = only.iter().find(|o| !known(o)) {
         let mut names: Vec<&str> = GUESTS.iter().map(|(p, _)| *p).collect();
-        names.push(TS_GUEST.0);
+        names.extend(other_languages);
         bail!("no guest {unknown:?} here (guests: {})", names.join(", "));
     }
-    if only.is_empty() || only.iter().any(|o| o == TS_GUEST.0) {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted(TS_GUEST.0) {
         build_ts_guest()?;
+    }
+    if wanted(PY_GUEST.0) {
+        build_py_guest()?;
     }
     if !only.is_empty() && chosen.is_empty() {
         return Ok(target_root().join("modules"));
@@ -317,6 +349,77 @@ fn missing_node() -> Option<String> {
         })
 }
 
+/// Why the Python guest cannot be built here, if it cannot.
+fn missing_python() -> Option<String> {
+    let venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output();
+    match venv {
+        Ok(output) if output.status.success() => None,
+        _ => Some("python3 with venv is not on PATH (Debian: apt-get install python3-venv)".into()),
+    }
+}
+
+/// Builds the Python guest with componentize-py (pinned in its
+/// `requirements.txt`, installed into `target/tools/componentize-py`),
+/// with WASI stubbed out, unless its component is newer than every input.
+/// Without python3 and venv it says so and skips it.
+fn build_py_guest() -> Result<()> {
+    let (name, component) = PY_GUEST;
+    if let Some(why) = missing_python() {
+        eprintln!("guest {name} skipped: {why}");
+        return Ok(());
+    }
+    let root = workspace_root();
+    let dir = root.join(name);
+    let requirements: Vec<String> = std::fs::read_to_string(dir.join("requirements.txt"))
+        .with_context(|| format!("{name}: reading requirements.txt"))?
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(String::from)
+        .collect();
+    let tools = python_tool("componentize-py", &requirements)?;
+    let out = target_root().join(component);
+    if is_stale(
+        &out,
+        &[&[dir.clone()][..], &inputs(&root, PY_INPUTS)].concat(),
+    )? {
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut build = Command::new(tools.join("componentize-py"));
+        build
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", "aggregate-guest", "componentize", "app", "-p"])
+            .arg(&dir)
+            .arg("-p")
+            .arg(root.join("guest-sdk-py"))
+            .args(["--stub-wasi", "-o"])
+            .arg(&out)
+            // No __pycache__ in the sources: it would make them look newer.
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        run(&mut build).with_context(|| format!("{name}: componentize-py"))?;
+    }
+    eprintln!("guest {name} -> {}", out.display());
+    Ok(())
+}
+
+/// `names` under `root`.
+fn inputs(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+    names.iter().map(|name| root.join(name)).collect()
+}
+
+/// Whether `out` is missing or older than any of `inputs`.
+fn is_stale(out: &Path, inputs: &[PathBuf]) -> Result<bool> {
+    let mut newest = std::time::UNIX_EPOCH;
+    for input in inputs {
+        newest = newest.max(newest_change(input)?);
+    }
+    Ok(newest_change(out).unwrap_or(std::time::UNIX_EPOCH) <= newest)
+}
+
 /// Builds the TypeScript guest with its own toolchain (`npm ci` from its
 /// lockfile when that changed, then its `build.mjs`: tsc, esbuild,
 /// componentize-js), unless its component is newer than every input.
@@ -338,14 +441,8 @@ fn build_ts_guest() -> Result<()> {
         run(&mut npm).with_context(|| format!("{name}: npm ci"))?;
     }
     let out = target_root().join(component);
-    let mut inputs = vec![dir.join("src"), dir.join("build.mjs"), lockfile];
-    inputs.extend(TS_INPUTS.iter().map(|input| root.join(input)));
-    let mut newest = std::time::UNIX_EPOCH;
-    for input in &inputs {
-        newest = newest.max(newest_change(input)?);
-    }
-    let built = newest_change(&out).unwrap_or(std::time::UNIX_EPOCH);
-    if built <= newest {
+    let own = [dir.join("src"), dir.join("build.mjs"), lockfile];
+    if is_stale(&out, &[&own[..], &inputs(&root, TS_INPUTS)].concat())? {
         let mut node = Command::new("node");
         node.arg(dir.join("build.mjs")).arg(&out);
         run(&mut node).with_context(|| format!("{name}: node build.mjs"))?;

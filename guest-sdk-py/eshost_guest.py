@@ -1,0 +1,206 @@
+"""eshost_guest: writing an eshost aggregate in Python.
+
+An aggregate is its commands and events as dataclasses (the class name is
+the command's or event's name; fields are camelCase in JSON), a handler per
+command and an applier per event::
+
+    sale = Aggregate("FlashSaleItem", "0.1.0", FlashSaleItem)
+
+    @sale.command
+    def create_flash_sale(item: FlashSaleItem, command: CreateFlashSale) -> list:
+        return [FlashSaleCreated(item_id=item.id, initial_stock=command.initial_stock)]
+
+    @sale.event
+    def flash_sale_created(item: FlashSaleItem, event: FlashSaleCreated) -> None:
+        item.stock = event.initial_stock
+
+    Exports, State = sale.exports()
+
+The guest module names what the `aggregate-guest` world exports: the class
+`Aggregate` for the interface's functions (`Aggregate = Exports`), and the
+resource `State` in a module named after the interface (`aggregate.py`:
+``from app import State``). Build with componentize-py and ``--stub-wasi``:
+the host refuses a guest that imports anything but eshost:aggregate/host.
+
+Handlers raise InvalidCommand or PreconditionFailed to refuse a command;
+a payload that does not fit its dataclass is refused as InvalidPayload
+before the handler is called. Appliers change the state in place, and
+raise ValueError for an event that contradicts it (a corrupt stream).
+"""
+
+import dataclasses
+import json
+import typing
+
+from componentize_py_types import Err
+from wit_world.exports import aggregate as wit
+from wit_world.imports import host
+
+__all__ = [
+    "Aggregate",
+    "InvalidPayload",
+    "InvalidCommand",
+    "PreconditionFailed",
+    "log",
+    "Level",
+]
+
+Level = host.Level
+
+
+def log(level: "host.Level", message: str) -> None:
+    """Writes a line to the host's log."""
+    host.log(level, message)
+
+
+class InvalidPayload(Exception):
+    """The payload is not what the command needs."""
+
+
+class InvalidCommand(Exception):
+    """The command is well formed but makes no sense (a quantity below 1)."""
+
+
+class PreconditionFailed(Exception):
+    """The command cannot apply to this state (the sale does not exist)."""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _check(value, kind, where: str):
+    """`value` as the field type `kind` wants, or InvalidPayload."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind) or (typing.Any,)
+        if not isinstance(value, list):
+            raise InvalidPayload(f"{where} must be a list")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is typing.Any:
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidPayload(f"{where} must be an integer")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise InvalidPayload(f"{where} must be a number")
+    if kind in (str, bool) and not isinstance(value, kind):
+        raise InvalidPayload(f"{where} must be a {kind.__name__}")
+    return value
+
+
+def from_json(cls, data):
+    """A dataclass from a JSON object with camelCase keys, checked."""
+    if not isinstance(data, dict):
+        raise InvalidPayload("the payload must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        key = _camel(field.name)
+        if key in data:
+            values[field.name] = _check(data[key], hints[field.name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise InvalidPayload(f"missing field {key}")
+    return cls(**values)
+
+
+def to_json(value) -> str:
+    """A dataclass as a JSON object with camelCase keys."""
+    fields = dataclasses.fields(value)
+    return json.dumps(
+        {_camel(f.name): getattr(value, f.name) for f in fields}, separators=(",", ":")
+    )
+
+
+class Aggregate:
+    """One aggregate type: its name, version, state class, handlers, appliers."""
+
+    def __init__(self, name: str, version: str, state: type):
+        self.name = name
+        self.version = version
+        self.state = state
+        self.commands = {}
+        self.events = {}
+
+    def command(self, handler):
+        """Registers a handler, `(state, command) -> [events]`, for the
+        command dataclass its second parameter is annotated with."""
+        cls = list(typing.get_type_hints(handler).values())[1]
+        self.commands[cls.__name__] = (cls, handler)
+        return handler
+
+    def event(self, applier):
+        """Registers an applier, `(state, event) -> None`, for the event
+        dataclass its second parameter is annotated with."""
+        cls = list(typing.get_type_hints(applier).values())[1]
+        self.events[cls.__name__] = (cls, applier)
+        return applier
+
+    def exports(self):
+        """The `aggregate` interface's class and its `State` resource."""
+        definition = self
+
+        class Exports:
+            def describe(self) -> wit.Manifest:
+                return wit.Manifest(
+                    name=definition.name,
+                    version=definition.version,
+                    commands=list(definition.commands),
+                    events=list(definition.events),
+                )
+
+        class State:
+            def __init__(self, id: str) -> None:
+                self.value = definition.state(id=id)
+
+            @classmethod
+            def restore(cls, id: str, snapshot: bytes):
+                restored = cls(id)
+                try:
+                    restored.value = from_json(definition.state, json.loads(snapshot))
+                except (ValueError, InvalidPayload) as e:
+                    raise Err(f"snapshot is not this aggregate's state: {e}")
+                return restored
+
+            def apply(self, events) -> None:
+                for recorded in events:
+                    if recorded.name not in definition.events:
+                        raise Err(f"{definition.name} has no event {recorded.name!r}")
+                    cls, applier = definition.events[recorded.name]
+                    try:
+                        event = from_json(cls, json.loads(recorded.payload))
+                    except (ValueError, InvalidPayload) as e:
+                        raise Err(f"{recorded.name}: {e}")
+                    try:
+                        applier(self.value, event)
+                    except ValueError as e:
+                        raise Err(f"{recorded.name}: {e}")
+
+            def handle(self, command: wit.Command):
+                if command.name not in definition.commands:
+                    raise Err(
+                        wit.CommandError_UnknownCommand(
+                            f"{definition.name} has no command {command.name!r}"
+                        )
+                    )
+                cls, handler = definition.commands[command.name]
+                try:
+                    payload = from_json(cls, json.loads(command.payload))
+                    events = handler(self.value, payload)
+                except ValueError as e:
+                    raise Err(wit.CommandError_InvalidPayload(f"the payload is not JSON: {e}"))
+                except InvalidPayload as e:
+                    raise Err(wit.CommandError_InvalidPayload(str(e)))
+                except InvalidCommand as e:
+                    raise Err(wit.CommandError_InvalidCommand(str(e)))
+                except PreconditionFailed as e:
+                    raise Err(wit.CommandError_PreconditionFailed(str(e)))
+                return [wit.Event(name=type(e).__name__, payload=to_json(e)) for e in events]
+
+            def to_json(self) -> str:
+                return to_json(self.value)
+
+            def snapshot(self) -> bytes:
+                return to_json(self.value).encode()
+
+        return Exports, State

@@ -1,0 +1,188 @@
+//! The flash-sale aggregate written in TypeScript (`guest-flash-sale-ts`,
+//! built by componentize-js) and in Python (`guest-flash-sale-py`, built by
+//! componentize-py): each loads like any guest, describes itself as the
+//! Rust one does, passes the same spec, and on a real store sells out to a
+//! crowd without overselling or failing a command.
+
+use crate::util::*;
+use eshost::runtime::Runtime;
+use eshost::{Host, HostOptions, Modules};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+crate::conformance!(
+    a_crowd_never_oversells_the_typescript_guest,
+    a_crowd_never_oversells_the_python_guest,
+);
+
+/// A guest in another language, as `cargo xtask build-guests` builds it.
+struct Language {
+    /// Its modules directory under the build directory.
+    dir: &'static str,
+    file: &'static str,
+    /// Set by `cargo xtask test` when the toolchain is missing, saying why.
+    skipped: &'static str,
+}
+
+const TYPESCRIPT: Language = Language {
+    dir: "modules-ts",
+    file: "flash-sale-ts.wasm",
+    skipped: "ESHOST_SKIP_TS_GUEST",
+};
+
+const PYTHON: Language = Language {
+    dir: "modules-py",
+    file: "flash-sale-py.wasm",
+    skipped: "ESHOST_SKIP_PY_GUEST",
+};
+
+impl Language {
+    /// The guest's modules directory, or `None` when `cargo xtask test`
+    /// could not build it and said so.
+    fn modules_dir(&self) -> Option<PathBuf> {
+        let dir = build_dir().join(self.dir);
+        if dir.join(self.file).exists() {
+            return Some(dir);
+        }
+        if let Ok(why) = std::env::var(self.skipped) {
+            eprintln!("skipped: {} was not built: {why}", self.file);
+            return None;
+        }
+        panic!(
+            "{} has no {}: run the tests with `cargo xtask test`, which builds it",
+            dir.display(),
+            self.file
+        );
+    }
+
+    /// The guest, loaded once per test binary.
+    fn modules(&self, loaded: &'static OnceLock<Option<Modules>>) -> Option<Modules> {
+        loaded
+            .get_or_init(|| {
+                let dir = self.modules_dir()?;
+                let runtime = Runtime::new().with_cache_dir(compiled_code_cache());
+                Some(runtime.load_dir(&dir).expect("loading the guest"))
+            })
+            .clone()
+    }
+}
+
+fn typescript() -> Option<Modules> {
+    static LOADED: OnceLock<Option<Modules>> = OnceLock::new();
+    TYPESCRIPT.modules(&LOADED)
+}
+
+fn python() -> Option<Modules> {
+    static LOADED: OnceLock<Option<Modules>> = OnceLock::new();
+    PYTHON.modules(&LOADED)
+}
+
+/// Compiled code kept between test runs: compiling the language runtime
+/// inside each component (12 and 18 MB) takes a while.
+fn compiled_code_cache() -> PathBuf {
+    build_dir().join("test-cache")
+}
+
+fn describes_itself_as_the_rust_guest(modules: Option<Modules>) {
+    let Some(modules) = modules else {
+        return;
+    };
+    let (other, rust) = (
+        modules.get(FLASH_SALE).unwrap(),
+        crate::util::modules().get(FLASH_SALE).unwrap().clone(),
+    );
+    assert_eq!(
+        (&other.commands, &other.events, &other.version),
+        (&rust.commands, &rust.events, &rust.version)
+    );
+}
+
+fn passes_the_flash_sale_spec(language: &Language) {
+    let Some(dir) = language.modules_dir() else {
+        return;
+    };
+    let spec = workspace_root().join("guest-flash-sale/tests/flash-sale.spec.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .env_remove("DATABASE_URL")
+        .env("ESHOST_CACHE_DIR", compiled_code_cache())
+        .arg("--modules")
+        .arg(dir)
+        .arg("test")
+        .arg(spec)
+        .output()
+        .unwrap();
+    crate::spec::assert_passed(&output, "9 passed, 0 failed");
+}
+
+/// 32 buyers at once, 10 purchases each, on an item with 100 in stock, in
+/// the default (queued) mode: every command is answered, exactly 100 units
+/// are sold, the other 220 purchases are recorded rejections.
+async fn a_crowd_never_oversells(modules: Option<Modules>, db: &TestDb) {
+    const BUYERS: usize = 32;
+    const EACH: usize = 10;
+    const STOCK: u64 = 100;
+    let Some(modules) = modules else {
+        return;
+    };
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Arc::new(Host::with_options(modules, store, HostOptions::default()));
+    host.execute(&create("crowd", STOCK)).await.unwrap();
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|b| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let buyer = format!("b{b}-{n}");
+                    host.execute(&purchase("crowd", &buyer, 1)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for buyer in buyers {
+        buyer.await.unwrap();
+    }
+    let events = host.events(FLASH_SALE, "crowd").await.unwrap();
+    let count = |name: &str| events.iter().filter(|e| e.name == name).count();
+    assert_eq!(count("ItemPurchased") as u64, STOCK);
+    assert_eq!(count("PurchaseRejected"), BUYERS * EACH - STOCK as usize);
+    let state = host.state(FLASH_SALE, "crowd").await.unwrap();
+    assert_eq!(
+        (&state["stock"], &state["sold"]),
+        (&0.into(), &STOCK.into())
+    );
+    assert_eq!(
+        state["buyers"].as_array().map(Vec::len),
+        Some(STOCK as usize)
+    );
+    host.shutdown(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_typescript_guest_describes_itself_as_the_rust_one_does() {
+    describes_itself_as_the_rust_guest(typescript());
+}
+
+#[test]
+fn the_python_guest_describes_itself_as_the_rust_one_does() {
+    describes_itself_as_the_rust_guest(python());
+}
+
+#[test]
+fn the_typescript_guest_passes_the_flash_sale_spec() {
+    passes_the_flash_sale_spec(&TYPESCRIPT);
+}
+
+#[test]
+fn the_python_guest_passes_the_flash_sale_spec() {
+    passes_the_flash_sale_spec(&PYTHON);
+}
+
+async fn a_crowd_never_oversells_the_typescript_guest(db: &TestDb) {
+    a_crowd_never_oversells(typescript(), db).await;
+}
+
+async fn a_crowd_never_oversells_the_python_guest(db: &TestDb) {
+    a_crowd_never_oversells(python(), db).await;
+}
