@@ -118,17 +118,23 @@ pub(crate) fn file_digest(path: &Path) -> std::io::Result<String> {
 }
 
 /// Reads and compiles (or takes from `cache`) the component at `path`;
-/// returns it with the file's sha256 (hex).
+/// returns it with the file's sha256 (hex). With a cache, an unchanged
+/// file is neither read nor hashed (see [`ArtifactCache`]).
 pub(crate) fn compile(
     engine: &Engine,
     cache: Option<&ArtifactCache>,
     path: &Path,
 ) -> Result<(Component, String), LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    let compiled = match cache {
-        Some(cache) => cache.component(engine, &digest, &bytes),
-        None => Component::new(engine, &bytes),
+    let (compiled, digest) = match cache {
+        Some(cache) => {
+            let (digest, bytes) = cache.digest_of(path).map_err(|e| LoadError::new(path, e))?;
+            (cache.component(engine, &digest, path, bytes), digest)
+        }
+        None => {
+            let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, e))?;
+            let digest = hex::encode(Sha256::digest(&bytes));
+            (Component::new(engine, &bytes), digest)
+        }
     };
     let component = compiled.map_err(|e| {
         LoadError::new(

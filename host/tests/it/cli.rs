@@ -62,10 +62,12 @@ impl Workspace {
         json_lines(&ok(self.run(&["events", aggregate, id])))
     }
 
+    /// The compiled components in the cache (not their records).
     fn cache_entries(&self) -> Vec<PathBuf> {
         let mut entries: Vec<_> = std::fs::read_dir(self.cache.path())
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
+        entries.retain(|p: &PathBuf| p.extension().is_some_and(|ext| ext == "cwasm"));
         entries.sort();
         entries
     }

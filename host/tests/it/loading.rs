@@ -118,3 +118,33 @@ fn a_guest_stuck_at_load_is_stopped_and_the_error_names_the_limit() {
         assert!(!error.contains('\n') && error.len() < 2048, "{error}");
     }
 }
+
+/// With a compiled-code cache, an unchanged component file is not hashed
+/// again (its digest is remembered with the file's identity); one changed
+/// in place, even to the same size, or replaced, gets its new digest.
+#[test]
+fn a_remembered_digest_follows_every_change_to_the_file() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new().with_cache_dir(cache.path());
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    let path = dir.path().join("flash-sale.wasm");
+    let digest_after = |bytes: &[u8], write: &dyn Fn(&[u8])| {
+        write(bytes);
+        let loaded = runtime.load(&path).unwrap();
+        assert_eq!(loaded.digest, hex::encode(sha2::Sha256::digest(bytes)));
+        loaded.digest
+    };
+    let in_place = |bytes: &[u8]| std::fs::write(&path, bytes).unwrap();
+    let renamed = |bytes: &[u8]| drop_in(dir.path(), "flash-sale.wasm", bytes);
+
+    let first = digest_after(&original, &in_place);
+    assert_eq!(runtime.load(&path).unwrap().digest, first, "unchanged");
+    // Same length, other bytes, same inode.
+    let a = digest_after(&new_version(&original, "aaaa"), &in_place);
+    let b = digest_after(&new_version(&original, "bbbb"), &in_place);
+    let c = digest_after(&new_version(&original, "cccc"), &renamed);
+    let distinct: std::collections::HashSet<_> = [&first, &a, &b, &c].into_iter().collect();
+    assert_eq!(distinct.len(), 4);
+}
