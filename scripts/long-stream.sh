@@ -10,6 +10,7 @@
 #   STOCK=500000 scripts/long-stream.sh
 #   DATABASE_URL=postgres://... scripts/long-stream.sh
 #   ESHOST_BIN=/tmp/eshost-old scripts/long-stream.sh   # another build
+#   MODULES=target/modules-ts scripts/long-stream.sh    # the TypeScript guest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${EVENTS:-1000000}
@@ -27,7 +28,7 @@ trap 'psql -q "$server" -c "SET client_min_messages = warning; DROP SCHEMA $sche
 separator='?'
 [[ $server == *\?* ]] && separator='&'
 export DATABASE_URL="$server${separator}options=-c%20search_path%3D$schema"
-export ESHOST_MODULES="$PWD/target/modules"
+export ESHOST_MODULES="$PWD/${MODULES:-target/modules}"
 "$bin" migrate >/dev/null 2>&1
 
 stock=${STOCK:-100000}
@@ -36,8 +37,10 @@ started=$(date +%s)
 psql -q "$server" <<SQL
 SET search_path = $schema;
 SET synchronous_commit = off;
-INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
-SELECT 'FlashSaleItem', 'long', n,
+-- The schema holds this stream only, so its sequence numbers serve as
+-- global positions too.
+INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata)
+SELECT n, 'FlashSaleItem', 'long', n,
        CASE WHEN n = 1 THEN 'FlashSaleCreated'
             WHEN n <= $stock + 1 THEN 'ItemPurchased'
             ELSE 'PurchaseRejected' END,
