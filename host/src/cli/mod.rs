@@ -207,7 +207,8 @@ pub enum CliCommand {
     #[command(after_help = "Examples:\n  \
         eshost events FlashSaleItem s1\n  \
         eshost events --all --aggregate FlashSaleItem\n  \
-        eshost events --all --from 1234567890 --follow\n\n\
+        eshost events --all --from 1234567890 --follow\n  \
+        eshost events --all --follow --subscription billing\n\n\
         Positions increase in the order readers see events but are sparse, not a count.\n\
         A reader that resumes with --from set to the last position it printed never\n\
         misses an event, even one whose transaction committed late.")]
@@ -230,6 +231,13 @@ pub enum CliCommand {
         /// With --all: once caught up, keep printing new events until interrupted.
         #[arg(long)]
         follow: bool,
+        /// With --all: a durable subscription. Start after its checkpoint
+        /// in the store (unless --from is given), and save the checkpoint
+        /// as printed events are flushed: run again with the same name, it
+        /// resumes there. At least once: events printed after the last save
+        /// are printed again.
+        #[arg(long, value_name = "NAME")]
+        subscription: Option<String>,
     },
 
     /// Print an aggregate's current state as JSON (exits 1 if it has no
@@ -515,54 +523,102 @@ impl From<RelayArgs> for relay::RelayConfig {
 
 /// `eshost events --all`: the global log as JSON lines, read from the
 /// store (no guest is loaded), up to the end or, with `follow`, on and on
-/// until Ctrl-C.
-async fn global_log(global: &GlobalArgs, from: Subscription, follow: bool) -> Result<()> {
+/// until Ctrl-C. With a subscription name, it starts after that
+/// subscription's checkpoint (unless `from` says where) and saves the
+/// checkpoint each time what it printed is flushed: at least once, so a
+/// reader killed between a flush and its checkpoint gets those events again.
+async fn global_log(
+    global: &GlobalArgs,
+    from: Option<i64>,
+    aggregate: Option<String>,
+    follow: bool,
+    subscription: Option<String>,
+) -> Result<()> {
     use futures_util::StreamExt;
-    use std::io::Write;
     if global.server.is_some() {
         bail!("events --all reads the store directly; drop --server (or ESHOST_SERVER)");
     }
     let store = store::open(&global.database_url).await?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let checkpoint = subscription.map(|name| format!("subscription:{name}"));
+    let after = match (from, &checkpoint) {
+        (Some(from), _) => from,
+        (None, Some(checkpoint)) => store.load_checkpoint(checkpoint).await?.unwrap_or(0),
+        (None, None) => 0,
+    };
+    let mut out = LogPrinter {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        store: store.clone(),
+        checkpoint,
+        printed: after,
+        saved: after,
+    };
     if !follow {
-        let mut after = from.after;
+        let mut after = after;
         loop {
             let page = store
-                .read_all(after, from.aggregate.as_deref(), subscription::PAGE)
+                .read_all(after, aggregate.as_deref(), subscription::PAGE)
                 .await?;
             for event in &page {
-                serde_json::to_writer(&mut out, event)?;
-                out.write_all(b"\n")?;
+                out.print(event)?;
             }
+            out.commit().await?;
             match page.last() {
                 Some(last) => after = last.position,
-                None => break,
+                None => return Ok(()),
             }
         }
-        out.flush()?;
-        return Ok(());
     }
+    let from = Subscription { after, aggregate };
     let mut events = std::pin::pin!(subscription::follow(store, from));
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     // Written out in a batch every 50 ms: a reader sees new events within
-    // that, and a busy log is not one write per event.
+    // that, and a busy log is not one write (or checkpoint) per event.
     let mut flush = tokio::time::interval(Duration::from_millis(50));
     loop {
         tokio::select! {
             _ = &mut interrupted => break,
-            _ = flush.tick() => out.flush()?,
+            _ = flush.tick() => out.commit().await?,
             event = events.next() => match event {
-                Some(event) => {
-                    serde_json::to_writer(&mut out, &event?)?;
-                    out.write_all(b"\n")?;
-                }
+                Some(event) => out.print(&event?)?,
                 None => break,
             },
         }
     }
-    out.flush()?;
-    Ok(())
+    out.commit().await
+}
+
+/// Prints the global log and keeps a subscription's checkpoint behind what
+/// it has flushed.
+struct LogPrinter<W: std::io::Write> {
+    out: W,
+    store: Arc<dyn store::EventStore>,
+    checkpoint: Option<String>,
+    /// The position of the last event printed, and of the last saved.
+    printed: i64,
+    saved: i64,
+}
+
+impl<W: std::io::Write> LogPrinter<W> {
+    fn print(&mut self, event: &store::RecordedEvent) -> Result<()> {
+        serde_json::to_writer(&mut self.out, event)?;
+        self.out.write_all(b"\n")?;
+        self.printed = event.position;
+        Ok(())
+    }
+
+    /// Flushes what was printed, then saves the checkpoint (in that order:
+    /// an event is never marked done before it is out).
+    async fn commit(&mut self) -> Result<()> {
+        self.out.flush()?;
+        if let Some(checkpoint) = &self.checkpoint
+            && self.printed > self.saved
+        {
+            self.store.save_checkpoint(checkpoint, self.printed).await?;
+            self.saved = self.printed;
+        }
+        Ok(())
+    }
 }
 
 async fn drained<T>(host: &Host, result: Result<T>) -> Result<T> {
@@ -583,29 +639,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             from,
             only_aggregate,
             follow,
+            subscription,
             ..
-        } => {
-            let from = Subscription {
-                after: from.unwrap_or(0),
-                aggregate: only_aggregate,
-            };
-            global_log(global, from, follow).await
-        }
+        } => global_log(global, from, only_aggregate, follow, subscription).await,
         CliCommand::Events {
             aggregate,
             id,
             from,
             only_aggregate,
             follow,
+            subscription,
             ..
         } => {
-            if from.is_some() || only_aggregate.is_some() || follow {
+            if from.is_some() || only_aggregate.is_some() || follow || subscription.is_some() {
                 // clap's `requires` counts a flag's default as present.
                 use clap::CommandFactory;
                 Cli::command()
                     .error(
                         clap::error::ErrorKind::MissingRequiredArgument,
-                        "--from, --aggregate and --follow need --all",
+                        "--from, --aggregate, --follow and --subscription need --all",
                     )
                     .exit();
             }

@@ -55,9 +55,19 @@ struct Follower {
 
 impl Follower {
     fn start(db: &TestDb, from: i64) -> Self {
+        Self::with_args(db, &["--from", &from.to_string()])
+    }
+
+    /// A follower of the durable subscription `name`.
+    fn subscribed(db: &TestDb, name: &str) -> Self {
+        Self::with_args(db, &["--subscription", name])
+    }
+
+    fn with_args(db: &TestDb, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eshost"))
             .args(["--database-url", &db.url])
-            .args(["events", "--all", "--follow", "--from", &from.to_string()])
+            .args(["events", "--all", "--follow"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -77,6 +87,15 @@ impl Follower {
 
     fn seen(&self) -> Vec<RecordedEvent> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Kills the follower (SIGKILL) and returns every line it printed.
+    async fn kill(mut self) -> Vec<RecordedEvent> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread drains the pipe to its end.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.seen()
     }
 
     /// Waits until the follower printed `count` events (or 60 s passed).
@@ -144,6 +163,72 @@ async fn a_follower_restarted_from_its_last_position_misses_nothing() {
     let seen: Vec<_> = before.into_iter().chain(after).collect();
     assert_exactly_the_log(&db, &seen).await;
     drop(second);
+    db.cleanup().await;
+}
+
+/// A durable subscription (`--subscription billing`) killed with SIGKILL a
+/// third of the way in, then started again with the same name and no
+/// position: it resumes right after its last saved checkpoint, so between
+/// the two runs every event is printed, and only those after that
+/// checkpoint twice (at least once). Run once more without --follow, it
+/// prints nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_subscription_killed_mid_run_resumes_at_its_checkpoint() {
+    const CHECKPOINT: &str = "subscription:billing";
+    let db = TestDb::postgres().await;
+    drop(db.default_host().await);
+    commit_late_appends(&db).await;
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let first = Follower::subscribed(&db, "billing");
+    let writing = tokio::spawn(write_concurrently(Arc::new(db.default_host().await)));
+    first.wait_for(EVENTS / 3).await;
+    poll("a checkpoint to be saved", async || {
+        store
+            .load_checkpoint(CHECKPOINT)
+            .await
+            .unwrap()
+            .filter(|p| *p > 0)
+    })
+    .await;
+    let before = first.kill().await;
+    let saved = store.load_checkpoint(CHECKPOINT).await.unwrap().unwrap();
+    assert!(
+        before.iter().any(|e| e.position == saved),
+        "the checkpoint is a printed position"
+    );
+
+    let second = Follower::subscribed(&db, "billing");
+    writing.await.unwrap();
+    let everything = store.read_all(0, None, 1_000_000).await.unwrap();
+    let after = second
+        .wait_for(everything.iter().filter(|e| e.position > saved).count())
+        .await;
+    assert!(
+        after.windows(2).all(|w| w[0].position < w[1].position),
+        "positions not increasing"
+    );
+    let resumed_at = everything.iter().find(|e| e.position > saved).unwrap();
+    assert_eq!(
+        after[0].position, resumed_at.position,
+        "resumed after the checkpoint"
+    );
+    let mut union: Vec<_> = before
+        .into_iter()
+        .filter(|e| e.position <= saved)
+        .chain(after)
+        .collect();
+    union.dedup_by_key(|e| e.position);
+    assert_eq!(union, everything, "every event, in order");
+    tokio::time::sleep(Duration::from_millis(300)).await; // its last flush and save
+    second.kill().await;
+
+    let again = Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(["--database-url", &db.url])
+        .args(["events", "--all", "--subscription", "billing"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "", "nothing new");
     db.cleanup().await;
 }
 
