@@ -190,6 +190,12 @@ pub enum GuestError {
     #[error("{projection}: {message}")]
     ProjectionFailed { projection: String, message: String },
 
+    /// The instance this aggregate shared with others was lost to a trap
+    /// in another aggregate's call. The aggregate is rebuilt from the store;
+    /// a caller sees this only when that kept failing.
+    #[error("{aggregate}: the guest instance was lost to another aggregate's failure; resend")]
+    InstanceLost { aggregate: String },
+
     /// `restore` refused a snapshot. The host replays the stream instead.
     #[error("{aggregate} {id}: guest refused the snapshot at version {version}: {reason}")]
     SnapshotRefused {

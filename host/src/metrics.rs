@@ -34,6 +34,7 @@ pub struct Levels {
     pub cached_bytes: usize,
     pub guest_calls_running: usize,
     pub aggregates_loaded: usize,
+    pub guest_instances: usize,
 }
 
 /// Every metric one host keeps.
@@ -56,11 +57,15 @@ pub struct Metrics {
     /// A command found its aggregate hydrated in memory, or did not.
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    /// Aggregates rebuilt from the store because their shared instance
+    /// was lost to another aggregate's trap.
+    pub aggregates_rebuilt: Counter,
     queued_commands: Gauge,
     cached_aggregates: Gauge,
     cached_bytes: Gauge,
     guest_calls_running: Gauge,
     aggregates_loaded: Gauge,
+    guest_instances: Gauge,
 }
 
 impl Default for Metrics {
@@ -77,11 +82,13 @@ impl Default for Metrics {
             guest_call_seconds: Family::new_with_constructor(seconds),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            aggregates_rebuilt: Counter::default(),
             queued_commands: Gauge::default(),
             cached_aggregates: Gauge::default(),
             cached_bytes: Gauge::default(),
             guest_calls_running: Gauge::default(),
             aggregates_loaded: Gauge::default(),
+            guest_instances: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -130,6 +137,11 @@ impl Default for Metrics {
             metrics.cache_misses.clone(),
         );
         registry.register(
+            "aggregates_rebuilt",
+            "Aggregates rebuilt from the store after another aggregate's trap lost the instance they shared",
+            metrics.aggregates_rebuilt.clone(),
+        );
+        registry.register(
             "queued_commands",
             "Commands waiting in aggregate queues",
             metrics.queued_commands.clone(),
@@ -154,6 +166,11 @@ impl Default for Metrics {
             "Aggregate components loaded",
             metrics.aggregates_loaded.clone(),
         );
+        registry.register(
+            "guest_instances",
+            "Guest instances alive, each holding the states of one or more aggregates",
+            metrics.guest_instances.clone(),
+        );
         metrics
     }
 }
@@ -168,6 +185,7 @@ impl Metrics {
         self.guest_calls_running
             .set(gauge(levels.guest_calls_running));
         self.aggregates_loaded.set(gauge(levels.aggregates_loaded));
+        self.guest_instances.set(gauge(levels.guest_instances));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -166,6 +166,12 @@ pub struct LimitArgs {
     /// Bytes of one command payload or one event payload.
     #[arg(long, global = true, default_value_t = 65536)]
     pub max_payload_bytes: usize,
+
+    /// Hydrated aggregates one guest instance holds (1: an instance each).
+    /// They share the instance's memory limit, and a trap in one of them
+    /// has all of them rebuilt from the store.
+    #[arg(long, global = true, default_value_t = crate::runtime::sandbox::DEFAULT_AGGREGATES_PER_INSTANCE as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub aggregates_per_instance: u64,
 }
 
 impl LimitArgs {
@@ -178,6 +184,8 @@ impl LimitArgs {
             memory_bytes: usize::try_from(self.guest_memory_mib << 20).unwrap_or(usize::MAX),
             max_events_per_command: self.max_events_per_command,
             max_payload_bytes: self.max_payload_bytes,
+            aggregates_per_instance: usize::try_from(self.aggregates_per_instance)
+                .unwrap_or(usize::MAX),
         }
     }
 }

@@ -3,17 +3,24 @@
 //! on an async worker thread: instantiating (from a snapshot or fresh),
 //! applying events, deciding, snapshotting, rendering state.
 //!
-//! An instance moves into the pool for the call and comes back with the
+//! An aggregate moves into the pool for the call and comes back with the
 //! result, unless the call failed in the guest: an instance that trapped is
-//! never used again, so it is dropped there.
+//! never used again, so the aggregate is dropped there. An aggregate whose
+//! shared instance another aggregate's trap lost is rebuilt from the store
+//! at the version it was at, and the call is made again: a command never
+//! fails for a neighbour's fault.
 
 use super::Shared;
-use crate::error::{GuestError, Refusal};
+use crate::error::{CommandError, GuestError, Refusal};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{Hydrated, LoadedComponent};
-use crate::store::{RecordedEvent, Snapshot};
+use crate::store::{RecordedEvent, Snapshot, StreamId};
 use std::sync::Arc;
-use tracing::warn;
+use tracing::{debug, warn};
+
+/// Times one call rebuilds its aggregate after losing the instance before
+/// the call gives up (each loss is another aggregate's trap).
+const MAX_REBUILDS: usize = 3;
 
 /// A guest's decision on one command: its events, or its refusal.
 pub(super) type Decided = Result<Vec<DecidedEvent>, Refusal>;
@@ -25,27 +32,71 @@ pub(super) struct BatchDecision {
     pub decided: Vec<Decided>,
     /// The guest failed on command number `decided.len()`: that command
     /// fails, and the instance is gone.
-    pub failure: Option<GuestError>,
+    pub failure: Option<CommandError>,
 }
 
 impl Shared {
-    /// Runs `call` with `aggregate` on the guest pool. The instance comes
-    /// back unless the call failed.
+    /// Runs `call` with `aggregate` on the guest pool. The aggregate comes
+    /// back unless the call failed. `call` must be safe to run again on
+    /// the aggregate rebuilt at the version it had (it is, when it applies
+    /// recorded events by sequence number and decides without recording).
     pub(super) async fn with_instance<T, F>(
         &self,
         mut aggregate: Hydrated,
         call: F,
-    ) -> Result<(Hydrated, T), GuestError>
+    ) -> Result<(Hydrated, T), CommandError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Hydrated) -> Result<T, GuestError> + Send + 'static,
+        F: Fn(&mut Hydrated) -> Result<T, GuestError> + Send + Sync + 'static,
     {
-        let name = aggregate.component.name.clone();
-        let ran = self
-            .guests
-            .run(move || call(&mut aggregate).map(|value| (aggregate, value)))
-            .await;
-        self.count_guest_call(ran, &name)
+        let call = Arc::new(call);
+        let (component, id, version) = (
+            aggregate.component.clone(),
+            aggregate.id.clone(),
+            aggregate.version,
+        );
+        let mut rebuilds = 0;
+        loop {
+            let run = call.clone();
+            let ran = self
+                .guests
+                .run(move || run(&mut aggregate).map(|value| (aggregate, value)))
+                .await;
+            match self.count_guest_call(ran, &component.name) {
+                Err(GuestError::InstanceLost { .. }) if rebuilds < MAX_REBUILDS => {
+                    rebuilds += 1;
+                    aggregate = Box::pin(self.rebuild(&component, &id, version)).await?;
+                }
+                done => return Ok(done?),
+            }
+        }
+    }
+
+    /// The aggregate `id`, whose instance was lost, made again in another
+    /// at `version`: from a snapshot at or below it and the events after.
+    async fn rebuild(
+        &self,
+        component: &Arc<LoadedComponent>,
+        id: &str,
+        version: u64,
+    ) -> Result<Hydrated, CommandError> {
+        debug!(aggregate = %component.name, %id, version, "instance lost; rebuilding from the store");
+        self.metrics.aggregates_rebuilt.inc();
+        let stream = StreamId::new(&component.name, id);
+        let snapshot = self
+            .latest_snapshot(component, &stream)
+            .await
+            .filter(|snapshot| snapshot.version <= version);
+        let fresh = self.instantiate(component, id, snapshot).await?;
+        let (rebuilt, _) = self.replay(fresh, &stream, version).await?;
+        if rebuilt.version != version {
+            // The lost instance held events not (or no longer) recorded.
+            return Err(GuestError::InstanceLost {
+                aggregate: component.name.clone(),
+            }
+            .into());
+        }
+        Ok(rebuilt)
     }
 
     /// Counts a pool run and turns a host panic into a guest failure (the
@@ -106,7 +157,7 @@ impl Shared {
         &self,
         aggregate: Hydrated,
         events: Vec<RecordedEvent>,
-    ) -> Result<Hydrated, GuestError> {
+    ) -> Result<Hydrated, CommandError> {
         if events.is_empty() {
             return Ok(aggregate);
         }
@@ -124,7 +175,7 @@ impl Shared {
         unseen: Vec<RecordedEvent>,
         command: &str,
         payload: &str,
-    ) -> Result<(Hydrated, Decided), GuestError> {
+    ) -> Result<(Hydrated, Decided), CommandError> {
         let (command, payload) = (command.to_string(), payload.to_string());
         self.with_instance(aggregate, move |a| {
             a.apply_recorded(&unseen)?;
@@ -134,46 +185,54 @@ impl Shared {
     }
 
     /// Decides `commands` (name, payload) one after another, applying each
-    /// command's events before deciding the next. The instance comes back
+    /// command's events before deciding the next. The aggregate comes back
     /// unless the guest failed on one of them.
+    ///
+    /// An instance lost to another aggregate's trap before the first
+    /// decision is rebuilt and the batch decided again; lost later, the
+    /// decisions so far stand (they were made before the loss) and the
+    /// rest of the batch is left undecided, with no failure.
     pub(super) async fn decide_batch(
         &self,
         mut aggregate: Hydrated,
         commands: Vec<(String, String)>,
     ) -> (Option<Hydrated>, BatchDecision) {
-        let name = aggregate.component.name.clone();
-        let ran = self
-            .guests
-            .run(move || {
-                let mut decision = BatchDecision {
-                    decided: Vec::with_capacity(commands.len()),
-                    failure: None,
-                };
-                for (command, payload) in &commands {
-                    let decided = aggregate.decide(command, payload).and_then(|d| match d {
-                        Ok(events) => aggregate.apply_decided(&events).map(|()| Ok(events)),
-                        Err(refusal) => Ok(Err(refusal)),
-                    });
-                    match decided {
-                        Ok(decided) => decision.decided.push(decided),
-                        Err(e) => {
-                            decision.failure = Some(e);
-                            return Ok((None, decision));
-                        }
-                    }
-                }
-                Ok((Some(aggregate), decision))
-            })
-            .await;
-        match self.count_guest_call(ran, &name) {
-            Ok(done) => done,
-            Err(failure) => (
-                None,
-                BatchDecision {
-                    decided: Vec::new(),
-                    failure: Some(failure),
-                },
-            ),
+        let commands = Arc::new(commands);
+        let (component, id, version) = (
+            aggregate.component.clone(),
+            aggregate.id.clone(),
+            aggregate.version,
+        );
+        let mut rebuilds = 0;
+        loop {
+            let batch = commands.clone();
+            let ran = self
+                .guests
+                .run(move || Ok(decide_in_turn(aggregate, &batch)))
+                .await;
+            let (kept, mut decision) = match self.count_guest_call(ran, &component.name) {
+                Ok(done) => done,
+                Err(failure) => (None, BatchDecision::failed(failure.into())),
+            };
+            let lost = matches!(
+                decision.failure,
+                Some(CommandError::Guest(GuestError::InstanceLost { .. }))
+            );
+            if !lost {
+                return (kept, decision);
+            }
+            if !decision.decided.is_empty() {
+                decision.failure = None;
+                return (None, decision);
+            }
+            if rebuilds == MAX_REBUILDS {
+                return (None, decision);
+            }
+            rebuilds += 1;
+            match self.rebuild(&component, &id, version).await {
+                Ok(rebuilt) => aggregate = rebuilt,
+                Err(e) => return (None, BatchDecision::failed(e)),
+            }
         }
     }
 
@@ -182,7 +241,7 @@ impl Shared {
         &self,
         aggregate: Hydrated,
         events: Vec<DecidedEvent>,
-    ) -> Result<Hydrated, GuestError> {
+    ) -> Result<Hydrated, CommandError> {
         let (aggregate, ()) = self
             .with_instance(aggregate, move |a| a.apply_decided(&events))
             .await?;
@@ -193,7 +252,7 @@ impl Shared {
     pub(super) async fn take_snapshot(
         &self,
         aggregate: Hydrated,
-    ) -> Result<(Hydrated, Snapshot), GuestError> {
+    ) -> Result<(Hydrated, Snapshot), CommandError> {
         self.with_instance(aggregate, |a| a.snapshot()).await
     }
 
@@ -201,7 +260,41 @@ impl Shared {
     pub(super) async fn render(
         &self,
         aggregate: Hydrated,
-    ) -> Result<(Hydrated, String), GuestError> {
+    ) -> Result<(Hydrated, String), CommandError> {
         self.with_instance(aggregate, |a| a.to_json()).await
     }
+}
+
+impl BatchDecision {
+    fn failed(failure: CommandError) -> Self {
+        Self {
+            decided: Vec::new(),
+            failure: Some(failure),
+        }
+    }
+}
+
+/// [`Shared::decide_batch`]'s work on a guest thread.
+fn decide_in_turn(
+    mut aggregate: Hydrated,
+    commands: &[(String, String)],
+) -> (Option<Hydrated>, BatchDecision) {
+    let mut decision = BatchDecision {
+        decided: Vec::with_capacity(commands.len()),
+        failure: None,
+    };
+    for (command, payload) in commands {
+        let decided = aggregate.decide(command, payload).and_then(|d| match d {
+            Ok(events) => aggregate.apply_decided(&events).map(|()| Ok(events)),
+            Err(refusal) => Ok(Err(refusal)),
+        });
+        match decided {
+            Ok(decided) => decision.decided.push(decided),
+            Err(e) => {
+                decision.failure = Some(e.into());
+                return (None, decision);
+            }
+        }
+    }
+    (Some(aggregate), decision)
 }

@@ -304,7 +304,15 @@ impl Host {
             cached_bytes: self.cached_bytes(),
             guest_calls_running: self.guest_calls_running(),
             aggregates_loaded: self.modules().len(),
+            guest_instances: self.guest_instances(),
         })
+    }
+
+    /// Guest instances alive for the loaded components' aggregates (an
+    /// instance holds the states of up to `aggregates_per_instance`).
+    pub fn guest_instances(&self) -> usize {
+        let modules = self.modules();
+        modules.iter().map(|c| c.instances().0).sum()
     }
 
     pub fn concurrency(&self) -> Concurrency {
@@ -571,12 +579,13 @@ impl Shared {
     }
 
     /// The cached instance of a stream, if there is one of this very
-    /// component (an instance of a replaced version is dropped).
+    /// component that can still be used (one of a replaced version, or in
+    /// an instance lost to a trap, is dropped).
     fn cached(&self, component: &LoadedComponent, stream: &StreamId) -> Option<Hydrated> {
         let cached = self
             .cache
             .take(stream)
-            .filter(|cached| cached.component.digest == component.digest);
+            .filter(|cached| cached.component.digest == component.digest && !cached.is_lost());
         match cached {
             Some(_) => self.metrics.cache_hits.inc(),
             None => self.metrics.cache_misses.inc(),
@@ -637,7 +646,7 @@ impl Shared {
         aggregate: Hydrated,
         stream: &StreamId,
         before: u64,
-    ) -> Result<Hydrated, GuestError> {
+    ) -> Result<Hydrated, CommandError> {
         let every = self.snapshot_every;
         if every == 0 || aggregate.version / every == before / every {
             return Ok(aggregate);

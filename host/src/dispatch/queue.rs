@@ -210,7 +210,7 @@ async fn run_batch(
     // of another component version is dropped.
     let held = instance
         .take()
-        .filter(|held| held.component.digest == component.digest)
+        .filter(|held| held.component.digest == component.digest && !held.is_lost())
         .or_else(|| shared.cached(&component, stream));
     let (aggregate, current) = match held {
         Some(aggregate) => (aggregate, false),
@@ -237,7 +237,7 @@ async fn run_batch(
     if let Some(failure) = decision.failure {
         // The instance failed on this command: it fails alone.
         if let Some(job) = jobs.next() {
-            job.answer(Err(failure.into()));
+            job.answer(Err(failure));
         }
     }
     let mut leftover: Vec<Job> = jobs.collect();

@@ -5,6 +5,7 @@ use super::artifacts::ArtifactCache;
 use super::bindings::AggregateGuestPre;
 use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
 use super::sandbox::{self, GuestContext, Limits};
+use super::shared_instance::InstanceSet;
 use crate::error::LoadError;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -37,6 +38,8 @@ pub struct LoadedComponent {
     pub(crate) tag: Arc<str>,
     /// Imports resolved and exports type-checked once, so each instance is cheap.
     pub(crate) pre: AggregateGuestPre<GuestContext>,
+    /// The instances hydrated aggregates of this component live in.
+    pub(crate) instances: InstanceSet,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -103,7 +106,14 @@ impl LoadedComponent {
             limits,
             tag,
             pre,
+            instances: InstanceSet::default(),
         })
+    }
+
+    /// Instances of this component alive now, and how many were lost to
+    /// traps since it was loaded.
+    pub fn instances(&self) -> (usize, usize) {
+        (self.instances.alive(), self.instances.lost())
     }
 
     pub fn accepts(&self, command: &str) -> bool {

@@ -1,24 +1,31 @@
-//! One hydrated aggregate: a wasmtime store with an instance of its component
-//! and the guest-held `state` resource, plus the stream version it reflects.
+//! One hydrated aggregate: the guest-held `state` resource, in an instance
+//! of its component that it may share with other aggregates (see
+//! [`shared_instance`](super::shared_instance)), plus the stream version it
+//! reflects.
 //!
-//! After any trap the instance must be thrown away (wasmtime will not re-enter
-//! it); methods that fail with [`GuestError::Trap`] leave `self` unusable, and
-//! callers drop it.
+//! After a trap the aggregate's instance is lost: methods fail with the
+//! trap's [`GuestError`], and every later call on any aggregate of that
+//! instance fails with [`GuestError::InstanceLost`]. Callers drop such an
+//! aggregate and rebuild it from the store.
 
 use super::LoadedComponent;
 use super::bindings::AggregateGuest;
 use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
-use super::sandbox::{self, GuestContext};
+use super::sandbox;
+use super::shared_instance::SharedInstance;
 use crate::error::{ApplyFailure, GuestError, Refusal};
 use crate::store::{RecordedEvent, Snapshot};
 use std::sync::Arc;
-use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 /// The most event bytes (names and payloads) one `apply` call lowers into
 /// guest memory when replaying a stream: far below the default 64 MiB guest
 /// memory limit, and large enough that a call's fixed cost vanishes.
 pub const APPLY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Times a new state is placed again when the instance it was placed in
+/// is lost before the state could be made (another aggregate trapped).
+const PLACEMENT_ATTEMPTS: usize = 3;
 
 /// A guest-decided event, checked against the manifest, not yet recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,110 +40,129 @@ pub struct Hydrated {
     pub id: String,
     /// The sequence number of the last event applied; 0 for a new stream.
     pub version: u64,
-    store: Store<GuestContext>,
-    guest: AggregateGuest,
+    instance: Arc<SharedInstance>,
     state: ResourceAny,
 }
 
+impl Drop for Hydrated {
+    fn drop(&mut self) {
+        self.instance.release(self.state);
+    }
+}
+
 impl Hydrated {
-    /// A fresh instance of `component` for aggregate `id`, at version 0.
+    /// A fresh state of `component` for aggregate `id`, at version 0.
     pub fn new(component: Arc<LoadedComponent>, id: &str) -> Result<Self, GuestError> {
-        let (mut store, guest) = Self::instantiate(&component)?;
-        sandbox::arm(&mut store, &component.limits);
-        let constructed = guest
-            .eshost_aggregate_aggregate()
-            .state()
-            .call_constructor(&mut store, id);
-        let state = match constructed {
-            Ok(state) => state,
-            Err(e) => {
-                return Err(sandbox::classify(
-                    store.data_mut(),
-                    &component.limits,
-                    "constructor",
-                    e,
-                ));
-            }
-        };
-        Ok(Self {
-            id: id.to_string(),
-            version: 0,
-            store,
-            guest,
-            state,
-            component,
+        let aggregate = component.name.clone();
+        let made = Self::make(component, id, 0, "constructor", |store, guest| {
+            let state = guest.eshost_aggregate_aggregate().state();
+            state.call_constructor(store, id).map(Ok)
+        })?;
+        // The constructor cannot refuse; `make` only shares its shape with restore.
+        made.map_err(|reason| GuestError::Trap {
+            aggregate,
+            call: "constructor",
+            message: reason,
         })
     }
 
-    /// An instance of `component` for aggregate `id` with the state a
-    /// snapshot holds, at the snapshot's version.
+    /// A state of `component` for aggregate `id` restored from a snapshot,
+    /// at the snapshot's version.
     pub fn restore(
         component: Arc<LoadedComponent>,
         id: &str,
         snapshot: &Snapshot,
     ) -> Result<Self, GuestError> {
-        let (mut store, guest) = Self::instantiate(&component)?;
-        sandbox::arm(&mut store, &component.limits);
-        let restored = guest.eshost_aggregate_aggregate().state().call_restore(
-            &mut store,
+        let aggregate = component.name.clone();
+        let made = Self::make(
+            component,
             id,
-            &snapshot.state,
-        );
-        let state = match restored {
-            Ok(Ok(state)) => state,
-            Ok(Err(reason)) => {
-                return Err(GuestError::SnapshotRefused {
-                    aggregate: component.name.clone(),
-                    id: id.to_string(),
-                    version: snapshot.version,
-                    reason,
-                });
-            }
-            Err(e) => {
-                return Err(sandbox::classify(
-                    store.data_mut(),
-                    &component.limits,
-                    "restore",
-                    e,
-                ));
-            }
-        };
-        Ok(Self {
+            snapshot.version,
+            "restore",
+            |store, guest| {
+                let state = guest.eshost_aggregate_aggregate().state();
+                state.call_restore(store, id, &snapshot.state)
+            },
+        )?;
+        made.map_err(|reason| GuestError::SnapshotRefused {
+            aggregate,
             id: id.to_string(),
             version: snapshot.version,
-            store,
-            guest,
-            state,
-            component,
+            reason,
         })
     }
 
-    fn instantiate(
-        component: &LoadedComponent,
-    ) -> Result<(Store<GuestContext>, AggregateGuest), GuestError> {
-        let limits = component.limits;
-        let mut store = sandbox::new_store(&component.engine, component.tag.clone(), &limits);
-        sandbox::arm(&mut store, &limits);
-        match component.pre.instantiate(&mut store) {
-            Ok(guest) => Ok((store, guest)),
-            Err(e) => Err(sandbox::classify(
-                store.data_mut(),
-                &limits,
-                "instantiate",
-                e,
-            )),
+    /// A state made by `make` in an instance with room for it. The outer
+    /// error is the guest failing, the inner one its refusal. An instance
+    /// lost before the state was made (another aggregate trapped) costs
+    /// another placement.
+    fn make(
+        component: Arc<LoadedComponent>,
+        id: &str,
+        version: u64,
+        name: &'static str,
+        make: impl Fn(
+            &mut wasmtime::Store<sandbox::GuestContext>,
+            &AggregateGuest,
+        ) -> wasmtime::Result<Result<ResourceAny, String>>,
+    ) -> Result<Result<Self, String>, GuestError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let instance = component.instances.place(&component)?;
+            match instance.call(&component, name, &make) {
+                Ok(Ok(state)) => {
+                    return Ok(Ok(Self {
+                        component,
+                        id: id.to_string(),
+                        version,
+                        instance,
+                        state,
+                    }));
+                }
+                Ok(Err(reason)) => {
+                    instance.vacate();
+                    return Ok(Err(reason));
+                }
+                Err(GuestError::InstanceLost { .. }) if attempts < PLACEMENT_ATTEMPTS => {
+                    instance.vacate();
+                }
+                Err(e) => {
+                    instance.vacate();
+                    return Err(e);
+                }
+            }
         }
+    }
+
+    /// Whether the instance this aggregate lives in was lost to a trap: it
+    /// can only be rebuilt.
+    pub fn is_lost(&self) -> bool {
+        self.instance.is_lost()
+    }
+
+    /// Runs one call on this aggregate's state.
+    fn call<T>(
+        &self,
+        name: &'static str,
+        call: impl FnOnce(
+            &mut wasmtime::Store<sandbox::GuestContext>,
+            &AggregateGuest,
+            ResourceAny,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, GuestError> {
+        let state = self.state;
+        self.instance.call(&self.component, name, |store, guest| {
+            call(store, guest, state)
+        })
     }
 
     /// The state as bytes for a snapshot, at `self.version`.
     pub fn snapshot(&mut self) -> Result<Snapshot, GuestError> {
-        self.arm();
-        let bytes = self
-            .guest
-            .eshost_aggregate_aggregate()
-            .state()
-            .call_snapshot(&mut self.store, self.state);
-        let state = bytes.map_err(|e| self.fail("snapshot", e))?;
+        let state = self.call("snapshot", |store, guest, state| {
+            let calls = guest.eshost_aggregate_aggregate().state();
+            calls.call_snapshot(store, state)
+        })?;
         self.within("snapshot", "snapshot size", state.len(), MAX_SNAPSHOT_BYTES)?;
         Ok(Snapshot {
             version: self.version,
@@ -163,19 +189,10 @@ impl Hydrated {
         })
     }
 
-    /// Bytes of linear memory the instance holds (what it costs to keep).
+    /// This aggregate's share of its instance's linear memory (what it
+    /// costs to keep).
     pub fn memory_bytes(&self) -> usize {
-        self.store.data().memory_used()
-    }
-
-    /// Explains a failed call. The instance must not be used afterwards.
-    fn fail(&mut self, call: &'static str, error: wasmtime::Error) -> GuestError {
-        sandbox::classify(self.store.data_mut(), &self.component.limits, call, error)
-    }
-
-    /// Gives the next call its budget.
-    fn arm(&mut self) {
-        sandbox::arm(&mut self.store, &self.component.limits);
+        self.instance.memory_share()
     }
 
     /// Applies recorded events that follow `self.version`, in order. Events at
@@ -261,13 +278,10 @@ impl Hydrated {
     }
 
     fn apply(&mut self, first_sequence: u64, batch: &[Event]) -> Result<(), GuestError> {
-        self.arm();
-        let result = self.guest.eshost_aggregate_aggregate().state().call_apply(
-            &mut self.store,
-            self.state,
-            batch,
-        );
-        let result = result.map_err(|e| self.fail("apply", e))?;
+        let result = self.call("apply", |store, guest, state| {
+            let calls = guest.eshost_aggregate_aggregate().state();
+            calls.call_apply(store, state, batch)
+        })?;
         result.map_err(|reason| {
             // The 0.1.0 contract's `apply` does not say which of its events
             // it refused; with one event the host knows.
@@ -308,13 +322,11 @@ impl Hydrated {
             name: command.to_string(),
             payload: payload.to_string(),
         };
-        self.arm();
-        let decided = self.guest.eshost_aggregate_aggregate().state().call_handle(
-            &mut self.store,
-            self.state,
-            &command,
-        );
-        let events = match decided.map_err(|e| self.fail("handle", e))? {
+        let decided = self.call("handle", |store, guest, state| {
+            let calls = guest.eshost_aggregate_aggregate().state();
+            calls.call_handle(store, state, &command)
+        })?;
+        let events = match decided {
             Ok(events) => events,
             Err(refusal) => return Ok(Err(refusal.into())),
         };
@@ -375,13 +387,10 @@ impl Hydrated {
 
     /// The current state as JSON text, as the guest renders it.
     pub fn to_json(&mut self) -> Result<String, GuestError> {
-        self.arm();
-        let json = self
-            .guest
-            .eshost_aggregate_aggregate()
-            .state()
-            .call_to_json(&mut self.store, self.state);
-        let json = json.map_err(|e| self.fail("to-json", e))?;
+        let json = self.call("to-json", |store, guest, state| {
+            let calls = guest.eshost_aggregate_aggregate().state();
+            calls.call_to_json(store, state)
+        })?;
         // Checked before anything parses it: a parsed value costs many
         // times its text.
         self.within("to-json", "state size", json.len(), MAX_STATE_JSON_BYTES)?;

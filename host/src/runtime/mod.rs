@@ -4,7 +4,8 @@
 //!
 //! - [`component`]: loading one `.wasm` file into a [`LoadedComponent`].
 //! - [`modules`]: the set of loaded components, by aggregate name.
-//! - [`instance`]: one hydrated aggregate: a store, an instance, a state resource.
+//! - [`instance`]: one hydrated aggregate: a state resource in an instance.
+//! - [`shared_instance`]: instances shared by many aggregates' states.
 //! - [`projection`]: projection guests, which build views from events.
 //! - [`sandbox`]: the limits on every guest call and the one import, `log`.
 //! - [`artifacts`]: the on-disk cache of compiled components.
@@ -18,6 +19,7 @@ pub mod modules;
 pub mod pool;
 pub mod projection;
 pub mod sandbox;
+pub(crate) mod shared_instance;
 pub mod watch;
 
 pub use artifacts::ArtifactCache;

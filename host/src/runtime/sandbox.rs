@@ -78,7 +78,14 @@ pub struct Limits {
     pub max_events_per_command: usize,
     /// Bytes of one command payload or one event payload.
     pub max_payload_bytes: usize,
+    /// Hydrated aggregates one instance holds at most (1: an instance
+    /// each). They share its memory limit, and a trap in it makes every
+    /// one of them be rebuilt from the store.
+    pub aggregates_per_instance: usize,
 }
+
+/// Hydrated aggregates one instance holds when no number is given.
+pub const DEFAULT_AGGREGATES_PER_INSTANCE: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -87,6 +94,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             max_events_per_command: 100,
             max_payload_bytes: 64 << 10,
+            aggregates_per_instance: DEFAULT_AGGREGATES_PER_INSTANCE,
         }
     }
 }

@@ -186,3 +186,70 @@ async fn a_crowd_never_oversells_the_typescript_guest(db: &TestDb) {
 async fn a_crowd_never_oversells_the_python_guest(db: &TestDb) {
     a_crowd_never_oversells(python(), db).await;
 }
+
+/// The guest memory `items` hydrated items of a language's guest hold, and
+/// the instances they live in, with `per_instance` items to an instance.
+async fn hydrated_memory(
+    dir: &std::path::Path,
+    items: usize,
+    per_instance: usize,
+) -> (usize, usize) {
+    let limits = eshost::runtime::Limits {
+        aggregates_per_instance: per_instance,
+        ..Default::default()
+    };
+    let runtime = Runtime::with_limits(limits).with_cache_dir(compiled_code_cache());
+    let modules = runtime.load_dir(dir).expect("loading the guest");
+    let db = TestDb::sqlite().await;
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let options = HostOptions {
+        // Each item goes to the cache as soon as it is answered.
+        concurrency: eshost::Concurrency::Optimistic,
+        ..HostOptions::default()
+    };
+    let host = Host::with_options(modules, store, options);
+    for i in 0..items {
+        host.execute(&create(&format!("item-{i}"), 10))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        host.cached_aggregates(),
+        items,
+        "{} bytes",
+        host.cached_bytes()
+    );
+    (host.guest_instances(), host.cached_bytes())
+}
+
+/// A big guest's items share instances: a hundred hydrated items hold a
+/// small fraction of the guest memory they hold with an instance each.
+async fn items_share_instances_and_memory(language: &Language) {
+    let Some(dir) = language.modules_dir() else {
+        return;
+    };
+    let items = 100;
+    let (alone, alone_bytes) = hydrated_memory(&dir, items, 1).await;
+    let (shared, shared_bytes) = hydrated_memory(&dir, items, 64).await;
+    eprintln!(
+        "{items} items: {alone} instances, {} KiB alone; {shared} instances, {} KiB shared",
+        alone_bytes >> 10,
+        shared_bytes >> 10
+    );
+    assert_eq!(alone, items);
+    assert!(shared <= items.div_ceil(64) + 1, "{shared} instances");
+    assert!(
+        shared_bytes * 10 < alone_bytes,
+        "shared {shared_bytes} bytes, alone {alone_bytes}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydrated_typescript_items_share_instances_and_memory() {
+    items_share_instances_and_memory(&TYPESCRIPT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydrated_python_items_share_instances_and_memory() {
+    items_share_instances_and_memory(&PYTHON).await;
+}
