@@ -3,8 +3,10 @@
 //! on an async worker thread: instantiating (from a snapshot or fresh),
 //! applying events, deciding, snapshotting, rendering state.
 //!
-//! An aggregate moves into the pool for the call and comes back with the
-//! result, unless the call failed in the guest: an instance that trapped is
+//! Each call first waits, asynchronously, for its turn in the instance its
+//! aggregate shares, so no guest thread is held waiting for another
+//! aggregate's call. An aggregate moves into the pool for the call and
+//! comes back with the result, unless the call failed in the guest: an instance that trapped is
 //! never used again, so the aggregate is dropped there. An aggregate whose
 //! shared instance another aggregate's trap lost is rebuilt from the store
 //! at the version it was at, and the call is made again: a command never
@@ -50,36 +52,37 @@ impl Shared {
         F: Fn(&mut Hydrated) -> Result<T, GuestError> + Send + Sync + 'static,
     {
         let call = Arc::new(call);
-        let (component, id, version) = (
-            aggregate.component.clone(),
-            aggregate.id.clone(),
-            aggregate.version,
-        );
+        let lineage = Lineage::of(&aggregate);
         let mut rebuilds = 0;
         loop {
             let run = call.clone();
+            let turn = aggregate.turn().await;
             let ran = self
                 .guests
-                .run(move || run(&mut aggregate).map(|value| (aggregate, value)))
+                .run(move || {
+                    let _turn = turn;
+                    run(&mut aggregate).map(|value| (aggregate, value))
+                })
                 .await;
-            match self.count_guest_call(ran, &component.name) {
+            match self.count_guest_call(ran, &lineage.component.name) {
                 Err(GuestError::InstanceLost { .. }) if rebuilds < MAX_REBUILDS => {
                     rebuilds += 1;
-                    aggregate = Box::pin(self.rebuild(&component, &id, version)).await?;
+                    aggregate = Box::pin(self.rebuild(&lineage)).await?;
                 }
                 done => return Ok(done?),
             }
         }
     }
 
-    /// The aggregate `id`, whose instance was lost, made again in another
-    /// at `version`: from a snapshot at or below it and the events after.
-    async fn rebuild(
-        &self,
-        component: &Arc<LoadedComponent>,
-        id: &str,
-        version: u64,
-    ) -> Result<Hydrated, CommandError> {
+    /// An aggregate whose instance was lost, made again in another at the
+    /// version it had: from a snapshot at or below it and the events after.
+    async fn rebuild(&self, lineage: &Lineage) -> Result<Hydrated, CommandError> {
+        let Lineage {
+            component,
+            id,
+            version,
+        } = lineage;
+        let version = *version;
         debug!(aggregate = %component.name, %id, version, "instance lost; rebuilding from the store");
         self.metrics.aggregates_rebuilt.inc();
         let stream = StreamId::new(&component.name, id);
@@ -198,19 +201,19 @@ impl Shared {
         commands: Vec<(String, String)>,
     ) -> (Option<Hydrated>, BatchDecision) {
         let commands = Arc::new(commands);
-        let (component, id, version) = (
-            aggregate.component.clone(),
-            aggregate.id.clone(),
-            aggregate.version,
-        );
+        let lineage = Lineage::of(&aggregate);
         let mut rebuilds = 0;
         loop {
             let batch = commands.clone();
+            let turn = aggregate.turn().await;
             let ran = self
                 .guests
-                .run(move || Ok(decide_in_turn(aggregate, &batch)))
+                .run(move || {
+                    let _turn = turn;
+                    Ok(decide_in_turn(aggregate, &batch))
+                })
                 .await;
-            let (kept, mut decision) = match self.count_guest_call(ran, &component.name) {
+            let (kept, mut decision) = match self.count_guest_call(ran, &lineage.component.name) {
                 Ok(done) => done,
                 Err(failure) => (None, BatchDecision::failed(failure.into())),
             };
@@ -229,7 +232,7 @@ impl Shared {
                 return (None, decision);
             }
             rebuilds += 1;
-            match self.rebuild(&component, &id, version).await {
+            match self.rebuild(&lineage).await {
                 Ok(rebuilt) => aggregate = rebuilt,
                 Err(e) => return (None, BatchDecision::failed(e)),
             }
@@ -262,6 +265,24 @@ impl Shared {
         aggregate: Hydrated,
     ) -> Result<(Hydrated, String), CommandError> {
         self.with_instance(aggregate, |a| a.to_json()).await
+    }
+}
+
+/// Which aggregate a call was made on, at which version: what rebuilding
+/// it takes if its instance is lost.
+struct Lineage {
+    component: Arc<LoadedComponent>,
+    id: String,
+    version: u64,
+}
+
+impl Lineage {
+    fn of(aggregate: &Hydrated) -> Self {
+        Self {
+            component: aggregate.component.clone(),
+            id: aggregate.id.clone(),
+            version: aggregate.version,
+        }
     }
 }
 

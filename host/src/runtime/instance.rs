@@ -141,6 +141,12 @@ impl Hydrated {
         self.instance.is_lost()
     }
 
+    /// Waits for this aggregate's turn in its shared instance (see
+    /// [`SharedInstance::turn`]); holding it, a call waits for no other.
+    pub async fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.instance.turn().await
+    }
+
     /// Runs one call on this aggregate's state.
     fn call<T>(
         &self,

@@ -10,7 +10,10 @@
 //! room for its states to grow), else in a new instance.
 //!
 //! Every call locks its instance, so the aggregates sharing one take turns;
-//! a slow call delays at most the others in that instance. A trap poisons
+//! a slow call delays at most the others in that instance. The dispatcher
+//! waits for an instance's [`turn`](SharedInstance::turn) asynchronously
+//! before it takes a guest thread, so a call waiting for its turn holds no
+//! thread. A trap poisons
 //! the whole instance: wasmtime will not enter it again, and its memory may
 //! hold anything. The instance is then *lost*: its store is dropped at once,
 //! and every aggregate in it fails its next call with
@@ -108,6 +111,8 @@ pub(crate) struct SharedInstance {
     /// States the instance may hold.
     places: usize,
     is_lost: AtomicBool,
+    /// One permit: whoever holds it is next to call (see the module doc).
+    turn: Arc<tokio::sync::Semaphore>,
     alive: Arc<AtomicUsize>,
     lost: Arc<AtomicUsize>,
 }
@@ -134,6 +139,7 @@ impl SharedInstance {
             tenants: AtomicUsize::new(0),
             places: limits.aggregates_per_instance.max(1),
             is_lost: AtomicBool::new(false),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
             alive: set.alive.clone(),
             lost: set.lost.clone(),
         })
@@ -197,6 +203,14 @@ impl SharedInstance {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
         failure
+    }
+
+    /// Waits until no other caller holding a turn uses the instance; the
+    /// turn lasts until the permit is dropped. (Callers that do not wait
+    /// for a turn, such as a new state's placement, still take the lock.)
+    pub(crate) async fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // Never closed, so acquiring only waits.
+        self.turn.clone().acquire_owned().await.ok()
     }
 
     /// Whether a trap has made the instance unusable.
