@@ -2,7 +2,7 @@
 //! aggregates it was never compiled against. An account is opened once, takes
 //! deposits, and declines (as a recorded event) a withdrawal it cannot cover.
 
-use eshost_guest::{Aggregate, Event, Refusal, parse, parse_event};
+use eshost_guest::{Aggregate, Refusal};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,29 +14,23 @@ pub struct BankAccount {
     pub balance: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OpenAccount {
-    owner: String,
+/// Amounts are signed so that a negative one is refused as an invalid
+/// command, not an invalid payload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "name", content = "payload")]
+pub enum Command {
+    OpenAccount { owner: String },
+    Deposit { amount: i64 },
+    Withdraw { amount: i64 },
 }
 
-/// The payload of Deposit, Withdraw, MoneyDeposited and MoneyWithdrawn.
-#[derive(Debug, Serialize, Deserialize)]
-struct Amount {
-    amount: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AccountOpened {
-    account_id: String,
-    owner: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct WithdrawalDeclined {
-    amount: u64,
-    reason: String,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "payload", rename_all_fields = "camelCase")]
+pub enum Event {
+    AccountOpened { account_id: String, owner: String },
+    MoneyDeposited { amount: u64 },
+    MoneyWithdrawn { amount: u64 },
+    WithdrawalDeclined { amount: u64, reason: String },
 }
 
 impl BankAccount {
@@ -51,8 +45,7 @@ impl BankAccount {
     }
 }
 
-fn positive(command: &str, payload: &str) -> Result<u64, Refusal> {
-    let Amount { amount } = parse(command, payload)?;
+fn positive(amount: i64) -> Result<u64, Refusal> {
     u64::try_from(amount)
         .ok()
         .filter(|&a| a >= 1)
@@ -62,13 +55,8 @@ fn positive(command: &str, payload: &str) -> Result<u64, Refusal> {
 impl Aggregate for BankAccount {
     const NAME: &'static str = "BankAccount";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const COMMANDS: &'static [&'static str] = &["OpenAccount", "Deposit", "Withdraw"];
-    const EVENTS: &'static [&'static str] = &[
-        "AccountOpened",
-        "MoneyDeposited",
-        "MoneyWithdrawn",
-        "WithdrawalDeclined",
-    ];
+    type Command = Command;
+    type Event = Event;
 
     fn new(id: String) -> Self {
         Self {
@@ -81,11 +69,10 @@ impl Aggregate for BankAccount {
         self.id = id;
     }
 
-    fn decide(&self, command: &str, payload: &str) -> Result<Vec<Event>, Refusal> {
+    fn decide(&self, command: Command) -> Result<Vec<Event>, Refusal> {
         match command {
-            "OpenAccount" => {
-                let open: OpenAccount = parse(command, payload)?;
-                if open.owner.trim().is_empty() {
+            Command::OpenAccount { owner } => {
+                if owner.trim().is_empty() {
                     return Err(Refusal::InvalidCommand("owner must not be empty".into()));
                 }
                 if self.owner.is_some() {
@@ -94,76 +81,43 @@ impl Aggregate for BankAccount {
                         self.id
                     )));
                 }
-                Ok(vec![Event::new(
-                    "AccountOpened",
-                    &AccountOpened {
-                        account_id: self.id.clone(),
-                        owner: open.owner,
-                    },
-                )])
+                Ok(vec![Event::AccountOpened {
+                    account_id: self.id.clone(),
+                    owner,
+                }])
             }
-            "Deposit" => {
-                let amount = positive(command, payload)?;
+            Command::Deposit { amount } => {
+                let amount = positive(amount)?;
                 self.require_open()?;
-                Ok(vec![Event::new(
-                    "MoneyDeposited",
-                    &Amount {
-                        amount: amount as i64,
-                    },
-                )])
+                Ok(vec![Event::MoneyDeposited { amount }])
             }
-            "Withdraw" => {
-                let amount = positive(command, payload)?;
+            Command::Withdraw { amount } => {
+                let amount = positive(amount)?;
                 self.require_open()?;
                 if amount > self.balance {
-                    return Ok(vec![Event::new(
-                        "WithdrawalDeclined",
-                        &WithdrawalDeclined {
-                            amount,
-                            reason: "insufficient_funds".into(),
-                        },
-                    )]);
+                    return Ok(vec![Event::WithdrawalDeclined {
+                        amount,
+                        reason: "insufficient_funds".into(),
+                    }]);
                 }
-                Ok(vec![Event::new(
-                    "MoneyWithdrawn",
-                    &Amount {
-                        amount: amount as i64,
-                    },
-                )])
+                Ok(vec![Event::MoneyWithdrawn { amount }])
             }
-            other => Err(Refusal::UnknownCommand(format!(
-                "{} has no command {other:?}",
-                Self::NAME
-            ))),
         }
     }
 
-    fn evolve(&mut self, event: &str, payload: &str) -> Result<(), String> {
+    fn evolve(&mut self, event: Event) -> Result<(), String> {
         match event {
-            "AccountOpened" => {
-                let opened: AccountOpened = parse_event(event, payload)?;
-                self.owner = Some(opened.owner);
+            Event::AccountOpened { owner, .. } => self.owner = Some(owner),
+            Event::MoneyDeposited { amount } => self.balance += amount,
+            Event::MoneyWithdrawn { amount } => {
+                self.balance = self.balance.checked_sub(amount).ok_or_else(|| {
+                    format!(
+                        "MoneyWithdrawn of {amount} exceeds balance {}",
+                        self.balance
+                    )
+                })?;
             }
-            "MoneyDeposited" => {
-                let Amount { amount } = parse_event(event, payload)?;
-                self.balance += amount.max(0) as u64;
-            }
-            "MoneyWithdrawn" => {
-                let Amount { amount } = parse_event(event, payload)?;
-                self.balance = self
-                    .balance
-                    .checked_sub(amount.max(0) as u64)
-                    .ok_or_else(|| {
-                        format!(
-                            "MoneyWithdrawn of {amount} exceeds balance {}",
-                            self.balance
-                        )
-                    })?;
-            }
-            "WithdrawalDeclined" => {
-                let _: WithdrawalDeclined = parse_event(event, payload)?;
-            }
-            other => return Err(format!("{} has no event {other:?}", Self::NAME)),
+            Event::WithdrawalDeclined { .. } => {}
         }
         Ok(())
     }
@@ -175,38 +129,50 @@ eshost_guest::export_aggregate!(BankAccount);
 mod tests {
     use super::*;
 
-    fn run(account: &mut BankAccount, command: &str, payload: &str) -> Result<Vec<Event>, Refusal> {
-        let events = account.decide(command, payload)?;
+    fn run(account: &mut BankAccount, command: Command) -> Result<Vec<Event>, Refusal> {
+        let events = account.decide(command)?;
         for e in &events {
-            account.evolve(&e.name, &e.payload).unwrap();
+            account.evolve(e.clone()).unwrap();
         }
         Ok(events)
     }
 
     #[test]
     fn deposits_and_withdrawals_never_overdraw() {
+        use Command::*;
         let mut account = BankAccount::new("acc-1".into());
         assert!(matches!(
-            run(&mut account, "Deposit", r#"{"amount":5}"#),
+            run(&mut account, Deposit { amount: 5 }),
             Err(Refusal::PreconditionFailed(_))
         ));
-        run(&mut account, "OpenAccount", r#"{"owner":"ada"}"#).unwrap();
-        run(&mut account, "Deposit", r#"{"amount":100}"#).unwrap();
+        run(
+            &mut account,
+            OpenAccount {
+                owner: "ada".into(),
+            },
+        )
+        .unwrap();
+        run(&mut account, Deposit { amount: 100 }).unwrap();
         assert_eq!(
-            run(&mut account, "Withdraw", r#"{"amount":30}"#).unwrap()[0].name,
-            "MoneyWithdrawn"
+            run(&mut account, Withdraw { amount: 30 }).unwrap(),
+            [Event::MoneyWithdrawn { amount: 30 }]
         );
-        assert_eq!(
-            run(&mut account, "Withdraw", r#"{"amount":71}"#).unwrap()[0].name,
-            "WithdrawalDeclined"
-        );
+        assert!(matches!(
+            run(&mut account, Withdraw { amount: 71 }).unwrap()[..],
+            [Event::WithdrawalDeclined { amount: 71, .. }]
+        ));
         assert_eq!(account.balance, 70);
         assert!(matches!(
-            run(&mut account, "Deposit", r#"{"amount":0}"#),
+            run(&mut account, Deposit { amount: 0 }),
             Err(Refusal::InvalidCommand(_))
         ));
         assert!(matches!(
-            run(&mut account, "OpenAccount", r#"{"owner":"bob"}"#),
+            run(
+                &mut account,
+                OpenAccount {
+                    owner: "bob".into()
+                }
+            ),
             Err(Refusal::PreconditionFailed(_))
         ));
     }

@@ -3,7 +3,7 @@
 //! WebAssembly, so the rules are unit-tested natively.
 
 use crate::buyers::Buyers;
-use eshost_guest::{Aggregate, Event, Refusal, parse, parse_event};
+use eshost_guest::{Aggregate, Refusal};
 use serde::{Deserialize, Serialize};
 
 /// One flash-sale item. `created` tells a sale that was never created apart
@@ -19,46 +19,29 @@ pub struct FlashSaleItem {
     pub buyers: Buyers,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateFlashSale {
-    initial_stock: i64,
+/// What a caller may ask of an item. Quantities are signed so that a
+/// negative one is refused as an invalid command, not an invalid payload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "name", content = "payload", rename_all_fields = "camelCase")]
+pub enum Command {
+    CreateFlashSale { initial_stock: i64 },
+    PurchaseItem { buyer_id: String, quantity: i64 },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PurchaseItem {
-    buyer_id: String,
-    quantity: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FlashSaleCreated {
-    item_id: String,
-    initial_stock: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ItemPurchased {
-    buyer_id: String,
-    quantity: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PurchaseRejected {
-    buyer_id: String,
-    reason: String,
+/// What happened to an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", content = "payload", rename_all_fields = "camelCase")]
+pub enum Event {
+    FlashSaleCreated { item_id: String, initial_stock: u64 },
+    ItemPurchased { buyer_id: String, quantity: u64 },
+    PurchaseRejected { buyer_id: String, reason: String },
 }
 
 impl Aggregate for FlashSaleItem {
     const NAME: &'static str = "FlashSaleItem";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const COMMANDS: &'static [&'static str] = &["CreateFlashSale", "PurchaseItem"];
-    const EVENTS: &'static [&'static str] =
-        &["FlashSaleCreated", "ItemPurchased", "PurchaseRejected"];
+    type Command = Command;
+    type Event = Event;
 
     fn new(id: String) -> Self {
         Self {
@@ -72,14 +55,12 @@ impl Aggregate for FlashSaleItem {
     }
 
     /// Decide what a command means against the current state. Never mutates.
-    fn decide(&self, command: &str, payload: &str) -> Result<Vec<Event>, Refusal> {
+    fn decide(&self, command: Command) -> Result<Vec<Event>, Refusal> {
         match command {
-            "CreateFlashSale" => {
-                let create: CreateFlashSale = parse(command, payload)?;
-                let initial_stock = u64::try_from(create.initial_stock).map_err(|_| {
+            Command::CreateFlashSale { initial_stock } => {
+                let initial_stock = u64::try_from(initial_stock).map_err(|_| {
                     Refusal::InvalidCommand(format!(
-                        "initialStock must be 0 or more, got {}",
-                        create.initial_stock
+                        "initialStock must be 0 or more, got {initial_stock}"
                     ))
                 })?;
                 if self.created {
@@ -88,26 +69,21 @@ impl Aggregate for FlashSaleItem {
                         self.id
                     )));
                 }
-                Ok(vec![Event::new(
-                    "FlashSaleCreated",
-                    &FlashSaleCreated {
-                        item_id: self.id.clone(),
-                        initial_stock,
-                    },
-                )])
+                Ok(vec![Event::FlashSaleCreated {
+                    item_id: self.id.clone(),
+                    initial_stock,
+                }])
             }
-            "PurchaseItem" => {
-                let purchase: PurchaseItem = parse(command, payload)?;
-                if purchase.buyer_id.is_empty() {
+            Command::PurchaseItem { buyer_id, quantity } => {
+                if buyer_id.is_empty() {
                     return Err(Refusal::InvalidCommand("buyerId must not be empty".into()));
                 }
-                let quantity = u64::try_from(purchase.quantity)
+                let quantity = u64::try_from(quantity)
                     .ok()
                     .filter(|&q| q >= 1)
                     .ok_or_else(|| {
                         Refusal::InvalidCommand(format!(
-                            "quantity must be at least 1, got {}",
-                            purchase.quantity
+                            "quantity must be at least 1, got {quantity}"
                         ))
                     })?;
                 if !self.created {
@@ -116,63 +92,40 @@ impl Aggregate for FlashSaleItem {
                         self.id
                     )));
                 }
-                let rejected = |reason: &str| {
-                    Ok(vec![Event::new(
-                        "PurchaseRejected",
-                        &PurchaseRejected {
-                            buyer_id: purchase.buyer_id.clone(),
-                            reason: reason.into(),
-                        },
-                    )])
+                let rejected = |reason: &str| Event::PurchaseRejected {
+                    buyer_id: buyer_id.clone(),
+                    reason: reason.into(),
                 };
                 if self.stock == 0 {
-                    return rejected("out_of_stock");
+                    return Ok(vec![rejected("out_of_stock")]);
                 }
                 if quantity > self.stock {
-                    return rejected("insufficient_stock");
+                    return Ok(vec![rejected("insufficient_stock")]);
                 }
-                Ok(vec![Event::new(
-                    "ItemPurchased",
-                    &ItemPurchased {
-                        buyer_id: purchase.buyer_id,
-                        quantity,
-                    },
-                )])
+                Ok(vec![Event::ItemPurchased { buyer_id, quantity }])
             }
-            other => Err(Refusal::UnknownCommand(format!(
-                "{} has no command {other:?}",
-                Self::NAME
-            ))),
         }
     }
 
-    /// Apply one recorded event. Fails only on an event this logic does not
-    /// understand or one that contradicts the state (a corrupt stream).
-    fn evolve(&mut self, name: &str, payload: &str) -> Result<(), String> {
-        match name {
-            "FlashSaleCreated" => {
-                let created: FlashSaleCreated = parse_event(name, payload)?;
+    /// Apply one recorded event. Fails only on an event that contradicts the
+    /// state (a corrupt stream).
+    fn evolve(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::FlashSaleCreated { initial_stock, .. } => {
                 self.created = true;
-                self.initial_stock = created.initial_stock;
-                self.stock = created.initial_stock;
+                self.initial_stock = initial_stock;
+                self.stock = initial_stock;
                 self.sold = 0;
                 self.buyers.clear();
             }
-            "ItemPurchased" => {
-                let purchased: ItemPurchased = parse_event(name, payload)?;
-                self.stock = self.stock.checked_sub(purchased.quantity).ok_or_else(|| {
-                    format!(
-                        "ItemPurchased of {} exceeds stock {}",
-                        purchased.quantity, self.stock
-                    )
+            Event::ItemPurchased { buyer_id, quantity } => {
+                self.stock = self.stock.checked_sub(quantity).ok_or_else(|| {
+                    format!("ItemPurchased of {quantity} exceeds stock {}", self.stock)
                 })?;
-                self.sold += purchased.quantity;
-                self.buyers.push(&purchased.buyer_id);
+                self.sold += quantity;
+                self.buyers.push(&buyer_id);
             }
-            "PurchaseRejected" => {
-                let _: PurchaseRejected = parse_event(name, payload)?;
-            }
-            other => return Err(format!("{} has no event {other:?}", Self::NAME)),
+            Event::PurchaseRejected { .. } => {}
         }
         Ok(())
     }
@@ -181,47 +134,54 @@ impl Aggregate for FlashSaleItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eshost_guest::raw::{self, Aggregate as _, Typed};
 
     fn created(stock: u64) -> FlashSaleItem {
         let mut item = FlashSaleItem::new("s1".into());
         let events = item
-            .decide("CreateFlashSale", &format!(r#"{{"initialStock":{stock}}}"#))
+            .decide(Command::CreateFlashSale {
+                initial_stock: stock as i64,
+            })
             .unwrap();
         for e in events {
-            item.evolve(&e.name, &e.payload).unwrap();
+            item.evolve(e).unwrap();
         }
         item
     }
 
     fn purchase(item: &mut FlashSaleItem, buyer: &str, quantity: i64) -> Result<Event, Refusal> {
-        let payload = format!(r#"{{"buyerId":"{buyer}","quantity":{quantity}}}"#);
-        let mut events = item.decide("PurchaseItem", &payload)?;
+        let mut events = item.decide(Command::PurchaseItem {
+            buyer_id: buyer.into(),
+            quantity,
+        })?;
         assert_eq!(events.len(), 1);
         let e = events.remove(0);
-        item.evolve(&e.name, &e.payload).unwrap();
+        item.evolve(e.clone()).unwrap();
         Ok(e)
+    }
+
+    fn rejection(event: Event) -> Option<String> {
+        match event {
+            Event::PurchaseRejected { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     #[test]
     fn create_sets_stock_and_records_item_id() {
         let item = created(5);
         assert_eq!((item.stock, item.sold, item.initial_stock), (5, 0, 5));
-        let events = FlashSaleItem::new("s1".into())
-            .decide("CreateFlashSale", r#"{"initialStock":5}"#)
-            .unwrap();
-        assert_eq!(events[0].payload, r#"{"itemId":"s1","initialStock":5}"#);
     }
 
     #[test]
     fn purchases_until_out_of_stock_never_oversell() {
         let mut item = created(2);
-        assert_eq!(purchase(&mut item, "a", 1).unwrap().name, "ItemPurchased");
+        assert_eq!(rejection(purchase(&mut item, "a", 1).unwrap()), None);
         let big = purchase(&mut item, "b", 5).unwrap();
-        assert_eq!(big.name, "PurchaseRejected");
-        assert!(big.payload.contains("insufficient_stock"));
-        assert_eq!(purchase(&mut item, "c", 1).unwrap().name, "ItemPurchased");
+        assert_eq!(rejection(big).as_deref(), Some("insufficient_stock"));
+        assert_eq!(rejection(purchase(&mut item, "c", 1).unwrap()), None);
         let late = purchase(&mut item, "d", 1).unwrap();
-        assert!(late.payload.contains("out_of_stock"));
+        assert_eq!(rejection(late).as_deref(), Some("out_of_stock"));
         assert_eq!((item.stock, item.sold), (0, 2));
         assert_eq!(item.buyers.iter().collect::<Vec<_>>(), ["a", "c"]);
     }
@@ -234,22 +194,70 @@ mod tests {
             Err(Refusal::InvalidCommand(_))
         ));
         assert!(matches!(
-            item.decide("CreateFlashSale", r#"{"initialStock":1}"#),
+            item.decide(Command::CreateFlashSale { initial_stock: 1 }),
             Err(Refusal::PreconditionFailed(_))
-        ));
-        assert!(matches!(
-            item.decide("PurchaseItem", r#"{"buyerId":"a"}"#),
-            Err(Refusal::InvalidPayload(_))
-        ));
-        assert!(matches!(
-            item.decide("Refund", "{}"),
-            Err(Refusal::UnknownCommand(_))
         ));
         let mut never = FlashSaleItem::new("s2".into());
         assert!(matches!(
             purchase(&mut never, "a", 1),
             Err(Refusal::PreconditionFailed(_))
         ));
+    }
+
+    fn recorded<'a>(name: &'a str, payload: &'a str) -> raw::Recorded<'a> {
+        raw::Recorded {
+            name,
+            payload,
+            sequence: 1,
+            version: "0.1.0",
+        }
+    }
+
+    /// What the host sees: names read from the enums, payloads parsed and
+    /// written by the SDK in the recorded JSON shape.
+    #[test]
+    fn on_the_wire_names_payloads_and_refusals() {
+        type Wire = Typed<FlashSaleItem>;
+        assert_eq!(Wire::commands(), ["CreateFlashSale", "PurchaseItem"]);
+        assert_eq!(
+            Wire::events(),
+            ["FlashSaleCreated", "ItemPurchased", "PurchaseRejected"]
+        );
+        let mut item = Wire::new("s1".into());
+        let events = item
+            .decide("CreateFlashSale", r#"{"initialStock":5}"#)
+            .unwrap();
+        assert_eq!(
+            events,
+            [raw::Event {
+                name: "FlashSaleCreated".into(),
+                payload: r#"{"itemId":"s1","initialStock":5}"#.into()
+            }]
+        );
+        item.evolve(&recorded(&events[0].name, &events[0].payload))
+            .unwrap();
+        assert_eq!(item.0.stock, 5);
+        assert!(matches!(
+            item.decide("PurchaseItem", r#"{"buyerId":"a"}"#),
+            Err(Refusal::InvalidPayload(m)) if m.contains("quantity")
+        ));
+        assert!(matches!(
+            item.decide("Refund", "{}"),
+            Err(Refusal::UnknownCommand(m)) if m.contains("Refund")
+        ));
+        assert!(
+            item.evolve(&recorded("ItemBought", r#"{"buyerId":"a","quantity":1}"#))
+                .unwrap_err()
+                .contains("ItemBought")
+        );
+        assert!(
+            item.evolve(&recorded(
+                "ItemPurchased",
+                r#"{"buyerId":"a","quantity":9}"#
+            ))
+            .unwrap_err()
+            .contains("exceeds stock")
+        );
     }
 
     #[test]

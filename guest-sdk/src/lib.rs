@@ -1,36 +1,66 @@
 //! Write an eshost aggregate as plain Rust.
 //!
-//! Implement [`Aggregate`] (`decide` and `evolve` over JSON payloads), then
-//! call [`export_aggregate!`] once. The macro does the WIT glue: it exports the
-//! `eshost:aggregate` world, holds each hydrated aggregate in guest memory and
-//! maps [`Refusal`]s to the WIT `command-error`. The rules stay plain Rust and
-//! can be unit-tested natively; the glue is compiled for wasm32 only.
+//! Declare the commands and events as serde enums tagged
+//! `#[serde(tag = "name", content = "payload")]`, implement [`Aggregate`]
+//! (`decide` and `evolve` over those types), then call [`export_aggregate!`]
+//! once. The SDK does the rest: it tells the host the command and event names
+//! (read from the enums, so there is no list to keep), parses each payload
+//! (a bad one is refused as `invalid-payload`, an unknown name as
+//! `unknown-command`), writes the events back, exports the `eshost:aggregate`
+//! world and holds each hydrated aggregate in guest memory. The rules stay
+//! plain Rust and are unit-tested natively; the glue is compiled for wasm32
+//! only.
 //!
-//! ```ignore
-//! impl eshost_guest::Aggregate for Account { /* NAME, COMMANDS, decide, evolve ... */ }
-//! eshost_guest::export_aggregate!(Account);
 //! ```
+//! use eshost_guest::{Aggregate, Refusal};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Counter { count: u64 }
+//!
+//! #[derive(Deserialize)]
+//! #[serde(tag = "name", content = "payload")]
+//! pub enum Command { Increment { by: u64 } }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! #[serde(tag = "name", content = "payload")]
+//! pub enum Event { Incremented { by: u64 } }
+//!
+//! impl Aggregate for Counter {
+//!     const NAME: &'static str = "Counter";
+//!     const VERSION: &'static str = "0.1.0";
+//!     type Command = Command;
+//!     type Event = Event;
+//!
+//!     fn new(_id: String) -> Self { Self::default() }
+//!
+//!     fn decide(&self, command: Command) -> Result<Vec<Event>, Refusal> {
+//!         match command {
+//!             Command::Increment { by: 0 } => Err(Refusal::InvalidCommand("by must be at least 1".into())),
+//!             Command::Increment { by } => Ok(vec![Event::Incremented { by }]),
+//!         }
+//!     }
+//!
+//!     fn evolve(&mut self, event: Event) -> Result<(), String> {
+//!         match event {
+//!             Event::Incremented { by } => self.count += by,
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! eshost_guest::export_aggregate!(Counter);
+//! ```
+//!
+//! A guest that must work on the wire itself (the host's hostile test
+//! fixture writes payloads no serde type would) implements
+//! [`raw::Aggregate`] and calls [`export_raw_aggregate!`] instead.
+
+pub mod raw;
+pub mod wire;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// An event: a name and its JSON payload text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub name: String,
-    pub payload: String,
-}
-
-impl Event {
-    /// An event whose payload is `payload` serialised as JSON.
-    pub fn new(name: &str, payload: &impl Serialize) -> Self {
-        Self {
-            name: name.to_owned(),
-            // Serialising plain data structs to JSON does not fail.
-            payload: serde_json::to_string(payload).unwrap_or_default(),
-        }
-    }
-}
 
 /// Why a command was refused. Nothing is recorded for a refused command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,37 +104,45 @@ pub fn log(level: Level, message: &str) {
     eprintln!("[{level:?}] {message}");
 }
 
-/// Parses a command payload, refusing it with a message naming the command.
-pub fn parse<T: DeserializeOwned>(command: &str, payload: &str) -> Result<T, Refusal> {
-    serde_json::from_str(payload).map_err(|e| Refusal::InvalidPayload(format!("{command}: {e}")))
-}
-
-/// Parses an event payload; the error names the event.
-pub fn parse_event<T: DeserializeOwned>(event: &str, payload: &str) -> Result<T, String> {
-    serde_json::from_str(payload).map_err(|e| format!("{event}: {e}"))
-}
-
-/// One aggregate type's domain logic. The state is serialisable so the host
-/// can show it (`eshost state`) and snapshot it.
+/// One aggregate type's domain logic over typed commands and events. The
+/// state is serialisable so the host can show it (`eshost state`) and
+/// snapshot it.
 pub trait Aggregate: Serialize + DeserializeOwned + 'static {
     /// The aggregate type's name, unique among the host's modules.
     const NAME: &'static str;
     /// The version of this logic, recorded with every event.
     const VERSION: &'static str;
-    /// Every command `decide` accepts.
-    const COMMANDS: &'static [&'static str];
-    /// Every event `decide` may return and `evolve` understands.
-    const EVENTS: &'static [&'static str];
+    /// The commands `decide` takes: a serde enum tagged
+    /// `#[serde(tag = "name", content = "payload")]`. Each variant's name is
+    /// a command name, its content the command's JSON payload.
+    type Command: DeserializeOwned;
+    /// The events `decide` returns and `evolve` applies, tagged the same
+    /// way. Keep every variant ever recorded: old streams must still replay.
+    type Event: Serialize + DeserializeOwned;
 
     /// A fresh aggregate with no events applied.
     fn new(id: String) -> Self;
 
     /// The events a command produces against the current state. Must not
     /// change the state: the host applies the events once they are recorded.
-    fn decide(&self, command: &str, payload: &str) -> Result<Vec<Event>, Refusal>;
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Refusal>;
 
-    /// Applies one recorded event.
-    fn evolve(&mut self, event: &str, payload: &str) -> Result<(), String>;
+    /// Applies one recorded event. An error means the stream contradicts the
+    /// rules (a corrupt stream); it is never a refusal.
+    fn evolve(&mut self, event: Self::Event) -> Result<(), String>;
+
+    /// Event names older versions recorded that no variant of `Event`
+    /// reads any more, because [`upcast`](Aggregate::upcast) rewrites them.
+    /// The host hands `apply` only names it was told of.
+    const OLD_EVENTS: &'static [&'static str] = &[];
+
+    /// Rewrites a recorded event that this version's `Event` cannot read
+    /// (a name or shape an older version wrote) into one it can, before it
+    /// is parsed: upcasting. `recorded.version` is the version of the guest
+    /// that recorded it. `None`, the default, reads it as it is.
+    fn upcast(_recorded: &raw::Recorded<'_>) -> Option<raw::Event> {
+        None
+    }
 
     /// Sets the id after restoring a snapshot; override if the state keeps one.
     fn set_id(&mut self, _id: String) {}
@@ -130,7 +168,9 @@ pub trait Aggregate: Serialize + DeserializeOwned + 'static {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The contract's 0.2.0: `apply` receives each event's sequence
+        // number and the version that recorded it (see `Aggregate::upcast`).
+        path: "../wit/v0.2",
         world: "aggregate-guest",
         pub_export_macro: true,
         export_macro_name: "__export_aggregate_guest",
@@ -141,10 +181,11 @@ pub mod bindings {
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod glue {
+    use super::Refusal;
     use super::bindings::exports::eshost::aggregate::aggregate::{
-        Command, CommandError, Event, Guest, GuestState, Manifest, State,
+        ApplyError, Command, CommandError, Event, Guest, GuestState, Manifest, RecordedEvent, State,
     };
-    use super::{Aggregate, Refusal};
+    use super::raw::{Aggregate, Recorded};
     use std::cell::RefCell;
     use std::marker::PhantomData;
 
@@ -177,8 +218,9 @@ pub mod glue {
             Manifest {
                 name: A::NAME.into(),
                 version: A::VERSION.into(),
-                commands: A::COMMANDS.iter().map(|c| c.to_string()).collect(),
-                events: A::EVENTS.iter().map(|e| e.to_string()).collect(),
+                commands: A::commands().iter().map(|c| c.to_string()).collect(),
+                events: A::events().iter().map(|e| e.to_string()).collect(),
+                old_events: A::old_events().iter().map(|e| e.to_string()).collect(),
             }
         }
     }
@@ -200,11 +242,20 @@ pub mod glue {
             Ok(State::new(Self(RefCell::new(aggregate))))
         }
 
-        fn apply(&self, events: Vec<Event>) -> Result<(), String> {
+        fn apply(&self, events: Vec<RecordedEvent>) -> Result<(), ApplyError> {
             let mut aggregate = self.0.borrow_mut();
-            events
-                .iter()
-                .try_for_each(|e| aggregate.evolve(&e.name, &e.payload))
+            events.iter().try_for_each(|e| {
+                let recorded = Recorded {
+                    name: &e.name,
+                    payload: &e.payload,
+                    sequence: e.sequence,
+                    version: &e.version,
+                };
+                aggregate.evolve(&recorded).map_err(|reason| ApplyError {
+                    sequence: e.sequence,
+                    reason,
+                })
+            })
         }
 
         fn handle(&self, command: Command) -> Result<Vec<Event>, CommandError> {
@@ -224,7 +275,7 @@ pub mod glue {
         }
 
         fn to_json(&self) -> String {
-            serde_json::to_string(&*self.0.borrow()).unwrap_or_default()
+            self.0.borrow().to_json()
         }
 
         fn snapshot(&self) -> Vec<u8> {
@@ -237,6 +288,14 @@ pub mod glue {
 /// Call it once, in the guest crate's root. Does nothing outside wasm32.
 #[macro_export]
 macro_rules! export_aggregate {
+    ($aggregate:ty) => {
+        $crate::export_raw_aggregate!($crate::raw::Typed<$aggregate>);
+    };
+}
+
+/// Exports a [`raw::Aggregate`] implementation as the guest's component.
+#[macro_export]
+macro_rules! export_raw_aggregate {
     ($aggregate:ty) => {
         #[cfg(target_arch = "wasm32")]
         type EshostGuestComponent = $crate::glue::Component<$aggregate>;

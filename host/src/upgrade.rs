@@ -146,7 +146,7 @@ impl UpgradeCheck {
         let recorded = store.event_names(&aggregate).await?;
         let undeclared_events: Vec<String> = recorded
             .into_iter()
-            .filter(|name| !candidate.events.contains(name))
+            .filter(|name| !candidate.reads(name))
             .collect();
         let report = Report {
             aggregate,

@@ -43,6 +43,10 @@ const GUESTS: &[(&str, &str)] = &[
         "guest-flash-sale-renamed",
         "fixtures/upgrade/flash-sale-renamed.wasm",
     ),
+    (
+        "guest-flash-sale-upcast",
+        "fixtures/upgrade/flash-sale-upcast.wasm",
+    ),
 ];
 
 /// The TypeScript guest: its directory, and the component it becomes under

@@ -2,8 +2,7 @@
 //! that imports nothing but `host.log`, and read its manifest.
 
 use super::artifacts::ArtifactCache;
-use super::bindings::AggregateGuestPre;
-use super::bindings::exports::eshost::aggregate::aggregate::Manifest;
+use super::contract::{GuestPre, HOST_INTERFACES, Manifest};
 use super::sandbox::{self, GuestContext, Limits};
 use super::shared_instance::InstanceSet;
 use crate::error::LoadError;
@@ -13,9 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-
-/// The one interface a guest may import.
-pub const HOST_INTERFACE: &str = "eshost:aggregate/host@0.1.0";
 
 /// A compiled, checked component, ready to instantiate cheaply.
 pub struct LoadedComponent {
@@ -27,6 +23,8 @@ pub struct LoadedComponent {
     pub commands: Vec<String>,
     /// Events the guest declares; it may return no others.
     pub events: HashSet<String>,
+    /// Old event names the guest still applies (upcasts) but never returns.
+    pub old_events: HashSet<String>,
     /// sha256 of the component file, hex; recorded with every event.
     pub digest: String,
     /// Where it was loaded from.
@@ -37,7 +35,7 @@ pub struct LoadedComponent {
     /// The aggregate name, shared with every instance's log lines.
     pub(crate) tag: Arc<str>,
     /// Imports resolved and exports type-checked once, so each instance is cheap.
-    pub(crate) pre: AggregateGuestPre<GuestContext>,
+    pub(crate) pre: GuestPre,
     /// The instances hydrated aggregates of this component live in.
     pub(crate) instances: InstanceSet,
 }
@@ -79,17 +77,20 @@ impl LoadedComponent {
             &component,
             path,
             "an aggregate guest",
-            &[HOST_INTERFACE],
+            &HOST_INTERFACES,
         )?;
         let mut linker: Linker<GuestContext> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::new(path, first_line(&e)))?;
-        let pre = AggregateGuestPre::new(instance_pre).map_err(|e| {
+        let pre = GuestPre::new(instance_pre).map_err(|e| {
             LoadError::new(
                 path,
-                format!("not an eshost:aggregate@0.1.0 guest: {}", first_line(&e)),
+                format!(
+                    "not an eshost:aggregate guest (0.1.0 or 0.2.0): {}",
+                    first_line(&e)
+                ),
             )
         })?;
         let manifest = describe(engine, &limits, &pre).map_err(|e| LoadError::new(path, e))?;
@@ -100,6 +101,7 @@ impl LoadedComponent {
             version: manifest.version,
             commands: manifest.commands,
             events: manifest.events.into_iter().collect(),
+            old_events: manifest.old_events.into_iter().collect(),
             digest,
             path: path.to_path_buf(),
             engine: engine.clone(),
@@ -114,6 +116,16 @@ impl LoadedComponent {
     /// traps since it was loaded.
     pub fn instances(&self) -> (usize, usize) {
         (self.instances.alive(), self.instances.lost())
+    }
+
+    /// The version of the aggregate contract the component implements.
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
+    }
+
+    /// Whether `apply` reads events of this name: declared, or old.
+    pub fn reads(&self, event: &str) -> bool {
+        self.events.contains(event) || self.old_events.contains(event)
     }
 
     pub fn accepts(&self, command: &str) -> bool {
@@ -199,11 +211,7 @@ pub(crate) fn first_line(error: &wasmtime::Error) -> String {
         .to_string()
 }
 
-fn describe(
-    engine: &Engine,
-    limits: &Limits,
-    pre: &AggregateGuestPre<GuestContext>,
-) -> Result<Manifest, String> {
+fn describe(engine: &Engine, limits: &Limits, pre: &GuestPre) -> Result<Manifest, String> {
     let mut store = sandbox::new_store(engine, Arc::from("(loading)"), limits);
     sandbox::arm(&mut store, limits);
     // A failure says which limit or trap, as a call's failure does.
@@ -211,13 +219,10 @@ fn describe(
         let failure = sandbox::classify(store.data_mut(), limits, "instantiate", e);
         format!("instantiating failed: {failure}")
     })?;
-    guest
-        .eshost_aggregate_aggregate()
-        .call_describe(&mut store)
-        .map_err(|e| {
-            let failure = sandbox::classify(store.data_mut(), limits, "describe", e);
-            format!("describe failed: {failure}")
-        })
+    guest.describe(&mut store).map_err(|e| {
+        let failure = sandbox::classify(store.data_mut(), limits, "describe", e);
+        format!("describe failed: {failure}")
+    })
 }
 
 /// The longest aggregate, command or event name a manifest may declare.
@@ -249,6 +254,7 @@ fn check_manifest(manifest: &Manifest) -> Result<(), String> {
     for (what, names) in [
         ("commands", &manifest.commands),
         ("events", &manifest.events),
+        ("old events", &manifest.old_events),
     ] {
         if names.len() > MAX_DECLARED {
             return Err(format!(
@@ -280,6 +286,7 @@ mod tests {
             version: "1.0.0".into(),
             commands: names(commands),
             events: names(events),
+            old_events: Vec::new(),
         }
     }
 

@@ -9,8 +9,7 @@
 //! aggregate and rebuild it from the store.
 
 use super::LoadedComponent;
-use super::bindings::AggregateGuest;
-use super::bindings::exports::eshost::aggregate::aggregate::{Command, CommandError, Event};
+use super::contract::{ApplyEvent, Guest};
 use super::sandbox;
 use super::shared_instance::SharedInstance;
 use crate::error::{ApplyFailure, GuestError, Refusal};
@@ -55,8 +54,7 @@ impl Hydrated {
     pub fn new(component: Arc<LoadedComponent>, id: &str) -> Result<Self, GuestError> {
         let aggregate = component.name.clone();
         let made = Self::make(component, id, 0, "constructor", |store, guest| {
-            let state = guest.eshost_aggregate_aggregate().state();
-            state.call_constructor(store, id).map(Ok)
+            guest.construct(store, id).map(Ok)
         })?;
         // The constructor cannot refuse; `make` only shares its shape with restore.
         made.map_err(|reason| GuestError::Trap {
@@ -79,10 +77,7 @@ impl Hydrated {
             id,
             snapshot.version,
             "restore",
-            |store, guest| {
-                let state = guest.eshost_aggregate_aggregate().state();
-                state.call_restore(store, id, &snapshot.state)
-            },
+            |store, guest| guest.restore(store, id, &snapshot.state),
         )?;
         made.map_err(|reason| GuestError::SnapshotRefused {
             aggregate,
@@ -103,7 +98,7 @@ impl Hydrated {
         name: &'static str,
         make: impl Fn(
             &mut wasmtime::Store<sandbox::GuestContext>,
-            &AggregateGuest,
+            &Guest,
         ) -> wasmtime::Result<Result<ResourceAny, String>>,
     ) -> Result<Result<Self, String>, GuestError> {
         let mut attempts = 0;
@@ -153,7 +148,7 @@ impl Hydrated {
         name: &'static str,
         call: impl FnOnce(
             &mut wasmtime::Store<sandbox::GuestContext>,
-            &AggregateGuest,
+            &Guest,
             ResourceAny,
         ) -> wasmtime::Result<T>,
     ) -> Result<T, GuestError> {
@@ -166,8 +161,7 @@ impl Hydrated {
     /// The state as bytes for a snapshot, at `self.version`.
     pub fn snapshot(&mut self) -> Result<Snapshot, GuestError> {
         let state = self.call("snapshot", |store, guest, state| {
-            let calls = guest.eshost_aggregate_aggregate().state();
-            calls.call_snapshot(store, state)
+            guest.snapshot(store, state)
         })?;
         self.within("snapshot", "snapshot size", state.len(), MAX_SNAPSHOT_BYTES)?;
         Ok(Snapshot {
@@ -223,10 +217,10 @@ impl Hydrated {
     ) -> Result<(), GuestError> {
         let applied = self.version;
         let fresh = events.iter().filter(|e| e.sequence > applied);
-        let mut chunk: Vec<Event> = Vec::new();
+        let mut chunk: Vec<ApplyEvent> = Vec::new();
         let (mut size_of_chunk, mut first) = (0, None);
         for event in fresh {
-            if !self.component.events.contains(&event.name) {
+            if !self.component.reads(&event.name) {
                 self.apply_chunk(first, &mut chunk)?;
                 return Err(self.apply_failed(
                     (event.sequence, event.sequence),
@@ -245,9 +239,11 @@ impl Hydrated {
                 first = Some(event.sequence);
             }
             size_of_chunk += size;
-            chunk.push(Event {
+            chunk.push(ApplyEvent {
                 name: event.name.clone(),
                 payload,
+                sequence: event.sequence,
+                version: recorded_by(event),
             });
         }
         self.apply_chunk(first, &mut chunk)
@@ -258,7 +254,7 @@ impl Hydrated {
     fn apply_chunk(
         &mut self,
         first: Option<u64>,
-        chunk: &mut Vec<Event>,
+        chunk: &mut Vec<ApplyEvent>,
     ) -> Result<(), GuestError> {
         let Some(first) = first.filter(|_| !chunk.is_empty()) else {
             return Ok(());
@@ -271,11 +267,13 @@ impl Hydrated {
 
     /// Applies events just decided and recorded as `self.version + 1 ..`.
     pub fn apply_decided(&mut self, events: &[DecidedEvent]) -> Result<(), GuestError> {
-        let batch: Vec<Event> = events
-            .iter()
-            .map(|e| Event {
+        let batch: Vec<ApplyEvent> = (self.version + 1..)
+            .zip(events)
+            .map(|(sequence, e)| ApplyEvent {
                 name: e.name.clone(),
                 payload: e.payload.clone(),
+                sequence,
+                version: self.component.version.clone(),
             })
             .collect();
         self.apply(self.version + 1, &batch)?;
@@ -283,20 +281,28 @@ impl Hydrated {
         Ok(())
     }
 
-    fn apply(&mut self, first_sequence: u64, batch: &[Event]) -> Result<(), GuestError> {
+    fn apply(&mut self, first_sequence: u64, batch: &[ApplyEvent]) -> Result<(), GuestError> {
         let result = self.call("apply", |store, guest, state| {
-            let calls = guest.eshost_aggregate_aggregate().state();
-            calls.call_apply(store, state, batch)
+            guest.apply(store, state, batch)
         })?;
-        result.map_err(|reason| {
-            // The 0.1.0 contract's `apply` does not say which of its events
-            // it refused; with one event the host knows.
-            let last = first_sequence + batch.len() as u64 - 1;
-            let event = match batch {
-                [only] => Some(only.name.clone()),
-                _ => None,
-            };
-            self.apply_failed((first_sequence, last), event, reason)
+        result.map_err(|(refused, reason)| {
+            // A 0.2.0 guest names the event it refused. The 0.1.0 contract's
+            // `apply` does not; with one event the host knows.
+            let refused = refused.and_then(|sequence| {
+                let index = sequence.checked_sub(first_sequence)?;
+                batch.get(usize::try_from(index).ok()?)
+            });
+            match (refused, batch) {
+                (Some(event), _) | (None, [event]) => self.apply_failed(
+                    (event.sequence, event.sequence),
+                    Some(event.name.clone()),
+                    reason,
+                ),
+                (None, _) => {
+                    let last = first_sequence + batch.len() as u64 - 1;
+                    self.apply_failed((first_sequence, last), None, reason)
+                }
+            }
         })
     }
 
@@ -324,17 +330,12 @@ impl Hydrated {
         command: &str,
         payload: &str,
     ) -> Result<Result<Vec<DecidedEvent>, Refusal>, GuestError> {
-        let command = Command {
-            name: command.to_string(),
-            payload: payload.to_string(),
-        };
         let decided = self.call("handle", |store, guest, state| {
-            let calls = guest.eshost_aggregate_aggregate().state();
-            calls.call_handle(store, state, &command)
+            guest.handle(store, state, command, payload)
         })?;
         let events = match decided {
             Ok(events) => events,
-            Err(refusal) => return Ok(Err(refusal.into())),
+            Err(refusal) => return Ok(Err(one_line_refusal(refusal))),
         };
         let limits = &self.component.limits;
         if events.len() > limits.max_events_per_command {
@@ -357,7 +358,8 @@ impl Hydrated {
     }
 
     /// The contract: only declared events, only JSON payloads, none too large.
-    fn check_event(&self, event: Event) -> Result<DecidedEvent, GuestError> {
+    fn check_event(&self, (name, payload): (String, String)) -> Result<DecidedEvent, GuestError> {
+        let event = DecidedEvent { name, payload };
         let aggregate = &self.component.name;
         let max_payload = self.component.limits.max_payload_bytes;
         if event.payload.len() > max_payload {
@@ -385,18 +387,12 @@ impl Hydrated {
                 reason,
             });
         }
-        Ok(DecidedEvent {
-            name: event.name,
-            payload: event.payload,
-        })
+        Ok(event)
     }
 
     /// The current state as JSON text, as the guest renders it.
     pub fn to_json(&mut self) -> Result<String, GuestError> {
-        let json = self.call("to-json", |store, guest, state| {
-            let calls = guest.eshost_aggregate_aggregate().state();
-            calls.call_to_json(store, state)
-        })?;
+        let json = self.call("to-json", |store, guest, state| guest.to_json(store, state))?;
         // Checked before anything parses it: a parsed value costs many
         // times its text.
         self.within("to-json", "state size", json.len(), MAX_STATE_JSON_BYTES)?;
@@ -413,16 +409,26 @@ pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 /// The longest refusal text a caller is given; longer ones are cut.
 pub const MAX_REFUSAL_TEXT: usize = 1024;
 
-impl From<CommandError> for Refusal {
-    /// A guest's refusal, its text made one line of at most
-    /// [`MAX_REFUSAL_TEXT`] bytes: it ends up in answers and log lines.
-    fn from(error: CommandError) -> Self {
-        let text = |m: String| sandbox::one_line(&m, MAX_REFUSAL_TEXT);
-        match error {
-            CommandError::UnknownCommand(m) => Refusal::UnknownCommand(text(m)),
-            CommandError::InvalidPayload(m) => Refusal::InvalidPayload(text(m)),
-            CommandError::InvalidCommand(m) => Refusal::InvalidCommand(text(m)),
-            CommandError::PreconditionFailed(m) => Refusal::PreconditionFailed(text(m)),
-        }
+/// A guest's refusal, its text made one line of at most
+/// [`MAX_REFUSAL_TEXT`] bytes: it ends up in answers and log lines.
+fn one_line_refusal(refusal: Refusal) -> Refusal {
+    let text = |m: String| sandbox::one_line(&m, MAX_REFUSAL_TEXT);
+    match refusal {
+        Refusal::UnknownCommand(m) => Refusal::UnknownCommand(text(m)),
+        Refusal::InvalidPayload(m) => Refusal::InvalidPayload(text(m)),
+        Refusal::InvalidCommand(m) => Refusal::InvalidCommand(text(m)),
+        Refusal::PreconditionFailed(m) => Refusal::PreconditionFailed(text(m)),
     }
+}
+
+/// The version of the guest that recorded `event`, from its metadata
+/// (empty when the metadata does not say: events written before the host
+/// recorded it, or by another writer).
+fn recorded_by(event: &RecordedEvent) -> String {
+    event
+        .metadata
+        .get("aggregateVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -14,6 +14,7 @@
 
 pub mod artifacts;
 pub mod component;
+pub mod contract;
 pub mod instance;
 pub mod modules;
 pub mod pool;
@@ -34,11 +35,6 @@ use crate::error::LoadError;
 use std::path::Path;
 use std::sync::Arc;
 use wasmtime::{Config, Engine};
-
-/// Generated from `wit/aggregate.wit`.
-pub(crate) mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "aggregate-guest" });
-}
 
 /// The engine every component of a host shares, the limits on every guest
 /// call, and where compiled components are cached.

@@ -11,7 +11,8 @@
 //! then the store itself.
 
 use super::artifacts::ArtifactCache;
-use super::component::{HOST_INTERFACE, compile, first_line, refuse_imports_beyond};
+use super::component::{compile, first_line, refuse_imports_beyond};
+use super::contract::HOST_INTERFACES;
 use super::sandbox::{self, GuestContext, LOG_CALL_FUEL, Limits};
 use crate::error::{GuestError, LoadError, StoreError};
 use crate::store::views::DocumentChange;
@@ -87,7 +88,9 @@ impl LoadedProjection {
             &component,
             path,
             "a projection guest",
-            &[HOST_INTERFACE, VIEW_INTERFACE],
+            // Either contract version's `log`: an aggregate guest loaded
+            // here by mistake is then told it is not a projection.
+            &[HOST_INTERFACES[0], HOST_INTERFACES[1], VIEW_INTERFACE],
         )?;
         let mut linker: Linker<GuestContext<ViewDocuments>> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;

@@ -20,8 +20,8 @@
 //! aggregate and the limit. A panic's message reaches the host through the
 //! one import a guest has, `host.log`.
 
-use super::bindings::eshost::aggregate::host::Level;
-use super::component::HOST_INTERFACE;
+use super::contract::HOST_INTERFACES;
+use super::contract::v1::eshost::aggregate::host::Level;
 use crate::error::GuestError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -305,17 +305,22 @@ impl<V: Send> ResourceLimiter for GuestContext<V> {
 pub(crate) fn link_host<V: Send + 'static>(
     linker: &mut Linker<GuestContext<V>>,
 ) -> wasmtime::Result<()> {
-    linker.instance(HOST_INTERFACE)?.func_wrap(
-        "log",
-        |mut store: StoreContextMut<'_, GuestContext<V>>, (level, message): (Level, String)| {
-            charge_fuel(
-                &mut store,
-                LOG_CALL_FUEL.saturating_add(message.len() as u64),
-            )?;
-            store.data_mut().log(level, message);
-            Ok(())
-        },
-    )
+    // Both versions of the contract declare the same `log`; the enum's
+    // cases are what wasmtime checks, so one Rust `Level` serves both.
+    for interface in HOST_INTERFACES {
+        linker.instance(interface)?.func_wrap(
+            "log",
+            |mut store: StoreContextMut<'_, GuestContext<V>>, (level, message): (Level, String)| {
+                charge_fuel(
+                    &mut store,
+                    LOG_CALL_FUEL.saturating_add(message.len() as u64),
+                )?;
+                store.data_mut().log(level, message);
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Takes `cost` from the call's fuel, if it runs on fuel; when less is

@@ -28,7 +28,7 @@
 //! [`Limits::aggregates_per_instance`]: super::Limits::aggregates_per_instance
 
 use super::LoadedComponent;
-use super::bindings::AggregateGuest;
+use super::contract::Guest;
 use super::sandbox::{self, GuestContext};
 use crate::error::GuestError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,7 +119,7 @@ pub(crate) struct SharedInstance {
 
 struct Live {
     store: Store<GuestContext>,
-    guest: AggregateGuest,
+    guest: Guest,
 }
 
 impl SharedInstance {
@@ -153,7 +153,7 @@ impl SharedInstance {
         &self,
         component: &LoadedComponent,
         name: &'static str,
-        call: impl FnOnce(&mut Store<GuestContext>, &AggregateGuest) -> wasmtime::Result<T>,
+        call: impl FnOnce(&mut Store<GuestContext>, &Guest) -> wasmtime::Result<T>,
     ) -> Result<T, GuestError> {
         let limits = &component.limits;
         let mut live = lock(&self.live);

@@ -147,7 +147,8 @@ fn run(
             sequence: n as u64 + 1,
             name: name.clone(),
             payload: JsonText::from_value(payload),
-            metadata: Value::Null,
+            // Given events are taken as recorded by the version under test.
+            metadata: serde_json::json!({ "aggregateVersion": component.version }),
             created_at: String::new(),
         })
         .collect();

@@ -13,7 +13,55 @@ use std::sync::{Arc, OnceLock};
 crate::conformance!(
     a_crowd_never_oversells_the_typescript_guest,
     a_crowd_never_oversells_the_python_guest,
+    both_contract_versions_run_side_by_side,
 );
+
+/// The TypeScript guest implements the contract's 0.1.0, the Rust SDK's
+/// guests 0.2.0. One host runs both: commands, then a second host that
+/// hydrates each from the store (every event through `apply`, called the
+/// way each version defines it).
+async fn both_contract_versions_run_side_by_side(db: &TestDb) {
+    let Some(typescript) = typescript() else {
+        return;
+    };
+    let old = typescript.get(FLASH_SALE).unwrap().clone();
+    let new = modules().get("BankAccount").unwrap().clone();
+    assert_eq!((old.contract(), new.contract()), ("0.1.0", "0.2.0"));
+    let mut both = Modules::default();
+    both.insert_shared(old).unwrap();
+    both.insert_shared(new).unwrap();
+    let host = |modules: Modules| async {
+        let store = eshost::store::open(&db.url).await.unwrap();
+        Host::with_options(modules, store, HostOptions::default())
+    };
+    let first = host(both.clone()).await;
+    let account = |command: &str, payload: &str| {
+        eshost::CommandRequest::new("BankAccount", "acc-1", command, payload.to_string())
+    };
+    first.execute(&create("sale-1", 3)).await.unwrap();
+    first.execute(&purchase("sale-1", "ann", 2)).await.unwrap();
+    first
+        .execute(&account("OpenAccount", r#"{"owner":"ada"}"#))
+        .await
+        .unwrap();
+    first
+        .execute(&account("Deposit", r#"{"amount":100}"#))
+        .await
+        .unwrap();
+    first
+        .shutdown(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let second = host(both).await;
+    let sale = second.state(FLASH_SALE, "sale-1").await.unwrap();
+    assert_eq!(
+        (sale["stock"].as_u64(), sale["sold"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let account = second.state("BankAccount", "acc-1").await.unwrap();
+    assert_eq!(account["balance"], 100);
+}
 
 /// A guest in another language, as `cargo xtask build-guests` builds it.
 struct Language {

@@ -114,9 +114,76 @@ async fn selections_cover_what_they_name(db: &TestDb) {
     assert_eq!((all.streams_checked, all.changed_count), (streams, streams));
 }
 
+/// The upcasting fixture renames ItemPurchased as the renamed one does,
+/// but upcasts what a 0.1 guest recorded: the check passes, no recorded
+/// name is undeclared (it lists ItemPurchased as an old event), and every
+/// stream replays to the state 0.1.0 had.
+async fn an_upcast_passes_where_the_rename_failed(db: &TestDb) {
+    recorded_streams(&db.default_host().await).await;
+    let upcast = fixture("flash-sale-upcast.wasm");
+    assert_eq!(upcast.contract(), "0.2.0");
+    assert!(upcast.old_events.contains("ItemPurchased"));
+    assert!(!upcast.events.contains("ItemPurchased"));
+    let report = check(db, upcast, Selection::All).await;
+    assert!(report.passed, "{report:?}");
+    assert!(report.undeclared_events.is_empty(), "{report:?}");
+    assert_eq!(report.streams_checked, 3);
+    assert_eq!((report.failed_count, report.changed_count), (0, 0));
+}
+
+/// Serving with the upcasting version: an old stream loads and takes new
+/// purchases, recorded under the new name. An ItemPurchased whose recorded
+/// version is not 0.1 (an import with no metadata) is not upcast: the
+/// stream cannot be loaded, and the error names that event, found by the
+/// guest inside a many-event `apply` (0.2.0 says which event it refused).
+async fn upcasting_reads_what_0_1_recorded_and_only_that(db: &TestDb) {
+    let old = db.default_host().await;
+    old.execute(&create("old", 5)).await.unwrap();
+    old.execute(&purchase("old", "ann", 1)).await.unwrap();
+    let imported = vec![
+        (
+            "FlashSaleCreated",
+            r#"{"itemId":"imported","initialStock":5}"#.to_string(),
+        ),
+        (
+            "PurchaseRejected",
+            r#"{"buyerId":"x","reason":"insufficient_stock"}"#.to_string(),
+        ),
+        (
+            "ItemPurchased",
+            r#"{"buyerId":"bo","quantity":1}"#.to_string(),
+        ),
+    ];
+    append_raw(old.store().as_ref(), "imported", 0, imported).await;
+
+    let mut modules = eshost::Modules::default();
+    modules
+        .insert_shared(fixture("flash-sale-upcast.wasm"))
+        .unwrap();
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let new = Host::with_options(modules, store, eshost::HostOptions::default());
+    let bought = new.execute(&purchase("old", "cy", 2)).await.unwrap();
+    assert_eq!(names(&bought.events), ["ItemBought"]);
+    let state = new.state(FLASH_SALE, "old").await.unwrap();
+    assert_eq!(state["sold"], 3);
+    assert_eq!(state["buyers"], serde_json::json!(["ann", "cy"]));
+
+    let refused = new
+        .execute(&purchase("imported", "dee", 1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("event 3 (ItemPurchased)") && refused.contains("has no event"),
+        "{refused}"
+    );
+}
+
 crate::conformance!(
     the_same_version_passes_unchanged,
     a_state_change_is_reported_as_a_diff,
     a_renamed_event_fails_naming_the_stream_and_the_event,
+    an_upcast_passes_where_the_rename_failed,
+    upcasting_reads_what_0_1_recorded_and_only_that,
     selections_cover_what_they_name,
 );
