@@ -56,15 +56,12 @@ impl Shared {
         let mut rebuilds = 0;
         loop {
             let run = call.clone();
-            let turn = aggregate.turn().await;
             let ran = self
-                .guests
-                .run(move || {
-                    let _turn = turn;
+                .in_turn(aggregate, &lineage.component.name, move |mut aggregate| {
                     run(&mut aggregate).map(|value| (aggregate, value))
                 })
                 .await;
-            match self.count_guest_call(ran, &lineage.component.name) {
+            match ran {
                 Err(GuestError::InstanceLost { .. }) if rebuilds < MAX_REBUILDS => {
                     rebuilds += 1;
                     aggregate = Box::pin(self.rebuild(&lineage)).await?;
@@ -100,6 +97,25 @@ impl Shared {
             .into());
         }
         Ok(rebuilt)
+    }
+
+    /// Runs `call` with `aggregate` on the guest pool once the aggregate's
+    /// shared instance gives it the turn (waited for here, asynchronously,
+    /// so a waiting call holds no guest thread), and counts the call.
+    async fn in_turn<T, F>(&self, aggregate: Hydrated, name: &str, call: F) -> Result<T, GuestError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Hydrated) -> Result<T, GuestError> + Send + 'static,
+    {
+        let turn = aggregate.turn().await;
+        let ran = self
+            .guests
+            .run(move || {
+                let _turn = turn;
+                call(aggregate)
+            })
+            .await;
+        self.count_guest_call(ran, name)
     }
 
     /// Counts a pool run and turns a host panic into a guest failure (the
@@ -205,15 +221,12 @@ impl Shared {
         let mut rebuilds = 0;
         loop {
             let batch = commands.clone();
-            let turn = aggregate.turn().await;
             let ran = self
-                .guests
-                .run(move || {
-                    let _turn = turn;
+                .in_turn(aggregate, &lineage.component.name, move |aggregate| {
                     Ok(decide_in_turn(aggregate, &batch))
                 })
                 .await;
-            let (kept, mut decision) = match self.count_guest_call(ran, &lineage.component.name) {
+            let (kept, mut decision) = match ran {
                 Ok(done) => done,
                 Err(failure) => (None, BatchDecision::failed(failure.into())),
             };

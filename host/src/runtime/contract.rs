@@ -36,16 +36,10 @@ pub struct Manifest {
     pub old_events: Vec<String>,
 }
 
-/// An event for `apply`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyEvent {
-    pub name: String,
-    /// JSON text, exactly as recorded.
-    pub payload: String,
-    pub sequence: u64,
-    /// The version of the guest that recorded it; empty if unknown.
-    pub version: String,
-}
+/// An event for `apply`: name, payload, sequence and the version that
+/// recorded it (empty if unknown). It is 0.2.0's own type, so the newer
+/// contract's events are lowered into the guest with no copy on the way.
+pub(crate) use v2::exports::eshost::aggregate::aggregate::RecordedEvent as ApplyEvent;
 
 /// Why `apply` failed: the sequence number of the event refused, when the
 /// contract says (0.2.0 does), and the guest's reason.
@@ -178,18 +172,8 @@ impl Guest {
                 Ok(applied.map_err(|reason| (None, reason)))
             }
             Self::V2(g) => {
-                use v2::exports::eshost::aggregate::aggregate::RecordedEvent;
-                let events: Vec<RecordedEvent> = events
-                    .iter()
-                    .map(|e| RecordedEvent {
-                        name: e.name.clone(),
-                        payload: e.payload.clone(),
-                        sequence: e.sequence,
-                        version: e.version.clone(),
-                    })
-                    .collect();
                 let calls = g.eshost_aggregate_aggregate().state();
-                let applied = calls.call_apply(store, state, &events)?;
+                let applied = calls.call_apply(store, state, events)?;
                 Ok(applied.map_err(|e| (Some(e.sequence), e.reason)))
             }
         }
