@@ -187,3 +187,61 @@ crate::conformance!(
     upcasting_reads_what_0_1_recorded_and_only_that,
     selections_cover_what_they_name,
 );
+
+/// A 0.2.0 guest names the event it refuses inside a many-event `apply`
+/// (a 0.1.0 guest's refusal covers the whole call), and it is handed each
+/// event's recorded version: the same ItemPurchased is upcast when 0.1.0
+/// recorded it and refused when the version is unknown.
+#[test]
+fn a_0_2_0_apply_names_the_refused_event_and_sees_its_version() {
+    let recorded =
+        |sequence: u64, name: &str, payload: &str, version: Option<&str>| eshost::RecordedEvent {
+            position: sequence as i64,
+            aggregate: FLASH_SALE.into(),
+            id: "s1".into(),
+            sequence,
+            name: name.into(),
+            payload: eshost::store::JsonText::new(payload.into()).unwrap(),
+            metadata: version.map_or(
+                serde_json::json!({}),
+                |v| serde_json::json!({ "aggregateVersion": v }),
+            ),
+            created_at: String::new(),
+        };
+    let stream = |version| {
+        [
+            recorded(
+                1,
+                "FlashSaleCreated",
+                r#"{"itemId":"s1","initialStock":5}"#,
+                version,
+            ),
+            recorded(
+                2,
+                "PurchaseRejected",
+                r#"{"buyerId":"a","reason":"x"}"#,
+                version,
+            ),
+            recorded(
+                3,
+                "ItemPurchased",
+                r#"{"buyerId":"b","quantity":1}"#,
+                version,
+            ),
+        ]
+    };
+    let upcast = fixture("flash-sale-upcast.wasm");
+
+    let mut by_0_1 = eshost::runtime::Hydrated::new(upcast.clone(), "s1").unwrap();
+    by_0_1.apply_recorded(&stream(Some("0.1.0"))).unwrap();
+    assert_eq!(by_0_1.version, 3);
+
+    let mut unknown = eshost::runtime::Hydrated::new(upcast, "s1").unwrap();
+    match unknown.apply_recorded(&stream(None)) {
+        Err(eshost::GuestError::ApplyFailed(failure)) => {
+            assert_eq!((failure.first, failure.last), (3, 3), "{failure:?}");
+            assert_eq!(failure.event.as_deref(), Some("ItemPurchased"));
+        }
+        other => panic!("expected event 3 to be refused: {:?}", other.err()),
+    }
+}
