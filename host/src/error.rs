@@ -1,7 +1,6 @@
 //! Typed errors. Each variant's doc says what a caller should do with it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a command did not produce recorded events. Nothing was appended.
@@ -258,12 +257,15 @@ pub enum StoreError {
     DuplicateCommand { aggregate: String, id: String },
 
     /// Connecting, querying or committing failed. Not a conflict.
-    #[error("database error: {0}")]
-    Database(#[source] Arc<sqlx::Error>),
+    #[error("database error: {message}")]
+    Database {
+        failure: DatabaseFailure,
+        message: String,
+    },
 
     /// Applying the schema migrations failed.
     #[error("migrating the database failed: {0}")]
-    Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
+    Migrate(String),
 
     /// A stream's cross-process lock could not be taken (in time, or at all).
     #[error("{stream}: {reason}")]
@@ -280,52 +282,49 @@ pub enum StoreError {
 
 impl StoreError {
     /// True for a failure that says nothing about the request and may pass
-    /// on its own: the connection was lost or refused (a restart), the server
-    /// is shutting down or out of connections, the pool had no connection in
-    /// time, a serialization failure or deadlock, a busy SQLite file. Worth
-    /// retrying with backoff; a conflict is not among them (it has its own
-    /// retry).
+    /// on its own (see [`DatabaseFailure`]). Worth retrying with backoff; a
+    /// conflict is not among them (it has its own retry).
     pub fn is_transient(&self) -> bool {
-        let Self::Database(error) = self else {
-            return false;
-        };
-        match error.as_ref() {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                TRANSIENT_CODES.contains(&code.as_ref())
-                    // SQLSTATE class 08: connection exception.
-                    || code.starts_with("08") && code.len() == 5
-            }),
-            _ => false,
-        }
+        matches!(
+            self,
+            Self::Database {
+                failure: DatabaseFailure::NotSent | DatabaseFailure::Transient,
+                ..
+            }
+        )
+    }
+
+    /// True when a write that failed so may have committed all the same:
+    /// the connection was lost after it may have been sent. Only a lookup
+    /// tells. (A write that was never sent, or that the database refused,
+    /// did not commit.)
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                failure: DatabaseFailure::Transient,
+                ..
+            }
+        )
     }
 }
 
-/// PostgreSQL SQLSTATEs and SQLite result codes that mean "try again".
-const TRANSIENT_CODES: &[&str] = &[
-    "40001", // serialization_failure
-    "40P01", // deadlock_detected
-    "57P01", // admin_shutdown (pg_terminate_backend, a fast shutdown)
-    "57P02", // crash_shutdown
-    "57P03", // cannot_connect_now (starting up)
-    "53300", // too_many_connections
-    "5",     // SQLITE_BUSY
-    "6",     // SQLITE_LOCKED
-    "261",   // SQLITE_BUSY_RECOVERY
-    "517",   // SQLITE_BUSY_SNAPSHOT
-    "773",   // SQLITE_BUSY_TIMEOUT
-];
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(Arc::new(error))
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(error: sqlx::migrate::MigrateError) -> Self {
-        Self::Migrate(Arc::new(error))
-    }
+/// What a database failure says about the request that met it. The stores
+/// classify their driver's errors into these, so nothing above them
+/// depends on the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// Nothing reached the database: no connection came from the pool in
+    /// time, or the server refused or could not take a connection. The
+    /// request did not run; trying again may succeed.
+    NotSent,
+    /// The connection was lost or the server gave up (a restart, a
+    /// serialization failure, a deadlock, a busy SQLite file) after the
+    /// request may have been sent. Trying again may succeed; a write's
+    /// outcome is unknown until looked up.
+    Transient,
+    /// Anything else: trying again fails the same way.
+    Permanent,
 }
 
 /// A module could not be loaded. Names the file and the reason.

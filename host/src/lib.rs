@@ -46,6 +46,8 @@ pub mod testing;
 pub mod upgrade;
 
 pub use dispatch::{CommandOutcome, CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
-pub use error::{ApplyFailure, CommandError, GuestError, LoadError, Refusal, StoreError};
+pub use error::{
+    ApplyFailure, CommandError, DatabaseFailure, GuestError, LoadError, Refusal, StoreError,
+};
 pub use runtime::{LoadedComponent, Modules};
 pub use store::{EventStore, RecordedEvent, Snapshot, StreamId};

@@ -45,6 +45,8 @@ impl Shared {
 
     /// Appends `commands` at `expected_version`, settling any attempt whose
     /// outcome a transient error left unknown by looking up its command ids.
+    /// An attempt that never reached the database (no connection in time,
+    /// a refused connection) is simply sent again.
     pub(super) async fn append_settled(
         &self,
         stream: &StreamId,
@@ -53,7 +55,7 @@ impl Shared {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.patiently("append", || async {
             match self.store.append(stream, expected_version, commands).await {
-                Err(error) if error.is_transient() => {
+                Err(error) if error.outcome_unknown() => {
                     match self.committed(stream, expected_version, commands).await? {
                         Some(events) => {
                             info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");

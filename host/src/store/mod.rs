@@ -4,6 +4,7 @@
 //! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
 //! command as [`StoreError::DuplicateCommand`]).
 
+mod driver_error;
 mod payload;
 mod postgres;
 mod sqlite;
