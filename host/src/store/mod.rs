@@ -5,6 +5,7 @@
 //! command as [`StoreError::DuplicateCommand`]).
 
 mod driver_error;
+pub mod faulty;
 mod payload;
 mod postgres;
 mod sqlite;

@@ -22,6 +22,7 @@ mod reload;
 mod sandbox;
 mod scenario;
 mod server;
+mod settle;
 mod sharing;
 mod snapshots;
 mod spec;

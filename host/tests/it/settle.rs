@@ -1,0 +1,117 @@
+//! Retrying and settling, one branch at a time: a real store (PostgreSQL,
+//! then SQLite) wrapped in `FaultyStore`, which makes a chosen append or
+//! lookup fail in a chosen way. Each test fails if the branch it names is
+//! taken out of the dispatcher. Both concurrency modes append through the
+//! same settling code; each test runs both.
+
+use crate::util::*;
+use eshost::store::faulty::{Fault, FaultyStore, Op};
+use eshost::{Concurrency, Host, HostOptions, StreamId};
+use std::sync::Arc;
+
+const MODES: [Concurrency; 2] = [Concurrency::Queued, Concurrency::Optimistic];
+
+async fn faulty_host(db: &TestDb, concurrency: Concurrency) -> (Host, Arc<FaultyStore>) {
+    let store = FaultyStore::new(eshost::store::open(&db.url).await.unwrap());
+    let options = HostOptions {
+        concurrency,
+        ..HostOptions::default()
+    };
+    (Host::with_options(modules(), store.clone(), options), store)
+}
+
+/// Creates a sale named for the test and mode with `faults` planned for
+/// its append and lookups; returns the answer's events, the stream as
+/// recorded, and the calls made (appends, lookups).
+async fn create_through(
+    db: &TestDb,
+    name: &str,
+    faults: &[(Op, Fault)],
+) -> Vec<(Concurrency, Vec<String>, usize, (usize, usize))> {
+    let mut runs = Vec::new();
+    for mode in MODES {
+        let (host, store) = faulty_host(db, mode).await;
+        for (op, fault) in faults {
+            store.plan(*op, *fault);
+        }
+        let id = format!("{name}-{mode:?}");
+        let created = host.execute(&create(&id, 5)).await.unwrap();
+        assert!(!created.replayed, "{mode:?}: a first answer is no replay");
+        let recorded = host
+            .store()
+            .load(&StreamId::new(FLASH_SALE, &id), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            created.events, recorded,
+            "{mode:?}: the answer is what was recorded"
+        );
+        let calls = (store.calls(Op::Append), store.calls(Op::FindCommands));
+        let names = names(&recorded).iter().map(|n| n.to_string()).collect();
+        runs.push((mode, names, created.retries as usize, calls));
+    }
+    runs
+}
+
+/// The append committed and its reply was lost: the command ids, looked
+/// up, show it committed, and that is the answer. Nothing is sent again.
+async fn a_lost_reply_is_settled_by_looking_up_the_command_ids(db: &TestDb) {
+    let runs = create_through(db, "lost-reply", &[(Op::Append, Fault::LoseReply)]).await;
+    for (mode, recorded, _, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(calls, (1, 1), "{mode:?}: one append, one lookup");
+    }
+}
+
+/// The connection dropped before the commit: the lookup finds nothing, so
+/// the same append is sent again, once.
+async fn an_append_lost_before_its_commit_is_looked_up_then_sent_again(db: &TestDb) {
+    let runs = create_through(db, "lost", &[(Op::Append, Fault::LoseBeforeCommit)]).await;
+    for (mode, recorded, _, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(calls, (2, 1), "{mode:?}: two appends, one lookup");
+    }
+}
+
+/// No connection could be had: the append never ran, so it is sent again
+/// with no lookup.
+async fn an_append_never_sent_is_sent_again_without_a_lookup(db: &TestDb) {
+    let runs = create_through(db, "not-sent", &[(Op::Append, Fault::NotSent)]).await;
+    for (mode, recorded, _, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(calls, (2, 0), "{mode:?}: two appends, no lookup");
+    }
+}
+
+/// The reply was lost and the first lookup failed too: the lookup is
+/// tried again (never the append, whose outcome is still unknown).
+async fn a_failed_lookup_is_tried_again_before_anything_is_sent(db: &TestDb) {
+    let faults = [
+        (Op::Append, Fault::LoseReply),
+        (Op::FindCommands, Fault::LoseBeforeCommit),
+    ];
+    let runs = create_through(db, "lookup-lost", &faults).await;
+    for (mode, recorded, _, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(calls, (1, 2), "{mode:?}: one append, two lookups");
+    }
+}
+
+/// Another writer came first: the command is decided again on the new
+/// version and appended, counted as a retry.
+async fn a_conflict_is_decided_again_and_counted(db: &TestDb) {
+    let runs = create_through(db, "conflict", &[(Op::Append, Fault::Conflict)]).await;
+    for (mode, recorded, retries, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(retries, 1, "{mode:?}");
+        assert_eq!(calls, (2, 0), "{mode:?}: two appends, no lookup");
+    }
+}
+
+crate::conformance!(
+    a_lost_reply_is_settled_by_looking_up_the_command_ids,
+    an_append_lost_before_its_commit_is_looked_up_then_sent_again,
+    an_append_never_sent_is_sent_again_without_a_lookup,
+    a_failed_lookup_is_tried_again_before_anything_is_sent,
+    a_conflict_is_decided_again_and_counted,
+);
