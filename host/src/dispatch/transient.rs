@@ -13,6 +13,7 @@ use super::Shared;
 use crate::error::StoreError;
 use crate::store::{NewCommand, RecordedEvent, StreamId};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{info, warn};
 
 impl Shared {
@@ -47,24 +48,39 @@ impl Shared {
     /// outcome a transient error left unknown by looking up its command ids.
     /// An attempt that never reached the database (no connection in time,
     /// a refused connection) is simply sent again.
+    ///
+    /// Once an attempt's outcome was unknown, a later attempt that meets a
+    /// key (the sequence taken, a command id recorded) is settled the same
+    /// way before its error goes back: the append it repeats may be the one
+    /// that took the key, and deciding again would then answer a recorded
+    /// command with a conflict or a refusal. This is what happens when the
+    /// settling lookup itself gives up and the append is sent again.
     pub(super) async fn append_settled(
         &self,
         stream: &StreamId,
         expected_version: u64,
         commands: &[NewCommand],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let unsettled = AtomicBool::new(false);
         self.patiently("append", || async {
-            match self.store.append(stream, expected_version, commands).await {
+            let error = match self.store.append(stream, expected_version, commands).await {
                 Err(error) if error.outcome_unknown() => {
-                    match self.committed(stream, expected_version, commands).await? {
-                        Some(events) => {
-                            info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");
-                            Ok(events)
-                        }
-                        None => Err(error),
-                    }
+                    unsettled.store(true, Ordering::Relaxed);
+                    error
                 }
-                result => result,
+                Err(error @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. }))
+                    if unsettled.load(Ordering::Relaxed) =>
+                {
+                    error
+                }
+                result => return result,
+            };
+            match self.committed(stream, expected_version, commands).await? {
+                Some(events) => {
+                    info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");
+                    Ok(events)
+                }
+                None => Err(error),
             }
         })
         .await

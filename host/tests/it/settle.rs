@@ -6,15 +6,25 @@
 
 use crate::util::*;
 use eshost::store::faulty::{Fault, FaultyStore, Op};
-use eshost::{Concurrency, Host, HostOptions, StreamId};
+use eshost::{Concurrency, Host, HostOptions, RetryPolicy, StreamId};
 use std::sync::Arc;
+use std::time::Duration;
 
 const MODES: [Concurrency; 2] = [Concurrency::Queued, Concurrency::Optimistic];
+
+/// Transient errors retried twice per store call, with millisecond waits.
+const TRANSIENT_RETRIES: usize = 2;
 
 async fn faulty_host(db: &TestDb, concurrency: Concurrency) -> (Host, Arc<FaultyStore>) {
     let store = FaultyStore::new(eshost::store::open(&db.url).await.unwrap());
     let options = HostOptions {
         concurrency,
+        retry: RetryPolicy {
+            max_transient_retries: TRANSIENT_RETRIES as u32,
+            transient_base_delay: Duration::from_millis(1),
+            transient_max_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        },
         ..HostOptions::default()
     };
     (Host::with_options(modules(), store.clone(), options), store)
@@ -97,6 +107,27 @@ async fn a_failed_lookup_is_tried_again_before_anything_is_sent(db: &TestDb) {
     }
 }
 
+/// The reply was lost and the settling lookup gave up (every try failed):
+/// the append is sent again and meets its own key. That is settled too,
+/// before anything is decided again: the lookup now finds the command, and
+/// the answer is its events, not a conflict or a refusal ("already
+/// exists") for a command that was recorded.
+async fn an_append_sent_again_after_a_failed_settle_meets_its_own_key_and_is_settled(db: &TestDb) {
+    let mut faults = vec![(Op::Append, Fault::LoseReply)];
+    faults.extend([(Op::FindCommands, Fault::LoseBeforeCommit); TRANSIENT_RETRIES + 1]);
+    let runs = create_through(db, "settle-gave-up", &faults).await;
+    for (mode, recorded, retries, calls) in runs {
+        assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
+        assert_eq!(retries, 0, "{mode:?}: never decided again");
+        let lookups = TRANSIENT_RETRIES + 2;
+        assert_eq!(
+            calls,
+            (2, lookups),
+            "{mode:?}: two appends, {lookups} lookups"
+        );
+    }
+}
+
 /// Another writer came first: the command is decided again on the new
 /// version and appended, counted as a retry.
 async fn a_conflict_is_decided_again_and_counted(db: &TestDb) {
@@ -113,5 +144,6 @@ crate::conformance!(
     an_append_lost_before_its_commit_is_looked_up_then_sent_again,
     an_append_never_sent_is_sent_again_without_a_lookup,
     a_failed_lookup_is_tried_again_before_anything_is_sent,
+    an_append_sent_again_after_a_failed_settle_meets_its_own_key_and_is_settled,
     a_conflict_is_decided_again_and_counted,
 );
