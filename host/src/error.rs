@@ -263,6 +263,14 @@ pub enum StoreError {
         message: String,
     },
 
+    /// An append was sent, and whether it committed could not be found out
+    /// by the command's deadline. It may have: resend the command with the
+    /// same id, and its recorded outcome is the answer.
+    #[error(
+        "{stream}: the append's outcome is unknown ({reason}); resend the command with the same id"
+    )]
+    OutcomeUnknown { stream: String, reason: String },
+
     /// Applying the schema migrations failed.
     #[error("migrating the database failed: {0}")]
     Migrate(String),

@@ -13,6 +13,7 @@ impl Shared {
         prepared: Prepared,
     ) -> Result<CommandOutcome, CommandError> {
         let stream = &prepared.stream;
+        let deadline = tokio::time::Instant::now() + self.retry.command_deadline;
         let (mut aggregate, mut up_to_date) = self.checkout(&prepared).await?;
         let mut retries = 0;
         // Events recorded since the instance's version, applied with the
@@ -61,7 +62,10 @@ impl Shared {
             self.metrics.appends.inc();
             self.metrics.batch_commands.observe(1.0);
             let base = aggregate.version;
-            match self.append_settled(stream, base, &[new_command]).await {
+            match self
+                .append_settled(stream, base, &[new_command], deadline)
+                .await
+            {
                 Ok(recorded) => {
                     // The events are recorded whatever happens next; a guest
                     // that cannot apply its own events (or snapshot them) loses

@@ -290,8 +290,9 @@ async fn run_batch(
         .metrics
         .batch_commands
         .observe(new_commands.len() as f64);
+    let deadline = tokio::time::Instant::now() + shared.retry.command_deadline;
     match shared
-        .append_settled(stream, base_version, &new_commands)
+        .append_settled(stream, base_version, &new_commands, deadline)
         .await
     {
         Ok(recorded) => {

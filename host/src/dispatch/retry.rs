@@ -4,7 +4,8 @@
 //! serialization failure, a pool timeout). Each has its own limit. Both back
 //! off exponentially with full jitter (a uniform delay in
 //! `0..=min(max, base * 2^attempt)`), so writers that collided once spread
-//! out instead of colliding again in step.
+//! out instead of colliding again in step. One deadline bounds a command's
+//! appends and their settling, whatever the counts allow.
 
 use rand::Rng;
 use std::time::Duration;
@@ -24,6 +25,12 @@ pub struct RetryPolicy {
     pub transient_base_delay: Duration,
     /// The transient backoff ceiling never grows past this.
     pub transient_max_delay: Duration,
+    /// How long one command may spend on its appends: attempts after
+    /// transient errors and the lookups that settle an unknown outcome
+    /// (optimistic mode: from the command's start, across its conflict
+    /// rounds; queued mode: from when its batch is appended). The retry
+    /// count above bounds the same waiting; whichever ends first ends it.
+    pub command_deadline: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +44,7 @@ impl Default for RetryPolicy {
             max_transient_retries: 10,
             transient_base_delay: Duration::from_millis(50),
             transient_max_delay: Duration::from_secs(2),
+            command_deadline: Duration::from_secs(30),
         }
     }
 }

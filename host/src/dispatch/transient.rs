@@ -13,7 +13,8 @@ use super::Shared;
 use crate::error::StoreError;
 use crate::store::{NewCommand, RecordedEvent, StreamId};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 impl Shared {
@@ -44,46 +45,69 @@ impl Shared {
         }
     }
 
-    /// Appends `commands` at `expected_version`, settling any attempt whose
-    /// outcome a transient error left unknown by looking up its command ids.
-    /// An attempt that never reached the database (no connection in time,
-    /// a refused connection) is simply sent again.
+    /// Appends `commands` at `expected_version` by `deadline`, settling any
+    /// attempt whose outcome a transient error left unknown by looking up
+    /// its command ids before anything else is sent.
     ///
-    /// Once an attempt's outcome was unknown, a later attempt that meets a
-    /// key (the sequence taken, a command id recorded) is settled the same
-    /// way before its error goes back: the append it repeats may be the one
-    /// that took the key, and deciding again would then answer a recorded
-    /// command with a conflict or a refusal. This is what happens when the
-    /// settling lookup itself gives up and the append is sent again.
+    /// - An attempt that never reached the database (no connection in
+    ///   time, a refused connection) is sent again with no lookup.
+    /// - An attempt whose outcome is unknown is looked up, and looked up
+    ///   again after a failed lookup, never sent again blind. Found, those
+    ///   are the answers; not found, the same append is sent again.
+    /// - Once an outcome was unknown, a later attempt that meets a key (the
+    ///   sequence taken, a command id recorded) is looked up too: the
+    ///   append it repeats may be the one that took the key, and deciding
+    ///   again would answer a recorded command with a conflict or a refusal.
+    ///
+    /// Appends and lookups share one count of transient retries
+    /// (`max_transient_retries`) and the deadline: waiting does not nest.
+    /// If either runs out while the outcome is unknown, the answer is
+    /// [`StoreError::OutcomeUnknown`]: resend with the same command id.
     pub(super) async fn append_settled(
         &self,
         stream: &StreamId,
         expected_version: u64,
         commands: &[NewCommand],
+        deadline: Instant,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let unsettled = AtomicBool::new(false);
-        self.patiently("append", || async {
+        let mut budget = Budget::new(self, deadline);
+        let mut unsettled = false;
+        loop {
             let error = match self.store.append(stream, expected_version, commands).await {
                 Err(error) if error.outcome_unknown() => {
-                    unsettled.store(true, Ordering::Relaxed);
+                    unsettled = true;
                     error
                 }
-                Err(error @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. }))
-                    if unsettled.load(Ordering::Relaxed) =>
-                {
-                    error
+                Err(
+                    error @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. }),
+                ) if unsettled => error,
+                Err(error) if error.is_transient() => {
+                    budget.wait("append", &error).await.map_err(|()| error)?;
+                    continue;
                 }
                 result => return result,
             };
-            match self.committed(stream, expected_version, commands).await? {
-                Some(events) => {
-                    info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");
-                    Ok(events)
+            loop {
+                match self.committed(stream, expected_version, commands).await {
+                    Ok(Some(events)) => {
+                        info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");
+                        return Ok(events);
+                    }
+                    Ok(None) if error.is_transient() => break,
+                    Ok(None) => return Err(error),
+                    Err(lookup) if lookup.is_transient() => {
+                        if budget.wait("settle", &lookup).await.is_err() {
+                            return Err(outcome_unknown(stream, &lookup));
+                        }
+                    }
+                    Err(lookup) => return Err(outcome_unknown(stream, &lookup)),
                 }
-                None => Err(error),
             }
-        })
-        .await
+            // Not committed: the same append is sent again.
+            if budget.wait("append", &error).await.is_err() {
+                return Err(error);
+            }
+        }
     }
 
     /// The events of this very append, if it committed: every one of its
@@ -99,9 +123,7 @@ impl Shared {
             .filter(|c| !c.events.is_empty())
             .map(|c| c.command_id.as_str())
             .collect();
-        let found = self
-            .patiently("settle", || self.store.find_commands(&ids))
-            .await?;
+        let found = self.store.find_commands(&ids).await?;
         let mut events: Vec<RecordedEvent> = found
             .into_iter()
             .filter(|c| &c.stream == stream)
@@ -117,5 +139,50 @@ impl Shared {
         // Anything else (nothing, or ids recorded by an earlier command) means
         // this append did not commit; sent again, the keys decide.
         Ok(ours.then_some(events))
+    }
+}
+
+/// The append was sent, and whether it committed could not be found out
+/// in time.
+fn outcome_unknown(stream: &StreamId, lookup: &StoreError) -> StoreError {
+    StoreError::OutcomeUnknown {
+        stream: stream.to_string(),
+        reason: lookup.to_string(),
+    }
+}
+
+/// The transient retries one append may still make, and by when.
+struct Budget<'a> {
+    shared: &'a Shared,
+    deadline: Instant,
+    retries: u32,
+}
+
+impl<'a> Budget<'a> {
+    fn new(shared: &'a Shared, deadline: Instant) -> Self {
+        Self {
+            shared,
+            deadline,
+            retries: 0,
+        }
+    }
+
+    /// Waits before the next try, or says there is none: the retries are
+    /// spent, or the wait would end past the deadline.
+    async fn wait(&mut self, what: &'static str, error: &StoreError) -> Result<(), ()> {
+        let policy = &self.shared.retry;
+        if self.retries >= policy.max_transient_retries {
+            return Err(());
+        }
+        self.retries += 1;
+        let delay = policy.transient_backoff(self.retries);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if delay >= left || left < Duration::from_millis(1) {
+            return Err(());
+        }
+        warn!(what, attempt = self.retries, ?delay, %error, "transient database error; retrying");
+        self.shared.metrics.transient_retries.inc();
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 }

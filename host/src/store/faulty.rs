@@ -38,6 +38,9 @@ pub enum Fault {
     Conflict,
     /// The call goes to the store after this long.
     Hang(Duration),
+    /// A lookup finds none of the command ids, as one that runs before a
+    /// commit still in flight lands: the store is not called.
+    NotFound,
 }
 
 /// An [`EventStore`] that injects [`Fault`]s into planned calls.
@@ -99,7 +102,7 @@ impl FaultyStore {
         }
     }
 
-    /// Runs `call` through `fault`.
+    /// Runs `call` through `fault` (`NotFound` is the caller's to apply).
     async fn through<T>(
         fault: Option<Fault>,
         stream: Option<&StreamId>,
@@ -133,6 +136,7 @@ impl FaultyStore {
                 tokio::time::sleep(duration).await;
                 call.await
             }
+            Some(Fault::NotFound) => call.await,
         }
     }
 }
@@ -155,6 +159,9 @@ impl EventStore for FaultyStore {
         command_ids: &[&str],
     ) -> Result<Vec<RecordedCommand>, StoreError> {
         let fault = self.next(Op::FindCommands);
+        if fault == Some(Fault::NotFound) {
+            return Ok(Vec::new());
+        }
         Self::through(fault, None, 0, self.inner.find_commands(command_ids)).await
     }
 

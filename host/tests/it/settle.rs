@@ -6,7 +6,7 @@
 
 use crate::util::*;
 use eshost::store::faulty::{Fault, FaultyStore, Op};
-use eshost::{Concurrency, Host, HostOptions, RetryPolicy, StreamId};
+use eshost::{CommandError, Concurrency, Host, HostOptions, RetryPolicy, StoreError, StreamId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +15,24 @@ const MODES: [Concurrency; 2] = [Concurrency::Queued, Concurrency::Optimistic];
 /// Transient errors retried twice per store call, with millisecond waits.
 const TRANSIENT_RETRIES: usize = 2;
 
-async fn faulty_host(db: &TestDb, concurrency: Concurrency) -> (Host, Arc<FaultyStore>) {
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_transient_retries: TRANSIENT_RETRIES as u32,
+        transient_base_delay: Duration::from_millis(1),
+        transient_max_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    }
+}
+
+async fn faulty_host(
+    db: &TestDb,
+    concurrency: Concurrency,
+    retry: RetryPolicy,
+) -> (Host, Arc<FaultyStore>) {
     let store = FaultyStore::new(eshost::store::open(&db.url).await.unwrap());
     let options = HostOptions {
         concurrency,
-        retry: RetryPolicy {
-            max_transient_retries: TRANSIENT_RETRIES as u32,
-            transient_base_delay: Duration::from_millis(1),
-            transient_max_delay: Duration::from_millis(5),
-            ..RetryPolicy::default()
-        },
+        retry,
         ..HostOptions::default()
     };
     (Host::with_options(modules(), store.clone(), options), store)
@@ -40,7 +48,7 @@ async fn create_through(
 ) -> Vec<(Concurrency, Vec<String>, usize, (usize, usize))> {
     let mut runs = Vec::new();
     for mode in MODES {
-        let (host, store) = faulty_host(db, mode).await;
+        let (host, store) = faulty_host(db, mode, quick_retries()).await;
         for (op, fault) in faults {
             store.plan(*op, *fault);
         }
@@ -107,23 +115,84 @@ async fn a_failed_lookup_is_tried_again_before_anything_is_sent(db: &TestDb) {
     }
 }
 
-/// The reply was lost and the settling lookup gave up (every try failed):
-/// the append is sent again and meets its own key. That is settled too,
-/// before anything is decided again: the lookup now finds the command, and
-/// the answer is its events, not a conflict or a refusal ("already
-/// exists") for a command that was recorded.
-async fn an_append_sent_again_after_a_failed_settle_meets_its_own_key_and_is_settled(db: &TestDb) {
-    let mut faults = vec![(Op::Append, Fault::LoseReply)];
-    faults.extend([(Op::FindCommands, Fault::LoseBeforeCommit); TRANSIENT_RETRIES + 1]);
-    let runs = create_through(db, "settle-gave-up", &faults).await;
+/// The reply was lost and the lookup ran before the commit landed (it
+/// found nothing): the append is sent again and meets its own key. That is
+/// looked up too, before anything is decided again, and the answer is the
+/// command's events, not a conflict or a refusal ("already exists") for a
+/// command that was recorded.
+async fn a_resend_that_meets_its_own_key_is_settled_not_decided_again(db: &TestDb) {
+    let faults = [
+        (Op::Append, Fault::LoseReply),
+        (Op::FindCommands, Fault::NotFound),
+    ];
+    let runs = create_through(db, "own-key", &faults).await;
     for (mode, recorded, retries, calls) in runs {
         assert_eq!(recorded, ["FlashSaleCreated"], "{mode:?}");
         assert_eq!(retries, 0, "{mode:?}: never decided again");
-        let lookups = TRANSIENT_RETRIES + 2;
-        assert_eq!(
-            calls,
-            (2, lookups),
-            "{mode:?}: two appends, {lookups} lookups"
+        assert_eq!(calls, (2, 2), "{mode:?}: two appends, two lookups");
+    }
+}
+
+/// The reply was lost and every lookup fails: the append is never sent
+/// again blind. When the retries run out, the answer says the outcome is
+/// unknown, though the command was recorded; sent again with the same id,
+/// it is answered with what was recorded.
+async fn an_outcome_still_unknown_when_retries_run_out_is_answered_unknown(db: &TestDb) {
+    for mode in MODES {
+        let (host, store) = faulty_host(db, mode, quick_retries()).await;
+        store.plan(Op::Append, Fault::LoseReply);
+        for _ in 0..=TRANSIENT_RETRIES {
+            store.plan(Op::FindCommands, Fault::LoseBeforeCommit);
+        }
+        let id = format!("unknown-{mode:?}");
+        let mut request = create(&id, 5);
+        request.command_id = Some(format!("cmd-{id}"));
+        let answer = host.execute(&request).await;
+        assert!(
+            matches!(
+                answer,
+                Err(CommandError::Store(StoreError::OutcomeUnknown { .. }))
+            ),
+            "{mode:?}: {answer:?}"
+        );
+        let calls = (store.calls(Op::Append), store.calls(Op::FindCommands));
+        assert_eq!(calls, (1, TRANSIENT_RETRIES + 1), "{mode:?}");
+        let again = host.execute(&request).await.unwrap();
+        assert!(again.replayed, "{mode:?}");
+        assert_eq!(names(&again.events), ["FlashSaleCreated"], "{mode:?}");
+    }
+}
+
+/// One deadline ends the waiting, however many retries the count allows:
+/// lookups that fail forever stop when it passes, and the answer is that
+/// the outcome is unknown.
+async fn the_deadline_ends_the_waiting_whatever_the_retry_count(db: &TestDb) {
+    const MANY: usize = 10_000;
+    for mode in MODES {
+        let retry = RetryPolicy {
+            max_transient_retries: MANY as u32,
+            command_deadline: Duration::from_millis(300),
+            ..quick_retries()
+        };
+        let (host, store) = faulty_host(db, mode, retry).await;
+        store.plan(Op::Append, Fault::LoseReply);
+        for _ in 0..MANY {
+            store.plan(Op::FindCommands, Fault::LoseBeforeCommit);
+        }
+        let answer = host
+            .execute(&create(&format!("deadline-{mode:?}"), 5))
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Err(CommandError::Store(StoreError::OutcomeUnknown { .. }))
+            ),
+            "{mode:?}: {answer:?}"
+        );
+        let lookups = store.calls(Op::FindCommands);
+        assert!(
+            lookups < MANY,
+            "{mode:?}: {lookups} lookups; the deadline should have ended them"
         );
     }
 }
@@ -144,6 +213,8 @@ crate::conformance!(
     an_append_lost_before_its_commit_is_looked_up_then_sent_again,
     an_append_never_sent_is_sent_again_without_a_lookup,
     a_failed_lookup_is_tried_again_before_anything_is_sent,
-    an_append_sent_again_after_a_failed_settle_meets_its_own_key_and_is_settled,
+    a_resend_that_meets_its_own_key_is_settled_not_decided_again,
+    an_outcome_still_unknown_when_retries_run_out_is_answered_unknown,
+    the_deadline_ends_the_waiting_whatever_the_retry_count,
     a_conflict_is_decided_again_and_counted,
 );
