@@ -969,8 +969,12 @@ async fn aggregates(global: &GlobalArgs, json: bool) -> Result<()> {
     for a in &listing {
         println!("{} {} ({})", a.name, a.version, a.file.display());
         println!("  digest   {}", a.digest);
+        println!("  contract {}", a.contract);
         println!("  commands {}", a.commands.join(", "));
         println!("  events   {}", a.events.join(", "));
+        if !a.old_events.is_empty() {
+            println!("  old events (upcast) {}", a.old_events.join(", "));
+        }
     }
     Ok(())
 }

@@ -32,12 +32,22 @@ pub struct AggregateInfo {
     pub commands: Vec<String>,
     /// In name order.
     pub events: Vec<String>,
+    /// Old event names the component still applies (upcasts) but never
+    /// returns, in name order (contract 0.2.0).
+    #[serde(default)]
+    pub old_events: Vec<String>,
+    /// The version of the aggregate contract the component implements:
+    /// `0.1.0` or `0.2.0`.
+    #[serde(default)]
+    pub contract: String,
 }
 
 impl From<&LoadedComponent> for AggregateInfo {
     fn from(c: &LoadedComponent) -> Self {
         let mut events: Vec<String> = c.events.iter().cloned().collect();
         events.sort();
+        let mut old_events: Vec<String> = c.old_events.iter().cloned().collect();
+        old_events.sort();
         Self {
             name: c.name.clone(),
             version: c.version.clone(),
@@ -45,6 +55,8 @@ impl From<&LoadedComponent> for AggregateInfo {
             file: c.path.clone(),
             commands: c.commands.clone(),
             events,
+            old_events,
+            contract: c.contract().to_string(),
         }
     }
 }
