@@ -13,7 +13,6 @@ use super::Shared;
 use crate::error::StoreError;
 use crate::store::{NewCommand, RecordedEvent, StreamId};
 use std::future::Future;
-use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -28,17 +27,13 @@ impl Shared {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0;
+        let mut budget = Budget::new(self, None);
         loop {
             match call().await {
-                Err(error)
-                    if error.is_transient() && attempt < self.retry.max_transient_retries =>
-                {
-                    attempt += 1;
-                    let delay = self.retry.transient_backoff(attempt);
-                    warn!(what, attempt, ?delay, %error, "transient database error; retrying");
-                    self.metrics.transient_retries.inc();
-                    tokio::time::sleep(delay).await;
+                Err(error) if error.is_transient() => {
+                    if budget.wait(what, &error).await.is_err() {
+                        return Err(error);
+                    }
                 }
                 result => return result,
             }
@@ -70,7 +65,7 @@ impl Shared {
         commands: &[NewCommand],
         deadline: Instant,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut budget = Budget::new(self, deadline);
+        let mut budget = Budget::new(self, Some(deadline));
         let mut unsettled = false;
         loop {
             let error = match self.store.append(stream, expected_version, commands).await {
@@ -151,15 +146,16 @@ fn outcome_unknown(stream: &StreamId, lookup: &StoreError) -> StoreError {
     }
 }
 
-/// The transient retries one append may still make, and by when.
+/// The transient retries a store call (or an append and its settling) may
+/// still make, and by when.
 struct Budget<'a> {
     shared: &'a Shared,
-    deadline: Instant,
+    deadline: Option<Instant>,
     retries: u32,
 }
 
 impl<'a> Budget<'a> {
-    fn new(shared: &'a Shared, deadline: Instant) -> Self {
+    fn new(shared: &'a Shared, deadline: Option<Instant>) -> Self {
         Self {
             shared,
             deadline,
@@ -176,8 +172,10 @@ impl<'a> Budget<'a> {
         }
         self.retries += 1;
         let delay = policy.transient_backoff(self.retries);
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if delay >= left || left < Duration::from_millis(1) {
+        let past_deadline = self
+            .deadline
+            .is_some_and(|deadline| Instant::now() + delay >= deadline);
+        if past_deadline {
             return Err(());
         }
         warn!(what, attempt = self.retries, ?delay, %error, "transient database error; retrying");

@@ -6,6 +6,7 @@
 //! event it refused. Everything else is the same, so the rest of the host
 //! sees one guest: this module converts at the boundary.
 
+use super::instance::DecidedEvent;
 use super::sandbox::GuestContext;
 use crate::error::Refusal;
 use wasmtime::Store;
@@ -179,7 +180,7 @@ impl Guest {
         }
     }
 
-    /// The events a command decides (name and payload text), or the guest's
+    /// The events a command decides, not yet checked, or the guest's
     /// refusal.
     pub fn handle(
         &self,
@@ -187,7 +188,7 @@ impl Guest {
         state: ResourceAny,
         name: &str,
         payload: &str,
-    ) -> Result<std::result::Result<Vec<(String, String)>, Refusal>> {
+    ) -> Result<std::result::Result<Vec<DecidedEvent>, Refusal>> {
         either!(self, |g, api| {
             let command = api::Command {
                 name: name.to_string(),
@@ -195,7 +196,13 @@ impl Guest {
             };
             let calls = g.eshost_aggregate_aggregate().state();
             Ok(match calls.call_handle(store, state, &command)? {
-                Ok(events) => Ok(events.into_iter().map(|e| (e.name, e.payload)).collect()),
+                Ok(events) => Ok(events
+                    .into_iter()
+                    .map(|e| DecidedEvent {
+                        name: e.name,
+                        payload: e.payload,
+                    })
+                    .collect()),
                 Err(api::CommandError::UnknownCommand(m)) => Err(Refusal::UnknownCommand(m)),
                 Err(api::CommandError::InvalidPayload(m)) => Err(Refusal::InvalidPayload(m)),
                 Err(api::CommandError::InvalidCommand(m)) => Err(Refusal::InvalidCommand(m)),

@@ -358,8 +358,7 @@ impl Hydrated {
     }
 
     /// The contract: only declared events, only JSON payloads, none too large.
-    fn check_event(&self, (name, payload): (String, String)) -> Result<DecidedEvent, GuestError> {
-        let event = DecidedEvent { name, payload };
+    fn check_event(&self, event: DecidedEvent) -> Result<DecidedEvent, GuestError> {
         let aggregate = &self.component.name;
         let max_payload = self.component.limits.max_payload_bytes;
         if event.payload.len() > max_payload {
