@@ -50,6 +50,8 @@ pub struct Metrics {
     pub appends: Counter,
     /// Commands per append.
     pub batch_commands: Histogram,
+    /// Streams per transaction (group commit).
+    pub commit_streams: Histogram,
     /// Store calls tried again after a transient database error.
     pub transient_retries: Counter,
     /// How long guest calls ran, by aggregate.
@@ -78,6 +80,7 @@ impl Default for Metrics {
             conflicts: Counter::default(),
             appends: Counter::default(),
             batch_commands: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            commit_streams: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             transient_retries: Counter::default(),
             guest_call_seconds: Family::new_with_constructor(seconds),
             cache_hits: Counter::default(),
@@ -115,6 +118,11 @@ impl Default for Metrics {
             "batch_commands",
             "Commands per append",
             metrics.batch_commands.clone(),
+        );
+        registry.register(
+            "commit_streams",
+            "Streams appended per transaction (group commit)",
+            metrics.commit_streams.clone(),
         );
         registry.register(
             "transient_retries",

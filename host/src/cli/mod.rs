@@ -486,6 +486,7 @@ impl GlobalArgs {
             snapshot_every: self.snapshot_every,
             queue_capacity: size(self.queue_capacity),
             guest_threads: size(self.guest_threads),
+            ..HostOptions::default()
         };
         Ok((Host::with_options(modules, store, options), runtime))
     }

@@ -204,8 +204,9 @@ impl Shared {
     }
 
     /// Decides `commands` (name, payload) one after another, applying each
-    /// command's events before deciding the next. The aggregate comes back
-    /// unless the guest failed on one of them.
+    /// command's events before deciding the next, until the events decided
+    /// reach `max_bytes` (the rest are left undecided). The aggregate comes
+    /// back unless the guest failed on one of them.
     ///
     /// An instance lost to another aggregate's trap before the first
     /// decision is rebuilt and the batch decided again; lost later, the
@@ -215,6 +216,7 @@ impl Shared {
         &self,
         mut aggregate: Hydrated,
         commands: Vec<(String, String)>,
+        max_bytes: usize,
     ) -> (Option<Hydrated>, BatchDecision) {
         let commands = Arc::new(commands);
         let lineage = Lineage::of(&aggregate);
@@ -223,7 +225,7 @@ impl Shared {
             let batch = commands.clone();
             let ran = self
                 .in_turn(aggregate, &lineage.component.name, move |aggregate| {
-                    Ok(decide_in_turn(aggregate, &batch))
+                    Ok(decide_in_turn(aggregate, &batch, max_bytes))
                 })
                 .await;
             let (kept, mut decision) = match ran {
@@ -308,22 +310,36 @@ impl BatchDecision {
     }
 }
 
-/// [`Shared::decide_batch`]'s work on a guest thread.
+/// [`Shared::decide_batch`]'s work on a guest thread. Stops early, with
+/// the rest undecided, once the events decided reach `max_bytes`.
 fn decide_in_turn(
     mut aggregate: Hydrated,
     commands: &[(String, String)],
+    max_bytes: usize,
 ) -> (Option<Hydrated>, BatchDecision) {
     let mut decision = BatchDecision {
         decided: Vec::with_capacity(commands.len()),
         failure: None,
     };
+    let mut bytes = 0;
     for (command, payload) in commands {
+        if bytes >= max_bytes {
+            break;
+        }
         let decided = aggregate.decide(command, payload).and_then(|d| match d {
             Ok(events) => aggregate.apply_decided(&events).map(|()| Ok(events)),
             Err(refusal) => Ok(Err(refusal)),
         });
         match decided {
-            Ok(decided) => decision.decided.push(decided),
+            Ok(decided) => {
+                if let Ok(events) = &decided {
+                    bytes += events
+                        .iter()
+                        .map(|e| e.name.len() + e.payload.len())
+                        .sum::<usize>();
+                }
+                decision.decided.push(decided);
+            }
             Err(e) => {
                 decision.failure = Some(e.into());
                 return (None, decision);

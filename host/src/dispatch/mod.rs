@@ -34,6 +34,7 @@ use crate::error::{CommandError, GuestError};
 use crate::metrics::{AggregateLabel, CommandLabels, Metrics};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{GuestPool, Hydrated, LoadedComponent, Modules};
+use crate::store::group::{GroupCommit, GroupLimits};
 use crate::store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -128,6 +129,8 @@ pub struct HostOptions {
     pub queue_capacity: usize,
     /// Guest calls that may run at once (see [`GuestPool`]).
     pub guest_threads: usize,
+    /// How appends of different streams are grouped into transactions.
+    pub group_commit: GroupLimits,
 }
 
 impl Default for HostOptions {
@@ -140,6 +143,7 @@ impl Default for HostOptions {
             snapshot_every: 100,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             guest_threads: crate::runtime::pool::DEFAULT_THREADS,
+            group_commit: GroupLimits::default(),
         }
     }
 }
@@ -155,6 +159,9 @@ struct Shared {
     /// accepted with.
     modules: RwLock<Arc<Modules>>,
     store: Arc<dyn EventStore>,
+    /// Every append goes through here, grouped with other streams' appends
+    /// ready at the same moment.
+    commits: GroupCommit,
     cache: AggregateCache,
     retry: RetryPolicy,
     concurrency: Concurrency,
@@ -218,16 +225,23 @@ impl Host {
         store: Arc<dyn EventStore>,
         options: HostOptions,
     ) -> Self {
+        let metrics = Metrics::default();
+        let commits = GroupCommit::with_histogram(
+            store.clone(),
+            options.group_commit,
+            Some(metrics.commit_streams.clone()),
+        );
         Self {
             shared: Arc::new(Shared {
                 modules: RwLock::new(Arc::new(modules)),
                 store,
+                commits,
                 cache: AggregateCache::new(options.cache_capacity, options.cache_memory_bytes),
                 retry: options.retry,
                 concurrency: options.concurrency,
                 snapshot_every: options.snapshot_every,
                 queues: queue::Queues::new(options.queue_capacity),
-                metrics: Metrics::default(),
+                metrics,
                 guests: GuestPool::new(options.guest_threads),
                 closing: CancellationToken::new(),
                 workers: TaskTracker::new(),

@@ -63,7 +63,7 @@ impl Shared {
             self.metrics.batch_commands.observe(1.0);
             let base = aggregate.version;
             match self
-                .append_settled(stream, base, &[new_command], deadline)
+                .append_settled(stream, base, vec![new_command], deadline)
                 .await
             {
                 Ok(recorded) => {

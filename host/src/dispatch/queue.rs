@@ -2,8 +2,10 @@
 //! stream's queue. One worker task per busy stream owns its hydrated instance,
 //! takes every command waiting (up to [`MAX_BATCH`]), decides them one after
 //! another against the in-memory state (applying each command's events before
-//! deciding the next), and appends the whole batch in one statement, each
-//! command's events contiguous. Each command gets its own answer; a command
+//! deciding the next, up to [`MAX_BATCH_BYTES`] of events), and appends the
+//! whole batch at once, each command's events contiguous; batches of other
+//! streams ready at the same moment share its transaction (see
+//! [`crate::store::group`]). Each command gets its own answer; a command
 //! the guest refuses or fails on fails alone.
 //!
 //! The unique key still guards every append, so another process writing the
@@ -37,6 +39,13 @@ use tracing::{debug, warn};
 
 /// Commands decided and appended together at most.
 pub const MAX_BATCH: usize = 512;
+
+/// Bytes of event names and payloads a batch's decisions may reach: a
+/// batch stops deciding once past it, and the rest wait for the next one.
+/// With the default limits one command adds at most 6.4 MiB (100 events
+/// of 64 KiB), so an append stays far below what a database takes in one
+/// message (1 GiB for PostgreSQL).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Commands one aggregate's queue holds when no capacity is given.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -231,7 +240,9 @@ async fn run_batch(
         .iter()
         .map(|job| (job.prepared.command.clone(), job.prepared.payload.clone()))
         .collect();
-    let (aggregate, decision) = shared.decide_batch(aggregate, commands).await;
+    let (aggregate, decision) = shared
+        .decide_batch(aggregate, commands, MAX_BATCH_BYTES)
+        .await;
     let mut jobs = jobs.into_iter();
     let decided: Vec<(Job, Decided)> = jobs.by_ref().zip(decision.decided).collect();
     if let Some(failure) = decision.failure {
@@ -292,7 +303,7 @@ async fn run_batch(
         .observe(new_commands.len() as f64);
     let deadline = tokio::time::Instant::now() + shared.retry.command_deadline;
     match shared
-        .append_settled(stream, base_version, &new_commands, deadline)
+        .append_settled(stream, base_version, new_commands, deadline)
         .await
     {
         Ok(recorded) => {

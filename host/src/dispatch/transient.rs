@@ -13,6 +13,7 @@ use super::Shared;
 use crate::error::StoreError;
 use crate::store::{NewCommand, RecordedEvent, StreamId};
 use std::future::Future;
+use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -40,7 +41,8 @@ impl Shared {
         }
     }
 
-    /// Appends `commands` at `expected_version` by `deadline`, settling any
+    /// Appends `commands` at `expected_version` by `deadline` (grouped with
+    /// other streams' appends, see [`crate::store::group`]), settling any
     /// attempt whose outcome a transient error left unknown by looking up
     /// its command ids before anything else is sent.
     ///
@@ -62,13 +64,17 @@ impl Shared {
         &self,
         stream: &StreamId,
         expected_version: u64,
-        commands: &[NewCommand],
+        commands: Vec<NewCommand>,
         deadline: Instant,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let commands: Arc<[NewCommand]> = commands.into();
         let mut budget = Budget::new(self, Some(deadline));
         let mut unsettled = false;
         loop {
-            let error = match self.store.append(stream, expected_version, commands).await {
+            let sent = self
+                .commits
+                .append(stream, expected_version, commands.clone(), deadline);
+            let error = match sent.await {
                 Err(error) if error.outcome_unknown() => {
                     unsettled = true;
                     error
@@ -83,7 +89,7 @@ impl Shared {
                 result => return result,
             };
             loop {
-                match self.committed(stream, expected_version, commands).await {
+                match self.committed(stream, expected_version, &commands).await {
                     Ok(Some(events)) => {
                         info!(%stream, %error, "an append's outcome was unknown; its command ids show it committed");
                         return Ok(events);

@@ -6,8 +6,8 @@
 
 use super::views::{Committed, DocumentChange, ProjectionRecord, Switch, ViewId, VisitDocument};
 use super::{
-    AppendSignal, EventStore, JsonText, NewCommand, RecordedCommand, RecordedEvent, Snapshot,
-    StreamId, StreamLock, ViewStore,
+    AppendOutcome, AppendSignal, EventStore, JsonText, RecordedCommand, RecordedEvent, Snapshot,
+    StreamAppend, StreamId, StreamLock, ViewStore,
 };
 use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
@@ -33,9 +33,12 @@ pub enum Fault {
     /// The store runs the call (an append commits), then the reply is lost:
     /// the caller sees the same error as for [`Fault::LoseBeforeCommit`].
     LoseReply,
-    /// An append fails with a conflict, as if another writer came first:
-    /// the store is not called.
+    /// An append fails with a conflict on every stream, as if another
+    /// writer came first: the store is not called.
     Conflict,
+    /// Fails as the database does when it refuses a statement (a
+    /// permanent error, not a key): the store is not called.
+    Refused,
     /// The call goes to the store after this long.
     Hang(Duration),
     /// A lookup finds none of the command ids, as one that runs before a
@@ -102,11 +105,10 @@ impl FaultyStore {
         }
     }
 
-    /// Runs `call` through `fault` (`NotFound` is the caller's to apply).
+    /// Runs `call` through `fault` (`NotFound` and `Conflict` are the
+    /// caller's to apply).
     async fn through<T>(
         fault: Option<Fault>,
-        stream: Option<&StreamId>,
-        expected_version: u64,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let failed = |failure, message: &str| StoreError::Database {
@@ -114,7 +116,7 @@ impl FaultyStore {
             message: format!("injected fault: {message}"),
         };
         match fault {
-            None => call.await,
+            None | Some(Fault::NotFound | Fault::Conflict) => call.await,
             Some(Fault::NotSent) => Err(failed(DatabaseFailure::NotSent, "no connection")),
             Some(Fault::LoseBeforeCommit) => Err(failed(
                 DatabaseFailure::Transient,
@@ -127,31 +129,34 @@ impl FaultyStore {
                     "connection lost after the commit",
                 ))
             }
-            Some(Fault::Conflict) => Err(StoreError::Conflict {
-                aggregate: stream.map(|s| s.aggregate.clone()).unwrap_or_default(),
-                id: stream.map(|s| s.id.clone()).unwrap_or_default(),
-                expected_version,
-            }),
+            Some(Fault::Refused) => Err(failed(
+                DatabaseFailure::Permanent,
+                "the database refused the statement",
+            )),
             Some(Fault::Hang(duration)) => {
                 tokio::time::sleep(duration).await;
                 call.await
             }
-            Some(Fault::NotFound) => call.await,
         }
     }
 }
 
 #[async_trait]
 impl EventStore for FaultyStore {
-    async fn append(
+    async fn append_group(
         &self,
-        stream: &StreamId,
-        expected_version: u64,
-        commands: &[NewCommand],
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let fault = self.next(Op::Append);
-        let call = self.inner.append(stream, expected_version, commands);
-        Self::through(fault, Some(stream), expected_version, call).await
+        if fault == Some(Fault::Conflict) {
+            let conflict = |a: &StreamAppend<'_>| StoreError::Conflict {
+                aggregate: a.stream.aggregate.clone(),
+                id: a.stream.id.clone(),
+                expected_version: a.expected_version,
+            };
+            return Ok(appends.iter().map(|a| Err(conflict(a))).collect());
+        }
+        Self::through(fault, self.inner.append_group(appends)).await
     }
 
     async fn find_commands(
@@ -162,7 +167,7 @@ impl EventStore for FaultyStore {
         if fault == Some(Fault::NotFound) {
             return Ok(Vec::new());
         }
-        Self::through(fault, None, 0, self.inner.find_commands(command_ids)).await
+        Self::through(fault, self.inner.find_commands(command_ids)).await
     }
 
     async fn load_snapshot(

@@ -6,6 +6,7 @@
 
 mod driver_error;
 pub mod faulty;
+pub mod group;
 mod payload;
 mod postgres;
 mod sqlite;
@@ -84,6 +85,44 @@ pub struct NewCommand {
     /// from another command that reuses its id.
     pub fingerprint: String,
     pub events: Vec<NewEvent>,
+}
+
+/// One stream's part of [`EventStore::append_group`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub stream: &'a StreamId,
+    pub expected_version: u64,
+    pub commands: &'a [NewCommand],
+}
+
+impl StreamAppend<'_> {
+    /// The bytes this append sends: what bounds a group (see
+    /// [`group::GroupLimits`]).
+    pub fn bytes(&self) -> usize {
+        self.commands.iter().map(NewCommand::bytes).sum()
+    }
+
+    /// The events this append records.
+    pub fn events(&self) -> usize {
+        self.commands.iter().map(|c| c.events.len()).sum()
+    }
+}
+
+/// One stream's outcome in a group: its recorded events, in sequence
+/// order, or the key it met.
+pub type AppendOutcome = Result<Vec<RecordedEvent>, StoreError>;
+
+impl NewCommand {
+    /// The bytes this command's append sends, roughly: its ids, names,
+    /// payloads and metadata.
+    pub fn bytes(&self) -> usize {
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| e.name.len() + e.payload.len() + e.metadata.len())
+            .sum();
+        self.command_id.len() + self.name.len() + self.fingerprint.len() + events
+    }
 }
 
 /// A command recorded earlier, with the events it appended.
@@ -246,7 +285,27 @@ pub trait EventStore: ViewStore + Send + Sync {
         stream: &StreamId,
         expected_version: u64,
         commands: &[NewCommand],
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let append = StreamAppend {
+            stream,
+            expected_version,
+            commands,
+        };
+        let mut outcomes = self.append_group(&[append]).await?;
+        outcomes.pop().unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Several streams' appends (each as [`append`](Self::append) would
+    /// make it) in one transaction, one commit. Each stream has its own
+    /// outcome, in the order given: a stream that meets a key
+    /// ([`StoreError::Conflict`], [`StoreError::DuplicateCommand`]) has
+    /// nothing written and does not fail the others. `Err` means the
+    /// transaction as a whole failed, for every stream alike. A stream
+    /// must not appear twice.
+    async fn append_group(
+        &self,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
 
     /// The recorded commands among `command_ids`, each with its events, in
     /// no particular order; ids never recorded are left out.
@@ -255,6 +314,7 @@ pub trait EventStore: ViewStore + Send + Sync {
 }
 
 /// What a failed append means, told apart by error code and constraint.
+#[derive(Clone, Copy)]
 enum Violation {
     /// The stream's sequence key: someone appended first.
     StreamKey,
@@ -281,6 +341,23 @@ fn appended<Row>(
     }
 }
 
+impl Violation {
+    /// The typed error for this key on `stream`.
+    fn error(self, stream: &StreamId, expected_version: u64) -> StoreError {
+        match self {
+            Violation::StreamKey => StoreError::Conflict {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+                expected_version,
+            },
+            Violation::CommandKey => StoreError::DuplicateCommand {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+            },
+        }
+    }
+}
+
 /// A failed append's error: typed for a violated key, else the database's.
 fn append_error(
     error: sqlx::Error,
@@ -289,15 +366,7 @@ fn append_error(
     expected_version: u64,
 ) -> StoreError {
     match violation(&error) {
-        Some(Violation::StreamKey) => StoreError::Conflict {
-            aggregate: stream.aggregate.clone(),
-            id: stream.id.clone(),
-            expected_version,
-        },
-        Some(Violation::CommandKey) => StoreError::DuplicateCommand {
-            aggregate: stream.aggregate.clone(),
-            id: stream.id.clone(),
-        },
+        Some(key) => key.error(stream, expected_version),
         None => error.into(),
     }
 }

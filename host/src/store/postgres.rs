@@ -4,17 +4,154 @@ use super::views::{
     Committed, DocumentChange, ProjectionRecord, Switch, ViewId, ViewStore, VisitDocument,
 };
 use super::{
-    AppendSignal, EventStore, JsonText, NewCommand, POLL_INTERVAL, Polling, RecordedCommand,
-    RecordedEvent, Snapshot, StreamId, StreamLock, Violation, appended, grouped, numbered,
+    AppendOutcome, AppendSignal, EventStore, JsonText, POLL_INTERVAL, Polling, RecordedCommand,
+    RecordedEvent, Snapshot, StreamAppend, StreamId, StreamLock, Violation, grouped, numbered,
     snapshot_from, to_i64,
 };
-use crate::error::StoreError;
+use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
+
+/// A group's rows, as the column arrays its statements bind: streams in
+/// key order, commands in id order.
+#[derive(Default)]
+struct GroupRows<'a> {
+    aggregates: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+    names: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<&'a str>,
+    command_ids: Vec<&'a str>,
+    command_aggregates: Vec<&'a str>,
+    command_streams: Vec<&'a str>,
+    command_names: Vec<&'a str>,
+    fingerprints: Vec<&'a str>,
+    firsts: Vec<i64>,
+    counts: Vec<i32>,
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl<'a> GroupRows<'a> {
+    fn sorted(appends: &[StreamAppend<'a>]) -> Self {
+        let mut appends: Vec<&StreamAppend<'a>> = appends.iter().collect();
+        appends.sort_by_key(|a| (&a.stream.aggregate, &a.stream.id));
+        let mut rows = Self::default();
+        let mut commands = Vec::new();
+        for append in appends {
+            let stream = append.stream;
+            for (command, first) in numbered(append.commands, append.expected_version) {
+                commands.push((command, stream, first));
+                for (sequence, event) in (first..).zip(&command.events) {
+                    rows.aggregates.push(&stream.aggregate);
+                    rows.ids.push(&stream.id);
+                    rows.sequences.push(to_i64(sequence));
+                    rows.names.push(&event.name);
+                    rows.payloads.push(&event.payload);
+                    rows.metadata.push(&event.metadata);
+                }
+            }
+        }
+        commands.sort_by_key(|(command, ..)| &command.command_id);
+        for (command, stream, first) in commands {
+            rows.command_ids.push(&command.command_id);
+            rows.command_aggregates.push(&stream.aggregate);
+            rows.command_streams.push(&stream.id);
+            rows.command_names.push(&command.name);
+            rows.fingerprints.push(&command.fingerprint);
+            rows.firsts.push(to_i64(first));
+            rows.counts
+                .push(i32::try_from(command.events.len()).unwrap_or(i32::MAX));
+        }
+        rows
+    }
+
+    /// Binds the events' columns, in the order the statements number them.
+    fn bind_events<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.aggregates)
+            .bind(&self.ids)
+            .bind(&self.sequences)
+            .bind(&self.names)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+    }
+
+    /// Binds the commands' columns, in the order the statements number them.
+    fn bind_commands<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.command_ids)
+            .bind(&self.command_aggregates)
+            .bind(&self.command_streams)
+            .bind(&self.command_names)
+            .bind(&self.fingerprints)
+            .bind(&self.firsts)
+            .bind(&self.counts)
+    }
+}
+
+/// Recorded events by stream: (aggregate, id) to events.
+type ByStream<'a> = HashMap<(&'a str, &'a str), Vec<RecordedEvent>>;
+
+impl<'a> GroupRows<'a> {
+    /// The events a group statement inserted, by stream. The statement
+    /// returns only each row's position and time: the rest is what was
+    /// sent, found by the index the position carries (its low bits, the
+    /// row's 1-based place in the statement), so nothing is sent back and
+    /// parsed twice.
+    fn recorded(&self, inserted: &[PgRow]) -> Result<ByStream<'a>, StoreError> {
+        let mut by_stream = ByStream::new();
+        for row in inserted {
+            let position: i64 = row.try_get("position")?;
+            let index = (position & ((1 << POSITION_INDEX_BITS) - 1)) as usize;
+            let n = index.checked_sub(1).filter(|&n| n < self.names.len());
+            let Some(n) = n else {
+                return Err(unexpected(format!("position {position} names no row sent")));
+            };
+            let payload = JsonText::new(self.payloads[n].to_string())
+                .map_err(|e| unexpected(format!("a payload sent is not JSON: {e}")))?;
+            let metadata = serde_json::from_str(self.metadata[n])
+                .map_err(|e| unexpected(format!("metadata sent is not JSON: {e}")))?;
+            by_stream
+                .entry((self.aggregates[n], self.ids[n]))
+                .or_default()
+                .push(RecordedEvent {
+                    position,
+                    aggregate: self.aggregates[n].to_string(),
+                    id: self.ids[n].to_string(),
+                    sequence: self.sequences[n].max(0) as u64,
+                    name: self.names[n].to_string(),
+                    payload,
+                    metadata,
+                    created_at: row.try_get("created_at")?,
+                });
+        }
+        Ok(by_stream)
+    }
+}
+
+/// A stream's events out of [`GroupRows::recorded`], in sequence order.
+fn take_stream<'a>(by_stream: &mut ByStream<'a>, stream: &'a StreamId) -> Vec<RecordedEvent> {
+    let mut events = by_stream
+        .remove(&(stream.aggregate.as_str(), stream.id.as_str()))
+        .unwrap_or_default();
+    events.sort_by_key(|e| e.sequence);
+    events
+}
+
+/// A reply that does not fit what was sent.
+fn unexpected(message: String) -> StoreError {
+    StoreError::Database {
+        failure: DatabaseFailure::Permanent,
+        message,
+    }
+}
 
 /// The unique constraint whose violation means "someone appended first".
 const STREAM_KEY: &str = "events_stream_sequence_key";
@@ -40,27 +177,28 @@ const SELECT_EVENTS: &str = "
     ORDER BY sequence_number
     LIMIT $4";
 
-// One statement, so one implicit transaction: the commands and all their
-// events land, or nothing does. A data-modifying WITH runs to completion
-// whether or not the main query reads it. An event's position is its
-// transaction's id shifted left by POSITION_INDEX_BITS plus its index in the
-// append (see SELECT_ALL and docs/decisions.md, "Global order").
-const INSERT_EVENTS: &str = "
+// A group's append (one stream or many) as one statement, so one implicit
+// transaction: the commands and all their events land, or nothing does. A
+// data-modifying WITH runs to completion whether or not the main query
+// reads it. An event's position is its transaction's id shifted left by
+// POSITION_INDEX_BITS plus its index in the append (see SELECT_ALL and
+// docs/decisions.md, "Global order").
+const INSERT_GROUP: &str = "
     WITH recorded_commands AS (
         INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
                               fingerprint, first_sequence, event_count)
-        SELECT c.command_id, $1, $2, c.command_name, c.fingerprint, c.first_sequence, c.event_count
-        FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[], $11::int[])
-             AS c(command_id, command_name, fingerprint, first_sequence, event_count)
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::int[])
     )
     INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name,
                         payload, metadata)
     SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
-           $1, $2, e.sequence_number, e.event_name, e.payload::json, e.metadata::jsonb
-    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-         AS e(sequence_number, event_name, payload, metadata, n)
-    RETURNING position, aggregate_name, aggregate_id, sequence_number, event_name,
-              payload, metadata,
+           e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+           e.payload::json, e.metadata::jsonb
+    FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[])
+         WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
+                              payload, metadata, n)
+    RETURNING position,
               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
 
 /// Every stream's events after a position, in position order, below the
@@ -84,6 +222,35 @@ const SELECT_ALL: &str = "
       AND ($2::text IS NULL OR aggregate_name = $2)
     ORDER BY position
     LIMIT $3";
+
+// A group's statements when a key is taken (see `append_undoing`): a taken
+// key skips its row, and the rows returned show which went in. Positions as
+// in INSERT_GROUP.
+const INSERT_GROUP_COMMANDS: &str = "
+    INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
+                          fingerprint, first_sequence, event_count)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bigint[], $7::int[])
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING command_id, aggregate_name, aggregate_id";
+
+const INSERT_GROUP_EVENTS: &str = "
+    INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name,
+                        payload, metadata)
+    SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
+           e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+           e.payload::json, e.metadata::jsonb
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+         WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
+                              payload, metadata, n)
+    ON CONFLICT ON CONSTRAINT events_stream_sequence_key DO NOTHING
+    RETURNING position,
+              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+
+// The rows of a group's streams that met a key, removed before the commit.
+const UNDO_GROUP_APPEND: &str = "
+    WITH undone AS (DELETE FROM commands WHERE command_id = ANY($2))
+    DELETE FROM events WHERE position = ANY($1)";
 
 const SELECT_COMMANDS: &str = "
     SELECT c.command_id, c.command_name, c.fingerprint,
@@ -159,6 +326,81 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// A group's append when a key is taken: every row goes in with `ON
+    /// CONFLICT DO NOTHING`, so a taken key skips its row instead of failing
+    /// the statement, and a stream with a row skipped is undone (its rows
+    /// deleted) in the same transaction before the others commit.
+    async fn append_undoing(
+        &self,
+        appends: &[StreamAppend<'_>],
+        rows: &GroupRows<'_>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recorded_ids: HashSet<(String, String, String)> = rows
+            .bind_commands(sqlx::query(INSERT_GROUP_COMMANDS))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("command_id")?,
+                    row.try_get("aggregate_name")?,
+                    row.try_get("aggregate_id")?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let inserted = rows
+            .bind_events(sqlx::query(INSERT_GROUP_EVENTS))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut by_stream = rows.recorded(&inserted)?;
+
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let mut undo_positions: Vec<i64> = Vec::new();
+        let mut undo_commands: Vec<&str> = Vec::new();
+        for append in appends {
+            let stream = append.stream;
+            let events = take_stream(&mut by_stream, stream);
+            let recording = append.commands.iter().filter(|c| !c.events.is_empty());
+            let mut ids = recording.clone().map(|c| c.command_id.as_str());
+            let ours = |id: &str| {
+                recorded_ids.contains(&(
+                    id.to_string(),
+                    stream.aggregate.clone(),
+                    stream.id.clone(),
+                ))
+            };
+            let key = if !ids.all(ours) {
+                Some(Violation::CommandKey)
+            } else if events.len() != append.events() {
+                Some(Violation::StreamKey)
+            } else {
+                None
+            };
+            match key {
+                None => outcomes.push(Ok(events)),
+                Some(key) => {
+                    undo_positions.extend(events.iter().map(|e| e.position));
+                    undo_commands.extend(
+                        recording
+                            .map(|c| c.command_id.as_str())
+                            .filter(|&id| ours(id)),
+                    );
+                    outcomes.push(Err(key.error(stream, append.expected_version)));
+                }
+            }
+        }
+        if !undo_positions.is_empty() || !undo_commands.is_empty() {
+            sqlx::query(UNDO_GROUP_APPEND)
+                .bind(&undo_positions)
+                .bind(&undo_commands)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     /// Connects and applies the migrations. Safe to run from many processes at
     /// once: sqlx serialises migrations with an advisory lock.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -451,64 +693,50 @@ impl EventStore for PostgresStore {
         }
     }
 
-    async fn append(
+    /// In the common case no key is taken, and the whole group is one
+    /// statement (so one round trip, its commit included): all of it lands
+    /// or none. Only when a key is taken is it sent again, row by row
+    /// checked (see `append_undoing`). Rows go in sorted by key, so two
+    /// groups touching the same streams wait on each other in one order
+    /// and never deadlock.
+    async fn append_group(
         &self,
-        stream: &StreamId,
-        expected_version: u64,
-        commands: &[NewCommand],
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let numbered = numbered(commands, expected_version);
-        if numbered.is_empty() {
-            return Ok(Vec::new());
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if appends.iter().all(|a| a.events() == 0) {
+            return Ok(appends.iter().map(|_| Ok(Vec::new())).collect());
         }
-        let events = numbered.iter().flat_map(|(c, _)| &c.events);
-        let sequences: Vec<i64> = (expected_version + 1..)
-            .zip(events.clone())
-            .map(|(n, _)| to_i64(n))
-            .collect();
-        if sequences.len() >= MAX_EVENTS_PER_APPEND {
+        let total: usize = appends.iter().map(StreamAppend::events).sum();
+        if total >= MAX_EVENTS_PER_APPEND {
             return Err(StoreError::AppendTooLarge {
-                events: sequences.len(),
+                events: total,
                 max: MAX_EVENTS_PER_APPEND - 1,
             });
         }
-        let names: Vec<&str> = events.clone().map(|e| e.name.as_str()).collect();
-        let payloads: Vec<&str> = events.clone().map(|e| e.payload.as_str()).collect();
-        let metadata: Vec<&str> = events.map(|e| e.metadata.as_str()).collect();
-        let ids: Vec<&str> = numbered
-            .iter()
-            .map(|(c, _)| c.command_id.as_str())
-            .collect();
-        let command_names: Vec<&str> = numbered.iter().map(|(c, _)| c.name.as_str()).collect();
-        let fingerprints: Vec<&str> = numbered
-            .iter()
-            .map(|(c, _)| c.fingerprint.as_str())
-            .collect();
-        let firsts: Vec<i64> = numbered.iter().map(|&(_, first)| to_i64(first)).collect();
-        let counts: Vec<i32> = numbered
-            .iter()
-            .map(|(c, _)| i32::try_from(c.events.len()).unwrap_or(i32::MAX))
-            .collect();
-        let result = sqlx::query(INSERT_EVENTS)
-            .bind(&stream.aggregate)
-            .bind(&stream.id)
-            .bind(&sequences)
-            .bind(&names)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(&ids)
-            .bind(&command_names)
-            .bind(&fingerprints)
-            .bind(&firsts)
-            .bind(&counts)
+        let rows = GroupRows::sorted(appends);
+        let inserted = rows
+            .bind_events(rows.bind_commands(sqlx::query(INSERT_GROUP)))
             .fetch_all(&self.pool)
             .await;
-        let result = appended(result, recorded, violation, stream, expected_version);
-        if result.is_ok() {
+        let outcomes = match inserted {
+            Ok(inserted) => {
+                let mut by_stream = rows.recorded(&inserted)?;
+                appends
+                    .iter()
+                    .map(|a| Ok(take_stream(&mut by_stream, a.stream)))
+                    .collect()
+            }
+            Err(e) => match (violation(&e), appends) {
+                (Some(key), [one]) => vec![Err(key.error(one.stream, one.expected_version))],
+                (Some(_), _) => self.append_undoing(appends, &rows).await?,
+                (None, _) => return Err(e.into()),
+            },
+        };
+        if outcomes.iter().any(Result::is_ok) {
             // Full means a notification is due already.
             let _ = self.appended.try_send(());
         }
-        result
+        Ok(outcomes)
     }
 
     async fn append_signal(&self) -> Box<dyn AppendSignal> {

@@ -5,8 +5,9 @@ use super::views::{
     Committed, DocumentChange, ProjectionRecord, Switch, ViewId, ViewStore, VisitDocument,
 };
 use super::{
-    EventStore, JsonText, NewCommand, RecordedCommand, RecordedEvent, Snapshot, StreamId,
-    StreamLock, Violation, append_error, appended, grouped, numbered, snapshot_from, to_i64,
+    AppendOutcome, EventStore, JsonText, RecordedCommand, RecordedEvent, Snapshot, StreamAppend,
+    StreamId, StreamLock, Violation, append_error, appended, grouped, numbered, snapshot_from,
+    to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -378,58 +379,34 @@ impl EventStore for SqliteStore {
         }
     }
 
-    async fn append(
+    /// Each stream's rows go in under a savepoint: a stream that meets a
+    /// key is rolled back to it alone, and the others commit together.
+    async fn append_group(
         &self,
-        stream: &StreamId,
-        expected_version: u64,
-        commands: &[NewCommand],
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let numbered = numbered(commands, expected_version);
-        if numbered.is_empty() {
-            return Ok(Vec::new());
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if appends.iter().all(|a| a.events() == 0) {
+            return Ok(appends.iter().map(|_| Ok(Vec::new())).collect());
         }
-        // Events first (the stream key is the concurrency guard), then the
-        // command ids; one transaction, so a violation of either leaves
-        // nothing behind (the transaction rolls back when dropped).
         let mut tx = self.pool.begin().await?;
-        let events: Vec<_> = numbered.iter().flat_map(|(c, _)| &c.events).collect();
-        let mut rows = Vec::with_capacity(events.len());
-        for (chunk_index, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
-            let first = expected_version + (chunk_index * ROWS_PER_INSERT) as u64 + 1;
-            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
-            insert.push_values(chunk.iter().enumerate(), |mut row, (n, event)| {
-                row.push_bind(&stream.aggregate)
-                    .push_bind(&stream.id)
-                    .push_bind(to_i64(first + n as u64))
-                    .push_bind(&event.name)
-                    .push_bind(&event.payload)
-                    .push_bind(&event.metadata);
-            });
-            insert.push(RETURNING);
-            let inserted = insert.build().fetch_all(&mut *tx).await;
-            let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::StreamKey);
-            rows.extend(appended(inserted, recorded, key, stream, expected_version)?);
-        }
-        for chunk in numbered.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_COMMANDS);
-            insert.push_values(chunk, |mut row, (command, first)| {
-                row.push_bind(&command.command_id)
-                    .push_bind(&stream.aggregate)
-                    .push_bind(&stream.id)
-                    .push_bind(&command.name)
-                    .push_bind(&command.fingerprint)
-                    .push_bind(to_i64(*first))
-                    .push_bind(to_i64(command.events.len() as u64));
-            });
-            let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::CommandKey);
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| append_error(e, key, stream, expected_version))?;
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            match insert_stream(&mut savepoint, append).await {
+                Ok(events) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(events));
+                }
+                Err(key @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. })) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(key));
+                }
+                // The transaction rolls back when dropped.
+                Err(other) => return Err(other),
+            }
         }
         tx.commit().await?;
-        Ok(rows)
+        Ok(outcomes)
     }
 
     async fn find_commands(
@@ -753,4 +730,56 @@ impl ViewStore for SqliteStore {
         let counted: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(counted.max(0) as u64)
     }
+}
+
+/// One stream's rows, inserted in the caller's transaction: events first
+/// (the stream key is the concurrency guard), then the command ids. A
+/// violated key is a typed error, and the caller rolls back.
+async fn insert_stream(
+    tx: &mut SqliteConnection,
+    append: &StreamAppend<'_>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let StreamAppend {
+        stream,
+        expected_version,
+        commands,
+    } = *append;
+    let numbered = numbered(commands, expected_version);
+    let events: Vec<_> = numbered.iter().flat_map(|(c, _)| &c.events).collect();
+    let mut rows = Vec::with_capacity(events.len());
+    for (chunk_index, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
+        let first = expected_version + (chunk_index * ROWS_PER_INSERT) as u64 + 1;
+        let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
+        insert.push_values(chunk.iter().enumerate(), |mut row, (n, event)| {
+            row.push_bind(&stream.aggregate)
+                .push_bind(&stream.id)
+                .push_bind(to_i64(first + n as u64))
+                .push_bind(&event.name)
+                .push_bind(&event.payload)
+                .push_bind(&event.metadata);
+        });
+        insert.push(RETURNING);
+        let inserted = insert.build().fetch_all(&mut *tx).await;
+        let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::StreamKey);
+        rows.extend(appended(inserted, recorded, key, stream, expected_version)?);
+    }
+    for chunk in numbered.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(INSERT_COMMANDS);
+        insert.push_values(chunk, |mut row, (command, first)| {
+            row.push_bind(&command.command_id)
+                .push_bind(&stream.aggregate)
+                .push_bind(&stream.id)
+                .push_bind(&command.name)
+                .push_bind(&command.fingerprint)
+                .push_bind(to_i64(*first))
+                .push_bind(to_i64(command.events.len() as u64));
+        });
+        let key = |e: &sqlx::Error| is_key_violation(e).then_some(Violation::CommandKey);
+        insert
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| append_error(e, key, stream, expected_version))?;
+    }
+    Ok(rows)
 }

@@ -9,6 +9,7 @@ mod conflict;
 mod crowd;
 mod faults;
 mod global_log;
+mod group_commit;
 mod idempotent;
 mod languages;
 mod loading;
