@@ -50,7 +50,9 @@ pub struct Metrics {
     pub appends: Counter,
     /// Commands per append.
     pub batch_commands: Histogram,
-    /// Streams per transaction (group commit).
+    /// Transactions sent to append events (each a group of streams'
+    /// appends), and the streams in each.
+    pub commits: Counter,
     pub commit_streams: Histogram,
     /// Store calls tried again after a transient database error.
     pub transient_retries: Counter,
@@ -80,6 +82,7 @@ impl Default for Metrics {
             conflicts: Counter::default(),
             appends: Counter::default(),
             batch_commands: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            commits: Counter::default(),
             commit_streams: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             transient_retries: Counter::default(),
             guest_call_seconds: Family::new_with_constructor(seconds),
@@ -118,6 +121,11 @@ impl Default for Metrics {
             "batch_commands",
             "Commands per append",
             metrics.batch_commands.clone(),
+        );
+        registry.register(
+            "commits",
+            "Transactions sent to append events (group commit: one per group of streams)",
+            metrics.commits.clone(),
         );
         registry.register(
             "commit_streams",

@@ -83,6 +83,9 @@ pub struct BenchLine {
     pub retries_per_command: f64,
     /// Commands per append: how well batching worked (1 where it does not apply).
     pub commands_per_append: f64,
+    /// Commands per transaction: how well batching and group commit worked
+    /// together (1 where they do not apply).
+    pub commands_per_commit: f64,
     pub failed: usize,
     /// True if any sale sold more than its stock.
     pub oversold: bool,
@@ -112,6 +115,7 @@ impl BenchLine {
             p99_ms: percentile(sorted_ms, 0.99),
             retries_per_command: 0.0,
             commands_per_append: 1.0,
+            commands_per_commit: 1.0,
             failed: 0,
             oversold: false,
             baseline_inserts_per_s: 0.0,
@@ -259,10 +263,13 @@ async fn over_cluster(
         let store = store::open(url).await?;
         let host = Host::with_options(modules.clone(), store, HostOptions::default());
         let appends_before = cluster.metric_sum("eshost_appends_total").await;
+        let commits_before = cluster.metric_sum("eshost_commits_total").await;
         let driver = Driver::Cluster(cluster.address());
         let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
         let appends = cluster.metric_sum("eshost_appends_total").await - appends_before;
+        let commits = cluster.metric_sum("eshost_commits_total").await - commits_before;
         line.commands_per_append = purchases as f64 / appends.max(1.0);
+        line.commands_per_commit = purchases as f64 / commits.max(1.0);
         line.scenario = scenario.to_string();
         line.mode = mode.to_string();
         line.baseline_inserts_per_s = baseline;
@@ -377,6 +384,7 @@ async fn purchases_run(
     start.wait().await;
     let started = Instant::now();
     let appends_before = host.stats().appends.get();
+    let commits_before = host.stats().commits.get();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
     for worker in workers {
         let (l, r, f) = worker.await??;
@@ -386,6 +394,7 @@ async fn purchases_run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let appends = host.stats().appends.get() - appends_before;
+    let commits = host.stats().commits.get() - commits_before;
 
     let mut oversold = false;
     for id in ids.iter() {
@@ -397,6 +406,7 @@ async fn purchases_run(
     Ok(BenchLine {
         retries_per_command: retries as f64 / purchases as f64,
         commands_per_append: purchases as f64 / appends.max(1) as f64,
+        commands_per_commit: purchases as f64 / commits.max(1) as f64,
         failed,
         oversold,
         ..BenchLine::timed("", "", purchases, seconds, &latencies)

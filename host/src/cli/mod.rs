@@ -903,7 +903,7 @@ async fn run_bench(
     };
     if !json {
         println!(
-            "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>12}",
+            "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>12}",
             "scenario",
             "mode",
             "commands",
@@ -913,6 +913,7 @@ async fn run_bench(
             "p99 ms",
             "retry/cmd",
             "cmd/append",
+            "cmd/commit",
             "failed",
             "oversold",
             "baseline/s"
@@ -938,7 +939,7 @@ async fn run_bench(
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>6} {:>8} {:>12.0}",
+                    "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>10.1} {:>6} {:>8} {:>12.0}",
                     line.scenario,
                     line.mode,
                     line.commands,
@@ -948,6 +949,7 @@ async fn run_bench(
                     line.p99_ms,
                     line.retries_per_command,
                     line.commands_per_append,
+                    line.commands_per_commit,
                     line.failed,
                     line.oversold,
                     line.baseline_inserts_per_s

@@ -17,6 +17,7 @@
 
 use super::{AppendOutcome, EventStore, NewCommand, StreamAppend, StreamId};
 use crate::error::{DatabaseFailure, StoreError};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -110,13 +111,19 @@ impl Waiting {
     }
 }
 
+/// What the committers count: each group sent, and its streams.
+#[derive(Clone, Debug)]
+pub struct CommitMetrics {
+    pub commits: Counter,
+    pub streams: Histogram,
+}
+
 /// Where the committers take their groups from and send them to.
 struct Committers {
     store: Arc<dyn EventStore>,
     limits: GroupLimits,
     waiting: Mutex<Waiting>,
-    /// Streams per group, observed per commit.
-    streams_per_commit: Option<Histogram>,
+    metrics: Option<CommitMetrics>,
 }
 
 /// Appends grouped into shared transactions (see the module docs).
@@ -130,14 +137,14 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     pub fn new(store: Arc<dyn EventStore>, limits: GroupLimits) -> Self {
-        Self::with_histogram(store, limits, None)
+        Self::with_metrics(store, limits, None)
     }
 
-    /// As [`new`](Self::new), observing each group's number of streams.
-    pub fn with_histogram(
+    /// As [`new`](Self::new), counting each group sent in `metrics`.
+    pub fn with_metrics(
         store: Arc<dyn EventStore>,
         limits: GroupLimits,
-        streams_per_commit: Option<Histogram>,
+        metrics: Option<CommitMetrics>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(limits.queue.max(1));
         let committers = Arc::new(Committers {
@@ -147,7 +154,7 @@ impl GroupCommit {
                 receiver,
                 carried: None,
             }),
-            streams_per_commit,
+            metrics,
         });
         Self {
             sender,
@@ -216,8 +223,9 @@ async fn commit_groups(committers: Arc<Committers>) {
 
 impl Committers {
     async fn commit(&self, group: Vec<Pending>) {
-        if let Some(histogram) = &self.streams_per_commit {
-            histogram.observe(group.len() as f64);
+        if let Some(metrics) = &self.metrics {
+            metrics.commits.inc();
+            metrics.streams.observe(group.len() as f64);
         }
         let appends: Vec<StreamAppend<'_>> = group.iter().map(Pending::as_append).collect();
         let outcomes = match self.store.append_group(&appends).await {

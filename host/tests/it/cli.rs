@@ -565,9 +565,12 @@ fn bench_over_http_answers_every_command() {
         assert_eq!(line["commands"], 2000, "{line}");
         assert_eq!(line["failed"], 0, "{line}");
         assert_eq!(line["oversold"], false, "{line}");
+        let per_append = line["commands_per_append"].as_f64().unwrap();
+        let per_commit = line["commands_per_commit"].as_f64().unwrap();
+        assert!(per_append >= 1.0, "{line}");
         assert!(
-            line["commands_per_append"].as_f64().unwrap() >= 1.0,
-            "{line}"
+            per_commit >= per_append,
+            "a commit holds whole appends: {line}"
         );
     }
 }

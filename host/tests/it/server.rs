@@ -920,6 +920,12 @@ async fn metrics_count_commands_by_outcome() {
         "create and three purchases"
     );
     assert!(value("eshost_batch_commands_count") >= 1.0);
+    let commits = value("eshost_commits_total");
+    assert!(
+        (1.0..=4.0).contains(&commits),
+        "{commits} transactions for four appends"
+    );
+    assert_eq!(value("eshost_commit_streams_count"), commits);
     assert!(value(r#"eshost_guest_call_seconds_count{aggregate="FlashSaleItem"}"#) >= 5.0);
     assert_eq!(value("eshost_aggregates_loaded"), modules().len() as f64);
     for series in [
