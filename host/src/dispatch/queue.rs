@@ -6,7 +6,10 @@
 //! whole batch at once, each command's events contiguous; batches of other
 //! streams ready at the same moment share its transaction (see
 //! [`crate::store::group`]). Each command gets its own answer; a command
-//! the guest refuses or fails on fails alone.
+//! the guest refuses or fails on fails alone. While a batch is appended,
+//! the commands that arrived meanwhile are decided ahead, on the state it
+//! leaves; they are appended once it succeeds, and decided again if it
+//! fails. Nothing decided ahead is answered before its own append.
 //!
 //! The unique key still guards every append, so another process writing the
 //! same stream is caught: on a conflict the batch's tentative state is thrown
@@ -179,28 +182,92 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
                 }
             }
         }
-        while pending.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => take(job, &mut pending),
-                Err(_) => break,
+        fill(&shared.queues, &mut receiver, &mut pending);
+        let batch = std::mem::take(&mut pending);
+        let (decided, leftover) = decide(&shared, &stream, &mut instance, batch, false).await;
+        pending = leftover;
+        let mut ready = decided;
+        // Appends one batch after another. While one is appended, the next
+        // is decided on the state it leaves: host and database work at the
+        // same time instead of taking turns.
+        let mut snapshot_from = None;
+        while let Some(batch) = ready.take() {
+            fill(&shared.queues, &mut receiver, &mut pending);
+            let next = std::mem::take(&mut pending);
+            let base_version = batch.base_version;
+            let (appended, (decided, leftover)) = tokio::join!(
+                append(&shared, &stream, batch),
+                decide(&shared, &stream, &mut instance, next, true),
+            );
+            match appended {
+                Ok(()) => {
+                    snapshot_from.get_or_insert(base_version);
+                    ready = decided;
+                    pending = leftover;
+                }
+                Err(mut redo) => {
+                    // The instance's state includes the failed batch, and
+                    // the next batch was decided on it: both start over.
+                    instance = None;
+                    let ahead = decided.into_iter().flat_map(|d| d.decided);
+                    redo.extend(ahead.map(|(job, _)| job));
+                    redo.extend(leftover);
+                    pending = redo;
+                }
             }
         }
-        let batch = std::mem::take(&mut pending);
-        pending = run_batch(&shared, &stream, &mut instance, batch).await;
+        // Nothing decided ahead: the instance holds exactly what is recorded.
+        if let (Some(aggregate), Some(before)) = (instance.take(), snapshot_from) {
+            match shared.maybe_snapshot(aggregate, &stream, before).await {
+                Ok(aggregate) => instance = Some(aggregate),
+                Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
+            }
+        }
     }
     if let Some(aggregate) = instance {
         shared.cache.put(stream, aggregate);
     }
 }
 
-/// Decides and appends one batch. Returns the jobs still to run (after a
-/// conflict, or those behind a command on which the guest failed).
-async fn run_batch(
+/// Moves waiting jobs into `pending`, up to [`MAX_BATCH`].
+fn fill(queues: &Queues, receiver: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>) {
+    while pending.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(job) => {
+                queues.depth.fetch_sub(1, Ordering::Relaxed);
+                pending.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// A batch decided, with events to append.
+struct Ready {
+    decided: Vec<(Job, Decided)>,
+    new_commands: Vec<NewCommand>,
+    /// The stream's version the batch was decided on.
+    base_version: u64,
+}
+
+/// Decides a batch on `instance` (or on an instance hydrated for it).
+/// Returns what it decided that has events to append, and the jobs still to
+/// run (those behind a command on which the guest failed, repeats of an id
+/// in the batch). Leaves in `instance` the state after the batch, not yet
+/// recorded: it is dropped if the batch's append fails.
+///
+/// `ahead`: the batch is decided while the one before it is being
+/// appended, on the state that batch leaves. Then an answer that the
+/// append cannot guard (a batch with nothing to append, a guest failure)
+/// is not given: the whole batch waits, to be decided again once the
+/// append before it is settled.
+async fn decide(
     shared: &Shared,
     stream: &StreamId,
     instance: &mut Option<Hydrated>,
     jobs: Vec<Job>,
-) -> Vec<Job> {
+    ahead: bool,
+) -> (Option<Ready>, Vec<Job>) {
     // A command id twice in one append would collide with itself: a repeat
     // waits for the next batch, where it finds the first one recorded.
     let mut ids = std::collections::HashSet::new();
@@ -208,7 +275,7 @@ async fn run_batch(
         .into_iter()
         .partition(|job| ids.insert(job.prepared.command_id.clone()));
     let Some(first) = jobs.first() else {
-        return jobs;
+        return (None, repeats);
     };
     // The version loaded now decides the batch.
     let component = shared
@@ -217,9 +284,16 @@ async fn run_batch(
 
     // Only an instance hydrated for this batch is known to be current; one
     // of another component version is dropped.
+    let usable = |held: &Hydrated| held.component.digest == component.digest && !held.is_lost();
+    if ahead && !instance.as_ref().is_some_and(usable) {
+        // Only the instance holding the batch before it can decide ahead.
+        let mut waiting = jobs;
+        waiting.append(&mut repeats);
+        return (None, waiting);
+    }
     let held = instance
         .take()
-        .filter(|held| held.component.digest == component.digest && !held.is_lost())
+        .filter(usable)
         .or_else(|| shared.cached(&component, stream));
     let (aggregate, current) = match held {
         Some(aggregate) => (aggregate, false),
@@ -229,7 +303,7 @@ async fn run_batch(
                 for job in jobs {
                     job.answer(Err(e.clone()));
                 }
-                return repeats;
+                return (None, repeats);
             }
         },
     };
@@ -243,6 +317,24 @@ async fn run_batch(
     let (aggregate, decision) = shared
         .decide_batch(aggregate, commands, MAX_BATCH_BYTES)
         .await;
+    let new_commands: Vec<NewCommand> = jobs
+        .iter()
+        .zip(&decision.decided)
+        .filter_map(|(job, result)| match result {
+            Ok(events) if !events.is_empty() => {
+                Some(to_new_command(&job.prepared, &component, events))
+            }
+            _ => None,
+        })
+        .collect();
+    if ahead && (decision.failure.is_some() || new_commands.is_empty()) {
+        // Refusals and failures alike depend on the batch before: it may
+        // yet fail. Nothing was applied that is not decided again.
+        *instance = aggregate;
+        let mut waiting = jobs;
+        waiting.append(&mut repeats);
+        return (None, waiting);
+    }
     let mut jobs = jobs.into_iter();
     let decided: Vec<(Job, Decided)> = jobs.by_ref().zip(decision.decided).collect();
     if let Some(failure) = decision.failure {
@@ -253,16 +345,6 @@ async fn run_batch(
     }
     let mut leftover: Vec<Job> = jobs.collect();
     leftover.append(&mut repeats);
-
-    let new_commands: Vec<NewCommand> = decided
-        .iter()
-        .filter_map(|(job, result)| match result {
-            Ok(events) if !events.is_empty() => {
-                Some(to_new_command(&job.prepared, &component, events))
-            }
-            _ => None,
-        })
-        .collect();
 
     if new_commands.is_empty() {
         // Nothing to append, so nothing guards these answers: they stand only
@@ -281,21 +363,39 @@ async fn run_batch(
                         for (job, _) in decided {
                             job.answer(Err(e.clone()));
                         }
-                        return leftover;
+                        return (None, leftover);
                     }
                 },
             };
             if stale {
                 let mut redo: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
                 redo.append(&mut leftover);
-                return redo;
+                return (None, redo);
             }
         }
         answer_batch(shared, decided, Vec::new()).await;
         *instance = kept;
-        return leftover;
+        return (None, leftover);
     }
+    *instance = aggregate;
+    let ready = Ready {
+        decided,
+        new_commands,
+        base_version,
+    };
+    (Some(ready), leftover)
+}
 
+/// Appends a decided batch and answers its commands. `Err` means the
+/// batch's state is not what was recorded (the instance that decided it
+/// must go), with the jobs to decide again: after a conflict, or the
+/// commands that are not repeats after a duplicate id.
+async fn append(shared: &Shared, stream: &StreamId, batch: Ready) -> Result<(), Vec<Job>> {
+    let Ready {
+        decided,
+        new_commands,
+        base_version,
+    } = batch;
     shared.metrics.appends.inc();
     shared
         .metrics
@@ -308,13 +408,7 @@ async fn run_batch(
     {
         Ok(recorded) => {
             answer_batch(shared, decided, recorded).await;
-            if let Some(aggregate) = aggregate {
-                match shared.maybe_snapshot(aggregate, stream, base_version).await {
-                    Ok(aggregate) => *instance = Some(aggregate),
-                    Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
-                }
-            }
-            leftover
+            Ok(())
         }
         Err(StoreError::Conflict { .. }) => {
             // Another process appended first. The tentative state is wrong:
@@ -336,8 +430,7 @@ async fn run_batch(
             let delay = shared.retry.backoff(round.max(1));
             debug!(%stream, batch = redo.len(), ?delay, "conflict; deciding the batch again");
             tokio::time::sleep(delay).await;
-            redo.append(&mut leftover);
-            redo
+            Err(redo)
         }
         Err(error @ StoreError::DuplicateCommand { .. }) => {
             // Some commands here are repeats. They get their recorded
@@ -347,8 +440,8 @@ async fn run_batch(
             let mut recorded = match shared.recorded_answers(&prepared).await {
                 Ok(recorded) if !recorded.is_empty() => recorded,
                 // Nothing found to explain it: answer rather than loop.
-                Ok(_) => return answer_all(decided, Err(error.into()), leftover),
-                Err(e) => return answer_all(decided, Err(e.into()), leftover),
+                Ok(_) => return Err(answer_all(decided, Err(error.into()))),
+                Err(e) => return Err(answer_all(decided, Err(e.into()))),
             };
             let mut redo = Vec::new();
             for (job, _) in decided {
@@ -357,19 +450,18 @@ async fn run_batch(
                     None => redo.push(job),
                 }
             }
-            redo.append(&mut leftover);
-            redo
+            Err(redo)
         }
-        Err(other) => answer_all(decided, Err(other.into()), leftover),
+        Err(other) => Err(answer_all(decided, Err(other.into()))),
     }
 }
 
-/// Answers every decided job with the same failure; returns `leftover`.
-fn answer_all(decided: Vec<(Job, Decided)>, answer: Answer, leftover: Vec<Job>) -> Vec<Job> {
+/// Answers every decided job with the same failure; none is left to run.
+fn answer_all(decided: Vec<(Job, Decided)>, answer: Answer) -> Vec<Job> {
     for (job, _) in decided {
         job.answer(answer.clone());
     }
-    leftover
+    Vec::new()
 }
 
 /// Answers a batch whose append (of `recorded`, in the batch's order)

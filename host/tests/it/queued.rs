@@ -2,7 +2,10 @@
 //! unique key still guarding against other processes.
 
 use crate::util::*;
-use eshost::{CommandError, Concurrency, Refusal, RetryPolicy, demo};
+use eshost::store::faulty::{Fault, FaultyStore, Op};
+use eshost::{CommandError, Concurrency, Host, Refusal, RetryPolicy, demo};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The reference scenario, queued: no conflict inside one process, every
 /// command answered, batches fewer than commands.
@@ -161,7 +164,72 @@ async fn a_queued_host_recovers_from_another_writer(db: &TestDb) {
     assert_eq!(late.events[0].payload.to_value()["reason"], "out_of_stock");
 }
 
+/// While one batch is appended, the next is decided ahead on the state it
+/// leaves. When that append fails (here three times, as if another writer
+/// came first), the batch decided ahead is thrown away with it and decided
+/// again: appended as decided, it would leave a gap in the stream or sell
+/// what was never recorded as bought.
+async fn a_batch_decided_ahead_starts_over_when_the_append_before_it_fails(db: &TestDb) {
+    const STOCK: u64 = 150;
+    const CALLERS: usize = 64;
+    const ROUNDS: usize = 10;
+    let store = FaultyStore::new(eshost::store::open(&db.url).await.unwrap());
+    let host = Arc::new(Host::with_options(
+        modules(),
+        store.clone(),
+        patient(Concurrency::Queued),
+    ));
+    host.execute(&create("ahead", STOCK)).await.unwrap();
+    // Every third append fails as a conflict; the others go through.
+    for _ in 0..3 {
+        store.plan(Op::Append, Fault::Hang(Duration::ZERO));
+        store.plan(Op::Append, Fault::Hang(Duration::ZERO));
+        store.plan(Op::Append, Fault::Conflict);
+    }
+
+    let mut buying = tokio::task::JoinSet::new();
+    for caller in 0..CALLERS {
+        let host = host.clone();
+        buying.spawn(async move {
+            let mut answers = Vec::new();
+            for round in 0..ROUNDS {
+                let request = purchase("ahead", &format!("c{caller}-{round}"), 1);
+                answers.push(host.execute(&request).await);
+            }
+            answers
+        });
+    }
+    let answers: Vec<_> = buying.join_all().await.into_iter().flatten().collect();
+
+    assert_eq!(host.stats().conflicts.get(), 3);
+    let recorded = host.events(FLASH_SALE, "ahead").await.unwrap();
+    assert_gapless(&recorded);
+    assert_eq!(
+        recorded.len(),
+        1 + CALLERS * ROUNDS,
+        "each purchase recorded once"
+    );
+    let purchased = recorded
+        .iter()
+        .filter(|e| e.name == "ItemPurchased")
+        .count() as u64;
+    assert_eq!(purchased, STOCK, "sold out, not oversold");
+    let state = host.state(FLASH_SALE, "ahead").await.unwrap();
+    assert_eq!(state["sold"].as_u64(), Some(STOCK));
+    for answer in &answers {
+        let outcome = answer.as_ref().expect("every purchase is answered");
+        assert_eq!(outcome.events.len(), 1);
+        let event = &outcome.events[0];
+        assert_eq!(
+            event,
+            &recorded[event.sequence as usize - 1],
+            "answered as recorded"
+        );
+    }
+}
+
 crate::conformance!(
+    a_batch_decided_ahead_starts_over_when_the_append_before_it_fails,
     a_queued_host_recovers_from_another_writer,
     reference_scenario_queued,
     a_refused_command_fails_alone_in_its_batch,
