@@ -92,6 +92,12 @@ impl Queues {
         self.depth.load(Ordering::Relaxed)
     }
 
+    /// Moves a job out of its queue into a worker's batch.
+    fn take(&self, job: Job, pending: &mut Vec<Job>) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        pending.push(job);
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, mpsc::Sender<Job>>> {
         // Each critical section is a single map operation; poisoning cannot
         // leave the map half-updated.
@@ -154,16 +160,12 @@ pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
 async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Receiver<Job>) {
     let mut instance: Option<Hydrated> = None;
     let mut pending: Vec<Job> = Vec::new();
-    let take = |job: Job, pending: &mut Vec<Job>| {
-        shared.queues.depth.fetch_sub(1, Ordering::Relaxed);
-        pending.push(job);
-    };
     loop {
         if pending.is_empty() {
             let idle = tokio::select! {
                 job = receiver.recv() => match job {
                     Some(job) => {
-                        take(job, &mut pending);
+                        shared.queues.take(job, &mut pending);
                         false
                     }
                     None => break,
@@ -174,7 +176,7 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
             if idle {
                 let mut senders = shared.queues.lock();
                 match receiver.try_recv() {
-                    Ok(job) => take(job, &mut pending),
+                    Ok(job) => shared.queues.take(job, &mut pending),
                     Err(_) => {
                         senders.remove(&stream);
                         break;
@@ -233,10 +235,7 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
 fn fill(queues: &Queues, receiver: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>) {
     while pending.len() < MAX_BATCH {
         match receiver.try_recv() {
-            Ok(job) => {
-                queues.depth.fetch_sub(1, Ordering::Relaxed);
-                pending.push(job);
-            }
+            Ok(job) => queues.take(job, pending),
             Err(_) => break,
         }
     }

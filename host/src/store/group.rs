@@ -88,23 +88,23 @@ impl Waiting {
             Some(pending) => pending,
             None => self.receiver.recv().await?,
         };
-        let mut bytes = first.as_append().bytes();
-        let mut events = first.as_append().events();
+        let size = |p: &Pending| (p.as_append().bytes(), p.as_append().events());
+        let (mut bytes, mut events) = size(&first);
         let mut group = vec![first];
         while group.len() < limits.max_streams {
             let Ok(next) = self.receiver.try_recv() else {
                 break;
             };
-            let append = next.as_append();
-            let fits = bytes + append.bytes() <= limits.max_bytes
-                && events + append.events() <= limits.max_events
+            let (next_bytes, next_events) = size(&next);
+            let fits = bytes + next_bytes <= limits.max_bytes
+                && events + next_events <= limits.max_events
                 && group.iter().all(|p| p.stream != next.stream);
             if !fits {
                 self.carried = Some(next);
                 break;
             }
-            bytes += append.bytes();
-            events += append.events();
+            bytes += next_bytes;
+            events += next_events;
             group.push(next);
         }
         Some(group)
@@ -228,19 +228,10 @@ impl Committers {
             metrics.streams.observe(group.len() as f64);
         }
         let appends: Vec<StreamAppend<'_>> = group.iter().map(Pending::as_append).collect();
+        // A caller left without an outcome (a store answering fewer than
+        // asked) hears "the committer stopped" and settles by lookup.
         let outcomes = match self.store.append_group(&appends).await {
-            Ok(outcomes) if outcomes.len() == group.len() => outcomes,
-            Ok(outcomes) => {
-                let error = StoreError::Database {
-                    failure: DatabaseFailure::Permanent,
-                    message: format!(
-                        "the store answered {} of a group's {} appends",
-                        outcomes.len(),
-                        group.len()
-                    ),
-                };
-                group.iter().map(|_| Err(error.clone())).collect()
-            }
+            Ok(outcomes) => outcomes,
             Err(error) if group.len() > 1 && !error.is_transient() => {
                 // Which append the database refused is not known: send each
                 // alone, so the error reaches only the one it belongs to.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -336,17 +336,18 @@ impl PostgresStore {
         rows: &GroupRows<'_>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let recorded_ids: HashSet<(String, String, String)> = rows
+        // Each command id that went in, with the stream it went in for.
+        let recorded_ids: HashMap<String, StreamId> = rows
             .bind_commands(sqlx::query(INSERT_GROUP_COMMANDS))
             .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|row| {
-                Ok((
-                    row.try_get("command_id")?,
-                    row.try_get("aggregate_name")?,
-                    row.try_get("aggregate_id")?,
-                ))
+                let stream = StreamId::new(
+                    row.try_get::<String, _>("aggregate_name")?,
+                    row.try_get::<String, _>("aggregate_id")?,
+                );
+                Ok((row.try_get("command_id")?, stream))
             })
             .collect::<Result<_, StoreError>>()?;
         let inserted = rows
@@ -363,13 +364,7 @@ impl PostgresStore {
             let events = take_stream(&mut by_stream, stream);
             let recording = append.commands.iter().filter(|c| !c.events.is_empty());
             let mut ids = recording.clone().map(|c| c.command_id.as_str());
-            let ours = |id: &str| {
-                recorded_ids.contains(&(
-                    id.to_string(),
-                    stream.aggregate.clone(),
-                    stream.id.clone(),
-                ))
-            };
+            let ours = |id: &str| recorded_ids.get(id) == Some(stream);
             let key = if !ids.all(ours) {
                 Some(Violation::CommandKey)
             } else if events.len() != append.events() {
