@@ -100,12 +100,34 @@ impl<'a> GroupRows<'a> {
 type ByStream<'a> = HashMap<(&'a str, &'a str), Vec<RecordedEvent>>;
 
 impl<'a> GroupRows<'a> {
-    /// The events a group statement inserted, by stream. The statement
-    /// returns only each row's position and time: the rest is what was
-    /// sent, found by the index the position carries (its low bits, the
-    /// row's 1-based place in the statement), so nothing is sent back and
-    /// parsed twice.
-    fn recorded(&self, inserted: &[PgRow]) -> Result<ByStream<'a>, StoreError> {
+    /// The events a group statement inserted, by stream, from its one row:
+    /// each event is what was sent, at the position its transaction and
+    /// its place in the statement give it.
+    fn recorded(&self, reply: &PgRow) -> Result<ByStream<'a>, StoreError> {
+        let xid: i64 = reply.try_get("xid")?;
+        let inserted: i64 = reply.try_get("events")?;
+        let created_at: String = reply.try_get("created_at")?;
+        if usize::try_from(inserted).ok() != Some(self.names.len()) {
+            return Err(unexpected(format!(
+                "{inserted} events inserted of {} sent",
+                self.names.len()
+            )));
+        }
+        let mut by_stream = ByStream::new();
+        for n in 0..self.names.len() {
+            self.push_recorded(
+                &mut by_stream,
+                n,
+                (xid << POSITION_INDEX_BITS) + n as i64 + 1,
+                &created_at,
+            )?;
+        }
+        Ok(by_stream)
+    }
+
+    /// The events a statement returned one row each (position and time),
+    /// by stream: rows it skipped are missing.
+    fn recorded_rows(&self, inserted: &[PgRow]) -> Result<ByStream<'a>, StoreError> {
         let mut by_stream = ByStream::new();
         for row in inserted {
             let position: i64 = row.try_get("position")?;
@@ -114,25 +136,38 @@ impl<'a> GroupRows<'a> {
             let Some(n) = n else {
                 return Err(unexpected(format!("position {position} names no row sent")));
             };
-            let payload = JsonText::new(self.payloads[n].to_string())
-                .map_err(|e| unexpected(format!("a payload sent is not JSON: {e}")))?;
-            let metadata = serde_json::from_str(self.metadata[n])
-                .map_err(|e| unexpected(format!("metadata sent is not JSON: {e}")))?;
-            by_stream
-                .entry((self.aggregates[n], self.ids[n]))
-                .or_default()
-                .push(RecordedEvent {
-                    position,
-                    aggregate: self.aggregates[n].to_string(),
-                    id: self.ids[n].to_string(),
-                    sequence: self.sequences[n].max(0) as u64,
-                    name: self.names[n].to_string(),
-                    payload,
-                    metadata,
-                    created_at: row.try_get("created_at")?,
-                });
+            let created_at: String = row.try_get("created_at")?;
+            self.push_recorded(&mut by_stream, n, position, &created_at)?;
         }
         Ok(by_stream)
+    }
+
+    /// Event `n` as sent, recorded at `position`.
+    fn push_recorded(
+        &self,
+        by_stream: &mut ByStream<'a>,
+        n: usize,
+        position: i64,
+        created_at: &str,
+    ) -> Result<(), StoreError> {
+        let payload = JsonText::new(self.payloads[n].to_string())
+            .map_err(|e| unexpected(format!("a payload sent is not JSON: {e}")))?;
+        let metadata = serde_json::from_str(self.metadata[n])
+            .map_err(|e| unexpected(format!("metadata sent is not JSON: {e}")))?;
+        by_stream
+            .entry((self.aggregates[n], self.ids[n]))
+            .or_default()
+            .push(RecordedEvent {
+                position,
+                aggregate: self.aggregates[n].to_string(),
+                id: self.ids[n].to_string(),
+                sequence: self.sequences[n].max(0) as u64,
+                name: self.names[n].to_string(),
+                payload,
+                metadata,
+                created_at: created_at.to_string(),
+            });
+        Ok(())
     }
 }
 
@@ -183,23 +218,32 @@ const SELECT_EVENTS: &str = "
 // reads it. An event's position is its transaction's id shifted left by
 // POSITION_INDEX_BITS plus its index in the append (see SELECT_ALL and
 // docs/decisions.md, "Global order").
+//
+// The reply is one row, however many events: the transaction id, the time
+// every row was given (created_at defaults to now(), the transaction's
+// start) and how many events went in. The rest of each event is what was
+// sent (see `GroupRows::recorded`).
 const INSERT_GROUP: &str = "
     WITH recorded_commands AS (
         INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
                               fingerprint, first_sequence, event_count)
         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::bigint[], $7::int[])
+    ), recorded_events AS (
+        INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number,
+                            event_name, payload, metadata)
+        SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
+               e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+               e.payload::json, e.metadata::json
+        FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
+                    $13::text[])
+             WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
+                                  payload, metadata, n)
+        RETURNING 1
     )
-    INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name,
-                        payload, metadata)
-    SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
-           e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
-           e.payload::json, e.metadata::jsonb
-    FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[])
-         WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
-                              payload, metadata, n)
-    RETURNING position,
-              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";
+    SELECT pg_current_xact_id()::text::bigint AS xid,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at,
+           (SELECT count(*) FROM recorded_events) AS events";
 
 /// Every stream's events after a position, in position order, below the
 /// horizon: positions of transactions older than the oldest one still
@@ -239,7 +283,7 @@ const INSERT_GROUP_EVENTS: &str = "
                         payload, metadata)
     SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
            e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
-           e.payload::json, e.metadata::jsonb
+           e.payload::json, e.metadata::json
     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
          WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
                               payload, metadata, n)
@@ -354,7 +398,7 @@ impl PostgresStore {
             .bind_events(sqlx::query(INSERT_GROUP_EVENTS))
             .fetch_all(&mut *tx)
             .await?;
-        let mut by_stream = rows.recorded(&inserted)?;
+        let mut by_stream = rows.recorded_rows(&inserted)?;
 
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut undo_positions: Vec<i64> = Vec::new();
@@ -711,11 +755,11 @@ impl EventStore for PostgresStore {
         let rows = GroupRows::sorted(appends);
         let inserted = rows
             .bind_events(rows.bind_commands(sqlx::query(INSERT_GROUP)))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await;
         let outcomes = match inserted {
-            Ok(inserted) => {
-                let mut by_stream = rows.recorded(&inserted)?;
+            Ok(reply) => {
+                let mut by_stream = rows.recorded(&reply)?;
                 appends
                     .iter()
                     .map(|a| Ok(take_stream(&mut by_stream, a.stream)))

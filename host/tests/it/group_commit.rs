@@ -257,6 +257,50 @@ async fn a_group_is_bounded_in_bytes(db: &TestDb) {
     assert_eq!(store.calls(Op::Append), 1 + 3);
 }
 
+/// What a group append answers is what the store then holds, field for
+/// field: positions, times, payloads and metadata (the store answers from
+/// what it sent, not from rows read back).
+async fn a_group_answers_exactly_what_it_recorded(db: &TestDb) {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let (left, right) = (stream("answered-left"), stream("answered-right"));
+    let mut with_metadata = command("answered-2", 2);
+    for event in &mut with_metadata.events {
+        event.metadata = r#"{"commandId":"answered-2","note":"kept as written"}"#.into();
+    }
+    let (left_commands, right_commands) = (
+        [command("answered-1", 1), with_metadata],
+        [command("answered-3", 3)],
+    );
+    let outcomes = store
+        .append_group(&[
+            StreamAppend {
+                stream: &left,
+                expected_version: 0,
+                commands: &left_commands,
+            },
+            StreamAppend {
+                stream: &right,
+                expected_version: 0,
+                commands: &right_commands,
+            },
+        ])
+        .await
+        .unwrap();
+    let answered: Vec<Vec<_>> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answered[0], store.load(&left, 0).await.unwrap());
+    assert_eq!(answered[1], store.load(&right, 0).await.unwrap());
+    assert_eq!(answered[0].len(), 3);
+    assert_eq!(
+        answered[0][2].metadata["note"], "kept as written",
+        "{:?}",
+        answered[0][2]
+    );
+    // Streams go in in key order, each stream's events in sequence order:
+    // one ascending run of positions.
+    let positions: Vec<i64> = answered.iter().flatten().map(|e| e.position).collect();
+    assert!(positions.is_sorted(), "{positions:?}");
+}
+
 /// Through the host: 200 items created at once share transactions, and
 /// every answer is what was recorded.
 async fn commands_on_many_aggregates_share_commits(db: &TestDb) {
@@ -292,5 +336,6 @@ crate::conformance!(
     appends_waiting_for_a_committer_go_as_one_group,
     a_group_refused_as_a_whole_is_sent_again_one_by_one,
     a_group_is_bounded_in_bytes,
+    a_group_answers_exactly_what_it_recorded,
     commands_on_many_aggregates_share_commits,
 );
