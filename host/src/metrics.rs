@@ -7,6 +7,7 @@
 //! names the host has loaded, never raw request text, so a client cannot
 //! grow the label sets without bound.
 
+use crate::store::group::CommitMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -51,9 +52,8 @@ pub struct Metrics {
     /// Commands per append.
     pub batch_commands: Histogram,
     /// Transactions sent to append events (each a group of streams'
-    /// appends), and the streams in each.
-    pub commits: Counter,
-    pub commit_streams: Histogram,
+    /// appends), and the streams in each; the committers count them.
+    pub group_commit: CommitMetrics,
     /// Store calls tried again after a transient database error.
     pub transient_retries: Counter,
     /// How long guest calls ran, by aggregate.
@@ -82,8 +82,10 @@ impl Default for Metrics {
             conflicts: Counter::default(),
             appends: Counter::default(),
             batch_commands: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
-            commits: Counter::default(),
-            commit_streams: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            group_commit: CommitMetrics {
+                commits: Counter::default(),
+                streams: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            },
             transient_retries: Counter::default(),
             guest_call_seconds: Family::new_with_constructor(seconds),
             cache_hits: Counter::default(),
@@ -125,12 +127,12 @@ impl Default for Metrics {
         registry.register(
             "commits",
             "Transactions sent to append events (group commit: one per group of streams)",
-            metrics.commits.clone(),
+            metrics.group_commit.commits.clone(),
         );
         registry.register(
             "commit_streams",
             "Streams appended per transaction (group commit)",
-            metrics.commit_streams.clone(),
+            metrics.group_commit.streams.clone(),
         );
         registry.register(
             "transient_retries",

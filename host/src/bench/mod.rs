@@ -384,7 +384,7 @@ async fn purchases_run(
     start.wait().await;
     let started = Instant::now();
     let appends_before = host.stats().appends.get();
-    let commits_before = host.stats().commits.get();
+    let commits_before = host.stats().group_commit.commits.get();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
     for worker in workers {
         let (l, r, f) = worker.await??;
@@ -394,7 +394,7 @@ async fn purchases_run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let appends = host.stats().appends.get() - appends_before;
-    let commits = host.stats().commits.get() - commits_before;
+    let commits = host.stats().group_commit.commits.get() - commits_before;
 
     let mut oversold = false;
     for id in ids.iter() {

@@ -34,7 +34,7 @@ use crate::error::{CommandError, GuestError};
 use crate::metrics::{AggregateLabel, CommandLabels, Metrics};
 use crate::runtime::instance::DecidedEvent;
 use crate::runtime::{GuestPool, Hydrated, LoadedComponent, Modules};
-use crate::store::group::{CommitMetrics, GroupCommit, GroupLimits};
+use crate::store::group::{GroupCommit, GroupLimits};
 use crate::store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -229,10 +229,7 @@ impl Host {
         let commits = GroupCommit::with_metrics(
             store.clone(),
             options.group_commit,
-            Some(CommitMetrics {
-                commits: metrics.commits.clone(),
-                streams: metrics.commit_streams.clone(),
-            }),
+            Some(metrics.group_commit.clone()),
         );
         Self {
             shared: Arc::new(Shared {
