@@ -5,6 +5,12 @@ use clap::Parser;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// Many small buffers are allocated on one thread and freed on another
+/// (a command's request, events and answer cross several); mimalloc
+/// handles that with less locking than glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = eshost::cli::Cli::parse();

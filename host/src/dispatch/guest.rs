@@ -1,10 +1,10 @@
-//! The dispatcher's calls into guests, each run on the host's
-//! [`GuestPool`](crate::runtime::GuestPool) so that no guest call ever runs
-//! on an async worker thread: instantiating (from a snapshot or fresh),
+//! The dispatcher's calls into guests, each run through the host's
+//! [`GuestPool`](crate::runtime::GuestPool) so that no guest call holds an
+//! async worker thread past an epoch tick: instantiating (from a snapshot or fresh),
 //! applying events, deciding, snapshotting, rendering state.
 //!
 //! Each call first waits, asynchronously, for its turn in the instance its
-//! aggregate shares, so no guest thread is held waiting for another
+//! aggregate shares, so no permit of the pool is held waiting for another
 //! aggregate's call. An aggregate moves into the pool for the call and
 //! comes back with the result, unless the call failed in the guest: an instance that trapped is
 //! never used again, so the aggregate is dropped there. An aggregate whose
@@ -101,16 +101,17 @@ impl Shared {
 
     /// Runs `call` with `aggregate` on the guest pool once the aggregate's
     /// shared instance gives it the turn (waited for here, asynchronously,
-    /// so a waiting call holds no guest thread), and counts the call.
+    /// so a waiting call holds no permit), and counts the call.
     async fn in_turn<T, F>(&self, aggregate: Hydrated, name: &str, call: F) -> Result<T, GuestError>
     where
         T: Send + 'static,
         F: FnOnce(Hydrated) -> Result<T, GuestError> + Send + 'static,
     {
         let turn = aggregate.turn().await;
+        let budget = aggregate.component.limits.budget;
         let ran = self
             .guests
-            .run(move || {
+            .run_here(budget, move || {
                 let _turn = turn;
                 call(aggregate)
             })
@@ -155,6 +156,8 @@ impl Shared {
     ) -> Result<Hydrated, GuestError> {
         let (component, id) = (component.clone(), id.to_string());
         let name = component.name.clone();
+        // On a blocking thread: placing a state in a shared instance takes
+        // no turn, so it may wait on the instance's lock.
         let ran = self
             .guests
             .run(move || {
@@ -310,7 +313,7 @@ impl BatchDecision {
     }
 }
 
-/// [`Shared::decide_batch`]'s work on a guest thread. Stops early, with
+/// [`Shared::decide_batch`]'s work, inside one guest call. Stops early, with
 /// the rest undecided, once the events decided reach `max_bytes`.
 fn decide_in_turn(
     mut aggregate: Hydrated,

@@ -1,18 +1,32 @@
-//! Where guest calls run: never on an async worker thread.
+//! Where guest calls run, so that none holds an async worker thread.
 //!
 //! A guest call is synchronous and may burn its whole budget (a second by
-//! default). Run on a tokio worker, it would stall every other aggregate,
-//! every database reply and every timer sharing that worker; on a 2-core
-//! machine the runtime has two. So every call into a guest goes through
-//! [`GuestPool::run`]: it waits (asynchronously) for one of a bounded number
-//! of permits, then runs on tokio's blocking threads. A slow or hostile guest
-//! can then hold at most its own permit, for at most its own budget; healthy
-//! aggregates keep the other permits and the async runtime keeps running.
+//! default). Held on a tokio worker for that long, it would stall every
+//! other aggregate, every database reply and every timer sharing that
+//! worker; on a 2-core machine the runtime has two. Yet almost every call
+//! takes microseconds, and handing each one to another thread and back
+//! costs more than the call (two cross-CPU wake-ups).
 //!
-//! Each hop costs a thread hand-off (microseconds), so callers batch: a queue
-//! worker decides a whole batch in one call. docs/decisions.md has the
-//! figures and why this was chosen over wasmtime's async support.
+//! So every call waits (asynchronously) for one of a bounded number of
+//! permits, then:
+//!
+//! - [`GuestPool::run_here`], on a multi-threaded runtime, with a
+//!   wall-clock budget, runs the call where it is, on the worker. A call still running at the next epoch
+//!   tick (at most [`EPOCH_TICK`](super::sandbox::EPOCH_TICK)) calls
+//!   [`leave_async_worker`] from the sandbox's tick callback: tokio's
+//!   `block_in_place` hands the worker's queue and its other tasks to a new
+//!   thread, and the call goes on alone on this one, as a blocking thread.
+//!   A slow guest holds a worker for one tick at most;
+//!   A call that must wait for a lock another thread holds leaves the
+//!   worker the same way before it waits;
+//! - otherwise (a current-thread runtime, or a fuel budget, which has no
+//!   ticks), and always with [`GuestPool::run`] (starting an instance: host
+//!   work no tick interrupts), the call runs on tokio's blocking threads.
+//!
+//! Either way a slow or hostile guest holds at most its own permit, for at
+//! most its own budget. docs/decisions.md has the figures.
 
+use super::Budget;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -20,7 +34,12 @@ use tokio::sync::Semaphore;
 /// Guest calls that may run at once when no size is given.
 pub const DEFAULT_THREADS: usize = 16;
 
-/// A bounded set of threads for guest calls. Cheap to clone.
+/// How long a call leaving its worker waits for another thread to take
+/// the worker over (a thread is started or woken for it). Paid once per
+/// call that outlives a tick, which is already a slow call.
+const HANDOVER: Duration = Duration::from_millis(1);
+
+/// Guest calls at once, bounded, run where they cost least. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct GuestPool {
     permits: Arc<Semaphore>,
@@ -61,31 +80,82 @@ impl GuestPool {
 
     /// Runs `call` on a blocking thread once a permit is free; returns its
     /// result and how long it ran (not counting the wait for a permit).
+    /// For calls that may wait on a lock or do host work that no epoch
+    /// tick interrupts, such as starting an instance.
     pub async fn run<T, F>(&self, call: F) -> Result<(T, Duration), PoolPanic>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        let timed = self.timed(call).await;
+        tokio::task::spawn_blocking(timed)
+            .await
+            .map_err(|e| match e.try_into_panic() {
+                Ok(panic) => PoolPanic::from_payload(panic),
+                Err(e) => PoolPanic(e.to_string()),
+            })
+    }
+
+    /// As [`run`](Self::run), but a call into a guest whose calls run
+    /// under a wall-clock `budget` runs where it is made when that is a
+    /// multi-threaded runtime's worker: its ticks move it off the worker
+    /// if it runs long (see the module docs).
+    pub async fn run_here<T, F>(&self, budget: Budget, call: F) -> Result<(T, Duration), PoolPanic>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // Only a wall-clock budget ticks.
+        if !matches!(budget, Budget::WallClock(_)) || !on_multi_thread_runtime() {
+            return self.run(call).await;
+        }
+        let timed = self.timed(call).await;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(timed))
+            .map_err(PoolPanic::from_payload)
+    }
+
+    /// `call` timed, holding a permit (waited for here) until it returns.
+    async fn timed<T, F>(&self, call: F) -> impl FnOnce() -> (T, Duration) + use<T, F>
+    where
+        F: FnOnce() -> T,
+    {
         // The semaphore is never closed, so acquiring only waits.
         let permit = self.permits.clone().acquire_owned().await;
-        let ran = tokio::task::spawn_blocking(move || {
+        move || {
             let _permit = permit;
             let started = Instant::now();
             let result = call();
             (result, started.elapsed())
-        })
-        .await;
-        ran.map_err(|e| {
-            let message = match e.try_into_panic() {
-                Ok(panic) => panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into()),
-                Err(e) => e.to_string(),
-            };
-            PoolPanic(message)
-        })
+        }
+    }
+}
+
+impl PoolPanic {
+    fn from_payload(panic: Box<dyn std::any::Any + Send>) -> Self {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Self(message)
+    }
+}
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Called by a guest call still running at an epoch tick: if it runs on a
+/// multi-threaded runtime's worker, the worker's other tasks move to a new
+/// thread and this one is left to the call. Elsewhere (a blocking thread,
+/// a worker already left) it does nothing.
+pub(crate) fn leave_async_worker() {
+    if on_multi_thread_runtime() {
+        // The pause lets the new thread take the worker over before
+        // `block_in_place` returns; one that has not yet is taken back, and
+        // the next tick tries again.
+        tokio::task::block_in_place(|| std::thread::sleep(HANDOVER));
     }
 }
 
@@ -117,6 +187,48 @@ mod tests {
         assert_eq!(value, 7);
         assert!(ran >= Duration::from_millis(200));
         assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) >= 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_wall_clock_call_runs_on_its_worker_until_it_leaves_it() {
+        // Spawned, so the body runs on the runtime's one worker.
+        let body = tokio::spawn(async {
+            let pool = GuestPool::new(2);
+            let wall_clock = Budget::WallClock(Duration::from_secs(1));
+            let here = std::thread::current().id();
+            let (there, _) = pool
+                .run_here(wall_clock, || std::thread::current().id())
+                .await
+                .unwrap();
+            assert_eq!(there, here, "a wall-clock call runs where it is made");
+            let (there, _) = pool
+                .run_here(Budget::Fuel(1), || std::thread::current().id())
+                .await
+                .unwrap();
+            assert_ne!(there, here, "a fuel call runs on a blocking thread");
+
+            // A call that leaves its worker, as the sandbox's tick callback
+            // makes a long one do, lets the worker's other tasks go on.
+            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let counter = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            tokio::task::yield_now().await;
+            pool.run_here(wall_clock, || {
+                leave_async_worker();
+                std::thread::sleep(Duration::from_millis(200));
+            })
+            .await
+            .unwrap();
+            ticker.abort();
+            ticks.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let ticks = body.await.unwrap();
+        assert!(ticks >= 10, "the runtime stood still: {ticks} ticks");
     }
 
     #[tokio::test]

@@ -145,8 +145,23 @@ pub(crate) fn new_store_with<V: Send + 'static>(
     engine: &Engine,
     context: GuestContext<V>,
 ) -> Store<GuestContext<V>> {
+    let wall_clock = !context.fuel_budget;
     let mut store = Store::new(engine, context);
     store.limiter(|context| context);
+    if wall_clock {
+        // Called at every tick a call is still running: the budget is
+        // counted here, and a call that outlives its first tick gives up
+        // the async worker it may be running on (see `pool`).
+        store.epoch_deadline_callback(|mut store| {
+            let context = store.data_mut();
+            if context.ticks_left == 0 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            context.ticks_left -= 1;
+            super::pool::leave_async_worker();
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+    }
     store
 }
 
@@ -155,9 +170,11 @@ pub(crate) fn arm<V: Send>(store: &mut Store<GuestContext<V>>, limits: &Limits) 
     store.data_mut().start_call();
     match limits.budget {
         Budget::WallClock(duration) => {
-            // One tick more than the budget: the first tick may come at once.
-            let ticks = duration.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
-            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            // One tick more than the budget: the first tick may come at
+            // once. Each tick reaches the callback set in `new_store_with`.
+            let ticks = duration.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+            store.data_mut().ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
+            store.set_epoch_deadline(1);
         }
         Budget::Fuel(fuel) => {
             if let Err(e) = store.set_fuel(fuel) {
@@ -174,6 +191,8 @@ pub struct GuestContext<V = ()> {
     aggregate: Arc<str>,
     /// Calls are bounded by fuel, so imports are charged fuel too.
     fuel_budget: bool,
+    /// Epoch ticks the current call may still outlive (wall-clock budget).
+    ticks_left: u64,
     memory_bytes: usize,
     /// Set when the limiter refused to grow memory.
     memory_exceeded: bool,
@@ -203,6 +222,7 @@ impl<V> GuestContext<V> {
             aggregate,
             memory_bytes: limits.memory_bytes,
             fuel_budget: matches!(limits.budget, Budget::Fuel(_)),
+            ticks_left: 0,
             memory_exceeded: false,
             memory_used: 0,
             last_error: None,

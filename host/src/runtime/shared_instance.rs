@@ -12,8 +12,8 @@
 //! Every call locks its instance, so the aggregates sharing one take turns;
 //! a slow call delays at most the others in that instance. The dispatcher
 //! waits for an instance's [`turn`](SharedInstance::turn) asynchronously
-//! before it takes a guest thread, so a call waiting for its turn holds no
-//! thread. A trap poisons
+//! before it takes a permit of the guest pool, so a call waiting for its
+//! turn holds no permit. A trap poisons
 //! the whole instance: wasmtime will not enter it again, and its memory may
 //! hold anything. The instance is then *lost*: its store is dropped at once,
 //! and every aggregate in it fails its next call with
@@ -156,7 +156,16 @@ impl SharedInstance {
         call: impl FnOnce(&mut Store<GuestContext>, &Guest) -> wasmtime::Result<T>,
     ) -> Result<T, GuestError> {
         let limits = &component.limits;
-        let mut live = lock(&self.live);
+        let mut live = match self.live.try_lock() {
+            Ok(live) => live,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // A placement (which takes no turn) is calling: wait off
+                // the async worker, if this call runs on one.
+                super::pool::leave_async_worker();
+                lock(&self.live)
+            }
+        };
         let Some(Live { store, guest }) = live.as_mut() else {
             return Err(GuestError::InstanceLost {
                 aggregate: component.name.clone(),

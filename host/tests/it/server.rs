@@ -501,11 +501,12 @@ async fn a_full_queue_answers_429_with_retry_after() {
     db.cleanup().await;
 }
 
-/// Guest calls never run on the async runtime's threads: while four guests
+/// Guest calls never hold the async runtime's threads: while four guests
 /// loop for their whole one-second budget at once (more than the runtime's
 /// two worker threads), commands on a healthy aggregate are all answered
-/// before any of the loops ends. Were guest calls made on the workers, the
-/// loops would hold both and the healthy commands would wait for them.
+/// before any of the loops ends. Were a long call kept on the worker that
+/// made it (past its first epoch tick), the loops would hold both and the
+/// healthy commands would wait for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looping_guests_do_not_hold_up_healthy_aggregates() {
     let (host, db) = hostile_host(HostOptions::default()).await;
