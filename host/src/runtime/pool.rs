@@ -11,14 +11,15 @@
 //! permits, then:
 //!
 //! - [`GuestPool::run_here`], on a multi-threaded runtime, with a
-//!   wall-clock budget, runs the call where it is, on the worker. A call still running at the next epoch
-//!   tick (at most [`EPOCH_TICK`](super::sandbox::EPOCH_TICK)) calls
+//!   wall-clock budget, runs the call where it is, on the worker. A call
+//!   still running at the next epoch tick (at most
+//!   [`EPOCH_TICK`](super::sandbox::EPOCH_TICK)) calls
 //!   [`leave_async_worker`] from the sandbox's tick callback: tokio's
 //!   `block_in_place` hands the worker's queue and its other tasks to a new
 //!   thread, and the call goes on alone on this one, as a blocking thread.
-//!   A slow guest holds a worker for one tick at most;
-//!   A call that must wait for a lock another thread holds leaves the
-//!   worker the same way before it waits;
+//!   A slow guest holds a worker for one tick, rarely a few. A call that
+//!   must wait for a lock another thread holds leaves the worker the same
+//!   way before it waits;
 //! - otherwise (a current-thread runtime, or a fuel budget, which has no
 //!   ticks), and always with [`GuestPool::run`] (starting an instance: host
 //!   work no tick interrupts), the call runs on tokio's blocking threads.
@@ -38,6 +39,16 @@ pub const DEFAULT_THREADS: usize = 16;
 /// the worker over (a thread is started or woken for it). Paid once per
 /// call that outlives a tick, which is already a slow call.
 const HANDOVER: Duration = Duration::from_millis(1);
+
+/// Times one call tries to leave its worker: a try fails only if no thread
+/// took the worker over during [`HANDOVER`].
+const LEAVE_TRIES: u8 = 3;
+
+thread_local! {
+    /// While a call made with [`GuestPool::run_here`] runs on this thread,
+    /// the tries it has left to leave the worker; 0 for any other code.
+    static LEAVE_TRIES_LEFT: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
 
 /// Guest calls at once, bounded, run where they cost least. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -110,8 +121,10 @@ impl GuestPool {
             return self.run(call).await;
         }
         let timed = self.timed(call).await;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(timed))
-            .map_err(PoolPanic::from_payload)
+        LEAVE_TRIES_LEFT.set(LEAVE_TRIES);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(timed));
+        LEAVE_TRIES_LEFT.set(0);
+        ran.map_err(PoolPanic::from_payload)
     }
 
     /// `call` timed, holding a permit (waited for here) until it returns.
@@ -146,17 +159,23 @@ fn on_multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// Called by a guest call still running at an epoch tick: if it runs on a
+/// Called by a guest call still running at an epoch tick, or about to wait
+/// for its instance's lock: if [`GuestPool::run_here`] ran it on a
 /// multi-threaded runtime's worker, the worker's other tasks move to a new
-/// thread and this one is left to the call. Elsewhere (a blocking thread,
-/// a worker already left) it does nothing.
+/// thread and this one is left to the call. Elsewhere (a blocking thread)
+/// it does nothing.
 pub(crate) fn leave_async_worker() {
-    if on_multi_thread_runtime() {
-        // The pause lets the new thread take the worker over before
-        // `block_in_place` returns; one that has not yet is taken back, and
-        // the next tick tries again.
-        tokio::task::block_in_place(|| std::thread::sleep(HANDOVER));
+    let tries = LEAVE_TRIES_LEFT.get();
+    if tries == 0 {
+        return;
     }
+    // Once the worker is left, the later tries only cost their pause: a
+    // call past its first tick is slow already.
+    LEAVE_TRIES_LEFT.set(tries - 1);
+    // The pause lets the new thread take the worker over before
+    // `block_in_place` returns; if none has, tokio takes the worker back
+    // and the next tick tries again.
+    tokio::task::block_in_place(|| std::thread::sleep(HANDOVER));
 }
 
 #[cfg(test)]
@@ -225,6 +244,12 @@ mod tests {
             .await
             .unwrap();
             ticker.abort();
+            // Off a `run_here` call, leaving is nothing: no pause either.
+            let started = Instant::now();
+            for _ in 0..100 {
+                leave_async_worker();
+            }
+            assert!(started.elapsed() < HANDOVER * 10);
             ticks.load(std::sync::atomic::Ordering::Relaxed)
         });
         let ticks = body.await.unwrap();
