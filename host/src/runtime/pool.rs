@@ -181,20 +181,28 @@ pub(crate) fn leave_async_worker() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A task counting 5 ms sleeps on the current runtime: it counts only
+    /// while some worker is free to run it.
+    fn ticker() -> (tokio::task::JoinHandle<()>, Arc<AtomicU32>) {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let counter = ticks.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        (task, ticks)
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_blocking_call_leaves_the_async_thread_free() {
         // One async thread: if the pool ran calls on it, the ticker below
         // could not tick while the call sleeps.
         let pool = GuestPool::new(2);
-        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let counter = ticks.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
+        let (ticker, ticks) = ticker();
         let (value, ran) = pool
             .run(|| {
                 std::thread::sleep(Duration::from_millis(200));
@@ -205,7 +213,7 @@ mod tests {
         ticker.abort();
         assert_eq!(value, 7);
         assert!(ran >= Duration::from_millis(200));
-        assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) >= 10);
+        assert!(ticks.load(Ordering::Relaxed) >= 10);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -228,14 +236,7 @@ mod tests {
 
             // A call that leaves its worker, as the sandbox's tick callback
             // makes a long one do, lets the worker's other tasks go on.
-            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
-            let counter = ticks.clone();
-            let ticker = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
+            let (ticker, ticks) = ticker();
             tokio::task::yield_now().await;
             pool.run_here(wall_clock, || {
                 leave_async_worker();
@@ -250,7 +251,7 @@ mod tests {
                 leave_async_worker();
             }
             assert!(started.elapsed() < HANDOVER * 10);
-            ticks.load(std::sync::atomic::Ordering::Relaxed)
+            ticks.load(Ordering::Relaxed)
         });
         let ticks = body.await.unwrap();
         assert!(ticks >= 10, "the runtime stood still: {ticks} ticks");
@@ -266,10 +267,10 @@ mod tests {
                 let (pool, running, most) = (pool.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
                     pool.run(move || {
-                        let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(30));
-                        running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        running.fetch_sub(1, Ordering::SeqCst);
                     })
                     .await
                 })
@@ -278,7 +279,7 @@ mod tests {
         for call in calls {
             call.await.unwrap().unwrap();
         }
-        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(most.load(Ordering::SeqCst), 2);
         let panicked = pool.run(|| panic!("on purpose")).await;
         assert_eq!(panicked.unwrap_err().0, "on purpose");
         assert_eq!(pool.busy(), 0, "the permit came back after the panic");
