@@ -421,6 +421,14 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
     let third = new_version(&original, "third");
     drop_in(dir.path(), "sales-summary.wasm", &third);
     poll("the changed file to start again", digest_is(sha(&third))).await;
+    // Started is not yet stopped at the bad event: wait for that before
+    // stopping the supervisor, or a loaded machine stops it first.
+    let third_digest = format!("sha256:{}", sha(&third));
+    poll("the third version to stop at the bad event", async || {
+        let record = store.projections().await.unwrap().pop()?;
+        (record.digest == third_digest && record.status == "failed").then_some(())
+    })
+    .await;
 
     stop.cancel();
     let outcomes = tokio::time::timeout(Duration::from_secs(10), running)
