@@ -75,6 +75,8 @@ pub enum BenchError {
 pub struct BenchLine {
     pub scenario: String,
     pub mode: String,
+    /// Which round of the scenario this line is from, from 1 (see [`run`]).
+    pub round: usize,
     pub commands: usize,
     pub seconds: f64,
     pub commands_per_s: f64,
@@ -92,6 +94,18 @@ pub struct BenchLine {
     /// What the database commits on its own: single-row INSERTs per second
     /// at the same concurrency, measured in the same run.
     pub baseline_inserts_per_s: f64,
+    /// The whole machine's busy CPU time (host, callers, database, anything
+    /// else running) per command, in microseconds, while the commands ran;
+    /// `None` where it is not measured or `/proc/stat` is not there.
+    pub cpu_us_per_command: Option<f64>,
+    /// The share of the machine's CPU time that was busy meanwhile, from 0
+    /// to 1: below 1, the run waited on something other than the CPU.
+    pub cpu_busy_share: Option<f64>,
+    /// Over sockets: the CPU time the callers' own thread took per command
+    /// (requests written, answers read, the kernel's work for both), in
+    /// microseconds; part of `cpu_us_per_command`. In a deployment the
+    /// clients run elsewhere.
+    pub client_cpu_us_per_command: Option<f64>,
 }
 
 impl BenchLine {
@@ -108,6 +122,7 @@ impl BenchLine {
         Self {
             scenario: scenario.into(),
             mode: mode.into(),
+            round: 1,
             commands,
             seconds,
             commands_per_s: commands as f64 / seconds,
@@ -119,13 +134,30 @@ impl BenchLine {
             failed: 0,
             oversold: false,
             baseline_inserts_per_s: 0.0,
+            cpu_us_per_command: None,
+            cpu_busy_share: None,
+            client_cpu_us_per_command: None,
         }
     }
 }
 
-/// Runs one scenario in both modes (cold-load: with and without a snapshot;
-/// guest-cost: in process, under the sandbox budget the modules were loaded
-/// with; projection: catching up, then the lag while hot-item runs).
+/// True for the scenarios whose modes are compared side by side, which
+/// `rounds` repeats.
+pub fn compares_modes(scenario: &str) -> bool {
+    matches!(scenario, "sample" | "hot-item" | "many-items" | "crowd")
+        || scenario.starts_with("http-")
+        || scenario.starts_with("cluster-")
+}
+
+/// Runs one scenario in each of its modes (cold-load: with and without a
+/// snapshot; guest-cost: in process, under the sandbox budget the modules
+/// were loaded with; projection: catching up, then the lag while hot-item
+/// runs).
+///
+/// A scenario that [`compares_modes`] runs `rounds` times, the order of its
+/// modes reversed every other round: on a noisy machine one stall moves a
+/// short run's rate by a third, and a mode that always ran second would
+/// always meet a bigger table. [`medians`] sums the rounds up.
 pub async fn run(
     scenario: &str,
     modules: &Modules,
@@ -133,6 +165,46 @@ pub async fn run(
     projections: &[Arc<crate::runtime::LoadedProjection>],
     url: &str,
     callers: usize,
+    rounds: usize,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let rounds = if compares_modes(scenario) {
+        rounds.max(1)
+    } else {
+        1
+    };
+    let mut lines = Vec::new();
+    for round in 1..=rounds {
+        let reversed = round % 2 == 0;
+        let mut these = run_once(
+            scenario,
+            modules,
+            modules_dir,
+            projections,
+            url,
+            callers,
+            reversed,
+        )
+        .await?;
+        if reversed {
+            these.reverse();
+        }
+        for line in &mut these {
+            line.round = round;
+        }
+        lines.extend(these);
+    }
+    Ok(lines)
+}
+
+/// One round of [`run`]: every mode once, in reverse order if `reversed`.
+async fn run_once(
+    scenario: &str,
+    modules: &Modules,
+    modules_dir: &std::path::Path,
+    projections: &[Arc<crate::runtime::LoadedProjection>],
+    url: &str,
+    callers: usize,
+    reversed: bool,
 ) -> Result<Vec<BenchLine>, BenchError> {
     const BOTH: &[Concurrency] = &[Concurrency::Queued, Concurrency::Optimistic];
     let (sales, stock, purchases, callers, modes) = match scenario {
@@ -151,25 +223,33 @@ pub async fn run(
                 .ok_or(BenchError::NoSalesSummary)?;
             return projection::run(modules, summary.clone(), url, callers).await;
         }
-        "http-hot-item" => {
-            return over_http(scenario, modules, url, (1, 1_000, 2_000), callers).await;
-        }
-        "http-many-items" => {
-            return over_http(scenario, modules, url, (1_000, 10, 20_000), callers).await;
-        }
-        "cluster-hot-item" => {
-            let sales = (1, 1_000, 2_000);
-            return over_cluster(scenario, modules, modules_dir, url, sales, callers).await;
-        }
-        "cluster-many-items" => {
-            let sales = (1_000, 10, 20_000);
-            return over_cluster(scenario, modules, modules_dir, url, sales, callers).await;
+        "http-hot-item" | "http-many-items" | "cluster-hot-item" | "cluster-many-items" => {
+            // (sales, stock, purchases) as in hot-item and many-items.
+            let sales = if scenario.ends_with("hot-item") {
+                (1, 1_000, 2_000)
+            } else {
+                (1_000, 10, 20_000)
+            };
+            return if scenario.starts_with("http-") {
+                over_http(scenario, modules, url, sales, callers, reversed).await
+            } else {
+                over_cluster(
+                    scenario,
+                    modules,
+                    modules_dir,
+                    url,
+                    sales,
+                    callers,
+                    reversed,
+                )
+                .await
+            };
         }
         other => return Err(BenchError::UnknownScenario(other.to_string())),
     };
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
     let mut lines = Vec::new();
-    for &mode in modes {
+    for mode in in_order(modes, reversed) {
         let store = store::open(url).await?;
         let options = HostOptions {
             concurrency: mode,
@@ -202,10 +282,11 @@ async fn over_http(
     url: &str,
     (sales, stock, purchases): (usize, u64, usize),
     callers: usize,
+    reversed: bool,
 ) -> Result<Vec<BenchLine>, BenchError> {
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
     let mut lines = Vec::new();
-    for mode in ["queued", "http"] {
+    for mode in in_order(&["queued", "http"], reversed) {
         let store = store::open(url).await?;
         let host = Host::with_options(modules.clone(), store, HostOptions::default());
         let (driver, server) = match mode {
@@ -248,15 +329,17 @@ async fn over_cluster(
     url: &str,
     (sales, stock, purchases): (usize, u64, usize),
     callers: usize,
+    reversed: bool,
 ) -> Result<Vec<BenchLine>, BenchError> {
     use crate::cluster::{Cluster, ClusterConfig, Routing};
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
     let mut lines = Vec::new();
-    for (mode, hosts, routing) in [
+    let setups = [
         ("1-host", 1, Routing::ConsistentHash),
         ("3-hosts-rr", 3, Routing::RoundRobin),
         ("3-hosts-hash", 3, Routing::ConsistentHash),
-    ] {
+    ];
+    for (mode, hosts, routing) in in_order(&setups, reversed) {
         let cluster = Cluster::start(&ClusterConfig::new(hosts, routing, url, modules_dir)).await?;
         // Sales are created and checked through a host of this process on
         // the same database; the purchases go through HAProxy.
@@ -276,6 +359,84 @@ async fn over_cluster(
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// Where a run's callers run. Over sockets, on a thread of their own, as a
+/// load generator would be a process of its own: the CPU time they take
+/// can then be told apart from the server's. In process, on the host's
+/// runtime, since they are the host's own callers.
+struct ClientThread {
+    thread: Option<ClientRuntime>,
+}
+
+struct ClientRuntime {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The thread's CPU time when it stops.
+    cpu_time: std::thread::JoinHandle<Option<Duration>>,
+}
+
+impl ClientThread {
+    fn for_driver(driver: &Driver) -> std::io::Result<Self> {
+        if matches!(driver, Driver::InProcess(_)) {
+            return Ok(Self { thread: None });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let cpu_time = std::thread::Builder::new()
+            .name("eshost-bench-callers".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+                drop(runtime);
+                thread_cpu_time()
+            })?;
+        Ok(Self {
+            thread: Some(ClientRuntime {
+                handle,
+                stop,
+                cpu_time,
+            }),
+        })
+    }
+
+    fn spawn<F>(&self, caller: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.thread {
+            Some(thread) => thread.handle.spawn(caller),
+            None => tokio::spawn(caller),
+        }
+    }
+
+    /// Stops the callers' thread (their tasks have ended) and returns the
+    /// CPU time it took; `None` in process, or where it cannot be read.
+    async fn cpu_time(self) -> Option<Duration> {
+        let thread = self.thread?;
+        let _ = thread.stop.send(());
+        let joined = tokio::task::spawn_blocking(move || thread.cpu_time.join());
+        joined.await.ok()?.ok().flatten()
+    }
+}
+
+/// The calling thread's CPU time, user and system (`/proc/thread-self/stat`,
+/// Linux; its clock ticks are 1/100 s on every architecture Linux reports
+/// them for).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The name, in parentheses, may hold spaces; utime and stime are the
+    // 12th and 13th fields after it.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// How a benchmark sends its commands.
@@ -348,11 +509,12 @@ async fn purchases_run(
     let next = Arc::new(AtomicUsize::new(0));
     // Every caller connects first (HTTP), then all start together.
     let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let client = ClientThread::for_driver(driver)?;
     let workers: Vec<_> = (0..callers)
         .map(|_| {
             let (driver, ids, next, start) =
                 (driver.clone(), ids.clone(), next.clone(), start.clone());
-            tokio::spawn(async move {
+            client.spawn(async move {
                 let caller = driver.caller().await;
                 start.wait().await;
                 let mut caller = caller?;
@@ -383,6 +545,7 @@ async fn purchases_run(
         .collect();
     start.wait().await;
     let started = Instant::now();
+    let cpu_before = CpuTimes::now().await;
     let appends_before = host.stats().appends.get();
     let commits_before = host.stats().group_commit.commits.get();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
@@ -393,6 +556,10 @@ async fn purchases_run(
         failed += f;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now()
+        .await
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
     let appends = host.stats().appends.get() - appends_before;
     let commits = host.stats().group_commit.commits.get() - commits_before;
 
@@ -409,6 +576,12 @@ async fn purchases_run(
         commands_per_commit: purchases as f64 / commits.max(1) as f64,
         failed,
         oversold,
+        cpu_us_per_command: cpu.map(|c| c.busy_share * c.cpus * seconds * 1e6 / purchases as f64),
+        cpu_busy_share: cpu.map(|c| c.busy_share),
+        client_cpu_us_per_command: client
+            .cpu_time()
+            .await
+            .map(|time| time.as_secs_f64() * 1e6 / purchases as f64),
         ..BenchLine::timed("", "", purchases, seconds, &latencies)
     })
 }
@@ -537,6 +710,159 @@ pub fn guest_cost_micros(
     Ok(micros)
 }
 
+/// The machine's CPU time counters (`/proc/stat`, Linux).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    cpus: usize,
+}
+
+/// What the machine's CPUs did between two [`CpuTimes`].
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    busy_share: f64,
+    cpus: f64,
+}
+
+impl CpuTimes {
+    async fn now() -> Option<Self> {
+        let text = tokio::fs::read_to_string("/proc/stat").await.ok()?;
+        let all = text.lines().next()?.strip_prefix("cpu ")?;
+        // user nice system idle iowait irq softirq steal ...: time stolen
+        // by the hypervisor is neither ours nor idle.
+        let ticks: Vec<u64> = all
+            .split_whitespace()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        let tick = |n: usize| ticks.get(n).copied().unwrap_or(0);
+        let cpus = text
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
+        Some(Self {
+            busy: tick(0) + tick(1) + tick(2) + tick(5) + tick(6),
+            idle: tick(3) + tick(4),
+            cpus,
+        })
+    }
+
+    fn since(&self, before: &Self) -> CpuUse {
+        let busy = self.busy.saturating_sub(before.busy) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        CpuUse {
+            busy_share: if busy + idle > 0.0 {
+                busy / (busy + idle)
+            } else {
+                0.0
+            },
+            cpus: self.cpus as f64,
+        }
+    }
+}
+
+/// `items` in their order, or reversed.
+fn in_order<T: Copy>(items: &[T], reversed: bool) -> Vec<T> {
+    let mut items = items.to_vec();
+    if reversed {
+        items.reverse();
+    }
+    items
+}
+
+/// One scenario's modes over its rounds: the median rate of each, and each
+/// against the first mode (in process, queued, one host), median and per
+/// round. One line of text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Medians {
+    pub scenario: String,
+    pub rounds: usize,
+    /// Each mode with its median commands per second, in the lines' order.
+    pub modes: Vec<(String, f64)>,
+    /// For each mode after the first: its rate over the first mode's in the
+    /// same round, each round, then the median of those.
+    pub ratios: Vec<(String, Vec<f64>, f64)>,
+}
+
+/// Sums up one scenario's lines (see [`run`]); `None` if it ran one mode.
+pub fn medians(lines: &[BenchLine]) -> Option<Medians> {
+    let first = lines.first()?;
+    let mut modes: Vec<&str> = Vec::new();
+    for line in lines {
+        if !modes.contains(&line.mode.as_str()) {
+            modes.push(&line.mode);
+        }
+    }
+    if modes.len() < 2 {
+        return None;
+    }
+    let rate = |mode: &str, round: usize| {
+        lines
+            .iter()
+            .find(|l| l.mode == mode && l.round == round)
+            .map(|l| l.commands_per_s)
+    };
+    let rounds = lines.iter().map(|l| l.round).max().unwrap_or(1);
+    let median_of = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        median(&values)
+    };
+    let rates = |mode: &str| (1..=rounds).filter_map(|r| rate(mode, r)).collect();
+    Some(Medians {
+        scenario: first.scenario.clone(),
+        rounds,
+        modes: modes
+            .iter()
+            .map(|m| (m.to_string(), median_of(rates(m))))
+            .collect(),
+        ratios: modes[1..]
+            .iter()
+            .map(|mode| {
+                let each: Vec<f64> = (1..=rounds)
+                    .filter_map(|r| Some(rate(mode, r)? / rate(modes[0], r)?))
+                    .collect();
+                (mode.to_string(), each.clone(), median_of(each))
+            })
+            .collect(),
+    })
+}
+
+impl std::fmt::Display for Medians {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, first_rate) = &self.modes[0];
+        let rounds = match self.rounds {
+            1 => "one round".to_string(),
+            n => format!("median of {n} rounds"),
+        };
+        write!(
+            f,
+            "{}, {rounds}: {first} {first_rate:.0} cmd/s",
+            self.scenario
+        )?;
+        for ((mode, rate), (_, each, ratio)) in self.modes[1..].iter().zip(&self.ratios) {
+            write!(
+                f,
+                "; {mode} {rate:.0} cmd/s, {:.0}% of {first}",
+                ratio * 100.0
+            )?;
+            if each.len() > 1 {
+                let each: Vec<String> = each.iter().map(|r| format!("{:.0}%", r * 100.0)).collect();
+                write!(f, " (rounds: {})", each.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The median of sorted values; 0 for none.
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -634,4 +960,61 @@ where
         task.await?;
     }
     Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(mode: &str, round: usize, commands_per_s: f64) -> BenchLine {
+        BenchLine {
+            round,
+            commands_per_s,
+            ..BenchLine::timed("http-many-items", mode, 1, 1.0, &[])
+        }
+    }
+
+    #[test]
+    fn medians_compare_each_mode_with_the_first_in_the_same_round() {
+        let lines = [
+            line("queued", 1, 100.0),
+            line("http", 1, 80.0),
+            line("queued", 2, 200.0),
+            line("http", 2, 100.0),
+            line("queued", 3, 150.0),
+            line("http", 3, 105.0),
+        ];
+        let medians = medians(&lines).expect("two modes");
+        assert_eq!(medians.rounds, 3);
+        assert_eq!(
+            medians.modes,
+            [("queued".to_string(), 150.0), ("http".to_string(), 100.0)]
+        );
+        // Per round 80%, 50%, 70%: the median ratio is not the ratio of
+        // the medians (67%).
+        let (mode, each, ratio) = &medians.ratios[0];
+        assert_eq!(mode, "http");
+        assert_eq!(each, &[0.8, 0.5, 0.7]);
+        assert!((ratio - 0.7).abs() < 1e-9, "{ratio}");
+        assert_eq!(
+            medians.to_string(),
+            "http-many-items, median of 3 rounds: queued 150 cmd/s; \
+             http 100 cmd/s, 70% of queued (rounds: 80%, 50%, 70%)"
+        );
+    }
+
+    #[test]
+    fn one_mode_has_nothing_to_compare() {
+        assert_eq!(
+            medians(&[line("queued", 1, 1.0), line("queued", 2, 2.0)]),
+            None
+        );
+        assert_eq!(medians(&[]), None);
+    }
+
+    #[test]
+    fn an_even_count_has_the_mean_of_its_middle_values_as_median() {
+        assert_eq!(median(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+        assert_eq!(median(&[]), 0.0);
+    }
 }

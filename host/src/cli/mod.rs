@@ -366,8 +366,12 @@ pub enum CliCommand {
     /// cluster-many-items (through HAProxy to one host, three hosts
     /// round-robin, three hosts routed by aggregate; needs `haproxy`; not
     /// run by default).
+    ///
+    /// Under the table, one line per scenario with several modes gives each
+    /// mode's rate as a share of the first mode's in the same round; with
+    /// --rounds N, the median of N rounds, alternating which mode goes first.
     #[command(
-        after_help = "Example:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres"
+        after_help = "Examples:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres\n  eshost bench --scenario http-many-items --callers 256 --rounds 3"
     )]
     Bench {
         /// Scenarios to run [default: all but cluster-*].
@@ -377,6 +381,10 @@ pub enum CliCommand {
         /// each); crowd always has 1,000.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         callers: u64,
+        /// Run the scenarios that compare modes this many times, alternating
+        /// which mode goes first, and sum them up by the median of each.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -763,8 +771,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         CliCommand::Bench {
             scenarios,
             callers,
+            rounds,
             json,
-        } => run_bench(global, scenarios, callers as usize, json).await,
+        } => run_bench(global, scenarios, callers as usize, rounds as usize, json).await,
     }
 }
 
@@ -893,6 +902,7 @@ async fn run_bench(
     global: &GlobalArgs,
     scenarios: Vec<String>,
     callers: usize,
+    rounds: usize,
     json: bool,
 ) -> Result<()> {
     let modules = global.modules()?;
@@ -903,7 +913,7 @@ async fn run_bench(
     };
     if !json {
         println!(
-            "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>12}",
+            "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>12} {:>10} {:>6} {:>9}",
             "scenario",
             "mode",
             "commands",
@@ -916,7 +926,10 @@ async fn run_bench(
             "cmd/commit",
             "failed",
             "oversold",
-            "baseline/s"
+            "baseline/s",
+            "cpu us/cmd",
+            "busy %",
+            "client us"
         );
     }
     let projections = if scenarios.iter().any(|s| s == "projection") {
@@ -924,6 +937,7 @@ async fn run_bench(
     } else {
         Vec::new()
     };
+    let mut summaries = Vec::new();
     for scenario in &scenarios {
         let lines = bench::run(
             scenario,
@@ -932,14 +946,16 @@ async fn run_bench(
             &projections,
             &global.database_url,
             callers,
+            rounds,
         )
         .await?;
+        summaries.extend(bench::medians(&lines));
         for line in lines {
             if json {
                 println!("{}", serde_json::to_string(&line)?);
             } else {
                 println!(
-                    "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>10.1} {:>6} {:>8} {:>12.0}",
+                    "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>10.1} {:>6} {:>8} {:>12.0} {:>10} {:>6} {:>9}",
                     line.scenario,
                     line.mode,
                     line.commands,
@@ -952,9 +968,21 @@ async fn run_bench(
                     line.commands_per_commit,
                     line.failed,
                     line.oversold,
-                    line.baseline_inserts_per_s
+                    line.baseline_inserts_per_s,
+                    line.cpu_us_per_command
+                        .map_or("-".to_string(), |us| format!("{us:.0}")),
+                    line.cpu_busy_share
+                        .map_or("-".to_string(), |share| format!("{:.0}", share * 100.0)),
+                    line.client_cpu_us_per_command
+                        .map_or("-".to_string(), |us| format!("{us:.0}")),
                 );
             }
+        }
+    }
+    if !json && !summaries.is_empty() {
+        println!();
+        for summary in summaries {
+            println!("{summary}");
         }
     }
     Ok(())

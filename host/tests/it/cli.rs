@@ -556,12 +556,23 @@ fn bench_over_http_answers_every_command() {
         "http-hot-item",
         "--callers",
         "32",
+        "--rounds",
+        "2",
         "--json",
     ];
     let lines = json_lines(&ok(ws.run(&args)));
     let modes: Vec<_> = lines.iter().map(|l| l["mode"].as_str().unwrap()).collect();
-    assert_eq!(modes, ["queued", "http"]);
+    assert_eq!(modes, ["queued", "http", "queued", "http"]);
+    let rounds: Vec<_> = lines.iter().map(|l| l["round"].as_u64().unwrap()).collect();
+    assert_eq!(rounds, [1, 1, 2, 2]);
     for line in &lines {
+        // The machine's CPU while the commands ran (this is Linux).
+        let busy = line["cpu_busy_share"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&busy), "{line}");
+        assert!(line["cpu_us_per_command"].as_f64().unwrap() > 0.0, "{line}");
+        // Only callers over sockets have a thread of their own to measure.
+        let client = &line["client_cpu_us_per_command"];
+        assert_eq!(client.is_f64(), line["mode"] == "http", "{line}");
         assert_eq!(line["commands"], 2000, "{line}");
         assert_eq!(line["failed"], 0, "{line}");
         assert_eq!(line["oversold"], false, "{line}");
