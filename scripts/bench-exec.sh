@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 runs=${RUNS:-50}
 
 cargo xtask build-guests >/dev/null 2>&1
-cargo build --quiet --release -p eshost
+cargo build --quiet --release -p eshost-cli
 bin="$PWD/target/release/eshost"
 
 work=$(mktemp -d)

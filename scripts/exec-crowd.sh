@@ -13,7 +13,7 @@ processes=16
 per_process=125
 
 cargo xtask build-guests >/dev/null 2>&1
-cargo build --quiet --release -p eshost
+cargo build --quiet --release -p eshost-cli
 bin="$PWD/target/release/eshost"
 work=$(mktemp -d)
 server_pid=

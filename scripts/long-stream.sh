@@ -19,7 +19,7 @@ schema=long_stream_$$
 
 cargo xtask build-guests >/dev/null 2>&1
 if [[ -z ${ESHOST_BIN:-} ]]; then
-    cargo build --quiet --release -p eshost
+    cargo build --quiet --release -p eshost-cli
 fi
 bin=${ESHOST_BIN:-$PWD/target/release/eshost}
 

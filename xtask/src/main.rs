@@ -11,8 +11,10 @@
 //! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
 //!   it lives.
 //! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
-//! - `test [ARGS]`: `build-guests`, installs schemathesis (the API
-//!   conformance test runs it) into `target/tools/`, then
+//! - `layering`: checks that the crates depend on each other only as the
+//!   architecture allows (see [`LAYERING`]); cargo's own graph is the proof.
+//! - `test [ARGS]`: `layering`, `build-guests`, installs schemathesis (the
+//!   API conformance test runs it) into `target/tools/`, then
 //!   `cargo test --workspace [ARGS]`.
 //! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
 //!
@@ -49,19 +51,36 @@ const GUESTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The TypeScript guest: its directory, and the component it becomes under
-/// `target/`. Its own directory, since it is a second `FlashSaleItem`.
-const TS_GUEST: (&str, &str) = ("guest-flash-sale-ts", "modules-ts/flash-sale-ts.wasm");
+/// A guest in another language: the name `build-guests` knows it by, its
+/// directory, and the component it becomes under `target/` (a directory of
+/// its own, since each is a second `FlashSaleItem`).
+struct OtherGuest {
+    name: &'static str,
+    dir: &'static str,
+    component: &'static str,
+}
 
-/// The Python guest: its directory, and the component it becomes.
-const PY_GUEST: (&str, &str) = ("guest-flash-sale-py", "modules-py/flash-sale-py.wasm");
+const TS_GUEST: OtherGuest = OtherGuest {
+    name: "guest-flash-sale-ts",
+    dir: "examples/flash-sale-ts",
+    component: "modules-ts/flash-sale-ts.wasm",
+};
+
+const PY_GUEST: OtherGuest = OtherGuest {
+    name: "guest-flash-sale-py",
+    dir: "examples/flash-sale-py",
+    component: "modules-py/flash-sale-py.wasm",
+};
+
+/// The Python SDK, which the Python guest's build puts on its path.
+const PY_SDK: &str = "sdk/py";
 
 /// What the Python build reads beside the guest's own directory.
-const PY_INPUTS: &[&str] = &["guest-sdk-py/eshost_guest.py", "wit"];
+const PY_INPUTS: &[&str] = &["sdk/py/eshost_guest.py", "wit"];
 
 /// What the TypeScript build reads, beside the guest's own directory: a
 /// change to any of them means building again.
-const TS_INPUTS: &[&str] = &["guest-sdk-ts/src", "guest-sdk-ts/package.json", "wit"];
+const TS_INPUTS: &[&str] = &["sdk/ts/src", "sdk/ts/package.json", "wit"];
 
 /// Where the Debian fallback lives.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -100,7 +119,9 @@ fn run_task() -> Result<()> {
             };
             new_guest(name, dir)
         }
+        "layering" => check_layering(),
         "test" => {
+            check_layering()?;
             build_guests(&[])?;
             let schemathesis = schemathesis()?;
             let mut cargo = cargo();
@@ -128,7 +149,7 @@ fn run_task() -> Result<()> {
                     "run",
                     "--quiet",
                     "-p",
-                    "eshost",
+                    "eshost-cli",
                     "--",
                     "demo",
                     "flash-sale",
@@ -150,13 +171,185 @@ usage: cargo xtask TASK
   build-guest PATH [--out FILE]     any guest crate, wherever it lives, into a component
                                     (default PATH/target/NAME.wasm)
   new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
-  test [CARGO TEST ARGS]            build-guests, then cargo test --workspace
+  layering                          check the crates depend on each other only as allowed
+  test [CARGO TEST ARGS]            layering, build-guests, then cargo test --workspace
   demo [DEMO ARGS]                  build-guests, then eshost demo flash-sale
 Output goes under CARGO_TARGET_DIR when it is set, else target/.";
 
 fn usage() -> ! {
     eprintln!("{USAGE}");
     std::process::exit(2);
+}
+
+/// What a crate, built with some features, must never depend on (its
+/// normal dependencies, all the way down): the layering the workspace is
+/// built on. A violation is a compile-time fact, so the check reads cargo's
+/// own dependency graph.
+const LAYERING: &[Layer] = &[
+    Layer {
+        krate: "eshost-core",
+        features: None,
+        forbidden: &[
+            "eshost-store",
+            "eshost-wasm",
+            "eshost",
+            "eshost-read",
+            "eshost-http",
+            "sqlx",
+            "wasmtime",
+        ],
+        why: "the shared vocabulary knows neither the store nor the sandbox",
+    },
+    Layer {
+        krate: "eshost-wasm",
+        features: None,
+        forbidden: &["eshost-store", "sqlx", "eshost", "eshost-read"],
+        why: "the sandbox does not know where events are stored",
+    },
+    Layer {
+        krate: "eshost-store",
+        features: None,
+        forbidden: &["eshost-wasm", "wasmtime", "eshost", "eshost-read"],
+        why: "the store does not know the sandbox or the write side",
+    },
+    Layer {
+        krate: "eshost-testing",
+        features: None,
+        forbidden: &["eshost-store", "sqlx", "eshost"],
+        why: "a guest author's tests run in the sandbox with no database",
+    },
+    Layer {
+        krate: "eshost-read",
+        features: None,
+        forbidden: &["eshost", "eshost-http"],
+        why: "the read side follows the log; it does not run commands",
+    },
+    Layer {
+        krate: "eshost-http",
+        features: Some("client"),
+        forbidden: &[
+            "eshost",
+            "eshost-store",
+            "eshost-wasm",
+            "eshost-read",
+            "axum",
+            "wasmtime",
+            "sqlx",
+        ],
+        why: "the HTTP client does not depend on the server or the host",
+    },
+];
+
+/// No library crate may depend on these: the binary and what only it uses.
+const APPLICATIONS: &[&str] = &["eshost-cli", "eshost-bench", "xtask"];
+
+/// The library crates, which [`APPLICATIONS`] may use but not the reverse.
+const LIBRARIES: &[&str] = &[
+    "eshost-core",
+    "eshost-store",
+    "eshost-wasm",
+    "eshost",
+    "eshost-read",
+    "eshost-http",
+    "eshost-testing",
+];
+
+struct Layer {
+    krate: &'static str,
+    /// Built with only these features (default features otherwise).
+    features: Option<&'static str>,
+    forbidden: &'static [&'static str],
+    why: &'static str,
+}
+
+/// Checks [`LAYERING`] and that no library depends on an application;
+/// names every violation, with the path cargo would take to it.
+fn check_layering() -> Result<()> {
+    let mut violations = Vec::new();
+    let rules = LAYERING
+        .iter()
+        .map(|layer| (layer.krate, layer.features, layer.forbidden, layer.why))
+        .chain(LIBRARIES.iter().map(|&krate| {
+            (
+                krate,
+                None,
+                APPLICATIONS,
+                "a library never depends on the command line or the bench",
+            )
+        }));
+    for (krate, features, forbidden, why) in rules {
+        let reached = normal_dependencies(krate, features)?;
+        for name in forbidden {
+            if let Some(path) = reached.iter().find(|(dep, _)| dep == name) {
+                violations.push(format!(
+                    "{krate}{} depends on {name} ({}): {why}",
+                    features.map_or(String::new(), |f| format!(" (features: {f})")),
+                    path.1
+                ));
+            }
+        }
+    }
+    if !violations.is_empty() {
+        bail!("the layering is broken:\n  {}", violations.join("\n  "));
+    }
+    // The graph says what may be used; building the client on its own
+    // shows its code uses nothing else.
+    run(cargo().args([
+        "check",
+        "--quiet",
+        "--package",
+        "eshost-http",
+        "--no-default-features",
+        "--features",
+        "client",
+    ]))
+    .context("the HTTP client alone")?;
+    eprintln!(
+        "xtask: layering holds ({} crates checked; the HTTP client builds alone)",
+        LIBRARIES.len()
+    );
+    Ok(())
+}
+
+/// Every package `krate` reaches through normal dependencies, each with
+/// the chain of packages that leads to it (`a -> b -> c`).
+fn normal_dependencies(krate: &str, features: Option<&str>) -> Result<Vec<(String, String)>> {
+    let mut tree = cargo();
+    tree.args(["tree", "--quiet", "--edges", "normal", "--prefix", "depth"])
+        .args(["--format", "{p}", "--package", krate]);
+    if let Some(features) = features {
+        tree.args(["--no-default-features", "--features", features]);
+    }
+    let output = tree
+        .output()
+        .with_context(|| format!("running cargo tree -p {krate}"))?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree -p {krate}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    // Lines are `DEPTHname vX.Y.Z (...)`: the chain to a package is the
+    // last package seen at each shallower depth.
+    let mut chain: Vec<String> = Vec::new();
+    let mut reached = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let digits = line.chars().take_while(char::is_ascii_digit).count();
+        let Ok(depth) = line[..digits].parse::<usize>() else {
+            continue;
+        };
+        let name = line[digits..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        chain.truncate(depth);
+        chain.push(name.clone());
+        if depth > 0 {
+            reached.push((name, chain.join(" -> ")));
+        }
+    }
+    Ok(reached)
 }
 
 /// The schemathesis version the API conformance test runs, from PyPI.
@@ -307,7 +500,7 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         .iter()
         .filter(|(package, _)| only.is_empty() || only.iter().any(|o| o == package))
         .collect();
-    let other_languages = [TS_GUEST.0, PY_GUEST.0];
+    let other_languages = [TS_GUEST.name, PY_GUEST.name];
     let known = |name: &String| {
         other_languages.contains(&name.as_str()) || GUESTS.iter().any(|(p, _)| p == name)
     };
@@ -317,10 +510,10 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         bail!("no guest {unknown:?} here (guests: {})", names.join(", "));
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    if wanted(TS_GUEST.0) {
+    if wanted(TS_GUEST.name) {
         build_ts_guest()?;
     }
-    if wanted(PY_GUEST.0) {
+    if wanted(PY_GUEST.name) {
         build_py_guest()?;
     }
     if !only.is_empty() && chosen.is_empty() {
@@ -369,13 +562,17 @@ fn missing_python() -> Option<String> {
 /// with WASI stubbed out, unless its component is newer than every input.
 /// Without python3 and venv it says so and skips it.
 fn build_py_guest() -> Result<()> {
-    let (name, component) = PY_GUEST;
+    let OtherGuest {
+        name,
+        dir,
+        component,
+    } = PY_GUEST;
     if let Some(why) = missing_python() {
         eprintln!("guest {name} skipped: {why}");
         return Ok(());
     }
     let root = workspace_root();
-    let dir = root.join(name);
+    let dir = root.join(dir);
     let requirements: Vec<String> = std::fs::read_to_string(dir.join("requirements.txt"))
         .with_context(|| format!("{name}: reading requirements.txt"))?
         .lines()
@@ -399,7 +596,7 @@ fn build_py_guest() -> Result<()> {
             .args(["-w", "aggregate-guest", "componentize", "app", "-p"])
             .arg(&dir)
             .arg("-p")
-            .arg(root.join("guest-sdk-py"))
+            .arg(root.join(PY_SDK))
             .args(["--stub-wasi", "-o"])
             .arg(&out)
             // No __pycache__ in the sources: it would make them look newer.
@@ -429,13 +626,17 @@ fn is_stale(out: &Path, inputs: &[PathBuf]) -> Result<bool> {
 /// componentize-js), unless its component is newer than every input.
 /// Without node and npm it says so and skips it.
 fn build_ts_guest() -> Result<()> {
-    let (name, component) = TS_GUEST;
+    let OtherGuest {
+        name,
+        dir,
+        component,
+    } = TS_GUEST;
     if let Some(why) = missing_node() {
         eprintln!("guest {name} skipped: {why}");
         return Ok(());
     }
     let root = workspace_root();
-    let dir = root.join(name);
+    let dir = root.join(dir);
     let lockfile = dir.join("package-lock.json");
     let installed = dir.join("node_modules/.package-lock.json");
     if newest_change(&lockfile)? > newest_change(&installed).unwrap_or(std::time::UNIX_EPOCH) {
@@ -564,7 +765,7 @@ fn new_guest(name: &str, dir: Option<PathBuf>) -> Result<()> {
                 .unwrap_or_default()
         })
         .collect();
-    let sdk = workspace_root().join("guest-sdk");
+    let sdk = workspace_root().join("sdk/rust");
     let fill = |template: &str| {
         template
             .replace("{crate}", name)

@@ -1,0 +1,1030 @@
+//! What the `eshost` command line runs to show the host at work, kept out
+//! of the library's API:
+//!
+//! - this file: `eshost bench`, the host's throughput and latency on
+//!   flash-sale scenarios, next to the database's own limit measured in the
+//!   same run (a plain single-row INSERT-and-commit loop at the same
+//!   concurrency);
+//! - [`http`]: the bench's lean HTTP load driver;
+//! - [`cluster`]: several hosts behind HAProxy on one machine (the
+//!   reference deployment in `deploy/`), for the bench and the tests;
+//! - [`demo`]: the flash-sale reference scenario.
+
+pub mod cluster;
+pub mod demo;
+pub mod http;
+mod projection;
+
+use eshost::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
+use eshost_store::{self as store, NewCommand, NewEvent, StreamId};
+use eshost_wasm::{Budget, Hydrated, LoadedComponent, Modules};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const AGGREGATE: &str = "FlashSaleItem";
+
+/// What `eshost bench` knows how to run.
+pub const SCENARIOS: &[&str] = &[
+    "sample",
+    "hot-item",
+    "many-items",
+    "crowd",
+    "cold-load",
+    "guest-cost",
+    "projection",
+    "http-hot-item",
+    "http-many-items",
+    "cluster-hot-item",
+    "cluster-many-items",
+];
+
+/// What `eshost bench` runs when no scenario is named: all but the cluster
+/// scenarios, which need HAProxy.
+pub fn default_scenarios() -> impl Iterator<Item = &'static str> {
+    SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| !s.starts_with("cluster-"))
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("unknown scenario {0:?} (known: {known})", known = SCENARIOS.join(", "))]
+    UnknownScenario(String),
+    #[error("no component provides {AGGREGATE}")]
+    NoFlashSale,
+    #[error(transparent)]
+    Command(#[from] eshost::error::CommandError),
+    #[error(transparent)]
+    Store(#[from] eshost::error::StoreError),
+    #[error("baseline: {0}")]
+    Baseline(#[from] sqlx::Error),
+    #[error(transparent)]
+    Guest(#[from] eshost::error::GuestError),
+    #[error("the guest refused a benchmark command: {0}")]
+    Refused(eshost::error::Refusal),
+    #[error("a benchmark task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the benchmark's server or its connections: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Projector(#[from] eshost_read::projector::ProjectorError),
+    #[error(
+        "the projection scenario needs the sales-summary projection (build it with `cargo xtask build-guests`)"
+    )]
+    NoSalesSummary,
+}
+
+/// One scenario, in one mode: one line of output.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchLine {
+    pub scenario: String,
+    pub mode: String,
+    /// Which round of the scenario this line is from, from 1 (see [`run`]).
+    pub round: usize,
+    pub commands: usize,
+    pub seconds: f64,
+    pub commands_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub retries_per_command: f64,
+    /// Commands per append: how well batching worked (1 where it does not apply).
+    pub commands_per_append: f64,
+    /// Commands per transaction: how well batching and group commit worked
+    /// together (1 where they do not apply).
+    pub commands_per_commit: f64,
+    pub failed: usize,
+    /// True if any sale sold more than its stock.
+    pub oversold: bool,
+    /// What the database commits on its own: single-row INSERTs per second
+    /// at the same concurrency, measured in the same run.
+    pub baseline_inserts_per_s: f64,
+    /// The whole machine's busy CPU time (host, callers, database, anything
+    /// else running) per command, in microseconds, while the commands ran;
+    /// `None` where it is not measured or `/proc/stat` is not there.
+    pub cpu_us_per_command: Option<f64>,
+    /// The share of the machine's CPU time that was busy meanwhile, from 0
+    /// to 1: below 1, the run waited on something other than the CPU.
+    pub cpu_busy_share: Option<f64>,
+    /// Over sockets: the CPU time the callers' own thread took per command
+    /// (requests written, answers read, the kernel's work for both), in
+    /// microseconds; part of `cpu_us_per_command`. In a deployment the
+    /// clients run elsewhere.
+    pub client_cpu_us_per_command: Option<f64>,
+}
+
+impl BenchLine {
+    /// `commands` done in `seconds`, with the latency percentiles of
+    /// `sorted_ms`; the rest neutral (no retries, one command per append,
+    /// none failed, none oversold, no baseline).
+    pub fn timed(
+        scenario: &str,
+        mode: &str,
+        commands: usize,
+        seconds: f64,
+        sorted_ms: &[f64],
+    ) -> Self {
+        Self {
+            scenario: scenario.into(),
+            mode: mode.into(),
+            round: 1,
+            commands,
+            seconds,
+            commands_per_s: commands as f64 / seconds,
+            p50_ms: percentile(sorted_ms, 0.50),
+            p99_ms: percentile(sorted_ms, 0.99),
+            retries_per_command: 0.0,
+            commands_per_append: 1.0,
+            commands_per_commit: 1.0,
+            failed: 0,
+            oversold: false,
+            baseline_inserts_per_s: 0.0,
+            cpu_us_per_command: None,
+            cpu_busy_share: None,
+            client_cpu_us_per_command: None,
+        }
+    }
+}
+
+/// True for the scenarios whose modes are compared side by side, which
+/// `rounds` repeats.
+pub fn compares_modes(scenario: &str) -> bool {
+    matches!(scenario, "sample" | "hot-item" | "many-items" | "crowd")
+        || scenario.starts_with("http-")
+        || scenario.starts_with("cluster-")
+}
+
+/// Runs one scenario in each of its modes (cold-load: with and without a
+/// snapshot; guest-cost: in process, under the sandbox budget the modules
+/// were loaded with; projection: catching up, then the lag while hot-item
+/// runs).
+///
+/// A scenario that [`compares_modes`] runs `rounds` times, the order of its
+/// modes reversed every other round: on a noisy machine one stall moves a
+/// short run's rate by a third, and a mode that always ran second would
+/// always meet a bigger table. [`medians`] sums the rounds up.
+pub async fn run(
+    scenario: &str,
+    modules: &Modules,
+    modules_dir: &std::path::Path,
+    projections: &[Arc<eshost_wasm::LoadedProjection>],
+    url: &str,
+    callers: usize,
+    rounds: usize,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let rounds = if compares_modes(scenario) {
+        rounds.max(1)
+    } else {
+        1
+    };
+    let mut lines = Vec::new();
+    for round in 1..=rounds {
+        let reversed = round % 2 == 0;
+        let mut these = run_once(
+            scenario,
+            modules,
+            modules_dir,
+            projections,
+            url,
+            callers,
+            reversed,
+        )
+        .await?;
+        if reversed {
+            these.reverse();
+        }
+        for line in &mut these {
+            line.round = round;
+        }
+        lines.extend(these);
+    }
+    Ok(lines)
+}
+
+/// One round of [`run`]: every mode once, in reverse order if `reversed`.
+async fn run_once(
+    scenario: &str,
+    modules: &Modules,
+    modules_dir: &std::path::Path,
+    projections: &[Arc<eshost_wasm::LoadedProjection>],
+    url: &str,
+    callers: usize,
+    reversed: bool,
+) -> Result<Vec<BenchLine>, BenchError> {
+    const BOTH: &[Concurrency] = &[Concurrency::Queued, Concurrency::Optimistic];
+    let (sales, stock, purchases, callers, modes) = match scenario {
+        "sample" => (1, 5, 8, 8, BOTH),
+        "hot-item" => (1, 1_000, 2_000, callers, BOTH),
+        "many-items" => (1_000, 10, 20_000, callers, BOTH),
+        // A flash sale as it happens: a thousand buyers at once on one item.
+        // Racing them optimistically would measure little but retries.
+        "crowd" => (1, 10_000, 20_000, 1_000, &[Concurrency::Queued][..]),
+        "cold-load" => return cold_load(modules, url).await,
+        "guest-cost" => return guest_cost(modules),
+        "projection" => {
+            let summary = projections
+                .iter()
+                .find(|p| p.name == "sales-summary")
+                .ok_or(BenchError::NoSalesSummary)?;
+            return projection::run(modules, summary.clone(), url, callers).await;
+        }
+        "http-hot-item" | "http-many-items" | "cluster-hot-item" | "cluster-many-items" => {
+            // (sales, stock, purchases) as in hot-item and many-items.
+            let sales = if scenario.ends_with("hot-item") {
+                (1, 1_000, 2_000)
+            } else {
+                (1_000, 10, 20_000)
+            };
+            return if scenario.starts_with("http-") {
+                over_http(scenario, modules, url, sales, callers, reversed).await
+            } else {
+                over_cluster(
+                    scenario,
+                    modules,
+                    modules_dir,
+                    url,
+                    sales,
+                    callers,
+                    reversed,
+                )
+                .await
+            };
+        }
+        other => return Err(BenchError::UnknownScenario(other.to_string())),
+    };
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    for mode in in_order(modes, reversed) {
+        let store = store::open(url).await?;
+        let options = HostOptions {
+            concurrency: mode,
+            // More patience than the default: the point is to show what
+            // racing costs, not to fail fast.
+            retry: RetryPolicy {
+                max_retries: 20,
+                ..RetryPolicy::default()
+            },
+            ..HostOptions::default()
+        };
+        let host = Host::with_options(modules.clone(), store, options);
+        let driver = Driver::InProcess(host.clone());
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
+        line.scenario = scenario.to_string();
+        line.mode = format!("{mode:?}").to_lowercase();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The same scenario in process (queued) and over HTTP through `eshost
+/// serve` in this process, on real sockets with keep-alive connections (one
+/// per caller), at the same concurrency, next to the INSERT baseline: the
+/// client and the server share the machine, as they would on one box.
+async fn over_http(
+    scenario: &str,
+    modules: &Modules,
+    url: &str,
+    (sales, stock, purchases): (usize, u64, usize),
+    callers: usize,
+    reversed: bool,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    for mode in in_order(&["queued", "http"], reversed) {
+        let store = store::open(url).await?;
+        let host = Host::with_options(modules.clone(), store, HostOptions::default());
+        let (driver, server) = match mode {
+            "http" => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let address = listener.local_addr()?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let app = eshost_http::server::App::new(host.clone(), Default::default());
+                let serving = tokio::spawn(eshost_http::server::serve(listener, app, async move {
+                    let _ = stopped.await;
+                }));
+                (Driver::Http(address), Some((stop, serving)))
+            }
+            _ => (Driver::InProcess(host.clone()), None),
+        };
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
+        if let Some((stop, serving)) = server {
+            let _ = stop.send(());
+            if let Ok(Err(e)) = serving.await {
+                tracing::warn!(error = %e, "the benchmark's server stopped badly");
+            }
+        }
+        line.scenario = scenario.to_string();
+        line.mode = mode.to_string();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The same scenario over HTTP through HAProxy to separate `eshost serve`
+/// processes (see [`crate::cluster`]): one host, three hosts with
+/// round-robin routing, three hosts routed by a consistent hash of the
+/// aggregate (the reference deployment). Callers resend through lost
+/// connections and 502/503/504 with the same key, as clients must.
+async fn over_cluster(
+    scenario: &str,
+    modules: &Modules,
+    modules_dir: &std::path::Path,
+    url: &str,
+    (sales, stock, purchases): (usize, u64, usize),
+    callers: usize,
+    reversed: bool,
+) -> Result<Vec<BenchLine>, BenchError> {
+    use crate::cluster::{Cluster, ClusterConfig, Routing};
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let mut lines = Vec::new();
+    let setups = [
+        ("1-host", 1, Routing::ConsistentHash),
+        ("3-hosts-rr", 3, Routing::RoundRobin),
+        ("3-hosts-hash", 3, Routing::ConsistentHash),
+    ];
+    for (mode, hosts, routing) in in_order(&setups, reversed) {
+        let cluster = Cluster::start(&ClusterConfig::new(hosts, routing, url, modules_dir)).await?;
+        // Sales are created and checked through a host of this process on
+        // the same database; the purchases go through HAProxy.
+        let store = store::open(url).await?;
+        let host = Host::with_options(modules.clone(), store, HostOptions::default());
+        let appends_before = cluster.metric_sum("eshost_appends_total").await;
+        let commits_before = cluster.metric_sum("eshost_commits_total").await;
+        let driver = Driver::Cluster(cluster.address());
+        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
+        let appends = cluster.metric_sum("eshost_appends_total").await - appends_before;
+        let commits = cluster.metric_sum("eshost_commits_total").await - commits_before;
+        line.commands_per_append = purchases as f64 / appends.max(1.0);
+        line.commands_per_commit = purchases as f64 / commits.max(1.0);
+        line.scenario = scenario.to_string();
+        line.mode = mode.to_string();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Where a run's callers run. Over sockets, on a thread of their own, as a
+/// load generator would be a process of its own: the CPU time they take
+/// can then be told apart from the server's. In process, on the host's
+/// runtime, since they are the host's own callers.
+struct ClientThread {
+    thread: Option<ClientRuntime>,
+}
+
+struct ClientRuntime {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The thread's CPU time when it stops.
+    cpu_time: std::thread::JoinHandle<Option<Duration>>,
+}
+
+impl ClientThread {
+    fn for_driver(driver: &Driver) -> std::io::Result<Self> {
+        if matches!(driver, Driver::InProcess(_)) {
+            return Ok(Self { thread: None });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let cpu_time = std::thread::Builder::new()
+            .name("eshost-bench-callers".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+                drop(runtime);
+                thread_cpu_time()
+            })?;
+        Ok(Self {
+            thread: Some(ClientRuntime {
+                handle,
+                stop,
+                cpu_time,
+            }),
+        })
+    }
+
+    fn spawn<F>(&self, caller: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.thread {
+            Some(thread) => thread.handle.spawn(caller),
+            None => tokio::spawn(caller),
+        }
+    }
+
+    /// Stops the callers' thread (their tasks have ended) and returns the
+    /// CPU time it took; `None` in process, or where it cannot be read.
+    async fn cpu_time(self) -> Option<Duration> {
+        let thread = self.thread?;
+        let _ = thread.stop.send(());
+        let joined = tokio::task::spawn_blocking(move || thread.cpu_time.join());
+        joined.await.ok()?.ok().flatten()
+    }
+}
+
+/// The calling thread's CPU time, user and system (`/proc/thread-self/stat`,
+/// Linux; its clock ticks are 1/100 s on every architecture Linux reports
+/// them for).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The name, in parentheses, may hold spaces; utime and stime are the
+    // 12th and 13th fields after it.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+/// How a benchmark sends its commands.
+#[derive(Clone)]
+enum Driver {
+    InProcess(Host),
+    /// `eshost serve` at this address.
+    Http(std::net::SocketAddr),
+    /// HAProxy in front of several hosts, at this address.
+    Cluster(std::net::SocketAddr),
+}
+
+/// One caller's way to send: the host itself, or its own connection.
+enum Caller {
+    InProcess(Host),
+    Http(http::Connection),
+    Resending(http::Resending),
+}
+
+impl Driver {
+    /// A caller, connected (HTTP) before the clock starts.
+    async fn caller(&self) -> Result<Caller, BenchError> {
+        Ok(match self {
+            Self::InProcess(host) => Caller::InProcess(host.clone()),
+            Self::Http(server) => Caller::Http(http::Connection::open(*server).await?),
+            Self::Cluster(proxy) => Caller::Resending(http::Resending::connect(*proxy).await?),
+        })
+    }
+}
+
+impl Caller {
+    /// Sends one command; the conflict retries it took, or why it failed.
+    async fn execute(&mut self, request: &CommandRequest) -> Result<u32, String> {
+        match self {
+            Self::InProcess(host) => host
+                .execute(request)
+                .await
+                .map(|o| o.retries)
+                .map_err(|e| e.to_string()),
+            Self::Http(connection) => connection.execute(request).await,
+            Self::Resending(caller) => caller.execute(request).await.map(|a| a.retries),
+        }
+    }
+}
+
+/// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
+/// spread over them round-robin, from `callers` concurrent callers sending
+/// through `driver`.
+async fn purchases_run(
+    host: &Host,
+    driver: &Driver,
+    sales: usize,
+    stock: u64,
+    purchases: usize,
+    callers: usize,
+) -> Result<BenchLine, BenchError> {
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let ids: Arc<Vec<String>> =
+        Arc::new((0..sales).map(|n| format!("bench-{prefix}-{n}")).collect());
+    for id in ids.iter() {
+        let payload = serde_json::json!({ "initialStock": stock }).to_string();
+        host.execute(&CommandRequest::new(
+            AGGREGATE,
+            id,
+            "CreateFlashSale",
+            payload,
+        ))
+        .await?;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    // Every caller connects first (HTTP), then all start together.
+    let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let client = ClientThread::for_driver(driver)?;
+    let workers: Vec<_> = (0..callers)
+        .map(|_| {
+            let (driver, ids, next, start) =
+                (driver.clone(), ids.clone(), next.clone(), start.clone());
+            client.spawn(async move {
+                let caller = driver.caller().await;
+                start.wait().await;
+                let mut caller = caller?;
+                let mut latencies = Vec::new();
+                let (mut retries, mut failed) = (0u64, 0usize);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= purchases {
+                        break;
+                    }
+                    let payload = serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
+                        .to_string();
+                    let id = &ids[n % ids.len()];
+                    let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
+                    let sent = Instant::now();
+                    match caller.execute(&request).await {
+                        Ok(retried) => retries += u64::from(retried),
+                        Err(error) => {
+                            failed += 1;
+                            tracing::warn!(%error, "a benchmark command failed");
+                        }
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok::<_, BenchError>((latencies, retries, failed))
+            })
+        })
+        .collect();
+    start.wait().await;
+    let started = Instant::now();
+    let cpu_before = CpuTimes::now().await;
+    let appends_before = host.stats().appends.get();
+    let commits_before = host.stats().group_commit.commits.get();
+    let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
+    for worker in workers {
+        let (l, r, f) = worker.await??;
+        latencies.extend(l);
+        retries += r;
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now()
+        .await
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
+    let appends = host.stats().appends.get() - appends_before;
+    let commits = host.stats().group_commit.commits.get() - commits_before;
+
+    let mut oversold = false;
+    for id in ids.iter() {
+        let state = host.state(AGGREGATE, id).await?;
+        let sold = state["sold"].as_u64().unwrap_or(u64::MAX);
+        oversold |= sold > stock || state["stock"].as_u64().is_none();
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Ok(BenchLine {
+        retries_per_command: retries as f64 / purchases as f64,
+        commands_per_append: purchases as f64 / appends.max(1) as f64,
+        commands_per_commit: purchases as f64 / commits.max(1) as f64,
+        failed,
+        oversold,
+        cpu_us_per_command: cpu.map(|c| c.busy_share * c.cpus * seconds * 1e6 / purchases as f64),
+        cpu_busy_share: cpu.map(|c| c.busy_share),
+        client_cpu_us_per_command: client
+            .cpu_time()
+            .await
+            .map(|time| time.as_secs_f64() * 1e6 / purchases as f64),
+        ..BenchLine::timed("", "", purchases, seconds, &latencies)
+    })
+}
+
+/// Loading one stream of 100,000 events into a fresh host, without and with a
+/// snapshot, five times each: one "command" is one load.
+async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, BenchError> {
+    const EVENTS: u64 = 100_000;
+    const COLD_LOADS: usize = 5;
+    let store = store::open(url).await?;
+    let component = modules.get(AGGREGATE).ok_or(BenchError::NoFlashSale)?;
+    let id = format!("cold-{}", uuid::Uuid::new_v4().simple());
+    let stream = StreamId::new(AGGREGATE, &id);
+    let metadata = serde_json::json!({ "componentDigest": component.digest }).to_string();
+    // Written straight to the store in large batches: the stream is the
+    // subject here, not the commands that would have made it.
+    let one_command = |n: u64, events: Vec<NewEvent>| NewCommand {
+        command_id: format!("{id}-{n}"),
+        name: "bench".into(),
+        fingerprint: String::new(),
+        events,
+    };
+    let created = NewEvent {
+        name: "FlashSaleCreated".into(),
+        payload: serde_json::json!({ "itemId": id, "initialStock": EVENTS }).to_string(),
+        metadata: metadata.clone(),
+    };
+    store
+        .append(&stream, 0, &[one_command(0, vec![created])])
+        .await?;
+    let mut version = 1;
+    while version < EVENTS {
+        let batch: Vec<NewCommand> = (version..(version + 2_000).min(EVENTS))
+            .map(|n| {
+                let purchased = NewEvent {
+                    name: "ItemPurchased".into(),
+                    payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
+                        .to_string(),
+                    metadata: metadata.clone(),
+                };
+                one_command(n, vec![purchased])
+            })
+            .collect();
+        store.append(&stream, version, &batch).await?;
+        version += batch.len() as u64;
+    }
+
+    let mut lines = Vec::new();
+    for (mode, snapshot_every) in [("no-snapshot", 0), ("snapshot", 100)] {
+        let options = HostOptions {
+            snapshot_every,
+            ..HostOptions::default()
+        };
+        if snapshot_every > 0 {
+            // Write the snapshot first (outside the timing), as a host that
+            // had been running would have.
+            let writer = Host::with_options(modules.clone(), store.clone(), options);
+            writer.snapshot_now(AGGREGATE, &id).await?;
+        }
+        // Each load on a fresh host, so nothing is cached.
+        let (mut millis, mut failed) = (Vec::new(), 0);
+        for _ in 0..COLD_LOADS {
+            let host = Host::with_options(modules.clone(), store.clone(), options);
+            let started = Instant::now();
+            host.load(AGGREGATE, &id).await?;
+            millis.push(started.elapsed().as_secs_f64() * 1000.0);
+            // Checked after the clock stops: rendering 100,000 buyers as
+            // JSON is not part of loading.
+            let state = host.state(AGGREGATE, &id).await?;
+            failed += usize::from(state["sold"].as_u64() != Some(EVENTS - 1));
+        }
+        let seconds = millis.iter().sum::<f64>() / 1000.0;
+        millis.sort_by(|a, b| a.total_cmp(b));
+        lines.push(BenchLine {
+            failed,
+            ..BenchLine::timed("cold-load", mode, COLD_LOADS, seconds, &millis)
+        });
+    }
+    Ok(lines)
+}
+
+/// Decide plus evolve per command, in process (no database): one line.
+fn guest_cost(modules: &Modules) -> Result<Vec<BenchLine>, BenchError> {
+    const COMMANDS: usize = 20_000;
+    let component = modules.get(AGGREGATE).ok_or(BenchError::NoFlashSale)?;
+    let mode = match component.limits.budget {
+        Budget::WallClock(_) => "epoch",
+        Budget::Fuel(_) => "fuel",
+    };
+    let started = Instant::now();
+    let micros = guest_cost_micros(component.clone(), COMMANDS)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut millis: Vec<f64> = micros.iter().map(|us| us / 1000.0).collect();
+    millis.sort_by(|a, b| a.total_cmp(b));
+    Ok(vec![BenchLine::timed(
+        "guest-cost",
+        mode,
+        COMMANDS,
+        seconds,
+        &millis,
+    )])
+}
+
+/// Times `commands` purchases (decide, then apply the event) on one fresh
+/// flash-sale instance; microseconds per command, in order.
+pub fn guest_cost_micros(
+    component: Arc<LoadedComponent>,
+    commands: usize,
+) -> Result<Vec<f64>, BenchError> {
+    let mut item = Hydrated::new(component, "guest-cost")?;
+    let create = format!(r#"{{"initialStock":{}}}"#, commands * 2);
+    let created = item
+        .decide("CreateFlashSale", &create)?
+        .map_err(BenchError::Refused)?;
+    item.apply_decided(&created)?;
+    let mut micros = Vec::with_capacity(commands);
+    for n in 0..commands {
+        let payload = format!(r#"{{"buyerId":"buyer-{n}","quantity":1}}"#);
+        let started = Instant::now();
+        let events = item
+            .decide("PurchaseItem", &payload)?
+            .map_err(BenchError::Refused)?;
+        item.apply_decided(&events)?;
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(micros)
+}
+
+/// The machine's CPU time counters (`/proc/stat`, Linux).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    cpus: usize,
+}
+
+/// What the machine's CPUs did between two [`CpuTimes`].
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    busy_share: f64,
+    cpus: f64,
+}
+
+impl CpuTimes {
+    async fn now() -> Option<Self> {
+        let text = tokio::fs::read_to_string("/proc/stat").await.ok()?;
+        let all = text.lines().next()?.strip_prefix("cpu ")?;
+        // user nice system idle iowait irq softirq steal ...: time stolen
+        // by the hypervisor is neither ours nor idle.
+        let ticks: Vec<u64> = all
+            .split_whitespace()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        let tick = |n: usize| ticks.get(n).copied().unwrap_or(0);
+        let cpus = text
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
+        Some(Self {
+            busy: tick(0) + tick(1) + tick(2) + tick(5) + tick(6),
+            idle: tick(3) + tick(4),
+            cpus,
+        })
+    }
+
+    fn since(&self, before: &Self) -> CpuUse {
+        let busy = self.busy.saturating_sub(before.busy) as f64;
+        let idle = self.idle.saturating_sub(before.idle) as f64;
+        CpuUse {
+            busy_share: if busy + idle > 0.0 {
+                busy / (busy + idle)
+            } else {
+                0.0
+            },
+            cpus: self.cpus as f64,
+        }
+    }
+}
+
+/// `items` in their order, or reversed.
+fn in_order<T: Copy>(items: &[T], reversed: bool) -> Vec<T> {
+    let mut items = items.to_vec();
+    if reversed {
+        items.reverse();
+    }
+    items
+}
+
+/// One scenario's modes over its rounds: the median rate of each, and each
+/// against the first mode (in process, queued, one host), median and per
+/// round. One line of text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Medians {
+    pub scenario: String,
+    pub rounds: usize,
+    /// Each mode with its median commands per second, in the lines' order.
+    pub modes: Vec<(String, f64)>,
+    /// For each mode after the first: its rate over the first mode's in the
+    /// same round, each round, then the median of those.
+    pub ratios: Vec<(String, Vec<f64>, f64)>,
+}
+
+/// Sums up one scenario's lines (see [`run`]); `None` if it ran one mode.
+pub fn medians(lines: &[BenchLine]) -> Option<Medians> {
+    let first = lines.first()?;
+    let mut modes: Vec<&str> = Vec::new();
+    for line in lines {
+        if !modes.contains(&line.mode.as_str()) {
+            modes.push(&line.mode);
+        }
+    }
+    if modes.len() < 2 {
+        return None;
+    }
+    let rate = |mode: &str, round: usize| {
+        lines
+            .iter()
+            .find(|l| l.mode == mode && l.round == round)
+            .map(|l| l.commands_per_s)
+    };
+    let rounds = lines.iter().map(|l| l.round).max().unwrap_or(1);
+    let median_of = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        median(&values)
+    };
+    let rates = |mode: &str| (1..=rounds).filter_map(|r| rate(mode, r)).collect();
+    Some(Medians {
+        scenario: first.scenario.clone(),
+        rounds,
+        modes: modes
+            .iter()
+            .map(|m| (m.to_string(), median_of(rates(m))))
+            .collect(),
+        ratios: modes[1..]
+            .iter()
+            .map(|mode| {
+                let each: Vec<f64> = (1..=rounds)
+                    .filter_map(|r| Some(rate(mode, r)? / rate(modes[0], r)?))
+                    .collect();
+                (mode.to_string(), each.clone(), median_of(each))
+            })
+            .collect(),
+    })
+}
+
+impl std::fmt::Display for Medians {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, first_rate) = &self.modes[0];
+        let rounds = match self.rounds {
+            1 => "one round".to_string(),
+            n => format!("median of {n} rounds"),
+        };
+        write!(
+            f,
+            "{}, {rounds}: {first} {first_rate:.0} cmd/s",
+            self.scenario
+        )?;
+        for ((mode, rate), (_, each, ratio)) in self.modes[1..].iter().zip(&self.ratios) {
+            write!(
+                f,
+                "; {mode} {rate:.0} cmd/s, {:.0}% of {first}",
+                ratio * 100.0
+            )?;
+            if each.len() > 1 {
+                let each: Vec<String> = each.iter().map(|r| format!("{:.0}%", r * 100.0)).collect();
+                write!(f, " (rounds: {})", each.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The median of sorted values; 0 for none.
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The single-row INSERT-and-commit rate from `callers` concurrent callers
+/// (at most 64 on PostgreSQL, 8 on SQLite: a database does not take a
+/// thousand connections) over `duration`: what the database itself can
+/// commit.
+async fn baseline_inserts(
+    url: &str,
+    callers: usize,
+    duration: Duration,
+) -> Result<f64, BenchError> {
+    if url.starts_with("sqlite:") {
+        // The same connection settings as the store, for a fair comparison.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(callers.min(8) as u32)
+            .connect_with(store::SqliteStore::connect_options(url)?)
+            .await?;
+        let id = "id INTEGER PRIMARY KEY AUTOINCREMENT";
+        baseline_on(pool, id, callers, duration).await
+    } else {
+        // The store's own settings; PostgreSQL refuses more than about 100
+        // connections, so at most 64.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(callers.min(64) as u32)
+            .connect_with(store::PostgresStore::connect_options(url)?)
+            .await?;
+        baseline_on(pool, "id BIGSERIAL PRIMARY KEY", callers, duration).await
+    }
+}
+
+/// The insert loop on one pool, in a scratch table whose key column is
+/// `id_column` (each database spells an auto-increment key its own way).
+async fn baseline_on<DB: sqlx::Database>(
+    pool: sqlx::Pool<DB>,
+    id_column: &str,
+    callers: usize,
+    duration: Duration,
+) -> Result<f64, BenchError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS eshost_bench_baseline ({id_column}, payload TEXT NOT NULL)"
+    );
+    sqlx::query(&create).execute(&pool).await?;
+    let inserter = pool.clone();
+    let rate = insert_loop(callers, duration, move || {
+        let pool = inserter.clone();
+        async move {
+            sqlx::query("INSERT INTO eshost_bench_baseline (payload) VALUES ('{}')")
+                .execute(&pool)
+                .await
+                .is_ok()
+        }
+    })
+    .await?;
+    sqlx::query("DROP TABLE eshost_bench_baseline")
+        .execute(&pool)
+        .await?;
+    Ok(rate)
+}
+
+/// Runs `insert` from `callers` tasks until `duration` is up; successes per second.
+async fn insert_loop<F, Fut>(
+    callers: usize,
+    duration: Duration,
+    insert: F,
+) -> Result<f64, BenchError>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (insert, count) = (insert.clone(), count.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if insert().await {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(mode: &str, round: usize, commands_per_s: f64) -> BenchLine {
+        BenchLine {
+            round,
+            commands_per_s,
+            ..BenchLine::timed("http-many-items", mode, 1, 1.0, &[])
+        }
+    }
+
+    #[test]
+    fn medians_compare_each_mode_with_the_first_in_the_same_round() {
+        let lines = [
+            line("queued", 1, 100.0),
+            line("http", 1, 80.0),
+            line("queued", 2, 200.0),
+            line("http", 2, 100.0),
+            line("queued", 3, 150.0),
+            line("http", 3, 105.0),
+        ];
+        let medians = medians(&lines).expect("two modes");
+        assert_eq!(medians.rounds, 3);
+        assert_eq!(
+            medians.modes,
+            [("queued".to_string(), 150.0), ("http".to_string(), 100.0)]
+        );
+        // Per round 80%, 50%, 70%: the median ratio is not the ratio of
+        // the medians (67%).
+        let (mode, each, ratio) = &medians.ratios[0];
+        assert_eq!(mode, "http");
+        assert_eq!(each, &[0.8, 0.5, 0.7]);
+        assert!((ratio - 0.7).abs() < 1e-9, "{ratio}");
+        assert_eq!(
+            medians.to_string(),
+            "http-many-items, median of 3 rounds: queued 150 cmd/s; \
+             http 100 cmd/s, 70% of queued (rounds: 80%, 50%, 70%)"
+        );
+    }
+
+    #[test]
+    fn one_mode_has_nothing_to_compare() {
+        assert_eq!(
+            medians(&[line("queued", 1, 1.0), line("queued", 2, 2.0)]),
+            None
+        );
+        assert_eq!(medians(&[]), None);
+    }
+
+    #[test]
+    fn an_even_count_has_the_mean_of_its_middle_values_as_median() {
+        assert_eq!(median(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

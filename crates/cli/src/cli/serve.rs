@@ -1,0 +1,169 @@
+//! `eshost serve`: parse the server's flags, bind, serve until a signal.
+
+use super::GlobalArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use eshost::dispatch::RetryPolicy;
+use eshost::upgrade::Selection;
+use eshost_http::server::{self, App, ServerConfig};
+use eshost_read::supervisor::Supervisor;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const HELP: &str = "\
+Examples:
+  eshost serve
+  eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
+  curl -X POST localhost:8080/v1/aggregates/FlashSaleItem/s1/commands/CreateFlashSale \\
+       -H 'Idempotency-Key: create-s1' -d '{\"initialStock\":3}'
+
+Routes:
+  POST /v1/aggregates/{aggregate}/{id}/commands/{command}   body: the payload (JSON)
+  GET  /v1/aggregates                                     the loaded aggregates
+  GET  /v1/aggregates/{aggregate}/{id}                    state and version
+  GET  /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M
+  GET  /v1/events?from=P                                  the global log, as Server-Sent Events
+  GET  /v1/views/{projection}/{key}                       a projection's document
+  POST /v1/admin/reload                                   reload the modules directory now
+  GET  /healthz, /readyz
+
+The modules directory is watched: a new file adds its aggregate, a changed one
+replaces its version (commands already decided finish on the old one), a
+removed one unloads it once its queue is drained, and a file that fails to
+load is reported (log, /readyz, the reload answer) while the running version
+keeps serving. A new or changed component is switched in only after it
+replays a sample of the recorded streams (--upgrade-check). Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
+half-written file is never seen.";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: put a reverse proxy in
+    /// front to serve other machines.
+    #[arg(long, env = "ESHOST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// How long a command may take, in milliseconds, before its caller is
+    /// answered 504 (outcome unknown: resend with the same Idempotency-Key).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub command_timeout_ms: u64,
+
+    /// From SIGTERM or SIGINT to exit, in seconds: accepted requests finish
+    /// and queues drain within this.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_s: u64,
+
+    /// Conflict retries per command before it fails (409 conflict).
+    #[arg(long, default_value_t = 5)]
+    pub max_retries: u32,
+
+    /// The token `/v1/admin/*` (reload) needs [default: the --token].
+    #[arg(long, env = "ESHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Do not watch the modules directory; reload only on
+    /// `POST /v1/admin/reload`.
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// Followers of `GET /v1/events` served at once; more are answered 429.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_FOLLOWERS)]
+    pub max_followers: usize,
+
+    /// Before a reload switches in a new or changed component, replay
+    /// recorded streams with it, as `eshost upgrade check` does: `all`,
+    /// `sample:N` (N at random) or `off`. A component that fails is not
+    /// switched in: the running version keeps serving and the failure is a
+    /// load error (log, /readyz, the reload answer).
+    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
+    pub upgrade_check: UpgradeCheckArg,
+
+    /// Also run the projections in --projections, as `eshost projection
+    /// run` does (watched unless --no-watch). Several servers may all run
+    /// them: their commits cannot collide, though only one's work counts.
+    #[arg(long)]
+    pub run_projections: bool,
+}
+
+/// `--upgrade-check`'s value: a selection of streams, or none.
+#[derive(Debug, Clone)]
+pub struct UpgradeCheckArg(Option<Selection>);
+
+fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
+    let selection = match value {
+        "off" => None,
+        "all" => Some(Selection::All),
+        _ => match value.strip_prefix("sample:").map(str::parse::<u64>) {
+            Some(Ok(n)) if n > 0 => Some(Selection::Sample(n)),
+            _ => return Err("expected all, sample:N (N at least 1) or off".into()),
+        },
+    };
+    Ok(UpgradeCheckArg(selection))
+}
+
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+    let retry = RetryPolicy {
+        max_retries: args.max_retries,
+        ..RetryPolicy::default()
+    };
+    let (host, runtime) = global.host_and_runtime(retry).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let config = ServerConfig {
+        command_timeout: Duration::from_millis(args.command_timeout_ms),
+        // The body is the command payload: the payload limit, plus room for
+        // whitespace around it.
+        max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+        token: global.token.clone().filter(|t| !t.is_empty()),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        watch: !args.no_watch,
+        max_followers: args.max_followers,
+        upgrade_check: args.upgrade_check.0,
+    };
+    // Loaded before listening: a projection that does not load stops the
+    // start, as an aggregate does.
+    let projections = match args.run_projections {
+        true => {
+            let loaded = global.load_projections(&runtime, &[])?;
+            let supervisor = Supervisor::new(
+                host.store().clone(),
+                runtime.clone(),
+                global.projections.clone(),
+                Vec::new(),
+                false,
+            );
+            Some((supervisor, loaded))
+        }
+        false => None,
+    };
+    let watch = config.watch;
+    let shutdown_timeout = config.shutdown_timeout;
+    let app = App::new(host, config).with_reloader(runtime, global.modules.clone());
+    let stop_projecting = CancellationToken::new();
+    let projecting = projections.map(|(supervisor, loaded)| {
+        tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))
+    });
+    // One line on stdout once listening, so scripts (and tests) can wait for it.
+    println!("eshost listening on http://{}", listener.local_addr()?);
+    let signalled = stop_projecting.clone();
+    let shutdown = async move {
+        server::termination_signal().await;
+        // Projectors stop after their current page, while requests finish.
+        signalled.cancel();
+    };
+    let served = server::serve(listener, app, shutdown).await;
+    stop_projecting.cancel();
+    if let Some(projecting) = projecting
+        && tokio::time::timeout(shutdown_timeout, projecting)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "projections still running at the shutdown deadline; their current pages are not committed"
+        );
+    }
+    served?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The `eshost` binary, driven from outside as a user drives it: the
+//! command line, `eshost serve` as a process, several hosts behind HAProxy,
+//! crowds of one-shot processes, followers, the relay to NATS.
+
+use eshost_test_support as util;
+use eshost_test_support::conformance;
+
+mod cli;
+mod cluster;
+mod crowd;
+mod global_log;
+mod languages;
+mod projection_run;
+mod relay;
+mod sandbox;
+mod serve;
+mod spec;

@@ -1,0 +1,226 @@
+//! `eshost serve` as a real process: a drain on SIGTERM, request logs, and
+//! the command line as a client of a server that wants a token.
+
+use crate::util::*;
+use eshost_http::server::ServerConfig;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SIGTERM in the middle of a load through the real binary: the process
+/// exits 0, and every command answered 200 is in the store exactly once,
+/// with all of its events; no command is recorded twice. The server also
+/// runs the sales-summary projection: it stops with a view that holds
+/// exactly the events up to its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_every_accepted_command() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--run-projections"])
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_PROJECTIONS", projections_dir())
+        .env("ESHOST_CACHE_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = listening_address(&mut child);
+    let client = reqwest::Client::new();
+    let url =
+        |command: &str| format!("{base}/v1/aggregates/FlashSaleItem/drain/commands/{command}");
+    let created = client
+        .post(url("CreateFlashSale"))
+        .body(r#"{"initialStock":1000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+
+    const COMMANDS: usize = 2_000;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, next, answered, url) = (
+                client.clone(),
+                next.clone(),
+                answered.clone(),
+                url("PurchaseItem"),
+            );
+            tokio::spawn(async move {
+                let mut ok = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= COMMANDS {
+                        return ok;
+                    }
+                    let key = format!("drain-{n}");
+                    let sent = client
+                        .post(&url)
+                        .header("Idempotency-Key", &key)
+                        .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
+                        .send()
+                        .await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match sent {
+                        Ok(response) if response.status().as_u16() == 200 => ok.push(key),
+                        // Refused while draining, or the connection closed:
+                        // this caller stops, as a client would fail over.
+                        _ => return ok,
+                    }
+                }
+            })
+        })
+        .collect();
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut accepted = Vec::new();
+    for caller in callers {
+        accepted.extend(caller.await.unwrap());
+    }
+    let status = wait_with_deadline(&mut child, Duration::from_secs(40));
+    assert_eq!(status.code(), Some(0), "the server exits 0 after draining");
+    assert!(
+        accepted.len() >= 300 && accepted.len() < COMMANDS,
+        "{} accepted",
+        accepted.len()
+    );
+
+    let host = db.default_host().await;
+    let stream = host.events(FLASH_SALE, "drain").await.unwrap();
+    assert_gapless(&stream);
+    let mut recorded = std::collections::HashMap::<String, usize>::new();
+    for event in &stream[1..] {
+        *recorded
+            .entry(event.metadata["commandId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert!(
+        recorded.values().all(|&n| n == 1),
+        "a purchase is one event, recorded once"
+    );
+    for key in &accepted {
+        assert_eq!(
+            recorded.get(key),
+            Some(&1),
+            "{key} was answered 200 but is not stored"
+        );
+    }
+
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let projection = store.projections().await.unwrap().pop().unwrap();
+    assert_eq!(projection.status, "ok", "{projection:?}");
+    let item = store
+        .view_document("sales-summary", "item:drain")
+        .await
+        .unwrap()
+        .expect("the projection ran while the server served")
+        .to_value();
+    let purchases_seen = stream[1..]
+        .iter()
+        .filter(|e| e.name == "ItemPurchased" && e.position <= projection.position)
+        .count() as u64;
+    assert_eq!(item["buyers"].as_u64(), Some(purchases_seen), "{item}");
+    db.cleanup().await;
+}
+
+/// With `RUST_LOG=...,eshost::access=debug` and `--log-format json`, each
+/// request is one JSON line on stderr with its method, path and status; by
+/// default there are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_are_json_lines_when_asked_for() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |log_filter: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("ESHOST_MODULES", modules_dir())
+            .env("ESHOST_CACHE_DIR", dir.path())
+            .env("RUST_LOG", log_filter)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = listening_address(&mut child);
+        (child, base)
+    };
+    let mut access_lines = Vec::new();
+    for filter in ["info", "info,eshost::access=debug"] {
+        let (mut child, base) = serve(filter);
+        let answer = reqwest::get(format!("{base}/v1/aggregates/FlashSaleItem/nobody/events"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        assert_eq!(
+            wait_with_deadline(&mut child, Duration::from_secs(20)).code(),
+            Some(0)
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let lines: Vec<Value> = stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        access_lines.push(
+            lines
+                .into_iter()
+                .filter(|l| l["target"] == "eshost::access")
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(access_lines[0].is_empty(), "{:?}", access_lines[0]);
+    let [line] = &access_lines[1][..] else {
+        panic!("one request, one line: {:?}", access_lines[1]);
+    };
+    assert_eq!(line["fields"]["method"], "GET", "{line}");
+    assert_eq!(
+        line["fields"]["path"],
+        "/v1/aggregates/FlashSaleItem/nobody/events"
+    );
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+}
+
+/// The command line as a client sends the token from `ESHOST_TOKEN`; a
+/// wrong one is refused with the server's one-line answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sends_its_token() {
+    let db = TestDb::sqlite().await;
+    let host = db.default_host().await;
+    let config = ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(host, config).await;
+    // The command line, as a client: the token from ESHOST_TOKEN.
+    let base = server.base.clone();
+    let cli = move |token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["--server", &base, "aggregates", "--json"])
+            .env("ESHOST_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let (denied, allowed) = tokio::task::spawn_blocking(move || (cli("guess"), cli("s3cret")))
+        .await
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Bearer"));
+    assert!(allowed.status.success());
+    let listed: Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(listed, serde_json::to_value(modules().describe()).unwrap());
+    server.stop().await;
+    db.cleanup().await;
+}

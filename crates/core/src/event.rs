@@ -1,0 +1,33 @@
+//! Events as the store holds them, and snapshots of guest state.
+
+use crate::json::JsonText;
+use serde::{Deserialize, Serialize};
+
+/// An event as the store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordedEvent {
+    /// Global position: unique, increasing across all streams in the order
+    /// readers of the global log see events; sparse, not a count.
+    pub position: i64,
+    pub aggregate: String,
+    pub id: String,
+    /// 1-based, gapless within the stream.
+    pub sequence: u64,
+    pub name: String,
+    /// The payload, exactly as the guest wrote it.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
+    pub payload: JsonText,
+    pub metadata: serde_json::Value,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// Guest state as of one version of a stream, written by one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The sequence number of the last event the state includes.
+    pub version: u64,
+    /// Bytes the guest's `snapshot` produced and its `restore` accepts.
+    pub state: Vec<u8>,
+}

@@ -1,0 +1,93 @@
+//! The HTTP API's wire types: what the server answers and the client
+//! reads, and the headers a command carries. Nothing here knows the host;
+//! the types the API shares with the library come from `eshost-core`.
+
+use serde::{Deserialize, Serialize};
+
+pub use eshost_core::{
+    AggregateInfo, CommandOutcome, CommandRequest, JsonText, ProjectionRecord, RecordedEvent,
+    ReloadReport,
+};
+
+/// The header carrying the command id.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const CORRELATION_ID: &str = "x-correlation-id";
+pub const CAUSATION_ID: &str = "x-causation-id";
+
+/// Events one page holds when the request names no limit, and at most.
+pub const DEFAULT_PAGE: u64 = 1_000;
+pub const MAX_PAGE: u64 = 10_000;
+
+/// `GET /v1/aggregates/{aggregate}/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct StateAnswer {
+    pub aggregate: String,
+    pub id: String,
+    /// The sequence number of the last event the state includes; 0 for an
+    /// aggregate with no events.
+    pub version: u64,
+    pub state: serde_json::Value,
+}
+
+/// `GET /v1/views/{projection}/{key}`: one document of a projection's view.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ViewDocument {
+    pub projection: String,
+    pub key: String,
+    /// The document, as the projection wrote it.
+    #[cfg_attr(feature = "server", schema(value_type = serde_json::Value))]
+    pub document: JsonText,
+}
+
+/// `GET /v1/aggregates/{aggregate}/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct EventsPage {
+    pub events: Vec<RecordedEvent>,
+    /// `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always "ok".
+    pub status: String,
+}
+
+/// `GET /readyz`: ready to take commands: the store answers and modules are
+/// loaded. Lists the files the last reload could not load (the versions
+/// already running keep serving).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Readiness {
+    pub ready: bool,
+    /// "ok", or why the store did not answer.
+    pub store: String,
+    pub aggregates: usize,
+    pub load_errors: Vec<String>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable: clients branch on it.
+    pub kind: String,
+    /// One line, for people.
+    pub message: String,
+    /// The command's id, on answers to a command: resend with it
+    /// (`Idempotency-Key`) wherever resending is safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+}

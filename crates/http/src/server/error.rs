@@ -1,0 +1,200 @@
+//! What the HTTP API answers when a request fails: JSON
+//! `{"error": {"kind", "message", "command_id"?}}` with a stable `kind` and
+//! a status that fits it. The README's status table is this file.
+
+use crate::api::{ErrorBody, ErrorDetail};
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eshost::{CommandError, StoreError};
+
+/// A failed request, ready to answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub command_id: Option<String>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: one_line(&message.into()),
+            command_id: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_command_id(mut self, command_id: &str) -> Self {
+        self.command_id = Some(command_id.to_string());
+        self
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// The command's outcome is unknown: it may still be recorded. Resending
+    /// with the same id is answered with the recorded outcome, if any.
+    pub fn timeout(command_id: &str, waited: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} ms; the command may still be recorded: resend it with the same Idempotency-Key to learn its outcome",
+                waited.as_millis()
+            ),
+        )
+        .with_command_id(command_id)
+    }
+}
+
+/// Every error kind with its status, for the OpenAPI document and the README.
+pub const KINDS: &[(&str, u16, &str)] = &[
+    ("bad_request", 400, "a malformed path, query or header"),
+    ("unauthorized", 401, "no or a wrong bearer token"),
+    (
+        "forbidden",
+        403,
+        "an admin endpoint without the admin token",
+    ),
+    (
+        "not_found",
+        404,
+        "no such route, or no such document in a view",
+    ),
+    ("unknown_aggregate", 404, "no loaded component provides it"),
+    ("unknown_command", 404, "the aggregate has no such command"),
+    (
+        "method_not_allowed",
+        405,
+        "the route exists, the method does not",
+    ),
+    (
+        "precondition_failed",
+        409,
+        "the aggregate's rules said no in its current state",
+    ),
+    (
+        "conflict",
+        409,
+        "other writers kept winning the race; resend",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "the body is over the payload limit",
+    ),
+    (
+        "invalid_payload",
+        422,
+        "the body is not acceptable JSON for the command",
+    ),
+    (
+        "invalid_command",
+        422,
+        "the aggregate's rules refuse this command",
+    ),
+    ("invalid_id", 422, "an id is empty, too long or holds NUL"),
+    (
+        "idempotency_key_reused",
+        422,
+        "the key was used for a different command",
+    ),
+    (
+        "overloaded",
+        429,
+        "the aggregate's queue (or the event log's followers) is full; resend after Retry-After",
+    ),
+    (
+        "guest_fault",
+        500,
+        "the guest trapped or broke a sandbox limit; nothing recorded",
+    ),
+    (
+        "unreplayable",
+        500,
+        "this version of the aggregate's logic cannot load the stream; resending never helps",
+    ),
+    (
+        "internal",
+        500,
+        "a bug in the host; the outcome is unknown: resend with the same key",
+    ),
+    (
+        "store_unavailable",
+        503,
+        "the event store failed; resend with the same key",
+    ),
+    (
+        "shutting_down",
+        503,
+        "the host is draining; resend to another host",
+    ),
+    (
+        "timeout",
+        504,
+        "no answer in time; outcome unknown: resend with the same key",
+    ),
+];
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        use StatusCode as S;
+        let kind = error.kind();
+        let (status, retry_after) = match kind {
+            "unknown_aggregate" | "unknown_command" => (S::NOT_FOUND, None),
+            "payload_too_large" => (S::PAYLOAD_TOO_LARGE, None),
+            "invalid_payload" | "invalid_id" | "invalid_command" | "idempotency_key_reused" => {
+                (S::UNPROCESSABLE_ENTITY, None)
+            }
+            "precondition_failed" | "conflict" => (S::CONFLICT, None),
+            "overloaded" => (S::TOO_MANY_REQUESTS, Some(1)),
+            "shutting_down" | "store_unavailable" => (S::SERVICE_UNAVAILABLE, Some(1)),
+            _ => (S::INTERNAL_SERVER_ERROR, None),
+        };
+        Self {
+            retry_after,
+            ..Self::new(status, kind, error.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        CommandError::Store(error).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_string(),
+                message: self.message,
+                command_id: self.command_id,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Messages are one line: whitespace runs (newlines included) become one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,327 @@
+//! `eshost serve`: the host as a long-running HTTP service (axum on tokio).
+//!
+//! - [`routes`]: the handlers, thin over [`Host`].
+//! - [`error`]: error kinds and statuses, as JSON.
+//! - [`auth`]: the bearer tokens.
+//! - [`reload`]: hot reload of the modules directory.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//!
+//! [`serve`] takes a bound listener and a shutdown future (the caller owns
+//! both, so tests bind port 0 and stop the server when they like). When the
+//! shutdown future completes, the server stops accepting, answers every
+//! request it accepted, then drains the host's queues (appends committed,
+//! snapshots written), all within [`ServerConfig::shutdown_timeout`].
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod reload;
+pub mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use eshost::Host;
+use eshost_read::subscription::SharedSignal;
+use eshost_wasm::Runtime;
+use reload::Reloader;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Streams a reload replays with a new version before switching it in,
+/// unless configured otherwise.
+pub const DEFAULT_UPGRADE_SAMPLE: u64 = 100;
+
+/// Followers of the global log one server serves at once, unless
+/// configured otherwise.
+pub const DEFAULT_MAX_FOLLOWERS: usize = 64;
+
+/// How the server behaves (the host's own settings live in [`Host`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a command may take before its caller is answered 504
+    /// ("outcome unknown, resend with the same Idempotency-Key").
+    pub command_timeout: Duration,
+    /// The most a request body may hold, in bytes.
+    pub max_body_bytes: usize,
+    /// From the shutdown signal to exit: requests finish and queues drain
+    /// within this.
+    pub shutdown_timeout: Duration,
+    /// When set, every request but `GET /healthz` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// When set, `/v1/admin/*` needs this token instead of `token`.
+    pub admin_token: Option<String>,
+    /// Reload when a file in the modules directory changes (with a
+    /// reloader, see [`App::with_reloader`]).
+    pub watch: bool,
+    /// Followers of `GET /v1/events` served at once; more are answered 429.
+    pub max_followers: usize,
+    /// Before a reload switches in a new or changed component, replay
+    /// these streams with it (see [`eshost::upgrade`]); one that fails is
+    /// not switched in. `None`: no check.
+    pub upgrade_check: Option<eshost::upgrade::Selection>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 << 10,
+            shutdown_timeout: Duration::from_secs(30),
+            token: None,
+            admin_token: None,
+            watch: true,
+            max_followers: DEFAULT_MAX_FOLLOWERS,
+            upgrade_check: Some(eshost::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
+        }
+    }
+}
+
+/// What every handler sees. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub host: Host,
+    pub config: Arc<ServerConfig>,
+    /// Reloads the modules from their directory, if the host has one.
+    pub reloader: Option<Arc<Reloader>>,
+    /// Files the last reload could not load, one line each.
+    load_errors: Arc<Mutex<Vec<String>>>,
+    /// The followers of `GET /v1/events`: their places and their shared
+    /// wake-up.
+    pub(crate) followers: Arc<Followers>,
+    /// Cancelled when shutdown begins: followers' streams end then.
+    pub(crate) stopping: CancellationToken,
+}
+
+/// What the followers of the global log share.
+pub(crate) struct Followers {
+    pub(crate) places: Arc<tokio::sync::Semaphore>,
+    /// Started by the first follower.
+    signal: tokio::sync::OnceCell<SharedSignal>,
+}
+
+impl Followers {
+    /// The shared wake-up, started on first use.
+    pub(crate) async fn signal(&self, store: &dyn eshost_store::EventStore) -> SharedSignal {
+        self.signal
+            .get_or_init(|| SharedSignal::start(store))
+            .await
+            .clone()
+    }
+}
+
+impl App {
+    pub fn new(host: Host, config: ServerConfig) -> Self {
+        let followers = Arc::new(Followers {
+            places: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
+            signal: tokio::sync::OnceCell::new(),
+        });
+        Self {
+            host,
+            config: Arc::new(config),
+            reloader: None,
+            load_errors: Arc::default(),
+            followers,
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Lets the server reload its modules from `dir` (on demand, and on
+    /// changes when [`ServerConfig::watch`] is set).
+    pub fn with_reloader(mut self, runtime: Runtime, dir: PathBuf) -> Self {
+        self.reloader = Some(Arc::new(Reloader::new(runtime, dir)));
+        self
+    }
+
+    pub fn load_errors(&self) -> Vec<String> {
+        self.load_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_load_errors(&self, errors: Vec<String>) {
+        *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+    }
+}
+
+/// The API's routes.
+pub fn router(app: App) -> Router {
+    let body_limit = app.config.max_body_bytes;
+    let router = Router::new()
+        .route(
+            "/v1/aggregates/{aggregate}/{id}/commands/{command}",
+            post(routes::command).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates",
+            get(routes::aggregates).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates/{aggregate}/{id}",
+            get(routes::state).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/aggregates/{aggregate}/{id}/events",
+            get(routes::events).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/events",
+            get(routes::follow_events).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/views/{projection}/{key}",
+            get(routes::view_document).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/admin/reload",
+            post(routes::reload).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(openapi::openapi_json).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            get(routes::metrics).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/healthz",
+            get(routes::healthz).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/readyz",
+            get(routes::readyz).fallback(routes::method_not_allowed),
+        )
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(body_limit));
+    // The log filter is set once at start: without request logs, no layer.
+    let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
+        router.layer(axum::middleware::from_fn(access_log))
+    } else {
+        router
+    };
+    // Without tokens there is nothing to check: no layer, no cost.
+    let router = if app.config.token.is_some() || app.config.admin_token.is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ))
+    } else {
+        router
+    };
+    router.with_state(app)
+}
+
+/// One line per request at debug level, target `eshost::access`
+/// (`RUST_LOG=info,eshost::access=debug` shows them).
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        target: "eshost::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    response
+}
+
+/// Why the server stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("shutting down: {0}")]
+    Drain(#[from] eshost::dispatch::ShutdownTimedOut),
+}
+
+/// Serves `host` on `listener` until `shutdown` completes, then drains (see
+/// the module doc).
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let shutdown_timeout = app.config.shutdown_timeout;
+    let host = app.host.clone();
+    let stopping = app.stopping.clone();
+    // Watching ends when the watcher is dropped, at the end of this function.
+    let _watcher = match &app.reloader {
+        Some(reloader) if app.config.watch => match reloader.watch(app.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the modules directory; POST /v1/admin/reload still reloads");
+                None
+            }
+        },
+        _ => None,
+    };
+    // When the signal came: the whole drain counts from then.
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(None);
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: no new connections; finishing the requests accepted");
+        let _ = signalled_tx.send(Some(Instant::now()));
+        // Followers' streams never end on their own.
+        stopping.cancel();
+    };
+    // Answers are small and written whole: send them at once.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
+    let overdue = async {
+        let _ = signalled.wait_for(Option::is_some).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = overdue => warn!(?shutdown_timeout, "requests still open at the shutdown deadline; closing them"),
+    }
+    let since_signal = signalled.borrow().map_or(Duration::ZERO, |at| at.elapsed());
+    let left = shutdown_timeout.saturating_sub(since_signal);
+    host.shutdown(left.max(Duration::from_millis(100))).await?;
+    info!("shut down: every accepted command answered, queues drained");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,155 @@
+//! Hot reload: the modules directory is watched (the `notify` crate) and
+//! `POST /v1/admin/reload` reloads on demand. A reload compiles what changed
+//! off the async runtime, then switches the host to the new set at once
+//! (see [`Modules::reload_dir`] for what is kept, replaced and refused).
+//! Reloads run one at a time; a burst of file events makes one reload
+//! (see [`watch_components`]). Unless configured off,
+//! a new or changed component is switched in only once it passes the
+//! upgrade check ([`eshost::upgrade`]) against the recorded streams.
+
+use super::App;
+use eshost::upgrade::{Selection, UpgradeCheck};
+use eshost_core::ReloadReport;
+use eshost_wasm::watch::watch_components;
+use eshost_wasm::{Modules, Runtime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// Reloads a host's modules from its directory.
+pub struct Reloader {
+    runtime: Runtime,
+    dir: PathBuf,
+    /// One reload at a time.
+    running: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(runtime: Runtime, dir: PathBuf) -> Self {
+        Self {
+            runtime,
+            dir,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Reloads now: loads what changed, switches the host to the new set
+    /// (unless nothing changed), records the load errors for `/readyz`.
+    pub async fn reload(&self, app: &App) -> ReloadReport {
+        let _one_at_a_time = self.running.lock().await;
+        let current = app.host.modules();
+        let current_modules = current.clone();
+        let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
+        let reloaded =
+            tokio::task::spawn_blocking(move || current.reload_dir(&runtime, &dir)).await;
+        let (next, mut report) = match reloaded {
+            Ok(done) => done,
+            Err(e) => {
+                let report = ReloadReport {
+                    errors: vec![format!("the reload panicked: {e}")],
+                    ..ReloadReport::default()
+                };
+                app.set_load_errors(report.errors.clone());
+                return report;
+            }
+        };
+        let next = match &app.config.upgrade_check {
+            Some(selection) => {
+                Self::checked(app, &current_modules, next, selection, &mut report).await
+            }
+            None => next,
+        };
+        if report.changed() {
+            app.host.replace_modules(next);
+        }
+        for line in &report.added {
+            info!(aggregate = %line, "reload: added");
+        }
+        for line in &report.replaced {
+            info!(aggregate = %line, "reload: replaced");
+        }
+        for line in &report.removed {
+            info!(aggregate = %line, "reload: removed (its queued commands finish first)");
+        }
+        for error in &report.errors {
+            warn!(%error, "reload: not loaded; the running version keeps serving");
+        }
+        app.set_load_errors(report.errors.clone());
+        report
+    }
+
+    /// `next` without the new or changed components that fail the upgrade
+    /// check against `selection` (or whose check cannot run): for those,
+    /// what runs now keeps running, and the reason is a load error.
+    async fn checked(
+        app: &App,
+        current: &Modules,
+        next: Modules,
+        selection: &Selection,
+        report: &mut ReloadReport,
+    ) -> Modules {
+        let mut refused = Vec::new();
+        for candidate in next.iter() {
+            let running = current.get(&candidate.name);
+            if running.is_some_and(|running| running.digest == candidate.digest) {
+                continue;
+            }
+            let store = app.host.store().clone();
+            let verdict = async {
+                let check = UpgradeCheck::new(store, running.cloned(), candidate.clone()).await?;
+                check.run(selection, |_| {}).await
+            };
+            let started = std::time::Instant::now();
+            let reason = match verdict.await {
+                Ok(checked) if checked.passed => {
+                    info!(aggregate = %candidate.name, version = %candidate.version,
+                        streams = checked.streams_checked, changed = checked.changed_count,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "reload: upgrade check passed");
+                    continue;
+                }
+                Ok(checked) => format!("upgrade check failed: {}", checked.failure()),
+                Err(e) => format!("the upgrade check could not run: {e}"),
+            };
+            report.errors.push(format!(
+                "{}: {} {} not switched in: {reason}",
+                candidate.path.display(),
+                candidate.name,
+                candidate.version
+            ));
+            refused.push(candidate.name.clone());
+        }
+        if refused.is_empty() {
+            return next;
+        }
+        let mut checked = Modules::default();
+        for component in next.iter() {
+            let keep = match refused.contains(&component.name) {
+                true => current.get(&component.name),
+                false => Some(component),
+            };
+            if let Some(keep) = keep
+                && let Err(e) = checked.insert_shared(keep.clone())
+            {
+                report.errors.push(e.to_string());
+            }
+        }
+        current.compare(&checked, report);
+        checked
+    }
+
+    /// Watches the directory and reloads after changes, until the returned
+    /// watcher is dropped.
+    pub fn watch(self: &Arc<Self>, app: App) -> notify::Result<notify::RecommendedWatcher> {
+        let (watcher, mut changes) = watch_components(&self.dir)?;
+        let reloader = self.clone();
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                reloader.reload(&app).await;
+            }
+        });
+        info!(dir = %self.dir.display(), "watching the modules directory");
+        Ok(watcher)
+    }
+}

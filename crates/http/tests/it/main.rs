@@ -1,0 +1,10 @@
+//! The HTTP API's integration tests: servers on loopback sockets over
+//! both stores, the OpenAPI document (and schemathesis against it), hot
+//! reload.
+
+use eshost_test_support as util;
+use eshost_test_support::conformance;
+
+mod openapi;
+mod reload;
+mod server;

@@ -1,0 +1,336 @@
+//! Projections: the sales-summary guest builds its view from the global log
+//! exactly once, whether two runners race or the process restarts; an event
+//! the guest fails stops it there, visibly, and is never skipped; a rebuild
+//! is never seen half built.
+
+use crate::util::*;
+use eshost::store::{EventStore, ViewId};
+use eshost::wasm::Runtime;
+use eshost_read::projector::{self, Projector, ProjectorError};
+use eshost_read::supervisor::Supervisor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PROJECTION: &str = "sales-summary";
+
+crate::conformance!(
+    runners_racing_apply_every_event_once,
+    an_event_the_guest_fails_stops_the_projection_there,
+    readers_never_see_a_rebuild_half_built,
+    a_watched_directory_starts_replaces_and_stops_projections,
+);
+
+async fn open(db: &TestDb) -> Arc<dyn EventStore> {
+    eshost::store::open(&db.url).await.unwrap()
+}
+
+/// Four runners of the live view follow the log while eight writers sell.
+/// Each commit moves the checkpoint only from where its runner found it, so
+/// whichever loses a race starts again from the winner's checkpoint: every
+/// purchase is counted once (the summary adds, so a repeat would show).
+async fn runners_racing_apply_every_event_once(db: &TestDb) {
+    const WRITERS: usize = 8;
+    const ITEMS: usize = 3;
+    const PURCHASES: usize = 10;
+    const RUNNERS: usize = 4;
+    let store = open(db).await;
+    let stop = CancellationToken::new();
+    let runners: Vec<_> = (0..RUNNERS)
+        .map(|_| {
+            let store = store.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut projector = Projector::live(store, sales_summary()).await?;
+                projector.run(stop.cancelled()).await?;
+                Ok::<_, ProjectorError>(projector.progress())
+            })
+        })
+        .collect();
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let item = |w: usize, i: usize| format!("item-{w}-{i}");
+    sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item).await;
+
+    let last = head(&*store).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = store
+            .projections()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == PROJECTION);
+        if record.is_some_and(|r| r.position == last) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runners did not reach position {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut projected = 0;
+    for runner in runners {
+        projected += runner.await.unwrap().unwrap().projected;
+    }
+    let events = (WRITERS * ITEMS * (1 + PURCHASES)) as u64;
+    assert!(
+        projected >= events,
+        "{projected} of {events} events projected"
+    );
+    assert_view(
+        &documents(&*store).await,
+        &expected_view(WRITERS, ITEMS, PURCHASES as u64, item),
+    );
+}
+
+/// An event whose payload the guest cannot read stops the projection at
+/// that event: the events before it are in the view, the ones after are
+/// not, the status says which event and why, and running it again stops at
+/// the same event rather than skip it.
+async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    host.execute(&create("a", 5)).await.unwrap();
+    append_raw(
+        &*store,
+        "a",
+        1,
+        vec![(
+            "ItemPurchased",
+            r#"{"buyerId":"x","quantity":"two"}"#.into(),
+        )],
+    )
+    .await;
+    host.execute(&create("b", 5)).await.unwrap();
+    let log = store.read_all(0, None, 10).await.unwrap();
+    let (created_a, bad) = (log[0].position, log[1].position);
+
+    for _ in 0..2 {
+        let mut projector = Projector::live(store.clone(), sales_summary())
+            .await
+            .unwrap();
+        match projector.catch_up().await {
+            Err(ProjectorError::Stopped {
+                position, event, ..
+            }) => {
+                assert_eq!(position, bad);
+                assert!(event.contains("ItemPurchased"), "{event}");
+            }
+            other => panic!("expected the projection to stop, got {other:?}"),
+        }
+        let record = store.projections().await.unwrap().remove(0);
+        assert_eq!(
+            (record.status.as_str(), record.position),
+            ("failed", created_a)
+        );
+        let error = record.error.unwrap();
+        assert!(
+            error.contains(&bad.to_string()) && error.contains("\"two\""),
+            "{error}"
+        );
+        let view = documents(&*store).await;
+        assert!(
+            view.contains_key("item:a") && !view.contains_key("item:b"),
+            "{view:?}"
+        );
+    }
+}
+
+/// Readers scan the whole view again and again while it is rebuilt from
+/// the first event (in more than one commit: the log is longer than a page):
+/// every read is the complete view, never the new generation part-built.
+/// Then the new generation is live and equal to the old.
+async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
+    const WRITERS: usize = 10;
+    const ITEMS: usize = 20;
+    const PURCHASES: usize = 9;
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let item = |w: usize, i: usize| format!("r-{w}-{i}");
+    sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item).await;
+    let mut live = Projector::live(store.clone(), sales_summary())
+        .await
+        .unwrap();
+    live.catch_up().await.unwrap();
+    let before = documents(&*store).await;
+    assert_view(
+        &before,
+        &expected_view(WRITERS, ITEMS, PURCHASES as u64, item),
+    );
+
+    let rebuilding = Arc::new(AtomicBool::new(false));
+    let reads_during_rebuild = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, before, stop) = (store.clone(), before.clone(), stop.clone());
+            let (rebuilding, reads) = (rebuilding.clone(), reads_during_rebuild.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let during = rebuilding.load(Ordering::SeqCst);
+                    let view = documents(&*store).await;
+                    assert!(
+                        view == before,
+                        "a reader saw {} documents, total {:?}",
+                        view.len(),
+                        view.get("total")
+                    );
+                    if during && rebuilding.load(Ordering::SeqCst) {
+                        reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    rebuilding.store(true, Ordering::SeqCst);
+    let (view, progress) = projector::rebuild(store.clone(), sales_summary())
+        .await
+        .unwrap();
+    rebuilding.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.cancel();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let events = (WRITERS * ITEMS * (1 + PURCHASES)) as u64;
+    assert_eq!(
+        view,
+        ViewId {
+            projection: PROJECTION.into(),
+            generation: 2
+        }
+    );
+    assert_eq!(
+        (progress.projected, progress.position),
+        (events, head(&*store).await)
+    );
+    assert!(
+        reads_during_rebuild.load(Ordering::SeqCst) > 0,
+        "no read overlapped the rebuild"
+    );
+    assert_eq!(documents(&*store).await, before);
+    let record = store.projections().await.unwrap().remove(0);
+    assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
+}
+
+/// `eshost projection run`'s supervisor on a watched directory, from empty:
+/// a new file starts its projection; a file that does not load changes
+/// nothing; a changed file replaces the running version, which goes on from
+/// the same checkpoint; a removed file stops it and adding it back resumes
+/// it; a projection stopped by an event it fails is started again when its
+/// file changes, and stops at the same event.
+async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) {
+    let store = open(db).await;
+    let host = db.host(eshost::RetryPolicy::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(projections_dir().join("sales-summary.wasm")).unwrap();
+    let supervisor = Supervisor::new(
+        store.clone(),
+        Runtime::new(),
+        dir.path().to_path_buf(),
+        Vec::new(),
+        false,
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(supervisor.run(Vec::new(), true, stop.clone()));
+    let has = |key: &'static str| {
+        let store = store.clone();
+        async move || documents(&*store).await.contains_key(key).then_some(())
+    };
+    let digest_is = |digest: String| {
+        let store = store.clone();
+        async move || {
+            let record = store.projections().await.unwrap().pop()?;
+            (record.digest == format!("sha256:{digest}")).then_some(record)
+        }
+    };
+    let sha = |bytes: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+
+    host.execute(&create("a", 5)).await.unwrap();
+    drop_in(dir.path(), "sales-summary.wasm", &original);
+    poll("the new file to start its projection", has("item:a")).await;
+
+    drop_in(dir.path(), "broken.wasm", b"not a component");
+    host.execute(&create("b", 5)).await.unwrap();
+    poll("the projection to go on past a broken file", has("item:b")).await;
+    std::fs::remove_file(dir.path().join("broken.wasm")).unwrap();
+
+    let second = new_version(&original, "second");
+    drop_in(dir.path(), "sales-summary.wasm", &second);
+    let record = poll("the changed file to take over", digest_is(sha(&second))).await;
+    assert_eq!(
+        record.generation, 1,
+        "a new version goes on in the same view"
+    );
+    host.execute(&create("c", 5)).await.unwrap();
+    poll("the new version to project", has("item:c")).await;
+
+    std::fs::remove_file(dir.path().join("sales-summary.wasm")).unwrap();
+    // The watcher waits for quiet, and the projector stops after its page:
+    // give it time (generous, for a loaded machine), then time to go on.
+    tokio::time::sleep(eshost::wasm::watch::QUIET * 8).await;
+    host.execute(&create("d", 5)).await.unwrap();
+    tokio::time::sleep(eshost::wasm::watch::QUIET * 8).await;
+    assert!(
+        !documents(&*store).await.contains_key("item:d"),
+        "a removed projection went on"
+    );
+    drop_in(dir.path(), "sales-summary.wasm", &second);
+    poll("the file added back to resume", has("item:d")).await;
+
+    append_raw(
+        &*store,
+        "a",
+        1,
+        vec![("ItemPurchased", r#"{"quantity":"two"}"#.into())],
+    )
+    .await;
+    let bad = head(&*store).await;
+    poll("the bad event to stop the projection", async || {
+        let record = store.projections().await.unwrap().pop()?;
+        (record.status == "failed").then_some(())
+    })
+    .await;
+    let third = new_version(&original, "third");
+    drop_in(dir.path(), "sales-summary.wasm", &third);
+    poll("the changed file to start again", digest_is(sha(&third))).await;
+    // Started is not yet stopped at the bad event: wait for that before
+    // stopping the supervisor, or a loaded machine stops it first.
+    let third_digest = format!("sha256:{}", sha(&third));
+    poll("the third version to stop at the bad event", async || {
+        let record = store.projections().await.unwrap().pop()?;
+        (record.digest == third_digest && record.status == "failed").then_some(())
+    })
+    .await;
+
+    stop.cancel();
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the supervisor stops when told")
+        .unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].digest, sha(&third));
+    match &outcomes[0].error {
+        Some(ProjectorError::Stopped { position, .. }) => {
+            assert_eq!(*position, bad, "{outcomes:?}")
+        }
+        other => panic!("expected the third version to stop at the bad event: {other:?}"),
+    }
+}
+
+/// Each kind of guest is refused where the other is expected, saying why
+/// in one line.
+#[test]
+fn an_aggregate_is_not_a_projection_nor_the_other_way() {
+    let runtime = eshost::wasm::Runtime::new();
+    let aggregate = modules_dir().join("flash-sale.wasm");
+    let error = runtime.load_projection(&aggregate).unwrap_err().to_string();
+    assert!(error.contains("not an eshost projection guest"), "{error}");
+    let projection = projections_dir().join("sales-summary.wasm");
+    let error = runtime.load(&projection).unwrap_err().to_string();
+    assert!(error.contains("eshost:aggregate/view@0.1.0"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+}

@@ -1,0 +1,411 @@
+//! The event store: streams of events keyed by (aggregate name, aggregate id),
+//! appended with an expected version, each command's id recorded with its
+//! events. Two unique keys guard every append: the sequence number (a lost
+//! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
+//! command as [`StoreError::DuplicateCommand`]).
+
+mod driver_error;
+pub mod error;
+#[cfg(feature = "faulty")]
+pub mod faulty;
+mod postgres;
+mod sqlite;
+pub mod views;
+
+pub use error::{DatabaseFailure, StoreError};
+pub use eshost_core::{
+    JsonText, MAX_PAYLOAD_DEPTH, ProjectionRecord, RecordedEvent, Snapshot, StreamId, storable_json,
+};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+pub use views::{ViewId, ViewStore};
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    /// JSON text: command, correlation and causation ids, component version and digest.
+    pub metadata: String,
+}
+
+/// One command's events, appended together and recorded under its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    /// Unique across all streams.
+    pub command_id: String,
+    /// The command's name.
+    pub name: String,
+    /// sha256 (hex) of the name and payload: tells a repeat of this command
+    /// from another command that reuses its id.
+    pub fingerprint: String,
+    pub events: Vec<NewEvent>,
+}
+
+/// One stream's part of [`EventStore::append_group`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub stream: &'a StreamId,
+    pub expected_version: u64,
+    pub commands: &'a [NewCommand],
+}
+
+impl StreamAppend<'_> {
+    /// The bytes this append sends: what bounds a group of appends.
+    pub fn bytes(&self) -> usize {
+        self.commands.iter().map(NewCommand::bytes).sum()
+    }
+
+    /// The events this append records.
+    pub fn events(&self) -> usize {
+        self.commands.iter().map(|c| c.events.len()).sum()
+    }
+}
+
+/// One stream's outcome in a group: its recorded events, in sequence
+/// order, or the key it met.
+pub type AppendOutcome = Result<Vec<RecordedEvent>, StoreError>;
+
+impl NewCommand {
+    /// The bytes this command's append sends, roughly: its ids, names,
+    /// payloads and metadata.
+    pub fn bytes(&self) -> usize {
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| e.name.len() + e.payload.len() + e.metadata.len())
+            .sum();
+        self.command_id.len() + self.name.len() + self.fingerprint.len() + events
+    }
+}
+
+/// A command recorded earlier, with the events it appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCommand {
+    pub command_id: String,
+    pub stream: StreamId,
+    pub name: String,
+    pub fingerprint: String,
+    pub events: Vec<RecordedEvent>,
+}
+
+/// A stream's turn across processes, held until dropped (see
+/// [`EventStore::lock_stream`]).
+pub struct StreamLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl StreamLock {
+    fn holding(guard: impl std::any::Any + Send) -> Self {
+        Self(Box::new(guard))
+    }
+}
+
+/// How often a caught-up follower reads again when nothing wakes it sooner.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Wakes a caught-up follower of the global log when events may have been
+/// appended (see [`EventStore::append_signal`]).
+#[async_trait]
+pub trait AppendSignal: Send {
+    /// Returns when events may have been appended, or after `max` at most.
+    async fn wait(&mut self, max: Duration);
+}
+
+/// No signal: the follower reads again every [`POLL_INTERVAL`].
+pub struct Polling;
+
+#[async_trait]
+impl AppendSignal for Polling {
+    async fn wait(&mut self, max: Duration) {
+        tokio::time::sleep(max.min(POLL_INTERVAL)).await;
+    }
+}
+
+/// Where events live (and, through [`ViewStore`], the projections' views).
+/// Implementations must make `append` atomic and detect a lost race by
+/// error code, never by message text.
+#[async_trait]
+pub trait EventStore: ViewStore + Send + Sync {
+    /// The latest snapshot of a stream written by the component with this digest.
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores a snapshot unless one at the same or a later version exists,
+    /// and drops the stream's snapshots by other component digests at or
+    /// below its version: after an upgrade they would never be read again.
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError>;
+
+    /// The stream's events with sequence numbers greater than `after`, in order.
+    async fn load(&self, stream: &StreamId, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.load_page(stream, after, None).await
+    }
+
+    /// The stream's events with sequence numbers greater than `after`, in
+    /// order, at most `limit` of them (all when `None`).
+    async fn load_page(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of every stream (or of one aggregate type) with positions
+    /// greater than `after`, in position order, at most `limit` of them.
+    /// Gap-safe: once a position has been returned, no event with a lower
+    /// one can become visible later, so a reader that goes on from the last
+    /// position it saw never skips an event. An event still being written
+    /// (and those after it) waits for a later call.
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What wakes a follower of [`read_all`](Self::read_all) when events
+    /// are appended. By default nothing does and it polls; PostgreSQL
+    /// listens for the notification hosts send after their appends.
+    async fn append_signal(&self) -> Box<dyn AppendSignal> {
+        Box::new(Polling)
+    }
+
+    /// The position a durable reader of the global log last saved under
+    /// `name`, if it saved one.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Saves `position` as where the reader `name` has got to.
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError>;
+
+    /// Every event name recorded for an aggregate type, sorted.
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;
+
+    /// How many streams an aggregate type has.
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError>;
+
+    /// An aggregate type's stream ids greater than `after` (`""` for the
+    /// first page), in order, at most `limit` of them.
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// `count` of an aggregate type's stream ids, chosen at random.
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Checks that the database answers (a round trip).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Waits, at most `wait`, until no other process holds this stream's
+    /// lock, then holds it until the guard is dropped (or the process
+    /// ends). For processes that run one command and exit: taking turns
+    /// costs each a short wait, where racing costs conflicts and retries.
+    /// Advisory: it guards nothing by itself (the unique keys do).
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError>;
+
+    /// Appends the commands' events as sequence numbers `expected_version + 1
+    /// ..`, each command's contiguous and in order, and records each command
+    /// id with them, all in one transaction. A command without events is not
+    /// recorded. Fails with [`StoreError::Conflict`] if any of those sequence
+    /// numbers is taken and [`StoreError::DuplicateCommand`] if any of the
+    /// command ids is; then nothing is written.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        commands: &[NewCommand],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let append = StreamAppend {
+            stream,
+            expected_version,
+            commands,
+        };
+        let mut outcomes = self.append_group(&[append]).await?;
+        outcomes.pop().unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Several streams' appends (each as [`append`](Self::append) would
+    /// make it) in one transaction, one commit. Each stream has its own
+    /// outcome, in the order given: a stream that meets a key
+    /// ([`StoreError::Conflict`], [`StoreError::DuplicateCommand`]) has
+    /// nothing written and does not fail the others. `Err` means the
+    /// transaction as a whole failed, for every stream alike. A stream
+    /// must not appear twice.
+    async fn append_group(
+        &self,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// The recorded commands among `command_ids`, each with its events, in
+    /// no particular order; ids never recorded are left out.
+    async fn find_commands(&self, command_ids: &[&str])
+    -> Result<Vec<RecordedCommand>, StoreError>;
+}
+
+/// What a failed append means, told apart by error code and constraint.
+#[derive(Clone, Copy)]
+enum Violation {
+    /// The stream's sequence key: someone appended first.
+    StreamKey,
+    /// The commands' key: a command id is already recorded.
+    CommandKey,
+}
+
+/// The result of an append's `INSERT ... RETURNING` of events: the recorded
+/// events in sequence order, or the typed error for a violated key.
+fn appended<Row>(
+    result: Result<Vec<Row>, sqlx::Error>,
+    recorded: fn(&Row) -> Result<RecordedEvent, StoreError>,
+    violation: impl Fn(&sqlx::Error) -> Option<Violation>,
+    stream: &StreamId,
+    expected_version: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    match result {
+        Ok(rows) => {
+            let mut events = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
+            events.sort_by_key(|e| e.sequence);
+            Ok(events)
+        }
+        Err(e) => Err(append_error(e, violation, stream, expected_version)),
+    }
+}
+
+impl Violation {
+    /// The typed error for this key on `stream`.
+    fn error(self, stream: &StreamId, expected_version: u64) -> StoreError {
+        match self {
+            Violation::StreamKey => StoreError::Conflict {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+                expected_version,
+            },
+            Violation::CommandKey => StoreError::DuplicateCommand {
+                aggregate: stream.aggregate.clone(),
+                id: stream.id.clone(),
+            },
+        }
+    }
+}
+
+/// A failed append's error: typed for a violated key, else the database's.
+fn append_error(
+    error: sqlx::Error,
+    violation: impl Fn(&sqlx::Error) -> Option<Violation>,
+    stream: &StreamId,
+    expected_version: u64,
+) -> StoreError {
+    match violation(&error) {
+        Some(key) => key.error(stream, expected_version),
+        None => error.into(),
+    }
+}
+
+/// A sequence number or count as the stores' 64-bit signed integer.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `version, state` row as a snapshot.
+fn snapshot_from<R: sqlx::Row>(row: &R) -> Result<Snapshot, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(Snapshot {
+        version: row.try_get::<i64, _>("version")?.max(0) as u64,
+        state: row.try_get("state")?,
+    })
+}
+
+/// The commands that record events, each with the sequence number of its
+/// first event, counting from `expected_version + 1`.
+fn numbered(commands: &[NewCommand], expected_version: u64) -> Vec<(&NewCommand, u64)> {
+    let mut next = expected_version + 1;
+    commands
+        .iter()
+        .filter(|c| !c.events.is_empty())
+        .map(|c| {
+            let first = next;
+            next += c.events.len() as u64;
+            (c, first)
+        })
+        .collect()
+}
+
+/// Groups rows of `command_id, command_name, fingerprint` plus an event's
+/// columns, ordered by command id and then sequence, into recorded commands.
+fn grouped<R: sqlx::Row>(
+    rows: &[R],
+    recorded: fn(&R) -> Result<RecordedEvent, StoreError>,
+) -> Result<Vec<RecordedCommand>, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let mut commands: Vec<RecordedCommand> = Vec::new();
+    for row in rows {
+        let command_id: String = row.try_get("command_id")?;
+        let event = recorded(row)?;
+        match commands.last_mut() {
+            Some(last) if last.command_id == command_id => last.events.push(event),
+            _ => commands.push(RecordedCommand {
+                command_id,
+                stream: StreamId::new(&event.aggregate, &event.id),
+                name: row.try_get("command_name")?,
+                fingerprint: row.try_get("fingerprint")?,
+                events: vec![event],
+            }),
+        }
+    }
+    Ok(commands)
+}
+
+/// Opens the store a URL names (`postgres://...` or `sqlite://PATH`) and
+/// applies its migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn EventStore>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
