@@ -553,11 +553,14 @@ async fn purchases_run(
             })
         })
         .collect();
-    start.wait().await;
-    let started = Instant::now();
-    let cpu_before = CpuTimes::now().await;
+    // Counted before the callers are let go: read after, an append that
+    // began first would be missing from the appends and present in the
+    // commits (a commit seemed to hold less than an append).
     let appends_before = host.stats().appends.get();
     let commits_before = host.stats().group_commit.commits.get();
+    let cpu_before = CpuTimes::now().await;
+    start.wait().await;
+    let started = Instant::now();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
     for worker in workers {
         let (l, r, f) = worker.await??;

@@ -111,7 +111,8 @@ impl Waiting {
     }
 }
 
-/// What the committers count: each group sent, and its streams.
+/// What the committers count: each transaction that committed, and its
+/// streams.
 #[derive(Clone, Debug)]
 pub struct CommitMetrics {
     pub commits: Counter,
@@ -222,15 +223,23 @@ async fn commit_groups(committers: Arc<Committers>) {
 }
 
 impl Committers {
-    async fn commit(&self, group: Vec<Pending>) {
+    /// One transaction, counted once it committed: a try that failed
+    /// (and is sent again, by the caller or stream by stream) is no
+    /// commit, so a commit always holds at least one whole append.
+    async fn append(&self, appends: &[StreamAppend<'_>]) -> Result<Vec<AppendOutcome>, StoreError> {
+        let outcomes = self.store.append_group(appends).await?;
         if let Some(metrics) = &self.metrics {
             metrics.commits.inc();
-            metrics.streams.observe(group.len() as f64);
+            metrics.streams.observe(appends.len() as f64);
         }
+        Ok(outcomes)
+    }
+
+    async fn commit(&self, group: Vec<Pending>) {
         let appends: Vec<StreamAppend<'_>> = group.iter().map(Pending::as_append).collect();
         // A caller left without an outcome (a store answering fewer than
         // asked) hears "the committer stopped" and settles by lookup.
-        let outcomes = match self.store.append_group(&appends).await {
+        let outcomes = match self.append(&appends).await {
             Ok(outcomes) => outcomes,
             Err(error) if group.len() > 1 && !error.is_transient() => {
                 // Which append the database refused is not known: send each
@@ -239,12 +248,9 @@ impl Committers {
                 let mut outcomes = Vec::with_capacity(group.len());
                 for append in &appends {
                     outcomes.push(
-                        self.store
-                            .append_group(&[*append])
-                            .await
-                            .and_then(|mut outcome| {
-                                outcome.pop().unwrap_or_else(|| Ok(Vec::new()))
-                            }),
+                        self.append(&[*append]).await.and_then(|mut outcome| {
+                            outcome.pop().unwrap_or_else(|| Ok(Vec::new()))
+                        }),
                     );
                 }
                 outcomes

@@ -51,8 +51,9 @@ pub struct Metrics {
     pub appends: Counter,
     /// Commands per append.
     pub batch_commands: Histogram,
-    /// Transactions sent to append events (each a group of streams'
-    /// appends), and the streams in each; the committers count them.
+    /// Transactions that committed appended events (each a group of
+    /// streams' appends), and the streams in each; the committers count
+    /// them. A try that failed is not one.
     pub group_commit: CommitMetrics,
     /// Store calls tried again after a transient database error.
     pub transient_retries: Counter,
@@ -126,7 +127,7 @@ impl Default for Metrics {
         );
         registry.register(
             "commits",
-            "Transactions sent to append events (group commit: one per group of streams)",
+            "Transactions that committed appended events (group commit: one per group of streams)",
             metrics.group_commit.commits.clone(),
         );
         registry.register(
