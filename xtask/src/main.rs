@@ -16,6 +16,10 @@
 //! - `test [ARGS]`: `layering`, `build-guests`, installs schemathesis (the
 //!   API conformance test runs it) into `target/tools/`, then
 //!   `cargo test --workspace [ARGS]`.
+//! - `book`: writes the reference pages from the code (`eshost reference`),
+//!   builds the book (`docs/book`) with mdBook into `target/book/`,
+//!   installing mdBook into `target/tools/` if it is not on PATH, and
+//!   fails on a link to a page or an anchor that does not exist.
 //! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
 //!
 //! The wasm32 standard library comes from rustup when the target is installed
@@ -120,6 +124,7 @@ fn run_task() -> Result<()> {
             new_guest(name, dir)
         }
         "layering" => check_layering(),
+        "book" => build_book(),
         "test" => {
             check_layering()?;
             build_guests(&[])?;
@@ -173,6 +178,8 @@ usage: cargo xtask TASK
   new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
   layering                          check the crates depend on each other only as allowed
   test [CARGO TEST ARGS]            layering, build-guests, then cargo test --workspace
+  book                              the reference pages from the code, then the book
+                                    (docs/book) into target/book, its links checked
   demo [DEMO ARGS]                  build-guests, then eshost demo flash-sale
 Output goes under CARGO_TARGET_DIR when it is set, else target/.";
 
@@ -350,6 +357,178 @@ fn normal_dependencies(krate: &str, features: Option<&str>) -> Result<Vec<(Strin
         }
     }
     Ok(reached)
+}
+
+/// The mdBook the book is built with, from crates.io when it is not on
+/// PATH (search only: no server, no file watcher to compile).
+const MDBOOK: &str = "0.5.4";
+
+/// The book's reference pages, each what `eshost reference PAGE` prints.
+const REFERENCE_PAGES: &[(&str, &str)] = &[
+    ("cli", "docs/book/src/reference/cli.md"),
+    ("http", "docs/book/src/reference/http-api.md"),
+];
+
+/// `cargo xtask book`.
+fn build_book() -> Result<()> {
+    let root = workspace_root();
+    run(cargo().args(["build", "--quiet", "--package", "eshost-cli"]))?;
+    let eshost = target_root().join("debug/eshost");
+    for (page, file) in REFERENCE_PAGES {
+        let output = Command::new(&eshost)
+            .args(["reference", page])
+            .output()
+            .with_context(|| format!("running {}", eshost.display()))?;
+        if !output.status.success() {
+            bail!(
+                "eshost reference {page}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        std::fs::write(root.join(file), &output.stdout)?;
+    }
+    let dest = target_root().join("book");
+    run(Command::new(mdbook()?)
+        .arg("build")
+        .arg(root.join("docs/book"))
+        .arg("--dest-dir")
+        .arg(&dest))
+    .context("mdbook build")?;
+    check_links(&dest)?;
+    eprintln!("book -> {}", dest.join("index.html").display());
+    Ok(())
+}
+
+/// `mdbook` from PATH, else the one installed under `target/tools/`
+/// (installing it the first time).
+fn mdbook() -> Result<PathBuf> {
+    let on_path = Command::new("mdbook")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return Ok(PathBuf::from("mdbook"));
+    }
+    let tools = target_root().join("tools/mdbook");
+    let installed = tools.join("bin/mdbook");
+    if !installed.exists() {
+        eprintln!("xtask: installing mdbook {MDBOOK} into {}", tools.display());
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--locked",
+                    "mdbook",
+                    "--version",
+                    MDBOOK,
+                ])
+                .args(["--no-default-features", "--features", "search", "--root"])
+                .arg(&tools),
+        )
+        .context("cargo install mdbook")?;
+    }
+    Ok(installed)
+}
+
+/// Every `href` and `src` in the built book that points inside it must name
+/// a file that exists and, with a `#fragment`, an element with that id.
+fn check_links(dest: &Path) -> Result<()> {
+    let mut pages = Vec::new();
+    html_files(dest, &mut pages)?;
+    let mut broken = Vec::new();
+    let mut ids: std::collections::HashMap<PathBuf, Vec<String>> = Default::default();
+    for page in &pages {
+        let html = std::fs::read_to_string(page)?;
+        for link in attribute_values(&html, &["href=\"", "src=\""]) {
+            // A link from the site's root (mdBook's 404 page) depends on
+            // where the book is served; every other link is relative.
+            if link.is_empty()
+                || link.starts_with('/')
+                || link.contains("://")
+                || link.starts_with("mailto:")
+                || link.starts_with("javascript:")
+                || link.starts_with("data:")
+            {
+                continue;
+            }
+            let link = link.split('?').next().unwrap_or_default();
+            let (file, fragment) = match link.split_once('#') {
+                Some((file, fragment)) => (file, Some(fragment)),
+                None => (link, None),
+            };
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                let target = page.parent().unwrap_or(dest).join(file);
+                if file.ends_with('/') {
+                    target.join("index.html")
+                } else {
+                    target
+                }
+            };
+            let Ok(target) = target.canonicalize() else {
+                broken.push(format!("{}: {link} (no such file)", shown(dest, page)));
+                continue;
+            };
+            if let Some(fragment) = fragment.filter(|f| !f.is_empty()) {
+                if !ids.contains_key(&target) {
+                    let text = std::fs::read_to_string(&target).unwrap_or_default();
+                    ids.insert(target.clone(), attribute_values(&text, &["id=\""]));
+                }
+                if !ids[&target].iter().any(|id| id == fragment) {
+                    broken.push(format!("{}: {link} (no such anchor)", shown(dest, page)));
+                }
+            }
+        }
+    }
+    if broken.is_empty() {
+        eprintln!("xtask: every link of {} pages resolves", pages.len());
+        return Ok(());
+    }
+    broken.sort();
+    broken.dedup();
+    bail!("broken links in the book:\n  {}", broken.join("\n  "))
+}
+
+fn shown(dest: &Path, page: &Path) -> String {
+    page.strip_prefix(dest)
+        .unwrap_or(page)
+        .display()
+        .to_string()
+}
+
+/// The `.html` files under `dir`.
+fn html_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            html_files(&path, found)?;
+        } else if path.extension().is_some_and(|e| e == "html") {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The values of the attributes that start with one of `prefixes` (such as
+/// `href="`), as written (mdBook writes `&` in links as `&amp;`).
+fn attribute_values(html: &str, prefixes: &[&str]) -> Vec<String> {
+    let mut values = Vec::new();
+    for prefix in prefixes {
+        let mut rest = html;
+        while let Some(at) = rest.find(prefix) {
+            // ` href="` and `<a href="`, not `data-href="`.
+            let preceded = rest[..at].chars().last().is_none_or(|c| c.is_whitespace());
+            rest = &rest[at + prefix.len()..];
+            let end = rest.find('"').unwrap_or(rest.len());
+            if preceded {
+                values.push(rest[..end].replace("&amp;", "&"));
+            }
+            rest = &rest[end..];
+        }
+    }
+    values
 }
 
 /// The schemathesis version the API conformance test runs, from PyPI.

@@ -125,7 +125,7 @@ impl Connection {
 /// How many times a command is sent at most, the first time included.
 pub const MAX_ATTEMPTS: u32 = 50;
 
-/// True for an answer the README tells clients to resend: 502, 503 and 504
+/// True for an answer the book tells clients to resend: 502, 503 and 504
 /// (the outcome unknown, or nothing done), 429 (the queue was full) and 409
 /// `conflict` (other writers kept winning; nothing was recorded).
 fn resendable(status: u16, body: &[u8]) -> bool {
@@ -136,7 +136,7 @@ fn resendable(status: u16, body: &[u8]) -> bool {
     }
 }
 
-/// A caller that resends as the README tells clients to: a command whose
+/// A caller that resends as the book tells clients to: a command whose
 /// connection failed, or whose answer is [`resendable`], is sent again with
 /// the same Idempotency-Key, after a short pause, up to [`MAX_ATTEMPTS`]
 /// times. A command without an

@@ -217,7 +217,7 @@ const SELECT_EVENTS: &str = "
 // data-modifying WITH runs to completion whether or not the main query
 // reads it. An event's position is its transaction's id shifted left by
 // POSITION_INDEX_BITS plus its index in the append (see SELECT_ALL and
-// docs/decisions.md, "Global order").
+// decision record 0028, "Global order").
 //
 // The reply is one row, however many events: the transaction id, the time
 // every row was given (created_at defaults to now(), the transaction's

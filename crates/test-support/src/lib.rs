@@ -449,7 +449,7 @@ pub fn new_version(component: &[u8], note: &str) -> Vec<u8> {
     bytes
 }
 
-/// Writes a file the way the README says to: a temporary name, then a rename.
+/// Writes a file the way the book says to: a temporary name, then a rename.
 pub fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).unwrap();

@@ -11,7 +11,7 @@
 //!       .when("PurchaseItem", json!({"buyerId": "b", "quantity": 2}))
 //!       .then_expect_events(&[("PurchaseRejected", json!({"buyerId": "b", "reason": "insufficient_stock"}))]);
 //!   ```
-//! - Spec files for `eshost test` (TOML, see [`SpecFile`] and the README).
+//! - Spec files for `eshost test` (TOML, see [`SpecFile`] and the book's Testing guests).
 //!
 //! Projections have spec files of their own ([`projection`]): given these
 //! events, then these documents.

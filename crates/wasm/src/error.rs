@@ -91,7 +91,7 @@ pub enum GuestError {
 
 /// `apply` refused recorded events: this version of the aggregate's logic
 /// cannot load the stream (a renamed or removed event, a payload shape it no
-/// longer reads, a bug). The guest must change (README: Upgrading an
+/// longer reads, a bug). The guest must change (the book: Upgrading an
 /// aggregate).
 #[derive(Debug, Clone, Error)]
 #[error(

@@ -25,7 +25,7 @@
 //!   work no tick interrupts), the call runs on tokio's blocking threads.
 //!
 //! Either way a slow or hostile guest holds at most its own permit, for at
-//! most its own budget. docs/decisions.md has the figures.
+//! most its own budget. Decision record 0015 (`docs/adr/`) has the figures.
 
 use super::Budget;
 use std::sync::Arc;

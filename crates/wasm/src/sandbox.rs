@@ -61,7 +61,7 @@ pub const LOG_CALL_FUEL: u64 = 1_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Budget {
     /// Wall-clock time per call (epoch interruption). The default: it costs
-    /// least per call (see the README's sandbox section for the figures).
+    /// least per call (the book's Benchmarks page has the figures).
     WallClock(Duration),
     /// Instructions per call (fuel): deterministic, but every instruction
     /// pays for the bookkeeping.

@@ -4,6 +4,7 @@
 
 pub mod exit;
 mod projection;
+mod reference;
 mod serve;
 mod upgrade;
 
@@ -391,6 +392,14 @@ pub enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+
+    /// Print the command line's or the HTTP API's reference as Markdown
+    /// (the book's reference pages are these).
+    #[command(hide = true)]
+    Reference {
+        #[arg(value_enum)]
+        page: reference::ReferencePage,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -776,6 +785,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             rounds,
             json,
         } => run_bench(global, scenarios, callers as usize, rounds as usize, json).await,
+        CliCommand::Reference { page } => {
+            print!("{}", reference::render(page));
+            Ok(())
+        }
     }
 }
 
@@ -1079,7 +1092,7 @@ async fn exec(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
 
 /// Runs one command in this process. In queued mode, the stream is locked
 /// across processes first: processes running commands on one aggregate take
-/// turns instead of racing (docs/decisions.md says why).
+/// turns instead of racing (decision record 0018 says why).
 async fn exec_here(
     global: &GlobalArgs,
     request: &CommandRequest,

@@ -877,7 +877,7 @@ async fn a_current_schema_is_not_migrated_again() {
     db.cleanup().await;
 }
 
-/// The README's steps for a guest of your own, outside this repository:
+/// The book's steps for a guest of your own, outside this repository:
 /// scaffold it, build it into a component, run it and its spec.
 #[test]
 fn a_guest_crate_made_outside_the_repository_builds_and_runs() {

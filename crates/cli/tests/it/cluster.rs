@@ -1,7 +1,7 @@
 //! Several `eshost serve` processes behind HAProxy on one PostgreSQL, with
 //! the reference configuration (`deploy/haproxy.cfg`): routed by aggregate,
 //! surviving a host killed mid-run, taking a host added mid-run. Callers
-//! resend as the README tells clients to (same Idempotency-Key).
+//! resend as the book tells clients to (same Idempotency-Key).
 
 use crate::util::{FLASH_SALE, TestDb, assert_gapless, create, modules_dir, purchase};
 use eshost::{CommandRequest, Host};

@@ -11,6 +11,7 @@ mod crowd;
 mod global_log;
 mod languages;
 mod projection_run;
+mod reference;
 mod relay;
 mod sandbox;
 mod serve;

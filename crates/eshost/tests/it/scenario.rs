@@ -1,4 +1,4 @@
-//! The reference scenario (README, "What the demo shows"), repeated.
+//! The reference scenario (the book: Install and first run), repeated.
 
 use crate::util::*;
 use eshost::RetryPolicy;

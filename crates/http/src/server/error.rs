@@ -1,6 +1,7 @@
 //! What the HTTP API answers when a request fails: JSON
 //! `{"error": {"kind", "message", "command_id"?}}` with a stable `kind` and
-//! a status that fits it. The README's status table is this file.
+//! a status that fits it. The book's error table (The HTTP server) is this
+//! file.
 
 use crate::api::{ErrorBody, ErrorDetail};
 use axum::Json;
@@ -58,7 +59,7 @@ impl ApiError {
     }
 }
 
-/// Every error kind with its status, for the OpenAPI document and the README.
+/// Every error kind with its status, for the OpenAPI document and the book.
 pub const KINDS: &[(&str, u16, &str)] = &[
     ("bad_request", 400, "a malformed path, query or header"),
     ("unauthorized", 401, "no or a wrong bearer token"),
