@@ -25,9 +25,9 @@ unset ESHOST_SERVER
 run() {
     local name=$1 url=$2 server=${3:-} item
     item="crowd-$(date +%s%N)"
-    local client=("$bin" --database-url "$url")
-    [ -n "$server" ] && client+=(--server "$server")
-    "${client[@]}" exec FlashSaleItem "$item" CreateFlashSale '{"initialStock":1000}' >/dev/null
+    local client=("$bin" --database-url "$url") remote=()
+    [ -n "$server" ] && remote=(--server "$server")
+    "${client[@]}" exec FlashSaleItem "$item" CreateFlashSale '{"initialStock":1000}' "${remote[@]}" >/dev/null
     local start end
     start=$(date +%s%N)
     local pids=()
@@ -35,7 +35,7 @@ run() {
         (
             for n in $(seq 1 $per_process); do
                 "${client[@]}" exec FlashSaleItem "$item" PurchaseItem \
-                    "{\"buyerId\":\"p$p-$n\",\"quantity\":1}" >/dev/null 2>>"$work/errors-$p" ||
+                    "{\"buyerId\":\"p$p-$n\",\"quantity\":1}" "${remote[@]}" >/dev/null 2>>"$work/errors-$p" ||
                     echo x >>"$work/failed-$p"
             done
         ) &

@@ -1,7 +1,22 @@
-//! The `eshost` binary: tracing to stderr (bounded, never blocking), then
-//! the command line.
+//! The `eshost` binary: settings from `eshost.toml` and the environment,
+//! the command line, tracing to stderr (bounded, never blocking), then the
+//! subcommand.
+//!
+//! # Layout
+//!
+//! - [`args`]: the options every subcommand shares, and a client's.
+//! - [`config`]: `eshost.toml`, applied as the options' defaults.
+//! - [`backend`]: where a command runs, here or on a server, chosen once.
+//! - [`commands`]: one file per subcommand.
+//! - [`exit`]: exit codes, and which error means which.
+//! - [`reference`]: the book's reference pages, from the code.
 
-mod cli;
+mod args;
+mod backend;
+mod commands;
+mod config;
+mod exit;
+mod reference;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -13,13 +28,33 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+fn main() -> ExitCode {
+    // Before any thread exists: the file's settings become defaults of the
+    // environment variables clap reads.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config::apply(&argv) {
+        eprintln!("error: {}", exit::one_line(&e));
+        return ExitCode::from(exit::USAGE);
+    }
+    let cli = args::Cli::parse_from(argv);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: args::Cli) -> ExitCode {
     // A server says what it is doing (start, reloads, drain); a one-shot
     // command only warns. RUST_LOG overrides either.
     let default = match cli.command {
-        cli::CliCommand::Serve(_) => "info",
+        commands::Command::Serve(_) => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -35,17 +70,17 @@ async fn main() -> ExitCode {
         .with_writer(stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.global.log_format {
-        cli::LogFormat::Text => logs.init(),
-        cli::LogFormat::Json => logs.json().init(),
+        args::LogFormat::Text => logs.init(),
+        args::LogFormat::Json => logs.json().init(),
     }
-    let ran = cli::run(cli).await;
+    let ran = commands::run(cli).await;
     // Every queued line is written before the last word.
     drop(written);
     match ran {
-        Ok(()) => ExitCode::from(cli::exit::OK),
+        Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("error: {}", cli::exit::one_line(&e));
-            ExitCode::from(cli::exit::code(&e))
+            eprintln!("error: {}", exit::one_line(&e));
+            ExitCode::from(exit::code(&e))
         }
     }
 }

@@ -695,8 +695,6 @@ fn an_unknown_outcome_names_the_command_id() {
     let purchase = r#"{"buyerId":"ann","quantity":1}"#;
     let error = fails(
         ws.run(&[
-            "--server",
-            "http://127.0.0.1:1",
             "exec",
             FLASH_SALE,
             "s1",
@@ -704,6 +702,8 @@ fn an_unknown_outcome_names_the_command_id() {
             purchase,
             "--command-id",
             "order-77",
+            "--server",
+            "http://127.0.0.1:1",
         ]),
         3,
     );
@@ -713,13 +713,13 @@ fn an_unknown_outcome_names_the_command_id() {
     );
     let error = fails(
         ws.run(&[
-            "--server",
-            "http://127.0.0.1:1",
             "exec",
             FLASH_SALE,
             "s1",
             "PurchaseItem",
             purchase,
+            "--server",
+            "http://127.0.0.1:1",
         ]),
         3,
     );

@@ -26,10 +26,11 @@ fn eshost(url: &str, cache: &std::path::Path) -> Command {
 fn crowd(url: &str, cache: &std::path::Path, server: Option<&str>) {
     let exec = |args: &[&str]| {
         let mut command = eshost(url, cache);
+        command.arg("exec").args(args);
         if let Some(server) = server {
             command.args(["--server", server]);
         }
-        command.arg("exec").args(args).output().unwrap()
+        command.output().unwrap()
     };
     let created = exec(&[
         "FlashSaleItem",

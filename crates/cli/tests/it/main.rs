@@ -15,4 +15,5 @@ mod reference;
 mod relay;
 mod sandbox;
 mod serve;
+mod settings;
 mod spec;

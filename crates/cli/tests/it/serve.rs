@@ -208,7 +208,7 @@ async fn the_command_line_sends_its_token() {
     let base = server.base.clone();
     let cli = move |token: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
-            .args(["--server", &base, "aggregates", "--json"])
+            .args(["aggregates", "--json", "--server", &base])
             .env("ESHOST_TOKEN", token)
             .output()
             .unwrap()

@@ -82,6 +82,13 @@ pub struct HostOptions {
     pub guest_threads: usize,
     /// How appends of different streams are grouped into transactions.
     pub group_commit: GroupLimits,
+    /// For a process that runs one command and exits: in queued mode, take
+    /// the stream's lock across processes ([`EventStore::lock_stream`])
+    /// before the command, waiting at most this long, so that many such
+    /// processes on one aggregate take turns instead of racing and
+    /// retrying. `None` (the default, and what a server wants: its queue
+    /// already orders a stream's commands) takes no lock.
+    pub stream_turns: Option<Duration>,
 }
 
 impl Default for HostOptions {
@@ -95,6 +102,7 @@ impl Default for HostOptions {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             guest_threads: eshost_wasm::pool::DEFAULT_THREADS,
             group_commit: GroupLimits::default(),
+            stream_turns: None,
         }
     }
 }
@@ -117,6 +125,8 @@ struct Shared {
     retry: RetryPolicy,
     concurrency: Concurrency,
     snapshot_every: u64,
+    /// See [`HostOptions::stream_turns`].
+    stream_turns: Option<Duration>,
     queues: queue::Queues,
     metrics: Metrics,
     /// Where guest calls run.
@@ -191,6 +201,7 @@ impl Host {
                 retry: options.retry,
                 concurrency: options.concurrency,
                 snapshot_every: options.snapshot_every,
+                stream_turns: options.stream_turns,
                 queues: queue::Queues::new(options.queue_capacity),
                 metrics,
                 guests: GuestPool::new(options.guest_threads),
@@ -310,7 +321,18 @@ impl Host {
         let prepared = self.shared.prepare(request)?;
         match self.shared.concurrency {
             Concurrency::Optimistic => self.shared.execute_optimistic(prepared).await,
-            Concurrency::Queued => queue::submit(&self.shared, prepared).await,
+            Concurrency::Queued => {
+                let _turn = match self.shared.stream_turns {
+                    Some(wait) => Some(
+                        self.shared
+                            .store
+                            .lock_stream(&prepared.stream, wait)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                queue::submit(&self.shared, prepared).await
+            }
         }
     }
 

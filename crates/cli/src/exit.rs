@@ -119,7 +119,7 @@ pub fn code(error: &anyhow::Error) -> u8 {
             .downcast_ref::<eshost_read::projector::ProjectorError>()
             .is_some()
         || error
-            .downcast_ref::<super::projection::ProjectionsFailed>()
+            .downcast_ref::<crate::commands::ProjectionsFailed>()
             .is_some()
     {
         return FAILED;

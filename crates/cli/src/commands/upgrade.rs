@@ -2,7 +2,7 @@
 //! recorded streams (a progress bar with an ETA on a terminal), print the
 //! report, exit 1 if it fails.
 
-use super::GlobalArgs;
+use crate::args::GlobalArgs;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use eshost::upgrade::{Report, Selection, UpgradeCheck};

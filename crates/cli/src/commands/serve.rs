@@ -1,9 +1,10 @@
-//! `eshost serve`: parse the server's flags, bind, serve until a signal.
+//! `eshost serve`: the HTTP API over a host until SIGTERM or SIGINT, then a
+//! drain.
 
-use super::GlobalArgs;
+use crate::args::GlobalArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use eshost::dispatch::RetryPolicy;
+use eshost::dispatch::{Host, RetryPolicy};
 use eshost::upgrade::Selection;
 use eshost_http::server::{self, App, ServerConfig};
 use eshost_read::supervisor::Supervisor;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const HELP: &str = "\
+const HELP: &str = "\
 Examples:
   eshost serve
   eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
@@ -36,38 +37,46 @@ keeps serving. A new or changed component is switched in only after it
 replays a sample of the recorded streams (--upgrade-check). Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
 half-written file is never seen.";
 
+/// Serve the HTTP API until SIGTERM or SIGINT, then drain: every accepted
+/// command is answered and committed before the process exits.
 #[derive(Debug, Args)]
+#[command(after_help = HELP)]
 pub struct ServeArgs {
     /// Address to listen on. Loopback by default: put a reverse proxy in
     /// front to serve other machines.
     #[arg(long, env = "ESHOST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// When set, every request but `GET /healthz` needs
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "ESHOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// How long a command may take, in milliseconds, before its caller is
     /// answered 504 (outcome unknown: resend with the same Idempotency-Key).
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "ESHOST_COMMAND_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout_ms: u64,
 
     /// From SIGTERM or SIGINT to exit, in seconds: accepted requests finish
     /// and queues drain within this.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "ESHOST_SHUTDOWN_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_s: u64,
 
     /// Conflict retries per command before it fails (409 conflict).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "ESHOST_MAX_RETRIES", default_value_t = 5)]
     pub max_retries: u32,
 
-    /// The token `/v1/admin/*` (reload) needs [default: the --token].
+    /// The token `/v1/admin/*` (reload) needs [default: --token].
     #[arg(long, env = "ESHOST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
     /// Do not watch the modules directory; reload only on
     /// `POST /v1/admin/reload`.
-    #[arg(long)]
+    #[arg(long, env = "ESHOST_NO_WATCH")]
     pub no_watch: bool,
 
     /// Followers of `GET /v1/events` served at once; more are answered 429.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_FOLLOWERS)]
+    #[arg(long, env = "ESHOST_MAX_FOLLOWERS", default_value_t = server::DEFAULT_MAX_FOLLOWERS)]
     pub max_followers: usize,
 
     /// Before a reload switches in a new or changed component, replay
@@ -75,13 +84,13 @@ pub struct ServeArgs {
     /// `sample:N` (N at random) or `off`. A component that fails is not
     /// switched in: the running version keeps serving and the failure is a
     /// load error (log, /readyz, the reload answer).
-    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
+    #[arg(long, env = "ESHOST_UPGRADE_CHECK", value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
     pub upgrade_check: UpgradeCheckArg,
 
     /// Also run the projections in --projections, as `eshost projection
     /// run` does (watched unless --no-watch). Several servers may all run
     /// them: their commits cannot collide, though only one's work counts.
-    #[arg(long)]
+    #[arg(long, env = "ESHOST_RUN_PROJECTIONS")]
     pub run_projections: bool,
 }
 
@@ -106,7 +115,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         max_retries: args.max_retries,
         ..RetryPolicy::default()
     };
-    let (host, runtime) = global.host_and_runtime(retry).await?;
+    let runtime = global.runtime();
+    let modules = global.modules_with(&runtime)?;
+    let store = eshost_store::open(&global.database_url).await?;
+    let host = Host::with_options(modules, store, global.host_options(retry, false));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -116,7 +128,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         // whitespace around it.
         max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
-        token: global.token.clone().filter(|t| !t.is_empty()),
+        token: args.token.filter(|t| !t.is_empty()),
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         watch: !args.no_watch,
         max_followers: args.max_followers,

@@ -24,7 +24,7 @@ pub enum ReferencePage {
 /// The page, as Markdown.
 pub fn render(page: ReferencePage) -> String {
     match page {
-        ReferencePage::Cli => cli(<super::Cli as clap::CommandFactory>::command()),
+        ReferencePage::Cli => cli(<crate::args::Cli as clap::CommandFactory>::command()),
         ReferencePage::Http => http(
             &serde_json::to_value(eshost_http::server::openapi::document()).unwrap_or_default(),
         ),

@@ -1,0 +1,78 @@
+//! The subcommands, one file each: its options (what `--help` shows first)
+//! and what it does. [`run`] hands the parsed command line to the one
+//! named.
+
+mod aggregates;
+mod bench;
+mod completions;
+mod demo;
+mod events;
+mod exec;
+mod migrate;
+mod projection;
+mod projections;
+mod reference;
+mod relay;
+mod serve;
+mod state;
+mod test;
+mod upgrade;
+mod view;
+
+pub use projection::ProjectionsFailed;
+
+use crate::args::Cli;
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Aggregates(aggregates::AggregatesArgs),
+    Exec(exec::ExecArgs),
+    State(state::StateArgs),
+    Events(events::EventsArgs),
+    Serve(serve::ServeArgs),
+    Test(test::TestArgs),
+    /// Check a new version of an aggregate against the recorded streams
+    /// before it goes live (`eshost upgrade check --help`).
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
+    Migrate(migrate::MigrateArgs),
+    /// Run or rebuild projections: guests that build read models (views)
+    /// from the global log (`eshost projection run --help`).
+    #[command(subcommand)]
+    Projection(projection::ProjectionCommand),
+    Projections(projections::ProjectionsArgs),
+    View(view::ViewArgs),
+    Relay(relay::RelayArgs),
+    /// Run a demo scenario.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
+    Bench(bench::BenchArgs),
+    Completions(completions::CompletionsArgs),
+    #[command(hide = true)]
+    Reference(reference::ReferenceArgs),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Aggregates(args) => aggregates::run(global, args).await,
+        Command::Exec(args) => exec::run(global, args).await,
+        Command::State(args) => state::run(global, args).await,
+        Command::Events(args) => events::run(global, args).await,
+        Command::Serve(args) => serve::run(global, args).await,
+        Command::Test(args) => test::run(global, args),
+        Command::Upgrade(command) => upgrade::run(global, command).await,
+        Command::Migrate(args) => migrate::run(global, args).await,
+        Command::Projection(command) => projection::run(global, command).await,
+        Command::Projections(args) => projections::run(global, args).await,
+        Command::View(args) => view::run(global, args).await,
+        Command::Relay(args) => relay::run(global, args).await,
+        Command::Demo(command) => demo::run(global, command).await,
+        Command::Bench(args) => bench::run(global, args).await,
+        Command::Completions(args) => completions::run(args),
+        Command::Reference(args) => reference::run(args),
+    }
+}
