@@ -13,7 +13,7 @@
 //! Idempotency-Key.
 
 use eshost::dispatch::CommandRequest;
-use eshost_http::api::ErrorBody;
+use eshost_api::ErrorBody;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

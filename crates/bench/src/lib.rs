@@ -304,8 +304,8 @@ async fn over_http(
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let address = listener.local_addr()?;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let app = eshost_http::server::App::new(host.clone(), Default::default());
-                let serving = tokio::spawn(eshost_http::server::serve(listener, app, async move {
+                let app = eshost_server::App::new(host.clone(), Default::default());
+                let serving = tokio::spawn(eshost_server::serve(listener, app, async move {
                     let _ = stopped.await;
                 }));
                 (Driver::Http(address), Some((stop, serving)))

@@ -7,8 +7,8 @@
 use crate::args::{GlobalArgs, RemoteArgs, drained};
 use anyhow::Result;
 use eshost::dispatch::{CommandOutcome, CommandRequest, REPLAY_PAGE, RetryPolicy};
+use eshost_client::Client;
 use eshost_core::{AggregateInfo, RecordedEvent};
-use eshost_http::client::Client;
 
 pub enum Backend<'a> {
     /// Open the store and load the modules here, for this one request.

@@ -1,7 +1,7 @@
 //! Exit codes, and which error means which.
 
 use eshost::{CommandError, GuestError, LoadError, StoreError};
-use eshost_http::client::ClientError;
+use eshost_client::ClientError;
 
 /// Success, including a command whose outcome is a recorded rejection event.
 pub const OK: u8 = 0;

@@ -25,9 +25,9 @@ pub enum ReferencePage {
 pub fn render(page: ReferencePage) -> String {
     match page {
         ReferencePage::Cli => cli(<crate::args::Cli as clap::CommandFactory>::command()),
-        ReferencePage::Http => http(
-            &serde_json::to_value(eshost_http::server::openapi::document()).unwrap_or_default(),
-        ),
+        ReferencePage::Http => {
+            http(&serde_json::to_value(eshost_server::openapi::document()).unwrap_or_default())
+        }
     }
 }
 

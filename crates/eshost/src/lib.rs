@@ -19,7 +19,7 @@
 //! whole write side: [`store`] (`eshost-store`: PostgreSQL and SQLite) and
 //! [`wasm`] (`eshost-wasm`: the sandbox and the loaded components). The
 //! read side (subscriptions, projections, the relay) is `eshost-read`, the
-//! HTTP API `eshost-http`, guest tests without a database `eshost-testing`.
+//! HTTP API `eshost-server` and `eshost-client`, guest tests without a database `eshost-testing`.
 
 pub mod dispatch;
 pub mod error;

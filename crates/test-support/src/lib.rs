@@ -7,7 +7,7 @@
 use eshost::store::{EventStore, JsonText};
 use eshost::wasm::Runtime;
 use eshost::{CommandRequest, Concurrency, Host, Modules, RecordedEvent, RetryPolicy};
-use eshost_http::server::{self, ServerConfig};
+use eshost_server::{self as server, ServerConfig};
 use serde_json::Value;
 use sqlx::Connection;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! the command line as a client of a server that wants a token.
 
 use crate::util::*;
-use eshost_http::server::ServerConfig;
+use eshost_server::ServerConfig;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
-//! The HTTP API's wire types: what the server answers and the client
-//! reads, and the headers a command carries. Nothing here knows the host;
-//! the types the API shares with the library come from `eshost-core`.
+//! The HTTP API's wire types: what the server (`eshost-server`) answers and
+//! the client (`eshost-client`) reads, and the headers a command carries.
+//! Nothing here knows the host; the types the API shares with the library
+//! come from `eshost-core`. With the `openapi` feature (the server's) the
+//! types derive their OpenAPI schemas.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +22,7 @@ pub const MAX_PAGE: u64 = 10_000;
 
 /// `GET /v1/aggregates/{aggregate}/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateAnswer {
     pub aggregate: String,
     pub id: String,
@@ -32,18 +34,18 @@ pub struct StateAnswer {
 
 /// `GET /v1/views/{projection}/{key}`: one document of a projection's view.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ViewDocument {
     pub projection: String,
     pub key: String,
     /// The document, as the projection wrote it.
-    #[cfg_attr(feature = "server", schema(value_type = serde_json::Value))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub document: JsonText,
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}/events`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsPage {
     pub events: Vec<RecordedEvent>,
     /// `after` for the next page; absent on the last page.
@@ -53,7 +55,7 @@ pub struct EventsPage {
 
 /// `GET /healthz`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always "ok".
     pub status: String,
@@ -63,7 +65,7 @@ pub struct Health {
 /// loaded. Lists the files the last reload could not load (the versions
 /// already running keep serving).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     pub ready: bool,
     /// "ok", or why the store did not answer.
@@ -74,13 +76,13 @@ pub struct Readiness {
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable: clients branch on it.
     pub kind: String,

@@ -1,9 +1,10 @@
-//! The HTTP client the command line uses when a server is configured
-//! (`--server URL` / `ESHOST_SERVER`): `exec`, `state`, `events` and
-//! `aggregates` then talk to `eshost serve` instead of opening the store and
-//! the modules themselves, with the same output and exit codes.
+//! A client of `eshost serve`: commands, state, events and what is
+//! loaded. The command line uses it when a server is configured (`--server
+//! URL` / `ESHOST_SERVER`). It depends on the wire types (`eshost-api`) and
+//! reqwest, and on nothing of the host: the dependency graph keeps it so
+//! (`cargo xtask layering`).
 
-use crate::api::{
+use eshost_api::{
     AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, ErrorBody,
     EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, RecordedEvent, StateAnswer,
 };

@@ -4,7 +4,7 @@
 
 use crate::util::*;
 use eshost::wasm::Runtime;
-use eshost_http::server::{App, ServerConfig};
+use eshost_server::{App, ServerConfig};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -83,7 +83,7 @@ async fn the_document_lists_every_route_and_its_errors() {
     );
     // Every error kind a command can answer has its status documented.
     let command = &document["paths"][ROUTES[0].1]["post"]["responses"];
-    for (kind, status, _) in eshost_http::server::error::KINDS {
+    for (kind, status, _) in eshost_server::error::KINDS {
         if matches!(*kind, "forbidden" | "not_found" | "method_not_allowed") {
             continue; // not answers to a command on its own route
         }

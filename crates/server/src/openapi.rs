@@ -7,12 +7,12 @@
 
 use super::App;
 use super::routes;
-use crate::api::{
+use axum::Json;
+use axum::extract::State;
+use eshost_api::{
     AggregateInfo, CommandOutcome, ErrorBody, ErrorDetail, EventsPage, Health, Readiness,
     RecordedEvent, ReloadReport, StateAnswer, ViewDocument,
 };
-use axum::Json;
-use axum::extract::State;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use utoipa::openapi::path::ParameterIn;

@@ -3,11 +3,6 @@
 
 use super::App;
 use super::error::ApiError;
-use crate::api::{
-    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DEFAULT_PAGE,
-    ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, MAX_PAGE, Readiness, ReloadReport, StateAnswer,
-    ViewDocument,
-};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -15,6 +10,11 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use eshost_api::{
+    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DEFAULT_PAGE,
+    ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, MAX_PAGE, Readiness, ReloadReport, StateAnswer,
+    ViewDocument,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

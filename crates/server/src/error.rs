@@ -3,11 +3,11 @@
 //! a status that fits it. The book's error table (The HTTP server) is this
 //! file.
 
-use crate::api::{ErrorBody, ErrorDetail};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eshost::{CommandError, StoreError};
+use eshost_api::{ErrorBody, ErrorDetail};
 
 /// A failed request, ready to answer.
 #[derive(Debug)]

@@ -1,4 +1,6 @@
-//! `eshost serve`: the host as a long-running HTTP service (axum on tokio).
+//! `eshost serve`: the host as a long-running HTTP service (axum on tokio),
+//! over the write side (`eshost`) and the read side (`eshost-read`). What it
+//! answers is typed in `eshost-api`, which its client shares.
 //!
 //! - [`routes`]: the handlers, thin over [`Host`].
 //! - [`error`]: error kinds and statuses, as JSON.

@@ -5,7 +5,7 @@
 use crate::conformance;
 use crate::util::*;
 use eshost::{Host, HostOptions};
-use eshost_http::server::ServerConfig;
+use eshost_server::ServerConfig;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 use crate::util::*;
 use eshost::wasm::Runtime;
 use eshost::{Host, HostOptions};
-use eshost_http::server::{App, ServerConfig};
+use eshost_server::{App, ServerConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
