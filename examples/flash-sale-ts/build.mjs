@@ -28,6 +28,8 @@ await build({
   target: "es2022",
   outfile: bundle,
   external: ["eshost:*"],
+  // @eshost/guest from its TypeScript sources (its package carries them).
+  conditions: ["source"],
   logLevel: "warning",
 });
 const { component } = await componentize({

@@ -8,9 +8,6 @@
 //!   node and npm into `target/modules-ts/`, the Python one with
 //!   componentize-py into `target/modules-py/`; each is skipped, saying
 //!   why, where its toolchain is missing.
-//! - `build-guest PATH [--out FILE]`: the same for any guest crate, wherever
-//!   it lives.
-//! - `new NAME [--dir DIR]`: scaffolds a standalone guest crate.
 //! - `layering`: checks that the crates depend on each other only as the
 //!   architecture allows (see [`LAYERING`]); cargo's own graph is the proof.
 //! - `test [ARGS]`: `layering`, `build-guests`, installs schemathesis (the
@@ -22,16 +19,14 @@
 //!   fails on a link to a page or an anchor that does not exist.
 //! - `demo [ARGS]`: `build-guests`, then `eshost demo flash-sale [ARGS]`.
 //!
-//! The wasm32 standard library comes from rustup when the target is installed
-//! (`rustup target add wasm32-unknown-unknown`). Otherwise the build falls back
-//! to Debian's `rustc-web` + `rust-web-src` + `lld` and builds std from source
-//! (`-Zbuild-std`) into its own target directory, so the two never mix.
+//! Guests are compiled with `eshost-guest-build` (rustup's wasm32 target, or
+//! Debian's compiler building std from source); a guest outside this
+//! repository is built with `eshost build`, and made with `eshost new`.
 
 use anyhow::{Context, Result, bail};
+use eshost_guest_build::Toolchain;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const TARGET: &str = "wasm32-unknown-unknown";
 
 /// Guest crates and the component file each one becomes, under `target/`.
 /// Aggregate guests go to `modules/` (eshost's default modules directory),
@@ -86,10 +81,6 @@ const PY_INPUTS: &[&str] = &["sdk/py/eshost_guest.py", "wit"];
 /// change to any of them means building again.
 const TS_INPUTS: &[&str] = &["sdk/ts/src", "sdk/ts/package.json", "wit"];
 
-/// Where the Debian fallback lives.
-const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
-const DEBIAN_STD_SOURCE: &str = "/usr/lib/rustlib/src/rust/library";
-
 fn main() -> std::process::ExitCode {
     match run_task() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -107,22 +98,6 @@ fn run_task() -> Result<()> {
     let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     match task.as_str() {
         "build-guests" => build_guests(&rest).map(|_| ()),
-        "build-guest" => {
-            let (path, out) = match rest.as_slice() {
-                [path] => (path, None),
-                [path, flag, out] if flag == "--out" => (path, Some(PathBuf::from(out))),
-                _ => usage(),
-            };
-            build_guest(Path::new(path), out)
-        }
-        "new" => {
-            let (name, dir) = match rest.as_slice() {
-                [name] => (name, None),
-                [name, flag, dir] if flag == "--dir" => (name, Some(PathBuf::from(dir))),
-                _ => usage(),
-            };
-            new_guest(name, dir)
-        }
         "layering" => check_layering(),
         "book" => build_book(),
         "test" => {
@@ -179,9 +154,6 @@ usage: cargo xtask TASK
   build-guests [PACKAGE...]         this repository's guests (all, or those named); the
                                     TypeScript one where node and npm are on PATH, the
                                     Python one where python3 has venv
-  build-guest PATH [--out FILE]     any guest crate, wherever it lives, into a component
-                                    (default PATH/target/NAME.wasm)
-  new NAME [--dir DIR]              scaffold a guest crate DIR/NAME (default ./NAME)
   layering                          check the crates depend on each other only as allowed
   test [CARGO TEST ARGS]            layering, build-guests, then cargo test --workspace
   book                              the reference pages from the code, then the book
@@ -257,6 +229,11 @@ const LAYERING: &[Layer] = &[
         ],
         why: "the HTTP client does not depend on the server or the host",
     },
+    Layer {
+        krate: "eshost-guest-build",
+        forbidden: &["eshost", "eshost-store", "eshost-wasm", "wasmtime", "sqlx"],
+        why: "building a guest needs a compiler and wit-component, not the host",
+    },
 ];
 
 /// No library crate may depend on these: the binary and what only it uses.
@@ -273,6 +250,7 @@ const LIBRARIES: &[&str] = &[
     "eshost-server",
     "eshost-client",
     "eshost-testing",
+    "eshost-guest-build",
 ];
 
 struct Layer {
@@ -578,35 +556,6 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// How the wasm32 standard library is obtained on this machine.
-enum Toolchain {
-    /// `rustup target add wasm32-unknown-unknown` was done.
-    Rustup,
-    /// Debian's compiler builds std from source.
-    DebianBuildStd,
-}
-
-fn detect_toolchain() -> Result<Toolchain> {
-    // `--print target-libdir` names the directory whether or not it exists;
-    // it exists only when the target's standard library is installed.
-    let output = Command::new("rustc")
-        .args(["--print", "target-libdir", "--target", TARGET])
-        .output();
-    if let Ok(output) = output {
-        let libdir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        if output.status.success() && !libdir.is_empty() && Path::new(&libdir).is_dir() {
-            return Ok(Toolchain::Rustup);
-        }
-    }
-    if Path::new(DEBIAN_RUSTC).exists() && Path::new(DEBIAN_STD_SOURCE).is_dir() {
-        return Ok(Toolchain::DebianBuildStd);
-    }
-    bail!(
-        "no wasm32 toolchain: run `rustup target add {TARGET}`, or on Debian \
-         `apt-get install rustc-web rust-web-src lld`"
-    )
-}
-
 /// Where cargo puts what it builds: `CARGO_TARGET_DIR` if set (relative to
 /// the directory xtask was started in, as cargo reads it), else `target/`.
 fn target_root() -> PathBuf {
@@ -616,51 +565,6 @@ fn target_root() -> PathBuf {
             .unwrap_or_else(|_| PathBuf::from(dir)),
         _ => workspace_root().join("target"),
     }
-}
-
-/// `cargo build --release` for wasm32 with what this machine has: the
-/// rustup target, or Debian's compiler building std from source into a
-/// target directory of its own (shared by every guest, so std is built
-/// once). Returns the directory holding the core `.wasm` files.
-fn build_wasm(configure: impl FnOnce(&mut Command)) -> Result<PathBuf> {
-    let toolchain = detect_toolchain()?;
-    let mut cargo = cargo();
-    cargo.args(["build", "--release", "--target", TARGET]);
-    configure(&mut cargo);
-    let target_dir = match toolchain {
-        Toolchain::Rustup => target_root(),
-        Toolchain::DebianBuildStd => {
-            cargo
-                .env("RUSTC", DEBIAN_RUSTC)
-                .env("RUSTC_BOOTSTRAP", "1")
-                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld")
-                .arg("-Zbuild-std=std,panic_abort");
-            target_root().join("wasm-fallback")
-        }
-    };
-    cargo.arg("--target-dir").arg(&target_dir);
-    run(&mut cargo).context("building the guest crates")?;
-    Ok(target_dir.join(TARGET).join("release"))
-}
-
-/// Wraps a guest's core module into a component at `out` (rewritten only
-/// on change, so the file's mtime means something).
-fn wrap(name: &str, core: &Path, out: &Path) -> Result<()> {
-    let bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .with_context(|| format!("{name}: not a guest module"))?
-        .validate(true)
-        .encode()
-        .with_context(|| format!("{name}: encoding the component"))?;
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if std::fs::read(out).ok().as_deref() != Some(component.as_slice()) {
-        std::fs::write(out, &component)?;
-    }
-    eprintln!("guest {name} -> {}", out.display());
-    Ok(())
 }
 
 /// Builds this repository's guests (all, or those named) and returns the
@@ -689,14 +593,19 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
     if !only.is_empty() && chosen.is_empty() {
         return Ok(target_root().join("modules"));
     }
-    let release = build_wasm(|cargo| {
-        for (package, _) in &chosen {
-            cargo.args(["-p", package]);
-        }
-    })?;
+    // The repository's guests are this workspace's members, with names of
+    // their own: they share its target directory.
+    let (mut cargo, release) = Toolchain::detect()?.cargo_build(&target_root());
+    cargo.current_dir(workspace_root());
+    for (package, _) in &chosen {
+        cargo.args(["-p", package]);
+    }
+    run(&mut cargo).context("building the guest crates")?;
     for (package, component_path) in chosen {
         let core = release.join(format!("{}.wasm", package.replace('-', "_")));
-        wrap(package, &core, &target_root().join(component_path))?;
+        let out = target_root().join(component_path);
+        eshost_guest_build::wrap(package, &core, &out)?;
+        eprintln!("guest {package} -> {}", out.display());
     }
     Ok(target_root().join("modules"))
 }
@@ -837,131 +746,4 @@ fn newest_change(path: &Path) -> Result<std::time::SystemTime> {
         }
     }
     Ok(newest)
-}
-
-/// Builds the guest crate at `path` (anywhere: its own workspace, not this
-/// one) and wraps it into a component at `out` (default
-/// `PATH/target/NAME.wasm`, NAME its package name).
-fn build_guest(path: &Path, out: Option<PathBuf>) -> Result<()> {
-    let manifest = path.join("Cargo.toml");
-    let manifest = manifest
-        .canonicalize()
-        .with_context(|| format!("{}: no Cargo.toml (not a crate)", path.display()))?;
-    let (package, library) = cdylib_of(&manifest)?;
-    let release = build_wasm(|cargo| {
-        cargo.arg("--manifest-path").arg(&manifest);
-    })?;
-    let out = match out {
-        Some(out) => out,
-        None => manifest
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("target")
-            .join(format!("{package}.wasm")),
-    };
-    wrap(&package, &release.join(format!("{library}.wasm")), &out)
-}
-
-/// The package name and the `cdylib` target's name of a crate.
-fn cdylib_of(manifest: &Path) -> Result<(String, String)> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let package = metadata["packages"]
-        .as_array()
-        .and_then(|packages| {
-            packages
-                .iter()
-                .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest))
-        })
-        .with_context(|| format!("{}: no package", manifest.display()))?;
-    let library = package["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| {
-            t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
-        })
-        .and_then(|t| t["name"].as_str())
-        .with_context(|| {
-            format!(
-                "{}: no cdylib target (a guest needs [lib] crate-type = [\"cdylib\"])",
-                manifest.display()
-            )
-        })?;
-    let name = package["name"].as_str().unwrap_or(library).to_string();
-    Ok((name, library.replace('-', "_")))
-}
-
-/// Scaffolds a standalone guest crate `DIR/NAME`: its Cargo.toml (the SDK
-/// from this repository, by path), a counter aggregate to start from with a
-/// unit test, a spec file for `eshost test`, and this repository's
-/// Cargo.lock, so it builds with the versions eshost's own guests use.
-fn new_guest(name: &str, dir: Option<PathBuf>) -> Result<()> {
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !valid {
-        bail!(
-            "{name:?}: a guest name is lowercase letters, digits, - and _, starting with a letter"
-        );
-    }
-    let crate_dir = dir.unwrap_or_default().join(name);
-    if crate_dir.exists() {
-        bail!("{} already exists", crate_dir.display());
-    }
-    let aggregate: String = name
-        .split(['-', '_'])
-        .map(|word| {
-            let mut chars = word.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
-    let sdk = workspace_root().join("sdk/rust");
-    let fill = |template: &str| {
-        template
-            .replace("{crate}", name)
-            .replace("{aggregate}", &aggregate)
-            .replace("{path}", &crate_dir.display().to_string())
-            .replace("{sdk}", &sdk.display().to_string())
-    };
-    std::fs::create_dir_all(crate_dir.join("src"))?;
-    let files = [
-        ("Cargo.toml", include_str!("../templates/Cargo.toml.tmpl")),
-        ("src/lib.rs", include_str!("../templates/lib.rs.tmpl")),
-        (
-            &format!("{name}.spec.toml"),
-            include_str!("../templates/spec.toml.tmpl"),
-        ),
-    ];
-    for (file, template) in files {
-        std::fs::write(crate_dir.join(file), fill(template))?;
-    }
-    std::fs::copy(
-        workspace_root().join("Cargo.lock"),
-        crate_dir.join("Cargo.lock"),
-    )?;
-    eprintln!(
-        "created {dir} (aggregate {aggregate})\nbuild it:  cargo xtask build-guest {dir} --out modules/{name}.wasm",
-        dir = crate_dir.display()
-    );
-    Ok(())
 }

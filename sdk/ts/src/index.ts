@@ -17,6 +17,9 @@
 // componentize-js, world `aggregate-guest`, every WASI feature disabled:
 // the host refuses a guest that imports anything but `eshost:aggregate/host`.
 
+/// <reference path="./host.d.ts" preserve="true" />
+/// <reference path="./globals.d.ts" preserve="true" />
+
 import { log as hostLog, type Level } from "eshost:aggregate/host@0.1.0";
 
 export type { Level };

@@ -4,11 +4,13 @@
 
 mod aggregates;
 mod bench;
+mod build;
 mod completions;
 mod demo;
 mod events;
 mod exec;
 mod migrate;
+mod new;
 mod projection;
 mod projections;
 mod reference;
@@ -32,6 +34,8 @@ pub enum Command {
     State(state::StateArgs),
     Events(events::EventsArgs),
     Serve(serve::ServeArgs),
+    New(new::NewArgs),
+    Build(build::BuildArgs),
     Test(test::TestArgs),
     /// Check a new version of an aggregate against the recorded streams
     /// before it goes live (`eshost upgrade check --help`).
@@ -63,6 +67,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::State(args) => state::run(global, args).await,
         Command::Events(args) => events::run(global, args).await,
         Command::Serve(args) => serve::run(global, args).await,
+        Command::New(args) => new::run(args),
+        Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(global, args),
         Command::Upgrade(command) => upgrade::run(global, command).await,
         Command::Migrate(args) => migrate::run(global, args).await,

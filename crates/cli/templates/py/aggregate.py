@@ -1,0 +1,5 @@
+"""The `aggregate` interface's resource, where componentize-py looks for it."""
+
+from app import State
+
+__all__ = ["State"]
