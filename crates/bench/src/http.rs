@@ -67,11 +67,7 @@ impl Connection {
 
     /// Sends one command and reads its answer: status and body.
     async fn send(&mut self, command: &CommandRequest) -> std::io::Result<(u16, Vec<u8>)> {
-        let key = command
-            .command_id
-            .as_deref()
-            .map(|id| format!("Idempotency-Key: {id}\r\n"))
-            .unwrap_or_default();
+        let key = format!("Idempotency-Key: {}\r\n", command.command_id);
         let request = format!(
             "POST /v1/aggregates/{}/{}/commands/{} HTTP/1.1\r\nHost: {}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n{key}\r\n{}",
@@ -167,10 +163,6 @@ impl Resending {
 
     /// Sends `command` until it has a final answer.
     pub async fn execute(&mut self, command: &CommandRequest) -> Result<Answered, String> {
-        let mut command = command.clone();
-        if command.command_id.is_none() {
-            command.command_id = Some(uuid::Uuid::new_v4().to_string());
-        }
         let mut last = String::new();
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -179,9 +171,9 @@ impl Resending {
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             let sent = match self.connection.as_mut() {
-                Some(connection) => connection.send(&command).await,
+                Some(connection) => connection.send(command).await,
                 None => match Connection::open(self.server).await {
-                    Ok(connection) => self.connection.insert(connection).send(&command).await,
+                    Ok(connection) => self.connection.insert(connection).send(command).await,
                     Err(e) => Err(e),
                 },
             };

@@ -478,6 +478,39 @@ impl Driver {
 }
 
 impl Caller {
+    /// Takes purchase numbers from `next` until `purchases` are taken, and
+    /// sends each (one unit, to the sales in `ids` round-robin): the
+    /// latency of each in ms, the conflict retries, the failures.
+    async fn purchase(
+        &mut self,
+        ids: &[String],
+        next: &AtomicUsize,
+        purchases: usize,
+    ) -> (Vec<f64>, u64, usize) {
+        let mut latencies = Vec::new();
+        let (mut retries, mut failed) = (0u64, 0usize);
+        loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            if n >= purchases {
+                break;
+            }
+            let payload =
+                serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 }).to_string();
+            let id = &ids[n % ids.len()];
+            let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
+            let sent = Instant::now();
+            match self.execute(&request).await {
+                Ok(retried) => retries += u64::from(retried),
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(%error, "a benchmark command failed");
+                }
+            }
+            latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        (latencies, retries, failed)
+    }
+
     /// Sends one command; the conflict retries it took, or why it failed.
     async fn execute(&mut self, request: &CommandRequest) -> Result<u32, String> {
         match self {
@@ -490,6 +523,17 @@ impl Caller {
             Self::Resending(caller) => caller.execute(request).await.map(|a| a.retries),
         }
     }
+}
+
+/// True if any of the sales sold more than its `stock`.
+async fn any_oversold(host: &Host, ids: &[String], stock: u64) -> Result<bool, BenchError> {
+    let mut oversold = false;
+    for id in ids {
+        let state = host.state(AGGREGATE, id).await?;
+        let sold = state["sold"].as_u64().unwrap_or(u64::MAX);
+        oversold |= sold > stock || state["stock"].as_u64().is_none();
+    }
+    Ok(oversold)
 }
 
 /// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
@@ -527,29 +571,7 @@ async fn purchases_run(
             client.spawn(async move {
                 let caller = driver.caller().await;
                 start.wait().await;
-                let mut caller = caller?;
-                let mut latencies = Vec::new();
-                let (mut retries, mut failed) = (0u64, 0usize);
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= purchases {
-                        break;
-                    }
-                    let payload = serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
-                        .to_string();
-                    let id = &ids[n % ids.len()];
-                    let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
-                    let sent = Instant::now();
-                    match caller.execute(&request).await {
-                        Ok(retried) => retries += u64::from(retried),
-                        Err(error) => {
-                            failed += 1;
-                            tracing::warn!(%error, "a benchmark command failed");
-                        }
-                    }
-                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                }
-                Ok::<_, BenchError>((latencies, retries, failed))
+                Ok::<_, BenchError>(caller?.purchase(&ids, &next, purchases).await)
             })
         })
         .collect();
@@ -576,12 +598,7 @@ async fn purchases_run(
     let appends = host.stats().appends.get() - appends_before;
     let commits = host.stats().group_commit.commits.get() - commits_before;
 
-    let mut oversold = false;
-    for id in ids.iter() {
-        let state = host.state(AGGREGATE, id).await?;
-        let sold = state["sold"].as_u64().unwrap_or(u64::MAX);
-        oversold |= sold > stock || state["stock"].as_u64().is_none();
-    }
+    let oversold = any_oversold(host, &ids, stock).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     Ok(BenchLine {
         retries_per_command: retries as f64 / purchases as f64,

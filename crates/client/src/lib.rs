@@ -83,8 +83,8 @@ impl Client {
         })
     }
 
-    /// Runs a command. The request should carry a command id, so that a
-    /// caller told "unknown" can resend it.
+    /// Runs a command, under its id (sent as `Idempotency-Key`): a caller
+    /// told "unknown" resends the same request to learn the outcome.
     pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, ClientError> {
         let path = format!(
             "/v1/aggregates/{}/{}/commands/{}",
@@ -95,9 +95,9 @@ impl Client {
         let mut post = self
             .http
             .post(self.url(&path))
+            .header(IDEMPOTENCY_KEY, request.command_id.as_str())
             .body(request.payload.clone());
         for (header, value) in [
-            (IDEMPOTENCY_KEY, &request.command_id),
             (CORRELATION_ID, &request.correlation_id),
             (CAUSATION_ID, &request.causation_id),
         ] {

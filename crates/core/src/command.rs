@@ -3,6 +3,57 @@
 use crate::event::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
+/// A command's id: the caller's, or a new UUID. This is the one place ids
+/// are made, when the request is: whoever sends a command knows its id
+/// before anything can fail, and an answer that never arrives can be
+/// learnt by sending the command again under the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandId {
+    id: String,
+    /// The caller named it, so the command may be a repeat. A new UUID
+    /// cannot be, which saves looking it up.
+    chosen: bool,
+}
+
+impl CommandId {
+    /// A new id (a random UUID).
+    pub fn new() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            chosen: false,
+        }
+    }
+
+    /// The caller's id, as given.
+    pub fn chosen(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            chosen: true,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+
+    /// True if the caller named the id (see [`CommandId::chosen`]).
+    pub fn is_chosen(&self) -> bool {
+        self.chosen
+    }
+}
+
+impl Default for CommandId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for CommandId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
 /// A command addressed to one aggregate instance.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
@@ -11,9 +62,10 @@ pub struct CommandRequest {
     pub command: String,
     /// JSON text.
     pub payload: String,
-    /// Identifies this command; generated when absent. A command sent again
-    /// with the same id is answered with the outcome first recorded.
-    pub command_id: Option<String>,
+    /// Identifies this command: a new UUID unless the caller chose one
+    /// ([`CommandRequest::with_command_id`]). A command sent again with the
+    /// same id is answered with the outcome first recorded.
+    pub command_id: CommandId,
     /// The conversation this command belongs to; defaults to the command id.
     pub correlation_id: Option<String>,
     /// What caused this command; defaults to the command id.
@@ -32,10 +84,19 @@ impl CommandRequest {
             id: id.into(),
             command: command.into(),
             payload: payload.into(),
-            command_id: None,
+            command_id: CommandId::new(),
             correlation_id: None,
             causation_id: None,
         }
+    }
+
+    /// The same request under the caller's id, if it gives one (an
+    /// `Idempotency-Key`, a `--command-id`); else under its new one.
+    pub fn with_command_id(mut self, id: Option<String>) -> Self {
+        if let Some(id) = id {
+            self.command_id = CommandId::chosen(id);
+        }
+        self
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`event`]: [`RecordedEvent`] as the store holds it, and [`Snapshot`].
 //! - [`json`]: [`JsonText`], a payload's exact JSON text, and
 //!   [`storable_json`], the check a payload passes before it is written.
-//! - [`command`]: [`CommandRequest`] and its [`CommandOutcome`].
+//! - [`command`]: [`CommandRequest`], its [`CommandId`] and its
+//!   [`CommandOutcome`].
 //! - [`catalog`]: what a host has loaded ([`AggregateInfo`]) and what a
 //!   reload changed ([`ReloadReport`]).
 //! - [`view`]: projections' records and the changes they make to views.
@@ -24,7 +25,7 @@ pub mod stream;
 pub mod view;
 
 pub use catalog::{AggregateInfo, ReloadReport};
-pub use command::{CommandOutcome, CommandRequest};
+pub use command::{CommandId, CommandOutcome, CommandRequest};
 pub use event::{RecordedEvent, Snapshot};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
 pub use stream::StreamId;

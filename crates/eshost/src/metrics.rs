@@ -74,6 +74,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    // One registration per metric, each with its help text: a list, long
+    // because the metrics are many, not because it branches.
     fn default() -> Self {
         let seconds = || Histogram::new(exponential_buckets(0.000_05, 2.5, 14));
         let mut metrics = Self {

@@ -80,8 +80,9 @@ pub async fn command(
     };
     // The id is settled before anything can fail, so every answer carries
     // it: a caller can always resend safely.
-    let command_id = header(IDEMPOTENCY_KEY, headers.idempotency_key)?
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = header(IDEMPOTENCY_KEY, headers.idempotency_key)?;
+    let unsent = CommandRequest::new(aggregate, id, command, String::new()).with_command_id(key);
+    let command_id = unsent.command_id.as_str().to_string();
     let with_id = |e: ApiError| e.with_command_id(&command_id);
     let body = body.map_err(|e| with_id(body_error(e)))?;
     let payload = match std::str::from_utf8(&body) {
@@ -96,10 +97,10 @@ pub async fn command(
         }
     };
     let request = CommandRequest {
-        command_id: Some(command_id.clone()),
+        payload,
         correlation_id: header(CORRELATION_ID, headers.correlation_id).map_err(with_id)?,
         causation_id: header(CAUSATION_ID, headers.causation_id).map_err(with_id)?,
-        ..CommandRequest::new(aggregate, id, command, payload)
+        ..unsent
     };
     let deadline = app.config.command_timeout;
     match tokio::time::timeout(deadline, app.host.execute(&request)).await {

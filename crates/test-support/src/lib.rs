@@ -6,7 +6,7 @@
 
 use eshost::store::{EventStore, JsonText};
 use eshost::wasm::Runtime;
-use eshost::{CommandRequest, Concurrency, Host, Modules, RecordedEvent, RetryPolicy};
+use eshost::{CommandId, CommandRequest, Concurrency, Host, Modules, RecordedEvent, RetryPolicy};
 use eshost_server::{self as server, ServerConfig};
 use serde_json::Value;
 use sqlx::Connection;
@@ -328,7 +328,7 @@ pub async fn paced_purchases(
                 let mut answers = Vec::new();
                 for n in caller * per_caller..((caller + 1) * per_caller).min(purchases) {
                     let mut request = purchase(&item, &format!("buyer-{n}"), 1);
-                    request.command_id = Some(format!("{item}-order-{n}"));
+                    request.command_id = CommandId::chosen(format!("{item}-order-{n}"));
                     let answer = host.execute(&request).await;
                     answers.push((request, answer));
                     tokio::time::sleep(pace).await;
@@ -375,7 +375,7 @@ pub async fn assert_each_recorded_once(
         "one recorded command per request"
     );
     for (request, answer) in answers {
-        let id = request.command_id.as_deref().unwrap();
+        let id = request.command_id.as_str();
         let outcome = answer
             .as_ref()
             .unwrap_or_else(|e| panic!("{id} failed: {e}"));

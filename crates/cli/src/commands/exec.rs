@@ -55,17 +55,16 @@ pub struct ExecArgs {
 pub async fn run(global: &GlobalArgs, args: ExecArgs) -> Result<()> {
     // Read the input first: a bad @file fails before anything is opened.
     let payload = read_payload(args.payload.as_deref())?;
-    // The id is settled here, so that a failure can name it: resending with
-    // it is how a caller learns the outcome of a command left unknown.
-    let command_id = args
-        .command_id
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // The id is settled with the request, so that a failure can name it:
+    // resending with it is how a caller learns the outcome of a command
+    // left unknown.
     let request = CommandRequest {
-        command_id: Some(command_id.clone()),
         correlation_id: args.correlation_id,
         causation_id: args.causation_id,
         ..CommandRequest::new(args.aggregate, args.id, args.command, payload)
+            .with_command_id(args.command_id)
     };
+    let command_id = request.command_id.to_string();
     let retry = RetryPolicy {
         max_retries: args.max_retries,
         ..RetryPolicy::default()

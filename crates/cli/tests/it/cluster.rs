@@ -4,7 +4,7 @@
 //! resend as the book tells clients to (same Idempotency-Key).
 
 use crate::util::{FLASH_SALE, TestDb, assert_gapless, create, modules_dir, purchase};
-use eshost::{CommandRequest, Host};
+use eshost::{CommandId, CommandRequest, Host};
 use eshost_bench::cluster::{Cluster, ClusterConfig, Routing};
 use eshost_bench::http::{Answered, Resending};
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ async fn purchases(
                         return (answers, caller.resends);
                     }
                     let mut request = purchase(&items[n % items.len()], &format!("b{n}"), 1);
-                    request.command_id = Some(format!("order-{run}-{n}"));
+                    request.command_id = CommandId::chosen(format!("order-{run}-{n}"));
                     let answer = caller.execute(&request).await;
                     answered.fetch_add(1, Ordering::Relaxed);
                     answers.push((request, answer));
@@ -114,7 +114,7 @@ async fn assert_each_recorded_once(
     }
     let mut replays = 0;
     for (request, answer) in answers {
-        let id = request.command_id.as_deref().unwrap();
+        let id = request.command_id.as_str();
         let answer = answer
             .as_ref()
             .unwrap_or_else(|e| panic!("{id} got no success: {e}"));

@@ -515,8 +515,8 @@ impl Shared {
             });
         }
         check_id("aggregate id", &request.id)?;
+        check_id("command id", request.command_id.as_str())?;
         for (what, id) in [
-            ("command id", &request.command_id),
             ("correlation id", &request.correlation_id),
             ("causation id", &request.causation_id),
         ] {
@@ -524,10 +524,7 @@ impl Shared {
                 check_id(what, id)?;
             }
         }
-        let command_id = request
-            .command_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let command_id = request.command_id.as_str().to_string();
         let or_command_id = |id: &Option<String>| id.clone().unwrap_or_else(|| command_id.clone());
         Ok(Prepared {
             correlation_id: or_command_id(&request.correlation_id),
@@ -537,7 +534,7 @@ impl Shared {
             command: request.command.clone(),
             payload: request.payload.clone(),
             command_id,
-            caller_command_id: request.command_id.is_some(),
+            caller_command_id: request.command_id.is_chosen(),
             fingerprint: idempotency::fingerprint(&request.command, &request.payload),
         })
     }

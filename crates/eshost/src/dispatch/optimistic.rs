@@ -3,8 +3,12 @@
 //! catches up on the new events only, decides again and appends again, up to
 //! `max_retries`, with backoff.
 
+use super::guest::Decided;
 use super::{CommandOutcome, Prepared, Shared, to_new_command};
 use crate::error::{CommandError, StoreError};
+use eshost_store::{RecordedEvent, StreamId};
+use eshost_wasm::Hydrated;
+use eshost_wasm::instance::DecidedEvent;
 use tracing::{debug, warn};
 
 impl Shared {
@@ -41,21 +45,9 @@ impl Shared {
             }
             let events = match decided {
                 Ok(events) if !events.is_empty() => events,
-                // Recording nothing, this command is not guarded by the key
-                // on command ids: a repeat is found by looking it up.
                 nothing => {
                     self.cache.put(stream.clone(), aggregate);
-                    let answer = match nothing {
-                        Ok(_) => Ok(CommandOutcome {
-                            command_id: prepared.command_id.clone(),
-                            events: Vec::new(),
-                            retries,
-                            replayed: false,
-                        }),
-                        Err(refusal) => Err(Self::refused(&prepared, refusal)),
-                    };
-                    let mut answers = self.unless_recorded(vec![(&prepared, answer)]).await;
-                    return answers.remove(0);
+                    return self.answer_unrecorded(&prepared, nothing, retries).await;
                 }
             };
             let new_command = to_new_command(&prepared, &prepared.component, &events);
@@ -67,18 +59,8 @@ impl Shared {
                 .await
             {
                 Ok(recorded) => {
-                    // The events are recorded whatever happens next; a guest
-                    // that cannot apply its own events (or snapshot them) loses
-                    // its cache entry, and the next command meets the failure
-                    // on replay.
-                    let kept = match self.apply_decided(aggregate, events).await {
-                        Ok(aggregate) => self.maybe_snapshot(aggregate, stream, base).await,
-                        Err(e) => Err(e),
-                    };
-                    match kept {
-                        Ok(aggregate) => self.cache.put(stream.clone(), aggregate),
-                        Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
-                    }
+                    self.keep_after_append(aggregate, events, stream, base)
+                        .await;
                     return Ok(CommandOutcome {
                         command_id: prepared.command_id,
                         events: recorded,
@@ -95,19 +77,10 @@ impl Shared {
                         .unwrap_or(Err(error.into()));
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    self.metrics.conflicts.inc();
-                    if retries >= self.retry.max_retries {
-                        warn!(%stream, retries, "retries exhausted");
-                        return Err(Self::exhausted(&prepared, retries));
-                    }
-                    retries += 1;
-                    let delay = self.retry.backoff(retries);
-                    debug!(%stream, retries, ?delay, "conflict; retrying");
-                    tokio::time::sleep(delay).await;
-                    let after = aggregate.version;
                     unseen = self
-                        .patiently("load", || self.store.load(stream, after))
+                        .after_conflict(&prepared, aggregate.version, retries)
                         .await?;
+                    retries += 1;
                     up_to_date = true;
                 }
                 Err(other) => {
@@ -116,6 +89,73 @@ impl Shared {
                     return Err(other.into());
                 }
             }
+        }
+    }
+
+    /// After a conflict, the `retries`th: the events recorded since
+    /// `version`, to decide again with, once the backoff has passed. An
+    /// error once the retries are spent.
+    async fn after_conflict(
+        &self,
+        prepared: &Prepared,
+        version: u64,
+        retries: u32,
+    ) -> Result<Vec<RecordedEvent>, CommandError> {
+        let stream = &prepared.stream;
+        self.metrics.conflicts.inc();
+        if retries >= self.retry.max_retries {
+            warn!(%stream, retries, "retries exhausted");
+            return Err(Self::exhausted(prepared, retries));
+        }
+        let delay = self.retry.backoff(retries + 1);
+        debug!(%stream, retries = retries + 1, ?delay, "conflict; retrying");
+        tokio::time::sleep(delay).await;
+        let unseen = self
+            .patiently("load", || self.store.load(stream, version))
+            .await?;
+        Ok(unseen)
+    }
+
+    /// The answer to a command that decided to record nothing (no events,
+    /// or a refusal). Nothing appended, the key on command ids did not
+    /// guard it: a repeat is found by looking its id up.
+    async fn answer_unrecorded(
+        &self,
+        prepared: &Prepared,
+        decided: Decided,
+        retries: u32,
+    ) -> Result<CommandOutcome, CommandError> {
+        let answer = match decided {
+            Ok(_) => Ok(CommandOutcome {
+                command_id: prepared.command_id.clone(),
+                events: Vec::new(),
+                retries,
+                replayed: false,
+            }),
+            Err(refusal) => Err(Self::refused(prepared, refusal)),
+        };
+        let mut answers = self.unless_recorded(vec![(prepared, answer)]).await;
+        answers.remove(0)
+    }
+
+    /// After an append: the instance applies its own events (and takes a
+    /// snapshot when one is due) and goes back to the cache. The events are
+    /// recorded whatever happens here; a guest that cannot apply them loses
+    /// its cache entry, and the next command meets the failure on replay.
+    async fn keep_after_append(
+        &self,
+        aggregate: Hydrated,
+        events: Vec<DecidedEvent>,
+        stream: &StreamId,
+        base: u64,
+    ) {
+        let kept = match self.apply_decided(aggregate, events).await {
+            Ok(aggregate) => self.maybe_snapshot(aggregate, stream, base).await,
+            Err(e) => Err(e),
+        };
+        match kept {
+            Ok(aggregate) => self.cache.put(stream.clone(), aggregate),
+            Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
         }
     }
 }

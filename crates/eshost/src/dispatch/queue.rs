@@ -32,7 +32,7 @@ use super::guest::Decided;
 use super::{Answer, CommandOutcome, Prepared, Shared, to_new_command};
 use crate::error::{CommandError, StoreError};
 use eshost_store::{NewCommand, StreamId};
-use eshost_wasm::Hydrated;
+use eshost_wasm::{Hydrated, LoadedComponent};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -267,12 +267,7 @@ async fn decide(
     jobs: Vec<Job>,
     ahead: bool,
 ) -> (Option<Ready>, Vec<Job>) {
-    // A command id twice in one append would collide with itself: a repeat
-    // waits for the next batch, where it finds the first one recorded.
-    let mut ids = std::collections::HashSet::new();
-    let (jobs, mut repeats): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .partition(|job| ids.insert(job.prepared.command_id.clone()));
+    let (jobs, mut repeats) = split_repeats(jobs);
     let Some(first) = jobs.first() else {
         return (None, repeats);
     };
@@ -290,21 +285,15 @@ async fn decide(
         waiting.append(&mut repeats);
         return (None, waiting);
     }
-    let held = instance
-        .take()
-        .filter(usable)
-        .or_else(|| shared.cached(&component, stream));
-    let (aggregate, current) = match held {
-        Some(aggregate) => (aggregate, false),
-        None => match shared.hydrate(&component, stream).await {
-            Ok(aggregate) => (aggregate, true),
-            Err(e) => {
-                for job in jobs {
-                    job.answer(Err(e.clone()));
-                }
-                return (None, repeats);
+    let held = instance.take().filter(usable);
+    let (aggregate, current) = match checkout(shared, &component, stream, held).await {
+        Ok(checked_out) => checked_out,
+        Err(e) => {
+            for job in jobs {
+                job.answer(Err(e.clone()));
             }
-        },
+            return (None, repeats);
+        }
     };
     let base_version = aggregate.version;
 
@@ -316,16 +305,7 @@ async fn decide(
     let (aggregate, decision) = shared
         .decide_batch(aggregate, commands, MAX_BATCH_BYTES)
         .await;
-    let new_commands: Vec<NewCommand> = jobs
-        .iter()
-        .zip(&decision.decided)
-        .filter_map(|(job, result)| match result {
-            Ok(events) if !events.is_empty() => {
-                Some(to_new_command(&job.prepared, &component, events))
-            }
-            _ => None,
-        })
-        .collect();
+    let new_commands = to_new_commands(&jobs, &decision.decided, &component);
     if ahead && (decision.failure.is_some() || new_commands.is_empty()) {
         // Refusals and failures alike depend on the batch before: it may
         // yet fail. Nothing was applied that is not decided again.
@@ -346,33 +326,8 @@ async fn decide(
     leftover.append(&mut repeats);
 
     if new_commands.is_empty() {
-        // Nothing to append, so nothing guards these answers: they stand only
-        // if no newer events exist. Otherwise decide them again, fresh.
-        let mut kept = aggregate;
-        if !current {
-            let stale = match kept.take() {
-                None => true,
-                Some(aggregate) => match shared.catch_up(aggregate, stream).await {
-                    Ok((aggregate, 0)) => {
-                        kept = Some(aggregate);
-                        false
-                    }
-                    Ok(_) => true,
-                    Err(e) => {
-                        for (job, _) in decided {
-                            job.answer(Err(e.clone()));
-                        }
-                        return (None, leftover);
-                    }
-                },
-            };
-            if stale {
-                let mut redo: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
-                redo.append(&mut leftover);
-                return (None, redo);
-            }
-        }
-        answer_batch(shared, decided, Vec::new()).await;
+        let (kept, leftover) =
+            answer_unrecorded(shared, stream, aggregate, current, decided, leftover).await;
         *instance = kept;
         return (None, leftover);
     }
@@ -383,6 +338,88 @@ async fn decide(
         base_version,
     };
     (Some(ready), leftover)
+}
+
+/// What a batch appends: the commands that decided events, under their
+/// ids, with the component that decided them named in the metadata.
+fn to_new_commands(
+    jobs: &[Job],
+    decided: &[Decided],
+    component: &LoadedComponent,
+) -> Vec<NewCommand> {
+    jobs.iter()
+        .zip(decided)
+        .filter_map(|(job, result)| match result {
+            Ok(events) if !events.is_empty() => {
+                Some(to_new_command(&job.prepared, component, events))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The batch, and the repeats among it: a command id twice in one append
+/// would collide with itself, so a repeat waits for the next batch, where
+/// it finds the first one recorded.
+fn split_repeats(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
+    let mut ids = std::collections::HashSet::new();
+    jobs.into_iter()
+        .partition(|job| ids.insert(job.prepared.command_id.clone()))
+}
+
+/// The instance to decide a batch with: the one the worker holds, else the
+/// cached one, else one hydrated now. The flag is true only for the last,
+/// the one known to be current.
+async fn checkout(
+    shared: &Shared,
+    component: &Arc<LoadedComponent>,
+    stream: &StreamId,
+    held: Option<Hydrated>,
+) -> Result<(Hydrated, bool), CommandError> {
+    match held.or_else(|| shared.cached(component, stream)) {
+        Some(aggregate) => Ok((aggregate, false)),
+        None => Ok((shared.hydrate(component, stream).await?, true)),
+    }
+}
+
+/// Answers a batch that decided to record nothing (refusals, no events).
+/// Nothing appended, nothing guards these answers: they stand only if no
+/// newer events exist. Otherwise they go back to be decided again, fresh.
+/// Returns the instance to keep and the jobs still waiting.
+async fn answer_unrecorded(
+    shared: &Shared,
+    stream: &StreamId,
+    aggregate: Option<Hydrated>,
+    current: bool,
+    decided: Vec<(Job, Decided)>,
+    mut leftover: Vec<Job>,
+) -> (Option<Hydrated>, Vec<Job>) {
+    let mut kept = aggregate;
+    if !current {
+        let stale = match kept.take() {
+            None => true,
+            Some(aggregate) => match shared.catch_up(aggregate, stream).await {
+                Ok((aggregate, 0)) => {
+                    kept = Some(aggregate);
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    for (job, _) in decided {
+                        job.answer(Err(e.clone()));
+                    }
+                    return (None, leftover);
+                }
+            },
+        };
+        if stale {
+            let mut redo: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
+            redo.append(&mut leftover);
+            return (None, redo);
+        }
+    }
+    answer_batch(shared, decided, Vec::new()).await;
+    (kept, leftover)
 }
 
 /// Appends a decided batch and answers its commands. `Err` means the

@@ -3,10 +3,10 @@
 //! is answered with the outcome first recorded.
 
 use crate::util::*;
-use eshost::{CommandError, CommandRequest, Concurrency, RetryPolicy};
+use eshost::{CommandError, CommandId, CommandRequest, Concurrency, RetryPolicy};
 
 fn with_id(mut request: CommandRequest, command_id: &str) -> CommandRequest {
-    request.command_id = Some(command_id.to_string());
+    request.command_id = CommandId::chosen(command_id);
     request
 }
 
@@ -36,6 +36,25 @@ async fn a_repeat_appends_nothing_and_gets_the_first_outcome(db: &TestDb) {
         // A second host (own pool, own cache) sees the same record.
         let other = db.host_in(mode, RetryPolicy::default()).await;
         assert_eq!(other.execute(&buy).await.unwrap().events, first.events);
+        let stream = host.events(FLASH_SALE, &sale).await.unwrap();
+        assert_eq!(names(&stream), ["FlashSaleCreated", "ItemPurchased"]);
+    }
+}
+
+/// A request has its id from the moment it is made, whether or not the
+/// caller chose one: sending the same request again (after a timeout, say)
+/// is a repeat, never a second purchase.
+async fn the_same_request_sent_twice_is_recorded_once(db: &TestDb) {
+    for mode in [Concurrency::Queued, Concurrency::Optimistic] {
+        let host = db.host_in(mode, RetryPolicy::default()).await;
+        let sale = format!("twice-{mode:?}");
+        host.execute(&create(&sale, 5)).await.unwrap();
+        let buy = purchase(&sale, "ann", 1);
+        let first = host.execute(&buy).await.unwrap();
+        let again = host.execute(&buy).await.unwrap();
+        assert!(again.replayed, "{mode:?}: the resend was decided again");
+        assert_eq!(again.command_id, first.command_id);
+        assert_eq!(again.events, first.events);
         let stream = host.events(FLASH_SALE, &sale).await.unwrap();
         assert_eq!(names(&stream), ["FlashSaleCreated", "ItemPurchased"]);
     }
@@ -196,6 +215,7 @@ async fn odd_ids_round_trip_and_long_ones_are_refused(db: &TestDb) {
 
 crate::conformance!(
     a_repeat_appends_nothing_and_gets_the_first_outcome,
+    the_same_request_sent_twice_is_recorded_once,
     a_reused_id_for_another_command_is_an_error,
     concurrent_repeats_are_recorded_once,
     odd_ids_round_trip_and_long_ones_are_refused,

@@ -1,7 +1,7 @@
 //! The reference scenario (the book: Install and first run), repeated.
 
 use crate::util::*;
-use eshost::RetryPolicy;
+use eshost::{CommandId, RetryPolicy};
 use eshost_bench::demo;
 
 /// Stock 5, 8 concurrent buyers, max_retries 5: all 8 complete, 5 purchases,
@@ -41,7 +41,7 @@ async fn reference_scenario_fifty_times(db: &TestDb) {
 async fn events_carry_metadata(db: &TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let mut request = create("meta-1", 3);
-    request.command_id = Some("cmd-1".into());
+    request.command_id = CommandId::chosen("cmd-1");
     request.correlation_id = Some("corr-1".into());
     let outcome = host.execute(&request).await.unwrap();
     assert_eq!(outcome.command_id, "cmd-1");

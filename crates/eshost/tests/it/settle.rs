@@ -6,7 +6,9 @@
 
 use crate::util::*;
 use eshost::store::faulty::{Fault, FaultyStore, Op};
-use eshost::{CommandError, Concurrency, Host, HostOptions, RetryPolicy, StoreError, StreamId};
+use eshost::{
+    CommandError, CommandId, Concurrency, Host, HostOptions, RetryPolicy, StoreError, StreamId,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,7 +148,7 @@ async fn an_outcome_still_unknown_when_retries_run_out_is_answered_unknown(db: &
         }
         let id = format!("unknown-{mode:?}");
         let mut request = create(&id, 5);
-        request.command_id = Some(format!("cmd-{id}"));
+        request.command_id = CommandId::chosen(format!("cmd-{id}"));
         let answer = host.execute(&request).await;
         assert!(
             matches!(
