@@ -1,7 +1,8 @@
-//! The dispatcher's calls into guests, each run through the host's
-//! [`GuestPool`](eshost_wasm::GuestPool) so that no guest call holds an
-//! async worker thread past an epoch tick: instantiating (from a snapshot or fresh),
-//! applying events, deciding, snapshotting, rendering state.
+//! Stage 3, deciding in the guest: every call into an aggregate's instance
+//! (instantiating, from a snapshot or fresh; applying events; deciding;
+//! snapshotting; rendering state), each run through the host's
+//! [`GuestPool`](eshost_wasm::GuestPool), so that no guest call holds an
+//! async worker thread past an epoch tick.
 //!
 //! Each call first waits, asynchronously, for its turn in the instance its
 //! aggregate shares, so no permit of the pool is held waiting for another
@@ -12,7 +13,7 @@
 //! at the version it was at, and the call is made again: a command never
 //! fails for a neighbour's fault.
 
-use super::Shared;
+use super::aggregates::Aggregates;
 use crate::error::{CommandError, GuestError, Refusal};
 use eshost_store::{RecordedEvent, Snapshot, StreamId};
 use eshost_wasm::instance::DecidedEvent;
@@ -37,7 +38,7 @@ pub(super) struct BatchDecision {
     pub failure: Option<CommandError>,
 }
 
-impl Shared {
+impl Aggregates {
     /// Runs `call` with `aggregate` on the guest pool. The aggregate comes
     /// back unless the call failed. `call` must be safe to run again on
     /// the aggregate rebuilt at the version it had (it is, when it applies
@@ -313,7 +314,7 @@ impl BatchDecision {
     }
 }
 
-/// [`Shared::decide_batch`]'s work, inside one guest call. Stops early, with
+/// [`Aggregates::decide_batch`]'s work, inside one guest call. Stops early, with
 /// the rest undecided, once the events decided reach `max_bytes`.
 fn decide_in_turn(
     mut aggregate: Hydrated,

@@ -6,18 +6,20 @@
 //! lookup before answering. Only caller-supplied ids are looked up: a fresh
 //! UUID cannot be a repeat.
 
-use super::{Answer, CommandOutcome, Prepared, Shared};
+use super::admit::Admitted;
+use super::records::Records;
+use super::{Answer, CommandOutcome};
 use crate::error::{CommandError, StoreError};
 use eshost_store::RecordedCommand;
 use std::collections::HashMap;
 use tracing::info;
 
-impl Shared {
+impl Records {
     /// The recorded answers for these commands, by command id. Commands never
     /// recorded are left out.
     pub(super) async fn recorded_answers(
         &self,
-        commands: &[&Prepared],
+        commands: &[&Admitted],
     ) -> Result<HashMap<String, Answer>, StoreError> {
         if commands.is_empty() {
             return Ok(HashMap::new());
@@ -41,7 +43,7 @@ impl Shared {
     /// a command that recorded nothing this time (a refusal, or no events)
     /// whose caller-chosen id shows it was recorded before: that one gets its
     /// recorded outcome. All looked up in one query.
-    pub(super) async fn unless_recorded(&self, decided: Vec<(&Prepared, Answer)>) -> Vec<Answer> {
+    pub(super) async fn unless_recorded(&self, decided: Vec<(&Admitted, Answer)>) -> Vec<Answer> {
         let records_nothing = |answer: &Answer| match answer {
             Ok(outcome) => outcome.events.is_empty(),
             Err(error) => matches!(error, CommandError::Refused { .. }),
@@ -50,7 +52,7 @@ impl Shared {
             .iter()
             .map(|(command, answer)| command.caller_command_id && records_nothing(answer))
             .collect();
-        let maybe_repeats: Vec<&Prepared> = decided
+        let maybe_repeats: Vec<&Admitted> = decided
             .iter()
             .zip(&candidate)
             .filter(|(_, candidate)| **candidate)
@@ -78,7 +80,7 @@ impl Shared {
 
 /// The answer a repeat of `recorded` gets: its outcome, if the repeat is the
 /// same command on the same aggregate; otherwise the id was reused.
-fn replay(command: &Prepared, recorded: RecordedCommand) -> Answer {
+fn replay(command: &Admitted, recorded: RecordedCommand) -> Answer {
     if recorded.stream != command.stream
         || recorded.name != command.command
         || recorded.fingerprint != command.fingerprint
@@ -95,14 +97,4 @@ fn replay(command: &Prepared, recorded: RecordedCommand) -> Answer {
         retries: 0,
         replayed: true,
     })
-}
-
-/// sha256 (hex) of a command's name and payload text.
-pub(super) fn fingerprint(command: &str, payload: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(command.as_bytes());
-    hasher.update([0]);
-    hasher.update(payload.as_bytes());
-    hex::encode(hasher.finalize())
 }

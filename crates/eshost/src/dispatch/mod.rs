@@ -1,31 +1,44 @@
 //! Running commands against aggregates.
 //!
-//! [`Host`] is the library's front door: it owns the loaded modules, the event
-//! store, the cache of hydrated aggregates, the retry policy and the
-//! concurrency mode. Two modes:
+//! [`Host`] is the library's front door. A command goes through these
+//! stages, each a module, in this order:
 //!
-//! - [`Concurrency::Optimistic`] ([`optimistic`]): every command loads,
-//!   decides and appends at the expected version on its own; a conflict
-//!   catches up on the new events only, decides again, appends again.
-//! - [`Concurrency::Queued`] ([`queue`], the default): commands for one
-//!   stream wait in that stream's queue, are decided one after another against
-//!   the in-memory state, and those waiting together are appended in one
-//!   statement. No conflicts inside the process; across processes the unique
-//!   key still guards every append.
+//! 1. [`admit`]: checked without the guest (the aggregate and command are
+//!    loaded, the payload and ids within limits), its metadata settled.
+//! 2. One of two modes. [`queue`] (the default,
+//!    [`Concurrency::Queued`]): commands for one stream wait in that
+//!    stream's queue, are decided one after another against the in-memory
+//!    state, and those waiting together are appended in one statement; no
+//!    conflicts inside the process, and across processes the unique key
+//!    still guards every append. [`optimistic`]
+//!    ([`Concurrency::Optimistic`]): every command decides and appends at
+//!    the expected version on its own; a conflict catches up on the new
+//!    events only, decides again, appends again.
+//! 3. Deciding in the guest: [`aggregates`] brings the aggregate's instance
+//!    up to its stream (cache, snapshot, replay); [`guest`] makes every call
+//!    into it on the host's [`GuestPool`], never on an async worker thread.
+//! 4. [`settle`]: the events appended at the version they were decided on,
+//!    through [`crate::group_commit`], an unknown outcome settled by looking
+//!    the command ids up; a repeat answered from its record
+//!    ([`idempotency`]). [`records`] is the store as these stages use it.
+//! 5. A snapshot when one is due ([`Aggregates::maybe_snapshot`]).
 //!
-//! Every guest call runs on the host's [`GuestPool`] ([`guest`]), never on an
-//! async worker thread. The loaded modules can be replaced while the host
-//! runs ([`Host::replace_modules`]): commands already accepted finish on the
+//! The loaded modules can be replaced while the host runs
+//! ([`Host::replace_modules`]): commands already accepted finish on the
 //! component they were accepted with. [`Host::shutdown`] drains the queues.
 
+mod admit;
+mod aggregates;
 mod cache;
 mod guest;
 mod idempotency;
 mod optimistic;
 mod queue;
+mod records;
 mod retry;
-mod transient;
+mod settle;
 
+pub use admit::MAX_ID_BYTES;
 pub use cache::AggregateCache;
 pub use queue::DEFAULT_QUEUE_CAPACITY;
 pub use retry::RetryPolicy;
@@ -33,19 +46,16 @@ pub use retry::RetryPolicy;
 use crate::error::{CommandError, GuestError};
 use crate::group_commit::{GroupCommit, GroupLimits};
 use crate::metrics::{AggregateLabel, CommandLabels, Metrics};
+use admit::Admission;
+use aggregates::Aggregates;
 pub use eshost_core::{CommandOutcome, CommandRequest};
-use eshost_store::{EventStore, NewCommand, NewEvent, RecordedEvent, StreamId};
-use eshost_wasm::instance::DecidedEvent;
-use eshost_wasm::{GuestPool, Hydrated, LoadedComponent, Modules};
-use std::sync::{Arc, RwLock};
+use eshost_store::{EventStore, RecordedEvent, StreamId};
+use eshost_wasm::{GuestPool, Modules};
+use records::Records;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
-
-/// The longest aggregate, command, correlation or causation id accepted, in
-/// bytes. Ids are part of unique keys, and PostgreSQL caps a key's size.
-pub const MAX_ID_BYTES: usize = 1024;
 
 /// Events read from the store per page when replaying a stream. Two pages
 /// are in memory at a time (one applying, one loading), so this bounds a
@@ -110,27 +120,21 @@ impl Default for HostOptions {
 /// The host: cheap to clone, every clone shares modules, store and cache.
 #[derive(Clone)]
 pub struct Host {
-    shared: Arc<Shared>,
+    stages: Arc<Stages>,
 }
 
-struct Shared {
-    /// Replaced whole on a reload; a command holds the component it was
-    /// accepted with.
-    modules: RwLock<Arc<Modules>>,
-    store: Arc<dyn EventStore>,
-    /// Every append goes through here, grouped with other streams' appends
-    /// ready at the same moment.
-    commits: GroupCommit,
-    cache: AggregateCache,
-    retry: RetryPolicy,
+/// The stages a command goes through (see the module docs), each owning
+/// its own state; the modes reach each by name.
+struct Stages {
+    admission: Admission,
+    aggregates: Aggregates,
+    records: Arc<Records>,
     concurrency: Concurrency,
-    snapshot_every: u64,
+    /// Queued mode's queues, one per busy stream.
+    queues: queue::Queues,
     /// See [`HostOptions::stream_turns`].
     stream_turns: Option<Duration>,
-    queues: queue::Queues,
-    metrics: Metrics,
-    /// Where guest calls run.
-    guests: GuestPool,
+    metrics: Arc<Metrics>,
     /// Cancelled by [`Host::shutdown`]: queue workers finish what they hold
     /// and stop, and new commands are refused.
     closing: CancellationToken,
@@ -144,21 +148,6 @@ struct Shared {
 pub struct ShutdownTimedOut {
     pub busy: usize,
     pub waited: Duration,
-}
-
-/// A validated command, ready to decide.
-struct Prepared {
-    component: Arc<LoadedComponent>,
-    stream: StreamId,
-    command: String,
-    payload: String,
-    command_id: String,
-    /// True if the caller chose the id (so it may be a repeat).
-    caller_command_id: bool,
-    /// See [`NewCommand::fingerprint`].
-    fingerprint: String,
-    correlation_id: String,
-    causation_id: String,
 }
 
 impl Host {
@@ -186,25 +175,34 @@ impl Host {
         store: Arc<dyn EventStore>,
         options: HostOptions,
     ) -> Self {
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         let commits = GroupCommit::with_metrics(
             store.clone(),
             options.group_commit,
             Some(metrics.group_commit.clone()),
         );
+        let records = Arc::new(Records {
+            store,
+            commits,
+            retry: options.retry,
+            metrics: metrics.clone(),
+        });
+        let aggregates = Aggregates {
+            records: records.clone(),
+            cache: AggregateCache::new(options.cache_capacity, options.cache_memory_bytes),
+            guests: GuestPool::new(options.guest_threads),
+            snapshot_every: options.snapshot_every,
+            metrics: metrics.clone(),
+        };
         Self {
-            shared: Arc::new(Shared {
-                modules: RwLock::new(Arc::new(modules)),
-                store,
-                commits,
-                cache: AggregateCache::new(options.cache_capacity, options.cache_memory_bytes),
-                retry: options.retry,
+            stages: Arc::new(Stages {
+                admission: Admission::new(modules),
+                aggregates,
+                records,
                 concurrency: options.concurrency,
-                snapshot_every: options.snapshot_every,
-                stream_turns: options.stream_turns,
                 queues: queue::Queues::new(options.queue_capacity),
+                stream_turns: options.stream_turns,
                 metrics,
-                guests: GuestPool::new(options.guest_threads),
                 closing: CancellationToken::new(),
                 workers: TaskTracker::new(),
             }),
@@ -213,7 +211,7 @@ impl Host {
 
     /// The modules loaded now.
     pub fn modules(&self) -> Arc<Modules> {
-        self.shared.modules()
+        self.stages.admission.modules()
     }
 
     /// Switches to another set of modules. Commands already accepted finish
@@ -222,27 +220,22 @@ impl Host {
     /// and snapshots are keyed by component digest, so a new version never
     /// reads an old one's.
     pub fn replace_modules(&self, modules: Modules) {
-        let mut current = self
-            .shared
-            .modules
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *current = Arc::new(modules);
+        self.stages.admission.replace(modules);
     }
 
     /// True once [`Host::shutdown`] has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.closing.is_cancelled()
+        self.stages.closing.is_cancelled()
     }
 
     /// Guest calls running now.
     pub fn guest_calls_running(&self) -> usize {
-        self.shared.guests.busy()
+        self.stages.aggregates.guests.busy()
     }
 
     /// Commands waiting in queues now (queued mode).
     pub fn queued_commands(&self) -> usize {
-        self.shared.queues.depth()
+        self.stages.queues.depth()
     }
 
     /// Stops taking commands, lets every queue finish the commands it holds
@@ -251,30 +244,30 @@ impl Host {
     /// [`CommandError::ShuttingDown`]. Callers of [`Host::execute`] still
     /// waiting are answered as usual.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ShutdownTimedOut> {
-        let shared = &self.shared;
-        shared.closing.cancel();
-        shared.workers.close();
-        match tokio::time::timeout(deadline, shared.workers.wait()).await {
+        let stages = &self.stages;
+        stages.closing.cancel();
+        stages.workers.close();
+        match tokio::time::timeout(deadline, stages.workers.wait()).await {
             Ok(()) => Ok(()),
             Err(_) => Err(ShutdownTimedOut {
-                busy: shared.workers.len(),
+                busy: stages.workers.len(),
                 waited: deadline,
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.shared.store
+        &self.stages.records.store
     }
 
     /// Counters and histograms over the host's lifetime.
     pub fn stats(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.stages.metrics
     }
 
     /// The host's metrics in Prometheus' text format.
     pub fn render_metrics(&self) -> String {
-        self.shared.metrics.render(crate::metrics::Levels {
+        self.stages.metrics.render(crate::metrics::Levels {
             queued_commands: self.queued_commands(),
             cached_aggregates: self.cached_aggregates(),
             cached_bytes: self.cached_bytes(),
@@ -292,16 +285,16 @@ impl Host {
     }
 
     pub fn concurrency(&self) -> Concurrency {
-        self.shared.concurrency
+        self.stages.concurrency
     }
 
     pub fn cached_aggregates(&self) -> usize {
-        self.shared.cache.len()
+        self.stages.aggregates.cache.len()
     }
 
     /// Bytes of guest memory the cached aggregates hold.
     pub fn cached_bytes(&self) -> usize {
-        self.shared.cache.bytes()
+        self.stages.aggregates.cache.bytes()
     }
 
     /// Runs one command to completion. Rejection events are ordinary events:
@@ -309,29 +302,30 @@ impl Host {
     pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
         let started = std::time::Instant::now();
         let answer = self.run(request).await;
-        self.shared
-            .count_command(request, &answer, started.elapsed());
+        self.count_command(request, &answer, started.elapsed());
         answer
     }
 
     async fn run(&self, request: &CommandRequest) -> Result<CommandOutcome, CommandError> {
-        if self.shared.closing.is_cancelled() {
+        let stages = &self.stages;
+        if stages.closing.is_cancelled() {
             return Err(CommandError::ShuttingDown);
         }
-        let prepared = self.shared.prepare(request)?;
-        match self.shared.concurrency {
-            Concurrency::Optimistic => self.shared.execute_optimistic(prepared).await,
+        let admitted = stages.admission.admit(request)?;
+        match stages.concurrency {
+            Concurrency::Optimistic => optimistic::execute(stages, admitted).await,
             Concurrency::Queued => {
-                let _turn = match self.shared.stream_turns {
+                let _turn = match stages.stream_turns {
                     Some(wait) => Some(
-                        self.shared
+                        stages
+                            .records
                             .store
-                            .lock_stream(&prepared.stream, wait)
+                            .lock_stream(&admitted.stream, wait)
                             .await?,
                     ),
                     None => None,
                 };
-                queue::submit(&self.shared, prepared).await
+                queue::submit(stages, admitted).await
             }
         }
     }
@@ -340,12 +334,12 @@ impl Host {
     /// the events after it), so its next command pays no load: warm a hot
     /// item before a sale opens. Returns the version it is at.
     pub async fn load(&self, aggregate: &str, id: &str) -> Result<u64, CommandError> {
-        let shared = &self.shared;
-        let component = shared.component(aggregate)?;
+        let aggregates = &self.stages.aggregates;
+        let component = self.stages.admission.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let hydrated = shared.current(&component, &stream).await?;
+        let hydrated = aggregates.current(&component, &stream).await?;
         let version = hydrated.version;
-        shared.cache.put(stream, hydrated);
+        aggregates.cache.put(stream, hydrated);
         Ok(version)
     }
 
@@ -368,29 +362,30 @@ impl Host {
     /// The aggregate's current state as the guest renders it (JSON text),
     /// and the version (sequence number of the last event) it reflects.
     pub async fn render(&self, aggregate: &str, id: &str) -> Result<(String, u64), CommandError> {
-        let shared = &self.shared;
-        let component = shared.component(aggregate)?;
+        let aggregates = &self.stages.aggregates;
+        let component = self.stages.admission.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let hydrated = shared.current(&component, &stream).await?;
-        let (hydrated, json) = shared.render(hydrated).await?;
+        let hydrated = aggregates.current(&component, &stream).await?;
+        let (hydrated, json) = aggregates.render(hydrated).await?;
         let version = hydrated.version;
-        shared.cache.put(stream, hydrated);
+        aggregates.cache.put(stream, hydrated);
         Ok((json, version))
     }
 
     /// Takes a snapshot of an aggregate now (whatever `snapshot_every` says);
     /// returns the version it holds.
     pub async fn snapshot_now(&self, aggregate: &str, id: &str) -> Result<u64, CommandError> {
-        let shared = &self.shared;
-        let component = shared.component(aggregate)?;
+        let aggregates = &self.stages.aggregates;
+        let component = self.stages.admission.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let hydrated = shared.current(&component, &stream).await?;
-        let (hydrated, snapshot) = shared.take_snapshot(hydrated).await?;
-        shared
+        let hydrated = aggregates.current(&component, &stream).await?;
+        let (hydrated, snapshot) = aggregates.take_snapshot(hydrated).await?;
+        self.stages
+            .records
             .store
             .save_snapshot(&stream, &component.digest, &snapshot)
             .await?;
-        shared.cache.put(stream, hydrated);
+        aggregates.cache.put(stream, hydrated);
         Ok(snapshot.version)
     }
 
@@ -412,10 +407,11 @@ impl Host {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
-        self.shared.component(aggregate)?;
+        self.stages.admission.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
-        let load = || self.shared.store.load_page(&stream, after, limit);
-        Ok(self.shared.patiently("load", load).await?)
+        let records = &self.stages.records;
+        let load = || records.store.load_page(&stream, after, limit);
+        Ok(records.patiently("load", load).await?)
     }
 
     /// Every stream's events (or one aggregate type's) after position
@@ -427,24 +423,23 @@ impl Host {
         aggregate: Option<&str>,
         limit: u64,
     ) -> Result<Vec<RecordedEvent>, crate::error::StoreError> {
-        let read = || self.shared.store.read_all(after, aggregate, limit);
-        self.shared.patiently("read", read).await
+        let records = &self.stages.records;
+        let read = || records.store.read_all(after, aggregate, limit);
+        records.patiently("read", read).await
     }
 
     /// Checks that the event store answers.
     pub async fn ping(&self) -> Result<(), crate::error::StoreError> {
-        self.shared.store.ping().await
+        self.stages.records.store.ping().await
     }
-}
 
-impl Shared {
     /// Counts an answered command, labelled only with names this host has
     /// loaded (what a client typed could grow the label sets without end).
     fn count_command(&self, request: &CommandRequest, answer: &Answer, took: Duration) {
         let known = self
-            .modules()
-            .get(&request.aggregate)
-            .is_some_and(|c| c.accepts(&request.command));
+            .stages
+            .admission
+            .knows(&request.aggregate, &request.command);
         let (aggregate, command) = if known {
             (request.aggregate.clone(), request.command.clone())
         } else {
@@ -455,7 +450,7 @@ impl Shared {
             Ok(_) => "ok",
             Err(error) => error.kind(),
         };
-        let metrics = &self.metrics;
+        let metrics = &self.stages.metrics;
         metrics
             .command_seconds
             .get_or_create(&AggregateLabel {
@@ -471,321 +466,4 @@ impl Shared {
             })
             .inc();
     }
-
-    fn modules(&self) -> Arc<Modules> {
-        self.modules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn component(&self, aggregate: &str) -> Result<Arc<LoadedComponent>, CommandError> {
-        let modules = self.modules();
-        modules
-            .get(aggregate)
-            .cloned()
-            .ok_or_else(|| CommandError::UnknownAggregate {
-                name: aggregate.to_string(),
-                loaded: modules.names().collect::<Vec<_>>().join(", "),
-            })
-    }
-
-    /// Checks what can be checked without the guest, and builds the metadata.
-    fn prepare(&self, request: &CommandRequest) -> Result<Prepared, CommandError> {
-        let component = self.component(&request.aggregate)?;
-        if !component.accepts(&request.command) {
-            return Err(CommandError::UnknownCommand {
-                aggregate: request.aggregate.clone(),
-                command: request.command.clone(),
-                accepted: component.commands.join(", "),
-            });
-        }
-        let max_payload = component.limits.max_payload_bytes;
-        if request.payload.len() > max_payload {
-            return Err(CommandError::PayloadTooLarge {
-                command: request.command.clone(),
-                size: request.payload.len(),
-                limit: max_payload,
-            });
-        }
-        if let Err(reason) = eshost_store::storable_json(&request.payload) {
-            return Err(CommandError::PayloadNotJson {
-                command: request.command.clone(),
-                reason,
-            });
-        }
-        check_id("aggregate id", &request.id)?;
-        check_id("command id", request.command_id.as_str())?;
-        for (what, id) in [
-            ("correlation id", &request.correlation_id),
-            ("causation id", &request.causation_id),
-        ] {
-            if let Some(id) = id {
-                check_id(what, id)?;
-            }
-        }
-        let command_id = request.command_id.as_str().to_string();
-        let or_command_id = |id: &Option<String>| id.clone().unwrap_or_else(|| command_id.clone());
-        Ok(Prepared {
-            correlation_id: or_command_id(&request.correlation_id),
-            causation_id: or_command_id(&request.causation_id),
-            component,
-            stream: StreamId::new(&request.aggregate, &request.id),
-            command: request.command.clone(),
-            payload: request.payload.clone(),
-            command_id,
-            caller_command_id: request.command_id.is_chosen(),
-            fingerprint: idempotency::fingerprint(&request.command, &request.payload),
-        })
-    }
-
-    /// An instance brought up to the latest stream: the cached one caught up,
-    /// or a new one hydrated.
-    async fn current(
-        &self,
-        component: &Arc<LoadedComponent>,
-        stream: &StreamId,
-    ) -> Result<Hydrated, CommandError> {
-        match self.cached(component, stream) {
-            Some(cached) => Ok(self.catch_up(cached, stream).await?.0),
-            None => self.hydrate(component, stream).await,
-        }
-    }
-
-    /// The cached instance of a stream, if there is one of this very
-    /// component that can still be used (one of a replaced version, or in
-    /// an instance lost to a trap, is dropped).
-    fn cached(&self, component: &LoadedComponent, stream: &StreamId) -> Option<Hydrated> {
-        let cached = self
-            .cache
-            .take(stream)
-            .filter(|cached| cached.component.digest == component.digest && !cached.is_lost());
-        match cached {
-            Some(_) => self.metrics.cache_hits.inc(),
-            None => self.metrics.cache_misses.inc(),
-        };
-        cached
-    }
-
-    /// The cached instance for a stream (not known to be current), or a new
-    /// one with the whole stream applied (current). The flag says which.
-    async fn checkout(&self, prepared: &Prepared) -> Result<(Hydrated, bool), CommandError> {
-        match self.cached(&prepared.component, &prepared.stream) {
-            Some(cached) => Ok((cached, false)),
-            None => Ok((
-                self.hydrate(&prepared.component, &prepared.stream).await?,
-                true,
-            )),
-        }
-    }
-
-    /// A new instance with the whole stream applied: from the latest usable
-    /// snapshot this component wrote, plus the events after it.
-    async fn hydrate(
-        &self,
-        component: &Arc<LoadedComponent>,
-        stream: &StreamId,
-    ) -> Result<Hydrated, CommandError> {
-        let snapshot = self.latest_snapshot(component, stream).await;
-        let hydrated = self.instantiate(component, &stream.id, snapshot).await?;
-        Ok(self.catch_up(hydrated, stream).await?.0)
-    }
-
-    /// The latest snapshot this component wrote of the stream, if snapshots
-    /// are on and it can be read. One that cannot only costs a full replay.
-    async fn latest_snapshot(
-        &self,
-        component: &LoadedComponent,
-        stream: &StreamId,
-    ) -> Option<eshost_store::Snapshot> {
-        if self.snapshot_every == 0 {
-            return None;
-        }
-        let load = || self.store.load_snapshot(stream, &component.digest);
-        match self.patiently("load snapshot", load).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                warn!(%stream, error = %e, "reading the snapshot failed; replaying the stream");
-                None
-            }
-        }
-    }
-
-    /// After an append took the stream from `before` to `aggregate.version`:
-    /// snapshots the state if that crossed a multiple of `snapshot_every`.
-    /// An error means the guest failed and the instance is gone; a store
-    /// failure only costs a later replay and is logged.
-    async fn maybe_snapshot(
-        &self,
-        aggregate: Hydrated,
-        stream: &StreamId,
-        before: u64,
-    ) -> Result<Hydrated, CommandError> {
-        let every = self.snapshot_every;
-        if every == 0 || aggregate.version / every == before / every {
-            return Ok(aggregate);
-        }
-        let (aggregate, snapshot) = self.take_snapshot(aggregate).await?;
-        let digest = &aggregate.component.digest;
-        if let Err(e) = self.store.save_snapshot(stream, digest, &snapshot).await {
-            warn!(%stream, error = %e, "saving a snapshot failed");
-        }
-        Ok(aggregate)
-    }
-
-    /// Applies the events recorded after the instance's version; returns the
-    /// instance and how many there were. On an error the instance is gone.
-    ///
-    /// The stream is read [`REPLAY_PAGE`] events at a time, the next page
-    /// loading while the guest applies this one: memory stays bounded by
-    /// the page, not the stream, and a long replay costs about the larger of
-    /// reading and applying, not their sum.
-    async fn catch_up(
-        &self,
-        aggregate: Hydrated,
-        stream: &StreamId,
-    ) -> Result<(Hydrated, usize), CommandError> {
-        let component = aggregate.component.clone();
-        match self.replay(aggregate, stream, u64::MAX).await {
-            Err(CommandError::Guest(GuestError::ApplyFailed(refused)))
-                if refused.first < refused.last =>
-            {
-                let span = (refused.first, refused.last);
-                let refused = GuestError::ApplyFailed(refused);
-                Err(self
-                    .locate_refused_event(&component, stream, span, refused)
-                    .await)
-            }
-            replayed => replayed,
-        }
-    }
-
-    /// Names the event that an `apply` call of several refused (the 0.1.0
-    /// contract does not say which): replays the stream again, this time
-    /// with the refused span one event per call. Only on the failure path,
-    /// and only as far as the span; a deterministic guest fails again at
-    /// the same event. Any other failure on the way is reported instead.
-    async fn locate_refused_event(
-        &self,
-        component: &Arc<LoadedComponent>,
-        stream: &StreamId,
-        (first, last): (u64, u64),
-        refused: GuestError,
-    ) -> CommandError {
-        let located = async {
-            let snapshot = self
-                .latest_snapshot(component, stream)
-                .await
-                .filter(|s| s.version < first);
-            let aggregate = self.instantiate(component, &stream.id, snapshot).await?;
-            let (aggregate, _) = self.replay(aggregate, stream, first - 1).await?;
-            let load = || {
-                self.store
-                    .load_page(stream, first - 1, Some(last - first + 1))
-            };
-            let span = self.patiently("load", load).await?;
-            self.with_instance(aggregate, move |a| a.apply_recorded_in_chunks(&span, 0))
-                .await?;
-            Ok::<_, CommandError>(())
-        };
-        match located.await {
-            Err(error) => error,
-            // The guest applied the span one by one: it is not deterministic.
-            Ok(()) => refused.into(),
-        }
-    }
-
-    /// [`catch_up`](Self::catch_up)'s replay: the events after the
-    /// instance's version up to sequence `through`, page by page.
-    async fn replay(
-        &self,
-        mut aggregate: Hydrated,
-        stream: &StreamId,
-        through: u64,
-    ) -> Result<(Hydrated, usize), CommandError> {
-        let page_size = |after: u64| REPLAY_PAGE.min(through.saturating_sub(after));
-        let load_page = |after: u64| {
-            self.patiently("load", move || {
-                self.store.load_page(stream, after, Some(page_size(after)))
-            })
-        };
-        let mut after = aggregate.version;
-        let mut page = load_page(after).await?;
-        let mut count = 0;
-        loop {
-            count += page.len();
-            let last = match page.last() {
-                Some(last) if page.len() as u64 == page_size(after) && last.sequence < through => {
-                    last.sequence
-                }
-                // A short page is the end of the stream (or of the replay).
-                _ => return Ok((self.apply_events(aggregate, page).await?, count)),
-            };
-            after = last;
-            let (applied, next) = tokio::join!(self.apply_events(aggregate, page), load_page(last));
-            aggregate = applied?;
-            page = next?;
-        }
-    }
-
-    fn refused(prepared: &Prepared, refusal: crate::error::Refusal) -> CommandError {
-        CommandError::Refused {
-            aggregate: prepared.stream.aggregate.clone(),
-            id: prepared.stream.id.clone(),
-            command: prepared.command.clone(),
-            refusal,
-        }
-    }
-
-    fn exhausted(prepared: &Prepared, retries: u32) -> CommandError {
-        CommandError::RetriesExhausted {
-            aggregate: prepared.stream.aggregate.clone(),
-            id: prepared.stream.id.clone(),
-            retries,
-        }
-    }
-}
-
-/// A command's decided events, ready to append under its id. The metadata
-/// names the component that decided them.
-fn to_new_command(
-    prepared: &Prepared,
-    decided_by: &LoadedComponent,
-    events: &[DecidedEvent],
-) -> NewCommand {
-    let metadata = serde_json::json!({
-        "commandId": prepared.command_id,
-        "correlationId": prepared.correlation_id,
-        "causationId": prepared.causation_id,
-        "aggregateVersion": decided_by.version,
-        "componentDigest": decided_by.digest,
-    })
-    .to_string();
-    NewCommand {
-        command_id: prepared.command_id.clone(),
-        name: prepared.command.clone(),
-        fingerprint: prepared.fingerprint.clone(),
-        events: events
-            .iter()
-            .map(|e| NewEvent {
-                name: e.name.clone(),
-                payload: e.payload.clone(),
-                metadata: metadata.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Ids are stored exactly as given, within limits every store can key on.
-fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
-    let reason = if id.is_empty() {
-        "must not be empty".to_string()
-    } else if id.len() > MAX_ID_BYTES {
-        format!("is {} bytes; the limit is {MAX_ID_BYTES}", id.len())
-    } else if id.contains('\0') {
-        "must not contain a NUL character".to_string()
-    } else {
-        return Ok(());
-    };
-    Err(CommandError::InvalidId { what, reason })
 }

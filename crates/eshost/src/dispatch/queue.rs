@@ -1,15 +1,16 @@
-//! Queued mode: inside one process, commands for one stream wait in that
-//! stream's queue. One worker task per busy stream owns its hydrated instance,
-//! takes every command waiting (up to [`MAX_BATCH`]), decides them one after
-//! another against the in-memory state (applying each command's events before
-//! deciding the next, up to [`MAX_BATCH_BYTES`] of events), and appends the
-//! whole batch at once, each command's events contiguous; batches of other
-//! streams ready at the same moment share its transaction (see
-//! [`eshost_store::group`]). Each command gets its own answer; a command
-//! the guest refuses or fails on fails alone. While a batch is appended,
-//! the commands that arrived meanwhile are decided ahead, on the state it
-//! leaves; they are appended once it succeeds, and decided again if it
-//! fails. Nothing decided ahead is answered before its own append.
+//! Stage 2, queued mode (the default): inside one process, commands for one
+//! stream wait in that stream's queue. One worker task per busy stream owns
+//! its hydrated instance, takes every command waiting (up to
+//! [`MAX_BATCH`]), decides them one after another against the in-memory
+//! state (applying each command's events before deciding the next, up to
+//! [`MAX_BATCH_BYTES`] of events), and appends the whole batch at once,
+//! each command's events contiguous; batches of other streams ready at the
+//! same moment share its transaction (see [`eshost_store::group`]). Each
+//! command gets its own answer; a command the guest refuses or fails on
+//! fails alone. While a batch is appended, the commands that arrived
+//! meanwhile are decided ahead, on the state it leaves; they are appended
+//! once it succeeds, and decided again if it fails. Nothing decided ahead
+//! is answered before its own append.
 //!
 //! The unique key still guards every append, so another process writing the
 //! same stream is caught: on a conflict the batch's tentative state is thrown
@@ -28,8 +29,9 @@
 //! still has its queued commands decided by the version they were accepted
 //! with: its queue drains.
 
+use super::admit::Admitted;
 use super::guest::Decided;
-use super::{Answer, CommandOutcome, Prepared, Shared, to_new_command};
+use super::{Answer, CommandOutcome, Stages};
 use crate::error::{CommandError, StoreError};
 use eshost_store::{NewCommand, StreamId};
 use eshost_wasm::{Hydrated, LoadedComponent};
@@ -58,7 +60,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 const IDLE: Duration = Duration::from_millis(250);
 
 struct Job {
-    prepared: Prepared,
+    admitted: Admitted,
     retries: u32,
     reply: oneshot::Sender<Answer>,
 }
@@ -106,18 +108,18 @@ impl Queues {
 }
 
 /// Queues a command on its stream and waits for its answer.
-pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
-    let stream = prepared.stream.clone();
+pub(super) async fn submit(stages: &Arc<Stages>, admitted: Admitted) -> Answer {
+    let stream = admitted.stream.clone();
     let (reply, answer) = oneshot::channel();
     let job = Job {
-        prepared,
+        admitted,
         retries: 0,
         reply,
     };
     {
         // Sending under the lock pairs with the worker's exit under the lock:
         // a job is never sent to a worker that has decided to stop.
-        let mut senders = shared.queues.lock();
+        let mut senders = stages.queues.lock();
         let unsent = match senders.get(&stream) {
             None => Some(job),
             Some(sender) => match sender.try_send(job) {
@@ -127,25 +129,25 @@ pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
                     return Err(CommandError::Overloaded {
                         aggregate: stream.aggregate.clone(),
                         id: stream.id.clone(),
-                        capacity: shared.queues.capacity,
+                        capacity: stages.queues.capacity,
                     });
                 }
             },
         };
         if let Some(job) = unsent {
-            if shared.closing.is_cancelled() {
+            if stages.closing.is_cancelled() {
                 return Err(CommandError::ShuttingDown);
             }
-            let (sender, receiver) = mpsc::channel(shared.queues.capacity);
+            let (sender, receiver) = mpsc::channel(stages.queues.capacity);
             // The receiver is alive (it is moved into the worker below) and
             // the channel is empty.
             let _ = sender.try_send(job);
             senders.insert(stream.clone(), sender);
-            shared
+            stages
                 .workers
-                .spawn(worker(shared.clone(), stream.clone(), receiver));
+                .spawn(worker(stages.clone(), stream.clone(), receiver));
         }
-        shared.queues.depth.fetch_add(1, Ordering::Relaxed);
+        stages.queues.depth.fetch_add(1, Ordering::Relaxed);
     }
     answer.await.unwrap_or_else(|_| {
         Err(CommandError::WorkerLost {
@@ -157,7 +159,7 @@ pub(super) async fn submit(shared: &Arc<Shared>, prepared: Prepared) -> Answer {
 
 /// Serves one stream until it has been idle for [`IDLE`], or, once the host
 /// is shutting down, until its queue is empty.
-async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Receiver<Job>) {
+async fn worker(stages: Arc<Stages>, stream: StreamId, mut receiver: mpsc::Receiver<Job>) {
     let mut instance: Option<Hydrated> = None;
     let mut pending: Vec<Job> = Vec::new();
     loop {
@@ -165,18 +167,18 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
             let idle = tokio::select! {
                 job = receiver.recv() => match job {
                     Some(job) => {
-                        shared.queues.take(job, &mut pending);
+                        stages.queues.take(job, &mut pending);
                         false
                     }
                     None => break,
                 },
                 () = tokio::time::sleep(IDLE) => true,
-                () = shared.closing.cancelled() => true,
+                () = stages.closing.cancelled() => true,
             };
             if idle {
-                let mut senders = shared.queues.lock();
+                let mut senders = stages.queues.lock();
                 match receiver.try_recv() {
-                    Ok(job) => shared.queues.take(job, &mut pending),
+                    Ok(job) => stages.queues.take(job, &mut pending),
                     Err(_) => {
                         senders.remove(&stream);
                         break;
@@ -184,9 +186,9 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
                 }
             }
         }
-        fill(&shared.queues, &mut receiver, &mut pending);
+        fill(&stages.queues, &mut receiver, &mut pending);
         let batch = std::mem::take(&mut pending);
-        let (decided, leftover) = decide(&shared, &stream, &mut instance, batch, false).await;
+        let (decided, leftover) = decide(&stages, &stream, &mut instance, batch, false).await;
         pending = leftover;
         let mut ready = decided;
         // Appends one batch after another. While one is appended, the next
@@ -194,12 +196,12 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
         // same time instead of taking turns.
         let mut snapshot_from = None;
         while let Some(batch) = ready.take() {
-            fill(&shared.queues, &mut receiver, &mut pending);
+            fill(&stages.queues, &mut receiver, &mut pending);
             let next = std::mem::take(&mut pending);
             let base_version = batch.base_version;
             let (appended, (decided, leftover)) = tokio::join!(
-                append(&shared, &stream, batch),
-                decide(&shared, &stream, &mut instance, next, true),
+                append(&stages, &stream, batch),
+                decide(&stages, &stream, &mut instance, next, true),
             );
             match appended {
                 Ok(()) => {
@@ -220,14 +222,18 @@ async fn worker(shared: Arc<Shared>, stream: StreamId, mut receiver: mpsc::Recei
         }
         // Nothing decided ahead: the instance holds exactly what is recorded.
         if let (Some(aggregate), Some(before)) = (instance.take(), snapshot_from) {
-            match shared.maybe_snapshot(aggregate, &stream, before).await {
+            match stages
+                .aggregates
+                .maybe_snapshot(aggregate, &stream, before)
+                .await
+            {
                 Ok(aggregate) => instance = Some(aggregate),
                 Err(e) => warn!(%stream, error = %e, "instance dropped after append"),
             }
         }
     }
     if let Some(aggregate) = instance {
-        shared.cache.put(stream, aggregate);
+        stages.aggregates.cache.put(stream, aggregate);
     }
 }
 
@@ -261,7 +267,7 @@ struct Ready {
 /// is not given: the whole batch waits, to be decided again once the
 /// append before it is settled.
 async fn decide(
-    shared: &Shared,
+    stages: &Stages,
     stream: &StreamId,
     instance: &mut Option<Hydrated>,
     jobs: Vec<Job>,
@@ -272,9 +278,10 @@ async fn decide(
         return (None, repeats);
     };
     // The version loaded now decides the batch.
-    let component = shared
+    let component = stages
+        .admission
         .component(&stream.aggregate)
-        .unwrap_or_else(|_unloaded| first.prepared.component.clone());
+        .unwrap_or_else(|_unloaded| first.admitted.component.clone());
 
     // Only an instance hydrated for this batch is known to be current; one
     // of another component version is dropped.
@@ -286,7 +293,8 @@ async fn decide(
         return (None, waiting);
     }
     let held = instance.take().filter(usable);
-    let (aggregate, current) = match checkout(shared, &component, stream, held).await {
+    let checked_out = stages.aggregates.checkout(&component, stream, held).await;
+    let (aggregate, current) = match checked_out {
         Ok(checked_out) => checked_out,
         Err(e) => {
             for job in jobs {
@@ -300,9 +308,10 @@ async fn decide(
     // Decide one after another, each against the state the previous left.
     let commands = jobs
         .iter()
-        .map(|job| (job.prepared.command.clone(), job.prepared.payload.clone()))
+        .map(|job| (job.admitted.command.clone(), job.admitted.payload.clone()))
         .collect();
-    let (aggregate, decision) = shared
+    let (aggregate, decision) = stages
+        .aggregates
         .decide_batch(aggregate, commands, MAX_BATCH_BYTES)
         .await;
     let new_commands = to_new_commands(&jobs, &decision.decided, &component);
@@ -327,7 +336,7 @@ async fn decide(
 
     if new_commands.is_empty() {
         let (kept, leftover) =
-            answer_unrecorded(shared, stream, aggregate, current, decided, leftover).await;
+            answer_unrecorded(stages, stream, aggregate, current, decided, leftover).await;
         *instance = kept;
         return (None, leftover);
     }
@@ -351,7 +360,7 @@ fn to_new_commands(
         .zip(decided)
         .filter_map(|(job, result)| match result {
             Ok(events) if !events.is_empty() => {
-                Some(to_new_command(&job.prepared, component, events))
+                Some(job.admitted.to_new_command(component, events))
             }
             _ => None,
         })
@@ -364,22 +373,7 @@ fn to_new_commands(
 fn split_repeats(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
     let mut ids = std::collections::HashSet::new();
     jobs.into_iter()
-        .partition(|job| ids.insert(job.prepared.command_id.clone()))
-}
-
-/// The instance to decide a batch with: the one the worker holds, else the
-/// cached one, else one hydrated now. The flag is true only for the last,
-/// the one known to be current.
-async fn checkout(
-    shared: &Shared,
-    component: &Arc<LoadedComponent>,
-    stream: &StreamId,
-    held: Option<Hydrated>,
-) -> Result<(Hydrated, bool), CommandError> {
-    match held.or_else(|| shared.cached(component, stream)) {
-        Some(aggregate) => Ok((aggregate, false)),
-        None => Ok((shared.hydrate(component, stream).await?, true)),
-    }
+        .partition(|job| ids.insert(job.admitted.command_id.clone()))
 }
 
 /// Answers a batch that decided to record nothing (refusals, no events).
@@ -387,7 +381,7 @@ async fn checkout(
 /// newer events exist. Otherwise they go back to be decided again, fresh.
 /// Returns the instance to keep and the jobs still waiting.
 async fn answer_unrecorded(
-    shared: &Shared,
+    stages: &Stages,
     stream: &StreamId,
     aggregate: Option<Hydrated>,
     current: bool,
@@ -398,7 +392,7 @@ async fn answer_unrecorded(
     if !current {
         let stale = match kept.take() {
             None => true,
-            Some(aggregate) => match shared.catch_up(aggregate, stream).await {
+            Some(aggregate) => match stages.aggregates.catch_up(aggregate, stream).await {
                 Ok((aggregate, 0)) => {
                     kept = Some(aggregate);
                     false
@@ -418,7 +412,7 @@ async fn answer_unrecorded(
             return (None, redo);
         }
     }
-    answer_batch(shared, decided, Vec::new()).await;
+    answer_batch(stages, decided, Vec::new()).await;
     (kept, leftover)
 }
 
@@ -426,36 +420,37 @@ async fn answer_unrecorded(
 /// batch's state is not what was recorded (the instance that decided it
 /// must go), with the jobs to decide again: after a conflict, or the
 /// commands that are not repeats after a duplicate id.
-async fn append(shared: &Shared, stream: &StreamId, batch: Ready) -> Result<(), Vec<Job>> {
+async fn append(stages: &Stages, stream: &StreamId, batch: Ready) -> Result<(), Vec<Job>> {
     let Ready {
         decided,
         new_commands,
         base_version,
     } = batch;
-    shared.metrics.appends.inc();
-    shared
+    stages.metrics.appends.inc();
+    stages
         .metrics
         .batch_commands
         .observe(new_commands.len() as f64);
-    let deadline = tokio::time::Instant::now() + shared.retry.command_deadline;
-    match shared
+    let deadline = tokio::time::Instant::now() + stages.records.retry.command_deadline;
+    match stages
+        .records
         .append_settled(stream, base_version, new_commands, deadline)
         .await
     {
         Ok(recorded) => {
-            answer_batch(shared, decided, recorded).await;
+            answer_batch(stages, decided, recorded).await;
             Ok(())
         }
         Err(StoreError::Conflict { .. }) => {
             // Another process appended first. The tentative state is wrong:
             // drop it, and decide the batch again on a fresh instance.
-            shared.metrics.conflicts.inc();
+            stages.metrics.conflicts.inc();
             let mut redo = Vec::new();
             let mut round = 0;
             for (mut job, _) in decided {
-                if job.retries >= shared.retry.max_retries {
+                if job.retries >= stages.records.retry.max_retries {
                     let retries = job.retries;
-                    let error = Shared::exhausted(&job.prepared, retries);
+                    let error = job.admitted.exhausted(retries);
                     job.answer(Err(error));
                 } else {
                     job.retries += 1;
@@ -463,7 +458,7 @@ async fn append(shared: &Shared, stream: &StreamId, batch: Ready) -> Result<(), 
                     redo.push(job);
                 }
             }
-            let delay = shared.retry.backoff(round.max(1));
+            let delay = stages.records.retry.backoff(round.max(1));
             debug!(%stream, batch = redo.len(), ?delay, "conflict; deciding the batch again");
             tokio::time::sleep(delay).await;
             Err(redo)
@@ -472,8 +467,8 @@ async fn append(shared: &Shared, stream: &StreamId, batch: Ready) -> Result<(), 
             // Some commands here are repeats. They get their recorded
             // outcomes; the tentative state is wrong, so the rest are decided
             // again on a fresh instance.
-            let prepared: Vec<&Prepared> = decided.iter().map(|(job, _)| &job.prepared).collect();
-            let mut recorded = match shared.recorded_answers(&prepared).await {
+            let admitted: Vec<&Admitted> = decided.iter().map(|(job, _)| &job.admitted).collect();
+            let mut recorded = match stages.records.recorded_answers(&admitted).await {
                 Ok(recorded) if !recorded.is_empty() => recorded,
                 // Nothing found to explain it: answer rather than loop.
                 Ok(_) => return Err(answer_all(decided, Err(error.into()))),
@@ -481,7 +476,7 @@ async fn append(shared: &Shared, stream: &StreamId, batch: Ready) -> Result<(), 
             };
             let mut redo = Vec::new();
             for (job, _) in decided {
-                match recorded.remove(&job.prepared.command_id) {
+                match recorded.remove(&job.admitted.command_id) {
                     Some(answer) => job.answer(answer),
                     None => redo.push(job),
                 }
@@ -504,27 +499,27 @@ fn answer_all(decided: Vec<(Job, Decided)>, answer: Answer) -> Vec<Job> {
 /// succeeded, or that appended nothing; a repeat among the commands that
 /// recorded nothing gets its recorded outcome.
 async fn answer_batch(
-    shared: &Shared,
+    stages: &Stages,
     decided: Vec<(Job, Decided)>,
     recorded: Vec<eshost_store::RecordedEvent>,
 ) {
     let mut recorded = recorded.into_iter();
-    let fresh: Vec<(&Prepared, Answer)> = decided
+    let fresh: Vec<(&Admitted, Answer)> = decided
         .iter()
         .map(|(job, result)| {
             let answer = match result {
                 Ok(events) => Ok(CommandOutcome {
-                    command_id: job.prepared.command_id.clone(),
+                    command_id: job.admitted.command_id.clone(),
                     events: recorded.by_ref().take(events.len()).collect(),
                     retries: job.retries,
                     replayed: false,
                 }),
-                Err(refusal) => Err(Shared::refused(&job.prepared, refusal.clone())),
+                Err(refusal) => Err(job.admitted.refused(refusal.clone())),
             };
-            (&job.prepared, answer)
+            (&job.admitted, answer)
         })
         .collect();
-    let answers = shared.unless_recorded(fresh).await;
+    let answers = stages.records.unless_recorded(fresh).await;
     for ((job, _), answer) in decided.into_iter().zip(answers) {
         job.answer(answer);
     }

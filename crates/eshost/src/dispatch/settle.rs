@@ -1,46 +1,23 @@
-//! Riding out transient database errors (see [`StoreError::is_transient`]),
-//! separately from conflicts and with their own limit.
+//! Stage 4, append and settle: a decided command's events appended at the
+//! version they were decided on (grouped with other streams' appends ready
+//! at the same moment, see [`crate::group_commit`]), and an outcome left
+//! unknown by a transient database error settled before anything else.
 //!
-//! A read is simply tried again. An append is different: when the connection
-//! drops mid-statement, the append may or may not have committed. The host
-//! never guesses: it looks the batch's command ids up. Found, the append
-//! committed and those are its events; not found, it did not, and the same
-//! append is sent again. Should a lost commit still land later, the unique
-//! keys (stream sequence, command id) make the second append fail, never
-//! double.
+//! When the connection drops mid-statement, the append may or may not have
+//! committed. The host never guesses: it looks the batch's command ids up.
+//! Found, the append committed and those are its events; not found, it did
+//! not, and the same append is sent again. Should a lost commit still land
+//! later, the unique keys (stream sequence, command id) make the second
+//! append fail, never double.
 
-use super::Shared;
+use super::records::{Budget, Records};
 use crate::error::StoreError;
 use eshost_store::{NewCommand, RecordedEvent, StreamId};
-use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::info;
 
-impl Shared {
-    /// `call`, tried again after a transient error, up to the policy's limit.
-    pub(super) async fn patiently<T, F, Fut>(
-        &self,
-        what: &'static str,
-        mut call: F,
-    ) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let mut budget = Budget::new(self, None);
-        loop {
-            match call().await {
-                Err(error) if error.is_transient() => {
-                    if budget.wait(what, &error).await.is_err() {
-                        return Err(error);
-                    }
-                }
-                result => return result,
-            }
-        }
-    }
-
+impl Records {
     /// Appends `commands` at `expected_version` by `deadline` (grouped with
     /// other streams' appends, see [`eshost_store::group`]), settling any
     /// attempt whose outcome a transient error left unknown by looking up
@@ -149,44 +126,5 @@ fn outcome_unknown(stream: &StreamId, lookup: &StoreError) -> StoreError {
     StoreError::OutcomeUnknown {
         stream: stream.to_string(),
         reason: lookup.to_string(),
-    }
-}
-
-/// The transient retries a store call (or an append and its settling) may
-/// still make, and by when.
-struct Budget<'a> {
-    shared: &'a Shared,
-    deadline: Option<Instant>,
-    retries: u32,
-}
-
-impl<'a> Budget<'a> {
-    fn new(shared: &'a Shared, deadline: Option<Instant>) -> Self {
-        Self {
-            shared,
-            deadline,
-            retries: 0,
-        }
-    }
-
-    /// Waits before the next try, or says there is none: the retries are
-    /// spent, or the wait would end past the deadline.
-    async fn wait(&mut self, what: &'static str, error: &StoreError) -> Result<(), ()> {
-        let policy = &self.shared.retry;
-        if self.retries >= policy.max_transient_retries {
-            return Err(());
-        }
-        self.retries += 1;
-        let delay = policy.transient_backoff(self.retries);
-        let past_deadline = self
-            .deadline
-            .is_some_and(|deadline| Instant::now() + delay >= deadline);
-        if past_deadline {
-            return Err(());
-        }
-        warn!(what, attempt = self.retries, ?delay, %error, "transient database error; retrying");
-        self.shared.metrics.transient_retries.inc();
-        tokio::time::sleep(delay).await;
-        Ok(())
     }
 }
