@@ -79,7 +79,7 @@ pub fn run(args: NewArgs) -> Result<()> {
         bail!("{}: no such SDK directory", sdk.display());
     }
     let aggregate = camel_case(&args.name);
-    let files = files(args.lang, sdk.as_deref())?;
+    let files = files(args.lang, sdk.as_deref());
     let fill = |template: &str| {
         template
             .replace("{crate}", &args.name)
@@ -112,96 +112,96 @@ pub fn run(args: NewArgs) -> Result<()> {
 
 /// The files of a new guest (paths and texts still holding `{crate}` and
 /// `{aggregate}`), with the SDK named.
-fn files(lang: Lang, sdk: Option<&Path>) -> Result<Vec<(String, String)>> {
-    let spec = (
-        "{crate}.spec.toml",
-        include_str!("../../templates/spec.toml.tmpl"),
-    );
-    let text = |(path, text): (&str, &str)| (path.to_string(), text.to_string());
+fn files(lang: Lang, sdk: Option<&Path>) -> Vec<(String, String)> {
     let shown = |sdk: &Path| sdk.display().to_string().replace('\\', "/");
-    Ok(match lang {
-        Lang::Rust => {
-            let dependency = match sdk {
-                Some(sdk) => format!("eshost-guest = {{ path = {:?} }}", shown(sdk)),
-                None => RUST_SDK.to_string(),
-            };
-            vec![
-                (
-                    "Cargo.toml".into(),
-                    include_str!("../../templates/rust/Cargo.toml.tmpl")
-                        .replace("{sdk_dependency}", &dependency),
-                ),
-                text((
-                    "src/lib.rs",
-                    include_str!("../../templates/rust/lib.rs.tmpl"),
-                )),
-                text((
-                    ".gitignore",
-                    include_str!("../../templates/rust/gitignore.tmpl"),
-                )),
-                text(spec),
-            ]
-        }
-        Lang::TypeScript => {
-            let dependency = match sdk {
-                Some(sdk) => format!("file:{}", shown(sdk)),
-                None => TS_SDK.to_string(),
-            };
-            let mut files = vec![
-                (
-                    "package.json".into(),
-                    include_str!("../../templates/ts/package.json.tmpl")
-                        .replace("{sdk_dependency}", &dependency),
-                ),
-                text(("build.mjs", include_str!("../../templates/ts/build.mjs"))),
-                text((
-                    "tsconfig.json",
-                    include_str!("../../templates/ts/tsconfig.json"),
-                )),
-                text((
-                    "src/{crate}.ts",
-                    include_str!("../../templates/ts/guest.ts.tmpl"),
-                )),
-                text((
-                    ".gitignore",
-                    include_str!("../../templates/ts/gitignore.tmpl"),
-                )),
-                text(spec),
-            ];
-            files.extend(WIT.iter().copied().map(text));
-            files
-        }
-        Lang::Python => {
-            let dependency = match sdk {
-                Some(sdk) => shown(sdk),
-                None => PYTHON_SDK.to_string(),
-            };
-            let mut files = vec![
-                text(("app.py", include_str!("../../templates/py/app.py.tmpl"))),
-                text((
-                    "aggregate.py",
-                    include_str!("../../templates/py/aggregate.py"),
-                )),
-                (
-                    "requirements.txt".into(),
-                    include_str!("../../templates/py/requirements.txt.tmpl")
-                        .replace("{sdk_dependency}", &dependency),
-                ),
-                text((
-                    "README.md",
-                    include_str!("../../templates/py/README.md.tmpl"),
-                )),
-                text((
-                    ".gitignore",
-                    include_str!("../../templates/py/gitignore.tmpl"),
-                )),
-                text(spec),
-            ];
-            files.extend(WIT.iter().copied().map(text));
-            files
-        }
-    })
+    let (templates, dependency, wit) = match lang {
+        Lang::Rust => (
+            RUST_FILES,
+            sdk.map_or(RUST_SDK.to_string(), |sdk| {
+                format!("eshost-guest = {{ path = {:?} }}", shown(sdk))
+            }),
+            &[][..],
+        ),
+        Lang::TypeScript => (
+            TS_FILES,
+            sdk.map_or(TS_SDK.to_string(), |sdk| format!("file:{}", shown(sdk))),
+            WIT,
+        ),
+        Lang::Python => (PY_FILES, sdk.map_or(PYTHON_SDK.to_string(), shown), WIT),
+    };
+    templates
+        .iter()
+        .chain(wit)
+        .map(|(path, text)| {
+            let text = text.replace("{sdk_dependency}", &dependency);
+            (path.to_string(), text)
+        })
+        .collect()
 }
+
+/// Each language's files: where each goes, and its template.
+const SPEC: (&str, &str) = (
+    "{crate}.spec.toml",
+    include_str!("../../templates/spec.toml.tmpl"),
+);
+
+const RUST_FILES: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../templates/rust/Cargo.toml.tmpl"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../templates/rust/lib.rs.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/rust/gitignore.tmpl"),
+    ),
+    SPEC,
+];
+
+const TS_FILES: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("../../templates/ts/package.json.tmpl"),
+    ),
+    ("build.mjs", include_str!("../../templates/ts/build.mjs")),
+    (
+        "tsconfig.json",
+        include_str!("../../templates/ts/tsconfig.json"),
+    ),
+    (
+        "src/{crate}.ts",
+        include_str!("../../templates/ts/guest.ts.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/ts/gitignore.tmpl"),
+    ),
+    SPEC,
+];
+
+const PY_FILES: &[(&str, &str)] = &[
+    ("app.py", include_str!("../../templates/py/app.py.tmpl")),
+    (
+        "aggregate.py",
+        include_str!("../../templates/py/aggregate.py"),
+    ),
+    (
+        "requirements.txt",
+        include_str!("../../templates/py/requirements.txt.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/py/README.md.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/py/gitignore.tmpl"),
+    ),
+    SPEC,
+];
 
 /// Lowercase letters, digits, `-` and `_`, starting with a letter: a name
 /// that is a crate name, an npm name and a file name alike.
