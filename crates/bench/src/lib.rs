@@ -640,6 +640,7 @@ async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, Bench
         metadata: metadata.clone(),
     };
     store
+        .streams()
         .append(&stream, 0, &[one_command(0, vec![created])])
         .await?;
     let mut version = 1;
@@ -655,7 +656,7 @@ async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, Bench
                 one_command(n, vec![purchased])
             })
             .collect();
-        store.append(&stream, version, &batch).await?;
+        store.streams().append(&stream, version, &batch).await?;
         version += batch.len() as u64;
     }
 

@@ -127,6 +127,7 @@ async fn seed(store: &dyn EventStore) -> Result<u64, BenchError> {
             events,
         };
         store
+            .streams()
             .append(&StreamId::new(AGGREGATE, &id), 0, &[command])
             .await?;
     }

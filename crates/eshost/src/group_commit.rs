@@ -1,6 +1,6 @@
 //! Group commit: appends for different streams that are ready at the same
 //! moment go to the store together, in one transaction and one commit
-//! ([`EventStore::append_group`]), each with its own outcome.
+//! ([`Streams::append_group`](eshost_store::Streams::append_group)), each with its own outcome.
 //!
 //! A caller hands its append to [`GroupCommit::append`] and waits for the
 //! outcome. Up to [`GroupLimits::committers`] tasks each take what is
@@ -165,7 +165,7 @@ impl GroupCommit {
     }
 
     /// Appends `commands` to `stream` at `expected_version`, in whichever
-    /// group forms next; the outcome is [`EventStore::append`]'s. An append
+    /// group forms next; the outcome is [`Streams::append`](eshost_store::Streams::append)'s. An append
     /// that cannot join the queue by `deadline` is not sent and fails as
     /// [`DatabaseFailure::NotSent`].
     pub async fn append(
@@ -227,7 +227,7 @@ impl Committers {
     /// (and is sent again, by the caller or stream by stream) is no
     /// commit, so a commit always holds at least one whole append.
     async fn append(&self, appends: &[StreamAppend<'_>]) -> Result<Vec<AppendOutcome>, StoreError> {
-        let outcomes = self.store.append_group(appends).await?;
+        let outcomes = self.store.streams().append_group(appends).await?;
         if let Some(metrics) = &self.metrics {
             metrics.commits.inc();
             metrics.streams.observe(appends.len() as f64);

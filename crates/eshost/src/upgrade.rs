@@ -143,7 +143,7 @@ impl UpgradeCheck {
         candidate: Arc<LoadedComponent>,
     ) -> Result<Self, UpgradeError> {
         let aggregate = candidate.name.clone();
-        let recorded = store.event_names(&aggregate).await?;
+        let recorded = store.catalog().event_names(&aggregate).await?;
         let undeclared_events: Vec<String> = recorded
             .into_iter()
             .filter(|name| !candidate.reads(name))
@@ -184,10 +184,18 @@ impl UpgradeCheck {
     /// How many streams `selection` covers.
     pub async fn count(&self, selection: &Selection) -> Result<u64, UpgradeError> {
         Ok(match selection {
-            Selection::All => self.store.count_streams(&self.report.aggregate).await?,
-            Selection::Sample(n) => {
-                (*n).min(self.store.count_streams(&self.report.aggregate).await?)
+            Selection::All => {
+                self.store
+                    .catalog()
+                    .count_streams(&self.report.aggregate)
+                    .await?
             }
+            Selection::Sample(n) => (*n).min(
+                self.store
+                    .catalog()
+                    .count_streams(&self.report.aggregate)
+                    .await?,
+            ),
             Selection::Stream(_) => 1,
         })
     }
@@ -203,7 +211,13 @@ impl UpgradeCheck {
         match selection {
             Selection::Stream(id) => {
                 let stream = eshost_store::StreamId::new(&aggregate, id);
-                if self.store.load_page(&stream, 0, Some(1)).await?.is_empty() {
+                if self
+                    .store
+                    .streams()
+                    .load_page(&stream, 0, Some(1))
+                    .await?
+                    .is_empty()
+                {
                     return Err(UpgradeError::NoSuchStream {
                         aggregate,
                         id: id.clone(),
@@ -213,7 +227,12 @@ impl UpgradeCheck {
                 progress(1);
             }
             Selection::Sample(n) => {
-                for id in self.store.sample_stream_ids(&aggregate, *n).await? {
+                for id in self
+                    .store
+                    .catalog()
+                    .sample_stream_ids(&aggregate, *n)
+                    .await?
+                {
                     self.check_stream(&id).await?;
                     progress(self.report.streams_checked);
                 }
@@ -223,6 +242,7 @@ impl UpgradeCheck {
                 loop {
                     let ids = self
                         .store
+                        .catalog()
                         .stream_ids(&aggregate, &after, IDS_PER_PAGE)
                         .await?;
                     for id in &ids {

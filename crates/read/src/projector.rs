@@ -1,10 +1,11 @@
-//! Running projections: each follows the global log from its view's
-//! checkpoint, hands every event it reads to its guest (on a blocking
-//! thread, never an async worker), and commits a page's document changes
-//! together with the checkpoint, in one transaction
-//! ([`ViewStore::commit_view`]). So an event's effect lands exactly once,
-//! whether the process is killed mid-page or two runners race (the loser's
-//! commit finds the checkpoint moved, and it starts again from there).
+//! Running projections: each follows the global log from its view's checkpoint,
+//! hands every event it reads to its guest (on a blocking thread, never an
+//! async worker), and commits a page's document changes together with the
+//! checkpoint, in one transaction
+//! ([`ViewStore::commit_view`](eshost_store::ViewStore::commit_view)). So an
+//! event's effect lands exactly once, whether the process is killed mid-page or
+//! two runners race (the loser's commit finds the checkpoint moved, and it
+//! starts again from there).
 //!
 //! An event the guest fails stops the projection there: the events before
 //! it are committed, its status becomes `failed` with the error, and it is
@@ -107,6 +108,7 @@ impl Projector {
         component: Arc<LoadedProjection>,
     ) -> Result<Self, ProjectorError> {
         let record = store
+            .views()
             .register_projection(
                 &component.name,
                 &component.version,
@@ -130,7 +132,7 @@ impl Projector {
         // Registered first, so a rebuild of a projection that never ran
         // has a live view to replace.
         Self::live(store.clone(), component.clone()).await?;
-        let view = store.begin_rebuild(&component.name).await?;
+        let view = store.views().begin_rebuild(&component.name).await?;
         Ok(Self::at(store, component, view, Target::Rebuild, 0))
     }
 
@@ -215,6 +217,7 @@ impl Projector {
             let subscription = self.subscription();
             let page = self
                 .store
+                .log()
                 .read_all(subscription.after, subscription.aggregate.as_deref(), PAGE)
                 .await?;
             let full = page.len() as u64 == PAGE;
@@ -357,6 +360,7 @@ impl Projector {
             .unwrap_or_default();
         let committed = self
             .store
+            .views()
             .commit_view(&self.view, self.progress.position, through, &changes)
             .await;
         match committed {
@@ -372,6 +376,7 @@ impl Projector {
                 if !self.status_ok && self.target == Target::Live {
                     // It goes on past where it had failed: say so.
                     self.store
+                        .views()
                         .set_projection_status(&self.view.projection, STATUS_OK, None)
                         .await?;
                     self.status_ok = true;
@@ -394,7 +399,7 @@ impl Projector {
     async fn reload(&mut self) -> Result<(), ProjectorError> {
         match self.target {
             Target::Live => {
-                let records = self.store.projections().await?;
+                let records = self.store.views().projections().await?;
                 let record = records
                     .into_iter()
                     .find(|r| r.name == self.view.projection)
@@ -407,7 +412,7 @@ impl Projector {
                 }
                 self.progress.position = record.position;
             }
-            Target::Rebuild => match self.store.view_position(&self.view).await? {
+            Target::Rebuild => match self.store.views().view_position(&self.view).await? {
                 Some(position) => self.progress.position = position,
                 None => return Err(ProjectorError::Superseded(self.view.projection.clone())),
             },
@@ -434,6 +439,7 @@ impl Projector {
             let message = stopped.to_string();
             let recorded = self
                 .store
+                .views()
                 .set_projection_status(&self.view.projection, STATUS_FAILED, Some(&message))
                 .await;
             if let Err(e) = recorded {
@@ -520,7 +526,7 @@ fn documents_of(store: Arc<dyn EventStore>, view: ViewId) -> ViewDocuments {
     let runtime = tokio::runtime::Handle::current();
     let load: LoadDocument = Box::new(move |key: &str| {
         runtime
-            .block_on(store.load_document(&view, key))
+            .block_on(store.views().load_document(&view, key))
             .map_err(Into::into)
     });
     ViewDocuments::new(load)
@@ -549,10 +555,11 @@ pub async fn rebuild(
     let mut projector = Projector::rebuilding(store.clone(), component).await?;
     for _ in 0..MAX_SWITCH_ATTEMPTS {
         projector.catch_up().await?;
-        match store.switch_view(&projector.view).await? {
+        match store.views().switch_view(&projector.view).await? {
             Switch::Done => {
                 // The new view includes every event the old one did.
                 store
+                    .views()
                     .set_projection_status(&projector.view.projection, STATUS_OK, None)
                     .await?;
                 return Ok((projector.view.clone(), projector.progress));

@@ -133,7 +133,10 @@ impl Relay {
             for ack in acks {
                 ack.await.map_err(RelayError::nats)?;
             }
-            self.store.save_checkpoint(&checkpoint, after).await?;
+            self.store
+                .checkpoints()
+                .save_checkpoint(&checkpoint, after)
+                .await?;
         }
     }
 

@@ -1,9 +1,11 @@
-//! Following the global log: every stream's events in position order, read
-//! page by page from the store and then, once caught up, as they are
-//! recorded. That no event is ever skipped is the store's promise
-//! ([`EventStore::read_all`]); this module owns the cursor and the waiting:
-//! for the store's signal that events were appended
-//! ([`EventStore::append_signal`]), and at most [`MAX_SIGNAL_WAIT`].
+//! Following the global log: every stream's events in position order, read page
+//! by page from the store and then, once caught up, as they are recorded. That
+//! no event is ever skipped is the store's promise
+//! ([`GlobalLog::read_all`](eshost_store::GlobalLog::read_all)); this module
+//! owns the cursor and the waiting: for the store's signal that events were
+//! appended
+//! ([`GlobalLog::append_signal`](eshost_store::GlobalLog::append_signal)), and
+//! at most [`MAX_SIGNAL_WAIT`].
 
 use async_trait::async_trait;
 use eshost_store::StoreError;
@@ -111,6 +113,7 @@ impl Follower {
         loop {
             let read = self
                 .store
+                .log()
                 .read_all(self.at.after, self.at.aggregate.as_deref(), PAGE)
                 .await;
             match read {
@@ -122,7 +125,7 @@ impl Follower {
                     None => {
                         let signal = match &mut self.signal {
                             Some(signal) => signal,
-                            None => self.signal.insert(self.store.append_signal().await),
+                            None => self.signal.insert(self.store.log().append_signal().await),
                         };
                         signal.wait(MAX_SIGNAL_WAIT).await;
                     }
@@ -147,7 +150,7 @@ pub struct SharedSignal(watch::Receiver<u64>);
 
 impl SharedSignal {
     pub async fn start(store: &dyn EventStore) -> Self {
-        let mut signal = store.append_signal().await;
+        let mut signal = store.log().append_signal().await;
         let (wake, woken) = watch::channel(0u64);
         tokio::spawn(async move {
             while !wake.is_closed() {

@@ -221,7 +221,13 @@ pub async fn view_document(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<ViewDocument>, ApiError> {
     let Path((projection, key)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    match app.host.store().view_document(&projection, &key).await? {
+    match app
+        .host
+        .store()
+        .views()
+        .view_document(&projection, &key)
+        .await?
+    {
         Some(document) => Ok(Json(ViewDocument {
             projection,
             key,

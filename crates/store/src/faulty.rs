@@ -2,12 +2,12 @@
 //! chosen calls meet chosen faults (never sent, lost before or after the
 //! commit, a conflict, a hang), so the dispatcher's retrying and settling
 //! can be tested deterministically, each branch on its own. Every other
-//! call, and every call with no fault planned, goes to the real store.
+//! call, and every call with no fault planned, goes to the real store: it
+//! wraps only the [`Streams`] role, and hands out the real store's others.
 
-use super::views::{Committed, DocumentChange, ProjectionRecord, Switch, ViewId, VisitDocument};
 use super::{
-    AppendOutcome, AppendSignal, EventStore, JsonText, RecordedCommand, RecordedEvent, Snapshot,
-    StreamAppend, StreamId, StreamLock, ViewStore,
+    AppendOutcome, Catalog, Checkpoints, EventStore, GlobalLog, Locks, RecordedCommand,
+    RecordedEvent, Snapshot, StreamAppend, StreamId, Streams, ViewStore,
 };
 use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
@@ -141,8 +141,41 @@ impl FaultyStore {
     }
 }
 
+/// Faults are planned for appends and lookups, both calls on streams: the
+/// other roles are the real store's own.
 #[async_trait]
 impl EventStore for FaultyStore {
+    fn streams(&self) -> &dyn Streams {
+        self
+    }
+
+    fn log(&self) -> &dyn GlobalLog {
+        self.inner.log()
+    }
+
+    fn checkpoints(&self) -> &dyn Checkpoints {
+        self.inner.checkpoints()
+    }
+
+    fn catalog(&self) -> &dyn Catalog {
+        self.inner.catalog()
+    }
+
+    fn locks(&self) -> &dyn Locks {
+        self.inner.locks()
+    }
+
+    fn views(&self) -> &dyn ViewStore {
+        self.inner.views()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl Streams for FaultyStore {
     async fn append_group(
         &self,
         appends: &[StreamAppend<'_>],
@@ -156,7 +189,8 @@ impl EventStore for FaultyStore {
             };
             return Ok(appends.iter().map(|a| Err(conflict(a))).collect());
         }
-        Self::through(fault, self.inner.append_group(appends)).await
+        let streams = self.inner.streams();
+        Self::through(fault, streams.append_group(appends)).await
     }
 
     async fn find_commands(
@@ -167,7 +201,8 @@ impl EventStore for FaultyStore {
         if fault == Some(Fault::NotFound) {
             return Ok(Vec::new());
         }
-        Self::through(fault, self.inner.find_commands(command_ids)).await
+        let streams = self.inner.streams();
+        Self::through(fault, streams.find_commands(command_ids)).await
     }
 
     async fn load_snapshot(
@@ -175,7 +210,8 @@ impl EventStore for FaultyStore {
         stream: &StreamId,
         component_digest: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream, component_digest).await
+        let streams = self.inner.streams();
+        streams.load_snapshot(stream, component_digest).await
     }
 
     async fn save_snapshot(
@@ -184,7 +220,8 @@ impl EventStore for FaultyStore {
         component_digest: &str,
         snapshot: &Snapshot,
     ) -> Result<(), StoreError> {
-        self.inner
+        let streams = self.inner.streams();
+        streams
             .save_snapshot(stream, component_digest, snapshot)
             .await
     }
@@ -195,144 +232,6 @@ impl EventStore for FaultyStore {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.load_page(stream, after, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        after: i64,
-        aggregate: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, aggregate, limit).await
-    }
-
-    async fn append_signal(&self) -> Box<dyn AppendSignal> {
-        self.inner.append_signal().await
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(name, position).await
-    }
-
-    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.event_names(aggregate).await
-    }
-
-    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
-        self.inner.count_streams(aggregate).await
-    }
-
-    async fn stream_ids(
-        &self,
-        aggregate: &str,
-        after: &str,
-        limit: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.stream_ids(aggregate, after, limit).await
-    }
-
-    async fn sample_stream_ids(
-        &self,
-        aggregate: &str,
-        count: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.sample_stream_ids(aggregate, count).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn lock_stream(
-        &self,
-        stream: &StreamId,
-        wait: Duration,
-    ) -> Result<StreamLock, StoreError> {
-        self.inner.lock_stream(stream, wait).await
-    }
-}
-
-#[async_trait]
-impl ViewStore for FaultyStore {
-    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
-        self.inner.projections().await
-    }
-
-    async fn register_projection(
-        &self,
-        name: &str,
-        version: &str,
-        digest: &str,
-    ) -> Result<ProjectionRecord, StoreError> {
-        self.inner.register_projection(name, version, digest).await
-    }
-
-    async fn set_projection_status(
-        &self,
-        name: &str,
-        status: &str,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.inner.set_projection_status(name, status, error).await
-    }
-
-    async fn view_position(&self, view: &ViewId) -> Result<Option<i64>, StoreError> {
-        self.inner.view_position(view).await
-    }
-
-    async fn load_document(
-        &self,
-        view: &ViewId,
-        key: &str,
-    ) -> Result<Option<JsonText>, StoreError> {
-        self.inner.load_document(view, key).await
-    }
-
-    async fn commit_view(
-        &self,
-        view: &ViewId,
-        from: i64,
-        to: i64,
-        changes: &[DocumentChange],
-    ) -> Result<Committed, StoreError> {
-        self.inner.commit_view(view, from, to, changes).await
-    }
-
-    async fn begin_rebuild(&self, projection: &str) -> Result<ViewId, StoreError> {
-        self.inner.begin_rebuild(projection).await
-    }
-
-    async fn switch_view(&self, view: &ViewId) -> Result<Switch, StoreError> {
-        self.inner.switch_view(view).await
-    }
-
-    async fn view_document(
-        &self,
-        projection: &str,
-        key: &str,
-    ) -> Result<Option<JsonText>, StoreError> {
-        self.inner.view_document(projection, key).await
-    }
-
-    async fn scan_view(
-        &self,
-        projection: &str,
-        visit: &mut VisitDocument<'_>,
-    ) -> Result<u64, StoreError> {
-        self.inner.scan_view(projection, visit).await
-    }
-
-    async fn events_after(
-        &self,
-        position: i64,
-        aggregates: &[String],
-        cap: u64,
-    ) -> Result<u64, StoreError> {
-        self.inner.events_after(position, aggregates, cap).await
+        self.inner.streams().load_page(stream, after, limit).await
     }
 }

@@ -47,7 +47,7 @@ pub struct NewCommand {
     pub events: Vec<NewEvent>,
 }
 
-/// One stream's part of [`EventStore::append_group`].
+/// One stream's part of [`Streams::append_group`].
 #[derive(Debug, Clone, Copy)]
 pub struct StreamAppend<'a> {
     pub stream: &'a StreamId,
@@ -95,7 +95,7 @@ pub struct RecordedCommand {
 }
 
 /// A stream's turn across processes, held until dropped (see
-/// [`EventStore::lock_stream`]).
+/// [`Locks::lock_stream`]).
 pub struct StreamLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
 
 impl StreamLock {
@@ -108,7 +108,7 @@ impl StreamLock {
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Wakes a caught-up follower of the global log when events may have been
-/// appended (see [`EventStore::append_signal`]).
+/// appended (see [`GlobalLog::append_signal`]).
 #[async_trait]
 pub trait AppendSignal: Send {
     /// Returns when events may have been appended, or after `max` at most.
@@ -125,11 +125,41 @@ impl AppendSignal for Polling {
     }
 }
 
-/// Where events live (and, through [`ViewStore`], the projections' views).
-/// Implementations must make `append` atomic and detect a lost race by
-/// error code, never by message text.
+/// Where events live, by role. A store implements each role, and the
+/// write side, the read side and the tools each use the roles they need
+/// (`store.streams().append(..)`, `store.log().read_all(..)`); a wrapper
+/// such as the fault-injecting store wraps one role and hands out the
+/// others as they are. Implementations must make appends atomic and detect
+/// a lost race by error code, never by message text.
 #[async_trait]
-pub trait EventStore: ViewStore + Send + Sync {
+pub trait EventStore: Send + Sync {
+    /// Appending and reading streams, their snapshots, and the records of
+    /// commands.
+    fn streams(&self) -> &dyn Streams;
+
+    /// Every stream's events in one order, for readers of the whole log.
+    fn log(&self) -> &dyn GlobalLog;
+
+    /// Where durable readers of the global log have got to.
+    fn checkpoints(&self) -> &dyn Checkpoints;
+
+    /// What has been recorded, by aggregate type: for the upgrade check.
+    fn catalog(&self) -> &dyn Catalog;
+
+    /// Turns on streams across processes.
+    fn locks(&self) -> &dyn Locks;
+
+    /// The projections' views.
+    fn views(&self) -> &dyn ViewStore;
+
+    /// Checks that the database answers (a round trip).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Streams of events, appended with an expected version, each command's id
+/// recorded with its events; and the streams' snapshots.
+#[async_trait]
+pub trait Streams: Send + Sync {
     /// The latest snapshot of a stream written by the component with this digest.
     async fn load_snapshot(
         &self,
@@ -160,69 +190,6 @@ pub trait EventStore: ViewStore + Send + Sync {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// Events of every stream (or of one aggregate type) with positions
-    /// greater than `after`, in position order, at most `limit` of them.
-    /// Gap-safe: once a position has been returned, no event with a lower
-    /// one can become visible later, so a reader that goes on from the last
-    /// position it saw never skips an event. An event still being written
-    /// (and those after it) waits for a later call.
-    async fn read_all(
-        &self,
-        after: i64,
-        aggregate: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// What wakes a follower of [`read_all`](Self::read_all) when events
-    /// are appended. By default nothing does and it polls; PostgreSQL
-    /// listens for the notification hosts send after their appends.
-    async fn append_signal(&self) -> Box<dyn AppendSignal> {
-        Box::new(Polling)
-    }
-
-    /// The position a durable reader of the global log last saved under
-    /// `name`, if it saved one.
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError>;
-
-    /// Saves `position` as where the reader `name` has got to.
-    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError>;
-
-    /// Every event name recorded for an aggregate type, sorted.
-    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;
-
-    /// How many streams an aggregate type has.
-    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError>;
-
-    /// An aggregate type's stream ids greater than `after` (`""` for the
-    /// first page), in order, at most `limit` of them.
-    async fn stream_ids(
-        &self,
-        aggregate: &str,
-        after: &str,
-        limit: u64,
-    ) -> Result<Vec<String>, StoreError>;
-
-    /// `count` of an aggregate type's stream ids, chosen at random.
-    async fn sample_stream_ids(
-        &self,
-        aggregate: &str,
-        count: u64,
-    ) -> Result<Vec<String>, StoreError>;
-
-    /// Checks that the database answers (a round trip).
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Waits, at most `wait`, until no other process holds this stream's
-    /// lock, then holds it until the guard is dropped (or the process
-    /// ends). For processes that run one command and exit: taking turns
-    /// costs each a short wait, where racing costs conflicts and retries.
-    /// Advisory: it guards nothing by itself (the unique keys do).
-    async fn lock_stream(
-        &self,
-        stream: &StreamId,
-        wait: Duration,
-    ) -> Result<StreamLock, StoreError>;
 
     /// Appends the commands' events as sequence numbers `expected_version + 1
     /// ..`, each command's contiguous and in order, and records each command
@@ -261,6 +228,82 @@ pub trait EventStore: ViewStore + Send + Sync {
     /// no particular order; ids never recorded are left out.
     async fn find_commands(&self, command_ids: &[&str])
     -> Result<Vec<RecordedCommand>, StoreError>;
+}
+
+/// The global log: every stream's events in one order.
+#[async_trait]
+pub trait GlobalLog: Send + Sync {
+    /// Events of every stream (or of one aggregate type) with positions
+    /// greater than `after`, in position order, at most `limit` of them.
+    /// Gap-safe: once a position has been returned, no event with a lower
+    /// one can become visible later, so a reader that goes on from the last
+    /// position it saw never skips an event. An event still being written
+    /// (and those after it) waits for a later call.
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What wakes a follower of [`read_all`](Self::read_all) when events
+    /// are appended. By default nothing does and it polls; PostgreSQL
+    /// listens for the notification hosts send after their appends.
+    async fn append_signal(&self) -> Box<dyn AppendSignal> {
+        Box::new(Polling)
+    }
+}
+
+/// Where durable readers of the global log have got to.
+#[async_trait]
+pub trait Checkpoints: Send + Sync {
+    /// The position a durable reader of the global log last saved under
+    /// `name`, if it saved one.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Saves `position` as where the reader `name` has got to.
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError>;
+}
+
+/// What has been recorded, by aggregate type.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Every event name recorded for an aggregate type, sorted.
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError>;
+
+    /// How many streams an aggregate type has.
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError>;
+
+    /// An aggregate type's stream ids greater than `after` (`""` for the
+    /// first page), in order, at most `limit` of them.
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// `count` of an aggregate type's stream ids, chosen at random.
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// Turns on streams across processes.
+#[async_trait]
+pub trait Locks: Send + Sync {
+    /// Waits, at most `wait`, until no other process holds this stream's
+    /// lock, then holds it until the guard is dropped (or the process
+    /// ends). For processes that run one command and exit: taking turns
+    /// costs each a short wait, where racing costs conflicts and retries.
+    /// Advisory: it guards nothing by itself (the unique keys do).
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError>;
 }
 
 /// What a failed append means, told apart by error code and constraint.

@@ -4,9 +4,9 @@ use super::views::{
     Committed, DocumentChange, ProjectionRecord, Switch, ViewId, ViewStore, VisitDocument,
 };
 use super::{
-    AppendOutcome, AppendSignal, EventStore, JsonText, POLL_INTERVAL, Polling, RecordedCommand,
-    RecordedEvent, Snapshot, StreamAppend, StreamId, StreamLock, Violation, grouped, numbered,
-    snapshot_from, to_i64,
+    AppendOutcome, AppendSignal, Catalog, Checkpoints, EventStore, GlobalLog, JsonText, Locks,
+    POLL_INTERVAL, Polling, RecordedCommand, RecordedEvent, Snapshot, StreamAppend, StreamId,
+    StreamLock, Streams, Violation, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
@@ -574,6 +574,38 @@ fn violation(error: &sqlx::Error) -> Option<Violation> {
 
 #[async_trait]
 impl EventStore for PostgresStore {
+    fn streams(&self) -> &dyn Streams {
+        self
+    }
+
+    fn log(&self) -> &dyn GlobalLog {
+        self
+    }
+
+    fn checkpoints(&self) -> &dyn Checkpoints {
+        self
+    }
+
+    fn catalog(&self) -> &dyn Catalog {
+        self
+    }
+
+    fn locks(&self) -> &dyn Locks {
+        self
+    }
+
+    fn views(&self) -> &dyn ViewStore {
+        self
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Streams for PostgresStore {
     async fn load_snapshot(
         &self,
         stream: &StreamId,
@@ -630,108 +662,6 @@ impl EventStore for PostgresStore {
         rows.iter().map(recorded).collect()
     }
 
-    async fn read_all(
-        &self,
-        after: i64,
-        aggregate: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(SELECT_ALL)
-            .bind(after)
-            .bind(aggregate)
-            .bind(to_i64(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(recorded).collect()
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(SELECT_CHECKPOINT)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        sqlx::query(UPSERT_CHECKPOINT)
-            .bind(name)
-            .bind(position)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(EVENT_NAMES)
-            .bind(aggregate)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(COUNT_STREAMS)
-            .bind(aggregate)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    async fn stream_ids(
-        &self,
-        aggregate: &str,
-        after: &str,
-        limit: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(STREAM_IDS)
-            .bind(aggregate)
-            .bind(after)
-            .bind(to_i64(limit))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn sample_stream_ids(
-        &self,
-        aggregate: &str,
-        count: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(SAMPLE_STREAM_IDS)
-            .bind(aggregate)
-            .bind(to_i64(count))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn lock_stream(
-        &self,
-        stream: &StreamId,
-        wait: Duration,
-    ) -> Result<StreamLock, StoreError> {
-        // A connection of its own, out of the pool: dropping it closes it,
-        // which releases the lock.
-        let mut conn = self.pool.acquire().await?.detach();
-        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-            .bind(format!("{}ms", wait.as_millis().max(1)))
-            .execute(&mut conn)
-            .await?;
-        let key = format!("{}\u{1f}{}", stream.aggregate, stream.id);
-        match sqlx::query(LOCK_STREAM).bind(key).execute(&mut conn).await {
-            Ok(_) => Ok(StreamLock::holding(conn)),
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
-                Err(StoreError::Lock {
-                    stream: stream.to_string(),
-                    reason: format!("another process held the stream for over {wait:?}"),
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// In the common case no key is taken, and the whole group is one
     /// statement (so one round trip, its commit included): all of it lands
     /// or none. Only when a key is taken is it sent again, row by row
@@ -778,6 +708,38 @@ impl EventStore for PostgresStore {
         Ok(outcomes)
     }
 
+    async fn find_commands(
+        &self,
+        command_ids: &[&str],
+    ) -> Result<Vec<RecordedCommand>, StoreError> {
+        if command_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(SELECT_COMMANDS)
+            .bind(command_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        grouped(&rows, recorded)
+    }
+}
+
+#[async_trait]
+impl GlobalLog for PostgresStore {
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(SELECT_ALL)
+            .bind(after)
+            .bind(aggregate)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+
     async fn append_signal(&self) -> Box<dyn AppendSignal> {
         let listening = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
@@ -792,19 +754,96 @@ impl EventStore for PostgresStore {
             }
         }
     }
+}
 
-    async fn find_commands(
-        &self,
-        command_ids: &[&str],
-    ) -> Result<Vec<RecordedCommand>, StoreError> {
-        if command_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(SELECT_COMMANDS)
-            .bind(command_ids)
-            .fetch_all(&self.pool)
+#[async_trait]
+impl Checkpoints for PostgresStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_CHECKPOINT)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(name)
+            .bind(position)
+            .execute(&self.pool)
             .await?;
-        grouped(&rows, recorded)
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Catalog for PostgresStore {
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(EVENT_NAMES)
+            .bind(aggregate)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(COUNT_STREAMS)
+            .bind(aggregate)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(STREAM_IDS)
+            .bind(aggregate)
+            .bind(after)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(SAMPLE_STREAM_IDS)
+            .bind(aggregate)
+            .bind(to_i64(count))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Locks for PostgresStore {
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError> {
+        // A connection of its own, out of the pool: dropping it closes it,
+        // which releases the lock.
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(format!("{}ms", wait.as_millis().max(1)))
+            .execute(&mut conn)
+            .await?;
+        let key = format!("{}\u{1f}{}", stream.aggregate, stream.id);
+        match sqlx::query(LOCK_STREAM).bind(key).execute(&mut conn).await {
+            Ok(_) => Ok(StreamLock::holding(conn)),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                Err(StoreError::Lock {
+                    stream: stream.to_string(),
+                    reason: format!("another process held the stream for over {wait:?}"),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -5,9 +5,9 @@ use super::views::{
     Committed, DocumentChange, ProjectionRecord, Switch, ViewId, ViewStore, VisitDocument,
 };
 use super::{
-    AppendOutcome, EventStore, JsonText, RecordedCommand, RecordedEvent, Snapshot, StreamAppend,
-    StreamId, StreamLock, Violation, append_error, appended, grouped, numbered, snapshot_from,
-    to_i64,
+    AppendOutcome, Catalog, Checkpoints, EventStore, GlobalLog, JsonText, Locks, RecordedCommand,
+    RecordedEvent, Snapshot, StreamAppend, StreamId, StreamLock, Streams, Violation, append_error,
+    appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -201,6 +201,38 @@ fn is_key_violation(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    fn streams(&self) -> &dyn Streams {
+        self
+    }
+
+    fn log(&self) -> &dyn GlobalLog {
+        self
+    }
+
+    fn checkpoints(&self) -> &dyn Checkpoints {
+        self
+    }
+
+    fn catalog(&self) -> &dyn Catalog {
+        self
+    }
+
+    fn locks(&self) -> &dyn Locks {
+        self
+    }
+
+    fn views(&self) -> &dyn ViewStore {
+        self
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Streams for SqliteStore {
     async fn load_snapshot(
         &self,
         stream: &StreamId,
@@ -258,127 +290,6 @@ impl EventStore for SqliteStore {
         rows.iter().map(recorded).collect()
     }
 
-    async fn read_all(
-        &self,
-        after: i64,
-        aggregate: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(SELECT_ALL)
-            .bind(after)
-            .bind(aggregate)
-            .bind(aggregate)
-            .bind(to_i64(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(recorded).collect()
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(SELECT_CHECKPOINT)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        sqlx::query(UPSERT_CHECKPOINT)
-            .bind(name)
-            .bind(position)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(EVENT_NAMES)
-            .bind(aggregate)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(COUNT_STREAMS)
-            .bind(aggregate)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    async fn stream_ids(
-        &self,
-        aggregate: &str,
-        after: &str,
-        limit: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(STREAM_IDS)
-            .bind(aggregate)
-            .bind(after)
-            .bind(to_i64(limit))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn sample_stream_ids(
-        &self,
-        aggregate: &str,
-        count: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(SAMPLE_STREAM_IDS)
-            .bind(aggregate)
-            .bind(to_i64(count))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// One lock for the whole file (`PATH-eshost.lock`, an OS file lock):
-    /// SQLite has one writer at a time anyway, so finer locks would buy
-    /// little. Polled, so no thread waits on it.
-    async fn lock_stream(
-        &self,
-        stream: &StreamId,
-        wait: Duration,
-    ) -> Result<StreamLock, StoreError> {
-        let Some(path) = &self.lock_file else {
-            return Ok(StreamLock::holding(()));
-        };
-        let failed = |reason: String| StoreError::Lock {
-            stream: stream.to_string(),
-            reason,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(StreamLock::holding(file)),
-                Err(std::fs::TryLockError::WouldBlock)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(failed(format!(
-                        "another process held {} for over {wait:?}",
-                        path.display()
-                    )));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(failed(format!("cannot lock {}: {e}", path.display())));
-                }
-            }
-        }
-    }
-
     /// Each stream's rows go in under a savepoint: a stream that meets a
     /// key is rolled back to it alone, and the others commit together.
     async fn append_group(
@@ -426,6 +337,134 @@ impl EventStore for SqliteStore {
             found.extend(grouped(&rows, recorded)?);
         }
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl GlobalLog for SqliteStore {
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(SELECT_ALL)
+            .bind(after)
+            .bind(aggregate)
+            .bind(aggregate)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+}
+
+#[async_trait]
+impl Checkpoints for SqliteStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_CHECKPOINT)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(name)
+            .bind(position)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Catalog for SqliteStore {
+    async fn event_names(&self, aggregate: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(EVENT_NAMES)
+            .bind(aggregate)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn count_streams(&self, aggregate: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(COUNT_STREAMS)
+            .bind(aggregate)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn stream_ids(
+        &self,
+        aggregate: &str,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(STREAM_IDS)
+            .bind(aggregate)
+            .bind(after)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn sample_stream_ids(
+        &self,
+        aggregate: &str,
+        count: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(SAMPLE_STREAM_IDS)
+            .bind(aggregate)
+            .bind(to_i64(count))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Locks for SqliteStore {
+    /// One lock for the whole file (`PATH-eshost.lock`, an OS file lock):
+    /// SQLite has one writer at a time anyway, so finer locks would buy
+    /// little. Polled, so no thread waits on it.
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+        wait: Duration,
+    ) -> Result<StreamLock, StoreError> {
+        let Some(path) = &self.lock_file else {
+            return Ok(StreamLock::holding(()));
+        };
+        let failed = |reason: String| StoreError::Lock {
+            stream: stream.to_string(),
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StreamLock::holding(file)),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(failed(format!(
+                        "another process held {} for over {wait:?}",
+                        path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(failed(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+        }
     }
 }
 

@@ -243,6 +243,7 @@ pub async fn append_raw(
             .collect(),
     };
     store
+        .streams()
         .append(&eshost::StreamId::new(FLASH_SALE, id), version, &[command])
         .await
         .unwrap();
@@ -480,7 +481,11 @@ pub async fn documents(store: &dyn EventStore) -> BTreeMap<String, Value> {
         documents.insert(key.to_string(), body.to_value());
         Ok(())
     };
-    store.scan_view(SALES_SUMMARY, &mut visit).await.unwrap();
+    store
+        .views()
+        .scan_view(SALES_SUMMARY, &mut visit)
+        .await
+        .unwrap();
     documents
 }
 
@@ -535,7 +540,7 @@ pub fn assert_view(view: &BTreeMap<String, Value>, expected: &BTreeMap<String, (
 pub async fn head(store: &dyn EventStore) -> i64 {
     let mut after = 0;
     loop {
-        let page = store.read_all(after, None, 1_000).await.unwrap();
+        let page = store.log().read_all(after, None, 1_000).await.unwrap();
         match page.last() {
             Some(last) => after = last.position,
             None => return after,

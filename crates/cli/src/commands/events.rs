@@ -104,7 +104,11 @@ async fn global_log(global: &GlobalArgs, args: EventsArgs) -> Result<()> {
     let checkpoint = args.subscription.map(|name| format!("subscription:{name}"));
     let after = match (args.from, &checkpoint) {
         (Some(from), _) => from,
-        (None, Some(checkpoint)) => store.load_checkpoint(checkpoint).await?.unwrap_or(0),
+        (None, Some(checkpoint)) => store
+            .checkpoints()
+            .load_checkpoint(checkpoint)
+            .await?
+            .unwrap_or(0),
         (None, None) => 0,
     };
     let mut out = LogPrinter {
@@ -119,6 +123,7 @@ async fn global_log(global: &GlobalArgs, args: EventsArgs) -> Result<()> {
         let mut after = after;
         loop {
             let page = store
+                .log()
                 .read_all(after, aggregate.as_deref(), subscription::PAGE)
                 .await?;
             for event in &page {
@@ -177,7 +182,10 @@ impl<W: Write> LogPrinter<W> {
         if let Some(checkpoint) = &self.checkpoint
             && self.printed > self.saved
         {
-            self.store.save_checkpoint(checkpoint, self.printed).await?;
+            self.store
+                .checkpoints()
+                .save_checkpoint(checkpoint, self.printed)
+                .await?;
             self.saved = self.printed;
         }
         Ok(())

@@ -73,13 +73,14 @@ async fn with_lag(global: &GlobalArgs, store: &Arc<dyn EventStore>) -> Result<Ve
         Vec::new()
     };
     let mut lines = Vec::new();
-    for record in store.projections().await? {
+    for record in store.views().projections().await? {
         let aggregates = loaded
             .iter()
             .find(|p| p.name == record.name)
             .map(|p| p.aggregates.clone())
             .unwrap_or_default();
         let lag = store
+            .views()
             .events_after(record.position, &aggregates, MAX_LAG_COUNTED)
             .await?;
         lines.push(ProjectionLine { record, lag });

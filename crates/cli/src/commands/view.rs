@@ -39,7 +39,7 @@ pub async fn run(global: &GlobalArgs, args: ViewArgs) -> Result<()> {
     // Not locked: the scan's visitor must be Send.
     let mut out = std::io::BufWriter::new(std::io::stdout());
     match key {
-        Some(key) => match store.view_document(name, key).await? {
+        Some(key) => match store.views().view_document(name, key).await? {
             Some(document) => writeln!(out, "{}", serde_json::to_string(&document)?)?,
             None => bail!("{name} has no document {key:?}"),
         },
@@ -48,8 +48,15 @@ pub async fn run(global: &GlobalArgs, args: ViewArgs) -> Result<()> {
                 serde_json::to_writer(&mut out, &ViewLine { key, document })?;
                 out.write_all(b"\n")
             };
-            let count = store.scan_view(name, &mut visit).await?;
-            if count == 0 && !store.projections().await?.iter().any(|p| p.name == name) {
+            let count = store.views().scan_view(name, &mut visit).await?;
+            if count == 0
+                && !store
+                    .views()
+                    .projections()
+                    .await?
+                    .iter()
+                    .any(|p| p.name == name)
+            {
                 bail!("no projection {name:?} has run on this store");
             }
         }

@@ -667,7 +667,11 @@ async fn exec_runs_leave_their_snapshots(database_url: &str) {
     let store = eshost::store::open(database_url).await.unwrap();
     let digest = modules().get(FLASH_SALE).unwrap().digest.clone();
     let stream = eshost::StreamId::new(FLASH_SALE, "snap-1");
-    let latest = store.load_snapshot(&stream, &digest).await.unwrap();
+    let latest = store
+        .streams()
+        .load_snapshot(&stream, &digest)
+        .await
+        .unwrap();
     assert_eq!(latest.map(|s| s.version), Some(20));
 }
 

@@ -124,7 +124,7 @@ async fn assert_exactly_the_log(db: &TestDb, seen: &[RecordedEvent]) {
         .collect();
     assert_eq!(keys.len(), seen.len(), "an event seen twice");
     let store = eshost::store::open(&db.url).await.unwrap();
-    let everything = store.read_all(0, None, 1_000_000).await.unwrap();
+    let everything = store.log().read_all(0, None, 1_000_000).await.unwrap();
     assert_eq!(everything.len(), EVENTS);
     assert_eq!(seen.len(), EVENTS, "events skipped");
     assert_eq!(seen, everything.as_slice());
@@ -181,6 +181,7 @@ async fn a_durable_subscription_killed_mid_run_resumes_at_its_checkpoint() {
     first.wait_for(EVENTS / 3).await;
     poll("a checkpoint to be saved", async || {
         store
+            .checkpoints()
             .load_checkpoint(CHECKPOINT)
             .await
             .unwrap()
@@ -188,7 +189,12 @@ async fn a_durable_subscription_killed_mid_run_resumes_at_its_checkpoint() {
     })
     .await;
     let before = first.kill().await;
-    let saved = store.load_checkpoint(CHECKPOINT).await.unwrap().unwrap();
+    let saved = store
+        .checkpoints()
+        .load_checkpoint(CHECKPOINT)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         before.iter().any(|e| e.position == saved),
         "the checkpoint is a printed position"
@@ -196,7 +202,7 @@ async fn a_durable_subscription_killed_mid_run_resumes_at_its_checkpoint() {
 
     let second = Follower::subscribed(&db, "billing");
     writing.await.unwrap();
-    let everything = store.read_all(0, None, 1_000_000).await.unwrap();
+    let everything = store.log().read_all(0, None, 1_000_000).await.unwrap();
     let after = second
         .wait_for(everything.iter().filter(|e| e.position > saved).count())
         .await;

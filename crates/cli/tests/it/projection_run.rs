@@ -29,14 +29,14 @@ async fn a_runner_killed_mid_run_loses_and_repeats_nothing(db: &TestDb) {
         .spawn()
         .unwrap();
     poll("the runner to start", async || {
-        store.projections().await.unwrap().pop()
+        store.views().projections().await.unwrap().pop()
     })
     .await;
     let host = db.host(eshost::RetryPolicy::default()).await;
     let item = |w: usize, i: usize| format!("killed-{w}-{i}");
     let selling = tokio::spawn(sell_concurrently(host, WRITERS, ITEMS, PURCHASES, item));
     let killed_at = poll("the runner to commit", async || {
-        let record = store.projections().await.unwrap().pop()?;
+        let record = store.views().projections().await.unwrap().pop()?;
         (record.position > 0).then_some(record.position)
     })
     .await;

@@ -124,7 +124,11 @@ async fn the_relay_killed_and_restarted_mid_run_publishes_every_event_once_in_or
     );
     let checkpoint = format!("relay:{stream}");
     assert_eq!(
-        host.store().load_checkpoint(&checkpoint).await.unwrap(),
+        host.store()
+            .checkpoints()
+            .load_checkpoint(&checkpoint)
+            .await
+            .unwrap(),
         recorded.last().map(|e| e.position)
     );
     js.delete_stream(&stream).await.unwrap();

@@ -115,9 +115,10 @@ async fn sigterm_drains_every_accepted_command() {
     }
 
     let store = eshost::store::open(&db.url).await.unwrap();
-    let projection = store.projections().await.unwrap().pop().unwrap();
+    let projection = store.views().projections().await.unwrap().pop().unwrap();
     assert_eq!(projection.status, "ok", "{projection:?}");
     let item = store
+        .views()
         .view_document("sales-summary", "item:drain")
         .await
         .unwrap()

@@ -98,7 +98,12 @@ impl Aggregates {
         if self.snapshot_every == 0 {
             return None;
         }
-        let load = || self.records.store.load_snapshot(stream, &component.digest);
+        let load = || {
+            self.records
+                .store
+                .streams()
+                .load_snapshot(stream, &component.digest)
+        };
         match self.records.patiently("load snapshot", load).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -127,6 +132,7 @@ impl Aggregates {
         if let Err(e) = self
             .records
             .store
+            .streams()
             .save_snapshot(stream, digest, &snapshot)
             .await
         {
@@ -184,6 +190,7 @@ impl Aggregates {
             let load = || {
                 self.records
                     .store
+                    .streams()
                     .load_page(stream, first - 1, Some(last - first + 1))
             };
             let span = self.records.patiently("load", load).await?;
@@ -211,6 +218,7 @@ impl Aggregates {
             self.records.patiently("load", move || {
                 self.records
                     .store
+                    .streams()
                     .load_page(stream, after, Some(page_size(after)))
             })
         };

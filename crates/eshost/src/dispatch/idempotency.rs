@@ -26,7 +26,7 @@ impl Records {
         }
         let ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
         let recorded = self
-            .patiently("find commands", || self.store.find_commands(&ids))
+            .patiently("find commands", || self.store.streams().find_commands(&ids))
             .await?;
         Ok(recorded
             .into_iter()

@@ -92,12 +92,13 @@ pub struct HostOptions {
     pub guest_threads: usize,
     /// How appends of different streams are grouped into transactions.
     pub group_commit: GroupLimits,
-    /// For a process that runs one command and exits: in queued mode, take
-    /// the stream's lock across processes ([`EventStore::lock_stream`])
-    /// before the command, waiting at most this long, so that many such
-    /// processes on one aggregate take turns instead of racing and
-    /// retrying. `None` (the default, and what a server wants: its queue
-    /// already orders a stream's commands) takes no lock.
+    /// For a process that runs one command and exits: in queued mode, take the
+    /// stream's lock across processes
+    /// ([`Locks::lock_stream`](eshost_store::Locks::lock_stream)) before the
+    /// command, waiting at most this long, so that many such processes on one
+    /// aggregate take turns instead of racing and retrying. `None` (the
+    /// default, and what a server wants: its queue already orders a stream's
+    /// commands) takes no lock.
     pub stream_turns: Option<Duration>,
 }
 
@@ -320,6 +321,7 @@ impl Host {
                         stages
                             .records
                             .store
+                            .locks()
                             .lock_stream(&admitted.stream, wait)
                             .await?,
                     ),
@@ -383,6 +385,7 @@ impl Host {
         self.stages
             .records
             .store
+            .streams()
             .save_snapshot(&stream, &component.digest, &snapshot)
             .await?;
         aggregates.cache.put(stream, hydrated);
@@ -410,13 +413,13 @@ impl Host {
         self.stages.admission.component(aggregate)?;
         let stream = StreamId::new(aggregate, id);
         let records = &self.stages.records;
-        let load = || records.store.load_page(&stream, after, limit);
+        let load = || records.store.streams().load_page(&stream, after, limit);
         Ok(records.patiently("load", load).await?)
     }
 
     /// Every stream's events (or one aggregate type's) after position
     /// `after`, in position order, at most `limit` of them; see
-    /// [`EventStore::read_all`].
+    /// [`GlobalLog::read_all`](eshost_store::GlobalLog::read_all).
     pub async fn read_all(
         &self,
         after: i64,
@@ -424,7 +427,7 @@ impl Host {
         limit: u64,
     ) -> Result<Vec<RecordedEvent>, crate::error::StoreError> {
         let records = &self.stages.records;
-        let read = || records.store.read_all(after, aggregate, limit);
+        let read = || records.store.log().read_all(after, aggregate, limit);
         records.patiently("read", read).await
     }
 

@@ -109,7 +109,7 @@ async fn after_conflict(
     debug!(%stream, retries = retries + 1, ?delay, "conflict; retrying");
     tokio::time::sleep(delay).await;
     let unseen = records
-        .patiently("load", || records.store.load(stream, version))
+        .patiently("load", || records.store.streams().load(stream, version))
         .await?;
     Ok(unseen)
 }

@@ -101,7 +101,7 @@ impl Records {
             .filter(|c| !c.events.is_empty())
             .map(|c| c.command_id.as_str())
             .collect();
-        let found = self.store.find_commands(&ids).await?;
+        let found = self.store.streams().find_commands(&ids).await?;
         let mut events: Vec<RecordedEvent> = found
             .into_iter()
             .filter(|c| &c.stream == stream)

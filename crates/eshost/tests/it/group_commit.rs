@@ -43,10 +43,12 @@ async fn a_stream_that_meets_a_key_is_undone_alone(db: &TestDb) {
         stream("group-other"),
     );
     store
+        .streams()
         .append(&taken, 0, &[command("taken-first", 1)])
         .await
         .unwrap();
     store
+        .streams()
         .append(&repeat, 0, &[command("repeat-first", 1)])
         .await
         .unwrap();
@@ -77,7 +79,7 @@ async fn a_stream_that_meets_a_key_is_undone_alone(db: &TestDb) {
             commands: &other_commands,
         },
     ];
-    let outcomes = store.append_group(&group).await.unwrap();
+    let outcomes = store.streams().append_group(&group).await.unwrap();
     assert_eq!(outcomes.len(), 4);
 
     let fresh_events = outcomes[0].as_ref().unwrap();
@@ -102,11 +104,15 @@ async fn a_stream_that_meets_a_key_is_undone_alone(db: &TestDb) {
     assert_eq!(outcomes[3].as_ref().unwrap().len(), 1);
 
     // What was answered is what is stored, and nothing of the failed two.
-    assert_eq!(&store.load(&fresh, 0).await.unwrap(), fresh_events);
-    assert_eq!(store.load(&taken, 0).await.unwrap().len(), 1);
-    assert_eq!(store.load(&repeat, 0).await.unwrap().len(), 1);
-    assert_eq!(store.load(&other, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        &store.streams().load(&fresh, 0).await.unwrap(),
+        fresh_events
+    );
+    assert_eq!(store.streams().load(&taken, 0).await.unwrap().len(), 1);
+    assert_eq!(store.streams().load(&repeat, 0).await.unwrap().len(), 1);
+    assert_eq!(store.streams().load(&other, 0).await.unwrap().len(), 1);
     let found = store
+        .streams()
         .find_commands(&[
             "fresh-1",
             "fresh-2",
@@ -119,7 +125,11 @@ async fn a_stream_that_meets_a_key_is_undone_alone(db: &TestDb) {
     let mut found: Vec<&str> = found.iter().map(|c| c.command_id.as_str()).collect();
     found.sort();
     assert_eq!(found, ["fresh-1", "fresh-2", "other-1"]);
-    let repeat_first = store.find_commands(&["repeat-first"]).await.unwrap();
+    let repeat_first = store
+        .streams()
+        .find_commands(&["repeat-first"])
+        .await
+        .unwrap();
     assert_eq!(
         repeat_first[0].stream, repeat,
         "the recorded command is untouched"
@@ -129,7 +139,7 @@ async fn a_stream_that_meets_a_key_is_undone_alone(db: &TestDb) {
     // past a transaction still running anywhere, so wait for other tests'.)
     let mut all = Vec::new();
     for _ in 0..200 {
-        all = store.read_all(0, None, 100).await.unwrap();
+        all = store.log().read_all(0, None, 100).await.unwrap();
         if all.len() >= 6 {
             break;
         }
@@ -272,6 +282,7 @@ async fn a_group_answers_exactly_what_it_recorded(db: &TestDb) {
         [command("answered-3", 3)],
     );
     let outcomes = store
+        .streams()
         .append_group(&[
             StreamAppend {
                 stream: &left,
@@ -287,8 +298,8 @@ async fn a_group_answers_exactly_what_it_recorded(db: &TestDb) {
         .await
         .unwrap();
     let answered: Vec<Vec<_>> = outcomes.into_iter().map(Result::unwrap).collect();
-    assert_eq!(answered[0], store.load(&left, 0).await.unwrap());
-    assert_eq!(answered[1], store.load(&right, 0).await.unwrap());
+    assert_eq!(answered[0], store.streams().load(&left, 0).await.unwrap());
+    assert_eq!(answered[1], store.streams().load(&right, 0).await.unwrap());
     assert_eq!(answered[0].len(), 3);
     assert_eq!(
         answered[0][2].metadata["note"], "kept as written",

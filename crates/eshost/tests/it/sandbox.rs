@@ -250,7 +250,14 @@ async fn state_and_snapshot_past_their_caps_are_refused() {
     let store = host.store();
     let digest = host.modules().get(HOSTILE).unwrap().digest.clone();
     let stream = eshost::StreamId::new(HOSTILE, "h1");
-    assert_eq!(store.load_snapshot(&stream, &digest).await.unwrap(), None);
+    assert_eq!(
+        store
+            .streams()
+            .load_snapshot(&stream, &digest)
+            .await
+            .unwrap(),
+        None
+    );
     let outcome = host.execute(&hostile("Ok")).await.unwrap();
     assert_eq!(outcome.events[0].sequence, 2);
     db.cleanup().await;

@@ -59,6 +59,7 @@ async fn create_through(
         assert!(!created.replayed, "{mode:?}: a first answer is no replay");
         let recorded = host
             .store()
+            .streams()
             .load(&StreamId::new(FLASH_SALE, &id), 0)
             .await
             .unwrap();

@@ -29,12 +29,21 @@ async fn snapshots_are_written_every_n_events_and_used(db: &TestDb) {
         }
         let stream = StreamId::new(FLASH_SALE, id);
         let digest = &modules().get(FLASH_SALE).unwrap().digest.clone();
-        let snapshot = host.store().load_snapshot(&stream, digest).await.unwrap();
+        let snapshot = host
+            .store()
+            .streams()
+            .load_snapshot(&stream, digest)
+            .await
+            .unwrap();
         let snapshot = snapshot.unwrap_or_else(|| panic!("{id}: no snapshot after 25 events"));
         assert_eq!(snapshot.version, 20, "{id}");
         // Another component version never sees it.
         assert_eq!(
-            host.store().load_snapshot(&stream, "0000").await.unwrap(),
+            host.store()
+                .streams()
+                .load_snapshot(&stream, "0000")
+                .await
+                .unwrap(),
             None
         );
 
@@ -90,8 +99,17 @@ async fn save_and_read_back(
     digest: &str,
     snapshot: &Snapshot,
 ) -> Snapshot {
-    store.save_snapshot(stream, digest, snapshot).await.unwrap();
-    store.load_snapshot(stream, digest).await.unwrap().unwrap()
+    store
+        .streams()
+        .save_snapshot(stream, digest, snapshot)
+        .await
+        .unwrap();
+    store
+        .streams()
+        .load_snapshot(stream, digest)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// A snapshot by one component version supersedes the other versions' ones
@@ -108,18 +126,38 @@ async fn a_new_versions_snapshot_prunes_the_old_ones(db: &TestDb) {
     let version_of = |stream: StreamId, digest: &'static str| {
         let store = store.clone();
         async move {
-            let found = store.load_snapshot(&stream, digest).await.unwrap();
+            let found = store
+                .streams()
+                .load_snapshot(&stream, digest)
+                .await
+                .unwrap();
             found.map(|s| s.version)
         }
     };
-    store.save_snapshot(&stream, "old", &at(5)).await.unwrap();
-    store.save_snapshot(&other, "old", &at(5)).await.unwrap();
+    store
+        .streams()
+        .save_snapshot(&stream, "old", &at(5))
+        .await
+        .unwrap();
+    store
+        .streams()
+        .save_snapshot(&other, "old", &at(5))
+        .await
+        .unwrap();
     // Behind the old version's snapshot: both stay.
-    store.save_snapshot(&stream, "new", &at(3)).await.unwrap();
+    store
+        .streams()
+        .save_snapshot(&stream, "new", &at(3))
+        .await
+        .unwrap();
     assert_eq!(version_of(stream.clone(), "old").await, Some(5));
     assert_eq!(version_of(stream.clone(), "new").await, Some(3));
     // At or past it: the old one goes, on this stream only.
-    store.save_snapshot(&stream, "new", &at(5)).await.unwrap();
+    store
+        .streams()
+        .save_snapshot(&stream, "new", &at(5))
+        .await
+        .unwrap();
     assert_eq!(version_of(stream.clone(), "old").await, None);
     assert_eq!(version_of(stream.clone(), "new").await, Some(5));
     assert_eq!(version_of(other.clone(), "old").await, Some(5));

@@ -56,6 +56,7 @@ async fn runners_racing_apply_every_event_once(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let record = store
+            .views()
             .projections()
             .await
             .unwrap()
@@ -105,7 +106,7 @@ async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
     )
     .await;
     host.execute(&create("b", 5)).await.unwrap();
-    let log = store.read_all(0, None, 10).await.unwrap();
+    let log = store.log().read_all(0, None, 10).await.unwrap();
     let (created_a, bad) = (log[0].position, log[1].position);
 
     for _ in 0..2 {
@@ -121,7 +122,7 @@ async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
             }
             other => panic!("expected the projection to stop, got {other:?}"),
         }
-        let record = store.projections().await.unwrap().remove(0);
+        let record = store.views().projections().await.unwrap().remove(0);
         assert_eq!(
             (record.status.as_str(), record.position),
             ("failed", created_a)
@@ -212,7 +213,7 @@ async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
         "no read overlapped the rebuild"
     );
     assert_eq!(documents(&*store).await, before);
-    let record = store.projections().await.unwrap().remove(0);
+    let record = store.views().projections().await.unwrap().remove(0);
     assert_eq!((record.generation, record.status.as_str()), (2, "ok"));
 }
 
@@ -243,7 +244,7 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
     let digest_is = |digest: String| {
         let store = store.clone();
         async move || {
-            let record = store.projections().await.unwrap().pop()?;
+            let record = store.views().projections().await.unwrap().pop()?;
             (record.digest == format!("sha256:{digest}")).then_some(record)
         }
     };
@@ -290,7 +291,7 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
     .await;
     let bad = head(&*store).await;
     poll("the bad event to stop the projection", async || {
-        let record = store.projections().await.unwrap().pop()?;
+        let record = store.views().projections().await.unwrap().pop()?;
         (record.status == "failed").then_some(())
     })
     .await;
@@ -301,7 +302,7 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
     // stopping the supervisor, or a loaded machine stops it first.
     let third_digest = format!("sha256:{}", sha(&third));
     poll("the third version to stop at the bad event", async || {
-        let record = store.projections().await.unwrap().pop()?;
+        let record = store.views().projections().await.unwrap().pop()?;
         (record.digest == third_digest && record.status == "failed").then_some(())
     })
     .await;
