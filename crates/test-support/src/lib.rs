@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio::sync::oneshot;
 
 pub const FLASH_SALE: &str = "FlashSaleItem";
@@ -95,27 +94,16 @@ pub fn modules() -> Modules {
         .clone()
 }
 
-/// The server every test shares: DATABASE_URL when set, else one
-/// testcontainers PostgreSQL for the whole test binary.
-async fn server_url() -> String {
-    static URL: OnceCell<String> = OnceCell::const_new();
-    URL.get_or_init(|| async {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            return url;
-        }
-        use testcontainers_modules::postgres::Postgres;
-        use testcontainers_modules::testcontainers::runners::AsyncRunner;
-        let container = Postgres::default()
-            .start()
-            .await
-            .expect("DATABASE_URL is not set and no Docker engine could start PostgreSQL");
-        let port = container.get_host_port_ipv4(5432).await.unwrap();
-        // Kept for the life of the test process; the testcontainers reaper removes it.
-        Box::leak(Box::new(container));
-        format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
-    })
-    .await
-    .clone()
+/// The server every test shares: `DATABASE_URL`. Each test makes a schema
+/// of its own in it.
+fn server_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => panic!(
+            "DATABASE_URL is not set: the PostgreSQL tests need a server, as in \
+             `DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo xtask test`"
+        ),
+    }
 }
 
 /// A database of its own for one test, so tests run in parallel and rerun.
@@ -133,7 +121,7 @@ enum Cleanup {
 
 impl TestDb {
     pub async fn postgres() -> Self {
-        let server = server_url().await;
+        let server = server_url();
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&server)
             .await

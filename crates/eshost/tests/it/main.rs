@@ -1,7 +1,6 @@
-//! The write side's integration tests: a real PostgreSQL (DATABASE_URL,
-//! else a testcontainers PostgreSQL) and the SQLite file store, and the
-//! real components `cargo xtask build-guests` produced. One test binary,
-//! so the host links once.
+//! The write side's integration tests: a real PostgreSQL (DATABASE_URL)
+//! and the SQLite file store, and the real components `cargo xtask
+//! build-guests` produced. One test binary, so the host links once.
 
 use eshost_test_support as util;
 use eshost_test_support::conformance;
