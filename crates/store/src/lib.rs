@@ -6,8 +6,6 @@
 
 mod driver_error;
 pub mod error;
-#[cfg(feature = "faulty")]
-pub mod faulty;
 mod postgres;
 mod sqlite;
 pub mod views;

@@ -4,9 +4,9 @@
 //! busy, bounded in bytes, taken apart when refused as a whole), and
 //! through the host.
 
+use crate::faulty::{Fault, FaultyStore, Op};
 use crate::util::*;
 use eshost::group_commit::{GroupCommit, GroupLimits};
-use eshost::store::faulty::{Fault, FaultyStore, Op};
 use eshost::store::{NewCommand, NewEvent, StreamAppend};
 use eshost::{Host, HostOptions, StoreError, StreamId};
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use eshost_test_support::conformance;
 mod bad_input;
 mod conflict;
 mod faults;
+mod faulty;
 mod group_commit;
 mod idempotent;
 mod languages;

@@ -1,8 +1,8 @@
 //! Queued mode: one queue per stream in a process, batched appends, and the
 //! unique key still guarding against other processes.
 
+use crate::faulty::{Fault, FaultyStore, Op};
 use crate::util::*;
-use eshost::store::faulty::{Fault, FaultyStore, Op};
 use eshost::{CommandError, Concurrency, Host, Refusal, RetryPolicy};
 use eshost_bench::demo;
 use std::sync::Arc;

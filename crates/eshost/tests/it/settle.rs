@@ -4,8 +4,8 @@
 //! taken out of the dispatcher. Both concurrency modes append through the
 //! same settling code; each test runs both.
 
+use crate::faulty::{Fault, FaultyStore, Op};
 use crate::util::*;
-use eshost::store::faulty::{Fault, FaultyStore, Op};
 use eshost::{
     CommandError, CommandId, Concurrency, Host, HostOptions, RetryPolicy, StoreError, StreamId,
 };

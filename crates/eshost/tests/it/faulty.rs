@@ -4,13 +4,17 @@
 //! can be tested deterministically, each branch on its own. Every other
 //! call, and every call with no fault planned, goes to the real store: it
 //! wraps only the [`Streams`] role, and hands out the real store's others.
+//!
+//! It lives with the tests that use it, not in the store crate behind a
+//! feature: it is no one's API, and a feature only tests turned on made
+//! `cargo install` of the CLI rebuild the store and every crate above it.
 
-use super::{
-    AppendOutcome, Catalog, Checkpoints, EventStore, GlobalLog, Locks, RecordedCommand,
-    RecordedEvent, Snapshot, StreamAppend, StreamId, Streams, ViewStore,
-};
-use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
+use eshost::store::{
+    AppendOutcome, Catalog, Checkpoints, DatabaseFailure, EventStore, GlobalLog, Locks,
+    RecordedCommand, RecordedEvent, Snapshot, StoreError, StreamAppend, StreamId, Streams,
+    ViewStore,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
