@@ -6,7 +6,7 @@
 //! metadata and its fingerprint.
 
 use crate::error::{CommandError, Refusal};
-use eshost_core::CommandRequest;
+use eshost_core::{CommandId, CommandRequest};
 use eshost_store::{NewCommand, NewEvent, StreamId};
 use eshost_wasm::instance::DecidedEvent;
 use eshost_wasm::{LoadedComponent, Modules};
@@ -30,9 +30,7 @@ pub(super) struct Admitted {
     pub stream: StreamId,
     pub command: String,
     pub payload: String,
-    pub command_id: String,
-    /// True if the caller chose the id (so it may be a repeat).
-    pub caller_command_id: bool,
+    pub command_id: CommandId,
     /// See [`NewCommand::fingerprint`].
     pub fingerprint: String,
     pub correlation_id: String,
@@ -114,8 +112,10 @@ impl Admission {
                 check_id(what, id)?;
             }
         }
-        let command_id = request.command_id.as_str().to_string();
-        let or_command_id = |id: &Option<String>| id.clone().unwrap_or_else(|| command_id.clone());
+        let or_command_id = |id: &Option<String>| {
+            id.clone()
+                .unwrap_or_else(|| request.command_id.as_str().to_string())
+        };
         Ok(Admitted {
             correlation_id: or_command_id(&request.correlation_id),
             causation_id: or_command_id(&request.causation_id),
@@ -123,8 +123,7 @@ impl Admission {
             stream: StreamId::new(&request.aggregate, &request.id),
             command: request.command.clone(),
             payload: request.payload.clone(),
-            command_id,
-            caller_command_id: request.command_id.is_chosen(),
+            command_id: request.command_id.clone(),
             fingerprint: fingerprint(&request.command, &request.payload),
         })
     }
@@ -139,7 +138,7 @@ impl Admitted {
         events: &[DecidedEvent],
     ) -> NewCommand {
         let metadata = serde_json::json!({
-            "commandId": self.command_id,
+            "commandId": self.command_id.as_str(),
             "correlationId": self.correlation_id,
             "causationId": self.causation_id,
             "aggregateVersion": decided_by.version,
@@ -147,7 +146,7 @@ impl Admitted {
         })
         .to_string();
         NewCommand {
-            command_id: self.command_id.clone(),
+            command_id: self.command_id.to_string(),
             name: self.command.clone(),
             fingerprint: self.fingerprint.clone(),
             events: events

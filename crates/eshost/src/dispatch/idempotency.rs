@@ -33,7 +33,7 @@ impl Records {
             .filter_map(|recorded| {
                 let command = commands
                     .iter()
-                    .find(|c| c.command_id == recorded.command_id)?;
+                    .find(|c| c.command_id.as_str() == recorded.command_id)?;
                 Some((recorded.command_id.clone(), replay(command, recorded)))
             })
             .collect())
@@ -50,7 +50,7 @@ impl Records {
         };
         let candidate: Vec<bool> = decided
             .iter()
-            .map(|(command, answer)| command.caller_command_id && records_nothing(answer))
+            .map(|(command, answer)| command.command_id.is_chosen() && records_nothing(answer))
             .collect();
         let maybe_repeats: Vec<&Admitted> = decided
             .iter()
@@ -70,7 +70,7 @@ impl Records {
                     return answer;
                 }
                 match &mut recorded {
-                    Ok(found) => found.remove(&command.command_id).unwrap_or(answer),
+                    Ok(found) => found.remove(command.command_id.as_str()).unwrap_or(answer),
                     Err(e) => Err(e.clone()),
                 }
             })

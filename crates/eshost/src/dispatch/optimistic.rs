@@ -62,7 +62,7 @@ pub(super) async fn execute(stages: &Stages, admitted: Admitted) -> Answer {
                     .keep_after_append(aggregate, events, stream, base)
                     .await;
                 return Ok(CommandOutcome {
-                    command_id: admitted.command_id,
+                    command_id: admitted.command_id.to_string(),
                     events: recorded,
                     retries,
                     replayed: false,
@@ -73,7 +73,7 @@ pub(super) async fn execute(stages: &Stages, admitted: Admitted) -> Answer {
                 aggregates.cache.put(stream.clone(), aggregate);
                 let mut recorded = records.recorded_answers(&[&admitted]).await?;
                 return recorded
-                    .remove(&admitted.command_id)
+                    .remove(admitted.command_id.as_str())
                     .unwrap_or(Err(error.into()));
             }
             Err(StoreError::Conflict { .. }) => {
@@ -125,7 +125,7 @@ async fn answer_unrecorded(
 ) -> Answer {
     let answer = match decided {
         Ok(_) => Ok(CommandOutcome {
-            command_id: admitted.command_id.clone(),
+            command_id: admitted.command_id.to_string(),
             events: Vec::new(),
             retries,
             replayed: false,

@@ -373,7 +373,7 @@ fn to_new_commands(
 fn split_repeats(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
     let mut ids = std::collections::HashSet::new();
     jobs.into_iter()
-        .partition(|job| ids.insert(job.admitted.command_id.clone()))
+        .partition(|job| ids.insert(job.admitted.command_id.as_str().to_string()))
 }
 
 /// Answers a batch that decided to record nothing (refusals, no events).
@@ -476,7 +476,7 @@ async fn append(stages: &Stages, stream: &StreamId, batch: Ready) -> Result<(), 
             };
             let mut redo = Vec::new();
             for (job, _) in decided {
-                match recorded.remove(&job.admitted.command_id) {
+                match recorded.remove(job.admitted.command_id.as_str()) {
                     Some(answer) => job.answer(answer),
                     None => redo.push(job),
                 }
@@ -509,7 +509,7 @@ async fn answer_batch(
         .map(|(job, result)| {
             let answer = match result {
                 Ok(events) => Ok(CommandOutcome {
-                    command_id: job.admitted.command_id.clone(),
+                    command_id: job.admitted.command_id.to_string(),
                     events: recorded.by_ref().take(events.len()).collect(),
                     retries: job.retries,
                     replayed: false,
