@@ -3,18 +3,21 @@
 //!
 //! - this file: `eshost bench`, the host's throughput and latency on
 //!   flash-sale scenarios, next to the database's own limit measured in the
-//!   same run (a plain single-row INSERT-and-commit loop at the same
-//!   concurrency);
+//!   same run (`baseline.rs`), with where the CPU went (`cpu.rs`);
 //! - [`http`]: the bench's lean HTTP load driver;
 //! - [`cluster`]: several hosts behind HAProxy on one machine (the
 //!   reference deployment in `deploy/`), for the bench and the tests;
 //! - [`demo`]: the flash-sale reference scenario.
 
+mod baseline;
 pub mod cluster;
+mod cpu;
 pub mod demo;
 pub mod http;
 mod projection;
 
+use baseline::baseline_inserts;
+use cpu::{ClientThread, CpuTimes};
 use eshost::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
 use eshost_store::{self as store, NewCommand, NewEvent, StreamId};
 use eshost_wasm::{Budget, Hydrated, LoadedComponent, Modules};
@@ -371,84 +374,6 @@ async fn over_cluster(
     Ok(lines)
 }
 
-/// Where a run's callers run. Over sockets, on a thread of their own, as a
-/// load generator would be a process of its own: the CPU time they take
-/// can then be told apart from the server's. In process, on the host's
-/// runtime, since they are the host's own callers.
-struct ClientThread {
-    thread: Option<ClientRuntime>,
-}
-
-struct ClientRuntime {
-    handle: tokio::runtime::Handle,
-    stop: tokio::sync::oneshot::Sender<()>,
-    /// The thread's CPU time when it stops.
-    cpu_time: std::thread::JoinHandle<Option<Duration>>,
-}
-
-impl ClientThread {
-    fn for_driver(driver: &Driver) -> std::io::Result<Self> {
-        if matches!(driver, Driver::InProcess(_)) {
-            return Ok(Self { thread: None });
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let cpu_time = std::thread::Builder::new()
-            .name("eshost-bench-callers".into())
-            .spawn(move || {
-                let _ = runtime.block_on(stopped);
-                drop(runtime);
-                thread_cpu_time()
-            })?;
-        Ok(Self {
-            thread: Some(ClientRuntime {
-                handle,
-                stop,
-                cpu_time,
-            }),
-        })
-    }
-
-    fn spawn<F>(&self, caller: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.thread {
-            Some(thread) => thread.handle.spawn(caller),
-            None => tokio::spawn(caller),
-        }
-    }
-
-    /// Stops the callers' thread (their tasks have ended) and returns the
-    /// CPU time it took; `None` in process, or where it cannot be read.
-    async fn cpu_time(self) -> Option<Duration> {
-        let thread = self.thread?;
-        let _ = thread.stop.send(());
-        let joined = tokio::task::spawn_blocking(move || thread.cpu_time.join());
-        joined.await.ok()?.ok().flatten()
-    }
-}
-
-/// The calling thread's CPU time, user and system (`/proc/thread-self/stat`,
-/// Linux; its clock ticks are 1/100 s on every architecture Linux reports
-/// them for).
-fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // The name, in parentheses, may hold spaces; utime and stime are the
-    // 12th and 13th fields after it.
-    let mut fields = stat
-        .get(stat.rfind(')')? + 1..)?
-        .split_whitespace()
-        .skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 10))
-}
-
 /// How a benchmark sends its commands.
 #[derive(Clone)]
 enum Driver {
@@ -741,57 +666,6 @@ pub fn guest_cost_micros(
     Ok(micros)
 }
 
-/// The machine's CPU time counters (`/proc/stat`, Linux).
-#[derive(Debug, Clone, Copy)]
-struct CpuTimes {
-    busy: u64,
-    idle: u64,
-    cpus: usize,
-}
-
-/// What the machine's CPUs did between two [`CpuTimes`].
-#[derive(Debug, Clone, Copy)]
-struct CpuUse {
-    busy_share: f64,
-    cpus: f64,
-}
-
-impl CpuTimes {
-    async fn now() -> Option<Self> {
-        let text = tokio::fs::read_to_string("/proc/stat").await.ok()?;
-        let all = text.lines().next()?.strip_prefix("cpu ")?;
-        // user nice system idle iowait irq softirq steal ...: time stolen
-        // by the hypervisor is neither ours nor idle.
-        let ticks: Vec<u64> = all
-            .split_whitespace()
-            .map(|t| t.parse().ok())
-            .collect::<Option<_>>()?;
-        let tick = |n: usize| ticks.get(n).copied().unwrap_or(0);
-        let cpus = text
-            .lines()
-            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-            .count();
-        Some(Self {
-            busy: tick(0) + tick(1) + tick(2) + tick(5) + tick(6),
-            idle: tick(3) + tick(4),
-            cpus,
-        })
-    }
-
-    fn since(&self, before: &Self) -> CpuUse {
-        let busy = self.busy.saturating_sub(before.busy) as f64;
-        let idle = self.idle.saturating_sub(before.idle) as f64;
-        CpuUse {
-            busy_share: if busy + idle > 0.0 {
-                busy / (busy + idle)
-            } else {
-                0.0
-            },
-            cpus: self.cpus as f64,
-        }
-    }
-}
-
 /// `items` in their order, or reversed.
 fn in_order<T: Copy>(items: &[T], reversed: bool) -> Vec<T> {
     let mut items = items.to_vec();
@@ -899,98 +773,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// The single-row INSERT-and-commit rate from `callers` concurrent callers
-/// (at most 64 on PostgreSQL, 8 on SQLite: a database does not take a
-/// thousand connections) over `duration`: what the database itself can
-/// commit.
-async fn baseline_inserts(
-    url: &str,
-    callers: usize,
-    duration: Duration,
-) -> Result<f64, BenchError> {
-    if url.starts_with("sqlite:") {
-        // The same connection settings as the store, for a fair comparison.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(callers.min(8) as u32)
-            .connect_with(store::SqliteStore::connect_options(url)?)
-            .await?;
-        let id = "id INTEGER PRIMARY KEY AUTOINCREMENT";
-        baseline_on(pool, id, callers, duration).await
-    } else {
-        // The store's own settings; PostgreSQL refuses more than about 100
-        // connections, so at most 64.
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(callers.min(64) as u32)
-            .connect_with(store::PostgresStore::connect_options(url)?)
-            .await?;
-        baseline_on(pool, "id BIGSERIAL PRIMARY KEY", callers, duration).await
-    }
-}
-
-/// The insert loop on one pool, in a scratch table whose key column is
-/// `id_column` (each database spells an auto-increment key its own way).
-async fn baseline_on<DB: sqlx::Database>(
-    pool: sqlx::Pool<DB>,
-    id_column: &str,
-    callers: usize,
-    duration: Duration,
-) -> Result<f64, BenchError>
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-{
-    let create = format!(
-        "CREATE TABLE IF NOT EXISTS eshost_bench_baseline ({id_column}, payload TEXT NOT NULL)"
-    );
-    sqlx::query(&create).execute(&pool).await?;
-    let inserter = pool.clone();
-    let rate = insert_loop(callers, duration, move || {
-        let pool = inserter.clone();
-        async move {
-            sqlx::query("INSERT INTO eshost_bench_baseline (payload) VALUES ('{}')")
-                .execute(&pool)
-                .await
-                .is_ok()
-        }
-    })
-    .await?;
-    sqlx::query("DROP TABLE eshost_bench_baseline")
-        .execute(&pool)
-        .await?;
-    Ok(rate)
-}
-
-/// Runs `insert` from `callers` tasks until `duration` is up; successes per second.
-async fn insert_loop<F, Fut>(
-    callers: usize,
-    duration: Duration,
-    insert: F,
-) -> Result<f64, BenchError>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let count = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (insert, count) = (insert.clone(), count.clone());
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    if insert().await {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await?;
-    }
-    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod projection_run;
 mod reference;
 mod relay;
 mod sandbox;
+mod scaffold;
 mod serve;
 mod settings;
 mod spec;
