@@ -10,7 +10,7 @@ use eshost_server::{App, ServerConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const ITEMS: usize = 20;
@@ -59,9 +59,18 @@ async fn a_reload_under_load_fails_no_command() {
 
     let next = Arc::new(AtomicUsize::new(0));
     let answered = Arc::new(AtomicUsize::new(0));
+    // Past half the run, callers wait for the new version to be live: on a
+    // fast machine the run could otherwise end before the new component
+    // is compiled and checked, and the switch would not come mid-run.
+    let switched = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
-            let (client, next, answered) = (client.clone(), next.clone(), answered.clone());
+            let (client, next, answered, switched) = (
+                client.clone(),
+                next.clone(),
+                answered.clone(),
+                switched.clone(),
+            );
             let urls: Vec<String> = (0..ITEMS)
                 .map(|n| command(&format!("r{n}"), "PurchaseItem"))
                 .collect();
@@ -71,6 +80,9 @@ async fn a_reload_under_load_fails_no_command() {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= COMMANDS {
                         return failed;
+                    }
+                    while n >= COMMANDS / 2 && !switched.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     let response = client
                         .post(&urls[n % ITEMS])
@@ -104,6 +116,7 @@ async fn a_reload_under_load_fails_no_command() {
     })
     .await;
     let switched_at = answered.load(Ordering::Relaxed);
+    switched.store(true, Ordering::Release);
     // Two thirds in: a broken file.
     while answered.load(Ordering::Relaxed) < 2 * COMMANDS / 3 {
         tokio::time::sleep(Duration::from_millis(2)).await;
