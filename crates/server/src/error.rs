@@ -91,6 +91,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "other writers kept winning the race; resend",
     ),
     (
+        "request_timeout",
+        408,
+        "the request's body did not arrive within --body-timeout-ms; nothing read or recorded",
+    ),
+    (
         "payload_too_large",
         413,
         "the body is over the payload limit",
@@ -135,6 +140,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "store_unavailable",
         503,
         "the event store failed; resend with the same key",
+    ),
+    (
+        "too_many_connections",
+        503,
+        "every connection the server holds is being answered; resend after Retry-After",
     ),
     (
         "shutting_down",

@@ -3,6 +3,7 @@
 //! answers is typed in `eshost-api`, which its client shares.
 //!
 //! - [`routes`]: the handlers, thin over [`Host`].
+//! - [`connections`]: accepting connections, their bounds and timeouts.
 //! - [`error`]: error kinds and statuses, as JSON.
 //! - [`auth`]: the bearer tokens.
 //! - [`reload`]: hot reload of the modules directory.
@@ -15,15 +16,15 @@
 //! snapshots written), all within [`ServerConfig::shutdown_timeout`].
 
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod openapi;
 pub mod reload;
 pub mod routes;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use connections::{BodyLimits, ConnectionLimits};
 use eshost::Host;
 use eshost_read::subscription::SharedSignal;
 use eshost_wasm::Runtime;
@@ -70,6 +71,9 @@ pub struct ServerConfig {
     /// these streams with it (see [`eshost::upgrade`]); one that fails is
     /// not switched in. `None`: no check.
     pub upgrade_check: Option<eshost::upgrade::Selection>,
+    /// How many connections, and how long a request may take to arrive
+    /// (see [`connections`]).
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             watch: true,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             upgrade_check: Some(eshost::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -157,7 +162,10 @@ impl App {
 
 /// The API's routes.
 pub fn router(app: App) -> Router {
-    let body_limit = app.config.max_body_bytes;
+    let body_limits = BodyLimits {
+        max_bytes: app.config.max_body_bytes,
+        timeout: app.config.connections.body_timeout,
+    };
     let router = Router::new()
         .route(
             "/v1/aggregates/{aggregate}/{id}/commands/{command}",
@@ -204,7 +212,10 @@ pub fn router(app: App) -> Router {
             get(routes::readyz).fallback(routes::method_not_allowed),
         )
         .fallback(routes::fallback)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
+            connections::read_body,
+        ));
     // The log filter is set once at start: without request logs, no layer.
     let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
         router.layer(axum::middleware::from_fn(access_log))
@@ -245,8 +256,6 @@ async fn access_log(
 /// Why the server stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("serving failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("shutting down: {0}")]
     Drain(#[from] eshost::dispatch::ShutdownTimedOut),
 }
@@ -272,28 +281,37 @@ pub async fn serve(
         },
         _ => None,
     };
+    let mut limits = app.config.connections;
+    let open_files = connections::open_file_limit();
+    let bound = connections::effective_max_connections(limits.max_connections, open_files);
+    if bound < limits.max_connections {
+        warn!(
+            configured = limits.max_connections,
+            serving = bound,
+            open_file_limit = open_files,
+            "the open-file limit holds fewer connections than configured; raise it (LimitNOFILE) to serve more"
+        );
+        limits.max_connections = bound;
+    }
     // When the signal came: the whole drain counts from then.
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(None);
-    let signal = async move {
+    let stop_accepting = CancellationToken::new();
+    let stop = stop_accepting.clone();
+    tokio::spawn(async move {
         shutdown.await;
-        info!("shutting down: no new connections; finishing the requests accepted");
+        info!("shutting down: no new connections; finishing the requests being answered");
         let _ = signalled_tx.send(Some(Instant::now()));
+        stop.cancel();
         // Followers' streams never end on their own.
         stopping.cancel();
-    };
-    // Answers are small and written whole: send them at once.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
     });
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
+    let server = connections::serve(listener, router(app), limits, stop_accepting);
     let overdue = async {
         let _ = signalled.wait_for(Option::is_some).await;
         tokio::time::sleep(shutdown_timeout).await;
     };
     tokio::select! {
-        served = server => served?,
+        () = server => {}
         () = overdue => warn!(?shutdown_timeout, "requests still open at the shutdown deadline; closing them"),
     }
     let since_signal = signalled.borrow().map_or(Duration::ZERO, |at| at.elapsed());

@@ -7,6 +7,7 @@ use clap::Args;
 use eshost::dispatch::{Host, RetryPolicy};
 use eshost::upgrade::Selection;
 use eshost_read::supervisor::Supervisor;
+use eshost_server::connections::{self, ConnectionLimits};
 use eshost_server::{self as server, App, ServerConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,6 +80,24 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_MAX_FOLLOWERS", default_value_t = server::DEFAULT_MAX_FOLLOWERS)]
     pub max_followers: usize,
 
+    /// Connections open at once (fewer if the open-file limit would run
+    /// out first). Past it, the oldest connection not being answered is
+    /// closed to make room; if every one is being answered, the new one
+    /// gets 503.
+    #[arg(long, env = "ESHOST_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// How long a request's headers may take to arrive, in milliseconds,
+    /// counted from when the server is ready for them; so also how long
+    /// an idle kept-alive connection stays open.
+    #[arg(long, env = "ESHOST_HEADER_TIMEOUT_MS", default_value_t = connections::DEFAULT_HEADER_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+
+    /// How long a request's body may take to arrive after its headers, in
+    /// milliseconds; past it the answer is 408.
+    #[arg(long, env = "ESHOST_BODY_TIMEOUT_MS", default_value_t = connections::DEFAULT_BODY_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+
     /// Before a reload switches in a new or changed component, replay
     /// recorded streams with it, as `eshost upgrade check` does: `all`,
     /// `sample:N` (N at random) or `off`. A component that fails is not
@@ -133,6 +152,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         watch: !args.no_watch,
         max_followers: args.max_followers,
         upgrade_check: args.upgrade_check.0,
+        connections: ConnectionLimits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
+        },
     };
     // Loaded before listening: a projection that does not load stops the
     // start, as an aggregate does.

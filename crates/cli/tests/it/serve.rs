@@ -225,3 +225,127 @@ async fn the_command_line_sends_its_token() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// 1,100 connections that send nothing or stop halfway through their
+/// headers, against `eshost serve` under the 1,024 open files systemd
+/// gives a service by default: `/readyz` and commands on new connections
+/// keep answering the whole time, and SIGTERM still ends the process at
+/// once. (Accepting failed with "Too many open files", and everyone timed
+/// out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_cannot_keep_others_out() {
+    use tokio::io::AsyncWriteExt;
+    raise_open_file_limit(4_096);
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", r#"ulimit -n 1024 && exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_eshost"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_CACHE_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = KilledOnDrop(Some(child));
+    let base = listening_address(server.0.as_mut().unwrap());
+    let address = base.trim_start_matches("http://").to_string();
+    // A new connection for every request, as a probe makes one.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let command =
+        |name: &str| format!("{base}/v1/aggregates/FlashSaleItem/crowded/commands/{name}");
+    let created = client
+        .post(command("CreateFlashSale"))
+        .body(r#"{"initialStock":1000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+
+    let mut hogs = Vec::new();
+    for n in 0..1_100 {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        if n % 2 == 1 {
+            tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        hogs.push(tcp);
+    }
+    let mut failures = Vec::new();
+    for n in 0..20 {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        if !matches!(&ready, Ok(r) if r.status() == 200) {
+            failures.push(format!("readyz: {ready:?}"));
+        }
+        let bought = client
+            .post(command("PurchaseItem"))
+            .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
+            .send()
+            .await;
+        if !matches!(&bought, Ok(r) if r.status() == 200) {
+            failures.push(format!("purchase {n}: {bought:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 40 requests failed beside 1,100 idle connections: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let mut child = server.0.take().unwrap();
+    let started = std::time::Instant::now();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || {
+        wait_with_deadline(&mut child, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} with idle connections open",
+        started.elapsed()
+    );
+    drop(hogs);
+    db.cleanup().await;
+}
+
+/// A server process, killed if the test fails before it stops it.
+struct KilledOnDrop(Option<std::process::Child>);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// This test process's own soft limit on open files, raised to `at_least`
+/// (within the hard limit): it opens a thousand sockets of its own.
+fn raise_open_file_limit(at_least: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < at_least {
+            limit.rlim_cur = at_least.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
