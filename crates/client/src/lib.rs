@@ -96,6 +96,7 @@ impl Client {
             .http
             .post(self.url(&path))
             .header(IDEMPOTENCY_KEY, request.command_id.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(request.payload.clone());
         for (header, value) in [
             (CORRELATION_ID, &request.correlation_id),

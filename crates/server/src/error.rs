@@ -73,6 +73,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         404,
         "no such route, or no such document in a view",
     ),
+    (
+        "foreign_origin",
+        403,
+        "without a token: an Origin or Host that is not this server's (a web page of another origin)",
+    ),
     ("unknown_aggregate", 404, "no loaded component provides it"),
     ("unknown_command", 404, "the aggregate has no such command"),
     (
@@ -99,6 +104,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "payload_too_large",
         413,
         "the body is over the payload limit",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "without a token: a command's body not sent as application/json",
     ),
     (
         "invalid_payload",

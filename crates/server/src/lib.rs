@@ -6,6 +6,7 @@
 //! - [`connections`]: accepting connections, their bounds and timeouts.
 //! - [`error`]: error kinds and statuses, as JSON.
 //! - [`auth`]: the bearer tokens.
+//! - [`same_origin`]: without a token, what a web page cannot send.
 //! - [`reload`]: hot reload of the modules directory.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod openapi;
 pub mod reload;
 pub mod routes;
+pub mod same_origin;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -106,6 +108,8 @@ pub struct App {
     pub(crate) followers: Arc<Followers>,
     /// Cancelled when shutdown begins: followers' streams end then.
     pub(crate) stopping: CancellationToken,
+    /// The address served, once [`serve`] has its listener.
+    pub(crate) listening: Option<std::net::SocketAddr>,
 }
 
 /// What the followers of the global log share.
@@ -138,6 +142,7 @@ impl App {
             load_errors: Arc::default(),
             followers,
             stopping: CancellationToken::new(),
+            listening: None,
         }
     }
 
@@ -222,14 +227,17 @@ pub fn router(app: App) -> Router {
     } else {
         router
     };
-    // Without tokens there is nothing to check: no layer, no cost.
+    // A token to check, or, without one, the origin.
     let router = if app.config.token.is_some() || app.config.admin_token.is_some() {
         router.layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
         ))
     } else {
-        router
+        router.layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            same_origin::require_same_origin,
+        ))
     };
     router.with_state(app)
 }
@@ -264,9 +272,10 @@ pub enum ServeError {
 /// the module doc).
 pub async fn serve(
     listener: TcpListener,
-    app: App,
+    mut app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    app.listening = listener.local_addr().ok();
     let shutdown_timeout = app.config.shutdown_timeout;
     let host = app.host.clone();
     let stopping = app.stopping.clone();

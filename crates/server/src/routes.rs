@@ -49,10 +49,12 @@ pub struct PageQuery {
     responses(
         (status = 200, description = "Recorded (or recorded earlier, `replayed`)", body = CommandOutcome),
         (status = 400, description = "A malformed path or header", body = ErrorBody),
+        (status = 403, description = "`foreign_origin` (a server without a token): an Origin or Host that is not this server's", body = ErrorBody),
         (status = 404, description = "`unknown_aggregate` or `unknown_command`", body = ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive in time; nothing recorded", body = ErrorBody),
         (status = 409, description = "`precondition_failed`, or `conflict` after every retry", body = ErrorBody),
         (status = 413, description = "`payload_too_large` (refused from `Content-Length` before the body is read)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (a server without a token): the body not sent as application/json", body = ErrorBody),
         (status = 422, description = "`invalid_payload`, `invalid_command`, `invalid_id` or `idempotency_key_reused`", body = ErrorBody),
         (status = 429, description = "`overloaded`: the aggregate's queue is full", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),

@@ -18,7 +18,7 @@ Examples:
   eshost serve
   eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
   curl -X POST localhost:8080/v1/aggregates/FlashSaleItem/s1/commands/CreateFlashSale \\
-       -H 'Idempotency-Key: create-s1' -d '{\"initialStock\":3}'
+       -H 'Content-Type: application/json' -H 'Idempotency-Key: create-s1' -d '{\"initialStock\":3}'
 
 Routes:
   POST /v1/aggregates/{aggregate}/{id}/commands/{command}   body: the payload (JSON)

@@ -31,6 +31,7 @@ async fn sigterm_drains_every_accepted_command() {
         |command: &str| format!("{base}/v1/aggregates/FlashSaleItem/drain/commands/{command}");
     let created = client
         .post(url("CreateFlashSale"))
+        .header("content-type", "application/json")
         .body(r#"{"initialStock":1000}"#)
         .send()
         .await
@@ -58,6 +59,7 @@ async fn sigterm_drains_every_accepted_command() {
                     let key = format!("drain-{n}");
                     let sent = client
                         .post(&url)
+                        .header("content-type", "application/json")
                         .header("Idempotency-Key", &key)
                         .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
                         .send()
@@ -261,6 +263,7 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         |name: &str| format!("{base}/v1/aggregates/FlashSaleItem/crowded/commands/{name}");
     let created = client
         .post(command("CreateFlashSale"))
+        .header("content-type", "application/json")
         .body(r#"{"initialStock":1000}"#)
         .send()
         .await
@@ -271,7 +274,7 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
     for n in 0..1_100 {
         let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
         if n % 2 == 1 {
-            tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 .await
                 .unwrap();
         }
@@ -285,6 +288,7 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         }
         let bought = client
             .post(command("PurchaseItem"))
+            .header("content-type", "application/json")
             .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
             .send()
             .await;

@@ -54,11 +54,11 @@ async fn idle_and_slow_connections_are_closed_after_the_header_timeout() {
     let server = TestServer::start(db.default_host().await, quick(300, 10_000)).await;
     let mut silent = connect(&server).await;
     let mut half = connect(&server).await;
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let mut kept = connect(&server).await;
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     for (what, tcp) in [
@@ -87,7 +87,7 @@ async fn a_body_over_the_limit_is_refused_before_100_continue() {
     let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
     let mut tcp = connect(&server).await;
     let request = format!(
-        "POST {PURCHASE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: huge-1\r\nContent-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n"
+        "POST {PURCHASE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nIdempotency-Key: huge-1\r\nContent-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     let (answer, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
@@ -111,7 +111,7 @@ async fn a_body_that_stops_arriving_is_answered_408() {
     let server = TestServer::start(host.clone(), quick(10_000, 300)).await;
     let mut tcp = connect(&server).await;
     let request = format!(
-        "POST {PURCHASE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"buyerId\""
+        "POST {PURCHASE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"buyerId\""
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     let (answer, _) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
@@ -146,8 +146,10 @@ async fn stopping_closes_idle_and_half_sent_connections_at_once() {
         let mut tcp = connect(&server).await;
         let partial = match n % 3 {
             0 => String::new(),
-            1 => "GET /readyz HTTP/1.1\r\nHost: x\r\n".to_string(),
-            _ => format!("POST {PURCHASE} HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{{"),
+            1 => "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_string(),
+            _ => format!(
+                "POST {PURCHASE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n\r\n{{"
+            ),
         };
         tcp.write_all(partial.as_bytes()).await.unwrap();
         open.push(tcp);

@@ -8,4 +8,5 @@ use eshost_test_support::conformance;
 mod connections;
 mod openapi;
 mod reload;
+mod same_origin;
 mod server;

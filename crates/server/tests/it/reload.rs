@@ -50,6 +50,7 @@ async fn a_reload_under_load_fails_no_command() {
     for n in 0..ITEMS {
         let created = client
             .post(command(&format!("r{n}"), "CreateFlashSale"))
+            .header("content-type", "application/json")
             .body(format!(r#"{{"initialStock":{COMMANDS}}}"#))
             .send()
             .await
@@ -86,6 +87,7 @@ async fn a_reload_under_load_fails_no_command() {
                     }
                     let response = client
                         .post(&urls[n % ITEMS])
+                        .header("content-type", "application/json")
                         .body(format!(r#"{{"buyerId":"b{n}","quantity":1}}"#))
                         .send()
                         .await
@@ -185,7 +187,12 @@ async fn a_reload_under_load_fails_no_command() {
 
     // On demand: nothing changed but the broken file, still reported.
     let reload = server.url("/v1/admin/reload");
-    let report = json_of(client.post(&reload)).await;
+    let report = json_of(
+        client
+            .post(&reload)
+            .header("content-type", "application/json"),
+    )
+    .await;
     assert_eq!(report["unchanged"].as_array().unwrap().len(), 1, "{report}");
     assert!(
         report["errors"][0]
@@ -198,12 +205,18 @@ async fn a_reload_under_load_fails_no_command() {
     // may race; either does it).
     std::fs::remove_file(dir.path().join("flash-sale.wasm")).unwrap();
     std::fs::remove_file(dir.path().join("broken.wasm")).unwrap();
-    let report = json_of(client.post(&reload)).await;
+    let report = json_of(
+        client
+            .post(&reload)
+            .header("content-type", "application/json"),
+    )
+    .await;
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
     let listed = json_of(client.get(&listing)).await;
     assert_eq!(listed, serde_json::json!([]));
     let gone = client
         .post(command("r0", "PurchaseItem"))
+        .header("content-type", "application/json")
         .body(r#"{"buyerId":"late","quantity":1}"#)
         .send()
         .await
@@ -242,7 +255,13 @@ async fn server_with_a_purchase(
         let url = server.url(&format!(
             "/v1/aggregates/FlashSaleItem/s1/commands/{command}"
         ));
-        let answer = client.post(url).body(body).send().await.unwrap();
+        let answer = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status().as_u16(), 200);
     }
     server
@@ -263,7 +282,13 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
     let sample = Some(eshost::upgrade::Selection::Sample(100));
     let server = server_with_a_purchase(&db, dir.path(), sample).await;
     let client = reqwest::Client::new();
-    let reload = || json_of(client.post(server.url("/v1/admin/reload")));
+    let reload = || {
+        json_of(
+            client
+                .post(server.url("/v1/admin/reload"))
+                .header("content-type", "application/json"),
+        )
+    };
     let version =
         async || json_of(client.get(server.url("/v1/aggregates"))).await[0]["version"].clone();
 
@@ -310,7 +335,12 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
         "flash-sale.wasm",
         &fixture_bytes("flash-sale-renamed.wasm"),
     );
-    let answer = json_of(client.post(unchecked.url("/v1/admin/reload"))).await;
+    let answer = json_of(
+        client
+            .post(unchecked.url("/v1/admin/reload"))
+            .header("content-type", "application/json"),
+    )
+    .await;
     assert_eq!(
         answer["replaced"].as_array().map(Vec::len),
         Some(1),

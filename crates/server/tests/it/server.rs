@@ -21,7 +21,10 @@ async fn post(
     key: Option<&str>,
     body: &str,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut request = client.post(server.url(path)).body(body.to_string());
+    let mut request = client
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string());
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -46,6 +49,7 @@ async fn post_oversized(
     for _ in 0..3 {
         let sent = reqwest::Client::new()
             .post(server.url(path))
+            .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await;
@@ -315,6 +319,7 @@ async fn an_unreplayable_stream_has_its_own_kind(db: &TestDb) {
     let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
     let answer = reqwest::Client::new()
         .post(server.url(&command_path(FLASH_SALE, "renamed", "PurchaseItem")))
+        .header("content-type", "application/json")
         .body(r#"{"buyerId":"b","quantity":1}"#)
         .send()
         .await
@@ -397,6 +402,7 @@ async fn the_event_log_streams_as_server_sent_events(db: &TestDb) {
     let body = r#"{"buyerId":"bob","quantity":1}"#;
     let sent = client
         .post(server.url(path))
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await
@@ -469,7 +475,16 @@ async fn a_full_queue_answers_429_with_retry_after() {
     // (1 s); the second waits in the queue, which then is full.
     let first = tokio::spawn({
         let (client, url) = (client.clone(), server.url(&looping));
-        async move { client.post(url).send().await.unwrap().status().as_u16() }
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = tokio::spawn({
@@ -477,7 +492,16 @@ async fn a_full_queue_answers_429_with_retry_after() {
             client.clone(),
             server.url(&command_path("Hostile", "busy", "Ok")),
         );
-        async move { client.post(url).send().await.unwrap().status().as_u16() }
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let third = post(
@@ -524,7 +548,14 @@ async fn looping_guests_do_not_hold_up_healthy_aggregates() {
                 server.url(&command_path("Hostile", &format!("h{n}"), "Loop")),
             );
             tokio::spawn(async move {
-                let status = client.post(url).send().await.unwrap().status().as_u16();
+                let status = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
                 (status, started.elapsed())
             })
         })
@@ -579,6 +610,7 @@ async fn a_token_guards_every_route_but_healthz() {
     let create = server.url(&command_path(FLASH_SALE, "t1", "CreateFlashSale"));
     let refused = client
         .post(&create)
+        .header("content-type", "application/json")
         .body(r#"{"initialStock":1}"#)
         .send()
         .await
