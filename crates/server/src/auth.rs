@@ -28,7 +28,7 @@ pub async fn require_token(State(app): State<App>, request: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match presented {
         Some(token) if same_secret(token, expected) => next.run(request).await,
         Some(_) if admin => ApiError::new(
@@ -51,6 +51,15 @@ pub async fn require_token(State(app): State<App>, request: Request, next: Next)
             response
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// Equal secrets, compared in time that depends on neither's content nor length.

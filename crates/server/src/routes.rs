@@ -383,7 +383,7 @@ pub async fn follow_events(
     path = "/metrics",
     operation_id = "metrics",
     summary = "Metrics in Prometheus' text format",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text")),
     tag = "operations"
 )]
 pub async fn metrics(State(app): State<App>) -> Response {
@@ -391,7 +391,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )

@@ -113,6 +113,16 @@ pub struct ServeArgs {
     pub run_projections: bool,
 }
 
+/// A secret as given, refused if it is set but empty or blank.
+fn secret(what: &str, value: Option<String>) -> Result<Option<String>> {
+    match value {
+        Some(secret) if secret.trim().is_empty() => anyhow::bail!(
+            "{what} is set but empty: give it a secret, or unset it to serve without a token"
+        ),
+        value => Ok(value),
+    }
+}
+
 /// `--upgrade-check`'s value: a selection of streams, or none.
 #[derive(Debug, Clone)]
 pub struct UpgradeCheckArg(Option<Selection>);
@@ -130,6 +140,10 @@ fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
 }
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+    // Checked first: a secret set but empty would otherwise serve with no
+    // auth at all, and nothing would say so.
+    let token = secret("--token (ESHOST_TOKEN)", args.token)?;
+    let admin_token = secret("--admin-token (ESHOST_ADMIN_TOKEN)", args.admin_token)?;
     let retry = RetryPolicy {
         max_retries: args.max_retries,
         ..RetryPolicy::default()
@@ -147,8 +161,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         // whitespace around it.
         max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
-        token: args.token.filter(|t| !t.is_empty()),
-        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        token,
+        admin_token,
         watch: !args.no_watch,
         max_followers: args.max_followers,
         upgrade_check: args.upgrade_check.0,

@@ -353,3 +353,32 @@ fn raise_open_file_limit(at_least: u64) {
         }
     }
 }
+
+/// A token set but empty, or only spaces, stops `serve` with one line,
+/// rather than serving with no auth at all. (It served, open to all.)
+#[test]
+fn an_empty_token_refuses_to_start() {
+    for (variable, value) in [
+        ("ESHOST_TOKEN", ""),
+        ("ESHOST_TOKEN", "   "),
+        ("ESHOST_ADMIN_TOKEN", ""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("DATABASE_URL")
+            .env("ESHOST_MODULES", modules_dir())
+            .env(variable, value)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{variable}={value:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("empty"), "{stderr}");
+    }
+}

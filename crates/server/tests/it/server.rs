@@ -620,6 +620,16 @@ async fn a_token_guards_every_route_but_healthz() {
         401,
         "a command without the token is refused"
     );
+    // The scheme is case-insensitive (RFC 9110); it was refused in lower case.
+    for scheme in ["bearer", "BEARER"] {
+        let spelled = client
+            .get(&aggregates)
+            .header("authorization", format!("{scheme} s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(spelled), 200, "{scheme}");
+    }
     let right = client
         .get(&aggregates)
         .bearer_auth("s3cret")
@@ -679,13 +689,14 @@ async fn metrics_count_commands_by_outcome() {
 
     let response = client.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
+    // OpenMetrics text is labelled as such (it was labelled Prometheus's
+    // 0.0.4 text format), and ends as the format requires.
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
