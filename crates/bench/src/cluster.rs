@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub eshost: PathBuf,
     /// The `haproxy` binary.
     pub haproxy: PathBuf,
+    /// Every host's `ESHOST_TOKEN`, if any.
+    pub token: Option<String>,
 }
 
 impl ClusterConfig {
@@ -65,6 +67,7 @@ impl ClusterConfig {
                 .map(PathBuf::from)
                 .find(|path| path.exists())
                 .unwrap_or_else(|| PathBuf::from("haproxy")),
+            token: None,
         }
     }
 }
@@ -249,10 +252,15 @@ async fn start_host(
     n: usize,
 ) -> Result<HostProcess, ClusterError> {
     let log = std::fs::File::create(dir.join(format!("host{n}.log")))?;
-    let mut child = Command::new(&config.eshost)
+    let mut command = Command::new(&config.eshost);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--no-watch"])
         .env("DATABASE_URL", &config.database_url)
-        .env("ESHOST_MODULES", &config.modules)
+        .env("ESHOST_MODULES", &config.modules);
+    if let Some(token) = &config.token {
+        command.env("ESHOST_TOKEN", token);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)

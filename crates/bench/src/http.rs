@@ -22,6 +22,8 @@ use tokio::net::TcpStream;
 pub struct Connection {
     stream: TcpStream,
     host: String,
+    /// `Authorization: Bearer ...\r\n`, or nothing.
+    authorization: String,
     /// Bytes read and not yet consumed.
     buffer: Vec<u8>,
 }
@@ -49,11 +51,19 @@ fn answered(status: u16, body: &[u8]) -> Result<Answered, String> {
 
 impl Connection {
     pub async fn open(server: SocketAddr) -> std::io::Result<Self> {
+        Self::open_with_token(server, None).await
+    }
+
+    /// A connection whose requests carry `token` as their bearer token.
+    pub async fn open_with_token(server: SocketAddr, token: Option<&str>) -> std::io::Result<Self> {
         let stream = TcpStream::connect(server).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
             host: server.to_string(),
+            authorization: token
+                .map(|token| format!("Authorization: Bearer {token}\r\n"))
+                .unwrap_or_default(),
             buffer: Vec::with_capacity(16 << 10),
         })
     }
@@ -70,12 +80,13 @@ impl Connection {
         let key = format!("Idempotency-Key: {}\r\n", command.command_id);
         let request = format!(
             "POST /v1/aggregates/{}/{}/commands/{} HTTP/1.1\r\nHost: {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n{key}\r\n{}",
+             Content-Type: application/json\r\nContent-Length: {}\r\n{}{key}\r\n{}",
             command.aggregate,
             command.id,
             command.command,
             self.host,
             command.payload.len(),
+            self.authorization,
             command.payload
         );
         self.stream.write_all(request.as_bytes()).await?;
@@ -139,6 +150,7 @@ fn resendable(status: u16, body: &[u8]) -> bool {
 /// id gets one before its first send, so a resend can never run it twice.
 pub struct Resending {
     server: SocketAddr,
+    token: Option<String>,
     connection: Option<Connection>,
     /// Sends after the first, over this caller's life.
     pub resends: u64,
@@ -148,9 +160,17 @@ impl Resending {
     pub fn new(server: SocketAddr) -> Self {
         Self {
             server,
+            token: None,
             connection: None,
             resends: 0,
         }
+    }
+
+    /// This caller sends `token` as its bearer token.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::to_string);
+        self.connection = None;
+        self
     }
 
     /// A caller with its connection already open.
@@ -172,7 +192,8 @@ impl Resending {
             }
             let sent = match self.connection.as_mut() {
                 Some(connection) => connection.send(command).await,
-                None => match Connection::open(self.server).await {
+                None => match Connection::open_with_token(self.server, self.token.as_deref()).await
+                {
                     Ok(connection) => self.connection.insert(connection).send(command).await,
                     Err(e) => Err(e),
                 },

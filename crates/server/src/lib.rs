@@ -5,7 +5,7 @@
 //! - [`routes`]: the handlers, thin over [`Host`].
 //! - [`connections`]: accepting connections, their bounds and timeouts.
 //! - [`error`]: error kinds and statuses, as JSON.
-//! - [`auth`]: the bearer tokens.
+//! - [`auth`]: the bearer tokens and their scopes.
 //! - [`same_origin`]: without a token, what a web page cannot send.
 //! - [`reload`]: hot reload of the modules directory.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
@@ -59,11 +59,12 @@ pub struct ServerConfig {
     /// From the shutdown signal to exit: requests finish and queues drain
     /// within this.
     pub shutdown_timeout: Duration,
-    /// When set, every request but `GET /healthz` needs
-    /// `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-    /// When set, `/v1/admin/*` needs this token instead of `token`.
-    pub admin_token: Option<String>,
+    /// The bearer tokens accepted, with their scopes (see [`auth`]). None:
+    /// no auth, and the same-origin checks instead (see [`same_origin`]).
+    pub tokens: auth::Tokens,
+    /// With tokens: `/healthz`, `/readyz` and `/metrics` need the read
+    /// scope too, where by default a probe needs no token.
+    pub protect_probes: bool,
     /// Reload when a file in the modules directory changes (with a
     /// reloader, see [`App::with_reloader`]).
     pub watch: bool,
@@ -84,8 +85,8 @@ impl Default for ServerConfig {
             command_timeout: Duration::from_secs(30),
             max_body_bytes: 64 << 10,
             shutdown_timeout: Duration::from_secs(30),
-            token: None,
-            admin_token: None,
+            tokens: auth::Tokens::default(),
+            protect_probes: false,
             watch: true,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             upgrade_check: Some(eshost::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
@@ -221,14 +222,8 @@ pub fn router(app: App) -> Router {
             body_limits,
             connections::read_body,
         ));
-    // The log filter is set once at start: without request logs, no layer.
-    let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
-        router.layer(axum::middleware::from_fn(access_log))
-    } else {
-        router
-    };
     // A token to check, or, without one, the origin.
-    let router = if app.config.token.is_some() || app.config.admin_token.is_some() {
+    let router = if !app.config.tokens.is_empty() {
         router.layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
@@ -239,6 +234,13 @@ pub fn router(app: App) -> Router {
             same_origin::require_same_origin,
         ))
     };
+    // Outermost, so refusals are logged too. The log filter is set once at
+    // start: without request logs, no layer.
+    let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
+        router.layer(axum::middleware::from_fn(access_log))
+    } else {
+        router
+    };
     router.with_state(app)
 }
 
@@ -248,13 +250,16 @@ async fn access_log(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // The path only: a query may hold an access token.
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
+    let token = response.extensions().get::<auth::TokenName>();
     tracing::debug!(
         target: "eshost::access",
         %method,
         path,
+        token = token.as_ref().map(|t| &*t.0),
         status = response.status().as_u16(),
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     );

@@ -296,6 +296,10 @@ pub struct FollowQuery {
     from: Option<i64>,
     /// Only this aggregate type's events.
     aggregate: Option<String>,
+    /// The bearer token, for a browser's `EventSource`, which cannot send
+    /// an `Authorization` header (read by the auth layer, never logged).
+    #[allow(dead_code)]
+    access_token: Option<String>,
 }
 
 /// `GET /v1/events?from=P`: the global log as Server-Sent Events.

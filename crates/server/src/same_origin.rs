@@ -83,10 +83,19 @@ fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 /// `/v1/aggregates/{aggregate}/{id}/commands/{command}`.
 fn is_command(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut segments = path.trim_start_matches('/').split('/');
+    let mut next = || segments.next();
     matches!(
-        segments.as_slice(),
-        ["v1", "aggregates", _, _, "commands", _]
+        (next(), next(), next(), next(), next(), next(), next()),
+        (
+            Some("v1"),
+            Some("aggregates"),
+            Some(_),
+            Some(_),
+            Some("commands"),
+            Some(_),
+            None
+        )
     )
 }
 

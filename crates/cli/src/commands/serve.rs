@@ -7,16 +7,19 @@ use clap::Args;
 use eshost::dispatch::{Host, RetryPolicy};
 use eshost::upgrade::Selection;
 use eshost_read::supervisor::Supervisor;
+use eshost_server::auth::{Scope, Token, Tokens};
 use eshost_server::connections::{self, ConnectionLimits};
 use eshost_server::{self as server, App, ServerConfig};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const HELP: &str = "\
 Examples:
   eshost serve
-  eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
+  ESHOST_TOKEN=... eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
+  eshost serve --tokens tokens.toml
   curl -X POST localhost:8080/v1/aggregates/FlashSaleItem/s1/commands/CreateFlashSale \\
        -H 'Content-Type: application/json' -H 'Idempotency-Key: create-s1' -d '{\"initialStock\":3}'
 
@@ -28,7 +31,14 @@ Routes:
   GET  /v1/events?from=P                                  the global log, as Server-Sent Events
   GET  /v1/views/{projection}/{key}                       a projection's document
   POST /v1/admin/reload                                   reload the modules directory now
-  GET  /healthz, /readyz
+  GET  /healthz, /readyz, /metrics                        probes: no token needed unless --protect-probes
+
+Tokens: read (GET routes, the log; ?access_token= for a browser's EventSource),
+write (commands), admin (/v1/admin/*). A --tokens file:
+  [[token]]
+  name = \"ci\"
+  secret_env = \"ESHOST_CI_SECRET\"    # or secret = \"...\"
+  scopes = [\"read\", \"write\"]
 
 The modules directory is watched: a new file adds its aggregate, a changed one
 replaces its version (commands already decided finish on the old one), a
@@ -48,10 +58,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// When set, every request but `GET /healthz` needs
-    /// `Authorization: Bearer TOKEN`.
+    /// A token with every scope (named `default`): when any token is set,
+    /// every request but the probes needs `Authorization: Bearer TOKEN`.
     #[arg(long, env = "ESHOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Named tokens with scopes (read, write, admin), from a TOML file of
+    /// `[[token]]` tables: name, secret or secret_env, scopes.
+    #[arg(long, env = "ESHOST_TOKENS", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+
+    /// With tokens, `/healthz`, `/readyz` and `/metrics` need the read
+    /// scope too (by default probes need no token).
+    #[arg(long, env = "ESHOST_PROTECT_PROBES")]
+    pub protect_probes: bool,
+
+    /// Serve with no token on an address other machines can reach (only
+    /// behind something that authenticates for it).
+    #[arg(long, env = "ESHOST_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
 
     /// How long a command may take, in milliseconds, before its caller is
     /// answered 504 (outcome unknown: resend with the same Idempotency-Key).
@@ -67,7 +92,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_MAX_RETRIES", default_value_t = 5)]
     pub max_retries: u32,
 
-    /// The token `/v1/admin/*` (reload) needs [default: --token].
+    /// A token with every scope (named `admin`); when set, --token has
+    /// read and write only, so `/v1/admin/*` (reload) needs this one.
     #[arg(long, env = "ESHOST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -123,6 +149,51 @@ fn secret(what: &str, value: Option<String>) -> Result<Option<String>> {
     }
 }
 
+/// The tokens of --token, --admin-token and --tokens together.
+fn tokens(args: &ServeArgs) -> Result<Tokens> {
+    // Checked first: a secret set but empty would otherwise serve with no
+    // auth at all, and nothing would say so.
+    let token = secret("--token (ESHOST_TOKEN)", args.token.clone())?;
+    let admin_token = secret(
+        "--admin-token (ESHOST_ADMIN_TOKEN)",
+        args.admin_token.clone(),
+    )?;
+    let mut tokens = Vec::new();
+    if let Some(secret) = token {
+        let scopes = match admin_token {
+            Some(_) => &[Scope::Read, Scope::Write][..],
+            None => &Scope::ALL[..],
+        };
+        tokens.push(Token::new("default", &secret, scopes)?);
+    }
+    if let Some(secret) = admin_token {
+        tokens.push(Token::new("admin", &secret, &Scope::ALL)?);
+    }
+    if let Some(path) = &args.tokens {
+        tokens.extend(Tokens::load(path)?);
+    }
+    Ok(Tokens::new(tokens)?)
+}
+
+/// Refuses to serve other machines with no token unless told to, and warns
+/// when told to.
+fn check_exposure(listen: SocketAddr, tokens: &Tokens, allowed: bool) -> Result<()> {
+    if !tokens.is_empty() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        allowed,
+        "--listen {listen} can be reached from other machines and no token is set: \
+         set ESHOST_TOKEN (or --tokens FILE), or pass --allow-unauthenticated \
+         if something in front authenticates"
+    );
+    tracing::warn!(
+        %listen,
+        "serving other machines with no token (--allow-unauthenticated): anyone who reaches this address can send commands and reload modules"
+    );
+    Ok(())
+}
+
 /// `--upgrade-check`'s value: a selection of streams, or none.
 #[derive(Debug, Clone)]
 pub struct UpgradeCheckArg(Option<Selection>);
@@ -140,10 +211,8 @@ fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
 }
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
-    // Checked first: a secret set but empty would otherwise serve with no
-    // auth at all, and nothing would say so.
-    let token = secret("--token (ESHOST_TOKEN)", args.token)?;
-    let admin_token = secret("--admin-token (ESHOST_ADMIN_TOKEN)", args.admin_token)?;
+    let tokens = tokens(&args)?;
+    check_exposure(args.listen, &tokens, args.allow_unauthenticated)?;
     let retry = RetryPolicy {
         max_retries: args.max_retries,
         ..RetryPolicy::default()
@@ -161,8 +230,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         // whitespace around it.
         max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
-        token,
-        admin_token,
+        tokens,
+        protect_probes: args.protect_probes,
         watch: !args.no_watch,
         max_followers: args.max_followers,
         upgrade_check: args.upgrade_check.0,

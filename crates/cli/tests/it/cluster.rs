@@ -1,7 +1,9 @@
 //! Several `eshost serve` processes behind HAProxy on one PostgreSQL, with
 //! the reference configuration (`deploy/haproxy.cfg`): routed by aggregate,
 //! surviving a host killed mid-run, taking a host added mid-run. Callers
-//! resend as the book tells clients to (same Idempotency-Key).
+//! resend as the book tells clients to (same Idempotency-Key). Every host
+//! wants a token, as a deployment serving other machines does: HAProxy's
+//! health check sends none.
 
 use crate::util::{FLASH_SALE, TestDb, assert_gapless, create, modules_dir, purchase};
 use eshost::{CommandId, CommandRequest, Host};
@@ -11,9 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Every host's token, which every caller sends.
+const TOKEN: &str = "cluster-secret";
+
 async fn start(db: &TestDb, hosts: usize, spares: usize) -> Cluster {
     let config = ClusterConfig {
         spares,
+        token: Some(TOKEN.into()),
         eshost: env!("CARGO_BIN_EXE_eshost").into(),
         ..ClusterConfig::new(hosts, Routing::ConsistentHash, &db.url, &modules_dir())
     };
@@ -45,7 +51,7 @@ async fn purchases(
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let (next, answered, items) = (next.clone(), answered.clone(), items.to_vec());
-            let mut caller = Resending::new(proxy);
+            let mut caller = Resending::new(proxy).with_token(Some(TOKEN));
             let run = uuid::Uuid::new_v4().simple().to_string();
             tokio::spawn(async move {
                 let mut answers = Vec::new();
@@ -77,7 +83,7 @@ async fn purchases(
 
 /// Creates `count` sales of `stock` through the cluster; their ids.
 async fn sales(cluster: &Cluster, prefix: &str, count: usize, stock: u64) -> Vec<String> {
-    let mut caller = Resending::new(cluster.address());
+    let mut caller = Resending::new(cluster.address()).with_token(Some(TOKEN));
     let mut ids = Vec::new();
     for n in 0..count {
         let id = format!("{prefix}-{n}");

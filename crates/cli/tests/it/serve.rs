@@ -7,6 +7,18 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Creates a sale of `stock` with a `CreateFlashSale` posted to `url`.
+async fn create_sale(client: &reqwest::Client, url: &str, stock: u64) {
+    let created = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"initialStock":{stock}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "creating the sale");
+}
+
 /// SIGTERM in the middle of a load through the real binary: the process
 /// exits 0, and every command answered 200 is in the store exactly once,
 /// with all of its events; no command is recorded twice. The server also
@@ -29,14 +41,7 @@ async fn sigterm_drains_every_accepted_command() {
     let client = reqwest::Client::new();
     let url =
         |command: &str| format!("{base}/v1/aggregates/FlashSaleItem/drain/commands/{command}");
-    let created = client
-        .post(url("CreateFlashSale"))
-        .header("content-type", "application/json")
-        .body(r#"{"initialStock":1000}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 200);
+    create_sale(&client, &url("CreateFlashSale"), 1000).await;
 
     const COMMANDS: usize = 2_000;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -203,7 +208,7 @@ async fn the_command_line_sends_its_token() {
     let db = TestDb::sqlite().await;
     let host = db.default_host().await;
     let config = ServerConfig {
-        token: Some("s3cret".into()),
+        tokens: eshost_server::auth::Tokens::single("s3cret").unwrap(),
         ..ServerConfig::default()
     };
     let server = TestServer::start(host, config).await;
@@ -261,14 +266,7 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         .unwrap();
     let command =
         |name: &str| format!("{base}/v1/aggregates/FlashSaleItem/crowded/commands/{name}");
-    let created = client
-        .post(command("CreateFlashSale"))
-        .header("content-type", "application/json")
-        .body(r#"{"initialStock":1000}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    create_sale(&client, &command("CreateFlashSale"), 1000).await;
 
     let mut hogs = Vec::new();
     for n in 0..1_100 {
@@ -354,31 +352,142 @@ fn raise_open_file_limit(at_least: u64) {
     }
 }
 
+/// `eshost serve` with these arguments and variables, expected to stop
+/// at once: its one line of stderr.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"));
+    command
+        .arg("serve")
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("ESHOST_MODULES", modules_dir())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (variable, value) in env {
+        command.env(variable, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?} {env:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    stderr
+}
+
 /// A token set but empty, or only spaces, stops `serve` with one line,
 /// rather than serving with no auth at all. (It served, open to all.)
 #[test]
 fn an_empty_token_refuses_to_start() {
+    let loopback = ["--listen", "127.0.0.1:0"];
     for (variable, value) in [
         ("ESHOST_TOKEN", ""),
         ("ESHOST_TOKEN", "   "),
         ("ESHOST_ADMIN_TOKEN", ""),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("DATABASE_URL")
-            .env("ESHOST_MODULES", modules_dir())
-            .env(variable, value)
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_with_deadline(&mut child, Duration::from_secs(20));
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert_eq!(status.code(), Some(1), "{variable}={value:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        let stderr = refused_start(&loopback, &[(variable, value)]);
         assert!(stderr.contains("empty"), "{stderr}");
     }
+}
+
+/// Listening where other machines can reach it, with no token, needs
+/// --allow-unauthenticated. (It served, open to all, and said nothing.)
+#[test]
+fn serving_other_machines_without_a_token_must_be_asked_for() {
+    let stderr = refused_start(&["--listen", "0.0.0.0:0"], &[]);
+    assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
+    assert!(stderr.contains("0.0.0.0:0"), "{stderr}");
+}
+
+/// A tokens file that cannot be used stops the start with one line that
+/// names the token and the fault, never a secret.
+#[test]
+fn a_bad_tokens_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[token]]\nname = \"ci\"\nsecret = \"hunter22\"\nscopes = [\"reed\"]\n",
+            "unknown variant",
+        ),
+        (
+            "[[token]]\nname = \"ci\"\nsecret_env = \"ESHOST_TEST_UNSET_SECRET\"\nscopes = [\"read\"]\n",
+            "ESHOST_TEST_UNSET_SECRET",
+        ),
+        (
+            "[[token]]\nname = \"a\"\nsecret = \"hunter22\"\nscopes = [\"read\"]\n\
+             [[token]]\nname = \"b\"\nsecret = \"hunter22\"\nscopes = [\"write\"]\n",
+            "tokens a and b have the same secret",
+        ),
+        ("# no tokens\n", "holds no [[token]]"),
+    ];
+    for (n, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("tokens{n}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let stderr = refused_start(&["--listen", "127.0.0.1:0", "--tokens", path], &[]);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(
+            !stderr.contains("hunter22"),
+            "a secret in the error: {stderr}"
+        );
+    }
+}
+
+/// Named tokens from a file, the secret from a variable: each is let in
+/// to what its scopes allow, through the real binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_file_gives_each_token_its_scopes() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[token]]
+name = "dashboard"
+secret_env = "DASHBOARD_SECRET"
+scopes = ["read"]
+
+[[token]]
+name = "shop"
+secret = "shop-secret"
+scopes = ["read", "write"]
+"#,
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(&file)
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_CACHE_DIR", dir.path())
+        .env("DASHBOARD_SECRET", "dashboard-secret")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = KilledOnDrop(Some(child));
+    let base = listening_address(server.0.as_mut().unwrap());
+    let client = reqwest::Client::new();
+    let create = format!("{base}/v1/aggregates/FlashSaleItem/f1/commands/CreateFlashSale");
+    let send = |secret: &str| {
+        client
+            .post(&create)
+            .bearer_auth(secret)
+            .header("content-type", "application/json")
+            .body(r#"{"initialStock":1}"#)
+            .send()
+    };
+    assert_eq!(send("dashboard-secret").await.unwrap().status(), 403);
+    assert_eq!(send("shop-secret").await.unwrap().status(), 200);
+    let read = client
+        .get(format!("{base}/v1/aggregates/FlashSaleItem/f1"))
+        .bearer_auth("dashboard-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    drop(server);
+    db.cleanup().await;
 }

@@ -119,7 +119,7 @@ async fn without_a_token_a_foreign_origin_or_host_is_refused() {
 async fn with_a_token_the_origin_checks_give_way_to_it() {
     let db = TestDb::sqlite().await;
     let config = ServerConfig {
-        token: Some("s3cret".into()),
+        tokens: eshost_server::auth::Tokens::single("s3cret").unwrap(),
         ..ServerConfig::default()
     };
     let server = TestServer::start(db.default_host().await, config).await;
