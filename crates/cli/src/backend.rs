@@ -50,22 +50,19 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// The aggregate's state as JSON text, and the version it reflects (0:
-    /// no events).
-    pub async fn state(&self, aggregate: &str, id: &str) -> Result<(String, u64)> {
+    /// The aggregate's state as JSON text; an error if it has no events.
+    pub async fn state(&self, aggregate: &str, id: &str) -> Result<String> {
         match self {
             Self::Local(global) => {
                 let host = global.host(RetryPolicy::default()).await?;
                 let result = host
                     .render(aggregate, id)
                     .await
+                    .map(|(state, _version)| state)
                     .map_err(anyhow::Error::from);
                 drained(&host, result).await
             }
-            Self::Remote(client) => {
-                let answer = client.state(aggregate, id).await?;
-                Ok((answer.state.to_string(), answer.version))
-            }
+            Self::Remote(client) => Ok(client.state(aggregate, id).await?.state.to_string()),
         }
     }
 

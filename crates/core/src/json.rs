@@ -22,20 +22,39 @@ pub const MAX_PAYLOAD_DEPTH: usize = 128;
 pub fn storable_json(text: &str) -> Result<(), String> {
     // One full decode checks syntax and the limits alike (skipping a value,
     // as `IgnoredAny` does, checks neither depth nor number range).
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
-        let reason = e.to_string();
-        return Err(if reason.starts_with("recursion limit exceeded") {
-            format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels ({reason})")
-        } else if reason.starts_with("number out of range") {
-            format!("holds a number beyond the 64-bit float range ({reason})")
-        } else {
-            reason
-        });
-    }
-    if text.contains("\\u0000") {
+    let value = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => value,
+        Err(e) => {
+            let reason = e.to_string();
+            return Err(if reason.starts_with("recursion limit exceeded") {
+                format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels ({reason})")
+            } else if reason.starts_with("number out of range") {
+                format!("holds a number beyond the 64-bit float range ({reason})")
+            } else {
+                reason
+            });
+        }
+    };
+    // JSON text holds a NUL only as the escape \u0000 (a raw one is not
+    // JSON), so text without those six characters has none; text with them
+    // may only spell them out (`"\\u0000"`), so the decoded value decides.
+    if text.contains("\\u0000") && holds_nul(&value) {
         return Err("\\u0000 (NUL) cannot be stored".into());
     }
     Ok(())
+}
+
+/// True if a string or a key anywhere in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 /// A recorded payload: JSON text, exactly as the guest wrote it.
@@ -126,6 +145,17 @@ mod tests {
             "{   \"a\": \"x\\ny\"  }"
         );
         assert!(payload.as_str().contains('\n'));
+    }
+
+    #[test]
+    fn a_nul_is_refused_where_it_decodes_and_only_there() {
+        // The six characters \u0000 in a string, written as JSON: no NUL.
+        assert_eq!(storable_json(r#"{"x":"\\u0000"}"#), Ok(()));
+        assert_eq!(storable_json(r#"{"x":"a\\\\u0000"}"#), Ok(()));
+        // A NUL, in a value or in a key.
+        for nul in [r#"{"x":"\u0000"}"#, r#"{"\u0000":1}"#, r#"["a\\\u0000"]"#] {
+            assert!(storable_json(nul).is_err(), "{nul}");
+        }
     }
 
     #[test]

@@ -58,11 +58,16 @@ pub enum CommandError {
 
     /// The command id was recorded for a different command (another
     /// aggregate, command or payload). Use a new id for a new command.
-    #[error("command id {command_id:?} was already used for {recorded}")]
-    CommandIdReused {
-        command_id: String,
-        recorded: String,
-    },
+    /// The message says nothing of the recorded command: it may be
+    /// another caller's.
+    #[error(
+        "command id {command_id:?} was already used for a different command (another aggregate, command or payload); use a new id for a new command"
+    )]
+    CommandIdReused { command_id: String },
+
+    /// The aggregate has no events: it was never created. Nothing to read.
+    #[error("{aggregate} {id} has no events: it was never created")]
+    NeverCreated { aggregate: String, id: String },
 
     /// The aggregate's queue is full: the host is taking commands for it
     /// faster than it can record them. Nothing was queued; resend later.
@@ -104,6 +109,7 @@ impl CommandError {
             Self::PayloadNotJson { .. } => "invalid_payload",
             Self::InvalidId { .. } => "invalid_id",
             Self::CommandIdReused { .. } => "idempotency_key_reused",
+            Self::NeverCreated { .. } => "not_found",
             Self::Refused { refusal, .. } => match refusal {
                 Refusal::UnknownCommand(_) => "unknown_command",
                 Refusal::InvalidPayload(_) => "invalid_payload",

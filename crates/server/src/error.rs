@@ -66,12 +66,12 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     (
         "forbidden",
         403,
-        "an admin endpoint without the admin token",
+        "the token does not have the scope the route needs (the message names it)",
     ),
     (
         "not_found",
         404,
-        "no such route, or no such document in a view",
+        "no such route, an aggregate never created, or no such document in a view",
     ),
     (
         "foreign_origin",
@@ -173,7 +173,7 @@ impl From<CommandError> for ApiError {
         use StatusCode as S;
         let kind = error.kind();
         let (status, retry_after) = match kind {
-            "unknown_aggregate" | "unknown_command" => (S::NOT_FOUND, None),
+            "unknown_aggregate" | "unknown_command" | "not_found" => (S::NOT_FOUND, None),
             "payload_too_large" => (S::PAYLOAD_TOO_LARGE, None),
             "invalid_payload" | "invalid_id" | "invalid_command" | "idempotency_key_reused" => {
                 (S::UNPROCESSABLE_ENTITY, None)

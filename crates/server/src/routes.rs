@@ -154,7 +154,15 @@ fn body_error(error: BytesRejection) -> ApiError {
     tag = "aggregates"
 )]
 pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
-    Json(app.host.modules().describe())
+    let mut loaded = app.host.modules().describe();
+    // The file by its name: where the server keeps it is not a client's
+    // business.
+    for info in &mut loaded {
+        if let Some(name) = info.file.file_name() {
+            info.file = name.into();
+        }
+    }
+    Json(loaded)
 }
 
 /// `GET /v1/aggregates/{aggregate}/{id}`.
@@ -170,7 +178,7 @@ pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
     responses(
         (status = 200, description = "The state and the version it includes", body = StateAnswer),
         (status = 400, description = "A malformed path", body = ErrorBody),
-        (status = 404, description = "`unknown_aggregate`", body = ErrorBody),
+        (status = 404, description = "`unknown_aggregate`, or `not_found`: the aggregate has no events (never created)", body = ErrorBody),
         (status = 422, description = "`invalid_id`", body = ErrorBody),
         (status = 500, description = "`guest_fault`: the component could not rebuild or render the state", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,

@@ -94,6 +94,16 @@ pub fn modules() -> Modules {
         .clone()
 }
 
+/// What `GET /v1/aggregates` lists for [`modules`]: each file by its
+/// name alone, never the server's directories.
+pub fn served_aggregates() -> serde_json::Value {
+    let mut listed = modules().describe();
+    for info in &mut listed {
+        info.file = info.file.file_name().expect("a module file").into();
+    }
+    serde_json::to_value(listed).expect("the listing serialises")
+}
+
 /// The server every test shares: `DATABASE_URL`. Each test makes a schema
 /// of its own in it.
 fn server_url() -> String {

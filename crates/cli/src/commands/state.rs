@@ -2,7 +2,7 @@
 
 use crate::args::{GlobalArgs, RemoteArgs};
 use crate::backend::Backend;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 /// Print an aggregate's current state as JSON (exits 1 if it has no events).
@@ -20,16 +20,9 @@ pub struct StateArgs {
 
 pub async fn run(global: &GlobalArgs, args: StateArgs) -> Result<()> {
     let backend = Backend::choose(global, &args.remote)?;
-    let (state, version) = backend.state(&args.aggregate, &args.id).await?;
-    // A default state for a stream with no events would look like a real
-    // aggregate; say what is true instead.
-    if version == 0 {
-        bail!(
-            "{} {} has no events: it was never created",
-            args.aggregate,
-            args.id
-        );
-    }
+    // An aggregate with no events is an error here and on a server alike
+    // ("... it was never created"), never a made-up default state.
+    let state = backend.state(&args.aggregate, &args.id).await?;
     println!("{state}");
     Ok(())
 }

@@ -181,7 +181,7 @@ impl Admitted {
 }
 
 /// Ids are stored exactly as given, within limits every store can key on.
-fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
+pub(super) fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
     let reason = if id.is_empty() {
         "must not be empty".to_string()
     } else if id.len() > MAX_ID_BYTES {

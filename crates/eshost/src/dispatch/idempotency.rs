@@ -85,9 +85,14 @@ fn replay(command: &Admitted, recorded: RecordedCommand) -> Answer {
         || recorded.name != command.command
         || recorded.fingerprint != command.fingerprint
     {
+        // Who used it, for the operator only: the caller may not be them.
+        info!(
+            command_id = %recorded.command_id,
+            recorded = %format_args!("{} on {}", recorded.name, recorded.stream),
+            "command id reused for a different command"
+        );
         return Err(CommandError::CommandIdReused {
             command_id: recorded.command_id,
-            recorded: format!("{} on {}", recorded.name, recorded.stream),
         });
     }
     info!(command_id = %recorded.command_id, "repeated command: answering with the recorded outcome");

@@ -363,11 +363,20 @@ impl Host {
 
     /// The aggregate's current state as the guest renders it (JSON text),
     /// and the version (sequence number of the last event) it reflects.
+    /// An aggregate with no events is [`CommandError::NeverCreated`], and
+    /// nothing of it is kept.
     pub async fn render(&self, aggregate: &str, id: &str) -> Result<(String, u64), CommandError> {
         let aggregates = &self.stages.aggregates;
         let component = self.stages.admission.component(aggregate)?;
+        admit::check_id("aggregate id", id)?;
         let stream = StreamId::new(aggregate, id);
         let hydrated = aggregates.current(&component, &stream).await?;
+        if hydrated.version == 0 {
+            return Err(CommandError::NeverCreated {
+                aggregate: aggregate.to_string(),
+                id: id.to_string(),
+            });
+        }
         let (hydrated, json) = aggregates.render(hydrated).await?;
         let version = hydrated.version;
         aggregates.cache.put(stream, hydrated);
@@ -411,6 +420,7 @@ impl Host {
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         self.stages.admission.component(aggregate)?;
+        admit::check_id("aggregate id", id)?;
         let stream = StreamId::new(aggregate, id);
         let records = &self.stages.records;
         let load = || records.store.streams().load_page(&stream, after, limit);

@@ -1,0 +1,73 @@
+//! Read routes tell the truth: an aggregate never created is 404, as in
+//! the command line, and leaves nothing cached; ids are checked as the
+//! command route checks them, so a NUL or an id of 60 KB is the caller's
+//! mistake (422), never a store outage to retry (503).
+
+use crate::util::*;
+use eshost_server::ServerConfig;
+use serde_json::Value;
+
+async fn get(client: &reqwest::Client, url: String) -> (u16, Value, bool) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response.headers().contains_key("retry-after");
+    (status, response.json().await.unwrap(), retry_after)
+}
+
+/// A GET of an aggregate with no events is 404 `not_found`, with the
+/// command line's words. (It was 200 with a made-up state, and the empty
+/// aggregate stayed in the cache.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_never_created_is_not_found_and_not_cached() {
+    let db = TestDb::sqlite().await;
+    let host = db.default_host().await;
+    let server = TestServer::start(host.clone(), ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    for n in 0..20 {
+        let url = server.url(&format!("/v1/aggregates/FlashSaleItem/nobody-{n}"));
+        let (status, body, _) = get(&client, url).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["kind"], "not_found");
+        assert_eq!(
+            body["error"]["message"],
+            format!("FlashSaleItem nobody-{n} has no events: it was never created")
+        );
+    }
+    assert_eq!(
+        host.cached_aggregates(),
+        0,
+        "reads of nothing filled the cache"
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// Ids on the read routes are checked as on the command route: 422
+/// `invalid_id`, without Retry-After. (A NUL answered 503
+/// `store_unavailable` with Retry-After; 60 KB ids were loaded, hydrated
+/// and cached.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_routes_refuse_invalid_ids_as_the_caller_s_mistake() {
+    for db in [TestDb::sqlite().await, TestDb::postgres().await] {
+        let host = db.default_host().await;
+        let server = TestServer::start(host.clone(), ServerConfig::default()).await;
+        let client = reqwest::Client::new();
+        let long = "x".repeat(60_000);
+        for id in ["a%00b", long.as_str()] {
+            for route in ["", "/events"] {
+                let url = server.url(&format!("/v1/aggregates/FlashSaleItem/{id}{route}"));
+                let (status, body, retry_after) = get(&client, url).await;
+                let what = format!("{}{route}", &id[..id.len().min(8)]);
+                assert_eq!(status, 422, "{what}: {body}");
+                assert_eq!(body["error"]["kind"], "invalid_id", "{what}");
+                assert!(
+                    !retry_after,
+                    "{what}: told to retry a request that cannot succeed"
+                );
+            }
+        }
+        assert_eq!(host.cached_aggregates(), 0);
+        server.stop().await;
+        db.cleanup().await;
+    }
+}
