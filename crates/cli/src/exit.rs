@@ -98,8 +98,8 @@ pub fn code(error: &anyhow::Error) -> u8 {
         return match e.kind() {
             "conflict" | "overloaded" => CONFLICT,
             "unreplayable" => UNREPLAYABLE,
-            "guest_fault" | "store_unavailable" | "shutting_down" | "timeout" | "internal"
-            | "transport" | "unexpected" => FAILED,
+            "guest_fault" | "store_unavailable" | "store_failed" | "shutting_down" | "timeout"
+            | "internal" | "transport" | "unexpected" => FAILED,
             _ => REFUSED,
         };
     }

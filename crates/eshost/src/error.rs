@@ -94,6 +94,8 @@ pub enum CommandError {
 
     /// The event store failed. Resending with the same command id is safe:
     /// a command that was recorded is answered with its recorded outcome.
+    /// Only a transient failure (kind `store_unavailable`) may pass on its
+    /// own; a permanent one (`store_failed`) needs the operator.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -123,6 +125,15 @@ impl CommandError {
             Self::Guest(GuestError::ApplyFailed(_)) => "unreplayable",
             Self::Guest(_) => "guest_fault",
             Self::Store(StoreError::UnsupportedUrl(_)) => "internal",
+            // Fails the same way every time: resending cannot help.
+            Self::Store(
+                StoreError::Database {
+                    failure: DatabaseFailure::Permanent,
+                    ..
+                }
+                | StoreError::Migrate(_)
+                | StoreError::AppendTooLarge { .. },
+            ) => "store_failed",
             Self::Store(_) => "store_unavailable",
         }
     }

@@ -147,9 +147,14 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "a bug in the host; the outcome is unknown: resend with the same key",
     ),
     (
+        "store_failed",
+        500,
+        "the event store failed in a way resending cannot fix (logged for the operator); nothing recorded",
+    ),
+    (
         "store_unavailable",
         503,
-        "the event store failed; resend with the same key",
+        "the event store failed for now (unreachable, busy, a lost connection); resend with the same key",
     ),
     (
         "too_many_connections",

@@ -15,6 +15,7 @@ use eshost_api::{
     ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, MAX_PAGE, Readiness, ReloadReport, StateAnswer,
     ViewDocument,
 };
+use eshost_wasm::projection::MAX_KEY_BYTES;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -58,7 +59,7 @@ pub struct PageQuery {
         (status = 422, description = "`invalid_payload`, `invalid_command`, `invalid_id` or `idempotency_key_reused`", body = ErrorBody),
         (status = 429, description = "`overloaded`: the aggregate's queue is full", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 500, description = "`guest_fault` (nothing recorded) or `internal`", body = ErrorBody),
+        (status = 500, description = "`guest_fault` (nothing recorded), `store_failed` (the store failed in a way resending cannot fix) or `internal`", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `shutting_down` or `too_many_connections`; resend with the same key", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 504, description = "`timeout`: outcome unknown; resend with the same key", body = ErrorBody),
@@ -180,7 +181,7 @@ pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
         (status = 400, description = "A malformed path", body = ErrorBody),
         (status = 404, description = "`unknown_aggregate`, or `not_found`: the aggregate has no events (never created)", body = ErrorBody),
         (status = 422, description = "`invalid_id`", body = ErrorBody),
-        (status = 500, description = "`guest_fault`: the component could not rebuild or render the state", body = ErrorBody),
+        (status = 500, description = "`guest_fault`: the component could not rebuild or render the state; `store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -222,6 +223,8 @@ pub async fn state(
         (status = 200, description = "The document", body = ViewDocument),
         (status = 400, description = "A malformed path", body = ErrorBody),
         (status = 404, description = "`not_found`: the view has no such document", body = ErrorBody),
+        (status = 422, description = "`invalid_id`: a key no document can have (empty, over 1,024 bytes, or a NUL)", body = ErrorBody),
+        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -232,6 +235,15 @@ pub async fn view_document(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<ViewDocument>, ApiError> {
     let Path((projection, key)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // The keys a projection can write: anything else is the caller's
+    // mistake, not a lookup for the store to fail on.
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('\0') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_id",
+            format!("a document key is 1 to {MAX_KEY_BYTES} bytes without NUL"),
+        ));
+    }
     match app
         .host
         .store()
@@ -266,6 +278,7 @@ pub async fn view_document(
         (status = 400, description = "A malformed path or query", body = ErrorBody),
         (status = 404, description = "`unknown_aggregate`", body = ErrorBody),
         (status = 422, description = "`invalid_id`", body = ErrorBody),
+        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),

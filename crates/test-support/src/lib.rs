@@ -179,6 +179,14 @@ impl TestDb {
         Host::with_options(modules(), store, eshost::HostOptions::default())
     }
 
+    /// Runs `sql` in this test's PostgreSQL schema: to break the store on
+    /// purpose. Panics on SQLite.
+    pub async fn execute_postgres(&self, sql: &str) {
+        assert!(self.url.starts_with("postgres"), "not a PostgreSQL TestDb");
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+
     pub async fn cleanup(self) {
         if let Cleanup::PostgresSchema { server, schema } = &self.cleanup {
             let mut conn = sqlx::PgConnection::connect(server).await.unwrap();

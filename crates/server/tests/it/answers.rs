@@ -1,7 +1,8 @@
-//! Read routes tell the truth: an aggregate never created is 404, as in
-//! the command line, and leaves nothing cached; ids are checked as the
-//! command route checks them, so a NUL or an id of 60 KB is the caller's
-//! mistake (422), never a store outage to retry (503).
+//! Answers tell the truth: an aggregate never created is 404, as in the
+//! command line, and leaves nothing cached; ids and view keys are checked
+//! as the command route checks ids, so a NUL or an id of 60 KB is the
+//! caller's mistake (422), never a store outage to retry (503); and a
+//! store that fails for good is a 500 with no Retry-After.
 
 use crate::util::*;
 use eshost_server::ServerConfig;
@@ -70,4 +71,43 @@ async fn read_routes_refuse_invalid_ids_as_the_caller_s_mistake() {
         server.stop().await;
         db.cleanup().await;
     }
+}
+
+/// A view key is checked as an id is. (A NUL in it answered 503
+/// `store_unavailable` with Retry-After on PostgreSQL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_key_with_a_nul_is_the_caller_s_mistake() {
+    for db in [TestDb::sqlite().await, TestDb::postgres().await] {
+        let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
+        let client = reqwest::Client::new();
+        let long = "k".repeat(2_000);
+        for key in ["a%00b", long.as_str()] {
+            let url = server.url(&format!("/v1/views/sales-summary/{key}"));
+            let (status, body, retry_after) = get(&client, url).await;
+            assert_eq!(status, 422, "{body}");
+            assert_eq!(body["error"]["kind"], "invalid_id", "{body}");
+            assert!(!retry_after);
+        }
+        server.stop().await;
+        db.cleanup().await;
+    }
+}
+
+/// A store that fails the same way every time (here, a table gone) is a
+/// 500 `store_failed` with no Retry-After: resending cannot help. (It was
+/// 503 `store_unavailable`, "resend".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_for_good_is_not_worth_a_retry() {
+    let db = TestDb::postgres().await;
+    let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
+    db.execute_postgres("ALTER TABLE events RENAME TO events_gone")
+        .await;
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/aggregates/FlashSaleItem/s1/events");
+    let (status, body, retry_after) = get(&client, url).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["kind"], "store_failed", "{body}");
+    assert!(!retry_after, "told to retry what fails for good");
+    server.stop().await;
+    db.cleanup().await;
 }
