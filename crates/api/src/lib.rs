@@ -29,7 +29,10 @@ pub struct StateAnswer {
     /// The sequence number of the last event the state includes; 0 for an
     /// aggregate with no events.
     pub version: u64,
-    pub state: serde_json::Value,
+    /// The state, exactly as the component rendered it (its key order
+    /// kept), so a client prints what a local read prints.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
+    pub state: JsonText,
 }
 
 /// `GET /v1/views/{projection}/{key}`: one document of a projection's view.

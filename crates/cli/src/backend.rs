@@ -8,7 +8,7 @@ use crate::args::{GlobalArgs, RemoteArgs, drained};
 use anyhow::Result;
 use eshost::dispatch::{CommandOutcome, CommandRequest, REPLAY_PAGE, RetryPolicy};
 use eshost_client::Client;
-use eshost_core::{AggregateInfo, RecordedEvent};
+use eshost_core::{AggregateInfo, JsonText, RecordedEvent};
 
 pub enum Backend<'a> {
     /// Open the store and load the modules here, for this one request.
@@ -50,19 +50,21 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// The aggregate's state as JSON text; an error if it has no events.
-    pub async fn state(&self, aggregate: &str, id: &str) -> Result<String> {
+    /// The aggregate's state as the component rendered it; an error if it
+    /// has no events.
+    pub async fn state(&self, aggregate: &str, id: &str) -> Result<JsonText> {
         match self {
             Self::Local(global) => {
                 let host = global.host(RetryPolicy::default()).await?;
-                let result = host
-                    .render(aggregate, id)
-                    .await
-                    .map(|(state, _version)| state)
-                    .map_err(anyhow::Error::from);
+                let result = match host.render(aggregate, id).await {
+                    Ok((state, _version)) => JsonText::new(state).map_err(|e| {
+                        anyhow::anyhow!("{aggregate}: to-json returned text that is not JSON: {e}")
+                    }),
+                    Err(e) => Err(e.into()),
+                };
                 drained(&host, result).await
             }
-            Self::Remote(client) => Ok(client.state(aggregate, id).await?.state.to_string()),
+            Self::Remote(client) => Ok(client.state(aggregate, id).await?.state),
         }
     }
 

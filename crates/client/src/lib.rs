@@ -8,6 +8,7 @@ use eshost_api::{
     AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, ErrorBody,
     EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, RecordedEvent, StateAnswer,
 };
+use reqwest::Url;
 use std::time::Duration;
 
 /// Why a request to the server failed.
@@ -28,6 +29,11 @@ pub enum ClientError {
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String },
 
+    /// The request cannot be put in a URL (an id of `.` or `..`); nothing
+    /// was sent. The message is the host's own for such an id.
+    #[error("{0}")]
+    Unsendable(String),
+
     /// The server answered with something that is not the API's JSON.
     #[error("{url}: unexpected answer ({status}): {reason}")]
     Unexpected {
@@ -43,6 +49,7 @@ impl ClientError {
         match self {
             Self::Api { kind, .. } => kind,
             Self::Transport { .. } => "transport",
+            Self::Unsendable(_) => "invalid_id",
             Self::Unexpected { .. } => "unexpected",
         }
     }
@@ -52,20 +59,25 @@ impl ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    base: Url,
 }
 
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`),
     /// sending `token` as a bearer token if given.
     pub fn new(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::Transport {
+            url: base.to_string(),
+            reason,
+        };
+        let parsed = Url::parse(base).map_err(|e| invalid(format!("not a URL: {e}")))?;
+        if parsed.cannot_be_a_base() || !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("expected http://HOST:PORT".into()));
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::Transport {
-                    url: base.to_string(),
-                    reason: "the token is not visible ASCII".into(),
-                })?;
+                .map_err(|_| invalid("the token is not visible ASCII".into()))?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -73,28 +85,25 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .default_headers(headers)
             .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-        })
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { http, base: parsed })
     }
 
     /// Runs a command, under its id (sent as `Idempotency-Key`): a caller
     /// told "unknown" resends the same request to learn the outcome.
     pub async fn execute(&self, request: &CommandRequest) -> Result<CommandOutcome, ClientError> {
-        let path = format!(
-            "/v1/aggregates/{}/{}/commands/{}",
-            segment(&request.aggregate),
-            segment(&request.id),
-            segment(&request.command)
-        );
+        let url = self.url(
+            &[
+                ("aggregate type", &request.aggregate),
+                ("aggregate id", &request.id),
+                ("", "commands"),
+                ("command name", &request.command),
+            ],
+            None,
+        )?;
         let mut post = self
             .http
-            .post(self.url(&path))
+            .post(url.clone())
             .header(IDEMPOTENCY_KEY, request.command_id.as_str())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(request.payload.clone());
@@ -106,13 +115,13 @@ impl Client {
                 post = post.header(header, value);
             }
         }
-        self.send(&path, post).await
+        self.send(url, post).await
     }
 
     /// The aggregate's state and version.
     pub async fn state(&self, aggregate: &str, id: &str) -> Result<StateAnswer, ClientError> {
-        let path = format!("/v1/aggregates/{}/{}", segment(aggregate), segment(id));
-        self.send(&path, self.http.get(self.url(&path))).await
+        let url = self.url(&[("aggregate type", aggregate), ("aggregate id", id)], None)?;
+        self.send(url.clone(), self.http.get(url)).await
     }
 
     /// Every event of a stream, page by page; `each` sees every page in order.
@@ -124,14 +133,17 @@ impl Client {
     ) -> Result<(), ClientError> {
         let mut after = 0;
         loop {
-            let path = format!(
-                "/v1/aggregates/{}/{}/events?after={after}&limit={MAX_PAGE}",
-                segment(aggregate),
-                segment(id)
-            );
-            let page: EventsPage = self.send(&path, self.http.get(self.url(&path))).await?;
+            let url = self.url(
+                &[
+                    ("aggregate type", aggregate),
+                    ("aggregate id", id),
+                    ("", "events"),
+                ],
+                Some(&format!("after={after}&limit={MAX_PAGE}")),
+            )?;
+            let page: EventsPage = self.send(url.clone(), self.http.get(url.clone())).await?;
             each(&page.events).map_err(|e| ClientError::Transport {
-                url: self.url(&path),
+                url: url.to_string(),
                 reason: format!("writing the output: {e}"),
             })?;
             match page.next_after {
@@ -143,20 +155,56 @@ impl Client {
 
     /// The aggregates the server has loaded.
     pub async fn aggregates(&self) -> Result<Vec<AggregateInfo>, ClientError> {
-        let path = "/v1/aggregates";
-        self.send(path, self.http.get(self.url(path))).await
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| self.not_a_base())?
+            .pop_if_empty()
+            .extend(["v1", "aggregates"]);
+        self.send(url.clone(), self.http.get(url)).await
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// `/v1/aggregates/{segments...}?{query}` under the base URL. Each
+    /// segment is `(what it names, text)`, or `("", literal)`, and is
+    /// percent-encoded by the url crate (ids may hold any character).
+    /// `.` and `..` are refused: a URL path cannot carry them (every URL
+    /// parser collapses them, escaped or not), and the host refuses them
+    /// as ids alike.
+    fn url(
+        &self,
+        segments: &[(&'static str, &str)],
+        query: Option<&str>,
+    ) -> Result<Url, ClientError> {
+        if let Some((what, _)) = segments
+            .iter()
+            .find(|(_, text)| matches!(*text, "." | ".."))
+        {
+            return Err(ClientError::Unsendable(format!(
+                "{what} must not be . or .. (a URL path cannot carry it)"
+            )));
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| self.not_a_base())?
+            .pop_if_empty()
+            .extend(["v1", "aggregates"])
+            .extend(segments.iter().map(|(_, text)| text));
+        url.set_query(query);
+        Ok(url)
+    }
+
+    fn not_a_base(&self) -> ClientError {
+        ClientError::Transport {
+            url: self.base.to_string(),
+            reason: "expected http://HOST:PORT".into(),
+        }
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        path: &str,
+        url: Url,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let url = self.url(path);
+        let url = url.to_string();
         let transport = |e: reqwest::Error| ClientError::Transport {
             url: url.clone(),
             reason: one_line(&e),
@@ -187,20 +235,6 @@ impl Client {
     }
 }
 
-/// A path segment, percent-encoded (ids may hold any character).
-fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 /// reqwest's error with its causes, on one line.
 fn one_line(error: &reqwest::Error) -> String {
     let mut line = error.to_string();
@@ -218,9 +252,27 @@ fn one_line(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(super::segment("s 1/ü?"), "s%201%2F%C3%BC%3F");
-        assert_eq!(super::segment("plain-id_1.x~"), "plain-id_1.x~");
+    fn names_are_percent_encoded_as_path_segments() {
+        let client = Client::new("http://127.0.0.1:8080/", None).unwrap();
+        let url = client
+            .url(
+                &[
+                    ("aggregate type", "Item"),
+                    ("aggregate id", "s 1/ü?#%2F..x"),
+                    ("", "events"),
+                ],
+                Some("after=0"),
+            )
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8080/v1/aggregates/Item/s%201%2F%C3%BC%3F%23%252F..x/events?after=0"
+        );
+        let refused = client.url(&[("aggregate id", "..")], None);
+        assert!(matches!(refused, Err(ClientError::Unsendable(_))));
+        assert!(Client::new("127.0.0.1:8080", None).is_err());
     }
 }

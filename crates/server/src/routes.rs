@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eshost_api::{
     AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DEFAULT_PAGE,
-    ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, MAX_PAGE, Readiness, ReloadReport, StateAnswer,
-    ViewDocument,
+    ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, JsonText, MAX_PAGE, Readiness, ReloadReport,
+    StateAnswer, ViewDocument,
 };
 use eshost_wasm::projection::MAX_KEY_BYTES;
 use serde::Deserialize;
@@ -193,7 +193,7 @@ pub async fn state(
 ) -> Result<Json<StateAnswer>, ApiError> {
     let Path((aggregate, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (json, version) = app.host.render(&aggregate, &id).await?;
-    let state = serde_json::from_str(&json).map_err(|e| {
+    let state = JsonText::new(json).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "guest_fault",

@@ -23,6 +23,7 @@ pub async fn run(global: &GlobalArgs, args: StateArgs) -> Result<()> {
     // An aggregate with no events is an error here and on a server alike
     // ("... it was never created"), never a made-up default state.
     let state = backend.state(&args.aggregate, &args.id).await?;
-    println!("{state}");
+    // One line, as the component wrote it (see JsonText).
+    println!("{}", serde_json::to_string(&state)?);
     Ok(())
 }

@@ -491,3 +491,74 @@ scopes = ["read", "write"]
     drop(server);
     db.cleanup().await;
 }
+
+/// The command line prints the same, and exits the same, here and through
+/// `--server`, for ids a URL must escape. (An id of `..` was recorded here
+/// and, through a server, collapsed its URL into another route: 405.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_answers_the_same_here_and_through_a_server() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
+    let (base, url) = (server.base.clone(), db.url.clone());
+    let run = move |remote: bool, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("ESHOST_MODULES", modules_dir())
+            .env_remove("ESHOST_SERVER");
+        if remote {
+            command.args(["--server", &base]);
+        }
+        command.output().unwrap()
+    };
+    let odd = "a/b %2F ü?#&..x";
+    let outputs = tokio::task::spawn_blocking(move || {
+        let created = run(
+            true,
+            &[
+                "exec",
+                "FlashSaleItem",
+                odd,
+                "CreateFlashSale",
+                r#"{"initialStock":2}"#,
+            ],
+        );
+        assert!(created.status.success(), "{created:?}");
+        let mut pairs = Vec::new();
+        for args in [
+            &["state", "FlashSaleItem", odd][..],
+            &["events", "FlashSaleItem", odd][..],
+            &["state", "FlashSaleItem", "never-made"][..],
+            &[
+                "exec",
+                "FlashSaleItem",
+                "..",
+                "CreateFlashSale",
+                r#"{"initialStock":1}"#,
+                "--command-id",
+                "dots-1",
+            ][..],
+            &["state", "FlashSaleItem", "."][..],
+        ] {
+            pairs.push((args.join(" "), run(false, args), run(true, args)));
+        }
+        pairs
+    })
+    .await
+    .unwrap();
+    for (what, here, there) in outputs {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+        assert_eq!(
+            here.status.code(),
+            there.status.code(),
+            "{what}: {} / {}",
+            text(&here.stderr),
+            text(&there.stderr)
+        );
+        assert_eq!(text(&here.stdout), text(&there.stdout), "{what}");
+        assert_eq!(text(&here.stderr), text(&there.stderr), "{what}");
+    }
+    server.stop().await;
+    db.cleanup().await;
+}

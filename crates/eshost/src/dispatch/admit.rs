@@ -102,7 +102,7 @@ impl Admission {
                 reason,
             });
         }
-        check_id("aggregate id", &request.id)?;
+        check_aggregate_id(&request.id)?;
         check_id("command id", request.command_id.as_str())?;
         for (what, id) in [
             ("correlation id", &request.correlation_id),
@@ -180,8 +180,21 @@ impl Admitted {
     }
 }
 
+/// An aggregate id: an id ([`check_id`]) that a URL path can also carry,
+/// so it is served over HTTP as it is here. No URL parser keeps a path
+/// segment of `.` or `..`, escaped or not.
+pub(super) fn check_aggregate_id(id: &str) -> Result<(), CommandError> {
+    if matches!(id, "." | "..") {
+        return Err(CommandError::InvalidId {
+            what: "aggregate id",
+            reason: "must not be . or .. (a URL path cannot carry it)".into(),
+        });
+    }
+    check_id("aggregate id", id)
+}
+
 /// Ids are stored exactly as given, within limits every store can key on.
-pub(super) fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
+fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
     let reason = if id.is_empty() {
         "must not be empty".to_string()
     } else if id.len() > MAX_ID_BYTES {

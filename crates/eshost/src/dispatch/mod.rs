@@ -368,7 +368,7 @@ impl Host {
     pub async fn render(&self, aggregate: &str, id: &str) -> Result<(String, u64), CommandError> {
         let aggregates = &self.stages.aggregates;
         let component = self.stages.admission.component(aggregate)?;
-        admit::check_id("aggregate id", id)?;
+        admit::check_aggregate_id(id)?;
         let stream = StreamId::new(aggregate, id);
         let hydrated = aggregates.current(&component, &stream).await?;
         if hydrated.version == 0 {
@@ -420,7 +420,7 @@ impl Host {
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, CommandError> {
         self.stages.admission.component(aggregate)?;
-        admit::check_id("aggregate id", id)?;
+        admit::check_aggregate_id(id)?;
         let stream = StreamId::new(aggregate, id);
         let records = &self.stages.records;
         let load = || records.store.streams().load_page(&stream, after, limit);

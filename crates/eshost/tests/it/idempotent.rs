@@ -187,6 +187,15 @@ async fn odd_ids_round_trip_and_long_ones_are_refused(db: &TestDb) {
     );
     let error = host.execute(&create("", 1)).await.unwrap_err();
     assert_eq!(error.to_string(), "aggregate id must not be empty");
+    // No URL path keeps a segment of . or ..: such an id could not be
+    // served over HTTP as it is here.
+    for dots in [".", ".."] {
+        let error = host.execute(&create(dots, 1)).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "aggregate id must not be . or .. (a URL path cannot carry it)"
+        );
+    }
     let error = host.execute(&create("nul\0id", 1)).await.unwrap_err();
     assert_eq!(
         error.to_string(),
