@@ -169,7 +169,7 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     (
         "timeout",
         504,
-        "no answer in time; outcome unknown: resend with the same key",
+        "no answer in time; a command's outcome is unknown: resend with the same key (a read: ask again)",
     ),
 ];
 

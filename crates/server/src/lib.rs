@@ -44,6 +44,9 @@ use tracing::{info, warn};
 /// unless configured otherwise.
 pub const DEFAULT_UPGRADE_SAMPLE: u64 = 100;
 
+/// How long a read may take, unless configured otherwise.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Followers of the global log one server serves at once, unless
 /// configured otherwise.
 pub const DEFAULT_MAX_FOLLOWERS: usize = 64;
@@ -54,6 +57,9 @@ pub struct ServerConfig {
     /// How long a command may take before its caller is answered 504
     /// ("outcome unknown, resend with the same Idempotency-Key").
     pub command_timeout: Duration,
+    /// How long a read (a `GET` but the event log's stream) may take
+    /// before its caller is answered 504.
+    pub read_timeout: Duration,
     /// The most a request body may hold, in bytes.
     pub max_body_bytes: usize,
     /// From the shutdown signal to exit: requests finish and queues drain
@@ -83,6 +89,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             command_timeout: Duration::from_secs(30),
+            read_timeout: DEFAULT_READ_TIMEOUT,
             max_body_bytes: 64 << 10,
             shutdown_timeout: Duration::from_secs(30),
             tokens: auth::Tokens::default(),
@@ -219,6 +226,10 @@ pub fn router(app: App) -> Router {
         )
         .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
+            app.config.read_timeout,
+            read_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             body_limits,
             connections::read_body,
         ));
@@ -242,6 +253,36 @@ pub fn router(app: App) -> Router {
         router
     };
     router.with_state(app)
+}
+
+/// Answers a read (a `GET` or `HEAD` but the event log's stream, which
+/// lasts as long as its follower) 504 `timeout` once it has taken
+/// `deadline`: a store that does not answer holds no caller longer than
+/// that. Commands have their own deadline ([`ServerConfig::command_timeout`]).
+async fn read_deadline(
+    axum::extract::State(deadline): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.uri().path() != "/v1/events";
+    if !reads {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => error::ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} ms (--read-timeout-ms); a read changes nothing: ask again",
+                deadline.as_millis()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// One line per request at debug level, target `eshost::access`

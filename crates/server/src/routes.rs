@@ -184,6 +184,7 @@ pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
         (status = 500, description = "`guest_fault`: the component could not rebuild or render the state; `store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
     ),
     tag = "aggregates"
 )]
@@ -227,6 +228,7 @@ pub async fn state(
         (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
     ),
     tag = "views"
 )]
@@ -281,6 +283,7 @@ pub async fn view_document(
         (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
         (status = 503, description = "`store_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
     ),
     tag = "aggregates"
 )]

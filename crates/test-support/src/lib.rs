@@ -187,6 +187,20 @@ impl TestDb {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
 
+    /// Locks `table` of this test's PostgreSQL schema against every other
+    /// session, reads included, until the guard is dropped: a store that
+    /// does not answer.
+    pub async fn lock_postgres_table(&self, table: &str) -> HeldLock {
+        assert!(self.url.starts_with("postgres"), "not a PostgreSQL TestDb");
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        HeldLock(conn)
+    }
+
     pub async fn cleanup(self) {
         if let Cleanup::PostgresSchema { server, schema } = &self.cleanup {
             let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
@@ -197,6 +211,11 @@ impl TestDb {
         }
     }
 }
+
+/// A table lock held by an open transaction (see
+/// [`TestDb::lock_postgres_table`]); dropping it closes the connection,
+/// which ends the transaction.
+pub struct HeldLock(#[allow(dead_code)] sqlx::PgConnection);
 
 /// Runs each listed `async fn name(db: &TestDb)` once against PostgreSQL and
 /// once against SQLite, as `postgres::name` and `sqlite::name`.

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_COMMAND_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_timeout_ms: u64,
 
+    /// How long a read (a GET but the event log's stream) may take, in
+    /// milliseconds, before its caller is answered 504.
+    #[arg(long, env = "ESHOST_READ_TIMEOUT_MS", default_value_t = server::DEFAULT_READ_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout_ms: u64,
+
     /// From SIGTERM or SIGINT to exit, in seconds: accepted requests finish
     /// and queues drain within this.
     #[arg(long, env = "ESHOST_SHUTDOWN_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -226,6 +231,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let config = ServerConfig {
         command_timeout: Duration::from_millis(args.command_timeout_ms),
+        read_timeout: Duration::from_millis(args.read_timeout_ms),
         // The body is the command payload: the payload limit, plus room for
         // whitespace around it.
         max_body_bytes: global.limits.max_payload_bytes.saturating_add(1024),

@@ -111,3 +111,30 @@ async fn a_store_that_fails_for_good_is_not_worth_a_retry() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// A read the store does not answer is cut at the read deadline with 504
+/// `timeout`, and the server keeps answering others. (It waited as long
+/// as the store did: here, for as long as a lock was held.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_store_does_not_answer_is_cut_at_the_deadline() {
+    let db = TestDb::postgres().await;
+    let config = ServerConfig {
+        read_timeout: std::time::Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(db.default_host().await, config).await;
+    let lock = db.lock_postgres_table("events").await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = server.url("/v1/aggregates/FlashSaleItem/s1/events");
+    let (status, body, _) = get(&client, url).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["kind"], "timeout", "{body}");
+    let (status, _, _) = get(&client, server.url("/v1/aggregates")).await;
+    assert_eq!(status, 200, "others are answered meanwhile");
+    drop(lock);
+    server.stop().await;
+    db.cleanup().await;
+}
