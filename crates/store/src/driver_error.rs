@@ -43,7 +43,7 @@ const NOT_SENT_CODES: &[&str] = &[
 
 fn classify(error: &sqlx::Error) -> DatabaseFailure {
     match error {
-        sqlx::Error::PoolTimedOut => DatabaseFailure::NotSent,
+        sqlx::Error::PoolTimedOut => DatabaseFailure::PoolExhausted,
         sqlx::Error::Io(io) if io.kind() == ErrorKind::ConnectionRefused => {
             DatabaseFailure::NotSent
         }
@@ -79,7 +79,7 @@ mod tests {
         let io = |kind| sqlx::Error::Io(std::io::Error::from(kind));
         assert_eq!(
             failure(sqlx::Error::PoolTimedOut),
-            Some(DatabaseFailure::NotSent)
+            Some(DatabaseFailure::PoolExhausted)
         );
         assert_eq!(
             failure(io(ErrorKind::ConnectionRefused)),

@@ -61,7 +61,21 @@ impl StoreError {
         matches!(
             self,
             Self::Database {
-                failure: DatabaseFailure::NotSent | DatabaseFailure::Transient,
+                failure: DatabaseFailure::NotSent
+                    | DatabaseFailure::PoolExhausted
+                    | DatabaseFailure::Transient,
+                ..
+            }
+        )
+    }
+
+    /// True when no connection came from the pool within its wait. The
+    /// wait was the retry: waiting again only keeps the caller longer.
+    pub fn pool_exhausted(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                failure: DatabaseFailure::PoolExhausted,
                 ..
             }
         )
@@ -87,10 +101,13 @@ impl StoreError {
 /// depends on the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseFailure {
-    /// Nothing reached the database: no connection came from the pool in
-    /// time, or the server refused or could not take a connection. The
-    /// request did not run; trying again may succeed.
+    /// Nothing reached the database: the server refused or could not take
+    /// a connection. The request did not run; trying again may succeed.
     NotSent,
+    /// Nothing reached the database: no connection came from the pool
+    /// within its wait (every one busy, or the server refusing new ones
+    /// all along). The request did not run; the wait was already spent.
+    PoolExhausted,
     /// The connection was lost or the server gave up (a restart, a
     /// serialization failure, a deadlock, a busy SQLite file) after the
     /// request may have been sent. Trying again may succeed; a write's

@@ -212,6 +212,98 @@ impl TestDb {
     }
 }
 
+/// A PostgreSQL database whose one role may hold only a few connections,
+/// so a test can take them all: a store whose server refuses the host
+/// more connections ("too many connections", 53300). Role limits do not
+/// bind superusers, hence a role of its own.
+pub struct CrowdedPostgres {
+    /// The host's URL: the limited role, on the database it owns.
+    pub url: String,
+    server: String,
+    name: String,
+    held: Vec<sqlx::PgConnection>,
+}
+
+impl CrowdedPostgres {
+    /// A new role allowed `limit` connections, and a database it owns.
+    pub async fn new(limit: u32) -> Self {
+        use std::str::FromStr;
+        let server = server_url();
+        let name = format!("crowded_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+        for sql in [
+            format!("CREATE ROLE {name} LOGIN CONNECTION LIMIT {limit}"),
+            format!("CREATE DATABASE {name} OWNER {name}"),
+        ] {
+            sqlx::query(&sql).execute(&mut admin).await.unwrap();
+        }
+        let options = sqlx::postgres::PgConnectOptions::from_str(&server).unwrap();
+        let url = format!(
+            "postgres://{name}@{}:{}/{name}",
+            options.get_host(),
+            options.get_port()
+        );
+        Self {
+            url,
+            server,
+            name,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes every connection the role has left and ends the others'
+    /// (the host's), until the host holds none and can get none: a host
+    /// reconnects into the places its ended connections leave, so it is
+    /// done again until nothing moves.
+    pub async fn crowd_out(&mut self) {
+        let mut admin = sqlx::PgConnection::connect(&self.server).await.unwrap();
+        for _ in 0..100 {
+            while let Ok(conn) = sqlx::PgConnection::connect(&self.url).await {
+                self.held.push(conn);
+            }
+            let mut ours = Vec::new();
+            for conn in &mut self.held {
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                ours.push(pid);
+            }
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE usename = $1 AND NOT pid = ANY($2)",
+            )
+            .bind(&self.name)
+            .bind(&ours)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if others == 0 {
+                return;
+            }
+            // Ended backends leave their places as they exit.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the host kept a connection of its own");
+    }
+
+    /// Gives the connections back.
+    pub fn make_room(&mut self) {
+        self.held.clear();
+    }
+
+    pub async fn cleanup(mut self) {
+        self.held.clear();
+        let mut admin = sqlx::PgConnection::connect(&self.server).await.unwrap();
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.name),
+        ] {
+            sqlx::query(&sql).execute(&mut admin).await.unwrap();
+        }
+    }
+}
+
 /// A table lock held by an open transaction (see
 /// [`TestDb::lock_postgres_table`]); dropping it closes the connection,
 /// which ends the transaction.

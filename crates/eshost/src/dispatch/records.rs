@@ -71,7 +71,9 @@ impl<'a> Budget<'a> {
     /// spent, or the wait would end past the deadline.
     pub(super) async fn wait(&mut self, what: &'static str, error: &StoreError) -> Result<(), ()> {
         let policy = &self.records.retry;
-        if self.retries >= policy.max_transient_retries {
+        // The pool's own wait was the retry: another would only keep the
+        // caller longer (see eshost_store's POOL_WAIT).
+        if self.retries >= policy.max_transient_retries || error.pool_exhausted() {
             return Err(());
         }
         self.retries += 1;

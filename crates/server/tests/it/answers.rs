@@ -138,3 +138,38 @@ async fn a_read_the_store_does_not_answer_is_cut_at_the_deadline() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// When PostgreSQL refuses the host every connection, a command gets a
+/// clear 503 `store_unavailable` with Retry-After well within a client's
+/// patience, and `/readyz` says the host is not ready. (Commands took
+/// 10 s, and /readyz stayed 200.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_gives_no_connection_is_answered_fast_and_not_ready() {
+    let mut crowded = CrowdedPostgres::new(6).await;
+    let store = eshost::store::open(&crowded.url).await.unwrap();
+    let host = eshost::Host::with_options(modules(), store, eshost::HostOptions::default());
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (status, _, _) = get(&client, server.url("/readyz")).await;
+    assert_eq!(status, 200, "ready before");
+    crowded.crowd_out().await;
+    let create = client
+        .post(server.url("/v1/aggregates/FlashSaleItem/c1/commands/CreateFlashSale"))
+        .header("content-type", "application/json")
+        .body(r#"{"initialStock":1}"#)
+        .send()
+        .await
+        .expect("an answer within the client's 5 s");
+    assert_eq!(create.status(), 503);
+    assert!(create.headers().contains_key("retry-after"));
+    let body: Value = create.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "store_unavailable", "{body}");
+    let (status, body, _) = get(&client, server.url("/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    crowded.make_room();
+    server.stop().await;
+    crowded.cleanup().await;
+}

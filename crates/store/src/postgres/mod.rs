@@ -191,6 +191,12 @@ fn unexpected(message: String) -> StoreError {
 }
 
 /// The unique constraint whose violation means "someone appended first".
+/// How long a request waits for a connection from the pool: every one
+/// busy, or the server refusing new ones (its `max_connections` used up).
+/// Past it the request fails at once as unavailable (503 over HTTP),
+/// rather than hold its caller while nothing can be done.
+pub const POOL_WAIT: Duration = Duration::from_secs(2);
+
 const STREAM_KEY: &str = "events_stream_sequence_key";
 /// The unique constraint whose violation means "this command is recorded".
 const COMMAND_KEY: &str = "commands_pkey";
@@ -455,7 +461,7 @@ impl PostgresStore {
         conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(POOL_WAIT)
             .connect_lazy_with(options);
         let (appended, notifier) = tokio::sync::mpsc::channel(1);
         tokio::spawn(notify_appends(pool.clone(), notifier));
