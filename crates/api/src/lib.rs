@@ -77,22 +77,38 @@ pub struct Readiness {
     pub load_errors: Vec<String>,
 }
 
-/// The body of every error answer.
+/// An error answer: RFC 9457 problem details, served as
+/// `application/problem+json`. `kind` and `command_id` are this API's
+/// own members.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ErrorDetail {
+pub struct Problem {
+    /// The problem type: `/v1/problems/{kind}`, relative to the server,
+    /// which serves what the kind means there.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// The kind's meaning, the same for every occurrence.
+    pub title: String,
+    /// The HTTP status, repeated for whoever sees only the body.
+    pub status: u16,
+    /// This occurrence, in one line, for people.
+    pub detail: String,
     /// Stable: clients branch on it.
     pub kind: String,
-    /// One line, for people.
-    pub message: String,
     /// The command's id, on answers to a command: resend with it
     /// (`Idempotency-Key`) wherever resending is safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+}
+
+/// The media type of a [`Problem`].
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `GET /v1/problems/{kind}`: what one error kind means.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProblemType {
+    pub kind: String,
+    pub status: u16,
+    pub title: String,
 }

@@ -13,7 +13,7 @@
 //! Idempotency-Key.
 
 use eshost::dispatch::CommandRequest;
-use eshost_api::ErrorBody;
+use eshost_api::Problem;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,8 +42,8 @@ fn answered(status: u16, body: &[u8]) -> Result<Answered, String> {
     if (200..300).contains(&status) {
         serde_json::from_slice::<Answered>(body).map_err(|e| format!("{status}: {e}"))
     } else {
-        Err(match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(error) => format!("{status} {}: {}", error.error.kind, error.error.message),
+        Err(match serde_json::from_slice::<Problem>(body) {
+            Ok(problem) => format!("{status} {}: {}", problem.kind, problem.detail),
             Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
         })
     }
@@ -138,7 +138,7 @@ pub const MAX_ATTEMPTS: u32 = 50;
 fn resendable(status: u16, body: &[u8]) -> bool {
     match status {
         429 | 502..=504 => true,
-        409 => serde_json::from_slice::<ErrorBody>(body).is_ok_and(|e| e.error.kind == "conflict"),
+        409 => serde_json::from_slice::<Problem>(body).is_ok_and(|p| p.kind == "conflict"),
         _ => false,
     }
 }

@@ -5,8 +5,8 @@
 //! (`cargo xtask layering`).
 
 use eshost_api::{
-    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, ErrorBody,
-    EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, RecordedEvent, StateAnswer,
+    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, EventsPage,
+    IDEMPOTENCY_KEY, MAX_PAGE, Problem, RecordedEvent, StateAnswer,
 };
 use reqwest::Url;
 use std::time::Duration;
@@ -219,12 +219,12 @@ impl Client {
                 reason: e.to_string(),
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(error) => Err(ClientError::Api {
+        match serde_json::from_slice::<Problem>(&body) {
+            Ok(problem) => Err(ClientError::Api {
                 status,
-                kind: error.error.kind,
-                message: error.error.message,
-                command_id: error.error.command_id,
+                kind: problem.kind,
+                message: problem.detail,
+                command_id: problem.command_id,
             }),
             Err(_) => Err(ClientError::Unexpected {
                 url,

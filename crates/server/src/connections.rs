@@ -316,14 +316,17 @@ async fn serve_one(
     }
 }
 
+/// The problem [`refuse`] answers, written out once (a test checks it is
+/// what an `ApiError` of its kind would say).
+const TOO_MANY_CONNECTIONS: &str = r#"{"type":"/v1/problems/too_many_connections","title":"every connection the server holds is being answered; resend after Retry-After","status":503,"detail":"every connection the server holds is being answered; resend after Retry-After","kind":"too_many_connections"}"#;
+
 /// Past the bound with every connection being answered: a 503 written
 /// to the socket without reading the request, and the socket closed, all
 /// at once (no task, so a flood of refusals holds no files).
 fn refuse(tcp: TcpStream) {
-    const BODY: &str = r#"{"error":{"kind":"too_many_connections","message":"every connection the server holds is being answered; resend after Retry-After"}}"#;
     let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+        TOO_MANY_CONNECTIONS.len()
     );
     // A new socket's send buffer takes this whole; if not, the client
     // sees the connection close, which says the same.
@@ -449,6 +452,17 @@ impl http_body::Body for Answering {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_refusal_is_the_problem_an_api_error_would_be() {
+        let error = crate::error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            crate::error::title("too_many_connections"),
+        );
+        let written: serde_json::Value = serde_json::from_str(super::TOO_MANY_CONNECTIONS).unwrap();
+        assert_eq!(written, serde_json::to_value(error.problem()).unwrap());
+    }
+
     use super::*;
 
     #[test]

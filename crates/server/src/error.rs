@@ -1,13 +1,13 @@
-//! What the HTTP API answers when a request fails: JSON
-//! `{"error": {"kind", "message", "command_id"?}}` with a stable `kind` and
-//! a status that fits it. The book's error table (The HTTP server) is this
-//! file.
+//! What the HTTP API answers when a request fails: RFC 9457 problem
+//! details (`application/problem+json`) whose `type` is
+//! `/v1/problems/{kind}`, with a stable `kind` and a status that fits it,
+//! and the `command_id` on a command's answers. The book's error table
+//! (The HTTP server) is this file.
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eshost::{CommandError, StoreError};
-use eshost_api::{ErrorBody, ErrorDetail};
+use eshost_api::{PROBLEM_JSON, Problem};
 
 /// A failed request, ready to answer.
 #[derive(Debug)]
@@ -59,7 +59,21 @@ impl ApiError {
     }
 }
 
-/// Every error kind with its status, for the OpenAPI document and the book.
+/// What a kind means: its title in every problem of that kind.
+pub fn title(kind: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(known, _, _)| *known == kind)
+        .map_or("an error", |(_, _, title)| title)
+}
+
+/// A problem's `type`: the route that says what `kind` means.
+pub fn problem_type(kind: &str) -> String {
+    format!("/v1/problems/{kind}")
+}
+
+/// Every error kind with its status and meaning (each problem's title),
+/// for the OpenAPI document, `/v1/problems/{kind}` and the book.
 pub const KINDS: &[(&str, u16, &str)] = &[
     ("bad_request", 400, "a malformed path, query or header"),
     ("unauthorized", 401, "no or a wrong bearer token"),
@@ -201,20 +215,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer's body.
+    pub fn problem(&self) -> Problem {
+        Problem {
+            problem_type: problem_type(self.kind),
+            title: title(self.kind).to_string(),
+            status: self.status.as_u16(),
+            detail: self.message.clone(),
+            kind: self.kind.to_string(),
+            command_id: self.command_id.clone(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                kind: self.kind.to_string(),
-                message: self.message,
-                command_id: self.command_id,
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        // A problem always serialises: strings and a number.
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -217,6 +217,10 @@ pub fn router(app: App) -> Router {
             get(routes::metrics).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/problems/{kind}",
+            get(routes::problem).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/healthz",
             get(routes::healthz).fallback(routes::method_not_allowed),
         )

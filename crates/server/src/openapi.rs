@@ -2,16 +2,17 @@
 //!
 //! It is generated from the handlers' `#[utoipa::path]` annotations and the
 //! answer types' `ToSchema` derives, so it cannot drift from the code. What
-//! every operation shares (the bearer token and its 401, the admin token's
-//! 403) is added here once rather than repeated on each handler.
+//! every operation shares (the bearer token, its 401, and the 403 of a
+//! token without the route's scope) is added here once rather than
+//! repeated on each handler.
 
 use super::App;
 use super::routes;
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
-    AggregateInfo, CommandOutcome, ErrorBody, ErrorDetail, EventsPage, Health, Readiness,
-    RecordedEvent, ReloadReport, StateAnswer, ViewDocument,
+    AggregateInfo, CommandOutcome, EventsPage, Health, PROBLEM_JSON, Problem, ProblemType,
+    Readiness, RecordedEvent, ReloadReport, StateAnswer, ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -38,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         routes::healthz,
         routes::readyz,
         routes::metrics,
+        routes::problem,
         openapi_json,
     ),
     components(schemas(
@@ -50,8 +52,8 @@ use utoipa::{Modify, OpenApi};
         ViewDocument,
         Readiness,
         Health,
-        ErrorBody,
-        ErrorDetail,
+        Problem,
+        ProblemType,
     )),
     modifiers(&Access),
 )]
@@ -113,9 +115,9 @@ fn with_loaded_names(mut document: Document, loaded: &[AggregateInfo]) -> Docume
 }
 
 /// Adds the bearer token: optional on the server (`--token`), so each
-/// operation may be called with it or without; 401 on every operation but
-/// `/healthz`, and 403 on `/v1/admin/*` (wrong token where the admin token
-/// is needed).
+/// operation may be called with it or without; 401 (no known token) and
+/// 403 (a token without the route's scope) on every operation. The probes
+/// answer them only with `--protect-probes`.
 struct Access;
 
 impl Modify for Access {
@@ -129,18 +131,15 @@ impl Modify for Access {
             ResponseBuilder::new()
                 .description(description)
                 .content(
-                    "application/json",
+                    PROBLEM_JSON,
                     utoipa::openapi::ContentBuilder::new()
-                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
                         .build(),
                 )
                 .build()
                 .into()
         };
-        for (path, item) in doc.paths.paths.iter_mut() {
-            if path == "/healthz" {
-                continue;
-            }
+        for item in doc.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
                 &mut item.post,
@@ -157,18 +156,17 @@ impl Modify for Access {
                     ),
                     utoipa::openapi::security::SecurityRequirement::default(),
                 ]);
-                operation.responses.responses.insert(
+                let responses = &mut operation.responses.responses;
+                responses.insert(
                     "401".to_string(),
                     error(
-                        "`unauthorized`: the server has a token and the request did not carry it",
+                        "`unauthorized`: the server has tokens and the request carried none of them",
                     ),
                 );
-                if path.starts_with("/v1/admin/") {
-                    operation.responses.responses.insert(
-                        "403".to_string(),
-                        error("`forbidden`: the token is not the admin token"),
-                    );
-                }
+                // The command route's own 403 already names both causes.
+                responses.entry("403".to_string()).or_insert_with(|| {
+                    error("`forbidden`: the token does not have the scope this route needs")
+                });
             }
         }
     }

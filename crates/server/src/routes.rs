@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eshost_api::{
     AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DEFAULT_PAGE,
-    ErrorBody, EventsPage, Health, IDEMPOTENCY_KEY, JsonText, MAX_PAGE, Readiness, ReloadReport,
-    StateAnswer, ViewDocument,
+    EventsPage, Health, IDEMPOTENCY_KEY, JsonText, MAX_PAGE, Problem, ProblemType, Readiness,
+    ReloadReport, StateAnswer, ViewDocument,
 };
 use eshost_wasm::projection::MAX_KEY_BYTES;
 use serde::Deserialize;
@@ -49,20 +49,20 @@ pub struct PageQuery {
     request_body(content = Object, content_type = "application/json", description = "The command's payload; an empty body is `{}`"),
     responses(
         (status = 200, description = "Recorded (or recorded earlier, `replayed`)", body = CommandOutcome),
-        (status = 400, description = "A malformed path or header", body = ErrorBody),
-        (status = 403, description = "`foreign_origin` (a server without a token): an Origin or Host that is not this server's", body = ErrorBody),
-        (status = 404, description = "`unknown_aggregate` or `unknown_command`", body = ErrorBody),
-        (status = 408, description = "`request_timeout`: the body did not arrive in time; nothing recorded", body = ErrorBody),
-        (status = 409, description = "`precondition_failed`, or `conflict` after every retry", body = ErrorBody),
-        (status = 413, description = "`payload_too_large` (refused from `Content-Length` before the body is read)", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type` (a server without a token): the body not sent as application/json", body = ErrorBody),
-        (status = 422, description = "`invalid_payload`, `invalid_command`, `invalid_id` or `idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`overloaded`: the aggregate's queue is full", body = ErrorBody,
+        (status = 400, description = "A malformed path or header", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`foreign_origin` (a server without a token): an Origin or Host that is not this server's; `forbidden`: the token does not have the write scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_aggregate` or `unknown_command`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`precondition_failed`, or `conflict` after every retry", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large` (refused from `Content-Length` before the body is read)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type` (a server without a token): the body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_payload`, `invalid_command`, `invalid_id` or `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`overloaded`: the aggregate's queue is full", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 500, description = "`guest_fault` (nothing recorded), `store_failed` (the store failed in a way resending cannot fix) or `internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `shutting_down` or `too_many_connections`; resend with the same key", body = ErrorBody,
+        (status = 500, description = "`guest_fault` (nothing recorded), `store_failed` (the store failed in a way resending cannot fix) or `internal`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`, `shutting_down` or `too_many_connections`; resend with the same key", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 504, description = "`timeout`: outcome unknown; resend with the same key", body = ErrorBody),
+        (status = 504, description = "`timeout`: outcome unknown; resend with the same key", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "commands"
 )]
@@ -178,13 +178,13 @@ pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
     ),
     responses(
         (status = 200, description = "The state and the version it includes", body = StateAnswer),
-        (status = 400, description = "A malformed path", body = ErrorBody),
-        (status = 404, description = "`unknown_aggregate`, or `not_found`: the aggregate has no events (never created)", body = ErrorBody),
-        (status = 422, description = "`invalid_id`", body = ErrorBody),
-        (status = 500, description = "`guest_fault`: the component could not rebuild or render the state; `store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_aggregate`, or `not_found`: the aggregate has no events (never created)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`guest_fault`: the component could not rebuild or render the state; `store_failed`: the store failed in a way resending cannot fix", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "aggregates"
 )]
@@ -222,13 +222,13 @@ pub async fn state(
     ),
     responses(
         (status = 200, description = "The document", body = ViewDocument),
-        (status = 400, description = "A malformed path", body = ErrorBody),
-        (status = 404, description = "`not_found`: the view has no such document", body = ErrorBody),
-        (status = 422, description = "`invalid_id`: a key no document can have (empty, over 1,024 bytes, or a NUL)", body = ErrorBody),
-        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the view has no such document", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_id`: a key no document can have (empty, over 1,024 bytes, or a NUL)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "views"
 )]
@@ -277,13 +277,13 @@ pub async fn view_document(
     ),
     responses(
         (status = 200, description = "A page of events; `next_after` when more follow", body = EventsPage),
-        (status = 400, description = "A malformed path or query", body = ErrorBody),
-        (status = 404, description = "`unknown_aggregate`", body = ErrorBody),
-        (status = 422, description = "`invalid_id`", body = ErrorBody),
-        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`", body = ErrorBody,
+        (status = 400, description = "A malformed path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_aggregate`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = ErrorBody),
+        (status = 504, description = "`timeout`: no answer within --read-timeout-ms", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "aggregates"
 )]
@@ -341,8 +341,8 @@ pub struct FollowQuery {
     ),
     responses(
         (status = 200, description = "The events, as they come", content_type = "text/event-stream", body = String),
-        (status = 400, description = "A malformed query or Last-Event-ID", body = ErrorBody),
-        (status = 429, description = "`overloaded`: the server serves as many followers as it may", body = ErrorBody,
+        (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`overloaded`: the server serves as many followers as it may", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
     tag = "events"
@@ -484,7 +484,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
     summary = "Reload the modules directory now",
     responses(
         (status = 200, description = "What changed, and the files that could not be loaded", body = ReloadReport),
-        (status = 404, description = "The server has no modules directory", body = ErrorBody),
+        (status = 404, description = "The server has no modules directory", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "admin"
 )]
@@ -509,4 +509,32 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// `GET /v1/problems/{kind}`: what an error kind means. Every problem's
+/// `type` points here.
+#[utoipa::path(
+    get,
+    path = "/v1/problems/{kind}",
+    operation_id = "get_problem_type",
+    summary = "What an error kind means",
+    params(("kind" = String, Path, description = "The error kind", example = "precondition_failed")),
+    responses(
+        (status = 200, description = "The kind, its status and its meaning", body = ProblemType),
+        (status = 404, description = "`not_found`: no such kind", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "operations"
+)]
+pub async fn problem(Path(kind): Path<String>) -> Result<Json<ProblemType>, ApiError> {
+    match crate::error::KINDS
+        .iter()
+        .find(|(known, _, _)| *known == kind)
+    {
+        Some((kind, status, title)) => Ok(Json(ProblemType {
+            kind: kind.to_string(),
+            status: *status,
+            title: title.to_string(),
+        })),
+        None => Err(ApiError::not_found(format!("no error kind {kind:?}"))),
+    }
 }

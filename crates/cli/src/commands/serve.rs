@@ -31,6 +31,7 @@ Routes:
   GET  /v1/events?from=P                                  the global log, as Server-Sent Events
   GET  /v1/views/{projection}/{key}                       a projection's document
   POST /v1/admin/reload                                   reload the modules directory now
+  GET  /v1/problems/{kind}                                what an error kind means (errors are RFC 9457)
   GET  /healthz, /readyz, /metrics                        probes: no token needed unless --protect-probes
 
 Tokens: read (GET routes, the log; ?access_token= for a browser's EventSource),

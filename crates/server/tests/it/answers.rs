@@ -28,9 +28,9 @@ async fn an_aggregate_never_created_is_not_found_and_not_cached() {
         let url = server.url(&format!("/v1/aggregates/FlashSaleItem/nobody-{n}"));
         let (status, body, _) = get(&client, url).await;
         assert_eq!(status, 404, "{body}");
-        assert_eq!(body["error"]["kind"], "not_found");
+        assert_eq!(body["kind"], "not_found");
         assert_eq!(
-            body["error"]["message"],
+            body["detail"],
             format!("FlashSaleItem nobody-{n} has no events: it was never created")
         );
     }
@@ -60,7 +60,7 @@ async fn read_routes_refuse_invalid_ids_as_the_caller_s_mistake() {
                 let (status, body, retry_after) = get(&client, url).await;
                 let what = format!("{}{route}", &id[..id.len().min(8)]);
                 assert_eq!(status, 422, "{what}: {body}");
-                assert_eq!(body["error"]["kind"], "invalid_id", "{what}");
+                assert_eq!(body["kind"], "invalid_id", "{what}");
                 assert!(
                     !retry_after,
                     "{what}: told to retry a request that cannot succeed"
@@ -85,7 +85,7 @@ async fn a_view_key_with_a_nul_is_the_caller_s_mistake() {
             let url = server.url(&format!("/v1/views/sales-summary/{key}"));
             let (status, body, retry_after) = get(&client, url).await;
             assert_eq!(status, 422, "{body}");
-            assert_eq!(body["error"]["kind"], "invalid_id", "{body}");
+            assert_eq!(body["kind"], "invalid_id", "{body}");
             assert!(!retry_after);
         }
         server.stop().await;
@@ -106,7 +106,7 @@ async fn a_store_that_fails_for_good_is_not_worth_a_retry() {
     let url = server.url("/v1/aggregates/FlashSaleItem/s1/events");
     let (status, body, retry_after) = get(&client, url).await;
     assert_eq!(status, 500, "{body}");
-    assert_eq!(body["error"]["kind"], "store_failed", "{body}");
+    assert_eq!(body["kind"], "store_failed", "{body}");
     assert!(!retry_after, "told to retry what fails for good");
     server.stop().await;
     db.cleanup().await;
@@ -131,7 +131,7 @@ async fn a_read_the_store_does_not_answer_is_cut_at_the_deadline() {
     let url = server.url("/v1/aggregates/FlashSaleItem/s1/events");
     let (status, body, _) = get(&client, url).await;
     assert_eq!(status, 504, "{body}");
-    assert_eq!(body["error"]["kind"], "timeout", "{body}");
+    assert_eq!(body["kind"], "timeout", "{body}");
     let (status, _, _) = get(&client, server.url("/v1/aggregates")).await;
     assert_eq!(status, 200, "others are answered meanwhile");
     drop(lock);
@@ -166,10 +166,64 @@ async fn a_store_that_gives_no_connection_is_answered_fast_and_not_ready() {
     assert_eq!(create.status(), 503);
     assert!(create.headers().contains_key("retry-after"));
     let body: Value = create.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], "store_unavailable", "{body}");
+    assert_eq!(body["kind"], "store_unavailable", "{body}");
     let (status, body, _) = get(&client, server.url("/readyz")).await;
     assert_eq!(status, 503, "{body}");
     crowded.make_room();
     server.stop().await;
     crowded.cleanup().await;
+}
+
+/// Errors are RFC 9457 problem details, served as
+/// `application/problem+json`, keeping `kind` and `command_id`; a
+/// problem's `type` is a route that says what the kind means. (Errors
+/// were `{"error": {...}}` as `application/json`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_problem_details_whose_type_says_what_they_mean() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(db.default_host().await, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let refused = client
+        .post(server.url("/v1/aggregates/FlashSaleItem/p1/commands/PurchaseItem"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "p1-buy")
+        .body(r#"{"buyerId":"ann","quantity":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "/v1/problems/precondition_failed",
+        "{problem}"
+    );
+    assert_eq!(problem["status"], 409);
+    assert_eq!(problem["kind"], "precondition_failed");
+    assert_eq!(problem["command_id"], "p1-buy");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("p1"),
+        "{problem}"
+    );
+    let title = problem["title"].as_str().unwrap().to_string();
+    // The type, resolved against the request's URL, says what it means.
+    let meaning: Value = client
+        .get(server.url(problem["type"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meaning["kind"], "precondition_failed");
+    assert_eq!(meaning["status"], 409);
+    assert_eq!(meaning["title"], title.as_str());
+    let (status, unknown, _) = get(&client, server.url("/v1/problems/no_such_kind")).await;
+    assert_eq!(status, 404);
+    assert_eq!(unknown["kind"], "not_found");
+    server.stop().await;
+    db.cleanup().await;
 }

@@ -42,7 +42,7 @@ async fn a_token_guards_every_route_but_the_probes() {
     assert_eq!(bare.status(), 401);
     assert_eq!(bare.headers()["www-authenticate"], "Bearer");
     let body: Value = bare.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], "unauthorized");
+    assert_eq!(body["kind"], "unauthorized");
     let wrong = client.get(&aggregates).bearer_auth("guess").send().await;
     assert_eq!(wrong.unwrap().status(), 401);
     let refused = client
@@ -119,11 +119,8 @@ async fn each_route_needs_its_scope() {
     };
     let (status, body) = status_and_body(command("read-secret")).await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"]["kind"], "forbidden");
-    assert_eq!(
-        body["error"]["message"],
-        "this token does not have the write scope"
-    );
+    assert_eq!(body["kind"], "forbidden");
+    assert_eq!(body["detail"], "this token does not have the write scope");
     let stream = eshost::StreamId::new("FlashSaleItem", "t1");
     let recorded = host.store().streams().load(&stream, 0).await.unwrap();
     assert!(recorded.is_empty(), "a refused command recorded events");
@@ -135,10 +132,7 @@ async fn each_route_needs_its_scope() {
     };
     let (status, body) = status_and_body(reload("write-secret")).await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(
-        body["error"]["message"],
-        "this token does not have the admin scope"
-    );
+    assert_eq!(body["detail"], "this token does not have the admin scope");
     let (status, _) = status_and_body(reload("read-secret")).await;
     assert_eq!(status, 403);
 

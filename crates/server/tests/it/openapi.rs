@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/views/{projection}/{key}"),
     ("post", "/v1/admin/reload"),
     ("get", "/v1/openapi.json"),
+    ("get", "/v1/problems/{kind}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -53,10 +54,11 @@ async fn the_document_lists_every_route_and_its_errors() {
         assert!(operation.is_object(), "{method} {path} is not documented");
         let responses = operation["responses"].as_object().unwrap();
         assert!(responses.contains_key("200"), "{method} {path}");
-        if *path != "/healthz" {
+        for status in ["401", "403"] {
+            let error = &responses[status]["content"];
             assert!(
-                responses.contains_key("401"),
-                "{method} {path}: the token's 401"
+                error["application/problem+json"].is_object(),
+                "{method} {path}: {status} as problem details: {error}"
             );
         }
     }

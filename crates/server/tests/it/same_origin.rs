@@ -22,10 +22,7 @@ async fn recorded(host: &eshost::Host) -> usize {
 async fn kind_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"]["kind"].as_str().unwrap_or("").to_string(),
-    )
+    (status, body["kind"].as_str().unwrap_or("").to_string())
 }
 
 /// A command whose body is not declared JSON is refused with 415, and

@@ -89,8 +89,8 @@ async fn get(client: &reqwest::Client, server: &TestServer, path: &str) -> (u16,
 fn assert_error(answer: &(u16, Value, reqwest::header::HeaderMap), status: u16, kind: &str) {
     let (got, body, _) = answer;
     assert_eq!(*got, status, "{body}");
-    assert_eq!(body["error"]["kind"], kind, "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(body["kind"], kind, "{body}");
+    let message = body["detail"].as_str().unwrap();
     assert!(!message.is_empty() && !message.contains('\n'), "{body}");
 }
 
@@ -167,10 +167,7 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
 
     let before_create = post(&client, &server, &purchase, Some("k1"), ann).await;
     assert_error(&before_create, 409, "precondition_failed");
-    assert_eq!(
-        before_create.1["error"]["command_id"], "k1",
-        "the id comes back"
-    );
+    assert_eq!(before_create.1["command_id"], "k1", "the id comes back");
     let created = post(
         &client,
         &server,
@@ -238,7 +235,7 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
     );
     let reused = post(&client, &server, &purchase, Some("k3"), ann).await;
     assert_error(&reused, 422, "idempotency_key_reused");
-    let message = reused.1["error"]["message"].as_str().unwrap();
+    let message = reused.1["detail"].as_str().unwrap();
     for private in ["their-private-sale", "CreateFlashSale"] {
         assert!(!message.contains(private), "{message}");
     }
@@ -250,7 +247,7 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 404);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], "not_found");
+    assert_eq!(body["kind"], "not_found");
     let response = client
         .delete(server.url("/v1/aggregates"))
         .send()
@@ -263,20 +260,14 @@ async fn http_errors_have_a_kind_and_a_fitting_status(db: &TestDb) {
         "/v1/aggregates/FlashSaleItem/e1/events?limit=0",
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["kind"].as_str()),
-        (400, Some("bad_request"))
-    );
+    assert_eq!((status, body["kind"].as_str()), (400, Some("bad_request")));
     let (status, body) = get(
         &client,
         &server,
         "/v1/aggregates/FlashSaleItem/e1/events?after=x",
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["kind"].as_str()),
-        (400, Some("bad_request"))
-    );
+    assert_eq!((status, body["kind"].as_str()), (400, Some("bad_request")));
 
     // Nothing of the refused commands was recorded: create, then k2.
     let (_, all) = get(&client, &server, "/v1/aggregates/FlashSaleItem/e1/events").await;
@@ -317,7 +308,7 @@ async fn a_projection_document_is_served(db: &TestDb) {
     );
     let (status, missing) = get(&client, &server, "/v1/views/sales-summary/item:s2").await;
     assert_eq!(
-        (status, &missing["error"]["kind"]),
+        (status, &missing["kind"]),
         (404, &"not_found".into()),
         "{missing}"
     );
@@ -354,8 +345,8 @@ async fn an_unreplayable_stream_has_its_own_kind(db: &TestDb) {
         .unwrap();
     assert_eq!(answer.status(), 500);
     let body: Value = answer.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], "unreplayable", "{body}");
-    assert_eq!(body["error"]["message"], message.as_str());
+    assert_eq!(body["kind"], "unreplayable", "{body}");
+    assert_eq!(body["detail"], message.as_str());
     server.stop().await;
 }
 
@@ -456,7 +447,7 @@ async fn the_event_log_streams_as_server_sent_events(db: &TestDb) {
     let third = client.get(server.url("/v1/events")).send().await.unwrap();
     assert_eq!(third.status(), 429);
     let error: Value = third.json().await.unwrap();
-    assert_eq!(error["error"]["kind"], "overloaded");
+    assert_eq!(error["kind"], "overloaded");
     let bad = client
         .get(server.url("/v1/events"))
         .header("Last-Event-ID", "nope")
@@ -518,7 +509,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     .await;
     assert_error(&third, 429, "overloaded");
     assert_eq!(third.2["retry-after"], "1");
-    assert_eq!(third.1["error"]["command_id"], "third");
+    assert_eq!(third.1["command_id"], "third");
     assert_eq!(first.await.unwrap(), 500, "the loop broke its time limit");
     assert_eq!(second.await.unwrap(), 200, "the queued command was served");
     server.stop().await;
