@@ -208,8 +208,9 @@ impl Metrics {
         self.aggregates_loaded.set(gauge(levels.aggregates_loaded));
         self.guest_instances.set(gauge(levels.guest_instances));
         let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        // Writing to a String cannot fail. No `# EOF`: the server adds
+        // metrics of its own after these, then ends the exposition.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
         text
     }
 }

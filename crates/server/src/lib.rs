@@ -7,6 +7,7 @@
 //! - [`error`]: error kinds and statuses, as JSON.
 //! - [`auth`]: the bearer tokens and their scopes.
 //! - [`same_origin`]: without a token, what a web page cannot send.
+//! - [`observe`]: request ids, and metrics of requests, build and process.
 //! - [`reload`]: hot reload of the modules directory.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod observe;
 pub mod openapi;
 pub mod reload;
 pub mod routes;
@@ -118,6 +120,8 @@ pub struct App {
     pub(crate) stopping: CancellationToken,
     /// The address served, once [`serve`] has its listener.
     pub(crate) listening: Option<std::net::SocketAddr>,
+    /// Requests by route and status, the build, the process.
+    pub(crate) http_metrics: Arc<observe::HttpMetrics>,
 }
 
 /// What the followers of the global log share.
@@ -151,6 +155,7 @@ impl App {
             followers,
             stopping: CancellationToken::new(),
             listening: None,
+            http_metrics: Arc::default(),
         }
     }
 
@@ -256,6 +261,12 @@ pub fn router(app: App) -> Router {
     } else {
         router
     };
+    // Outermost of all: every answer has an id and is counted, and every
+    // log line of the request (the request log's too) names the id.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        app.http_metrics.clone(),
+        observe::observe,
+    ));
     router.with_state(app)
 }
 

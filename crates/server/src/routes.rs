@@ -415,7 +415,10 @@ pub async fn follow_events(
     tag = "operations"
 )]
 pub async fn metrics(State(app): State<App>) -> Response {
-    let text = app.host.render_metrics();
+    let mut text = app.host.render_metrics();
+    app.http_metrics.write(&mut text);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_eof(&mut text);
     (
         [(
             axum::http::header::CONTENT_TYPE,

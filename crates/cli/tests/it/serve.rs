@@ -163,10 +163,14 @@ async fn request_logs_are_json_lines_when_asked_for() {
     let mut access_lines = Vec::new();
     for filter in ["info", "info,eshost::access=debug"] {
         let (mut child, base) = serve(filter);
-        let answer = reqwest::get(format!("{base}/v1/aggregates/FlashSaleItem/nobody/events"))
+        let answer = reqwest::Client::new()
+            .get(format!("{base}/v1/aggregates/FlashSaleItem/nobody/events"))
+            .header("x-request-id", "trace-me-7")
+            .send()
             .await
             .unwrap();
         assert_eq!(answer.status().as_u16(), 200);
+        assert_eq!(answer.headers()["x-request-id"], "trace-me-7");
         let term = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
@@ -199,6 +203,8 @@ async fn request_logs_are_json_lines_when_asked_for() {
         "/v1/aggregates/FlashSaleItem/nobody/events"
     );
     assert_eq!(line["fields"]["status"], 200, "{line}");
+    // The request's id is on each of its log lines, in its span.
+    assert_eq!(line["span"]["id"], "trace-me-7", "{line}");
 }
 
 /// The command line as a client sends the token from `ESHOST_TOKEN`; a

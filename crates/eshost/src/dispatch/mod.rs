@@ -266,7 +266,8 @@ impl Host {
         &self.stages.metrics
     }
 
-    /// The host's metrics in Prometheus' text format.
+    /// The host's metrics in OpenMetrics text, without the closing
+    /// `# EOF` (a server appends its own, then closes the exposition).
     pub fn render_metrics(&self) -> String {
         self.stages.metrics.render(crate::metrics::Levels {
             queued_commands: self.queued_commands(),

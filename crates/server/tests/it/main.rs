@@ -8,6 +8,7 @@ use eshost_test_support::conformance;
 mod answers;
 mod auth;
 mod connections;
+mod observe;
 mod openapi;
 mod reload;
 mod same_origin;
