@@ -14,7 +14,9 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -33,17 +35,47 @@ const MAX_REQUEST_ID: usize = 128;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// The route's template (`/v1/aggregates/{aggregate}/{id}`), never
-    /// the path a client sent: the label set stays bounded.
-    route: String,
+    route: Route,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Route,
     method: &'static str,
+}
+
+/// The route's template (`/v1/aggregates/{aggregate}/{id}`), never the
+/// path a client sent, so the label sets stay bounded. Axum keeps each
+/// template once; a request's copy is a reference to it, not a string.
+#[derive(Clone, Debug)]
+struct Route(Option<MatchedPath>);
+
+impl Route {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("(unmatched)", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
 }
 
 /// The HTTP layer's metrics.
@@ -103,7 +135,7 @@ impl HttpMetrics {
         let _ = prometheus_client::encoding::text::encode_registry(text, &self.registry);
     }
 
-    fn count(&self, route: String, method: &'static str, status: u16, took: f64) {
+    fn count(&self, route: Route, method: &'static str, status: u16, took: f64) {
         self.seconds
             .get_or_create(&RouteLabels {
                 route: route.clone(),
@@ -136,14 +168,12 @@ pub async fn observe(
         .filter(|value| value.len() <= MAX_REQUEST_ID && value.to_str().is_ok())
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("-"))
+            let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+            let text = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
         });
     request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_string(), |m| m.as_str().to_string());
+    let route = Route(request.extensions().get::<MatchedPath>().cloned());
     let method = method_label(request.method());
     let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
     let mut response = next.run(request).instrument(span).await;
