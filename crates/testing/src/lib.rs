@@ -307,7 +307,17 @@ impl SpecFile {
     /// Parses and checks a spec file. The error may span several lines (a
     /// TOML error points at the line and column).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let spec: Self = toml::from_str(text).map_err(|e| {
+            let message = e.to_string().trim_end().to_string();
+            // `[case]` is one table where a list of them is wanted.
+            if message.contains("expected a sequence") && message.contains("case") {
+                format!(
+                    "{message}\nhint: write each case as [[case]] (a list of tables), not [case]"
+                )
+            } else {
+                message
+            }
+        })?;
         if spec.cases.is_empty() {
             return Err("no cases: add at least one [[case]]".into());
         }
@@ -346,6 +356,17 @@ enum Expectation {
 
 /// Runs one case; `None` if it passed, else a readable explanation with a diff.
 pub fn run_case(component: &Arc<LoadedComponent>, case: &Case) -> Option<String> {
+    // The host refuses a command the guest does not declare before the
+    // guest sees it: a case sending one tests nothing the host would run,
+    // whatever it expects. Most often it is a typo.
+    if !component.commands.contains(&case.when.command) {
+        return Some(format!(
+            "{} does not declare the command {} (it declares {}); the host refuses it before the guest runs",
+            component.name,
+            case.when.command,
+            component.commands.join(", ")
+        ));
+    }
     let given: Vec<(String, Value)> = case
         .given
         .iter()
@@ -424,6 +445,19 @@ fn check_state(outcome: &Outcome, expected: &Value) -> Option<String> {
     let (Value::Object(expected_fields), Value::Object(actual_fields)) = (expected, actual) else {
         return (expected != actual).then(|| state_diff(expected, actual));
     };
+    let missing: Vec<&String> = expected_fields
+        .keys()
+        .filter(|key| !actual_fields.contains_key(*key))
+        .collect();
+    if !missing.is_empty() {
+        let has: Vec<&str> = actual_fields.keys().map(String::as_str).collect();
+        let names: Vec<String> = missing.iter().map(|k| format!("{k:?}")).collect();
+        return Some(format!(
+            "the state has no field {} (its fields: {})",
+            names.join(", no field "),
+            has.join(", ")
+        ));
+    }
     let mismatched = expected_fields
         .iter()
         .any(|(key, value)| actual_fields.get(key) != Some(value));

@@ -183,3 +183,55 @@ fn a_broken_spec_is_reported_and_the_others_still_run() {
         "{stderr}"
     );
 }
+
+/// A new guest author's slips get a hint, not a puzzle: a command the
+/// guest does not declare is flagged even when the case expects
+/// `unknown-command` (the host refuses it before the guest could), a
+/// `state` field the state lacks is named as missing (it showed as null),
+/// and a `[case]` table is told to be `[[case]]`.
+#[test]
+fn a_new_author_s_slips_get_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let slips = dir.path().join("slips.spec.toml");
+    std::fs::write(
+        &slips,
+        r#"aggregate = "FlashSaleItem"
+
+[[case]]
+name = "a typo in the command"
+when = { command = "PurchaseItm", payload = { buyerId = "ann", quantity = 1 } }
+error = "unknown-command"
+
+[[case]]
+name = "a typo in a state field"
+when = { command = "CreateFlashSale", payload = { initialStock = 5 } }
+state = { stok = 5 }
+"#,
+    )
+    .unwrap();
+    let output = eshost_test(&slips);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FlashSaleItem does not declare the command PurchaseItm (it declares CreateFlashSale, PurchaseItem)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the state has no field \"stok\""),
+        "{stdout}"
+    );
+
+    let single = dir.path().join("single.spec.toml");
+    std::fs::write(
+        &single,
+        "aggregate = \"FlashSaleItem\"\n[case]\nname = \"x\"\nwhen = { command = \"CreateFlashSale\" }\nerror = \"invalid-payload\"\n",
+    )
+    .unwrap();
+    let output = eshost_test(&single);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("write each case as [[case]]"), "{stderr}");
+}
