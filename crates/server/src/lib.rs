@@ -4,7 +4,7 @@
 //!
 //! - [`routes`]: the handlers, thin over [`Host`].
 //! - [`connections`]: accepting connections, their bounds and timeouts.
-//! - [`error`]: error kinds and statuses, as JSON.
+//! - [`error`]: error kinds and statuses, as RFC 9457 problem details.
 //! - [`auth`]: the bearer tokens and their scopes.
 //! - [`same_origin`]: without a token, what a web page cannot send.
 //! - [`observe`]: request ids, and metrics of requests, build and process.

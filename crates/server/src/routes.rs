@@ -434,7 +434,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
     get,
     path = "/healthz",
     operation_id = "healthz",
-    summary = "Liveness: the process is serving (never needs a token)",
+    summary = "Liveness: the process is serving (no token needed unless --protect-probes)",
     responses((status = 200, description = "Alive", body = Health)),
     security(()),
     tag = "operations"

@@ -543,14 +543,7 @@ async fn looping_guests_do_not_hold_up_healthy_aggregates() {
                 server.url(&command_path("Hostile", &format!("h{n}"), "Loop")),
             );
             tokio::spawn(async move {
-                let status = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16();
+                let status = post_status(client, url).await;
                 (status, started.elapsed())
             })
         })
