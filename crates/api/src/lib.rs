@@ -75,6 +75,12 @@ pub struct Readiness {
     pub store: String,
     pub aggregates: usize,
     pub load_errors: Vec<String>,
+    /// What the last look at the read side found wrong (a projection
+    /// stopped, the global log's horizon held), one line each. Not ready
+    /// for it only when the server is started with
+    /// `--ready-requires-read-side`.
+    #[serde(default)]
+    pub read_side: Vec<String>,
 }
 
 /// An error answer: RFC 9457 problem details, served as

@@ -222,6 +222,11 @@ pub struct RemoteArgs {
     /// The bearer token to send to --server.
     #[arg(long, env = "ESHOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// PEM certificates to trust, beside the system's, for an https
+    /// --server whose certificate a private CA signed.
+    #[arg(long, env = "ESHOST_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How long a one-shot subcommand waits, after its work, for the host's

@@ -5,9 +5,9 @@
 //! either way.
 
 use crate::args::{GlobalArgs, RemoteArgs, drained};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use eshost::dispatch::{CommandOutcome, CommandRequest, REPLAY_PAGE, RetryPolicy};
-use eshost_client::Client;
+use eshost_client::{Client, ClientOptions};
 use eshost_core::{AggregateInfo, JsonText, RecordedEvent};
 
 pub enum Backend<'a> {
@@ -20,7 +20,20 @@ pub enum Backend<'a> {
 impl<'a> Backend<'a> {
     pub fn choose(global: &'a GlobalArgs, remote: &RemoteArgs) -> Result<Self> {
         Ok(match &remote.server {
-            Some(server) => Self::Remote(Client::new(server, remote.token.as_deref())?),
+            Some(server) => {
+                let ca_pem = match &remote.ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("--ca-file {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let options = ClientOptions {
+                    token: remote.token.clone(),
+                    ca_pem,
+                };
+                Self::Remote(Client::with_options(server, &options)?)
+            }
             None => Self::Local(global),
         })
     }

@@ -34,6 +34,11 @@ pub enum ClientError {
     #[error("{0}")]
     Unsendable(String),
 
+    /// The client cannot be made as asked (a CA file that holds no
+    /// certificate); nothing was sent.
+    #[error("{0}")]
+    Config(String),
+
     /// The server answered with something that is not the API's JSON.
     #[error("{url}: unexpected answer ({status}): {reason}")]
     Unexpected {
@@ -50,6 +55,7 @@ impl ClientError {
             Self::Api { kind, .. } => kind,
             Self::Transport { .. } => "transport",
             Self::Unsendable(_) => "invalid_id",
+            Self::Config(_) => "config",
             Self::Unexpected { .. } => "unexpected",
         }
     }
@@ -62,10 +68,31 @@ pub struct Client {
     base: Url,
 }
 
+/// How a [`Client`] reaches its server, beside its URL.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// PEM certificates to trust as roots beside the system's, for a
+    /// server whose certificate a private CA signed (or a self-signed one).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`),
-    /// sending `token` as a bearer token if given.
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`, or
+    /// `https://...`), sending `token` as a bearer token if given.
     pub fn new(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::with_options(
+            base,
+            &ClientOptions {
+                token: token.map(str::to_owned),
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    /// A client of the server at `base`, with `options`.
+    pub fn with_options(base: &str, options: &ClientOptions) -> Result<Self, ClientError> {
         let invalid = |reason: String| ClientError::Transport {
             url: base.to_string(),
             reason,
@@ -75,17 +102,29 @@ impl Client {
             return Err(invalid("expected http://HOST:PORT".into()));
         }
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = token.filter(|t| !t.is_empty()) {
+        if let Some(token) = options.token.as_deref().filter(|t| !t.is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| invalid("the token is not visible ASCII".into()))?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .default_headers(headers)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .default_headers(headers);
+        if let Some(pem) = &options.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ClientError::Config(format!("the CA certificates are not PEM: {e}"))
+            })?;
+            if roots.is_empty() {
+                return Err(ClientError::Config(
+                    "the CA certificates hold no certificate (expected PEM: -----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
         Ok(Self { http, base: parsed })
     }
 

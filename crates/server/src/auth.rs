@@ -100,10 +100,6 @@ impl Token {
         &self.name
     }
 
-    pub fn scopes(&self) -> &[Scope] {
-        &self.scopes
-    }
-
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
@@ -146,10 +142,6 @@ impl Tokens {
 
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Token> {
-        self.tokens.iter()
     }
 
     /// The token whose secret was presented. Every token is compared, so

@@ -18,11 +18,15 @@
 //!   (idle, or still sending its request); only if every one is being
 //!   answered is it refused, with a 503 written straight to the socket. So
 //!   connections that send nothing cannot keep a probe or a command out.
+//! - With TLS (see [`crate::tls`]), the handshake must finish within the
+//!   header timeout too; past the bound a TLS connection is closed without
+//!   an answer (a plain 503 would mean nothing to a TLS client).
 //! - At shutdown the server stops accepting, closes at once every
 //!   connection that is idle or still sending, and lets those being
 //!   answered finish.
 
 use crate::error::ApiError;
+use crate::tls::Tls;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -224,6 +228,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     stop: CancellationToken,
 ) {
     let registry = Arc::new(Registry::new(limits.max_connections));
@@ -261,13 +266,30 @@ pub(crate) async fn serve(
         }
         next_id += 1;
         let Some((activity, close)) = registry.admit(next_id) else {
-            refuse(tcp);
+            if tls.is_none() {
+                refuse(tcp);
+            }
             continue;
         };
-        let (registry, router, stop, id) =
-            (registry.clone(), router.clone(), stop.clone(), next_id);
+        let (registry, router, tls, stop, id) = (
+            registry.clone(),
+            router.clone(),
+            tls.clone(),
+            stop.clone(),
+            next_id,
+        );
         connections.spawn(async move {
-            serve_one(tcp, router, &limits, activity, close, stop).await;
+            let connection = Connection {
+                router,
+                limits,
+                activity,
+                close,
+                stop,
+            };
+            match tls {
+                None => connection.serve(tcp).await,
+                Some(tls) => connection.serve_tls(tcp, &tls).await,
+            }
             registry.remove(id);
         });
     }
@@ -281,38 +303,69 @@ pub(crate) async fn serve(
 
 /// One connection, until it ends, is closed (`close`), or the server stops
 /// (`stop`: it then finishes the request it is answering, if any).
-async fn serve_one(
-    tcp: TcpStream,
+struct Connection {
     router: Router,
-    limits: &ConnectionLimits,
+    limits: ConnectionLimits,
     activity: Arc<Activity>,
     close: CancellationToken,
     stop: CancellationToken,
-) {
-    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(activity.clone());
-        let mut router = router.clone();
-        async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
-    });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let connection = builder.serve_connection(TokioIo::new(tcp), service);
-    tokio::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        () = close.cancelled() => return,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                served = connection.as_mut() => served,
-                () = close.cancelled() => return,
-            }
+}
+
+impl Connection {
+    /// The TLS handshake, within the header deadline, then HTTP over it.
+    async fn serve_tls(self, tcp: TcpStream, tls: &Tls) {
+        let handshake =
+            tokio::time::timeout(self.limits.header_timeout, tls.acceptor().accept(tcp));
+        let handshake = tokio::select! {
+            handshake = handshake => handshake,
+            () = self.close.cancelled() => return,
+            () = self.stop.cancelled() => return,
+        };
+        match handshake {
+            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+            Err(_elapsed) => debug!("TLS handshake not finished within the header timeout"),
         }
-    };
-    if let Err(e) = served {
-        debug!(error = %e, "connection ended with an error");
+    }
+
+    async fn serve<Io>(self, io: Io)
+    where
+        Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            router,
+            limits,
+            activity,
+            close,
+            stop,
+        } = self;
+        let service = hyper::service::service_fn(
+            move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(activity.clone());
+                let mut router = router.clone();
+                async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
+            },
+        );
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let served = tokio::select! {
+            served = connection.as_mut() => served,
+            () = close.cancelled() => return,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    served = connection.as_mut() => served,
+                    () = close.cancelled() => return,
+                }
+            }
+        };
+        if let Err(e) = served {
+            debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -4,10 +4,13 @@
 //!
 //! - [`routes`]: the handlers, thin over [`Host`].
 //! - [`connections`]: accepting connections, their bounds and timeouts.
+//! - [`tls`]: HTTPS, from a certificate and key in PEM files.
 //! - [`error`]: error kinds and statuses, as RFC 9457 problem details.
 //! - [`auth`]: the bearer tokens and their scopes.
 //! - [`same_origin`]: without a token, what a web page cannot send.
 //! - [`observe`]: request ids, and metrics of requests, build and process.
+//! - [`read_side`]: the log's horizon and the projections, as metrics,
+//!   warnings and readiness.
 //! - [`reload`]: hot reload of the modules directory.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
@@ -22,9 +25,11 @@ pub mod connections;
 pub mod error;
 pub mod observe;
 pub mod openapi;
+pub mod read_side;
 pub mod reload;
 pub mod routes;
 pub mod same_origin;
+pub mod tls;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -85,6 +90,17 @@ pub struct ServerConfig {
     /// How many connections, and how long a request may take to arrive
     /// (see [`connections`]).
     pub connections: ConnectionLimits,
+    /// Serve HTTPS with this certificate; `None`: plain HTTP.
+    pub tls: Option<tls::Tls>,
+    /// How often to look at the read side: who holds the global log's
+    /// horizon, where each projection stands (see [`read_side`]).
+    pub read_side_check: Duration,
+    /// `/readyz` answers 503 while the read side has a problem (a
+    /// projection stopped, the horizon held), not only 200 with it listed.
+    pub ready_requires_read_side: bool,
+    /// The aggregate types each projection this server runs reads, by
+    /// name (their lag is counted among these).
+    pub projection_aggregates: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +116,10 @@ impl Default for ServerConfig {
             max_followers: DEFAULT_MAX_FOLLOWERS,
             upgrade_check: Some(eshost::upgrade::Selection::Sample(DEFAULT_UPGRADE_SAMPLE)),
             connections: ConnectionLimits::default(),
+            tls: None,
+            read_side_check: Duration::from_secs(5),
+            ready_requires_read_side: false,
+            projection_aggregates: Default::default(),
         }
     }
 }
@@ -122,6 +142,8 @@ pub struct App {
     pub(crate) listening: Option<std::net::SocketAddr>,
     /// Requests by route and status, the build, the process.
     pub(crate) http_metrics: Arc<observe::HttpMetrics>,
+    /// The log's horizon and the projections, as last checked.
+    pub(crate) read_side: Arc<read_side::ReadSide>,
 }
 
 /// What the followers of the global log share.
@@ -143,6 +165,7 @@ impl Followers {
 
 impl App {
     pub fn new(host: Host, config: ServerConfig) -> Self {
+        let config_aggregates = config.projection_aggregates.clone();
         let followers = Arc::new(Followers {
             places: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
             signal: tokio::sync::OnceCell::new(),
@@ -156,6 +179,7 @@ impl App {
             stopping: CancellationToken::new(),
             listening: None,
             http_metrics: Arc::default(),
+            read_side: Arc::new(read_side::ReadSide::new(config_aggregates)),
         }
     }
 
@@ -184,11 +208,9 @@ pub fn router(app: App) -> Router {
         max_bytes: app.config.max_body_bytes,
         timeout: app.config.connections.body_timeout,
     };
-    let router = Router::new()
-        .route(
-            "/v1/aggregates/{aggregate}/{id}/commands/{command}",
-            post(routes::command).fallback(routes::method_not_allowed),
-        )
+    // Reads answer within the read deadline; commands have their own, and
+    // the log's stream lasts as long as its follower.
+    let reads = Router::new()
         .route(
             "/v1/aggregates",
             get(routes::aggregates).fallback(routes::method_not_allowed),
@@ -202,16 +224,8 @@ pub fn router(app: App) -> Router {
             get(routes::events).fallback(routes::method_not_allowed),
         )
         .route(
-            "/v1/events",
-            get(routes::follow_events).fallback(routes::method_not_allowed),
-        )
-        .route(
             "/v1/views/{projection}/{key}",
             get(routes::view_document).fallback(routes::method_not_allowed),
-        )
-        .route(
-            "/v1/admin/reload",
-            post(routes::reload).fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/openapi.json",
@@ -233,11 +247,25 @@ pub fn router(app: App) -> Router {
             "/readyz",
             get(routes::readyz).fallback(routes::method_not_allowed),
         )
-        .fallback(routes::fallback)
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             app.config.read_timeout,
             read_deadline,
-        ))
+        ));
+    let router = Router::new()
+        .route(
+            "/v1/aggregates/{aggregate}/{id}/commands/{command}",
+            post(routes::command).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/events",
+            get(routes::follow_events).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/admin/reload",
+            post(routes::reload).fallback(routes::method_not_allowed),
+        )
+        .merge(reads)
+        .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
             body_limits,
             connections::read_body,
@@ -254,15 +282,8 @@ pub fn router(app: App) -> Router {
             same_origin::require_same_origin,
         ))
     };
-    // Outermost, so refusals are logged too. The log filter is set once at
-    // start: without request logs, no layer.
-    let router = if tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG) {
-        router.layer(axum::middleware::from_fn(access_log))
-    } else {
-        router
-    };
-    // Outermost of all: every answer has an id and is counted, and every
-    // log line of the request (the request log's too) names the id.
+    // Outermost, so refusals are counted and logged too: every answer has
+    // an id, and every log line of the request names it.
     let router = router.layer(axum::middleware::from_fn_with_state(
         app.http_metrics.clone(),
         observe::observe,
@@ -270,22 +291,16 @@ pub fn router(app: App) -> Router {
     router.with_state(app)
 }
 
-/// Answers a read (a `GET` or `HEAD` but the event log's stream, which
-/// lasts as long as its follower) 504 `timeout` once it has taken
-/// `deadline`: a store that does not answer holds no caller longer than
-/// that. Commands have their own deadline ([`ServerConfig::command_timeout`]).
+/// Answers a read 504 `timeout` once it has taken `deadline`: a store
+/// that does not answer holds no caller longer than that. Only the read
+/// routes have this layer (see [`router`]); commands have their own
+/// deadline ([`ServerConfig::command_timeout`]).
 async fn read_deadline(
     axum::extract::State(deadline): axum::extract::State<Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::http::Method;
     use axum::response::IntoResponse;
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD)
-        && request.uri().path() != "/v1/events";
-    if !reads {
-        return next.run(request).await;
-    }
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_elapsed) => error::ApiError::new(
@@ -298,28 +313,6 @@ async fn read_deadline(
         )
         .into_response(),
     }
-}
-
-/// One line per request at debug level, target `eshost::access`
-/// (`RUST_LOG=info,eshost::access=debug` shows them).
-async fn access_log(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // The path only: a query may hold an access token.
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let token = response.extensions().get::<auth::TokenName>();
-    tracing::debug!(
-        target: "eshost::access",
-        %method,
-        path,
-        token = token.as_ref().map(|t| &*t.0),
-        status = response.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    );
-    response
 }
 
 /// Why the server stopped badly.
@@ -351,6 +344,12 @@ pub async fn serve(
         },
         _ => None,
     };
+    tokio::spawn(read_side::watch(
+        host.store().clone(),
+        app.read_side.clone(),
+        app.config.read_side_check,
+        app.stopping.clone(),
+    ));
     let mut limits = app.config.connections;
     let open_files = connections::open_file_limit();
     let bound = connections::effective_max_connections(limits.max_connections, open_files);
@@ -375,7 +374,8 @@ pub async fn serve(
         // Followers' streams never end on their own.
         stopping.cancel();
     });
-    let server = connections::serve(listener, router(app), limits, stop_accepting);
+    let tls = app.config.tls.clone();
+    let server = connections::serve(listener, router(app), limits, tls, stop_accepting);
     let overdue = async {
         let _ = signalled.wait_for(Option::is_some).await;
         tokio::time::sleep(shutdown_timeout).await;

@@ -1,7 +1,9 @@
 //! What the server tells an operator about itself, beside the host's own
 //! metrics: each request counted and timed by route and status, the build
-//! it runs, the process (CPU, memory, files), and a request id on every
-//! answer and on every log line of its request.
+//! it runs, the process (CPU, memory, files), a request id on every
+//! answer and on every log line of its request, and the request log: one
+//! line per request at debug level, target `eshost::access`
+//! (`RUST_LOG=info,eshost::access=debug` shows them).
 //!
 //! Names follow the conventions scrapers know: `eshost_build_info`,
 //! `eshost_http_requests_total{route,method,status}`,
@@ -155,7 +157,8 @@ impl HttpMetrics {
 /// Gives each request an id (the client's `X-Request-Id` if it is short
 /// visible ASCII, else a new one), runs it inside a span that carries the
 /// id (so every log line of the request names it), sends the id back, and
-/// counts and times the request by route and status.
+/// counts and times the request by route and status, and writes the
+/// request log's line.
 pub async fn observe(
     axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
     mut request: Request,
@@ -175,12 +178,33 @@ pub async fn observe(
     request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
     let route = Route(request.extensions().get::<MatchedPath>().cloned());
     let method = method_label(request.method());
+    // The path only: a query may hold an access token.
+    let path = access_logged().then(|| request.uri().path().to_owned());
     let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     let status = response.status().as_u16();
-    metrics.count(route, method, status, started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    if let Some(path) = path {
+        let token = response.extensions().get::<crate::auth::TokenName>();
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "eshost::access",
+                method,
+                path,
+                token = token.map(|t| &*t.0),
+                status,
+                micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            )
+        });
+    }
+    metrics.count(route, method, status, took.as_secs_f64());
     response
+}
+
+/// Whether the request log is on: the filter is set once at start.
+fn access_logged() -> bool {
+    tracing::enabled!(target: "eshost::access", tracing::Level::DEBUG)
 }
 
 /// A bounded label for a method: the ones the API serves, else "other".

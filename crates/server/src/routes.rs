@@ -15,7 +15,7 @@ use eshost_api::{
     EventsPage, Health, IDEMPOTENCY_KEY, JsonText, MAX_PAGE, Problem, ProblemType, Readiness,
     ReloadReport, StateAnswer, ViewDocument,
 };
-use eshost_wasm::projection::MAX_KEY_BYTES;
+use eshost_core::view::stored_key;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -224,7 +224,7 @@ pub async fn state(
         (status = 200, description = "The document", body = ViewDocument),
         (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: the view has no such document", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_id`: a key no document can have (empty, over 1,024 bytes, or a NUL)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_id`: a key no document can have (empty, or a NUL)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`store_failed`: the store failed in a way resending cannot fix", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`store_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
@@ -238,19 +238,20 @@ pub async fn view_document(
 ) -> Result<Json<ViewDocument>, ApiError> {
     let Path((projection, key)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // The keys a projection can write: anything else is the caller's
-    // mistake, not a lookup for the store to fail on.
-    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('\0') {
+    // mistake, not a lookup for the store to fail on. A key over the
+    // stored limit is looked up where the projection stored it.
+    if key.is_empty() || key.contains('\0') {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_id",
-            format!("a document key is 1 to {MAX_KEY_BYTES} bytes without NUL"),
+            "a document key is not empty and holds no NUL",
         ));
     }
     match app
         .host
         .store()
         .views()
-        .view_document(&projection, &key)
+        .view_document(&projection, &stored_key(&key))
         .await?
     {
         Some(document) => Ok(Json(ViewDocument {
@@ -417,6 +418,7 @@ pub async fn follow_events(
 pub async fn metrics(State(app): State<App>) -> Response {
     let mut text = app.host.render_metrics();
     app.http_metrics.write(&mut text);
+    app.read_side.write(&mut text);
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_eof(&mut text);
     (
@@ -452,7 +454,7 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness: the store answers and modules are loaded",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready (store down, nothing loaded, or draining)", body = Readiness),
+        (status = 503, description = "Not ready (store down, nothing loaded, draining, or, with --ready-requires-read-side, a read-side problem)", body = Readiness),
     ),
     tag = "operations"
 )]
@@ -464,11 +466,14 @@ pub async fn readyz(State(app): State<App>) -> Response {
         Err(_) => "no answer within 2 s".to_string(),
     };
     let aggregates = app.host.modules().len();
+    let read_side = app.read_side.problems();
+    let read_side_ok = read_side.is_empty() || !app.config.ready_requires_read_side;
     let readiness = Readiness {
-        ready: store == "ok" && aggregates > 0 && !app.host.is_shutting_down(),
+        ready: store == "ok" && aggregates > 0 && !app.host.is_shutting_down() && read_side_ok,
         store,
         aggregates,
         load_errors: app.load_errors(),
+        read_side,
     };
     let status = if readiness.ready {
         StatusCode::OK

@@ -250,6 +250,29 @@ pub trait GlobalLog: Send + Sync {
     async fn append_signal(&self) -> Box<dyn AppendSignal> {
         Box::new(Polling)
     }
+
+    /// The oldest transaction still writing, which holds the log's
+    /// horizon: events committed after it began are not readable until it
+    /// ends. `None` when no transaction is writing, and always on a store
+    /// whose writers take turns (SQLite).
+    async fn horizon_holder(&self) -> Result<Option<HorizonHolder>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// The transaction that holds the global log's horizon (see
+/// [`GlobalLog::horizon_holder`]): who to look at when followers and
+/// projections stop moving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HorizonHolder {
+    /// The database backend's process id (`pg_stat_activity.pid`).
+    pub pid: i32,
+    /// How long its transaction has been open, in seconds.
+    pub held_seconds: f64,
+    /// `active`, `idle in transaction`, ...
+    pub state: String,
+    /// The client's `application_name`, often empty.
+    pub application: String,
 }
 
 /// Where durable readers of the global log have got to.

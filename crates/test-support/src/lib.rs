@@ -201,6 +201,22 @@ impl TestDb {
         HeldLock(conn)
     }
 
+    /// A transaction that has written (it has a transaction id) and stays
+    /// open until the returned value is dropped: it holds the global
+    /// log's horizon. Also its backend's pid.
+    pub async fn hold_transaction(&self) -> (HeldLock, i32) {
+        assert!(self.url.starts_with("postgres"), "not a PostgreSQL TestDb");
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        // Taking a transaction id is what holds the horizon.
+        let (_, pid): (bool, i32) =
+            sqlx::query_as("SELECT pg_current_xact_id() IS NOT NULL, pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        (HeldLock(conn), pid)
+    }
+
     pub async fn cleanup(self) {
         if let Cleanup::PostgresSchema { server, schema } = &self.cleanup {
             let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
@@ -291,15 +307,34 @@ impl CrowdedPostgres {
     pub fn make_room(&mut self) {
         self.held.clear();
     }
+}
 
-    pub async fn cleanup(mut self) {
+/// The role and its database are dropped even when the test panics (a
+/// role outlives its test's process, and a leaked one would be found by
+/// the next run's `pg_stat_activity` queries). Drop cannot await, so the
+/// statements run on a thread with a runtime of their own.
+impl Drop for CrowdedPostgres {
+    fn drop(&mut self) {
         self.held.clear();
-        let mut admin = sqlx::PgConnection::connect(&self.server).await.unwrap();
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            format!("DROP ROLE IF EXISTS {}", self.name),
-        ] {
-            sqlx::query(&sql).execute(&mut admin).await.unwrap();
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&server).await?;
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    format!("DROP ROLE IF EXISTS {name}"),
+                ] {
+                    sqlx::query(&sql).execute(&mut admin).await?;
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop the crowded role {}: {e}", self.name);
         }
     }
 }
@@ -681,7 +716,12 @@ impl TestServer {
 
     pub async fn start_app(app: server::App) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if app.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(server::serve(listener, app, async move {
             let _ = stopped.await;
@@ -795,4 +835,61 @@ impl Language {
 /// inside each component (12 and 18 MB) takes a while.
 pub fn compiled_code_cache() -> PathBuf {
     build_dir().join("test-cache")
+}
+
+/// A certificate authority and a server certificate it signed (for
+/// `localhost` and 127.0.0.1), as PEM files in a directory of their own:
+/// what an operator gives `eshost serve --tls-cert/--tls-key`, and its
+/// clients `--ca-file`.
+pub struct TestCertificates {
+    _dir: tempfile::TempDir,
+    /// The authority's certificate: the root a client trusts.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl Default for TestCertificates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCertificates {
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "eshost test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Self {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server-key.pem", key.serialize_pem()),
+            _dir: dir,
+        }
+    }
 }

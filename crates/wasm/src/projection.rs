@@ -17,6 +17,7 @@ use super::sandbox::{self, GuestContext, LOG_CALL_FUEL, Limits};
 use crate::error::{GuestError, LoadError};
 use bindings::ProjectionGuestPre;
 use bindings::exports::eshost::aggregate::projection::{Change, Manifest};
+use eshost_core::view::stored_key;
 use eshost_core::{DocumentChange, JsonText, RecordedEvent, storable_json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,9 @@ pub(crate) mod bindings {
 /// The interface a projection guest reads its view through.
 pub const VIEW_INTERFACE: &str = "eshost:aggregate/view@0.1.0";
 
-/// The longest document key.
-pub const MAX_KEY_BYTES: usize = 1024;
+/// The longest key a view stores (a longer one is stored under
+/// [`eshost_core::view::stored_key`]).
+pub use eshost_core::view::MAX_KEY_BYTES;
 
 /// The largest document body.
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -186,7 +188,7 @@ fn link_view(linker: &mut Linker<GuestContext<ViewDocuments>>) -> wasmtime::Resu
         "get",
         |mut store: StoreContextMut<'_, GuestContext<ViewDocuments>>, (key,): (String,)| {
             sandbox::charge_fuel(&mut store, LOG_CALL_FUEL.saturating_add(key.len() as u64))?;
-            let document = store.data_mut().view.get(&key)?;
+            let document = store.data_mut().view.get(&stored_key(&key))?;
             let length = document.as_ref().map_or(0, |d| d.as_str().len());
             sandbox::charge_fuel(&mut store, length as u64)?;
             Ok((document.map(|d| d.as_str().to_owned()),))
@@ -426,12 +428,16 @@ fn checked_changes(changes: Vec<Change>) -> Result<Vec<DocumentChange>, String> 
                 Change::Upsert(document) => (document.key, Some(document.body)),
                 Change::Delete(key) => (key, None),
             };
-            if key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('\0') {
+            if key.is_empty() || key.contains('\0') {
                 return Err(format!(
-                    "document key {:?} is not 1 to {MAX_KEY_BYTES} bytes without NUL",
+                    "document key {:?} is empty or holds a NUL",
                     one_line(&key)
                 ));
             }
+            let key = match key.len() > MAX_KEY_BYTES {
+                true => stored_key(&key).into_owned(),
+                false => key,
+            };
             let body = match body {
                 None => None,
                 Some(body) if body.len() > MAX_DOCUMENT_BYTES => {

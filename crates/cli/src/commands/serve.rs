@@ -9,6 +9,7 @@ use eshost::upgrade::Selection;
 use eshost_read::supervisor::Supervisor;
 use eshost_server::auth::{Scope, Token, Tokens};
 use eshost_server::connections::{self, ConnectionLimits};
+use eshost_server::tls::Tls;
 use eshost_server::{self as server, App, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ Examples:
   eshost serve
   ESHOST_TOKEN=... eshost serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/postgres
   eshost serve --tokens tokens.toml
+  eshost serve --tls-cert server.pem --tls-key server-key.pem
   curl -X POST localhost:8080/v1/aggregates/FlashSaleItem/s1/commands/CreateFlashSale \\
        -H 'Content-Type: application/json' -H 'Idempotency-Key: create-s1' -d '{\"initialStock\":3}'
 
@@ -78,6 +80,25 @@ pub struct ServeArgs {
     /// behind something that authenticates for it).
     #[arg(long, env = "ESHOST_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM: the server's
+    /// certificate first, then any intermediates). Needs --tls-key.
+    #[arg(
+        long,
+        env = "ESHOST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ESHOST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// How long a command may take, in milliseconds, before its caller is
     /// answered 504 (outcome unknown: resend with the same Idempotency-Key).
@@ -143,6 +164,12 @@ pub struct ServeArgs {
     /// them: their commits cannot collide, though only one's work counts.
     #[arg(long, env = "ESHOST_RUN_PROJECTIONS")]
     pub run_projections: bool,
+
+    /// `/readyz` answers 503 while a projection is stopped or a
+    /// transaction holds the global log's horizon. By default it lists
+    /// them and stays 200, since commands still work.
+    #[arg(long, env = "ESHOST_READY_REQUIRES_READ_SIDE")]
+    pub ready_requires_read_side: bool,
 }
 
 /// A secret as given, refused if it is set but empty or blank.
@@ -219,6 +246,11 @@ fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let tokens = tokens(&args)?;
     check_exposure(args.listen, &tokens, args.allow_unauthenticated)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let retry = RetryPolicy {
         max_retries: args.max_retries,
         ..RetryPolicy::default()
@@ -230,6 +262,22 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Loaded before listening: a projection that does not load stops the
+    // start, as an aggregate does.
+    let projections = match args.run_projections {
+        true => {
+            let loaded = global.load_projections(&runtime, &[])?;
+            let supervisor = Supervisor::new(
+                host.store().clone(),
+                runtime.clone(),
+                global.projections.clone(),
+                Vec::new(),
+                false,
+            );
+            Some((supervisor, loaded))
+        }
+        false => None,
+    };
     let config = ServerConfig {
         command_timeout: Duration::from_millis(args.command_timeout_ms),
         read_timeout: Duration::from_millis(args.read_timeout_ms),
@@ -247,22 +295,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             body_timeout: Duration::from_millis(args.body_timeout_ms),
         },
-    };
-    // Loaded before listening: a projection that does not load stops the
-    // start, as an aggregate does.
-    let projections = match args.run_projections {
-        true => {
-            let loaded = global.load_projections(&runtime, &[])?;
-            let supervisor = Supervisor::new(
-                host.store().clone(),
-                runtime.clone(),
-                global.projections.clone(),
-                Vec::new(),
-                false,
-            );
-            Some((supervisor, loaded))
-        }
-        false => None,
+        tls,
+        ready_requires_read_side: args.ready_requires_read_side,
+        projection_aggregates: projections
+            .iter()
+            .flat_map(|(_, loaded)| loaded)
+            .map(|p| (p.name.clone(), p.aggregates.clone()))
+            .collect(),
+        ..ServerConfig::default()
     };
     let watch = config.watch;
     let shutdown_timeout = config.shutdown_timeout;
@@ -272,7 +312,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))
     });
     // One line on stdout once listening, so scripts (and tests) can wait for it.
-    println!("eshost listening on http://{}", listener.local_addr()?);
+    println!("eshost listening on {scheme}://{}", listener.local_addr()?);
     let signalled = stop_projecting.clone();
     let shutdown = async move {
         server::termination_signal().await;

@@ -3,6 +3,7 @@
 use crate::args::GlobalArgs;
 use anyhow::{Result, bail};
 use clap::Args;
+use eshost_core::view::stored_key;
 use eshost_store as store;
 use serde::Serialize;
 use std::io::Write;
@@ -39,7 +40,7 @@ pub async fn run(global: &GlobalArgs, args: ViewArgs) -> Result<()> {
     // Not locked: the scan's visitor must be Send.
     let mut out = std::io::BufWriter::new(std::io::stdout());
     match key {
-        Some(key) => match store.views().view_document(name, key).await? {
+        Some(key) => match store.views().view_document(name, &stored_key(key)).await? {
             Some(document) => writeln!(out, "{}", serde_json::to_string(&document)?)?,
             None => bail!("{name} has no document {key:?}"),
         },

@@ -18,3 +18,4 @@ mod scaffold;
 mod serve;
 mod settings;
 mod spec;
+mod tls;

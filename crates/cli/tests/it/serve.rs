@@ -360,7 +360,7 @@ fn raise_open_file_limit(at_least: u64) {
 
 /// `eshost serve` with these arguments and variables, expected to stop
 /// at once: its one line of stderr.
-fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"));
     command

@@ -169,3 +169,32 @@ async fn stopping_closes_idle_and_half_sent_connections_at_once() {
     }
     db.cleanup().await;
 }
+
+/// With TLS, a request over HTTPS is answered, and a connection that
+/// never starts its handshake is closed at the header timeout, like one
+/// that never sends its headers.
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_closed_after_the_header_timeout() {
+    let db = TestDb::sqlite().await;
+    let certificates = TestCertificates::new();
+    let tls = eshost_server::tls::Tls::from_pem_files(&certificates.cert, &certificates.key)
+        .expect("the test certificate serves");
+    let config = ServerConfig {
+        tls: Some(tls),
+        ..quick(300, 10_000)
+    };
+    let server = TestServer::start(db.default_host().await, config).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&certificates.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let answer = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let address = server.base.trim_start_matches("https://");
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(closed, "a connection with no handshake stayed open");
+    server.stop().await;
+}

@@ -81,3 +81,146 @@ async fn metrics_show_the_build_the_requests_and_the_process() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// The value of an unlabelled metric in `/metrics`.
+async fn metric(client: &reqwest::Client, server: &TestServer, name: &str) -> f64 {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A transaction left open on PostgreSQL holds the global log's horizon:
+/// the store names its backend, and `/metrics` shows how long it has
+/// held it, until it ends. (Nothing showed it: followers and projections
+/// just stopped moving.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_holding_the_log_s_horizon_is_shown() {
+    let db = TestDb::postgres().await;
+    let host = db.default_host().await;
+    let store = host.store().clone();
+    let config = ServerConfig {
+        read_side_check: std::time::Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(host, config).await;
+    let client = reqwest::Client::new();
+    let (held, pid) = db.hold_transaction().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let holder = store
+        .log()
+        .horizon_holder()
+        .await
+        .unwrap()
+        .expect("a holder");
+    // Other tests' transactions are younger than this one.
+    assert_eq!(holder.pid, pid, "{holder:?}");
+    assert!(holder.held_seconds >= 1.0, "{holder:?}");
+    let shown = metric(&client, &server, "eshost_log_horizon_held_seconds").await;
+    assert!(shown >= 1.0, "{shown}");
+    // Past HELD_TOO_LONG, readiness lists it, and stays 200 by default.
+    tokio::time::sleep(eshost_server::read_side::HELD_TOO_LONG).await;
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    let problems = ready["read_side"].to_string();
+    assert!(problems.contains(&format!("backend {pid}")), "{ready}");
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let shown = metric(&client, &server, "eshost_log_horizon_held_seconds").await;
+        if shown < 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// A projection stopped by an event its guest fails shows in `/metrics`
+/// (failed, its position, and the events it has not projected) and in
+/// `/readyz`, which stays 200 by default and answers 503 with
+/// `ready_requires_read_side`. (Nothing showed it but `eshost projection
+/// status`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_projection_is_in_the_metrics_and_readiness() {
+    let db = TestDb::sqlite().await;
+    let host = db.default_host().await;
+    let store = host.store().clone();
+    host.execute(&create("a", 5)).await.unwrap();
+    append_raw(
+        &*store,
+        "a",
+        1,
+        vec![(
+            "ItemPurchased",
+            r#"{"buyerId":"x","quantity":"two"}"#.into(),
+        )],
+    )
+    .await;
+    host.execute(&create("b", 5)).await.unwrap();
+    let first = store.log().read_all(0, None, 1).await.unwrap()[0].position;
+    let mut projector = eshost_read::projector::Projector::live(store.clone(), sales_summary())
+        .await
+        .unwrap();
+    assert!(
+        projector.catch_up().await.is_err(),
+        "the bad event stops it"
+    );
+    let client = reqwest::Client::new();
+    for strict in [false, true] {
+        let config = ServerConfig {
+            read_side_check: std::time::Duration::from_millis(100),
+            ready_requires_read_side: strict,
+            projection_aggregates: [(
+                "sales-summary".to_string(),
+                vec!["FlashSaleItem".to_string()],
+            )]
+            .into(),
+            ..ServerConfig::default()
+        };
+        let server = TestServer::start(host.clone(), config).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let labels = r#"{projection="sales-summary"}"#;
+        let failed = metric(
+            &client,
+            &server,
+            &format!("eshost_projection_failed{labels}"),
+        )
+        .await;
+        let position = metric(
+            &client,
+            &server,
+            &format!("eshost_projection_position{labels}"),
+        )
+        .await;
+        let lag = metric(
+            &client,
+            &server,
+            &format!("eshost_projection_lag_events{labels}"),
+        )
+        .await;
+        assert_eq!((failed, position, lag), (1.0, first as f64, 2.0));
+        let ready = client.get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), if strict { 503 } else { 200 });
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert!(
+            ready["read_side"][0]
+                .as_str()
+                .is_some_and(|p| p.starts_with("projection sales-summary stopped")),
+            "{ready}"
+        );
+        server.stop().await;
+    }
+}

@@ -6,9 +6,10 @@ mod views;
 
 use super::views::ViewStore;
 use super::{
-    AppendOutcome, AppendSignal, Catalog, Checkpoints, EventStore, GlobalLog, JsonText, Locks,
-    POLL_INTERVAL, Polling, RecordedCommand, RecordedEvent, Snapshot, StreamAppend, StreamId,
-    StreamLock, Streams, Violation, grouped, numbered, snapshot_from, to_i64,
+    AppendOutcome, AppendSignal, Catalog, Checkpoints, EventStore, GlobalLog, HorizonHolder,
+    JsonText, Locks, POLL_INTERVAL, Polling, RecordedCommand, RecordedEvent, Snapshot,
+    StreamAppend, StreamId, StreamLock, Streams, Violation, grouped, numbered, snapshot_from,
+    to_i64,
 };
 use crate::error::{DatabaseFailure, StoreError};
 use async_trait::async_trait;
@@ -274,6 +275,18 @@ const SELECT_ALL: &str = "
       AND ($2::text IS NULL OR aggregate_name = $2)
     ORDER BY position
     LIMIT $3";
+
+// The backend whose transaction holds the horizon `SELECT_ALL` reads
+// below: the oldest with a transaction id (one that has written), which
+// is the snapshot's xmin. Only its own database's backends are visible to
+// a role without pg_read_all_stats; others' fields are NULL.
+const SELECT_HORIZON_HOLDER: &str = "
+    SELECT pid, state, application_name,
+           COALESCE(EXTRACT(EPOCH FROM now() - xact_start), 0)::float8 AS held_seconds
+    FROM pg_stat_activity
+    WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+    ORDER BY age(backend_xid) DESC
+    LIMIT 1";
 
 // A group's statements when a key is taken (see `append_undoing`): a taken
 // key skips its row, and the rows returned show which went in. Positions as
@@ -761,6 +774,20 @@ impl GlobalLog for PostgresStore {
                 Box::new(Polling)
             }
         }
+    }
+
+    async fn horizon_holder(&self) -> Result<Option<HorizonHolder>, StoreError> {
+        let row = sqlx::query(SELECT_HORIZON_HOLDER)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| HorizonHolder {
+            pid: row.get("pid"),
+            held_seconds: row.get("held_seconds"),
+            state: row.get::<Option<String>, _>("state").unwrap_or_default(),
+            application: row
+                .get::<Option<String>, _>("application_name")
+                .unwrap_or_default(),
+        }))
     }
 }
 
