@@ -10,6 +10,7 @@
 //! - [`commands`]: one file per subcommand.
 //! - [`exit`]: exit codes, and which error means which.
 //! - [`reference`]: the book's reference pages, from the code.
+//! - [`telemetry`]: traces by OTLP, when the OTEL_* variables ask.
 
 mod args;
 mod backend;
@@ -17,10 +18,13 @@ mod commands;
 mod config;
 mod exit;
 mod reference;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Many small buffers are allocated on one thread and freed on another
 /// (a command's request, events and answer cross several); mimalloc
@@ -65,15 +69,31 @@ async fn run(cli: args::Cli) -> ExitCode {
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
         .finish(std::io::stderr());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match cli.global.log_format {
-        args::LogFormat::Text => logs.init(),
-        args::LogFormat::Json => logs.json().init(),
+    let telemetry = match telemetry::Telemetry::from_env() {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {}", exit::one_line(&e));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    // Without traces the log's filter is global, as it always was, so a
+    // span no log shows is never made; with them it is the log's own, and
+    // the traces' layer takes eshost's spans at every level.
+    let format = cli.global.log_format;
+    match &telemetry {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(format, stderr))
+            .init(),
+        Some(telemetry) => tracing_subscriber::registry()
+            .with(log_layer(format, stderr).with_filter(filter))
+            .with(telemetry.layer())
+            .init(),
     }
     let ran = commands::run(cli).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     // Every queued line is written before the last word.
     drop(written);
     match ran {
@@ -82,6 +102,23 @@ async fn run(cli: args::Cli) -> ExitCode {
             eprintln!("error: {}", exit::one_line(&e));
             ExitCode::from(exit::code(&e))
         }
+    }
+}
+
+/// The log's lines, as text or JSON, to `writer`.
+fn log_layer<S>(
+    format: args::LogFormat,
+    writer: tracing_appender::non_blocking::NonBlocking,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        args::LogFormat::Text => logs.boxed(),
+        args::LogFormat::Json => logs.json().boxed(),
     }
 }
 

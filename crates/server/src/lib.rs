@@ -101,6 +101,9 @@ pub struct ServerConfig {
     /// The aggregate types each projection this server runs reads, by
     /// name (their lag is counted among these).
     pub projection_aggregates: std::collections::BTreeMap<String, Vec<String>>,
+    /// Spans are exported (OpenTelemetry, set up by the binary): requests
+    /// carry the HTTP attributes and continue a caller's `traceparent`.
+    pub traces: bool,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             read_side_check: Duration::from_secs(5),
             ready_requires_read_side: false,
             projection_aggregates: Default::default(),
+            traces: false,
         }
     }
 }
@@ -285,7 +289,10 @@ pub fn router(app: App) -> Router {
     // Outermost, so refusals are counted and logged too: every answer has
     // an id, and every log line of the request names it.
     let router = router.layer(axum::middleware::from_fn_with_state(
-        app.http_metrics.clone(),
+        observe::Observe {
+            metrics: app.http_metrics.clone(),
+            traces: app.config.traces,
+        },
         observe::observe,
     ));
     router.with_state(app)

@@ -154,16 +154,28 @@ impl HttpMetrics {
     }
 }
 
+/// What [`observe`] needs: where to count, and whether spans are exported.
+#[derive(Clone, Debug)]
+pub struct Observe {
+    pub metrics: Arc<HttpMetrics>,
+    /// Spans are exported (OpenTelemetry): the request's span carries the
+    /// HTTP attributes, and continues a caller's `traceparent`.
+    pub traces: bool,
+}
+
 /// Gives each request an id (the client's `X-Request-Id` if it is short
 /// visible ASCII, else a new one), runs it inside a span that carries the
 /// id (so every log line of the request names it), sends the id back, and
 /// counts and times the request by route and status, and writes the
-/// request log's line.
+/// request log's line. With traces, the span is named and described as
+/// OpenTelemetry's HTTP conventions say, and continues the trace of a
+/// W3C `traceparent` the request carries.
 pub async fn observe(
-    axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
+    axum::extract::State(observe): axum::extract::State<Observe>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let metrics = &observe.metrics;
     let started = Instant::now();
     let id = request
         .headers()
@@ -180,10 +192,29 @@ pub async fn observe(
     let method = method_label(request.method());
     // The path only: a query may hold an access token.
     let path = access_logged().then(|| request.uri().path().to_owned());
-    let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
+    // Two call sites: without traces the span has only its id, so the
+    // request log's span costs what it always did.
+    let span = if observe.traces {
+        let span = tracing::info_span!(
+            "request",
+            id = id.to_str().unwrap_or("-"),
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = route.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        describe_for_traces(&span, &request, &route, method);
+        span
+    } else {
+        tracing::info_span!("request", id = id.to_str().unwrap_or("-"))
+    };
     let mut response = next.run(request).instrument(span.clone()).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     let status = response.status().as_u16();
+    if observe.traces {
+        span.record("http.response.status_code", status);
+    }
     let took = started.elapsed();
     if let Some(path) = path {
         let token = response.extensions().get::<crate::auth::TokenName>();
@@ -200,6 +231,21 @@ pub async fn observe(
     }
     metrics.count(route, method, status, took.as_secs_f64());
     response
+}
+
+/// The span named as OpenTelemetry's HTTP server conventions say, under
+/// the caller's trace if the request carries a `traceparent`.
+fn describe_for_traces(span: &tracing::Span, request: &Request, route: &Route, method: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.record("otel.name", format!("{method} {}", route.as_str()));
+    if request.headers().contains_key("traceparent") {
+        let extractor = opentelemetry_http::HeaderExtractor(request.headers());
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&extractor)
+        });
+        // Fails only without an OpenTelemetry layer, when nothing is exported.
+        let _ = span.set_parent(parent);
+    }
 }
 
 /// Whether the request log is on: the filter is set once at start.

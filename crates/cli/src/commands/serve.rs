@@ -297,6 +297,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         },
         tls,
         ready_requires_read_side: args.ready_requires_read_side,
+        traces: crate::telemetry::enabled(),
         projection_aggregates: projections
             .iter()
             .flat_map(|(_, loaded)| loaded)

@@ -19,3 +19,4 @@ mod serve;
 mod settings;
 mod spec;
 mod tls;
+mod traces;
