@@ -23,6 +23,19 @@ pub struct RecordedEvent {
     pub created_at: String,
 }
 
+/// The metadata field that holds the W3C `traceparent` of the command
+/// that recorded an event, when that command was traced: whoever handles
+/// the event (a projection, the relay) continues its trace.
+pub const TRACEPARENT: &str = "traceparent";
+
+impl RecordedEvent {
+    /// The `traceparent` of the command that recorded this event, if it was
+    /// traced (see [`TRACEPARENT`]).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.metadata.get(TRACEPARENT)?.as_str()
+    }
+}
+
 /// Guest state as of one version of a stream, written by one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

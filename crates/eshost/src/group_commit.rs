@@ -14,6 +14,10 @@
 //! taken apart: each append is sent again alone, so one stream's rows that
 //! the database refuses fail that stream only. A transient failure is every
 //! member's to settle, as it would be for an append sent alone.
+//!
+//! Each group's transaction is a `commit` span: a child of its first
+//! traced append, linking the `append` span of every command it carries
+//! (see [`crate::trace`]).
 
 use crate::error::{DatabaseFailure, StoreError};
 use eshost_store::{AppendOutcome, EventStore, NewCommand, StreamAppend, StreamId};
@@ -22,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{Instrument, Span, debug_span, warn};
 
 /// How groups are formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,8 @@ struct Pending {
     expected_version: u64,
     commands: Arc<[NewCommand]>,
     reply: oneshot::Sender<AppendOutcome>,
+    /// The `append` spans of the commands it carries that are traced.
+    traces: Vec<Span>,
 }
 
 impl Pending {
@@ -167,13 +173,15 @@ impl GroupCommit {
     /// Appends `commands` to `stream` at `expected_version`, in whichever
     /// group forms next; the outcome is [`Streams::append`](eshost_store::Streams::append)'s. An append
     /// that cannot join the queue by `deadline` is not sent and fails as
-    /// [`DatabaseFailure::NotSent`].
+    /// [`DatabaseFailure::NotSent`]. The group's `commit` span links
+    /// `traces` (the commands' `append` spans; none when untraced).
     pub async fn append(
         &self,
         stream: &StreamId,
         expected_version: u64,
         commands: Arc<[NewCommand]>,
         deadline: Instant,
+        traces: Vec<Span>,
     ) -> AppendOutcome {
         self.start();
         let (reply, outcome) = oneshot::channel();
@@ -182,6 +190,7 @@ impl GroupCommit {
             expected_version,
             commands,
             reply,
+            traces,
         };
         let queued = tokio::time::timeout_at(deadline, self.sender.send(pending)).await;
         if !matches!(queued, Ok(Ok(()))) {
@@ -236,6 +245,11 @@ impl Committers {
     }
 
     async fn commit(&self, group: Vec<Pending>) {
+        let span = commit_span(&group);
+        self.commit_in_span(group).instrument(span).await;
+    }
+
+    async fn commit_in_span(&self, group: Vec<Pending>) {
         let appends: Vec<StreamAppend<'_>> = group.iter().map(Pending::as_append).collect();
         // A caller left without an outcome (a store answering fewer than
         // asked) hears "the committer stopped" and settles by lookup.
@@ -263,4 +277,21 @@ impl Committers {
             let _ = pending.reply.send(outcome);
         }
     }
+}
+
+/// The span of one group's transaction: a child of the first traced
+/// append it carries, linking every traced append (the first included, so
+/// the links alone name every command). No span when none is traced.
+fn commit_span(group: &[Pending]) -> Span {
+    let mut traced = group.iter().flat_map(|pending| &pending.traces);
+    let Some(first) = traced.next() else {
+        return Span::none();
+    };
+    let commands: usize = group.iter().map(|pending| pending.commands.len()).sum();
+    let span = debug_span!(parent: first, "commit", streams = group.len(), commands);
+    span.follows_from(first);
+    for append in traced {
+        span.follows_from(append);
+    }
+    span
 }

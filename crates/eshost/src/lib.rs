@@ -13,6 +13,8 @@
 //! - [`upgrade`]: a new version of a component checked against the recorded
 //!   streams before it goes live.
 //! - [`metrics`]: the host's metrics, in OpenMetrics text.
+//! - `trace`: the spans of each command, and its trace context written
+//!   into its events' metadata.
 //! - [`error`]: why a command recorded nothing.
 //!
 //! The crates it stands on are re-exported, so one dependency gives the
@@ -25,6 +27,7 @@ pub mod dispatch;
 pub mod error;
 pub mod group_commit;
 pub mod metrics;
+mod trace;
 pub mod upgrade;
 
 pub use eshost_store as store;

@@ -11,6 +11,10 @@
 //! it are committed, its status becomes `failed` with the error, and it is
 //! never skipped. Running it again (a fixed guest loaded) retries that event.
 //!
+//! An event that carries its command's trace (a `traceparent` in its
+//! metadata) is projected in a `project` span continuing that trace, when
+//! traces are exported.
+//!
 //! A rebuild ([`rebuild`]) projects every event into a new generation of
 //! the view beside the live one, then switches readers over in one
 //! transaction.
@@ -22,9 +26,11 @@ use eshost_store::{EventStore, RecordedEvent, ViewId};
 use eshost_wasm::GuestError;
 use eshost_wasm::projection::{LoadDocument, ProjectError, ViewReadError};
 use eshost_wasm::{LoadedProjection, ProjectionInstance, ViewDocuments};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{Span, debug_span, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Bytes of changes a projector holds before it commits, even mid-page.
 pub const MAX_PENDING_BYTES: usize = 16 << 20;
@@ -501,7 +507,11 @@ fn project_events(
             done.through = event.position;
             continue;
         }
-        match instance.project(&event) {
+        let span = project_span(&instance.component.name, &event);
+        let projecting = span.enter();
+        let projected = instance.project(&event);
+        drop(projecting);
+        match projected {
             Ok(()) => {
                 done.through = event.position;
                 done.projected += 1;
@@ -517,6 +527,34 @@ fn project_events(
         }
     }
     (Ok(done), Vec::new(), true)
+}
+
+/// The `project` span of an event that carries a trace, continuing it; no
+/// span for one that does not (a rebuild of untraced history exports
+/// nothing).
+fn project_span(projection: &str, event: &RecordedEvent) -> Span {
+    let Some(traceparent) = event.traceparent() else {
+        return Span::none();
+    };
+    let span = debug_span!(
+        parent: None,
+        "project",
+        projection,
+        event = %event.name,
+        position = event.position
+    );
+    if !span.is_disabled() {
+        let carrier = HashMap::from([(
+            eshost_core::event::TRACEPARENT.to_string(),
+            traceparent.to_string(),
+        )]);
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&carrier)
+        });
+        // Refused only for a span the export does not take: nothing to continue.
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// The view a guest reads: documents of `view`, loaded from `store` on a

@@ -10,6 +10,8 @@
 //! holds, and a second relay on the same stream is refused rather than
 //! interleaved. The position is also saved as the checkpoint `relay:NAME`
 //! in the store after each page, for whoever watches the relay's progress.
+//! An event that carries its command's trace puts it on its message as the
+//! `traceparent` header.
 
 use crate::subscription::{Follower, MAX_ERROR_BACKOFF, POLL_INTERVAL, Subscription};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -152,6 +154,10 @@ impl Relay {
             .message_id(event.position.to_string());
         if previous > 0 {
             message = message.expected_last_message_id(previous.to_string());
+        }
+        if let Some(traceparent) = event.traceparent() {
+            // The command's trace goes on with whoever consumes the message.
+            message = message.header(eshost_core::event::TRACEPARENT, traceparent);
         }
         self.jetstream
             .send_publish(subject(&self.config.subject_prefix, event), message)

@@ -183,6 +183,12 @@ impl SharedInstance {
             Ok(value) => {
                 self.memory
                     .store(store.data().memory_used(), Ordering::Relaxed);
+                if let sandbox::Budget::Fuel(budget) = limits.budget {
+                    // The host's span for this call (a command's `decide`)
+                    // says what it cost; a span without the field ignores it.
+                    let left = store.get_fuel().unwrap_or(budget);
+                    tracing::Span::current().record("fuel", budget.saturating_sub(left));
+                }
                 Ok(value)
             }
             Err(e) => Err(self.lose(&mut live, component, name, e)),

@@ -14,7 +14,7 @@ const ITEMS_PER_WRITER: usize = 2;
 const PURCHASES_PER_ITEM: usize = 10;
 const EVENTS: u64 = (WRITERS * ITEMS_PER_WRITER * (1 + PURCHASES_PER_ITEM)) as u64;
 
-fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("ESHOST_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 

@@ -11,6 +11,7 @@ use eshost_store::{NewCommand, NewEvent, StreamId};
 use eshost_wasm::instance::DecidedEvent;
 use eshost_wasm::{LoadedComponent, Modules};
 use std::sync::{Arc, RwLock};
+use tracing::Span;
 
 /// The longest aggregate, command, correlation or causation id accepted, in
 /// bytes. Ids are part of unique keys, and PostgreSQL caps a key's size.
@@ -35,6 +36,11 @@ pub(super) struct Admitted {
     pub fingerprint: String,
     pub correlation_id: String,
     pub causation_id: String,
+    /// The span current when the command was submitted: the parent of
+    /// the spans the engine opens for it (see [`crate::trace`]).
+    pub caller: Span,
+    /// Its W3C `traceparent`, when it is part of an exported trace.
+    pub traceparent: Option<String>,
 }
 
 impl Admission {
@@ -116,7 +122,10 @@ impl Admission {
             id.clone()
                 .unwrap_or_else(|| request.command_id.as_str().to_string())
         };
+        let caller = Span::current();
         Ok(Admitted {
+            traceparent: crate::trace::traceparent(&caller),
+            caller,
             correlation_id: or_command_id(&request.correlation_id),
             causation_id: or_command_id(&request.causation_id),
             component,
@@ -131,20 +140,24 @@ impl Admission {
 
 impl Admitted {
     /// The command's decided events, ready to append under its id. The
-    /// metadata names the component that decided them.
+    /// metadata names the component that decided them, and carries the
+    /// command's trace when it has one.
     pub(super) fn to_new_command(
         &self,
         decided_by: &LoadedComponent,
         events: &[DecidedEvent],
     ) -> NewCommand {
-        let metadata = serde_json::json!({
+        let mut metadata = serde_json::json!({
             "commandId": self.command_id.as_str(),
             "correlationId": self.correlation_id,
             "causationId": self.causation_id,
             "aggregateVersion": decided_by.version,
             "componentDigest": decided_by.digest,
-        })
-        .to_string();
+        });
+        if let Some(traceparent) = &self.traceparent {
+            metadata[eshost_core::event::TRACEPARENT] = traceparent.as_str().into();
+        }
+        let metadata = metadata.to_string();
         NewCommand {
             command_id: self.command_id.to_string(),
             name: self.command.clone(),

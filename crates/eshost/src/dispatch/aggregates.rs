@@ -15,7 +15,7 @@ use eshost_store::StreamId;
 use eshost_wasm::instance::DecidedEvent;
 use eshost_wasm::{GuestPool, Hydrated, LoadedComponent};
 use std::sync::Arc;
-use tracing::warn;
+use tracing::{Instrument, Span, debug_span, warn};
 
 /// The hydrated aggregates, and what it takes to make more.
 pub(super) struct Aggregates {
@@ -116,7 +116,8 @@ impl Aggregates {
     /// After an append took the stream from `before` to `aggregate.version`:
     /// snapshots the state if that crossed a multiple of `snapshot_every`.
     /// An error means the guest failed and the instance is gone; a store
-    /// failure only costs a later replay and is logged.
+    /// failure only costs a later replay and is logged. A snapshot taken is
+    /// a `snapshot` span under the current one.
     pub(super) async fn maybe_snapshot(
         &self,
         aggregate: Hydrated,
@@ -127,18 +128,25 @@ impl Aggregates {
         if every == 0 || aggregate.version / every == before / every {
             return Ok(aggregate);
         }
-        let (aggregate, snapshot) = self.take_snapshot(aggregate).await?;
-        let digest = &aggregate.component.digest;
-        if let Err(e) = self
-            .records
-            .store
-            .streams()
-            .save_snapshot(stream, digest, &snapshot)
-            .await
-        {
-            warn!(%stream, error = %e, "saving a snapshot failed");
+        let version = aggregate.version;
+        let caller = Span::current();
+        let span = crate::trace::child_of(&caller, || debug_span!("snapshot", %stream, version));
+        async {
+            let (aggregate, snapshot) = self.take_snapshot(aggregate).await?;
+            let digest = &aggregate.component.digest;
+            if let Err(e) = self
+                .records
+                .store
+                .streams()
+                .save_snapshot(stream, digest, &snapshot)
+                .await
+            {
+                warn!(%stream, error = %e, "saving a snapshot failed");
+            }
+            Ok::<Hydrated, CommandError>(aggregate)
         }
-        Ok(aggregate)
+        .instrument(span)
+        .await
     }
 
     /// Applies the events recorded after the instance's version; returns the

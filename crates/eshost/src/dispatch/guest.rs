@@ -15,11 +15,12 @@
 
 use super::aggregates::Aggregates;
 use crate::error::{CommandError, GuestError, Refusal};
+use crate::trace;
 use eshost_store::{RecordedEvent, Snapshot, StreamId};
 use eshost_wasm::instance::DecidedEvent;
 use eshost_wasm::{Hydrated, LoadedComponent};
 use std::sync::Arc;
-use tracing::{debug, warn};
+use tracing::{Span, debug, debug_span, field, warn};
 
 /// Times one call rebuilds its aggregate after losing the instance before
 /// the call gives up (each loss is another aggregate's trap).
@@ -27,6 +28,14 @@ const MAX_REBUILDS: usize = 3;
 
 /// A guest's decision on one command: its events, or its refusal.
 pub(super) type Decided = Result<Vec<DecidedEvent>, Refusal>;
+
+/// A command for [`Aggregates::decide_batch`]: its name and payload, and
+/// the span it was submitted under (its `decide` span's parent).
+pub(super) struct ToDecide {
+    pub command: String,
+    pub payload: String,
+    pub caller: Span,
+}
 
 /// A batch decided one command after another, each against the state the
 /// previous left (its events applied tentatively).
@@ -200,14 +209,17 @@ impl Aggregates {
         payload: &str,
     ) -> Result<(Hydrated, Decided), CommandError> {
         let (command, payload) = (command.to_string(), payload.to_string());
+        let caller = Span::current();
         self.with_instance(aggregate, move |a| {
             a.apply_recorded(&unseen)?;
+            let span = decide_span(&caller, &a.component.name, &command);
+            let _deciding = span.enter();
             a.decide(&command, &payload)
         })
         .await
     }
 
-    /// Decides `commands` (name, payload) one after another, applying each
+    /// Decides `commands` one after another, applying each
     /// command's events before deciding the next, until the events decided
     /// reach `max_bytes` (the rest are left undecided). The aggregate comes
     /// back unless the guest failed on one of them.
@@ -219,7 +231,7 @@ impl Aggregates {
     pub(super) async fn decide_batch(
         &self,
         mut aggregate: Hydrated,
-        commands: Vec<(String, String)>,
+        commands: Vec<ToDecide>,
         max_bytes: usize,
     ) -> (Option<Hydrated>, BatchDecision) {
         let commands = Arc::new(commands);
@@ -318,7 +330,7 @@ impl BatchDecision {
 /// the rest undecided, once the events decided reach `max_bytes`.
 fn decide_in_turn(
     mut aggregate: Hydrated,
-    commands: &[(String, String)],
+    commands: &[ToDecide],
     max_bytes: usize,
 ) -> (Option<Hydrated>, BatchDecision) {
     let mut decision = BatchDecision {
@@ -326,11 +338,20 @@ fn decide_in_turn(
         failure: None,
     };
     let mut bytes = 0;
-    for (command, payload) in commands {
+    for ToDecide {
+        command,
+        payload,
+        caller,
+    } in commands
+    {
         if bytes >= max_bytes {
             break;
         }
-        let decided = aggregate.decide(command, payload).and_then(|d| match d {
+        let span = decide_span(caller, &aggregate.component.name, command);
+        let deciding = span.enter();
+        let decided = aggregate.decide(command, payload);
+        drop(deciding);
+        let decided = decided.and_then(|d| match d {
             Ok(events) => aggregate.apply_decided(&events).map(|()| Ok(events)),
             Err(refusal) => Ok(Err(refusal)),
         });
@@ -351,4 +372,13 @@ fn decide_in_turn(
         }
     }
     (Some(aggregate), decision)
+}
+
+/// The `decide` span of one command (see [`crate::trace`]); the sandbox
+/// records `fuel` on it when calls run on a fuel budget.
+fn decide_span(caller: &Span, aggregate: &str, command: &str) -> Span {
+    trace::child_of(
+        caller,
+        || debug_span!(parent: caller, "decide", aggregate, command, fuel = field::Empty),
+    )
 }

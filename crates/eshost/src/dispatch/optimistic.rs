@@ -54,7 +54,13 @@ pub(super) async fn execute(stages: &Stages, admitted: Admitted) -> Answer {
         stages.metrics.batch_commands.observe(1.0);
         let base = aggregate.version;
         match records
-            .append_settled(stream, base, vec![new_command], deadline)
+            .append_settled(
+                stream,
+                base,
+                vec![new_command],
+                deadline,
+                [&admitted.caller],
+            )
             .await
         {
             Ok(recorded) => {

@@ -30,9 +30,10 @@
 //! with: its queue drains.
 
 use super::admit::Admitted;
-use super::guest::Decided;
+use super::guest::{Decided, ToDecide};
 use super::{Answer, CommandOutcome, Stages};
 use crate::error::{CommandError, StoreError};
+use crate::trace;
 use eshost_store::{NewCommand, StreamId};
 use eshost_wasm::{Hydrated, LoadedComponent};
 use std::collections::HashMap;
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, debug_span, warn};
 
 /// Commands decided and appended together at most.
 pub const MAX_BATCH: usize = 512;
@@ -63,6 +64,8 @@ struct Job {
     admitted: Admitted,
     retries: u32,
     reply: oneshot::Sender<Answer>,
+    /// The `queue` span, open until a batch takes the job.
+    waiting: Span,
 }
 
 impl Job {
@@ -95,8 +98,9 @@ impl Queues {
     }
 
     /// Moves a job out of its queue into a worker's batch.
-    fn take(&self, job: Job, pending: &mut Vec<Job>) {
+    fn take(&self, mut job: Job, pending: &mut Vec<Job>) {
         self.depth.fetch_sub(1, Ordering::Relaxed);
+        job.waiting = Span::none();
         pending.push(job);
     }
 
@@ -111,10 +115,13 @@ impl Queues {
 pub(super) async fn submit(stages: &Arc<Stages>, admitted: Admitted) -> Answer {
     let stream = admitted.stream.clone();
     let (reply, answer) = oneshot::channel();
+    let caller = &admitted.caller;
+    let waiting = trace::child_of(caller, || debug_span!(parent: caller, "queue", %stream));
     let job = Job {
         admitted,
         retries: 0,
         reply,
+        waiting,
     };
     {
         // Sending under the lock pairs with the worker's exit under the lock:
@@ -195,6 +202,7 @@ async fn worker(stages: Arc<Stages>, stream: StreamId, mut receiver: mpsc::Recei
         // is decided on the state it leaves: host and database work at the
         // same time instead of taking turns.
         let mut snapshot_from = None;
+        let mut last_caller = Span::none();
         while let Some(batch) = ready.take() {
             fill(&stages.queues, &mut receiver, &mut pending);
             let next = std::mem::take(&mut pending);
@@ -204,8 +212,9 @@ async fn worker(stages: Arc<Stages>, stream: StreamId, mut receiver: mpsc::Recei
                 decide(&stages, &stream, &mut instance, next, true),
             );
             match appended {
-                Ok(()) => {
+                Ok(caller) => {
                     snapshot_from.get_or_insert(base_version);
+                    last_caller = caller;
                     ready = decided;
                     pending = leftover;
                 }
@@ -225,6 +234,7 @@ async fn worker(stages: Arc<Stages>, stream: StreamId, mut receiver: mpsc::Recei
             match stages
                 .aggregates
                 .maybe_snapshot(aggregate, &stream, before)
+                .instrument(last_caller)
                 .await
             {
                 Ok(aggregate) => instance = Some(aggregate),
@@ -308,7 +318,11 @@ async fn decide(
     // Decide one after another, each against the state the previous left.
     let commands = jobs
         .iter()
-        .map(|job| (job.admitted.command.clone(), job.admitted.payload.clone()))
+        .map(|job| ToDecide {
+            command: job.admitted.command.clone(),
+            payload: job.admitted.payload.clone(),
+            caller: job.admitted.caller.clone(),
+        })
         .collect();
     let (aggregate, decision) = stages
         .aggregates
@@ -416,11 +430,13 @@ async fn answer_unrecorded(
     (kept, leftover)
 }
 
-/// Appends a decided batch and answers its commands. `Err` means the
-/// batch's state is not what was recorded (the instance that decided it
-/// must go), with the jobs to decide again: after a conflict, or the
-/// commands that are not repeats after a duplicate id.
-async fn append(stages: &Stages, stream: &StreamId, batch: Ready) -> Result<(), Vec<Job>> {
+/// Appends a decided batch and answers its commands. `Ok` holds the span
+/// its last command was submitted under (a snapshot after the batch is
+/// traced there). `Err` means the batch's state is not what was recorded
+/// (the instance that decided it must go), with the jobs to decide again:
+/// after a conflict, or the commands that are not repeats after a
+/// duplicate id.
+async fn append(stages: &Stages, stream: &StreamId, batch: Ready) -> Result<Span, Vec<Job>> {
     let Ready {
         decided,
         new_commands,
@@ -432,14 +448,23 @@ async fn append(stages: &Stages, stream: &StreamId, batch: Ready) -> Result<(), 
         .batch_commands
         .observe(new_commands.len() as f64);
     let deadline = tokio::time::Instant::now() + stages.records.retry.command_deadline;
+    // The commands that record events: a refusal in the batch waits for
+    // the append, but is not carried by it.
+    let callers = decided
+        .iter()
+        .filter(|(_, decided)| matches!(decided, Ok(events) if !events.is_empty()))
+        .map(|(job, _)| &job.admitted.caller);
     match stages
         .records
-        .append_settled(stream, base_version, new_commands, deadline)
+        .append_settled(stream, base_version, new_commands, deadline, callers)
         .await
     {
         Ok(recorded) => {
+            let last_caller = decided
+                .last()
+                .map_or_else(Span::none, |(job, _)| job.admitted.caller.clone());
             answer_batch(stages, decided, recorded).await;
-            Ok(())
+            Ok(last_caller)
         }
         Err(StoreError::Conflict { .. }) => {
             // Another process appended first. The tentative state is wrong:

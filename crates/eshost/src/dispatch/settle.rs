@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use eshost_store::{NewCommand, RecordedEvent, StreamId};
 use std::sync::Arc;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{Span, debug_span, info};
 
 impl Records {
     /// Appends `commands` at `expected_version` by `deadline` (grouped with
@@ -37,20 +37,34 @@ impl Records {
     /// (`max_transient_retries`) and the deadline: waiting does not nest.
     /// If either runs out while the outcome is unknown, the answer is
     /// [`StoreError::OutcomeUnknown`]: resend with the same command id.
-    pub(super) async fn append_settled(
+    ///
+    /// Each of `callers` (the spans the batch's commands were submitted
+    /// under) gets an `append` span, open until the outcome is settled.
+    pub(super) async fn append_settled<'a>(
         &self,
         stream: &StreamId,
         expected_version: u64,
         commands: Vec<NewCommand>,
         deadline: Instant,
+        callers: impl IntoIterator<Item = &'a Span>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let commands: Arc<[NewCommand]> = commands.into();
+        let appends: Vec<Span> = callers
+            .into_iter()
+            .filter(|caller| !caller.is_disabled())
+            .map(|caller| debug_span!(parent: caller, "append", %stream))
+            .filter(|append| !append.is_disabled())
+            .collect();
         let mut budget = Budget::new(self, Some(deadline));
         let mut unsettled = false;
         loop {
-            let sent = self
-                .commits
-                .append(stream, expected_version, commands.clone(), deadline);
+            let sent = self.commits.append(
+                stream,
+                expected_version,
+                commands.clone(),
+                deadline,
+                appends.clone(),
+            );
             let error = match sent.await {
                 Err(error) if error.outcome_unknown() => {
                     unsettled = true;

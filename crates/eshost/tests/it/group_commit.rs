@@ -171,7 +171,7 @@ async fn held_up(db: &TestDb, limits: GroupLimits) -> (Arc<FaultyStore>, Arc<Gro
     tokio::spawn(async move {
         let commands: Arc<[NewCommand]> = vec![command("held-up", 1)].into();
         first
-            .append(&stream("held-up"), 0, commands, deadline())
+            .append(&stream("held-up"), 0, commands, deadline(), Vec::new())
             .await
             .unwrap();
     });
@@ -200,7 +200,9 @@ async fn append_all(
         let id = format!("{prefix}-{n}");
         sending.spawn(async move {
             let commands: Arc<[NewCommand]> = vec![command(&id, events)].into();
-            let outcome = commits.append(&stream(&id), 0, commands, deadline()).await;
+            let outcome = commits
+                .append(&stream(&id), 0, commands, deadline(), Vec::new())
+                .await;
             (n, outcome.map(|events| events.len()))
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
