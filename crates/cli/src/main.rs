@@ -90,7 +90,7 @@ async fn run(cli: args::Cli) -> ExitCode {
             .with(telemetry.layer())
             .init(),
     }
-    let ran = commands::run(cli).await;
+    let ran = commands::run(cli, telemetry.is_some()).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }

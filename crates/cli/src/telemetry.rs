@@ -72,16 +72,11 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Whether traces are exported (the variables ask for them).
-pub fn enabled() -> bool {
-    wanted(env)
-}
-
 impl Telemetry {
     /// Traces as the environment asks; `None` when it does not. Call from
     /// inside the tokio runtime, whose handle the exporter keeps.
     pub fn from_env() -> Result<Option<Self>> {
-        if !enabled() {
+        if !wanted(env) {
             return Ok(None);
         }
         let exporter = SpanExporter::builder()

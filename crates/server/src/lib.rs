@@ -145,6 +145,9 @@ pub struct App {
     /// The address served, once [`serve`] has its listener.
     pub(crate) listening: Option<std::net::SocketAddr>,
     /// Requests by route and status, the build, the process.
+    /// The server's own metrics (beside the host's): the HTTP layer's
+    /// and the read side's.
+    pub(crate) metrics: Arc<prometheus_client::registry::Registry>,
     pub(crate) http_metrics: Arc<observe::HttpMetrics>,
     /// The log's horizon and the projections, as last checked.
     pub(crate) read_side: Arc<read_side::ReadSide>,
@@ -170,6 +173,9 @@ impl Followers {
 impl App {
     pub fn new(host: Host, config: ServerConfig) -> Self {
         let config_aggregates = config.projection_aggregates.clone();
+        let mut metrics = prometheus_client::registry::Registry::default();
+        let http_metrics = Arc::new(observe::HttpMetrics::new(&mut metrics));
+        let read_side = Arc::new(read_side::ReadSide::new(config_aggregates, &mut metrics));
         let followers = Arc::new(Followers {
             places: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
             signal: tokio::sync::OnceCell::new(),
@@ -182,8 +188,9 @@ impl App {
             followers,
             stopping: CancellationToken::new(),
             listening: None,
-            http_metrics: Arc::default(),
-            read_side: Arc::new(read_side::ReadSide::new(config_aggregates)),
+            metrics: Arc::new(metrics),
+            http_metrics,
+            read_side,
         }
     }
 

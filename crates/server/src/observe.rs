@@ -82,7 +82,6 @@ impl EncodeLabelValue for Route {
 
 /// The HTTP layer's metrics.
 pub struct HttpMetrics {
-    registry: Registry,
     requests: Family<RequestLabels, Counter>,
     seconds: Family<RouteLabels, Histogram>,
 }
@@ -93,9 +92,9 @@ impl std::fmt::Debug for HttpMetrics {
     }
 }
 
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        let mut registry = Registry::default();
+impl HttpMetrics {
+    /// The HTTP layer's metrics, the build and the process, in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 100 µs to about 26 s.
@@ -122,19 +121,7 @@ impl Default for HttpMetrics {
             );
         }
         registry.register_collector(Box::new(Process));
-        Self {
-            registry,
-            requests,
-            seconds,
-        }
-    }
-}
-
-impl HttpMetrics {
-    /// Appends these metrics to `text` (OpenMetrics, without `# EOF`).
-    pub fn write(&self, text: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(text, &self.registry);
+        Self { requests, seconds }
     }
 
     fn count(&self, route: Route, method: &'static str, status: u16, took: f64) {

@@ -47,7 +47,6 @@ struct ProjectionLabels {
 
 /// The read side's gauges, and the problems the last check found.
 pub struct ReadSide {
-    registry: Registry,
     /// The aggregate types each projection this server runs reads, by
     /// name: its lag is counted among their events. Others have no lag
     /// gauge (their reader is elsewhere, and events of types they do not
@@ -67,10 +66,10 @@ impl std::fmt::Debug for ReadSide {
 }
 
 impl ReadSide {
-    /// `aggregates`: what each projection this server runs reads.
-    pub(crate) fn new(aggregates: BTreeMap<String, Vec<String>>) -> Self {
-        let mut read_side = Self {
-            registry: Registry::default(),
+    /// `aggregates`: what each projection this server runs reads. The
+    /// gauges go into `registry`.
+    pub(crate) fn new(aggregates: BTreeMap<String, Vec<String>>, registry: &mut Registry) -> Self {
+        let read_side = Self {
             aggregates,
             horizon_held: Gauge::default(),
             position: Family::default(),
@@ -78,7 +77,7 @@ impl ReadSide {
             lag: Family::default(),
             problems: Mutex::default(),
         };
-        let eshost = read_side.registry.sub_registry_with_prefix("eshost");
+        let eshost = registry.sub_registry_with_prefix("eshost");
         eshost.register(
             "log_horizon_held_seconds",
             "How long the oldest transaction still writing has held the global log's horizon (0: none)",
@@ -100,12 +99,6 @@ impl ReadSide {
             read_side.lag.clone(),
         );
         read_side
-    }
-
-    /// Appends the gauges to `text` (OpenMetrics, without `# EOF`).
-    pub fn write(&self, text: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(text, &self.registry);
     }
 
     /// What the last check found wrong, one line each.

@@ -417,9 +417,8 @@ pub async fn follow_events(
 )]
 pub async fn metrics(State(app): State<App>) -> Response {
     let mut text = app.host.render_metrics();
-    app.http_metrics.write(&mut text);
-    app.read_side.write(&mut text);
     // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut text, &app.metrics);
     let _ = prometheus_client::encoding::text::encode_eof(&mut text);
     (
         [(

@@ -166,6 +166,16 @@ pub async fn append_raw(
         .unwrap();
 }
 
+/// A log a projection stops in: sale `a` created, then a purchase the
+/// guests cannot read (a quantity of `"two"`, appended straight to the
+/// store), then sale `b` created.
+pub async fn sales_with_an_unreadable_event(host: &eshost::Host, store: &dyn eshost::EventStore) {
+    host.execute(&create("a", 5)).await.unwrap();
+    let unreadable = r#"{"buyerId":"x","quantity":"two"}"#;
+    append_raw(store, "a", 1, vec![("ItemPurchased", unreadable.into())]).await;
+    host.execute(&create("b", 5)).await.unwrap();
+}
+
 pub fn create(id: &str, stock: u64) -> CommandRequest {
     CommandRequest::new(
         FLASH_SALE,

@@ -58,15 +58,16 @@ pub enum Command {
     Reference(reference::ReferenceArgs),
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
+/// Runs the parsed command line; `traces`: spans are exported (see
+/// [`crate::telemetry`]).
+pub async fn run(cli: Cli, traces: bool) -> Result<()> {
     let global = &cli.global;
     match cli.command {
         Command::Aggregates(args) => aggregates::run(global, args).await,
         Command::Exec(args) => exec::run(global, args).await,
         Command::State(args) => state::run(global, args).await,
         Command::Events(args) => events::run(global, args).await,
-        Command::Serve(args) => serve::run(global, args).await,
+        Command::Serve(args) => serve::run(global, args, traces).await,
         Command::New(args) => new::run(args),
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(global, args),

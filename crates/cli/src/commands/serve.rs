@@ -243,7 +243,9 @@ fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
     Ok(UpgradeCheckArg(selection))
 }
 
-pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+/// Serves until SIGTERM or Ctrl-C; `traces`: spans are exported, so the
+/// request spans carry OpenTelemetry's HTTP attributes.
+pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<()> {
     let tokens = tokens(&args)?;
     check_exposure(args.listen, &tokens, args.allow_unauthenticated)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -297,7 +299,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         },
         tls,
         ready_requires_read_side: args.ready_requires_read_side,
-        traces: crate::telemetry::enabled(),
+        traces,
         projection_aggregates: projections
             .iter()
             .flat_map(|(_, loaded)| loaded)

@@ -95,18 +95,7 @@ async fn runners_racing_apply_every_event_once(db: &TestDb) {
 async fn an_event_the_guest_fails_stops_the_projection_there(db: &TestDb) {
     let store = open(db).await;
     let host = db.host(eshost::RetryPolicy::default()).await;
-    host.execute(&create("a", 5)).await.unwrap();
-    append_raw(
-        &*store,
-        "a",
-        1,
-        vec![(
-            "ItemPurchased",
-            r#"{"buyerId":"x","quantity":"two"}"#.into(),
-        )],
-    )
-    .await;
-    host.execute(&create("b", 5)).await.unwrap();
+    sales_with_an_unreadable_event(&host, &*store).await;
     let log = store.log().read_all(0, None, 10).await.unwrap();
     let (created_a, bad) = (log[0].position, log[1].position);
 

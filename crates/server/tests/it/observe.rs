@@ -52,14 +52,7 @@ async fn metrics_show_the_build_the_requests_and_the_process() {
         let url = server.url(&format!("/v1/aggregates/FlashSaleItem/{id}"));
         assert_eq!(client.get(url).send().await.unwrap().status(), 404);
     }
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &server).await;
     let version = env!("CARGO_PKG_VERSION");
     for expected in [
         format!("eshost_build_info{{version=\"{version}\"}} 1"),
@@ -82,16 +75,15 @@ async fn metrics_show_the_build_the_requests_and_the_process() {
     db.cleanup().await;
 }
 
+/// `/metrics`, as text.
+async fn metrics_text(client: &reqwest::Client, server: &TestServer) -> String {
+    let answer = client.get(server.url("/metrics")).send().await.unwrap();
+    answer.text().await.unwrap()
+}
+
 /// The value of an unlabelled metric in `/metrics`.
 async fn metric(client: &reqwest::Client, server: &TestServer, name: &str) -> f64 {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(client, server).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -158,18 +150,7 @@ async fn a_stopped_projection_is_in_the_metrics_and_readiness() {
     let db = TestDb::sqlite().await;
     let host = db.default_host().await;
     let store = host.store().clone();
-    host.execute(&create("a", 5)).await.unwrap();
-    append_raw(
-        &*store,
-        "a",
-        1,
-        vec![(
-            "ItemPurchased",
-            r#"{"buyerId":"x","quantity":"two"}"#.into(),
-        )],
-    )
-    .await;
-    host.execute(&create("b", 5)).await.unwrap();
+    sales_with_an_unreadable_event(&host, &*store).await;
     let first = store.log().read_all(0, None, 1).await.unwrap()[0].position;
     let mut projector = eshost_read::projector::Projector::live(store.clone(), sales_summary())
         .await
