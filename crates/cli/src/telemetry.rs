@@ -109,6 +109,9 @@ impl Telemetry {
         let tracer = self.provider.tracer("eshost");
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.is_span() && meta.target().starts_with("eshost")
             }))

@@ -11,14 +11,14 @@
 //!   and links the `append` of every command it carried;
 //! - `snapshot`: a snapshot taken after its batch.
 //!
-//! A command submitted under no span (a one-shot `eshost exec`) gets none
-//! of them. They are recorded only by a subscriber that takes debug spans
-//! of `eshost`: the OpenTelemetry export does; the log, at its default
-//! level, does not, and a span it disables costs a branch.
+//! They are opened only for a command submitted under a span of a
+//! sampled, exported trace: a command that is not traced (traces off, the
+//! sampler said no, a one-shot `eshost exec` under no span) costs one look
+//! at its caller's span, and nothing per stage.
 //!
 //! The W3C `traceparent` of the submitting span goes into the metadata of
-//! every event the command records ([`TRACEPARENT`]), so a projection or
-//! the relay that handles the event continues the same trace.
+//! every event a traced command records ([`TRACEPARENT`]), so a projection
+//! or the relay that handles the event continues the same trace.
 
 use eshost_core::event::TRACEPARENT;
 use opentelemetry::trace::TraceContextExt;
@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A child of `caller` made by `make`, or no span when the command was
-/// submitted under none (`make` is not called then).
+/// A child of `caller` made by `make`, or no span when the command is not
+/// traced (`caller` is then none, and `make` is not called).
 pub(crate) fn child_of(caller: &Span, make: impl FnOnce() -> Span) -> Span {
     if caller.is_disabled() {
         Span::none()
@@ -36,15 +36,15 @@ pub(crate) fn child_of(caller: &Span, make: impl FnOnce() -> Span) -> Span {
     }
 }
 
-/// The W3C `traceparent` of `span`, when it belongs to an exported trace:
-/// written by the process's propagator, which is a no-op unless traces are
-/// exported.
+/// The W3C `traceparent` of `span`, when it belongs to a sampled trace
+/// that is exported: written by the process's propagator (which is a
+/// no-op unless traces are exported).
 pub(crate) fn traceparent(span: &Span) -> Option<String> {
     if span.is_disabled() {
         return None;
     }
     let context = span.context();
-    if !context.span().span_context().is_valid() {
+    if !context.span().span_context().is_sampled() {
         return None;
     }
     let mut carrier = HashMap::new();

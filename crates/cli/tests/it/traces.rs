@@ -181,11 +181,14 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT`, each request is a server span named
 /// by its route; one sent with a `traceparent` continues that trace under
-/// that parent, one without starts its own.
+/// that parent, one without starts its own. Guest calls on a fuel budget
+/// say on their `decide` span what they used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_exported_as_spans_continuing_the_caller_s_trace() {
     let receiver = Receiver::start().await;
-    let spans = serve_and_send(&receiver, &receiver.variables()).await;
+    let [endpoint, delay] = receiver.variables();
+    let fuel = ("ESHOST_GUEST_FUEL", "100000000");
+    let spans = serve_and_send(&receiver, &[endpoint, delay, fuel]).await;
     let commands: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "POST /v1/aggregates/{aggregate}/{id}/commands/{command}")
@@ -216,6 +219,12 @@ async fn requests_are_exported_as_spans_continuing_the_caller_s_trace() {
         format!("{status_code:?}").contains("200"),
         "{status_code:?}"
     );
+    let decide = spans
+        .iter()
+        .find(|s| s.name == "decide" && hex::encode(&s.trace_id) == TRACE_ID)
+        .expect("the guest's decision in the caller's trace");
+    let used = number(decide, "fuel");
+    assert!(used > 0 && used < 100_000_000, "{used}");
 }
 
 /// `OTEL_SDK_DISABLED=true` turns the export off, endpoint or not (and
@@ -247,6 +256,17 @@ fn attribute(span: &Span, key: &str) -> String {
         .find(|a| a.key == key)
         .unwrap_or_else(|| panic!("{key} on {span:#?}"));
     format!("{:?}", value.value)
+}
+
+/// A numeric attribute's value (the exporter sends an unsigned integer as
+/// an integer or as its digits).
+fn number(span: &Span, key: &str) -> u64 {
+    let value = attribute(span, key);
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|digits| !digits.is_empty())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number: {value}"))
 }
 
 /// One purchase over HTTP is one trace: the request (continuing the
@@ -328,15 +348,10 @@ async fn a_purchase_is_one_trace_from_the_request_to_the_projection_and_the_rela
     assert_eq!(burst_appends.len(), BURST);
     let commits: Vec<&Span> = spans.iter().filter(|s| s.name == "commit").collect();
     for commit in &commits {
-        // A count the exporter may send as an integer or as its digits.
-        let carried = attribute(commit, "commands");
-        let count = carried
-            .split(|c: char| !c.is_ascii_digit())
-            .find(|digits| !digits.is_empty())
-            .and_then(|digits| digits.parse::<usize>().ok());
+        let carried = number(commit, "commands");
         assert_eq!(
-            count,
-            Some(commit.links.len()),
+            carried,
+            commit.links.len() as u64,
             "a commit of {carried} commands links {}",
             commit.links.len()
         );

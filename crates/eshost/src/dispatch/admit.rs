@@ -36,10 +36,11 @@ pub(super) struct Admitted {
     pub fingerprint: String,
     pub correlation_id: String,
     pub causation_id: String,
-    /// The span current when the command was submitted: the parent of
-    /// the spans the engine opens for it (see [`crate::trace`]).
+    /// The span current when the command was submitted, if it belongs to
+    /// a sampled trace (else none): the parent of the spans the engine
+    /// opens for it (see [`crate::trace`]).
     pub caller: Span,
-    /// Its W3C `traceparent`, when it is part of an exported trace.
+    /// Its W3C `traceparent`, when it has one.
     pub traceparent: Option<String>,
 }
 
@@ -122,10 +123,14 @@ impl Admission {
             id.clone()
                 .unwrap_or_else(|| request.command_id.as_str().to_string())
         };
-        let caller = Span::current();
+        let current = Span::current();
+        let traceparent = crate::trace::traceparent(&current);
         Ok(Admitted {
-            traceparent: crate::trace::traceparent(&caller),
-            caller,
+            caller: match traceparent {
+                Some(_) => current,
+                None => Span::none(),
+            },
+            traceparent,
             correlation_id: or_command_id(&request.correlation_id),
             causation_id: or_command_id(&request.causation_id),
             component,

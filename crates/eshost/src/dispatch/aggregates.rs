@@ -117,20 +117,23 @@ impl Aggregates {
     /// snapshots the state if that crossed a multiple of `snapshot_every`.
     /// An error means the guest failed and the instance is gone; a store
     /// failure only costs a later replay and is logged. A snapshot taken is
-    /// a `snapshot` span under the current one.
+    /// a `snapshot` span under `caller` (the last command's).
     pub(super) async fn maybe_snapshot(
         &self,
         aggregate: Hydrated,
         stream: &StreamId,
         before: u64,
+        caller: &Span,
     ) -> Result<Hydrated, CommandError> {
         let every = self.snapshot_every;
         if every == 0 || aggregate.version / every == before / every {
             return Ok(aggregate);
         }
         let version = aggregate.version;
-        let caller = Span::current();
-        let span = crate::trace::child_of(&caller, || debug_span!("snapshot", %stream, version));
+        let span = crate::trace::child_of(
+            caller,
+            || debug_span!(parent: caller, "snapshot", %stream, version),
+        );
         async {
             let (aggregate, snapshot) = self.take_snapshot(aggregate).await?;
             let digest = &aggregate.component.digest;
@@ -259,9 +262,10 @@ impl Aggregates {
         events: Vec<DecidedEvent>,
         stream: &StreamId,
         base: u64,
+        caller: &Span,
     ) {
         let kept = match self.apply_decided(aggregate, events).await {
-            Ok(aggregate) => self.maybe_snapshot(aggregate, stream, base).await,
+            Ok(aggregate) => self.maybe_snapshot(aggregate, stream, base, caller).await,
             Err(e) => Err(e),
         };
         match kept {

@@ -199,17 +199,19 @@ impl Aggregates {
         Ok(aggregate)
     }
 
-    /// Applies `unseen` recorded events (if any), then decides one command:
-    /// one hop to the pool for both, so a retry after a conflict costs one.
+    /// Applies `unseen` recorded events (if any), then decides one command
+    /// (in a `decide` span under `caller`): one hop to the pool for both,
+    /// so a retry after a conflict costs one.
     pub(super) async fn decide(
         &self,
         aggregate: Hydrated,
         unseen: Vec<RecordedEvent>,
         command: &str,
         payload: &str,
+        caller: &Span,
     ) -> Result<(Hydrated, Decided), CommandError> {
         let (command, payload) = (command.to_string(), payload.to_string());
-        let caller = Span::current();
+        let caller = caller.clone();
         self.with_instance(aggregate, move |a| {
             a.apply_recorded(&unseen)?;
             let span = decide_span(&caller, &a.component.name, &command);

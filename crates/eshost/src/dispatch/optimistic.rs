@@ -28,7 +28,13 @@ pub(super) async fn execute(stages: &Stages, admitted: Admitted) -> Answer {
         let decided;
         let applying = std::mem::take(&mut unseen);
         (aggregate, decided) = aggregates
-            .decide(aggregate, applying, &admitted.command, &admitted.payload)
+            .decide(
+                aggregate,
+                applying,
+                &admitted.command,
+                &admitted.payload,
+                &admitted.caller,
+            )
             .await?;
         // An outcome that records nothing is not guarded by the unique key,
         // so it must be decided against the latest stream: a cached
@@ -65,7 +71,7 @@ pub(super) async fn execute(stages: &Stages, admitted: Admitted) -> Answer {
         {
             Ok(recorded) => {
                 aggregates
-                    .keep_after_append(aggregate, events, stream, base)
+                    .keep_after_append(aggregate, events, stream, base, &admitted.caller)
                     .await;
                 return Ok(CommandOutcome {
                     command_id: admitted.command_id.to_string(),

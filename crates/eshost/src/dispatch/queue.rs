@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, Span, debug, debug_span, warn};
+use tracing::{Span, debug, debug_span, warn};
 
 /// Commands decided and appended together at most.
 pub const MAX_BATCH: usize = 512;
@@ -233,8 +233,7 @@ async fn worker(stages: Arc<Stages>, stream: StreamId, mut receiver: mpsc::Recei
         if let (Some(aggregate), Some(before)) = (instance.take(), snapshot_from) {
             match stages
                 .aggregates
-                .maybe_snapshot(aggregate, &stream, before)
-                .instrument(last_caller)
+                .maybe_snapshot(aggregate, &stream, before, &last_caller)
                 .await
             {
                 Ok(aggregate) => instance = Some(aggregate),
