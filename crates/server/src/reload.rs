@@ -6,12 +6,17 @@
 //! (see [`watch_components`]). Unless configured off,
 //! a new or changed component is switched in only once it passes the
 //! upgrade check ([`eshost::upgrade`]) against the recorded streams.
+//!
+//! A component the check refused is refused again, without another check,
+//! while its file has the same digest; and a load error is logged when it
+//! first appears, not again at every reload that still finds it.
 
 use super::App;
 use eshost::upgrade::{Selection, UpgradeCheck};
 use eshost_core::ReloadReport;
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{Modules, Runtime};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -21,8 +26,18 @@ use tracing::{info, warn};
 pub struct Reloader {
     runtime: Runtime,
     dir: PathBuf,
-    /// One reload at a time.
-    running: Mutex<()>,
+    /// One reload at a time; holds what the reloads so far have found.
+    running: Mutex<Found>,
+}
+
+/// What earlier reloads found.
+#[derive(Default)]
+struct Found {
+    /// Why each component refused by the upgrade check was refused, by
+    /// name and digest.
+    refusals: HashMap<(String, String), String>,
+    /// The load errors the last reload logged.
+    logged: HashSet<String>,
 }
 
 impl Reloader {
@@ -30,14 +45,14 @@ impl Reloader {
         Self {
             runtime,
             dir,
-            running: Mutex::new(()),
+            running: Mutex::default(),
         }
     }
 
     /// Reloads now: loads what changed, switches the host to the new set
     /// (unless nothing changed), records the load errors for `/readyz`.
     pub async fn reload(&self, app: &App) -> ReloadReport {
-        let _one_at_a_time = self.running.lock().await;
+        let mut found = self.running.lock().await;
         let current = app.host.modules();
         let current_modules = current.clone();
         let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
@@ -56,7 +71,16 @@ impl Reloader {
         };
         let next = match &app.config.upgrade_check {
             Some(selection) => {
-                Self::checked(app, &current_modules, next, selection, &mut report).await
+                let refusals = &mut found.refusals;
+                Self::checked(
+                    app,
+                    &current_modules,
+                    next,
+                    selection,
+                    refusals,
+                    &mut report,
+                )
+                .await
             }
             None => next,
         };
@@ -73,26 +97,37 @@ impl Reloader {
             info!(aggregate = %line, "reload: removed (its queued commands finish first)");
         }
         for error in &report.errors {
-            warn!(%error, "reload: not loaded; the running version keeps serving");
+            if !found.logged.contains(error) {
+                warn!(%error, "reload: not loaded; the running version keeps serving");
+            }
         }
+        found.logged = report.errors.iter().cloned().collect();
         app.set_load_errors(report.errors.clone());
         report
     }
 
     /// `next` without the new or changed components that fail the upgrade
     /// check against `selection` (or whose check cannot run): for those,
-    /// what runs now keeps running, and the reason is a load error.
+    /// what runs now keeps running, and the reason is a load error. A
+    /// refusal is kept in `refusals`: the same digest is not checked again.
     async fn checked(
         app: &App,
         current: &Modules,
         next: Modules,
         selection: &Selection,
+        refusals: &mut HashMap<(String, String), String>,
         report: &mut ReloadReport,
     ) -> Modules {
         let mut refused = Vec::new();
         for candidate in next.iter() {
             let running = current.get(&candidate.name);
             if running.is_some_and(|running| running.digest == candidate.digest) {
+                continue;
+            }
+            let key = (candidate.name.clone(), candidate.digest.clone());
+            if let Some(refusal) = refusals.get(&key) {
+                report.errors.push(refusal.clone());
+                refused.push(candidate.name.clone());
                 continue;
             }
             let store = app.host.store().clone();
@@ -110,14 +145,24 @@ impl Reloader {
                     continue;
                 }
                 Ok(checked) => format!("upgrade check failed: {}", checked.failure()),
-                Err(e) => format!("the upgrade check could not run: {e}"),
+                Err(e) => {
+                    // Not a verdict on the component: checked again next time.
+                    report.errors.push(format!(
+                        "{}: {} not switched in: the upgrade check could not run: {e}",
+                        candidate.path.display(),
+                        described(candidate),
+                    ));
+                    refused.push(candidate.name.clone());
+                    continue;
+                }
             };
-            report.errors.push(format!(
-                "{}: {} {} not switched in: {reason}",
+            let refusal = format!(
+                "{}: {} not switched in: {reason}",
                 candidate.path.display(),
-                candidate.name,
-                candidate.version
-            ));
+                described(candidate),
+            );
+            report.errors.push(refusal.clone());
+            refusals.insert(key, refusal);
             refused.push(candidate.name.clone());
         }
         if refused.is_empty() {
@@ -152,4 +197,14 @@ impl Reloader {
         info!(dir = %self.dir.display(), "watching the modules directory");
         Ok(watcher)
     }
+}
+
+/// A component by name, version and the start of its digest: two builds of
+/// one version are told apart.
+fn described(component: &eshost_wasm::LoadedComponent) -> String {
+    let digest = component.digest.get(..12).unwrap_or(&component.digest);
+    format!(
+        "{} {} (sha256 {digest}…)",
+        component.name, component.version
+    )
 }

@@ -8,6 +8,7 @@ use eshost::wasm::Runtime;
 use eshost::{Host, HostOptions};
 use eshost_server::{App, ServerConfig};
 use serde_json::Value;
+use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -300,8 +301,15 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
     let refused = reload().await;
     assert_eq!(refused["replaced"], serde_json::json!([]), "{refused}");
     let error = refused["errors"][0].as_str().unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(fixture_bytes(
+        "flash-sale-renamed.wasm",
+    )));
+    let named = format!(
+        "FlashSaleItem 0.2.0 (sha256 {}…) not switched in: upgrade check failed",
+        &digest[..12]
+    );
     assert!(
-        error.contains("FlashSaleItem 0.2.0 not switched in: upgrade check failed")
+        error.contains(&named)
             && error.contains(
                 "FlashSaleItem s1 cannot be loaded by FlashSaleItem 0.2.0: event 2 (ItemPurchased)"
             ),
@@ -310,6 +318,10 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
     assert_eq!(version().await, "0.1.0");
     let ready = json_of(client.get(server.url("/readyz"))).await;
     assert_eq!(ready["load_errors"][0].as_str(), Some(error), "{ready}");
+    // Reloaded again, the same file is refused again, for the same reason.
+    let again = reload().await;
+    assert_eq!(again["errors"], refused["errors"], "{again}");
+    assert_eq!(version().await, "0.1.0");
 
     drop_in(
         dir.path(),
