@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use eshost_core::{
     AggregateInfo, CommandOutcome, CommandRequest, JsonText, ProjectionRecord, RecordedEvent,
-    ReloadReport,
+    RefusedVersion, ReloadReport,
 };
 
 /// The header carrying the command id.

@@ -25,6 +25,21 @@ pub struct AggregateInfo {
     /// `0.1.0` or `0.2.0`.
     #[serde(default)]
     pub contract: String,
+    /// A newer file for this aggregate that the server refused to switch
+    /// in (the upgrade check failed): the version above keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedVersion>,
+}
+
+/// A component found for an aggregate and not switched in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefusedVersion {
+    pub version: String,
+    /// `sha256:` and the refused file's digest.
+    pub digest: String,
+    /// Why, in one line: the upgrade check's report.
+    pub reason: String,
 }
 
 /// What a reload did, by aggregate: `Name version (file)` lines, and one

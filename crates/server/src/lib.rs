@@ -35,9 +35,11 @@ use axum::Router;
 use axum::routing::{get, post};
 use connections::{BodyLimits, ConnectionLimits};
 use eshost::Host;
+use eshost_api::{AggregateInfo, RefusedVersion};
 use eshost_read::subscription::SharedSignal;
 use eshost_wasm::Runtime;
 use reload::Reloader;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -137,6 +139,8 @@ pub struct App {
     pub reloader: Option<Arc<Reloader>>,
     /// Files the last reload could not load, one line each.
     load_errors: Arc<Mutex<Vec<String>>>,
+    /// The versions the last reload refused to switch in, by aggregate.
+    refused: Arc<Mutex<BTreeMap<String, RefusedVersion>>>,
     /// The followers of `GET /v1/events`: their places and their shared
     /// wake-up.
     pub(crate) followers: Arc<Followers>,
@@ -144,10 +148,10 @@ pub struct App {
     pub(crate) stopping: CancellationToken,
     /// The address served, once [`serve`] has its listener.
     pub(crate) listening: Option<std::net::SocketAddr>,
-    /// Requests by route and status, the build, the process.
     /// The server's own metrics (beside the host's): the HTTP layer's
     /// and the read side's.
     pub(crate) metrics: Arc<prometheus_client::registry::Registry>,
+    /// Requests by route and status, the build, the process.
     pub(crate) http_metrics: Arc<observe::HttpMetrics>,
     /// The log's horizon and the projections, as last checked.
     pub(crate) read_side: Arc<read_side::ReadSide>,
@@ -185,6 +189,7 @@ impl App {
             config: Arc::new(config),
             reloader: None,
             load_errors: Arc::default(),
+            refused: Arc::default(),
             followers,
             stopping: CancellationToken::new(),
             listening: None,
@@ -210,6 +215,21 @@ impl App {
 
     pub(crate) fn set_load_errors(&self, errors: Vec<String>) {
         *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+    }
+
+    /// The loaded aggregates, each with the version the last reload
+    /// refused for it, if any.
+    pub fn aggregates(&self) -> Vec<AggregateInfo> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.host.modules().describe();
+        for info in &mut loaded {
+            info.refused = refused.get(&info.name).cloned();
+        }
+        loaded
+    }
+
+    pub(crate) fn set_refused(&self, refused: BTreeMap<String, RefusedVersion>) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
     }
 }
 

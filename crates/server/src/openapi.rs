@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use eshost_api::{
     AggregateInfo, CommandOutcome, EventsPage, Health, PROBLEM_JSON, Problem, ProblemType,
-    Readiness, RecordedEvent, ReloadReport, StateAnswer, ViewDocument,
+    Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -46,6 +46,7 @@ use utoipa::{Modify, OpenApi};
         CommandOutcome,
         RecordedEvent,
         AggregateInfo,
+        RefusedVersion,
         ReloadReport,
         StateAnswer,
         EventsPage,

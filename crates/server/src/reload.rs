@@ -9,14 +9,16 @@
 //!
 //! A component the check refused is refused again, without another check,
 //! while its file has the same digest; and a load error is logged when it
-//! first appears, not again at every reload that still finds it.
+//! first appears, not again at every reload that still finds it. The
+//! versions the last reload refused are shown with the aggregates
+//! (`GET /v1/aggregates`, `refused`).
 
 use super::App;
 use eshost::upgrade::{Selection, UpgradeCheck};
-use eshost_core::ReloadReport;
+use eshost_core::{RefusedVersion, ReloadReport};
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{Modules, Runtime};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -33,9 +35,9 @@ pub struct Reloader {
 /// What earlier reloads found.
 #[derive(Default)]
 struct Found {
-    /// Why each component refused by the upgrade check was refused, by
-    /// name and digest.
-    refusals: HashMap<(String, String), String>,
+    /// Each component refused by the upgrade check (its load error and
+    /// what `/v1/aggregates` shows), by name and digest.
+    refusals: HashMap<(String, String), (String, RefusedVersion)>,
     /// The load errors the last reload logged.
     logged: HashSet<String>,
 }
@@ -66,10 +68,11 @@ impl Reloader {
                     ..ReloadReport::default()
                 };
                 app.set_load_errors(report.errors.clone());
+                app.set_refused(BTreeMap::new());
                 return report;
             }
         };
-        let next = match &app.config.upgrade_check {
+        let (next, refused) = match &app.config.upgrade_check {
             Some(selection) => {
                 let refusals = &mut found.refusals;
                 Self::checked(
@@ -82,7 +85,7 @@ impl Reloader {
                 )
                 .await
             }
-            None => next,
+            None => (next, BTreeMap::new()),
         };
         if report.changed() {
             app.host.replace_modules(next);
@@ -103,6 +106,7 @@ impl Reloader {
         }
         found.logged = report.errors.iter().cloned().collect();
         app.set_load_errors(report.errors.clone());
+        app.set_refused(refused);
         report
     }
 
@@ -110,23 +114,26 @@ impl Reloader {
     /// check against `selection` (or whose check cannot run): for those,
     /// what runs now keeps running, and the reason is a load error. A
     /// refusal is kept in `refusals`: the same digest is not checked again.
+    /// Also returns the versions the check refused, by aggregate.
     async fn checked(
         app: &App,
         current: &Modules,
         next: Modules,
         selection: &Selection,
-        refusals: &mut HashMap<(String, String), String>,
+        refusals: &mut HashMap<(String, String), (String, RefusedVersion)>,
         report: &mut ReloadReport,
-    ) -> Modules {
+    ) -> (Modules, BTreeMap<String, RefusedVersion>) {
         let mut refused = Vec::new();
+        let mut shown = BTreeMap::new();
         for candidate in next.iter() {
             let running = current.get(&candidate.name);
             if running.is_some_and(|running| running.digest == candidate.digest) {
                 continue;
             }
             let key = (candidate.name.clone(), candidate.digest.clone());
-            if let Some(refusal) = refusals.get(&key) {
-                report.errors.push(refusal.clone());
+            if let Some((error, version)) = refusals.get(&key) {
+                report.errors.push(error.clone());
+                shown.insert(candidate.name.clone(), version.clone());
                 refused.push(candidate.name.clone());
                 continue;
             }
@@ -156,17 +163,23 @@ impl Reloader {
                     continue;
                 }
             };
-            let refusal = format!(
+            let error = format!(
                 "{}: {} not switched in: {reason}",
                 candidate.path.display(),
                 described(candidate),
             );
-            report.errors.push(refusal.clone());
-            refusals.insert(key, refusal);
+            let version = RefusedVersion {
+                version: candidate.version.clone(),
+                digest: format!("sha256:{}", candidate.digest),
+                reason,
+            };
+            report.errors.push(error.clone());
+            shown.insert(candidate.name.clone(), version.clone());
+            refusals.insert(key, (error, version));
             refused.push(candidate.name.clone());
         }
         if refused.is_empty() {
-            return next;
+            return (next, shown);
         }
         let mut checked = Modules::default();
         for component in next.iter() {
@@ -180,8 +193,8 @@ impl Reloader {
                 report.errors.push(e.to_string());
             }
         }
-        current.compare(&checked, report);
-        checked
+        current.compare_except(&checked, &refused, report);
+        (checked, shown)
     }
 
     /// Watches the directory and reloads after changes, until the returned

@@ -155,7 +155,7 @@ fn body_error(error: BytesRejection) -> ApiError {
     tag = "aggregates"
 )]
 pub async fn aggregates(State(app): State<App>) -> Json<Vec<AggregateInfo>> {
-    let mut loaded = app.host.modules().describe();
+    let mut loaded = app.aggregates();
     // The file by its name: where the server keeps it is not a client's
     // business.
     for info in &mut loaded {

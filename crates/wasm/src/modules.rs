@@ -34,6 +34,7 @@ impl From<&LoadedComponent> for AggregateInfo {
             events,
             old_events,
             contract: c.contract().to_string(),
+            refused: None,
         }
     }
 }
@@ -160,6 +161,13 @@ impl Modules {
     /// Fills `report`'s added, replaced, removed and unchanged lines: what
     /// changes from this set to `next`.
     pub fn compare(&self, next: &Modules, report: &mut ReloadReport) {
+        self.compare_except(next, &[], report);
+    }
+
+    /// As [`compare`](Self::compare), leaving out of `unchanged` the
+    /// aggregates named in `refused`: their file was refused (an error),
+    /// not left as it was.
+    pub fn compare_except(&self, next: &Modules, refused: &[String], report: &mut ReloadReport) {
         report.added.clear();
         report.replaced.clear();
         report.removed.clear();
@@ -174,6 +182,7 @@ impl Modules {
                     component.version,
                     component.path.display()
                 )),
+                Some(_) if refused.contains(&component.name) => {}
                 Some(_) => report.unchanged.push(label(component)),
             }
         }

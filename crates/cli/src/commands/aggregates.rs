@@ -35,6 +35,12 @@ pub async fn run(global: &GlobalArgs, args: AggregatesArgs) -> Result<()> {
         if !a.old_events.is_empty() {
             println!("  old events (upcast) {}", a.old_events.join(", "));
         }
+        if let Some(refused) = &a.refused {
+            println!(
+                "  refused  {} ({}): {}",
+                refused.version, refused.digest, refused.reason
+            );
+        }
     }
     Ok(())
 }

@@ -300,6 +300,8 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
     );
     let refused = reload().await;
     assert_eq!(refused["replaced"], serde_json::json!([]), "{refused}");
+    // Refused, the file is an error, not also "unchanged".
+    assert_eq!(refused["unchanged"], serde_json::json!([]), "{refused}");
     let error = refused["errors"][0].as_str().unwrap_or_default();
     let digest = hex::encode(sha2::Sha256::digest(fixture_bytes(
         "flash-sale-renamed.wasm",
@@ -322,6 +324,17 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
     let again = reload().await;
     assert_eq!(again["errors"], refused["errors"], "{again}");
     assert_eq!(version().await, "0.1.0");
+    // The aggregates show the version refused beside the one serving.
+    let listed = json_of(client.get(server.url("/v1/aggregates"))).await;
+    let shown = &listed[0]["refused"];
+    assert_eq!(shown["version"], "0.2.0", "{listed}");
+    assert_eq!(shown["digest"], format!("sha256:{digest}"), "{listed}");
+    assert!(
+        shown["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("event 2 (ItemPurchased)")),
+        "{listed}"
+    );
 
     drop_in(
         dir.path(),
@@ -336,6 +349,8 @@ async fn a_reload_switches_in_only_versions_that_pass_the_upgrade_check() {
         "{switched}"
     );
     assert_eq!(version().await, "0.2.0");
+    let listed = json_of(client.get(server.url("/v1/aggregates"))).await;
+    assert!(listed[0].get("refused").is_none(), "{listed}");
     server.stop().await;
 
     // Off: the renamed version goes in unchecked.
