@@ -19,10 +19,10 @@ pub(crate) fn nats_url() -> String {
 }
 
 /// `eshost relay` as a child process; killed (SIGKILL) when dropped.
-struct RelayProcess(Child);
+pub(crate) struct RelayProcess(Child);
 
 impl RelayProcess {
-    fn start(db: &TestDb, stream: &str, prefix: &str) -> Self {
+    pub(crate) fn start(db: &TestDb, stream: &str, prefix: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_eshost"))
             .args(["--database-url", &db.url])
             .args(["relay", "--nats", &nats_url()])

@@ -4,7 +4,7 @@
 //! commit to the projection and the relay, and exports nothing when the
 //! variables do not ask for it.
 
-use crate::relay::nats_url;
+use crate::relay::{RelayProcess, nats_url};
 use crate::util::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -83,11 +83,21 @@ impl Receiver {
 }
 
 /// `eshost serve` on `db` with these variables (and the projections
-/// running, when `projections`).
+/// running, when `projections`); killed if dropped before [`Served::stop`]
+/// (a failed assertion).
 struct Served {
-    process: std::process::Child,
+    process: Option<std::process::Child>,
     base: String,
     _cache: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
 }
 
 impl Served {
@@ -120,7 +130,7 @@ impl Served {
         let mut process = command.spawn().unwrap();
         let base = listening_address(&mut process);
         Self {
-            process,
+            process: Some(process),
             base,
             _cache: cache,
         }
@@ -145,13 +155,16 @@ impl Served {
     /// Stops the server with SIGTERM (it sends its last spans) and waits
     /// for a clean exit.
     async fn stop(mut self) {
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
         let term = Command::new("kill")
-            .args(["-TERM", &self.process.id().to_string()])
+            .args(["-TERM", &process.id().to_string()])
             .status()
             .unwrap();
         assert!(term.success());
         let status = tokio::task::spawn_blocking(move || {
-            wait_with_deadline(&mut self.process, Duration::from_secs(30))
+            wait_with_deadline(&mut process, Duration::from_secs(30))
         })
         .await
         .unwrap();
@@ -369,14 +382,7 @@ async fn a_purchase_is_one_trace_from_the_request_to_the_projection_and_the_rela
     let js = async_nats::jetstream::new(nats);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let (stream, prefix) = (format!("ESHOST_TRACE_{run}"), format!("trace.{run}"));
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_eshost"))
-        .args(["--database-url", &db.url])
-        .args(["relay", "--nats", &nats_url()])
-        .args(["--stream", &stream, "--subject-prefix", &prefix])
-        .args(["--name", &stream])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let relay = RelayProcess::start(&db, &stream, &prefix);
     let events = 2 + 2 * BURST as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let relayed = loop {
@@ -388,8 +394,7 @@ async fn a_purchase_is_one_trace_from_the_request_to_the_projection_and_the_rela
         assert!(tokio::time::Instant::now() < deadline, "relayed in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = relay.kill();
-    let _ = relay.wait();
+    drop(relay);
     let mut carried = 0;
     for sequence in 1..=events {
         let message = relayed.get_raw_message(sequence).await.unwrap();
