@@ -65,6 +65,23 @@ pub fn listening_address(child: &mut std::process::Child) -> String {
         .to_string()
 }
 
+/// Sends SIGTERM to a child: what a service manager sends to stop it.
+pub fn signal_term(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {} failed", child.id());
+}
+
+/// Stops a child with SIGTERM and waits for it to exit, killing it (and
+/// failing) past `deadline`. Blocks: from async code, call it on a
+/// blocking thread.
+pub fn terminate(child: &mut std::process::Child, deadline: Duration) -> std::process::ExitStatus {
+    signal_term(child);
+    wait_with_deadline(child, deadline)
+}
+
 /// Waits for a child, killing it (and failing) past `deadline`.
 pub fn wait_with_deadline(
     child: &mut std::process::Child,

@@ -99,12 +99,8 @@ fn serving(url: &str, cache: &std::path::Path) -> (std::process::Child, String) 
 }
 
 fn stop(mut child: std::process::Child) {
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(term.unwrap().success());
     assert_eq!(
-        wait_with_deadline(&mut child, Duration::from_secs(30)).code(),
+        terminate(&mut child, Duration::from_secs(30)).code(),
         Some(0)
     );
 }

@@ -83,11 +83,7 @@ async fn sigterm_drains_every_accepted_command() {
     while answered.load(std::sync::atomic::Ordering::Relaxed) < 300 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    signal_term(&child);
     let mut accepted = Vec::new();
     for caller in callers {
         accepted.extend(caller.await.unwrap());
@@ -171,13 +167,8 @@ async fn request_logs_are_json_lines_when_asked_for() {
             .unwrap();
         assert_eq!(answer.status().as_u16(), 200);
         assert_eq!(answer.headers()["x-request-id"], "trace-me-7");
-        let term = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
         assert_eq!(
-            wait_with_deadline(&mut child, Duration::from_secs(20)).code(),
+            terminate(&mut child, Duration::from_secs(20)).code(),
             Some(0)
         );
         let mut stderr = String::new();
@@ -309,16 +300,10 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
     );
     let mut child = server.0.take().unwrap();
     let started = std::time::Instant::now();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || terminate(&mut child, Duration::from_secs(20)))
+            .await
+            .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

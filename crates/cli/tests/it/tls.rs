@@ -125,13 +125,5 @@ fn bad_tls_files_refuse_to_start() {
 }
 
 fn stop(server: &mut std::process::Child) {
-    let term = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert_eq!(
-        wait_with_deadline(server, Duration::from_secs(20)).code(),
-        Some(0)
-    );
+    assert_eq!(terminate(server, Duration::from_secs(20)).code(), Some(0));
 }

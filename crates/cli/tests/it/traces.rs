@@ -158,16 +158,10 @@ impl Served {
         let Some(mut process) = self.process.take() else {
             return;
         };
-        let term = Command::new("kill")
-            .args(["-TERM", &process.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        let status = tokio::task::spawn_blocking(move || {
-            wait_with_deadline(&mut process, Duration::from_secs(30))
-        })
-        .await
-        .unwrap();
+        let status =
+            tokio::task::spawn_blocking(move || terminate(&mut process, Duration::from_secs(30)))
+                .await
+                .unwrap();
         assert_eq!(status.code(), Some(0));
     }
 }

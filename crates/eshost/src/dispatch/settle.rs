@@ -12,6 +12,7 @@
 
 use super::records::{Budget, Records};
 use crate::error::StoreError;
+use crate::trace::child_of;
 use eshost_store::{NewCommand, RecordedEvent, StreamId};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -51,8 +52,7 @@ impl Records {
         let commands: Arc<[NewCommand]> = commands.into();
         let appends: Vec<Span> = callers
             .into_iter()
-            .filter(|caller| !caller.is_disabled())
-            .map(|caller| debug_span!(parent: caller, "append", %stream))
+            .map(|caller| child_of(caller, || debug_span!(parent: caller, "append", %stream)))
             .filter(|append| !append.is_disabled())
             .collect();
         let mut budget = Budget::new(self, Some(deadline));
