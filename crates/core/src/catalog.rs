@@ -62,3 +62,107 @@ impl ReloadReport {
         !(self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty())
     }
 }
+
+/// What kind of guest a deployment carries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    Aggregate,
+    Projection,
+}
+
+impl ComponentKind {
+    /// The name the store records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Aggregate => "aggregate",
+            ComponentKind::Projection => "projection",
+        }
+    }
+
+    /// The kind the store recorded under `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "aggregate" => Some(ComponentKind::Aggregate),
+            "projection" => Some(ComponentKind::Projection),
+            _ => None,
+        }
+    }
+}
+
+/// What a deployment did. Every action but `refused` makes its version
+/// the live one for its name.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    /// Found in a host's modules directory and passed the upgrade check.
+    Seeded,
+    /// Deployed by a client (`PUT /v1/modules/{name}`) and passed the check.
+    Deployed,
+    /// An earlier version brought back.
+    RolledBack,
+    /// Failed the upgrade check: never loaded, never checked again.
+    Refused,
+}
+
+impl DeployAction {
+    /// The name the store records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployAction::Seeded => "seeded",
+            DeployAction::Deployed => "deployed",
+            DeployAction::RolledBack => "rolled_back",
+            DeployAction::Refused => "refused",
+        }
+    }
+
+    /// The action the store recorded under `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            DeployAction::Seeded,
+            DeployAction::Deployed,
+            DeployAction::RolledBack,
+            DeployAction::Refused,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == name)
+    }
+
+    /// Whether this action makes its version the live one.
+    pub fn goes_live(self) -> bool {
+        self != DeployAction::Refused
+    }
+}
+
+/// One entry of the deployment history the store keeps: which version of
+/// which guest went live (or was refused), when, and by whom.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Deployment {
+    /// Increases with every entry.
+    pub id: i64,
+    pub kind: ComponentKind,
+    /// The aggregate's (or projection's) name, from the component's manifest.
+    pub name: String,
+    pub version: String,
+    /// `sha256:` and the component's digest.
+    pub digest: String,
+    pub action: DeployAction,
+    /// Why it was refused: the upgrade check's report, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The name of the token that deployed it; none for a version seeded
+    /// from a modules directory, or a server without tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When, in RFC 3339 (UTC).
+    pub at: String,
+}
+
+/// A component's digest as the API and the deployment history show it:
+/// `sha256:` and the hex digest.
+pub fn digest_label(hex: &str) -> String {
+    format!("sha256:{hex}")
+}

@@ -24,7 +24,10 @@ pub mod json;
 pub mod stream;
 pub mod view;
 
-pub use catalog::{AggregateInfo, RefusedVersion, ReloadReport};
+pub use catalog::{
+    AggregateInfo, ComponentKind, DeployAction, Deployment, RefusedVersion, ReloadReport,
+    digest_label,
+};
 pub use command::{CommandId, CommandOutcome, CommandRequest};
 pub use event::{RecordedEvent, Snapshot};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};

@@ -11,7 +11,8 @@
 //! - [`observe`]: request ids, and metrics of requests, build and process.
 //! - [`read_side`]: the log's horizon and the projections, as metrics,
 //!   warnings and readiness.
-//! - [`reload`]: hot reload of the modules directory.
+//! - [`reload`]: what the host serves: the deployments in the store,
+//!   seeded from the modules directory, reloaded as either changes.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
 //! [`serve`] takes a bound listener and a shutdown future (the caller owns
@@ -81,7 +82,8 @@ pub struct ServerConfig {
     /// scope too, where by default a probe needs no token.
     pub protect_probes: bool,
     /// Reload when a file in the modules directory changes (with a
-    /// reloader, see [`App::with_reloader`]).
+    /// reloader, see [`App::with_reloader`]; it follows the store's live
+    /// set all the same).
     pub watch: bool,
     /// Followers of `GET /v1/events` served at once; more are answered 429.
     pub max_followers: usize,
@@ -199,11 +201,23 @@ impl App {
         }
     }
 
-    /// Lets the server reload its modules from `dir` (on demand, and on
-    /// changes when [`ServerConfig::watch`] is set).
-    pub fn with_reloader(mut self, runtime: Runtime, dir: PathBuf) -> Self {
-        self.reloader = Some(Arc::new(Reloader::new(runtime, dir)));
+    /// Lets the server serve what is deployed in its store, seeded from
+    /// the modules directory `dir` if it has one (see [`reload`]): on
+    /// demand, when the store's live set changes, and when a file in `dir`
+    /// changes if [`ServerConfig::watch`] is set.
+    pub fn with_reloader(mut self, runtime: Runtime, dir: impl Into<Option<PathBuf>>) -> Self {
+        self.reloader = Some(Arc::new(Reloader::new(runtime, dir.into())));
         self
+    }
+
+    /// Reloads now (see [`reload`]): serves what the store has deployed,
+    /// seeded from the modules directory. Without a reloader, nothing
+    /// changes.
+    pub async fn reload(&self) -> eshost_core::ReloadReport {
+        match &self.reloader {
+            Some(reloader) => reloader.reload(self).await,
+            None => eshost_core::ReloadReport::default(),
+        }
     }
 
     pub fn load_errors(&self) -> Vec<String> {
@@ -367,16 +381,11 @@ pub async fn serve(
     let shutdown_timeout = app.config.shutdown_timeout;
     let host = app.host.clone();
     let stopping = app.stopping.clone();
-    // Watching ends when the watcher is dropped, at the end of this function.
+    // Watching the directory ends when the watcher is dropped, at the end
+    // of this function; the store's, when shutdown begins.
     let _watcher = match &app.reloader {
-        Some(reloader) if app.config.watch => match reloader.watch(app.clone()) {
-            Ok(watcher) => Some(watcher),
-            Err(e) => {
-                warn!(error = %e, "cannot watch the modules directory; POST /v1/admin/reload still reloads");
-                None
-            }
-        },
-        _ => None,
+        Some(reloader) => reloader.watch(app.clone(), app.config.watch),
+        None => None,
     };
     tokio::spawn(read_side::watch(
         host.store().clone(),

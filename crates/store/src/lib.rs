@@ -2,14 +2,18 @@
 //! appended with an expected version, each command's id recorded with its
 //! events. Two unique keys guard every append: the sequence number (a lost
 //! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
-//! command as [`StoreError::DuplicateCommand`]).
+//! command as [`StoreError::DuplicateCommand`]). Beside the events it
+//! keeps the read side's checkpoints and views, and what each host serves
+//! ([`deployments`]).
 
+pub mod deployments;
 mod driver_error;
 pub mod error;
 mod postgres;
 mod sqlite;
 pub mod views;
 
+pub use deployments::{ComponentKind, DeployAction, Deployment, Deployments, NewDeployment};
 pub use error::{DatabaseFailure, StoreError};
 pub use eshost_core::{
     JsonText, MAX_PAYLOAD_DEPTH, ProjectionRecord, RecordedEvent, Snapshot, StreamId, storable_json,
@@ -149,6 +153,9 @@ pub trait EventStore: Send + Sync {
 
     /// The projections' views.
     fn views(&self) -> &dyn ViewStore;
+
+    /// What each host serves: the deployed components and their history.
+    fn deployments(&self) -> &dyn Deployments;
 
     /// Checks that the database answers (a round trip).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -63,6 +63,29 @@ impl LoadedComponent {
         Self::check(engine, limits, path, digest, component)
     }
 
+    /// Compiles (or takes from `cache`, by digest) and checks a component
+    /// from its bytes; `origin` stands for its path.
+    pub fn load_bytes(
+        engine: &Engine,
+        limits: Limits,
+        cache: Option<&ArtifactCache>,
+        origin: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Self, LoadError> {
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let compiled = match cache {
+            Some(cache) => cache.component(engine, &digest, origin, Some(bytes)),
+            None => Component::new(engine, &bytes),
+        };
+        let component = compiled.map_err(|e| {
+            LoadError::new(
+                origin,
+                format!("not a WebAssembly component: {}", first_line(&e)),
+            )
+        })?;
+        Self::check(engine, limits, origin, digest, component)
+    }
+
     /// Checks a compiled component against the `aggregate-guest` world and
     /// reads its manifest.
     fn check(

@@ -96,6 +96,19 @@ impl Runtime {
         LoadedComponent::load(&self.engine, self.limits, self.cache.as_ref(), path)
     }
 
+    /// Loads and checks a component from its bytes (a deployment kept in
+    /// the store, an upload); `origin` names where they came from in
+    /// messages and in [`LoadedComponent::path`].
+    pub fn load_bytes(&self, bytes: Vec<u8>, origin: &Path) -> Result<LoadedComponent, LoadError> {
+        LoadedComponent::load_bytes(
+            &self.engine,
+            self.limits,
+            self.cache.as_ref(),
+            origin,
+            bytes,
+        )
+    }
+
     /// Loads and checks one projection component file.
     pub fn load_projection(&self, path: &Path) -> Result<LoadedProjection, LoadError> {
         LoadedProjection::load(&self.engine, self.limits, self.cache.as_ref(), path)

@@ -11,6 +11,7 @@ use eshost_server::auth::{Scope, Token, Tokens};
 use eshost_server::connections::{self, ConnectionLimits};
 use eshost_server::tls::Tls;
 use eshost_server::{self as server, App, ServerConfig};
+use eshost_wasm::Modules;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -258,9 +259,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
         ..RetryPolicy::default()
     };
     let runtime = global.runtime();
-    let modules = global.modules_with(&runtime)?;
+    // The directory's components are loaded all or nothing, as by every
+    // subcommand: a broken file stops the start. What is served is then
+    // what the store has deployed, seeded from them (see App::reload).
+    let seeds = match global.modules.is_dir() {
+        true => runtime.load_dir(&global.modules)?,
+        false => Modules::default(),
+    };
     let store = eshost_store::open(&global.database_url).await?;
-    let host = Host::with_options(modules, store, global.host_options(retry, false));
+    let host = Host::with_options(seeds, store, global.host_options(retry, false));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -309,7 +316,19 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     };
     let watch = config.watch;
     let shutdown_timeout = config.shutdown_timeout;
-    let app = App::new(host, config).with_reloader(runtime, global.modules.clone());
+    let seed_dir = global.modules.is_dir().then(|| global.modules.clone());
+    let app = App::new(host, config).with_reloader(runtime, seed_dir);
+    let started = app.reload().await;
+    if app.host.modules().is_empty() {
+        // Nothing deployed and nothing to seed with: say why, as every
+        // subcommand does for a directory without components.
+        global.modules_with(&global.runtime())?;
+        anyhow::bail!(
+            "nothing to serve: no component in {} passed the upgrade check and none is deployed ({})",
+            global.modules.display(),
+            started.errors.join("; ")
+        );
+    }
     let stop_projecting = CancellationToken::new();
     let projecting = projections.map(|(supervisor, loaded)| {
         tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))

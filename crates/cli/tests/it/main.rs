@@ -8,6 +8,7 @@ use eshost_test_support::conformance;
 mod cli;
 mod cluster;
 mod crowd;
+mod deploy;
 mod global_log;
 mod languages;
 mod projection_run;

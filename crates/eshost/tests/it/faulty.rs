@@ -173,6 +173,10 @@ impl EventStore for FaultyStore {
         self.inner.views()
     }
 
+    fn deployments(&self) -> &dyn eshost::store::Deployments {
+        self.inner.deployments()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

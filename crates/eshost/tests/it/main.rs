@@ -7,6 +7,7 @@ use eshost_test_support::conformance;
 
 mod bad_input;
 mod conflict;
+mod deployments;
 mod faults;
 mod faulty;
 mod group_commit;

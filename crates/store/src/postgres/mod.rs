@@ -3,8 +3,10 @@
 //! `append.rs`, projection views in `views.rs`.
 
 mod append;
+mod deployments;
 mod views;
 
+use super::deployments::Deployments;
 use super::views::ViewStore;
 use super::{
     AppendOutcome, AppendSignal, Catalog, Checkpoints, EventStore, GlobalLog, HorizonHolder,
@@ -308,6 +310,10 @@ impl EventStore for PostgresStore {
     }
 
     fn views(&self) -> &dyn ViewStore {
+        self
+    }
+
+    fn deployments(&self) -> &dyn Deployments {
         self
     }
 

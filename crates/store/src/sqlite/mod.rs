@@ -2,8 +2,10 @@
 //! All of its SQL is in this folder: the streams, the log, checkpoints,
 //! the catalog and locks here, projection views in `views.rs`.
 
+mod deployments;
 mod views;
 
+use super::deployments::Deployments;
 use super::views::ViewStore;
 use super::{
     AppendOutcome, Catalog, Checkpoints, EventStore, GlobalLog, JsonText, Locks, RecordedCommand,
@@ -223,6 +225,10 @@ impl EventStore for SqliteStore {
     }
 
     fn views(&self) -> &dyn ViewStore {
+        self
+    }
+
+    fn deployments(&self) -> &dyn Deployments {
         self
     }
 

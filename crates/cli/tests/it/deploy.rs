@@ -1,0 +1,176 @@
+//! What `eshost serve` serves is what the store has deployed: the modules
+//! directory only seeds it, through the upgrade check, and a version the
+//! check refused is never served, not even by a restart.
+
+use crate::util::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `eshost serve` on `db` with the modules directory `dir`, its stderr
+/// collected as it comes; killed on drop.
+struct Served {
+    process: Option<Child>,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(db: &TestDb, dir: &std::path::Path, cache: &std::path::Path) -> Self {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("ESHOST_MODULES", dir)
+            .env("ESHOST_CACHE_DIR", cache)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let lines = BufReader::new(process.stderr.take().unwrap());
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let base = listening_address(&mut process);
+        Self {
+            process: Some(process),
+            base,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The lines of stderr so far that contain `text`.
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        let all = self.stderr.lock().unwrap();
+        all.lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn aggregates(&self) -> Value {
+        reqwest::get(self.url("/v1/aggregates"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server with SIGTERM and waits for a clean exit.
+    async fn stop(mut self) {
+        let mut process = self.process.take().unwrap();
+        let status =
+            tokio::task::spawn_blocking(move || terminate(&mut process, Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+async fn post(server: &Served, id: &str, command: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url(&format!(
+            "/v1/aggregates/FlashSaleItem/{id}/commands/{command}"
+        )))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An incompatible version dropped into the served directory is refused
+/// once, and stays refused: the restarted server still serves the version
+/// that passed the check (from the store, its file gone) on every stream,
+/// shows the refusal with its digest, and logs it once, not a stream of
+/// times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_version_stays_refused_across_a_restart() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &original);
+    let server = Served::start(&db, dir.path(), cache.path());
+    let streams: Vec<String> = (0..5).map(|n| format!("item-{n}")).collect();
+    for id in &streams {
+        let created = post(&server, id, "CreateFlashSale", r#"{"initialStock":5}"#).await;
+        assert_eq!(created.status(), 200);
+        let bought = post(
+            &server,
+            id,
+            "PurchaseItem",
+            r#"{"buyerId":"ann","quantity":2}"#,
+        )
+        .await;
+        assert_eq!(bought.status(), 200);
+    }
+    let served = server.aggregates().await;
+    let live_digest = served[0]["digest"].clone();
+
+    // It renames ItemPurchased: the recorded streams do not replay with it.
+    let renamed = std::fs::read(upgrade_fixture("flash-sale-renamed.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &renamed);
+    let listed = poll("the refusal to be shown", async || {
+        let listed = server.aggregates().await;
+        listed[0].get("refused").is_some().then_some(listed)
+    })
+    .await;
+    assert_eq!(listed[0]["digest"], live_digest, "{listed}");
+    // A while later, still one refusal: no re-check loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refusals = server.lines_with("not switched in");
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    server.stop().await;
+
+    let restarted = Served::start(&db, dir.path(), cache.path());
+    let listed = restarted.aggregates().await;
+    assert_eq!(listed[0]["version"], "0.1.0", "{listed}");
+    assert_eq!(listed[0]["digest"], live_digest, "{listed}");
+    assert_eq!(listed[0]["refused"]["version"], "0.2.0", "{listed}");
+    for id in &streams {
+        let state: Value =
+            reqwest::get(restarted.url(&format!("/v1/aggregates/FlashSaleItem/{id}")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert_eq!(state["version"], 2, "{id}: {state}");
+        let bought = post(
+            &restarted,
+            id,
+            "PurchaseItem",
+            r#"{"buyerId":"bob","quantity":1}"#,
+        )
+        .await;
+        assert_eq!(bought.status(), 200, "{id}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refusals = restarted.lines_with("not switched in");
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    restarted.stop().await;
+    db.cleanup().await;
+}
