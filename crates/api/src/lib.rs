@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use eshost_core::{
-    AggregateInfo, CommandOutcome, CommandRequest, JsonText, ProjectionRecord, RecordedEvent,
-    RefusedVersion, ReloadReport,
+    AggregateInfo, CommandOutcome, CommandRequest, ComponentKind, DeployAction, Deployment,
+    JsonText, ProjectionRecord, RecordedEvent, RefusedVersion, ReloadReport,
 };
 
 /// The header carrying the command id.
@@ -105,6 +105,27 @@ pub struct Problem {
     /// (`Idempotency-Key`) wherever resending is safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+    /// The upgrade check's report, on an `upgrade_refused` problem: the
+    /// streams that failed, with the event and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub check: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/modules/{name}` and `POST /v1/modules/{name}/rollback`: what
+/// went live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployAnswer {
+    /// The deployment recorded; none when this version was live already.
+    pub deployment: Option<Deployment>,
+    /// The aggregate as this server now serves it.
+    pub aggregate: Option<AggregateInfo>,
+    /// The upgrade check's report, when a check ran: the streams replayed,
+    /// and those whose state the new version changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub check: Option<serde_json::Value>,
 }
 
 /// The media type of a [`Problem`].

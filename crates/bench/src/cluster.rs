@@ -185,6 +185,11 @@ impl Cluster {
         format!("http://{}{path}", self.frontend)
     }
 
+    /// `path` on host `n` itself, past HAProxy.
+    pub fn host_url(&self, n: usize, path: &str) -> String {
+        format!("http://{}{path}", self.hosts[n - 1].address)
+    }
+
     /// Kills host `n` at once (SIGKILL): no drain, connections cut.
     pub async fn kill(&mut self, n: usize) -> Result<(), ClusterError> {
         let host = &mut self.hosts[n - 1];

@@ -1,12 +1,12 @@
-//! A client of `eshost serve`: commands, state, events and what is
-//! loaded. The command line uses it when a server is configured (`--server
+//! A client of `eshost serve`: commands, state, events, what is loaded,
+//! and deployments. The command line uses it when a server is configured (`--server
 //! URL` / `ESHOST_SERVER`). It depends on the wire types (`eshost-api`) and
 //! reqwest, and on nothing of the host: the dependency graph keeps it so
 //! (`cargo xtask layering`).
 
 use eshost_api::{
-    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, EventsPage,
-    IDEMPOTENCY_KEY, MAX_PAGE, Problem, RecordedEvent, StateAnswer,
+    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DeployAnswer,
+    Deployment, EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, Problem, RecordedEvent, StateAnswer,
 };
 use reqwest::Url;
 use std::time::Duration;
@@ -200,6 +200,51 @@ impl Client {
             .pop_if_empty()
             .extend(["v1", "aggregates"]);
         self.send(url.clone(), self.http.get(url)).await
+    }
+
+    /// Deploys a component as the aggregate `name`: the server runs the
+    /// upgrade check and, if it passes, serves it (as does every server
+    /// on its store, within about a second). Needs an admin token.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        component: Vec<u8>,
+    ) -> Result<DeployAnswer, ClientError> {
+        let url = self.modules_url(name, None)?;
+        let request = self
+            .http
+            .put(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(component);
+        self.send(url, request).await
+    }
+
+    /// Brings back the version of `name` live before the current one.
+    pub async fn rollback(&self, name: &str) -> Result<DeployAnswer, ClientError> {
+        let url = self.modules_url(name, Some("rollback"))?;
+        self.send(url.clone(), self.http.post(url)).await
+    }
+
+    /// The deployments of `name`, newest first.
+    pub async fn deployments(&self, name: &str) -> Result<Vec<Deployment>, ClientError> {
+        let url = self.modules_url(name, Some("history"))?;
+        self.send(url.clone(), self.http.get(url)).await
+    }
+
+    /// `/v1/modules/{name}[/{action}]` under the base URL.
+    fn modules_url(&self, name: &str, action: Option<&str>) -> Result<Url, ClientError> {
+        if matches!(name, "." | "..") {
+            return Err(ClientError::Unsendable(
+                "an aggregate name must not be . or .. (a URL path cannot carry it)".into(),
+            ));
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| self.not_a_base())?
+            .pop_if_empty()
+            .extend(["v1", "modules", name])
+            .extend(action);
+        Ok(url)
     }
 
     /// `/v1/aggregates/{segments...}?{query}` under the base URL. Each

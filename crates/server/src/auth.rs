@@ -2,7 +2,8 @@
 //!
 //! - `read`: the `GET` routes and the global log (`GET /v1/events`).
 //! - `write`: commands.
-//! - `admin`: `/v1/admin/*` (reload).
+//! - `admin`: `/v1/admin/*` (reload), and deploying and rolling back
+//!   components (`PUT` and `POST` under `/v1/modules/`).
 //!
 //! With any token configured, every request needs one
 //! (`Authorization: Bearer <secret>`, the scheme in any case), except the
@@ -254,7 +255,8 @@ fn required_scope(method: &Method, path: &str, protect_probes: bool) -> Option<S
     if reads && !protect_probes && matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return None;
     }
-    Some(if path.starts_with("/v1/admin/") {
+    let deploys = path.starts_with("/v1/modules/") && !reads;
+    Some(if path.starts_with("/v1/admin/") || deploys {
         Scope::Admin
     } else if reads {
         Scope::Read
@@ -383,6 +385,15 @@ mod tests {
             Some(Scope::Write)
         );
         assert_eq!(need(Method::POST, "/v1/admin/reload"), Some(Scope::Admin));
+        assert_eq!(need(Method::PUT, "/v1/modules/Item"), Some(Scope::Admin));
+        assert_eq!(
+            need(Method::POST, "/v1/modules/Item/rollback"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            need(Method::GET, "/v1/modules/Item/history"),
+            Some(Scope::Read)
+        );
         assert_eq!(need(Method::GET, "/v1/admin/reload"), Some(Scope::Admin));
         assert_eq!(need(Method::GET, "/readyz"), None);
         assert_eq!(need(Method::POST, "/readyz"), Some(Scope::Write));

@@ -390,6 +390,10 @@ fn refuse(tcp: TcpStream) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyLimits {
     pub max_bytes: usize,
+    /// For a component deployed (`PUT /v1/modules/{name}`): the route
+    /// is for admin tokens (or, without tokens, this server's own origin),
+    /// and components are megabytes.
+    pub max_component_bytes: usize,
     pub timeout: Duration,
 }
 
@@ -407,6 +411,12 @@ pub(crate) async fn read_body(
     let activity = request.extensions().get::<Arc<Activity>>().cloned();
     let sending = activity.as_ref().map(|a| a.enter(|a| &a.sending));
     let (parts, body) = request.into_parts();
+    let max_bytes = match parts.method == axum::http::Method::PUT
+        && parts.uri.path().starts_with("/v1/modules/")
+    {
+        true => limits.max_component_bytes,
+        false => limits.max_bytes,
+    };
     // A refusal answers for the command the key names, if it names one.
     let unread = |error: ApiError| {
         let error = match parts.headers.get(eshost_api::IDEMPOTENCY_KEY) {
@@ -428,7 +438,7 @@ pub(crate) async fn read_body(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the body is over the limit of {} bytes", limits.max_bytes),
+            format!("the body is over the limit of {} bytes", max_bytes),
         )
     };
     let declared = parts
@@ -436,10 +446,10 @@ pub(crate) async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+    if declared.is_some_and(|n| n > max_bytes as u64) {
         return unread(too_large());
     }
-    let read = http_body_util::Limited::new(body, limits.max_bytes).collect();
+    let read = http_body_util::Limited::new(body, max_bytes).collect();
     let bytes: Bytes = match tokio::time::timeout(limits.timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return unread(too_large()),

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub command_id: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u32>,
+    /// The upgrade check's report, on `upgrade_refused`.
+    pub check: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             message: one_line(&message.into()),
             command_id: None,
             retry_after: None,
+            check: None,
         }
     }
 
@@ -110,6 +113,16 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "other writers kept winning the race; resend",
     ),
     (
+        "upgrade_refused",
+        409,
+        "the component failed the upgrade check against the recorded streams (the report is in `check`); it is not deployed, nor checked again",
+    ),
+    (
+        "no_earlier_version",
+        409,
+        "the aggregate has no earlier version to roll back to",
+    ),
+    (
         "request_timeout",
         408,
         "the request's body did not arrive within --body-timeout-ms; nothing read or recorded",
@@ -135,6 +148,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "the aggregate's rules refuse this command",
     ),
     ("invalid_id", 422, "an id is empty, too long or holds NUL"),
+    (
+        "invalid_component",
+        422,
+        "the body is not a component this server can load, or not the aggregate the path names",
+    ),
     (
         "idempotency_key_reused",
         422,
@@ -225,6 +243,7 @@ impl ApiError {
             detail: self.message.clone(),
             kind: self.kind.to_string(),
             command_id: self.command_id.clone(),
+            check: self.check.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`observe`]: request ids, and metrics of requests, build and process.
 //! - [`read_side`]: the log's horizon and the projections, as metrics,
 //!   warnings and readiness.
+//! - [`deploy`]: deploying a component over HTTP, rollback, history.
 //! - [`reload`]: what the host serves: the deployments in the store,
 //!   seeded from the modules directory, reloaded as either changes.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
@@ -23,6 +24,7 @@
 
 pub mod auth;
 pub mod connections;
+pub mod deploy;
 pub mod error;
 pub mod observe;
 pub mod openapi;
@@ -33,7 +35,7 @@ pub mod same_origin;
 pub mod tls;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use connections::{BodyLimits, ConnectionLimits};
 use eshost::Host;
 use eshost_api::{AggregateInfo, RefusedVersion};
@@ -72,6 +74,8 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// The most a request body may hold, in bytes.
     pub max_body_bytes: usize,
+    /// The most a component deployed over HTTP may hold, in bytes.
+    pub max_component_bytes: usize,
     /// From the shutdown signal to exit: requests finish and queues drain
     /// within this.
     pub shutdown_timeout: Duration,
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             command_timeout: Duration::from_secs(30),
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_body_bytes: 64 << 10,
+            max_component_bytes: deploy::DEFAULT_MAX_COMPONENT_BYTES,
             shutdown_timeout: Duration::from_secs(30),
             tokens: auth::Tokens::default(),
             protect_probes: false,
@@ -251,6 +256,7 @@ impl App {
 pub fn router(app: App) -> Router {
     let body_limits = BodyLimits {
         max_bytes: app.config.max_body_bytes,
+        max_component_bytes: app.config.max_component_bytes,
         timeout: app.config.connections.body_timeout,
     };
     // Reads answer within the read deadline; commands have their own, and
@@ -271,6 +277,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/views/{projection}/{key}",
             get(routes::view_document).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/modules/{name}/history",
+            get(deploy::history).fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/openapi.json",
@@ -308,6 +318,14 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/admin/reload",
             post(routes::reload).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/modules/{name}",
+            put(deploy::deploy).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/modules/{name}/rollback",
+            post(deploy::rollback).fallback(routes::method_not_allowed),
         )
         .merge(reads)
         .fallback(routes::fallback)

@@ -7,12 +7,13 @@
 //! repeated on each handler.
 
 use super::App;
-use super::routes;
+use super::{deploy, routes};
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
-    AggregateInfo, CommandOutcome, EventsPage, Health, PROBLEM_JSON, Problem, ProblemType,
-    Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
+    AggregateInfo, CommandOutcome, ComponentKind, DeployAction, DeployAnswer, Deployment,
+    EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, Readiness, RecordedEvent,
+    RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -36,6 +37,9 @@ use utoipa::{Modify, OpenApi};
         routes::follow_events,
         routes::view_document,
         routes::reload,
+        deploy::deploy,
+        deploy::rollback,
+        deploy::history,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -48,6 +52,10 @@ use utoipa::{Modify, OpenApi};
         AggregateInfo,
         RefusedVersion,
         ReloadReport,
+        DeployAnswer,
+        Deployment,
+        ComponentKind,
+        DeployAction,
         StateAnswer,
         EventsPage,
         ViewDocument,

@@ -29,7 +29,7 @@
 //! shown with the aggregates (`GET /v1/aggregates`, `refused`).
 
 use super::App;
-use eshost::upgrade::{Selection, UpgradeCheck};
+use eshost::upgrade::{Report, Selection, UpgradeCheck};
 use eshost_core::{
     ComponentKind, DeployAction, Deployment, RefusedVersion, ReloadReport, digest_label,
 };
@@ -43,22 +43,26 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
+/// The longest an upgrade check may take before a version goes live.
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How often a host looks at the store's live set: a deployment made
 /// through another host is served here within about this long.
 pub const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps a host serving what is deployed.
 pub struct Reloader {
-    runtime: Runtime,
+    pub(crate) runtime: Runtime,
     /// The modules directory that seeds the store, if the host has one.
     dir: Option<PathBuf>,
-    /// One reload at a time; holds what the reloads so far have found.
-    running: Mutex<Found>,
+    /// One reload (or deployment) at a time; holds what the reloads so
+    /// far have found.
+    pub(crate) running: Mutex<Found>,
 }
 
 /// What earlier reloads found.
 #[derive(Default)]
-struct Found {
+pub(crate) struct Found {
     /// Live components whose bytes from the store did not load on this
     /// host, by digest, with the error: not loaded again.
     unloadable: HashMap<String, String>,
@@ -91,6 +95,17 @@ impl Reloader {
     /// (unless nothing changed), records the load errors for `/readyz`.
     pub async fn reload(&self, app: &App) -> ReloadReport {
         let mut found = self.running.lock().await;
+        self.reload_locked(app, &mut found, None).await
+    }
+
+    /// Reloads, the caller holding the lock; `uploaded` is a component
+    /// just deployed, loaded already.
+    pub(crate) async fn reload_locked(
+        &self,
+        app: &App,
+        found: &mut Found,
+        uploaded: Option<Arc<LoadedComponent>>,
+    ) -> ReloadReport {
         let current = app.host.modules();
         let (scanned, report) = self.scan(&current).await;
         let live = tokio::time::timeout(
@@ -106,7 +121,7 @@ impl Reloader {
             Ok(Err(e)) => {
                 return self.unchanged(
                     app,
-                    &mut found,
+                    found,
                     report,
                     format!("cannot read the deployments: {e}"),
                 );
@@ -114,7 +129,7 @@ impl Reloader {
             Err(_) => {
                 return self.unchanged(
                     app,
-                    &mut found,
+                    found,
                     report,
                     "cannot read the deployments: the store did not answer in time".into(),
                 );
@@ -134,9 +149,12 @@ impl Reloader {
             let component = self
                 .live_component(
                     app,
-                    &mut found,
-                    &current,
-                    &scanned,
+                    found,
+                    [
+                        uploaded.as_ref(),
+                        scanned.get(&deployment.name),
+                        current.get(&deployment.name),
+                    ],
                     deployment,
                     &mut pass.report,
                 )
@@ -179,7 +197,7 @@ impl Reloader {
         for line in &report.removed {
             info!(aggregate = %line, "reload: removed (its queued commands finish first)");
         }
-        self.finish(app, &mut found, &report);
+        self.finish(app, found, &report);
         app.set_refused(pass.refused);
         report
     }
@@ -230,28 +248,27 @@ impl Reloader {
         }
     }
 
-    /// The component of a live deployment: the one running, or the
-    /// directory's, with its digest; else loaded from the bytes the store
-    /// keeps. When those do not load, what runs now (if anything) keeps
+    /// The component of a live deployment: one loaded already with its
+    /// digest (`loaded`: one just uploaded, the directory's, the one
+    /// running), else loaded from the bytes the store keeps. When those do
+    /// not load, what runs now (the last of `loaded`, if any) keeps
     /// running, and the error is reported.
     async fn live_component(
         &self,
         app: &App,
         found: &mut Found,
-        current: &Modules,
-        scanned: &Modules,
+        loaded: [Option<&Arc<LoadedComponent>>; 3],
         deployment: &Deployment,
         report: &mut ReloadReport,
     ) -> Option<Arc<LoadedComponent>> {
-        let same = |c: &&Arc<LoadedComponent>| digest_label(&c.digest) == deployment.digest;
-        if let Some(component) = scanned
-            .get(&deployment.name)
-            .filter(same)
-            .or_else(|| current.get(&deployment.name).filter(same))
-        {
+        let same = |c: &Arc<LoadedComponent>| {
+            c.name == deployment.name && digest_label(&c.digest) == deployment.digest
+        };
+        if let Some(component) = loaded.into_iter().flatten().find(|c| same(c)) {
             return Some(component.clone());
         }
-        let fallback = current.get(&deployment.name).cloned();
+        let [_, _, running] = loaded;
+        let fallback = running.cloned();
         let deployed = format!(
             "{} {} ({}), deployed",
             deployment.name,
@@ -436,8 +453,8 @@ impl Pass<'_> {
             .filter(|_| !unchanged)
         {
             match check(self.app, baseline, candidate, selection).await {
-                Ok(None) => {}
-                Ok(Some(reason)) => {
+                Verdict::Passed(_) => {}
+                Verdict::Failed(_, reason) => {
                     let refusal = NewDeployment {
                         kind: ComponentKind::Aggregate,
                         name: candidate.name.clone(),
@@ -453,7 +470,7 @@ impl Pass<'_> {
                     self.refuse(candidate, reason);
                     return;
                 }
-                Err(e) => {
+                Verdict::CouldNotRun(e) => {
                     // Not a verdict on the component: checked again next time.
                     self.report.errors.push(format!(
                         "{}: {} not switched in: the upgrade check could not run: {e}",
@@ -538,26 +555,50 @@ impl Pass<'_> {
     }
 }
 
+/// What an upgrade check said.
+pub(crate) enum Verdict {
+    Passed(Report),
+    /// The report, and why in one line.
+    Failed(Report, String),
+    /// Not a verdict on the component (the store failed, the deadline
+    /// passed): it may be checked again.
+    CouldNotRun(String),
+}
+
 /// Runs the upgrade check of `candidate` against `baseline` (none: a new
-/// aggregate, checked against whatever its name has recorded). `None`
-/// when it passes, else why not.
-async fn check(
+/// aggregate, checked against whatever its name has recorded), within
+/// [`CHECK_DEADLINE`].
+pub(crate) async fn check(
     app: &App,
     baseline: Option<Arc<LoadedComponent>>,
     candidate: &Arc<LoadedComponent>,
     selection: &Selection,
-) -> Result<Option<String>, eshost::upgrade::UpgradeError> {
+) -> Verdict {
     let started = std::time::Instant::now();
-    let check = UpgradeCheck::new(app.host.store().clone(), baseline, candidate.clone()).await?;
-    let checked = check.run(selection, |_| {}).await?;
+    let run = async {
+        let check =
+            UpgradeCheck::new(app.host.store().clone(), baseline, candidate.clone()).await?;
+        check.run(selection, |_| {}).await
+    };
+    let checked = match tokio::time::timeout(CHECK_DEADLINE, run).await {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(e)) => return Verdict::CouldNotRun(e.to_string()),
+        Err(_) => {
+            return Verdict::CouldNotRun(format!(
+                "it did not finish within {} s; check fewer streams (--upgrade-check sample:N)",
+                CHECK_DEADLINE.as_secs()
+            ));
+        }
+    };
     if checked.passed {
         info!(aggregate = %candidate.name, version = %candidate.version,
             streams = checked.streams_checked, changed = checked.changed_count,
             took_ms = started.elapsed().as_millis() as u64,
-            "reload: upgrade check passed");
-        return Ok(None);
+            "upgrade check passed");
+        return Verdict::Passed(checked);
     }
-    Ok(Some(format!("upgrade check failed: {}", checked.failure())))
+    let reason = format!("upgrade check failed: {}", checked.failure());
+    Verdict::Failed(checked, reason)
 }
 
 fn digest_matches(bytes: &[u8], hex_digest: &str) -> bool {
@@ -566,14 +607,14 @@ fn digest_matches(bytes: &[u8], hex_digest: &str) -> bool {
 }
 
 /// `sha256:` and the first 12 hex digits of a digest label.
-fn short(digest: &str) -> String {
+pub(crate) fn short(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     format!("sha256 {}…", hex.get(..12).unwrap_or(hex))
 }
 
 /// A component by name, version and the start of its digest: two builds of
 /// one version are told apart.
-fn described(component: &LoadedComponent) -> String {
+pub(crate) fn described(component: &LoadedComponent) -> String {
     format!(
         "{} {} ({})",
         component.name,

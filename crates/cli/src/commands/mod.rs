@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod completions;
 mod demo;
+mod deploy;
 mod events;
 mod exec;
 mod migrate;
@@ -34,6 +35,9 @@ pub enum Command {
     State(state::StateArgs),
     Events(events::EventsArgs),
     Serve(serve::ServeArgs),
+    Deploy(deploy::DeployArgs),
+    Rollback(deploy::RollbackArgs),
+    Deployments(deploy::DeploymentsArgs),
     New(new::NewArgs),
     Build(build::BuildArgs),
     Test(test::TestArgs),
@@ -68,6 +72,9 @@ pub async fn run(cli: Cli, traces: bool) -> Result<()> {
         Command::State(args) => state::run(global, args).await,
         Command::Events(args) => events::run(global, args).await,
         Command::Serve(args) => serve::run(global, args, traces).await,
+        Command::Deploy(args) => deploy::deploy(global, args).await,
+        Command::Rollback(args) => deploy::rollback(global, args).await,
+        Command::Deployments(args) => deploy::deployments(global, args).await,
         Command::New(args) => new::run(args),
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(global, args),

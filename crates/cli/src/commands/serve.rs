@@ -34,22 +34,29 @@ Routes:
   GET  /v1/events?from=P                                  the global log, as Server-Sent Events
   GET  /v1/views/{projection}/{key}                       a projection's document
   POST /v1/admin/reload                                   reload the modules directory now
+  PUT  /v1/modules/{name}                                 deploy a component (checked first)
+  POST /v1/modules/{name}/rollback                        bring back the previous version
+  GET  /v1/modules/{name}/history                         the deployments, newest first
   GET  /v1/problems/{kind}                                what an error kind means (errors are RFC 9457)
   GET  /healthz, /readyz, /metrics                        probes: no token needed unless --protect-probes
 
 Tokens: read (GET routes, the log; ?access_token= for a browser's EventSource),
-write (commands), admin (/v1/admin/*). A --tokens file:
+write (commands), admin (/v1/admin/*, deploying, rolling back). A --tokens file:
   [[token]]
   name = \"ci\"
   secret_env = \"ESHOST_CI_SECRET\"    # or secret = \"...\"
   scopes = [\"read\", \"write\"]
 
-The modules directory is watched: a new file adds its aggregate, a changed one
-replaces its version (commands already decided finish on the old one), a
-removed one unloads it once its queue is drained, and a file that fails to
+What a server serves is recorded in the store: at every start, on any host,
+the last version of each aggregate that passed the upgrade check. The modules
+directory seeds it and is watched: a component the store has never seen goes
+live once it replays a sample of the recorded streams (--upgrade-check), or is
+refused for good; a changed one replaces its version (commands already decided
+finish on the old one); a removed file changes nothing; a file that fails to
 load is reported (log, /readyz, the reload answer) while the running version
-keeps serving. A new or changed component is switched in only after it
-replays a sample of the recorded streams (--upgrade-check). Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
+keeps serving. Each server follows the store's live set within a second, so a
+version deployed through one (eshost deploy, PUT /v1/modules/{name}) reaches
+all. Write files with a rename (cp x.wasm dir/.x.tmp && mv ...) so a
 half-written file is never seen.";
 
 /// Serve the HTTP API until SIGTERM or SIGINT, then drain: every accepted
@@ -232,7 +239,14 @@ fn check_exposure(listen: SocketAddr, tokens: &Tokens, allowed: bool) -> Result<
 #[derive(Debug, Clone)]
 pub struct UpgradeCheckArg(Option<Selection>);
 
-fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
+impl UpgradeCheckArg {
+    /// The streams to replay; `None`: no check.
+    pub fn selection(self) -> Option<Selection> {
+        self.0
+    }
+}
+
+pub(crate) fn parse_upgrade_check(value: &str) -> Result<UpgradeCheckArg, String> {
     let selection = match value {
         "off" => None,
         "all" => Some(Selection::All),

@@ -1,6 +1,7 @@
 //! Several `eshost serve` processes behind HAProxy on one PostgreSQL, with
 //! the reference configuration (`deploy/haproxy.cfg`): routed by aggregate,
-//! surviving a host killed mid-run, taking a host added mid-run. Callers
+//! surviving a host killed mid-run, taking a host added mid-run, following
+//! a version deployed through any of them. Callers
 //! resend as the book tells clients to (same Idempotency-Key). Every host
 //! wants a token, as a deployment serving other machines does: HAProxy's
 //! health check sends none.
@@ -37,6 +38,15 @@ struct Run {
     resends: u64,
 }
 
+/// Holds the purchases from the `from`th on until `open` is set: so a
+/// change made mid-run is made while the load still flows, however fast
+/// the machine.
+#[derive(Clone)]
+struct Gate {
+    from: usize,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// `commands` purchases of one unit, spread round-robin over `items`, from
 /// `callers` callers through the cluster, each with its own key.
 /// `answered` counts final answers as they come.
@@ -47,10 +57,23 @@ async fn purchases(
     callers: usize,
     answered: Arc<AtomicUsize>,
 ) -> Run {
+    gated_purchases(proxy, items, commands, callers, answered, None).await
+}
+
+/// [`purchases`], held at `gate` until it opens.
+async fn gated_purchases(
+    proxy: std::net::SocketAddr,
+    items: &[String],
+    commands: usize,
+    callers: usize,
+    answered: Arc<AtomicUsize>,
+    gate: Option<Gate>,
+) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let (next, answered, items) = (next.clone(), answered.clone(), items.to_vec());
+            let gate = gate.clone();
             let mut caller = Resending::new(proxy).with_token(Some(TOKEN));
             let run = uuid::Uuid::new_v4().simple().to_string();
             tokio::spawn(async move {
@@ -59,6 +82,12 @@ async fn purchases(
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= commands {
                         return (answers, caller.resends);
+                    }
+                    while let Some(gate) = gate.as_ref().filter(|g| n >= g.from) {
+                        if gate.open.load(Ordering::Acquire) {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     }
                     let mut request = purchase(&items[n % items.len()], &format!("b{n}"), 1);
                     request.command_id = CommandId::chosen(format!("order-{run}-{n}"));
@@ -233,6 +262,118 @@ async fn a_host_added_mid_run_takes_aggregates_without_a_failed_command() {
     assert_each_recorded_once(&host, &items, 1_000, &answers).await;
     let joined = cluster.metric(3, "eshost_commands_total").await;
     assert!(joined > 0.0, "the added host ran no command");
+    drop(cluster);
+    db.cleanup().await;
+}
+
+/// The digest each host serves for the flash sale, host 1 first.
+async fn digests(cluster: &Cluster, hosts: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut digests = Vec::new();
+    for n in 1..=hosts {
+        let listed: serde_json::Value = client
+            .get(cluster.host_url(n, "/v1/aggregates"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let served = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == FLASH_SALE);
+        digests.push(
+            served
+                .map(|a| a["digest"].as_str().unwrap().to_string())
+                .unwrap_or_default(),
+        );
+    }
+    digests
+}
+
+/// Under a steady load of purchases through HAProxy, an incompatible
+/// version deployed through it is refused and no host changes version;
+/// then a compatible one is served by all three hosts within 5 s, and no
+/// command fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_reaches_every_host_within_seconds_under_load() {
+    const COMMANDS: usize = 24_000;
+    let db = TestDb::postgres().await;
+    let cluster = start(&db, 3, 0).await;
+    let items = sales(&cluster, "deploy", 30, 1_000).await;
+    let before = digests(&cluster, 3).await;
+    assert!(
+        before.iter().all(|d| *d == before[0] && !d.is_empty()),
+        "{before:?}"
+    );
+    let answered = Arc::new(AtomicUsize::new(0));
+    // The last sixth waits for the switch: the run cannot end before it.
+    let gate = Gate {
+        from: COMMANDS * 5 / 6,
+        open: Arc::default(),
+    };
+    let run = gated_purchases(
+        cluster.address(),
+        &items,
+        COMMANDS,
+        32,
+        answered.clone(),
+        Some(gate.clone()),
+    );
+    let client = reqwest::Client::new();
+    let put = |bytes: Vec<u8>| {
+        client
+            .put(cluster.url("/v1/modules/FlashSaleItem"))
+            .bearer_auth(TOKEN)
+            .body(bytes)
+            .send()
+    };
+    let deploy = async {
+        while answered.load(Ordering::Relaxed) < COMMANDS / 24 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let renamed =
+            std::fs::read(crate::util::upgrade_fixture("flash-sale-renamed.wasm")).unwrap();
+        let refused = put(renamed).await.unwrap();
+        assert_eq!(refused.status(), 409);
+        // Longer than a host takes to follow the store.
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let after_refusal = digests(&cluster, 3).await;
+        let v2 = std::fs::read(crate::util::upgrade_fixture("flash-sale-v2.wasm")).unwrap();
+        let started = std::time::Instant::now();
+        let answered_before = answered.load(Ordering::Relaxed);
+        let deployed = put(v2).await.unwrap();
+        assert_eq!(deployed.status(), 200);
+        let answer: serde_json::Value = deployed.json().await.unwrap();
+        let digest = answer["deployment"]["digest"].as_str().unwrap().to_string();
+        loop {
+            let now = digests(&cluster, 3).await;
+            if now.iter().all(|d| *d == digest) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "after 5 s: {now:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let took = started.elapsed();
+        let during = answered.load(Ordering::Relaxed) - answered_before;
+        gate.open.store(true, Ordering::Release);
+        println!(
+            "every host served the new version {} ms after the PUT was sent; {during} purchases answered meanwhile",
+            took.as_millis()
+        );
+        (after_refusal, during)
+    };
+    let (run, (after_refusal, during)) = tokio::join!(run, deploy);
+    assert_eq!(after_refusal, before, "a refused version changed a host");
+    assert!(during > 0, "no purchase was answered during the switch");
+    let host = db.default_host().await;
+    assert_each_recorded_once(&host, &items, 1_000, &run.answers).await;
     drop(cluster);
     db.cleanup().await;
 }

@@ -174,3 +174,101 @@ async fn a_refused_version_stays_refused_across_a_restart() {
     restarted.stop().await;
     db.cleanup().await;
 }
+
+/// `eshost` with the test's store and cache, for a one-shot subcommand.
+fn eshost(db: &TestDb, cache: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_CACHE_DIR", cache)
+        .env_remove("ESHOST_SERVER")
+        .output()
+        .unwrap()
+}
+
+/// `eshost deploy` through a server refuses an incompatible version (exit
+/// 1, the check's reason) and deploys a compatible one; `eshost
+/// deployments` lists the steps; `eshost rollback` without a server
+/// records the rollback in the store, and the server follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eshost_deploy_and_rollback_with_or_without_a_server() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &original);
+    let server = Served::start(&db, dir.path(), cache.path());
+    let created = post(&server, "s1", "CreateFlashSale", r#"{"initialStock":5}"#).await;
+    assert_eq!(created.status(), 200);
+    let bought = post(
+        &server,
+        "s1",
+        "PurchaseItem",
+        r#"{"buyerId":"ann","quantity":1}"#,
+    )
+    .await;
+    assert_eq!(bought.status(), 200);
+    let fixture = |name: &str| upgrade_fixture(name).display().to_string();
+
+    let refused = eshost(
+        &db,
+        cache.path(),
+        &[
+            "deploy",
+            &fixture("flash-sale-renamed.wasm"),
+            "--server",
+            &server.base,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not deployed: upgrade check failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("event 2 (ItemPurchased)"), "{stderr}");
+
+    let deployed = eshost(
+        &db,
+        cache.path(),
+        &[
+            "deploy",
+            &fixture("flash-sale-v2.wasm"),
+            "--server",
+            &server.base,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&deployed.stdout);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    assert!(
+        stdout.starts_with("deployed FlashSaleItem 0.2.0"),
+        "{stdout}"
+    );
+    assert_eq!(server.aggregates().await[0]["version"], "0.2.0");
+
+    let listed = eshost(&db, cache.path(), &["deployments", "FlashSaleItem"]);
+    let lines = String::from_utf8_lossy(&listed.stdout);
+    let actions: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["deployed", "refused", "seeded"], "{lines}");
+
+    let rolled = eshost(&db, cache.path(), &["rollback", "FlashSaleItem"]);
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rolled.stdout).starts_with("rolled_back FlashSaleItem 0.1.0"));
+    poll("the server to follow the rollback", async || {
+        (server.aggregates().await[0]["version"] == "0.1.0").then_some(())
+    })
+    .await;
+    server.stop().await;
+    db.cleanup().await;
+}

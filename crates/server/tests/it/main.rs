@@ -8,6 +8,7 @@ use eshost_test_support::conformance;
 mod answers;
 mod auth;
 mod connections;
+mod deploy;
 mod observe;
 mod openapi;
 mod reload;

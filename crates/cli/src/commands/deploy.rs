@@ -1,0 +1,226 @@
+//! `eshost deploy`, `eshost rollback` and `eshost deployments`: putting a
+//! new version of an aggregate live, after the upgrade check, on a server
+//! (`--server`) or straight into the store. Either way the deployment is
+//! recorded in the store, and every server on it serves it within about a
+//! second.
+
+use crate::args::{GlobalArgs, RemoteArgs};
+use crate::backend::Backend;
+use crate::commands::serve::{UpgradeCheckArg, parse_upgrade_check};
+use anyhow::{Context, Result};
+use clap::Args;
+use eshost::dispatch::{Host, RetryPolicy};
+use eshost_api::{DeployAnswer, Deployment};
+use eshost_client::ClientError;
+use eshost_server::error::ApiError;
+use eshost_server::{App, ServerConfig};
+use eshost_wasm::Modules;
+use std::path::PathBuf;
+
+/// Deploy a component: the upgrade check runs against the recorded
+/// streams, and if it passes the new version goes live on every server on
+/// the store.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  eshost deploy target/modules/flash-sale.wasm --server http://127.0.0.1:8080
+  ESHOST_TOKEN=<admin token> eshost deploy flash-sale.wasm --server https://eshost.example
+  eshost deploy flash-sale.wasm --database-url postgres://postgres@127.0.0.1/postgres
+
+Without --server it records the deployment in the store itself, checking
+as --upgrade-check says; servers on that store follow within a second.
+A refused version is never deployed, nor checked again (exit 1).")]
+pub struct DeployArgs {
+    /// The component file (.wasm); the aggregate it implements is read from it.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// Without --server: which recorded streams the upgrade check replays.
+    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
+    upgrade_check: UpgradeCheckArg,
+
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// Bring back the version of an aggregate that was live before the
+/// current one, after the upgrade check.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  eshost rollback FlashSaleItem --server http://127.0.0.1:8080
+  eshost rollback FlashSaleItem")]
+pub struct RollbackArgs {
+    /// The aggregate.
+    #[arg(value_name = "AGGREGATE")]
+    aggregate: String,
+
+    /// Without --server: which recorded streams the upgrade check replays.
+    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
+    upgrade_check: UpgradeCheckArg,
+
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// List the deployments of an aggregate, newest first: version, digest,
+/// what happened, by which token, when.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  eshost deployments FlashSaleItem
+  eshost deployments FlashSaleItem --server http://127.0.0.1:8080 --json")]
+pub struct DeploymentsArgs {
+    /// The aggregate.
+    #[arg(value_name = "AGGREGATE")]
+    aggregate: String,
+
+    /// Print one JSON array.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    // The aggregate it implements, from its manifest: loaded here, in the
+    // sandbox, as the server will.
+    let component = global.runtime().load(&args.file)?;
+    let answer = match Backend::choose(global, &args.remote)? {
+        Backend::Remote(client) => client.deploy(&component.name, bytes).await?,
+        Backend::Local(global) => {
+            let app = local_app(global, args.upgrade_check).await?;
+            let deployer = app.reloader.clone().context("no deployer")?;
+            deployer
+                .deploy(&app, &component.name, bytes, None)
+                .await
+                .map_err(client_error)?
+        }
+    };
+    print_answer(&answer, args.json)
+}
+
+pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
+    let answer = match Backend::choose(global, &args.remote)? {
+        Backend::Remote(client) => client.rollback(&args.aggregate).await?,
+        Backend::Local(global) => {
+            let app = local_app(global, args.upgrade_check).await?;
+            let deployer = app.reloader.clone().context("no deployer")?;
+            deployer
+                .rollback(&app, &args.aggregate, None)
+                .await
+                .map_err(client_error)?
+        }
+    };
+    print_answer(&answer, args.json)
+}
+
+pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<()> {
+    let history: Vec<Deployment> = match Backend::choose(global, &args.remote)? {
+        Backend::Remote(client) => client.deployments(&args.aggregate).await?,
+        Backend::Local(global) => {
+            let store = eshost_store::open(&global.database_url).await?;
+            store
+                .deployments()
+                .deployment_history(
+                    eshost_core::ComponentKind::Aggregate,
+                    &args.aggregate,
+                    None,
+                    eshost_store::deployments::MAX_HISTORY_PAGE,
+                )
+                .await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&history)?);
+        return Ok(());
+    }
+    for entry in &history {
+        println!(
+            "{} {:<11} {} {} ({}){}{}",
+            entry.at,
+            entry.action.as_str(),
+            entry.name,
+            entry.version,
+            entry.digest,
+            entry
+                .by
+                .as_deref()
+                .map(|by| format!(" by {by}"))
+                .unwrap_or_default(),
+            entry
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+/// A server's deployer on the store, without listening: the live set
+/// loaded, the check as `upgrade_check` says.
+async fn local_app(global: &GlobalArgs, upgrade_check: UpgradeCheckArg) -> Result<App> {
+    let store = eshost_store::open(&global.database_url).await?;
+    let host = Host::with_options(
+        Modules::default(),
+        store,
+        global.host_options(RetryPolicy::default(), false),
+    );
+    let config = ServerConfig {
+        upgrade_check: upgrade_check.selection(),
+        ..ServerConfig::default()
+    };
+    let app = App::new(host, config).with_reloader(global.runtime(), None);
+    app.reload().await;
+    Ok(app)
+}
+
+/// A refusal here reads, and exits, as the server's would.
+fn client_error(error: ApiError) -> ClientError {
+    ClientError::Api {
+        status: error.status.as_u16(),
+        kind: error.kind.to_string(),
+        message: error.message,
+        command_id: None,
+    }
+}
+
+fn print_answer(answer: &DeployAnswer, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(answer)?);
+        return Ok(());
+    }
+    match (&answer.deployment, &answer.aggregate) {
+        (None, Some(live)) => println!(
+            "{} {} ({}) is live already; nothing deployed",
+            live.name, live.version, live.digest
+        ),
+        (Some(recorded), _) => {
+            println!(
+                "{} {} {} ({}), deployment {}",
+                recorded.action.as_str(),
+                recorded.name,
+                recorded.version,
+                recorded.digest,
+                recorded.id
+            );
+            if let Some(check) = &answer.check {
+                println!(
+                    "  upgrade check: {} streams replayed, {} with a changed state",
+                    check["streams_checked"], check["changed_count"]
+                );
+            }
+        }
+        (None, None) => println!("nothing deployed"),
+    }
+    Ok(())
+}
