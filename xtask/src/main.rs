@@ -106,6 +106,7 @@ fn run_task() -> Result<()> {
             check_layering()?;
             build_guests(&[])?;
             let schemathesis = schemathesis()?;
+            let console = console_suite()?;
             eprintln!(
                 "xtask: layering, guests and tools in {:.0} s",
                 phase.elapsed().as_secs_f64()
@@ -123,6 +124,10 @@ fn run_task() -> Result<()> {
             if let Some(why) = missing_python() {
                 cargo.env("ESHOST_SKIP_PY_GUEST", why);
             }
+            match console {
+                Ok(chromium) => cargo.env("ESHOST_CHROMIUM", chromium),
+                Err(why) => cargo.env("ESHOST_SKIP_CONSOLE", why),
+            };
             run(&mut cargo)
         }
         "demo" => {
@@ -624,6 +629,43 @@ fn missing_node() -> Option<String> {
             format!("{tool} is not on PATH (Node.js 20 or later builds the TypeScript guest)")
         })
 }
+
+/// The console's browser suite: its npm packages installed (`npm ci` from
+/// its lockfile when that changed), and the Chromium it drives; or why it
+/// cannot run here (Debian: apt-get install chromium).
+fn console_suite() -> Result<Result<PathBuf, String>> {
+    if let Some(why) = missing_node() {
+        return Ok(Err(why));
+    }
+    let chromium = std::env::var_os("ESHOST_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["chromium", "chromium-browser", "google-chrome"].map(PathBuf::from))
+        .find(|browser| {
+            Command::new(browser)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(chromium) = chromium else {
+        return Ok(Err(
+            "no Chromium on PATH (Debian: apt-get install chromium)".into(),
+        ));
+    };
+    let dir = workspace_root().join(CONSOLE_SUITE);
+    let lockfile = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
+    if newest_change(&lockfile)? > newest_change(&installed).unwrap_or(std::time::UNIX_EPOCH) {
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir);
+        run(&mut npm).context("the console suite: npm ci")?;
+    }
+    Ok(Ok(chromium))
+}
+
+/// The console's browser suite (playwright-core, from npm).
+const CONSOLE_SUITE: &str = "crates/cli/tests/console";
 
 /// Why the Python guest cannot be built here, if it cannot.
 fn missing_python() -> Option<String> {

@@ -255,6 +255,10 @@ fn required_scope(method: &Method, path: &str, protect_probes: bool) -> Option<S
     if reads && !protect_probes && matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return None;
     }
+    // The console's assets hold no data; what the page calls needs a scope.
+    if reads && (path == "/console" || path.starts_with("/console/")) {
+        return None;
+    }
     let deploys = path.starts_with("/v1/modules/") && !reads;
     Some(if path.starts_with("/v1/admin/") || deploys {
         Scope::Admin

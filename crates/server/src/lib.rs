@@ -11,6 +11,8 @@
 //! - [`observe`]: request ids, and metrics of requests, build and process.
 //! - [`read_side`]: the log's horizon and the projections, as metrics,
 //!   warnings and readiness.
+//! - [`console`]: the operator console at `/console`, and [`history`],
+//!   the last 15 minutes it charts.
 //! - [`deploy`]: deploying a component over HTTP, rollback, history.
 //! - [`reload`]: what the host serves: the deployments in the store,
 //!   seeded from the modules directory, reloaded as either changes.
@@ -24,8 +26,10 @@
 
 pub mod auth;
 pub mod connections;
+pub mod console;
 pub mod deploy;
 pub mod error;
+pub mod history;
 pub mod observe;
 pub mod openapi;
 pub mod read_side;
@@ -162,6 +166,8 @@ pub struct App {
     pub(crate) http_metrics: Arc<observe::HttpMetrics>,
     /// The log's horizon and the projections, as last checked.
     pub(crate) read_side: Arc<read_side::ReadSide>,
+    /// The last 15 minutes, for the console.
+    pub(crate) history: Arc<history::History>,
 }
 
 /// What the followers of the global log share.
@@ -203,6 +209,7 @@ impl App {
             metrics: Arc::new(metrics),
             http_metrics,
             read_side,
+            history: Arc::default(),
         }
     }
 
@@ -283,6 +290,18 @@ pub fn router(app: App) -> Router {
             get(deploy::history).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/stats",
+            get(console::stats).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/console",
+            get(console::page).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/console/{file}",
+            get(console::asset).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/openapi.json",
             get(openapi::openapi_json).fallback(routes::method_not_allowed),
         )
@@ -350,6 +369,7 @@ pub fn router(app: App) -> Router {
     let router = router.layer(axum::middleware::from_fn_with_state(
         observe::Observe {
             metrics: app.http_metrics.clone(),
+            history: app.history.clone(),
             traces: app.config.traces,
         },
         observe::observe,
@@ -405,6 +425,7 @@ pub async fn serve(
         Some(reloader) => reloader.watch(app.clone(), app.config.watch),
         None => None,
     };
+    tokio::spawn(app.history.clone().run(host.clone(), app.stopping.clone()));
     tokio::spawn(read_side::watch(
         host.store().clone(),
         app.read_side.clone(),

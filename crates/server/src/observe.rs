@@ -54,6 +54,9 @@ struct RouteLabels {
 #[derive(Clone, Debug)]
 struct Route(Option<MatchedPath>);
 
+/// The command route, as matched.
+const COMMAND_ROUTE: &str = "/v1/aggregates/{aggregate}/{id}/commands/{command}";
+
 impl Route {
     fn as_str(&self) -> &str {
         self.0.as_ref().map_or("(unmatched)", MatchedPath::as_str)
@@ -145,6 +148,8 @@ impl HttpMetrics {
 #[derive(Clone, Debug)]
 pub struct Observe {
     pub metrics: Arc<HttpMetrics>,
+    /// Where each command's latency is counted for the console.
+    pub history: Arc<crate::history::History>,
     /// Spans are exported (OpenTelemetry): the request's span carries the
     /// HTTP attributes, and continues a caller's `traceparent`.
     pub traces: bool,
@@ -215,6 +220,9 @@ pub async fn observe(
                 micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             )
         });
+    }
+    if route.as_str() == COMMAND_ROUTE {
+        observe.history.record(took);
     }
     metrics.count(route, method, status, took.as_secs_f64());
     response

@@ -7,7 +7,7 @@
 //! repeated on each handler.
 
 use super::App;
-use super::{deploy, routes};
+use super::{console, deploy, routes};
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
@@ -40,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         deploy::deploy,
         deploy::rollback,
         deploy::history,
+        console::stats,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -56,6 +57,7 @@ use utoipa::{Modify, OpenApi};
         Deployment,
         ComponentKind,
         DeployAction,
+        crate::history::Sample,
         StateAnswer,
         EventsPage,
         ViewDocument,

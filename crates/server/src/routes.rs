@@ -313,6 +313,9 @@ pub async fn events(
     Ok(Json(EventsPage { events, next_after }))
 }
 
+/// The most events `tail` starts back from the end of the log.
+const MAX_TAIL: u64 = 1_000;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FollowQuery {
@@ -321,6 +324,10 @@ pub struct FollowQuery {
     from: Option<i64>,
     /// Only this aggregate type's events.
     aggregate: Option<String>,
+    /// Without `from`: start with the newest this many events (of the
+    /// aggregate type, if one is named), at most 1,000, rather than the
+    /// first.
+    tail: Option<u64>,
     /// The bearer token, for a browser's `EventSource`, which cannot send
     /// an `Authorization` header (read by the auth layer, never logged).
     #[allow(dead_code)]
@@ -362,7 +369,15 @@ pub async fn follow_events(
             .ok()
             .and_then(|id| id.trim().parse().ok())
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a position"))?,
-        None => query.from.unwrap_or(0),
+        None => match (query.from, query.tail) {
+            (Some(from), _) => from,
+            (None, Some(tail)) => {
+                let log = app.host.store().log();
+                log.tail_start(tail.min(MAX_TAIL), query.aggregate.as_deref())
+                    .await?
+            }
+            (None, None) => 0,
+        },
     };
     let place = app
         .followers

@@ -251,6 +251,12 @@ pub trait GlobalLog: Send + Sync {
         limit: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Where a reader that wants only the newest `count` events (of one
+    /// aggregate type, or of all) starts: the position just before them,
+    /// 0 when there are no more than `count`. Not gap-safe by itself: an
+    /// event still being written below it may become visible later.
+    async fn tail_start(&self, count: u64, aggregate: Option<&str>) -> Result<i64, StoreError>;
+
     /// What wakes a follower of [`read_all`](Self::read_all) when events
     /// are appended. By default nothing does and it polls; PostgreSQL
     /// listens for the notification hosts send after their appends.

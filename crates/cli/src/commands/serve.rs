@@ -31,13 +31,15 @@ Routes:
   GET  /v1/aggregates                                     the loaded aggregates
   GET  /v1/aggregates/{aggregate}/{id}                    state and version
   GET  /v1/aggregates/{aggregate}/{id}/events?after=N&limit=M
-  GET  /v1/events?from=P                                  the global log, as Server-Sent Events
+  GET  /v1/events?from=P (or ?tail=N)                     the global log, as Server-Sent Events
   GET  /v1/views/{projection}/{key}                       a projection's document
   POST /v1/admin/reload                                   reload the modules directory now
   PUT  /v1/modules/{name}                                 deploy a component (checked first)
   POST /v1/modules/{name}/rollback                        bring back the previous version
   GET  /v1/modules/{name}/history                         the deployments, newest first
+  GET  /v1/stats                                          the last 15 minutes, sampled every 10 s
   GET  /v1/problems/{kind}                                what an error kind means (errors are RFC 9457)
+  GET  /console                                           the operator console (a browser page)
   GET  /healthz, /readyz, /metrics                        probes: no token needed unless --protect-probes
 
 Tokens: read (GET routes, the log; ?access_token= for a browser's EventSource),

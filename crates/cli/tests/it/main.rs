@@ -7,6 +7,7 @@ use eshost_test_support::conformance;
 
 mod cli;
 mod cluster;
+mod console;
 mod crowd;
 mod deploy;
 mod global_log;

@@ -315,7 +315,7 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
 }
 
 /// A server process, killed if the test fails before it stops it.
-struct KilledOnDrop(Option<std::process::Child>);
+pub(crate) struct KilledOnDrop(pub(crate) Option<std::process::Child>);
 
 impl Drop for KilledOnDrop {
     fn drop(&mut self) {

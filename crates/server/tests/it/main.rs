@@ -8,6 +8,7 @@ use eshost_test_support::conformance;
 mod answers;
 mod auth;
 mod connections;
+mod console;
 mod deploy;
 mod observe;
 mod openapi;

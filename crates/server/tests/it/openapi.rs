@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/modules/{name}"),
     ("post", "/v1/modules/{name}/rollback"),
     ("get", "/v1/modules/{name}/history"),
+    ("get", "/v1/stats"),
     ("get", "/v1/openapi.json"),
     ("get", "/v1/problems/{kind}"),
     ("get", "/healthz"),

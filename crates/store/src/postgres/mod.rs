@@ -411,6 +411,18 @@ impl Streams for PostgresStore {
 
 #[async_trait]
 impl GlobalLog for PostgresStore {
+    async fn tail_start(&self, count: u64, aggregate: Option<&str>) -> Result<i64, StoreError> {
+        let before: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM events WHERE ($2::text IS NULL OR aggregate_name = $2) \
+             ORDER BY position DESC OFFSET $1 LIMIT 1",
+        )
+        .bind(to_i64(count))
+        .bind(aggregate)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(before.unwrap_or(0))
+    }
+
     async fn read_all(
         &self,
         after: i64,

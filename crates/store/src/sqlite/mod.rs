@@ -349,6 +349,18 @@ impl Streams for SqliteStore {
 
 #[async_trait]
 impl GlobalLog for SqliteStore {
+    async fn tail_start(&self, count: u64, aggregate: Option<&str>) -> Result<i64, StoreError> {
+        let before: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM events WHERE (?1 IS NULL OR aggregate_name = ?1) \
+             ORDER BY position DESC LIMIT 1 OFFSET ?2",
+        )
+        .bind(aggregate)
+        .bind(to_i64(count))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(before.unwrap_or(0))
+    }
+
     async fn read_all(
         &self,
         after: i64,
