@@ -637,10 +637,20 @@ fn console_suite() -> Result<Result<PathBuf, String>> {
     if let Some(why) = missing_node() {
         return Ok(Err(why));
     }
+    // Playwright wants the executable's path, not a name to look up.
+    let on_path = |name: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    };
     let chromium = std::env::var_os("ESHOST_CHROMIUM")
         .map(PathBuf::from)
         .into_iter()
-        .chain(["chromium", "chromium-browser", "google-chrome"].map(PathBuf::from))
+        .chain(
+            ["chromium", "chromium-browser", "google-chrome"]
+                .iter()
+                .filter_map(|name| on_path(name)),
+        )
         .find(|browser| {
             Command::new(browser)
                 .arg("--version")

@@ -112,6 +112,24 @@ pub struct Problem {
     pub check: Option<serde_json::Value>,
 }
 
+/// `GET /v1/projections`: one projection, as the store records it, with
+/// its lag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProjectionStatus {
+    #[serde(flatten)]
+    pub record: ProjectionRecord,
+    /// Events of the types it reads not yet in its view (counted to
+    /// 100,000); only for the projections this server runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// This server runs it (`eshost serve --run-projections`), so it can
+    /// rebuild it.
+    pub runs_here: bool,
+    /// A rebuild this server started is under way.
+    pub rebuilding: bool,
+}
+
 /// `PUT /v1/modules/{name}` and `POST /v1/modules/{name}/rollback`: what
 /// went live.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -198,6 +198,25 @@ const pages = {
     };
   },
 
+  async projections(main) {
+    const result = el("div", { id: "rebuild-result" });
+    const rows = el("tbody", { id: "projection-rows" });
+    add(main, el("h2", {}, "Projections"), result,
+      el("table", {}, el("thead", {}, el("tr", {},
+        ["Name", "Version", "Generation", "Position", "Lag", "Status", "Error", ""].map((h) => el("th", {}, h)))), rows));
+    const refresh = async () => {
+      const listed = await api("/v1/projections");
+      rows.replaceChildren(...listed.map((p) => el("tr", { "data-projection": p.name, "data-lag": p.lag ?? "", "data-generation": p.generation },
+        el("td", {}, p.name), el("td", {}, p.version), el("td", {}, p.generation), el("td", {}, p.position),
+        el("td", {}, p.lag ?? "–"), el("td", { class: p.status === "ok" ? "ok" : "bad" }, p.rebuilding ? "rebuilding" : p.status),
+        el("td", { class: "bad" }, p.error || ""),
+        el("td", {}, p.runs_here ? el("button", { class: "secondary", "data-rebuild": p.name, on: { click: () =>
+          act(result, () => api(`/v1/projections/${encodeURIComponent(p.name)}/rebuild`, { method: "POST" })) } }, "Rebuild") : ""))));
+      state.timers.push(setTimeout(() => refresh().catch((e) => notice(e.message)), 2_000));
+    };
+    await refresh();
+  },
+
   async deploy(main, params) {
     const aggregates = await loadAggregates();
     const name = params.get("aggregate") || (aggregates[0] && aggregates[0].name) || "";
@@ -301,6 +320,7 @@ function summary(answer) {
       : `${a.name} ${a.version} was live already`;
   }
   if (answer && answer.events) return `recorded: ${answer.events.map((e) => e.name).join(", ") || "no events"}`;
+  if (answer && answer.rebuilding) return `rebuilding ${answer.name}: readers keep the live view until the new one has caught up`;
   return "done";
 }
 

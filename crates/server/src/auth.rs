@@ -2,8 +2,9 @@
 //!
 //! - `read`: the `GET` routes and the global log (`GET /v1/events`).
 //! - `write`: commands.
-//! - `admin`: `/v1/admin/*` (reload), and deploying and rolling back
-//!   components (`PUT` and `POST` under `/v1/modules/`).
+//! - `admin`: `/v1/admin/*` (reload), deploying and rolling back
+//!   components (`PUT` and `POST` under `/v1/modules/`), rebuilding a
+//!   projection (`POST` under `/v1/projections/`).
 //!
 //! With any token configured, every request needs one
 //! (`Authorization: Bearer <secret>`, the scheme in any case), except the
@@ -259,7 +260,8 @@ fn required_scope(method: &Method, path: &str, protect_probes: bool) -> Option<S
     if reads && (path == "/console" || path.starts_with("/console/")) {
         return None;
     }
-    let deploys = path.starts_with("/v1/modules/") && !reads;
+    let deploys =
+        (path.starts_with("/v1/modules/") || path.starts_with("/v1/projections/")) && !reads;
     Some(if path.starts_with("/v1/admin/") || deploys {
         Scope::Admin
     } else if reads {
@@ -398,6 +400,11 @@ mod tests {
             need(Method::GET, "/v1/modules/Item/history"),
             Some(Scope::Read)
         );
+        assert_eq!(
+            need(Method::POST, "/v1/projections/sales/rebuild"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(need(Method::GET, "/v1/projections"), Some(Scope::Read));
         assert_eq!(need(Method::GET, "/v1/admin/reload"), Some(Scope::Admin));
         assert_eq!(need(Method::GET, "/readyz"), None);
         assert_eq!(need(Method::POST, "/readyz"), Some(Scope::Write));

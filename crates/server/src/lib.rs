@@ -14,6 +14,7 @@
 //! - [`console`]: the operator console at `/console`, and [`history`],
 //!   the last 15 minutes it charts.
 //! - [`deploy`]: deploying a component over HTTP, rollback, history.
+//! - [`projections`]: the projections' status, and rebuilding one.
 //! - [`reload`]: what the host serves: the deployments in the store,
 //!   seeded from the modules directory, reloaded as either changes.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod history;
 pub mod observe;
 pub mod openapi;
+pub mod projections;
 pub mod read_side;
 pub mod reload;
 pub mod routes;
@@ -168,6 +170,8 @@ pub struct App {
     pub(crate) read_side: Arc<read_side::ReadSide>,
     /// The last 15 minutes, for the console.
     pub(crate) history: Arc<history::History>,
+    /// The projections this server runs, if it runs them.
+    pub(crate) projections: Option<Arc<projections::ProjectionsHere>>,
 }
 
 /// What the followers of the global log share.
@@ -210,6 +214,7 @@ impl App {
             http_metrics,
             read_side,
             history: Arc::default(),
+            projections: None,
         }
     }
 
@@ -230,6 +235,13 @@ impl App {
             Some(reloader) => reloader.reload(self).await,
             None => eshost_core::ReloadReport::default(),
         }
+    }
+
+    /// Lets the server rebuild the projections it runs, loaded from `dir`
+    /// (see [`projections`]).
+    pub fn with_projections(mut self, runtime: Runtime, dir: PathBuf) -> Self {
+        self.projections = Some(Arc::new(projections::ProjectionsHere::new(runtime, dir)));
+        self
     }
 
     pub fn load_errors(&self) -> Vec<String> {
@@ -290,6 +302,10 @@ pub fn router(app: App) -> Router {
             get(deploy::history).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/projections",
+            get(projections::list).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/stats",
             get(console::stats).fallback(routes::method_not_allowed),
         )
@@ -341,6 +357,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/modules/{name}",
             put(deploy::deploy).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/projections/{name}/rebuild",
+            post(projections::rebuild).fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/modules/{name}/rollback",

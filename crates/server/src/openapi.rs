@@ -7,13 +7,13 @@
 //! repeated on each handler.
 
 use super::App;
-use super::{console, deploy, routes};
+use super::{console, deploy, projections, routes};
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
     AggregateInfo, CommandOutcome, ComponentKind, DeployAction, DeployAnswer, Deployment,
-    EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, Readiness, RecordedEvent,
-    RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
+    EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, ProjectionRecord, ProjectionStatus,
+    Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -41,6 +41,8 @@ use utoipa::{Modify, OpenApi};
         deploy::rollback,
         deploy::history,
         console::stats,
+        projections::list,
+        projections::rebuild,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -58,6 +60,8 @@ use utoipa::{Modify, OpenApi};
         ComponentKind,
         DeployAction,
         crate::history::Sample,
+        ProjectionStatus,
+        ProjectionRecord,
         StateAnswer,
         EventsPage,
         ViewDocument,

@@ -38,12 +38,14 @@ Routes:
   POST /v1/modules/{name}/rollback                        bring back the previous version
   GET  /v1/modules/{name}/history                         the deployments, newest first
   GET  /v1/stats                                          the last 15 minutes, sampled every 10 s
+  GET  /v1/projections                                    each projection's status, position and lag
+  POST /v1/projections/{name}/rebuild                     rebuild a view (with --run-projections)
   GET  /v1/problems/{kind}                                what an error kind means (errors are RFC 9457)
   GET  /console                                           the operator console (a browser page)
   GET  /healthz, /readyz, /metrics                        probes: no token needed unless --protect-probes
 
 Tokens: read (GET routes, the log; ?access_token= for a browser's EventSource),
-write (commands), admin (/v1/admin/*, deploying, rolling back). A --tokens file:
+write (commands), admin (/v1/admin/*, deploying, rolling back, rebuilding). A --tokens file:
   [[token]]
   name = \"ci\"
   secret_env = \"ESHOST_CI_SECRET\"    # or secret = \"...\"
@@ -333,7 +335,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     let watch = config.watch;
     let shutdown_timeout = config.shutdown_timeout;
     let seed_dir = global.modules.is_dir().then(|| global.modules.clone());
-    let app = App::new(host, config).with_reloader(runtime, seed_dir);
+    let mut app = App::new(host, config).with_reloader(runtime.clone(), seed_dir);
+    if args.run_projections {
+        app = app.with_projections(runtime, global.projections.clone());
+    }
     let started = app.reload().await;
     if app.host.modules().is_empty() {
         // Nothing deployed and nothing to seed with: say why, as every

@@ -123,6 +123,19 @@ try {
   await shot(deploy, "deploy");
   step("a rollback brings the earlier version back, and the history shows each step");
 
+  // As admin: a projection rebuilt, its lag back to 0 on the new generation.
+  const projections = await open(tokens.admin, "#/projections");
+  const summary = projections.locator('tr[data-projection="sales-summary"]');
+  await summary.waitFor({ timeout: 10_000 });
+  const generation = Number(await summary.getAttribute("data-generation"));
+  await projections.click('button[data-rebuild="sales-summary"]');
+  await projections.locator("#rebuild-result .result.ok", { hasText: "rebuilding" }).waitFor();
+  await projections
+    .locator(`tr[data-projection="sales-summary"][data-generation="${generation + 1}"][data-lag="0"]`)
+    .waitFor({ timeout: 60_000 });
+  await shot(projections, "projections");
+  step(`a projection rebuilt as generation ${generation + 1}, its lag back to 0`);
+
   // A stream of 10,000 events: its first page, timed in the page.
   const long = await open(tokens.read, `#/streams?aggregate=${AGGREGATE}&id=${process.env.ESHOST_LONG_STREAM}`);
   const loaded = long.locator("#stream[data-load-ms]");

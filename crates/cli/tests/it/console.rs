@@ -1,5 +1,5 @@
 //! The operator console in a real browser: `eshost serve` with named,
-//! scoped tokens, and the Playwright suite in `tests/console/console.mjs`
+//! scoped tokens, running the projections, and the Playwright suite in `tests/console/console.mjs`
 //! driving Debian's Chromium against it. The suite writes each page's
 //! screenshot into the book.
 
@@ -61,10 +61,17 @@ async fn the_console_in_a_browser() {
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, TOKENS_FILE).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_eshost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--run-projections",
+            "--tokens",
+        ])
         .arg(&tokens)
         .env("DATABASE_URL", &db.url)
         .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_PROJECTIONS", projections_dir())
         .env("ESHOST_CACHE_DIR", dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -75,7 +82,8 @@ async fn the_console_in_a_browser() {
     let suite = workspace_root().join("crates/cli/tests/console");
     let screenshots = workspace_root().join("docs/book/src/images");
     std::fs::create_dir_all(&screenshots).unwrap();
-    let chromium = std::env::var("ESHOST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    // `cargo xtask test` finds it; Debian puts it here.
+    let chromium = std::env::var("ESHOST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let mut run = Command::new("node");
     run.arg(suite.join("console.mjs"))
         .current_dir(&suite)
@@ -100,7 +108,7 @@ async fn the_console_in_a_browser() {
         "the console suite failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.matches("ok - ").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches("ok - ").count(), 9, "{stdout}");
     drop(server);
     db.cleanup().await;
 }

@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/modules/{name}/rollback"),
     ("get", "/v1/modules/{name}/history"),
     ("get", "/v1/stats"),
+    ("get", "/v1/projections"),
+    ("post", "/v1/projections/{name}/rebuild"),
     ("get", "/v1/openapi.json"),
     ("get", "/v1/problems/{kind}"),
     ("get", "/healthz"),
@@ -57,7 +59,10 @@ async fn the_document_lists_every_route_and_its_errors() {
         let operation = &document["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
         let responses = operation["responses"].as_object().unwrap();
-        assert!(responses.contains_key("200"), "{method} {path}");
+        assert!(
+            responses.keys().any(|status| status.starts_with('2')),
+            "{method} {path} documents no success"
+        );
         for status in ["401", "403"] {
             let error = &responses[status]["content"];
             assert!(
