@@ -33,6 +33,20 @@ pub struct StateAnswer {
     /// kept), so a client prints what a local read prints.
     #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub state: JsonText,
+    /// The stream's newest snapshot by the component serving it, if it has
+    /// one: loading the aggregate replays only the events after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// A snapshot of a stream, as [`StateAnswer`] describes it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotInfo {
+    /// The sequence number of the last event it includes.
+    pub version: u64,
+    /// Its size: the guest's own encoding of its state.
+    pub bytes: u64,
 }
 
 /// `GET /v1/views/{projection}/{key}`: one document of a projection's view.

@@ -269,7 +269,9 @@ async function showStream(section, aggregate, id, after) {
   section.replaceChildren();
   add(section,
     el("h2", {}, `${aggregate} ${id}`),
-    current ? el("div", {}, el("p", { class: "muted" }, `version ${current.version}`), json(current.state))
+    current ? el("div", {}, el("p", { class: "muted", id: "snapshot" }, `version ${current.version} · `,
+        current.snapshot ? `snapshot at version ${current.snapshot.version} (${current.snapshot.bytes} bytes): a load replays only the events after it`
+          : "no snapshot: a load replays every event"), json(current.state))
       : el("p", { class: "muted" }, "no events yet"),
     el("h2", {}, `Events after #${after}`),
     table(["#", "Position", "Event", "Payload", "Metadata"], rows),

@@ -63,6 +63,7 @@ use utoipa::{Modify, OpenApi};
         ProjectionStatus,
         ProjectionRecord,
         StateAnswer,
+        eshost_api::SnapshotInfo,
         EventsPage,
         ViewDocument,
         Readiness,

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use eshost_api::{
     AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DEFAULT_PAGE,
     EventsPage, Health, IDEMPOTENCY_KEY, JsonText, MAX_PAGE, Problem, ProblemType, Readiness,
-    ReloadReport, StateAnswer, ViewDocument,
+    ReloadReport, SnapshotInfo, StateAnswer, ViewDocument,
 };
+use eshost_core::StreamId;
 use eshost_core::view::stored_key;
 use serde::Deserialize;
 
@@ -201,11 +202,26 @@ pub async fn state(
             format!("{aggregate}: to-json returned text that is not JSON: {e}"),
         )
     })?;
+    // The snapshot the serving component would load, if any.
+    let snapshot = match app.host.modules().get(&aggregate) {
+        Some(component) => app
+            .host
+            .store()
+            .streams()
+            .load_snapshot(&StreamId::new(&aggregate, &id), &component.digest)
+            .await?
+            .map(|s| SnapshotInfo {
+                version: s.version,
+                bytes: s.state.len() as u64,
+            }),
+        None => None,
+    };
     Ok(Json(StateAnswer {
         aggregate,
         id,
         version,
         state,
+        snapshot,
     }))
 }
 

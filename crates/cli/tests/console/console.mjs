@@ -142,6 +142,7 @@ try {
   await loaded.waitFor({ timeout: 30_000 });
   const first = Number(await loaded.getAttribute("data-load-ms"));
   assert.equal(await long.locator("#stream tbody tr").count(), 100);
+  assert.match(await long.locator("#snapshot").innerText(), /version 10000 · (snapshot at version \d+|no snapshot)/);
   await long.reload();
   await long.locator("#stream[data-load-ms]").waitFor({ timeout: 30_000 });
   const again = Number(await long.locator("#stream").getAttribute("data-load-ms"));

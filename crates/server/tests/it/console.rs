@@ -111,4 +111,43 @@ async fn the_log_starts_at_its_tail_when_asked(db: &TestDb) {
     server.stop().await;
 }
 
-conformance!(the_log_starts_at_its_tail_when_asked);
+/// A stream's state names the snapshot the serving component would load
+/// (its version and size), and a stream without one has none.
+async fn a_stream_s_state_names_its_snapshot(db: &TestDb) {
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let options = eshost::HostOptions {
+        snapshot_every: 2,
+        ..eshost::HostOptions::default()
+    };
+    let host = eshost::Host::with_options(modules(), store, options);
+    host.execute(&create("snap", 5)).await.unwrap();
+    for buyer in ["ann", "bob", "cy"] {
+        host.execute(&purchase("snap", buyer, 1)).await.unwrap();
+    }
+    host.execute(&create("fresh", 5)).await.unwrap();
+    let server = TestServer::start(host, ServerConfig::default()).await;
+    let client = reqwest::Client::new();
+    let state = |id: &str| {
+        let request = client.get(server.url(&format!("/v1/aggregates/FlashSaleItem/{id}")));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // Snapshots are written after the batch that passes the interval.
+    let answer = poll("a snapshot of snap", async || {
+        let answer = state("snap").await;
+        answer.get("snapshot").is_some().then_some(answer)
+    })
+    .await;
+    let snapshot = &answer["snapshot"];
+    let version = snapshot["version"].as_u64().unwrap();
+    assert!((2..=4).contains(&version), "{answer}");
+    assert!(snapshot["bytes"].as_u64().unwrap() > 0, "{answer}");
+    assert_eq!(answer["version"], 4);
+    let fresh = state("fresh").await;
+    assert!(fresh.get("snapshot").is_none(), "{fresh}");
+    server.stop().await;
+}
+
+conformance!(
+    the_log_starts_at_its_tail_when_asked,
+    a_stream_s_state_names_its_snapshot
+);
