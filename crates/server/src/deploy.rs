@@ -18,7 +18,8 @@
 use crate::App;
 use crate::auth::TokenName;
 use crate::error::ApiError;
-use crate::reload::{CHECK_DEADLINE, Reloader, Verdict, check, described, store_origin};
+use crate::reload::{Reloader, store_origin};
+use crate::upgrade_check::{CHECK_DEADLINE, Verdict, check, described};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;

@@ -17,6 +17,7 @@
 //! - [`projections`]: the projections' status, and rebuilding one.
 //! - [`reload`]: what the host serves: the deployments in the store,
 //!   seeded from the modules directory, reloaded as either changes.
+//! - [`upgrade_check`]: the upgrade check before a version goes live.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //!
 //! [`serve`] takes a bound listener and a shutdown future (the caller owns
@@ -39,6 +40,7 @@ pub mod reload;
 pub mod routes;
 pub mod same_origin;
 pub mod tls;
+pub mod upgrade_check;
 
 use axum::Router;
 use axum::routing::{get, post, put};

@@ -29,7 +29,7 @@
 //! shown with the aggregates (`GET /v1/aggregates`, `refused`).
 
 use super::App;
-use eshost::upgrade::{Report, Selection, UpgradeCheck};
+use crate::upgrade_check::{Verdict, check, described, short};
 use eshost_core::{
     ComponentKind, DeployAction, Deployment, RefusedVersion, ReloadReport, digest_label,
 };
@@ -42,9 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
-
-/// The longest an upgrade check may take before a version goes live.
-pub const CHECK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How often a host looks at the store's live set: a deployment made
 /// through another host is served here within about this long.
@@ -108,32 +105,9 @@ impl Reloader {
     ) -> ReloadReport {
         let current = app.host.modules();
         let (scanned, report) = self.scan(&current).await;
-        let live = tokio::time::timeout(
-            app.config.read_timeout,
-            app.host
-                .store()
-                .deployments()
-                .live_deployments(ComponentKind::Aggregate),
-        )
-        .await;
-        let live = match live {
-            Ok(Ok(live)) => live,
-            Ok(Err(e)) => {
-                return self.unchanged(
-                    app,
-                    found,
-                    report,
-                    format!("cannot read the deployments: {e}"),
-                );
-            }
-            Err(_) => {
-                return self.unchanged(
-                    app,
-                    found,
-                    report,
-                    "cannot read the deployments: the store did not answer in time".into(),
-                );
-            }
+        let live = match live_set(app).await {
+            Ok(live) => live,
+            Err(error) => return self.unchanged(app, found, report, error),
         };
         let mut pass = Pass {
             app,
@@ -378,18 +352,25 @@ impl Reloader {
     }
 }
 
+/// The store's live set of aggregates, within the read deadline; or why
+/// it could not be read.
+async fn live_set(app: &App) -> Result<Vec<Deployment>, String> {
+    let read = app
+        .host
+        .store()
+        .deployments()
+        .live_deployments(ComponentKind::Aggregate);
+    match tokio::time::timeout(app.config.read_timeout, read).await {
+        Ok(Ok(live)) => Ok(live),
+        Ok(Err(e)) => Err(format!("cannot read the deployments: {e}")),
+        Err(_) => Err("cannot read the deployments: the store did not answer in time".into()),
+    }
+}
+
 /// Whether the store's live set differs from what the host serves (a
 /// store that does not answer in time: no).
 async fn differs(app: &App) -> bool {
-    let live = tokio::time::timeout(
-        app.config.read_timeout,
-        app.host
-            .store()
-            .deployments()
-            .live_deployments(ComponentKind::Aggregate),
-    )
-    .await;
-    let Ok(Ok(live)) = live else {
+    let Ok(live) = live_set(app).await else {
         return false;
     };
     let serving = app.host.modules();
@@ -555,72 +536,9 @@ impl Pass<'_> {
     }
 }
 
-/// What an upgrade check said.
-pub(crate) enum Verdict {
-    Passed(Report),
-    /// The report, and why in one line.
-    Failed(Report, String),
-    /// Not a verdict on the component (the store failed, the deadline
-    /// passed): it may be checked again.
-    CouldNotRun(String),
-}
-
-/// Runs the upgrade check of `candidate` against `baseline` (none: a new
-/// aggregate, checked against whatever its name has recorded), within
-/// [`CHECK_DEADLINE`].
-pub(crate) async fn check(
-    app: &App,
-    baseline: Option<Arc<LoadedComponent>>,
-    candidate: &Arc<LoadedComponent>,
-    selection: &Selection,
-) -> Verdict {
-    let started = std::time::Instant::now();
-    let run = async {
-        let check =
-            UpgradeCheck::new(app.host.store().clone(), baseline, candidate.clone()).await?;
-        check.run(selection, |_| {}).await
-    };
-    let checked = match tokio::time::timeout(CHECK_DEADLINE, run).await {
-        Ok(Ok(checked)) => checked,
-        Ok(Err(e)) => return Verdict::CouldNotRun(e.to_string()),
-        Err(_) => {
-            return Verdict::CouldNotRun(format!(
-                "it did not finish within {} s; check fewer streams (--upgrade-check sample:N)",
-                CHECK_DEADLINE.as_secs()
-            ));
-        }
-    };
-    if checked.passed {
-        info!(aggregate = %candidate.name, version = %candidate.version,
-            streams = checked.streams_checked, changed = checked.changed_count,
-            took_ms = started.elapsed().as_millis() as u64,
-            "upgrade check passed");
-        return Verdict::Passed(checked);
-    }
-    let reason = format!("upgrade check failed: {}", checked.failure());
-    Verdict::Failed(checked, reason)
-}
-
 fn digest_matches(bytes: &[u8], hex_digest: &str) -> bool {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes)) == hex_digest
-}
-
-/// `sha256:` and the first 12 hex digits of a digest label.
-pub(crate) fn short(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    format!("sha256 {}…", hex.get(..12).unwrap_or(hex))
-}
-
-/// A component by name, version and the start of its digest: two builds of
-/// one version are told apart.
-pub(crate) fn described(component: &LoadedComponent) -> String {
-    format!(
-        "{} {} ({})",
-        component.name,
-        component.version,
-        short(&component.digest)
-    )
 }
 
 /// Where a component deployed from the store comes from, in messages.

@@ -34,6 +34,14 @@ pub struct DeployArgs {
     #[arg(value_name = "FILE")]
     file: PathBuf,
 
+    #[command(flatten)]
+    to: Target,
+}
+
+/// Where a deployment is made, and how it is told: what `deploy` and
+/// `rollback` share.
+#[derive(Debug, Args)]
+struct Target {
     /// Without --server: which recorded streams the upgrade check replays.
     #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
     upgrade_check: UpgradeCheckArg,
@@ -57,16 +65,8 @@ pub struct RollbackArgs {
     #[arg(value_name = "AGGREGATE")]
     aggregate: String,
 
-    /// Without --server: which recorded streams the upgrade check replays.
-    #[arg(long, value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
-    upgrade_check: UpgradeCheckArg,
-
-    /// Print the answer as one JSON object.
-    #[arg(long)]
-    json: bool,
-
     #[command(flatten)]
-    remote: RemoteArgs,
+    to: Target,
 }
 
 /// List the deployments of an aggregate, newest first: version, digest,
@@ -94,10 +94,10 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
     // The aggregate it implements, from its manifest: loaded here, in the
     // sandbox, as the server will.
     let component = global.runtime().load(&args.file)?;
-    let answer = match Backend::choose(global, &args.remote)? {
+    let answer = match Backend::choose(global, &args.to.remote)? {
         Backend::Remote(client) => client.deploy(&component.name, bytes).await?,
         Backend::Local(global) => {
-            let app = local_app(global, args.upgrade_check).await?;
+            let app = local_app(global, args.to.upgrade_check).await?;
             let deployer = app.reloader.clone().context("no deployer")?;
             deployer
                 .deploy(&app, &component.name, bytes, None)
@@ -105,14 +105,14 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
                 .map_err(client_error)?
         }
     };
-    print_answer(&answer, args.json)
+    print_answer(&answer, args.to.json)
 }
 
 pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
-    let answer = match Backend::choose(global, &args.remote)? {
+    let answer = match Backend::choose(global, &args.to.remote)? {
         Backend::Remote(client) => client.rollback(&args.aggregate).await?,
         Backend::Local(global) => {
-            let app = local_app(global, args.upgrade_check).await?;
+            let app = local_app(global, args.to.upgrade_check).await?;
             let deployer = app.reloader.clone().context("no deployer")?;
             deployer
                 .rollback(&app, &args.aggregate, None)
@@ -120,7 +120,7 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
                 .map_err(client_error)?
         }
     };
-    print_answer(&answer, args.json)
+    print_answer(&answer, args.to.json)
 }
 
 pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<()> {
