@@ -151,13 +151,28 @@ pub struct ProjectionStatus {
 pub struct DeployAnswer {
     /// The deployment recorded; none when this version was live already.
     pub deployment: Option<Deployment>,
-    /// The aggregate as this server now serves it.
+    /// The aggregate as this server now serves it (a deployment of one).
     pub aggregate: Option<AggregateInfo>,
+    /// The projection now live (a deployment of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<ProjectionInfo>,
     /// The upgrade check's report, when a check ran: the streams replayed,
     /// and those whose state the new version changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub check: Option<serde_json::Value>,
+}
+
+/// A projection's component, as deployed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProjectionInfo {
+    pub name: String,
+    pub version: String,
+    /// `sha256:` and the component's digest.
+    pub digest: String,
+    /// The aggregate types it reads; empty for all.
+    pub reads: Vec<String>,
 }
 
 /// The media type of a [`Problem`].

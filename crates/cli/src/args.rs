@@ -312,6 +312,16 @@ impl GlobalArgs {
         Ok(Host::with_options(modules, store, options))
     }
 
+    /// The projection guests in --projections that seed the store, loaded
+    /// by `runtime`, all or nothing; none without such a directory (what
+    /// is deployed runs all the same).
+    pub fn projection_seeds(&self, runtime: &Runtime) -> Result<Vec<Arc<LoadedProjection>>> {
+        match self.projections.is_dir() {
+            true => Ok(runtime.load_projections(&self.projections)?),
+            false => Ok(Vec::new()),
+        }
+    }
+
     /// The projection guests in --projections (those named, if any), loaded
     /// by `runtime`; all or nothing.
     pub fn load_projections(

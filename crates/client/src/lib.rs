@@ -5,8 +5,9 @@
 //! (`cargo xtask layering`).
 
 use eshost_api::{
-    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, DeployAnswer,
-    Deployment, EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, Problem, RecordedEvent, StateAnswer,
+    AggregateInfo, CAUSATION_ID, CORRELATION_ID, CommandOutcome, CommandRequest, ComponentKind,
+    DeployAnswer, Deployment, EventsPage, IDEMPOTENCY_KEY, MAX_PAGE, Problem, RecordedEvent,
+    StateAnswer,
 };
 use reqwest::Url;
 use std::time::Duration;
@@ -202,15 +203,17 @@ impl Client {
         self.send(url.clone(), self.http.get(url)).await
     }
 
-    /// Deploys a component as the aggregate `name`: the server runs the
-    /// upgrade check and, if it passes, serves it (as does every server
-    /// on its store, within about a second). Needs an admin token.
+    /// Deploys a component as the aggregate or projection `name`. For an
+    /// aggregate the server runs the upgrade check and, if it passes,
+    /// serves it; a projection runs wherever projections run. Every server
+    /// on the store follows within about a second. Needs an admin token.
     pub async fn deploy(
         &self,
+        kind: ComponentKind,
         name: &str,
         component: Vec<u8>,
     ) -> Result<DeployAnswer, ClientError> {
-        let url = self.modules_url(name, None)?;
+        let url = self.deployable_url(kind, name, None)?;
         let request = self
             .http
             .put(url.clone())
@@ -220,29 +223,51 @@ impl Client {
     }
 
     /// Brings back the version of `name` live before the current one.
-    pub async fn rollback(&self, name: &str) -> Result<DeployAnswer, ClientError> {
-        let url = self.modules_url(name, Some("rollback"))?;
+    pub async fn rollback(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+    ) -> Result<DeployAnswer, ClientError> {
+        let url = self.deployable_url(kind, name, Some("rollback"))?;
         self.send(url.clone(), self.http.post(url)).await
     }
 
     /// The deployments of `name`, newest first.
-    pub async fn deployments(&self, name: &str) -> Result<Vec<Deployment>, ClientError> {
-        let url = self.modules_url(name, Some("history"))?;
+    pub async fn deployments(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+    ) -> Result<Vec<Deployment>, ClientError> {
+        let url = self.deployable_url(kind, name, Some("history"))?;
         self.send(url.clone(), self.http.get(url)).await
     }
 
-    /// `/v1/modules/{name}[/{action}]` under the base URL.
-    fn modules_url(&self, name: &str, action: Option<&str>) -> Result<Url, ClientError> {
+    /// `/v1/modules/{name}[/{action}]` (an aggregate) or
+    /// `/v1/projections/{name}[/{action}]` under the base URL.
+    fn deployable_url(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+        action: Option<&str>,
+    ) -> Result<Url, ClientError> {
         if matches!(name, "." | "..") {
-            return Err(ClientError::Unsendable(
-                "an aggregate name must not be . or .. (a URL path cannot carry it)".into(),
-            ));
+            return Err(ClientError::Unsendable(format!(
+                "{} name must not be . or .. (a URL path cannot carry it)",
+                match kind {
+                    ComponentKind::Aggregate => "an aggregate",
+                    ComponentKind::Projection => "a projection",
+                }
+            )));
         }
+        let collection = match kind {
+            ComponentKind::Aggregate => "modules",
+            ComponentKind::Projection => "projections",
+        };
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| self.not_a_base())?
             .pop_if_empty()
-            .extend(["v1", "modules", name])
+            .extend(["v1", collection, name])
             .extend(action);
         Ok(url)
     }

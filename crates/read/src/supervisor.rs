@@ -1,42 +1,65 @@
-//! Running a directory of projection guests for as long as a process lives
+//! Running the deployed projections for as long as a process lives
 //! (`eshost projection run`, `eshost serve --run-projections`): one
-//! [`Projector`] task per projection and, when the directory is watched
-//! ([`watch_components`]), hot reload:
+//! [`Projector`] task per projection, each running the version live in the
+//! store (see [`crate::deployed`]), seeded from a projections directory.
 //!
-//! - a new file starts its projection from its checkpoint;
-//! - a changed file stops the running version once its current page is
-//!   committed, then starts the new one from the same checkpoint. So a
-//!   projection stopped by an event its guest failed resumes at that event
-//!   once a fixed guest is dropped in. What the old version wrote stays:
-//!   `eshost projection rebuild` is what recomputes a view from the start;
-//! - a removed file stops its projection;
-//! - a file that fails to load is logged, and what runs keeps running.
+//! - The store's live set is looked at every [`CONVERGE_INTERVAL`]: a
+//!   version deployed or rolled back anywhere runs here within about that.
+//! - The directory, when watched ([`watch_components`]), is read again
+//!   when it changes: a new file, or a changed one, is seeded and runs. A
+//!   file that fails to load is logged, and what runs keeps running; a
+//!   file removed changes nothing.
+//! - A new version stops the running one once its current page is
+//!   committed, then starts from the same checkpoint. So a projection
+//!   stopped by an event its guest failed resumes at that event once a
+//!   fixed guest is deployed. What the old version wrote stays: a rebuild
+//!   is what recomputes a view from the start.
 //!
 //! A projection whose guest fails an event stays stopped (its status in
-//! the store says why) until its file changes; the others go on.
+//! the store says why) until another version goes live; the others go on.
 
+use crate::deployed::{LiveSet, Resolved};
 use crate::projector::{Progress, Projector, ProjectorError};
 use crate::subscription::MAX_ERROR_BACKOFF;
 use eshost_store::EventStore;
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{LoadedProjection, Runtime};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// Runs the projections of one directory.
+/// How often the store's live set is looked at.
+pub const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most a look at the store (the live set, seeding) may take; past
+/// it, what runs keeps running and the next look tries again.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The projections a supervisor wants running, as it changes.
+pub type Running = watch::Receiver<Vec<Arc<LoadedProjection>>>;
+
+/// Runs the deployed projections, seeded from one directory.
 pub struct Supervisor {
     store: Arc<dyn EventStore>,
     runtime: Runtime,
     dir: PathBuf,
-    /// Run only these names (every projection in `dir` when empty).
+    /// Run only these names (every deployed projection when empty).
     only: Vec<String>,
     /// Catch up and end instead of following the log.
     once: bool,
+    live: LiveSet,
+    /// The directory's components as last read.
+    scanned: Vec<Arc<LoadedProjection>>,
+    /// The live digest of each name, as the last look found it.
+    digests: BTreeMap<String, String>,
+    /// The errors the last look logged: not logged again while they last.
+    logged: HashSet<String>,
+    wanted: watch::Sender<Vec<Arc<LoadedProjection>>>,
 }
 
 /// How one projection's last run ended.
@@ -54,16 +77,17 @@ pub struct Outcome {
 /// One projection name: what should run, and what does.
 #[derive(Default)]
 struct Slot {
-    /// The component to run; `None` once its file is gone.
+    /// The component to run; `None` once it is no longer live.
     wanted: Option<Arc<LoadedProjection>>,
-    running: Option<Running>,
+    running: Option<Task>,
     /// A digest whose run ended by itself (an error, or `once` caught up):
-    /// it is not started again until the file changes.
+    /// it is not started again until another version is wanted.
     ended: Option<String>,
     last: Option<Outcome>,
 }
 
-struct Running {
+/// A projector task, and the version it runs.
+struct Task {
     task: Id,
     stop: CancellationToken,
     component: Arc<LoadedProjection>,
@@ -81,20 +105,33 @@ impl Supervisor {
         once: bool,
     ) -> Self {
         Self {
+            live: LiveSet::new(store.clone(), runtime.clone()),
             store,
             runtime,
             dir,
             only,
             once,
+            scanned: Vec::new(),
+            digests: BTreeMap::new(),
+            logged: HashSet::new(),
+            wanted: watch::channel(Vec::new()).0,
         }
     }
 
-    /// Runs `initial` (the directory as loaded at start) until `stop` is
-    /// cancelled, or, with `once`, until each has caught up. With `watch`
-    /// (ignored with `once`), the directory is reloaded when it changes.
-    /// Returns how each projection's last run ended, in name order.
+    /// The projections wanted running: those deployed that load here (and
+    /// are among the names asked for), from the first look on.
+    pub fn running(&self) -> Running {
+        self.wanted.subscribe()
+    }
+
+    /// Runs the deployed projections, seeded from `initial` (the
+    /// directory as loaded at start), until `stop` is cancelled, or, with
+    /// `once`, until each has caught up. With `watch` (ignored with
+    /// `once`), the directory is read again when it changes. A store that
+    /// cannot be read at the start runs `initial` as it is. Returns how
+    /// each projection's last run ended, in name order.
     pub async fn run(
-        self,
+        mut self,
         initial: Vec<Arc<LoadedProjection>>,
         watch: bool,
         stop: CancellationToken,
@@ -115,10 +152,20 @@ impl Supervisor {
             },
             false => (None, None),
         };
-        self.want(&mut slots, initial);
+        self.scanned = self.named(initial);
+        match self.look().await {
+            Some(live) => self.want(&mut slots, live),
+            None => {
+                warn!("cannot read the deployed projections; running the directory's");
+                let initial = self.scanned.clone();
+                self.want(&mut slots, initial);
+            }
+        }
         self.start_due(&mut slots, &mut tasks, &stop);
+        let mut ticks = tokio::time::interval(CONVERGE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let following = changes.is_some() && !stop.is_cancelled();
+            let following = !self.once && !stop.is_cancelled();
             if tasks.is_empty() && !following {
                 break;
             }
@@ -135,6 +182,14 @@ impl Supervisor {
                         changes = None;
                     }
                 },
+                _ = ticks.tick(), if following => {
+                    if self.live_changed().await {
+                        if let Some(live) = self.look().await {
+                            self.want(&mut slots, live);
+                        }
+                        self.start_due(&mut slots, &mut tasks, &stop);
+                    }
+                }
                 Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     self.ended(&mut slots, ended);
                     self.start_due(&mut slots, &mut tasks, &stop);
@@ -144,15 +199,69 @@ impl Supervisor {
         slots.into_values().filter_map(|slot| slot.last).collect()
     }
 
-    /// Makes `loaded` (filtered by `only`) what should run: a name missing
-    /// from it should no longer run. A running version that is no longer
-    /// wanted is told to stop.
-    fn want(&self, slots: &mut BTreeMap<String, Slot>, loaded: Vec<Arc<LoadedProjection>>) {
-        let mut wanted: BTreeMap<String, Arc<LoadedProjection>> = loaded
+    /// Those of `loaded` among the names asked for.
+    fn named(&self, loaded: Vec<Arc<LoadedProjection>>) -> Vec<Arc<LoadedProjection>> {
+        loaded
             .into_iter()
             .filter(|p| self.only.is_empty() || self.only.contains(&p.name))
-            .map(|p| (p.name.clone(), p))
-            .collect();
+            .collect()
+    }
+
+    /// Seeds the store from the directory as last read and resolves the
+    /// live set; `None` when the store could not be read (logged).
+    async fn look(&mut self) -> Option<Vec<Arc<LoadedProjection>>> {
+        let loaded = self.wanted.borrow().clone();
+        let scanned = self.scanned.clone();
+        let resolved =
+            tokio::time::timeout(STORE_DEADLINE, self.live.resolve(&scanned, &loaded)).await;
+        let Resolved {
+            live,
+            digests,
+            errors,
+        } = match resolved {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(e)) => {
+                self.log_once(vec![format!("cannot read the deployed projections: {e}")]);
+                return None;
+            }
+            Err(_) => {
+                self.log_once(vec![
+                    "cannot read the deployed projections: the store did not answer in time".into(),
+                ]);
+                return None;
+            }
+        };
+        self.log_once(errors);
+        self.digests = digests;
+        Some(self.named(live))
+    }
+
+    /// Whether the store's live set differs from the last look's (a store
+    /// that does not answer in time: no).
+    async fn live_changed(&self) -> bool {
+        match tokio::time::timeout(STORE_DEADLINE, self.live.digests()).await {
+            Ok(Ok(digests)) => digests != self.digests,
+            _ => false,
+        }
+    }
+
+    /// Logs each of `errors` the last look did not.
+    fn log_once(&mut self, errors: Vec<String>) {
+        for error in &errors {
+            if !self.logged.contains(error) {
+                warn!(%error, "projections: what runs keeps running");
+            }
+        }
+        self.logged = errors.into_iter().collect();
+    }
+
+    /// Makes `loaded` what should run: a name missing from it should no
+    /// longer run. A running version that is no longer wanted is told to
+    /// stop.
+    fn want(&self, slots: &mut BTreeMap<String, Slot>, loaded: Vec<Arc<LoadedProjection>>) {
+        self.wanted.send_replace(loaded.clone());
+        let mut wanted: BTreeMap<String, Arc<LoadedProjection>> =
+            loaded.into_iter().map(|p| (p.name.clone(), p)).collect();
         for (name, slot) in slots.iter_mut() {
             slot.wanted = wanted.remove(name);
         }
@@ -178,24 +287,27 @@ impl Supervisor {
         }
     }
 
-    /// Loads the directory again (off the async runtime) and wants what it
-    /// holds now.
-    async fn reload(&self, slots: &mut BTreeMap<String, Slot>) {
-        let current: Vec<_> = slots.values().filter_map(|s| s.wanted.clone()).collect();
+    /// Reads the directory again (off the async runtime; unchanged files
+    /// are not loaded again), then looks at the store.
+    async fn reload(&mut self, slots: &mut BTreeMap<String, Slot>) {
         let (runtime, dir) = (self.runtime.clone(), self.dir.clone());
+        let current = self.scanned.clone();
         let reloaded =
             tokio::task::spawn_blocking(move || runtime.reload_projections(&dir, &current)).await;
         let (loaded, errors) = match reloaded {
             Ok(reloaded) => reloaded,
             Err(e) => {
-                error!(error = %e, "reloading the projections panicked; nothing changes");
+                error!(error = %e, "reading the projections directory panicked; nothing changes");
                 return;
             }
         };
         for error in &errors {
             warn!(%error, "reload: not loaded; what runs keeps running");
         }
-        self.want(slots, loaded);
+        self.scanned = self.named(loaded);
+        if let Some(live) = self.look().await {
+            self.want(slots, live);
+        }
     }
 
     /// Starts every wanted projection that is not running, unless its run
@@ -226,7 +338,7 @@ impl Supervisor {
                     task_stop.clone(),
                 ))
                 .id();
-            slot.running = Some(Running {
+            slot.running = Some(Task {
                 task,
                 stop: task_stop,
                 component: component.clone(),
@@ -272,7 +384,7 @@ impl Supervisor {
             }
             Err(e) => {
                 error!(projection = %component.name, error = %e,
-                    "projection stopped; it starts again when its file changes");
+                    "projection stopped; it starts again when another version goes live");
                 Some(e)
             }
         };

@@ -206,7 +206,7 @@ const pages = {
         ["Name", "Version", "Generation", "Position", "Lag", "Status", "Error", ""].map((h) => el("th", {}, h)))), rows));
     const refresh = async () => {
       const listed = await api("/v1/projections");
-      rows.replaceChildren(...listed.map((p) => el("tr", { "data-projection": p.name, "data-lag": p.lag ?? "", "data-generation": p.generation },
+      rows.replaceChildren(...listed.map((p) => el("tr", { "data-projection": p.name, "data-lag": p.lag ?? "", "data-generation": p.generation, "data-digest": p.digest },
         el("td", {}, p.name), el("td", {}, p.version), el("td", {}, p.generation), el("td", {}, p.position),
         el("td", {}, p.lag ?? "–"), el("td", { class: p.status === "ok" ? "ok" : "bad" }, p.rebuilding ? "rebuilding" : p.status),
         el("td", { class: "bad" }, p.error || ""),
@@ -218,34 +218,34 @@ const pages = {
   },
 
   async deploy(main, params) {
-    const aggregates = await loadAggregates();
-    const name = params.get("aggregate") || (aggregates[0] && aggregates[0].name) || "";
+    const [aggregates, projections] = await Promise.all([loadAggregates(), api("/v1/projections")]);
+    // `#/deploy?aggregate=Name` or `#/deploy?projection=name`.
+    const kind = params.get("projection") ? "projection" : "aggregate";
+    const name = params.get(kind) || (aggregates[0] && aggregates[0].name) || "";
+    const base = kind === "projection" ? "/v1/projections" : "/v1/modules";
+    const url = (suffix = "") => `${base}/${encodeURIComponent(name)}${suffix}`;
+    const choice = (k, n) => el("option", { value: `${k}=${n}`, selected: k === kind && n === name }, n);
     const result = el("div", { id: "deploy-result" });
     const upload = el("form", { class: "row", id: "upload" },
-      el("label", {}, "Aggregate", el("select", { name: "aggregate" }, options(aggregates.map((a) => a.name), name))),
-      el("label", {}, "Component (.wasm)", el("input", { type: "file", name: "component", accept: ".wasm", required: true })),
+      el("label", {}, "Component", el("select", { name: "component" },
+        el("optgroup", { label: "Aggregates" }, aggregates.map((a) => choice("aggregate", a.name))),
+        projections.length ? el("optgroup", { label: "Projections" }, projections.map((p) => choice("projection", p.name))) : null)),
+      el("label", {}, "File (.wasm)", el("input", { type: "file", name: "file", accept: ".wasm", required: true })),
       el("button", { type: "submit" }, "Deploy"),
       el("button", { type: "button", class: "secondary", id: "rollback" }, "Roll back"));
     upload.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const form = new FormData(upload);
-      const file = form.get("component");
-      await act(result, () => api(`/v1/modules/${encodeURIComponent(form.get("aggregate"))}`, { method: "PUT", body: file }));
+      await act(result, () => api(url(), { method: "PUT", body: new FormData(upload).get("file") }));
     });
-    upload.querySelector("#rollback").addEventListener("click", async () => {
-      const chosen = new FormData(upload).get("aggregate");
-      await act(result, () => api(`/v1/modules/${encodeURIComponent(chosen)}/rollback`, { method: "POST" }));
-    });
-    upload.querySelector("select").addEventListener("change", (event) => {
-      location.hash = `#/deploy?aggregate=${encodeURIComponent(event.target.value)}`;
-    });
-    const live = aggregates.find((a) => a.name === name);
+    upload.querySelector("#rollback").addEventListener("click", () => act(result, () => api(url("/rollback"), { method: "POST" })));
+    upload.querySelector("select").addEventListener("change", (event) => { location.hash = `#/deploy?${event.target.value}`; });
+    const live = kind === "aggregate" ? aggregates.find((a) => a.name === name) : projections.find((p) => p.name === name);
     add(main,
       el("h2", {}, "Deploy a version"),
       live ? el("p", { id: "live" }, `Live: ${live.name} ${live.version} (${shortDigest(live.digest)})`) : null,
       upload, result,
       el("h2", {}, "History"));
-    const history = name ? await api(`/v1/modules/${encodeURIComponent(name)}/history?limit=50`) : [];
+    const history = name ? await api(`${url("/history")}?limit=50`) : [];
     main.append(table(["When", "Action", "Version", "Digest", "By", "Reason"],
       history.map((d) => el("tr", { "data-action": d.action },
         el("td", {}, d.at), el("td", {}, d.action), el("td", {}, d.version),
@@ -316,8 +316,8 @@ async function act(result, action) {
 }
 
 function summary(answer) {
-  if (answer && answer.aggregate && "deployment" in answer) {
-    const a = answer.aggregate;
+  if (answer && (answer.aggregate || answer.projection) && "deployment" in answer) {
+    const a = answer.aggregate || answer.projection;
     return answer.deployment ? `${answer.deployment.action}: ${a.name} ${a.version} is live (${shortDigest(a.digest)})`
       : `${a.name} ${a.version} was live already`;
   }

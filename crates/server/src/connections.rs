@@ -390,7 +390,8 @@ fn refuse(tcp: TcpStream) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyLimits {
     pub max_bytes: usize,
-    /// For a component deployed (`PUT /v1/modules/{name}`): the route
+    /// For a component deployed (`PUT /v1/modules/{name}`,
+    /// `PUT /v1/projections/{name}`): the route
     /// is for admin tokens (or, without tokens, this server's own origin),
     /// and components are megabytes.
     pub max_component_bytes: usize,
@@ -412,7 +413,8 @@ pub(crate) async fn read_body(
     let sending = activity.as_ref().map(|a| a.enter(|a| &a.sending));
     let (parts, body) = request.into_parts();
     let max_bytes = match parts.method == axum::http::Method::PUT
-        && parts.uri.path().starts_with("/v1/modules/")
+        && (parts.uri.path().starts_with("/v1/modules/")
+            || parts.uri.path().starts_with("/v1/projections/"))
     {
         true => limits.max_component_bytes,
         false => limits.max_bytes,

@@ -66,6 +66,7 @@ impl Reloader {
             return Ok(DeployAnswer {
                 deployment: None,
                 aggregate: aggregate_info(app, name),
+                projection: None,
                 check: None,
             });
         }
@@ -122,6 +123,7 @@ impl Reloader {
         Ok(DeployAnswer {
             deployment: Some(recorded),
             aggregate: aggregate_info(app, name),
+            projection: None,
             check,
         })
     }
@@ -184,6 +186,7 @@ impl Reloader {
         Ok(DeployAnswer {
             deployment: Some(recorded),
             aggregate: aggregate_info(app, name),
+            projection: None,
             check,
         })
     }
@@ -247,7 +250,7 @@ fn aggregate_info(app: &App, name: &str) -> Option<eshost_api::AggregateInfo> {
     app.aggregates().into_iter().find(|a| a.name == name)
 }
 
-fn invalid_component(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_component(message: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_component",
@@ -262,12 +265,12 @@ fn upgrade_refused(message: String, report: Option<serde_json::Value>) -> ApiErr
     }
 }
 
-fn no_earlier_version(message: String) -> ApiError {
+pub(crate) fn no_earlier_version(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "no_earlier_version", message)
 }
 
 /// The reloader, or 404 on a server built without one.
-fn reloader(app: &App) -> Result<Arc<Reloader>, ApiError> {
+pub(crate) fn reloader(app: &App) -> Result<Arc<Reloader>, ApiError> {
     app.reloader.clone().ok_or_else(|| {
         ApiError::not_found(
             "this server serves the components it was built with; it takes no deployments",
@@ -275,7 +278,7 @@ fn reloader(app: &App) -> Result<Arc<Reloader>, ApiError> {
     })
 }
 
-fn token_name(token: Option<Extension<TokenName>>) -> Option<String> {
+pub(crate) fn token_name(token: Option<Extension<TokenName>>) -> Option<String> {
     token.map(|Extension(TokenName(name))| name.to_string())
 }
 
@@ -342,9 +345,9 @@ pub async fn rollback(
 #[into_params(parameter_in = Query)]
 pub struct HistoryPage {
     /// Entries with ids below this one (the last id of the page before).
-    before: Option<i64>,
+    pub(crate) before: Option<i64>,
     /// At most this many entries (default and at most 1,000).
-    limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 /// `GET /v1/modules/{name}/history`: the deployments of an aggregate.

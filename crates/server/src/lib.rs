@@ -114,9 +114,6 @@ pub struct ServerConfig {
     /// `/readyz` answers 503 while the read side has a problem (a
     /// projection stopped, the horizon held), not only 200 with it listed.
     pub ready_requires_read_side: bool,
-    /// The aggregate types each projection this server runs reads, by
-    /// name (their lag is counted among these).
-    pub projection_aggregates: std::collections::BTreeMap<String, Vec<String>>,
     /// Spans are exported (OpenTelemetry, set up by the binary): requests
     /// carry the HTTP attributes and continue a caller's `traceparent`.
     pub traces: bool,
@@ -139,7 +136,6 @@ impl Default for ServerConfig {
             tls: None,
             read_side_check: Duration::from_secs(5),
             ready_requires_read_side: false,
-            projection_aggregates: Default::default(),
             traces: false,
         }
     }
@@ -195,10 +191,9 @@ impl Followers {
 
 impl App {
     pub fn new(host: Host, config: ServerConfig) -> Self {
-        let config_aggregates = config.projection_aggregates.clone();
         let mut metrics = prometheus_client::registry::Registry::default();
         let http_metrics = Arc::new(observe::HttpMetrics::new(&mut metrics));
-        let read_side = Arc::new(read_side::ReadSide::new(config_aggregates, &mut metrics));
+        let read_side = Arc::new(read_side::ReadSide::new(&mut metrics));
         let followers = Arc::new(Followers {
             places: Arc::new(tokio::sync::Semaphore::new(config.max_followers)),
             signal: tokio::sync::OnceCell::new(),
@@ -239,11 +234,20 @@ impl App {
         }
     }
 
-    /// Lets the server rebuild the projections it runs, loaded from `dir`
+    /// Tells the server which projections run in its process (as their
+    /// supervisor wants them): it counts their lag and can rebuild them
     /// (see [`projections`]).
-    pub fn with_projections(mut self, runtime: Runtime, dir: PathBuf) -> Self {
-        self.projections = Some(Arc::new(projections::ProjectionsHere::new(runtime, dir)));
+    pub fn with_projections(mut self, running: eshost_read::supervisor::Running) -> Self {
+        self.projections = Some(Arc::new(projections::ProjectionsHere::new(running)));
         self
+    }
+
+    /// The aggregate types each projection running here reads, by name.
+    pub(crate) fn projection_reads(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.projections
+            .as_ref()
+            .map(|here| here.reads())
+            .unwrap_or_default()
     }
 
     pub fn load_errors(&self) -> Vec<String> {
@@ -308,6 +312,10 @@ pub fn router(app: App) -> Router {
             get(projections::list).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/projections/{name}/history",
+            get(projections::history).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/stats",
             get(console::stats).fallback(routes::method_not_allowed),
         )
@@ -367,6 +375,14 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/modules/{name}/rollback",
             post(deploy::rollback).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/projections/{name}",
+            put(projections::deploy).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/projections/{name}/rollback",
+            post(projections::rollback).fallback(routes::method_not_allowed),
         )
         .merge(reads)
         .fallback(routes::fallback)
@@ -449,8 +465,7 @@ pub async fn serve(
     };
     tokio::spawn(app.history.clone().run(host.clone(), app.stopping.clone()));
     tokio::spawn(read_side::watch(
-        host.store().clone(),
-        app.read_side.clone(),
+        app.clone(),
         app.config.read_side_check,
         app.stopping.clone(),
     ));

@@ -12,8 +12,9 @@ use axum::Json;
 use axum::extract::State;
 use eshost_api::{
     AggregateInfo, CommandOutcome, ComponentKind, DeployAction, DeployAnswer, Deployment,
-    EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, ProjectionRecord, ProjectionStatus,
-    Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer, ViewDocument,
+    EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, ProjectionInfo, ProjectionRecord,
+    ProjectionStatus, Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer,
+    ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -43,6 +44,9 @@ use utoipa::{Modify, OpenApi};
         console::stats,
         projections::list,
         projections::rebuild,
+        projections::deploy,
+        projections::rollback,
+        projections::history,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -56,6 +60,7 @@ use utoipa::{Modify, OpenApi};
         RefusedVersion,
         ReloadReport,
         DeployAnswer,
+        ProjectionInfo,
         Deployment,
         ComponentKind,
         DeployAction,

@@ -25,8 +25,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,11 +47,6 @@ struct ProjectionLabels {
 
 /// The read side's gauges, and the problems the last check found.
 pub struct ReadSide {
-    /// The aggregate types each projection this server runs reads, by
-    /// name: its lag is counted among their events. Others have no lag
-    /// gauge (their reader is elsewhere, and events of types they do not
-    /// read would count).
-    aggregates: BTreeMap<String, Vec<String>>,
     horizon_held: Gauge<f64, AtomicU64>,
     position: Family<ProjectionLabels, Gauge>,
     failed: Family<ProjectionLabels, Gauge>,
@@ -66,11 +61,9 @@ impl std::fmt::Debug for ReadSide {
 }
 
 impl ReadSide {
-    /// `aggregates`: what each projection this server runs reads. The
-    /// gauges go into `registry`.
-    pub(crate) fn new(aggregates: BTreeMap<String, Vec<String>>, registry: &mut Registry) -> Self {
+    /// The gauges go into `registry`.
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let read_side = Self {
-            aggregates,
             horizon_held: Gauge::default(),
             position: Family::default(),
             failed: Family::default(),
@@ -109,8 +102,16 @@ impl ReadSide {
             .clone()
     }
 
-    /// One check; returns the holder of the horizon, if any.
-    async fn check(&self, store: &dyn EventStore) -> Option<HorizonHolder> {
+    /// One check; returns the holder of the horizon, if any. `reads`: the
+    /// aggregate types each projection this server runs reads, by name:
+    /// its lag is counted among their events. Others have no lag gauge
+    /// (their reader is elsewhere, and events of types they do not read
+    /// would count).
+    async fn check(
+        &self,
+        store: &dyn EventStore,
+        reads: &BTreeMap<String, Vec<String>>,
+    ) -> Option<HorizonHolder> {
         let mut problems = Vec::new();
         let holder = match store.log().horizon_holder().await {
             Ok(holder) => holder,
@@ -143,7 +144,7 @@ impl ReadSide {
                             record.error.as_deref().unwrap_or("(no reason recorded)")
                         ));
                     }
-                    if let Some(aggregates) = self.aggregates.get(&record.name) {
+                    if let Some(aggregates) = reads.get(&record.name) {
                         match store
                             .views()
                             .events_after(record.position, aggregates, MAX_LAG_COUNTED)
@@ -173,17 +174,16 @@ fn held_too_long(holder: &HorizonHolder) -> bool {
 
 /// Runs until `stop`: a check each `every`, each bounded by it (at least
 /// a second): a store that does not answer leaves the gauges as they were.
-pub(crate) async fn watch(
-    store: Arc<dyn EventStore>,
-    read_side: Arc<ReadSide>,
-    every: Duration,
-    stop: CancellationToken,
-) {
+pub(crate) async fn watch(app: crate::App, every: Duration, stop: CancellationToken) {
+    let (store, read_side) = (app.host.store().clone(), app.read_side.clone());
     // The holder last warned about, and when.
     let mut warned: Option<(i32, Instant)> = None;
     loop {
-        let checked =
-            tokio::time::timeout(every.max(Duration::from_secs(1)), read_side.check(&*store));
+        let reads = app.projection_reads();
+        let checked = tokio::time::timeout(
+            every.max(Duration::from_secs(1)),
+            read_side.check(&*store, &reads),
+        );
         let holder = tokio::select! {
             checked = checked => checked.ok().flatten(),
             () = stop.cancelled() => return,

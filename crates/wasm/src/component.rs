@@ -72,17 +72,7 @@ impl LoadedComponent {
         origin: &Path,
         bytes: Vec<u8>,
     ) -> Result<Self, LoadError> {
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let compiled = match cache {
-            Some(cache) => cache.component(engine, &digest, origin, Some(bytes)),
-            None => Component::new(engine, &bytes),
-        };
-        let component = compiled.map_err(|e| {
-            LoadError::new(
-                origin,
-                format!("not a WebAssembly component: {}", first_line(&e)),
-            )
-        })?;
+        let (component, digest) = compile_bytes(engine, cache, origin, bytes)?;
         Self::check(engine, limits, origin, digest, component)
     }
 
@@ -184,6 +174,29 @@ pub(crate) fn compile(
     let component = compiled.map_err(|e| {
         LoadError::new(
             path,
+            format!("not a WebAssembly component: {}", first_line(&e)),
+        )
+    })?;
+    Ok((component, digest))
+}
+
+/// Compiles a component from its bytes (or takes it from `cache`);
+/// `origin` names where they came from in errors. Returns it with its
+/// sha256, hex.
+pub(crate) fn compile_bytes(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    origin: &Path,
+    bytes: Vec<u8>,
+) -> Result<(Component, String), LoadError> {
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let compiled = match cache {
+        Some(cache) => cache.component(engine, &digest, origin, Some(bytes)),
+        None => Component::new(engine, &bytes),
+    };
+    let component = compiled.map_err(|e| {
+        LoadError::new(
+            origin,
             format!("not a WebAssembly component: {}", first_line(&e)),
         )
     })?;

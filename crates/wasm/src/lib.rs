@@ -114,6 +114,22 @@ impl Runtime {
         LoadedProjection::load(&self.engine, self.limits, self.cache.as_ref(), path)
     }
 
+    /// Loads a projection component from its bytes; `origin` names where
+    /// they came from (see [`Runtime::load_bytes`]).
+    pub fn load_projection_bytes(
+        &self,
+        bytes: Vec<u8>,
+        origin: &Path,
+    ) -> Result<LoadedProjection, LoadError> {
+        LoadedProjection::load_bytes(
+            &self.engine,
+            self.limits,
+            self.cache.as_ref(),
+            origin,
+            bytes,
+        )
+    }
+
     /// Loads every `*.wasm` in `dir` as a projection, in name order; all or
     /// nothing, like [`Modules::load_dir`]. Two claiming one name is an error.
     pub fn load_projections(&self, dir: &Path) -> Result<Vec<Arc<LoadedProjection>>, LoadError> {

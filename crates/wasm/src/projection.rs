@@ -11,7 +11,7 @@
 //! then the store itself.
 
 use super::artifacts::ArtifactCache;
-use super::component::{compile, first_line, refuse_imports_beyond};
+use super::component::{compile, compile_bytes, first_line, refuse_imports_beyond};
 use super::contract::HOST_INTERFACES;
 use super::sandbox::{self, GuestContext, LOG_CALL_FUEL, Limits};
 use crate::error::{GuestError, LoadError};
@@ -84,6 +84,32 @@ impl LoadedProjection {
         path: &Path,
     ) -> Result<Self, LoadError> {
         let (component, digest) = compile(engine, cache, path)?;
+        Self::check(engine, limits, path, digest, component)
+    }
+
+    /// Compiles (or takes from `cache`) and checks a projection component
+    /// from its bytes (from the store, an upload); `origin` names where
+    /// they came from in messages and in [`LoadedProjection::path`].
+    pub fn load_bytes(
+        engine: &Engine,
+        limits: Limits,
+        cache: Option<&ArtifactCache>,
+        origin: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Self, LoadError> {
+        let (component, digest) = compile_bytes(engine, cache, origin, bytes)?;
+        Self::check(engine, limits, origin, digest, component)
+    }
+
+    /// Checks a compiled component against the `projection-guest` world
+    /// and reads its manifest.
+    fn check(
+        engine: &Engine,
+        limits: Limits,
+        path: &Path,
+        digest: String,
+        component: wasmtime::component::Component,
+    ) -> Result<Self, LoadError> {
         refuse_imports_beyond(
             engine,
             &component,

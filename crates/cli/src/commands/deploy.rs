@@ -1,8 +1,8 @@
 //! `eshost deploy`, `eshost rollback` and `eshost deployments`: putting a
-//! new version of an aggregate live, after the upgrade check, on a server
-//! (`--server`) or straight into the store. Either way the deployment is
-//! recorded in the store, and every server on it serves it within about a
-//! second.
+//! new version of an aggregate (after the upgrade check) or of a projection
+//! live, on a server (`--server`) or straight into the store. Either way the
+//! deployment is recorded in the store, and every server on it serves (or
+//! runs) it within about a second.
 
 use crate::args::{GlobalArgs, RemoteArgs};
 use crate::backend::Backend;
@@ -10,27 +10,32 @@ use crate::commands::serve::{UpgradeCheckArg, parse_upgrade_check};
 use anyhow::{Context, Result};
 use clap::Args;
 use eshost::dispatch::{Host, RetryPolicy};
-use eshost_api::{DeployAnswer, Deployment};
+use eshost_api::{DeployAnswer, Deployment, ProjectionInfo};
 use eshost_client::ClientError;
+use eshost_core::ComponentKind;
+use eshost_read::deployed::{self, DeployError};
 use eshost_server::error::ApiError;
 use eshost_server::{App, ServerConfig};
 use eshost_wasm::Modules;
 use std::path::PathBuf;
 
-/// Deploy a component: the upgrade check runs against the recorded
-/// streams, and if it passes the new version goes live on every server on
-/// the store.
+/// Deploy a component, an aggregate's or a projection's. For an aggregate
+/// the upgrade check runs against the recorded streams, and if it passes
+/// the new version goes live on every server on the store; a projection
+/// runs wherever projections run on the store.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost deploy target/modules/flash-sale.wasm --server http://127.0.0.1:8080
   ESHOST_TOKEN=<admin token> eshost deploy flash-sale.wasm --server https://eshost.example
   eshost deploy flash-sale.wasm --database-url postgres://postgres@127.0.0.1/postgres
+  eshost deploy target/projections/sales-summary.wasm
 
 Without --server it records the deployment in the store itself, checking
 as --upgrade-check says; servers on that store follow within a second.
 A refused version is never deployed, nor checked again (exit 1).")]
 pub struct DeployArgs {
-    /// The component file (.wasm); the aggregate it implements is read from it.
+    /// The component file (.wasm); what it implements (an aggregate or a
+    /// projection, and its name) is read from it.
     #[arg(value_name = "FILE")]
     file: PathBuf,
 
@@ -55,30 +60,41 @@ struct Target {
 }
 
 /// Bring back the version of an aggregate that was live before the
-/// current one, after the upgrade check.
+/// current one, after the upgrade check (or of a projection, with
+/// --projection).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost rollback FlashSaleItem --server http://127.0.0.1:8080
-  eshost rollback FlashSaleItem")]
+  eshost rollback FlashSaleItem
+  eshost rollback --projection sales-summary")]
 pub struct RollbackArgs {
-    /// The aggregate.
-    #[arg(value_name = "AGGREGATE")]
+    /// The aggregate (or projection).
+    #[arg(value_name = "NAME")]
     aggregate: String,
+
+    /// NAME is a projection's.
+    #[arg(long)]
+    projection: bool,
 
     #[command(flatten)]
     to: Target,
 }
 
-/// List the deployments of an aggregate, newest first: version, digest,
-/// what happened, by which token, when.
+/// List the deployments of an aggregate (or projection), newest first:
+/// version, digest, what happened, by which token, when.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost deployments FlashSaleItem
-  eshost deployments FlashSaleItem --server http://127.0.0.1:8080 --json")]
+  eshost deployments FlashSaleItem --server http://127.0.0.1:8080 --json
+  eshost deployments --projection sales-summary")]
 pub struct DeploymentsArgs {
-    /// The aggregate.
-    #[arg(value_name = "AGGREGATE")]
+    /// The aggregate (or projection).
+    #[arg(value_name = "NAME")]
     aggregate: String,
+
+    /// NAME is a projection's.
+    #[arg(long)]
+    projection: bool,
 
     /// Print one JSON array.
     #[arg(long)]
@@ -91,16 +107,30 @@ pub struct DeploymentsArgs {
 pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    // The aggregate it implements, from its manifest: loaded here, in the
-    // sandbox, as the server will.
-    let component = global.runtime().load(&args.file)?;
+    // What it implements, from its manifest: loaded here, in the sandbox,
+    // as the server will.
+    let runtime = global.runtime();
+    let (kind, name) = match runtime.load(&args.file) {
+        Ok(component) => (ComponentKind::Aggregate, component.name.clone()),
+        Err(as_aggregate) => match runtime.load_projection(&args.file) {
+            Ok(projection) => (ComponentKind::Projection, projection.name.clone()),
+            Err(_) => return Err(as_aggregate.into()),
+        },
+    };
     let answer = match Backend::choose(global, &args.to.remote)? {
-        Backend::Remote(client) => client.deploy(&component.name, bytes).await?,
+        Backend::Remote(client) => client.deploy(kind, &name, bytes).await?,
+        Backend::Local(global) if kind == ComponentKind::Projection => {
+            let store = eshost_store::open(&global.database_url).await?;
+            let deployed = deployed::deploy(&*store, &runtime, &name, bytes, None)
+                .await
+                .map_err(projection_error)?;
+            projection_answer(deployed)
+        }
         Backend::Local(global) => {
             let app = local_app(global, args.to.upgrade_check).await?;
             let deployer = app.reloader.clone().context("no deployer")?;
             deployer
-                .deploy(&app, &component.name, bytes, None)
+                .deploy(&app, &name, bytes, None)
                 .await
                 .map_err(client_error)?
         }
@@ -109,8 +139,16 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
 }
 
 pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
+    let kind = kind_of(args.projection);
     let answer = match Backend::choose(global, &args.to.remote)? {
-        Backend::Remote(client) => client.rollback(&args.aggregate).await?,
+        Backend::Remote(client) => client.rollback(kind, &args.aggregate).await?,
+        Backend::Local(global) if args.projection => {
+            let store = eshost_store::open(&global.database_url).await?;
+            let deployed = deployed::rollback(&*store, &global.runtime(), &args.aggregate, None)
+                .await
+                .map_err(projection_error)?;
+            projection_answer(deployed)
+        }
         Backend::Local(global) => {
             let app = local_app(global, args.to.upgrade_check).await?;
             let deployer = app.reloader.clone().context("no deployer")?;
@@ -124,14 +162,15 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
 }
 
 pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<()> {
+    let kind = kind_of(args.projection);
     let history: Vec<Deployment> = match Backend::choose(global, &args.remote)? {
-        Backend::Remote(client) => client.deployments(&args.aggregate).await?,
+        Backend::Remote(client) => client.deployments(kind, &args.aggregate).await?,
         Backend::Local(global) => {
             let store = eshost_store::open(&global.database_url).await?;
             store
                 .deployments()
                 .deployment_history(
-                    eshost_core::ComponentKind::Aggregate,
+                    kind,
                     &args.aggregate,
                     None,
                     eshost_store::deployments::MAX_HISTORY_PAGE,
@@ -184,6 +223,47 @@ async fn local_app(global: &GlobalArgs, upgrade_check: UpgradeCheckArg) -> Resul
     Ok(app)
 }
 
+fn kind_of(projection: bool) -> ComponentKind {
+    match projection {
+        true => ComponentKind::Projection,
+        false => ComponentKind::Aggregate,
+    }
+}
+
+/// A projection deployed here, answered as the server would.
+fn projection_answer(deployed: deployed::Deployed) -> DeployAnswer {
+    let projection = &deployed.projection;
+    DeployAnswer {
+        deployment: deployed.deployment,
+        aggregate: None,
+        projection: Some(ProjectionInfo {
+            name: projection.name.clone(),
+            version: projection.version.clone(),
+            digest: eshost_core::digest_label(&projection.digest),
+            reads: projection.aggregates.clone(),
+        }),
+        check: None,
+    }
+}
+
+/// A projection's deployment refused here reads, and exits, as the
+/// server's would.
+fn projection_error(error: DeployError) -> anyhow::Error {
+    let (status, kind) = match &error {
+        DeployError::InvalidComponent(_) => (422, "invalid_component"),
+        DeployError::NotDeployed(_) => (404, "not_found"),
+        DeployError::NoEarlierVersion(_) => (409, "no_earlier_version"),
+        DeployError::Store(_) => return error.into(),
+    };
+    ClientError::Api {
+        status,
+        kind: kind.into(),
+        message: error.to_string(),
+        command_id: None,
+    }
+    .into()
+}
+
 /// A refusal here reads, and exits, as the server's would.
 fn client_error(error: ApiError) -> ClientError {
     ClientError::Api {
@@ -199,11 +279,15 @@ fn print_answer(answer: &DeployAnswer, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(answer)?);
         return Ok(());
     }
-    match (&answer.deployment, &answer.aggregate) {
-        (None, Some(live)) => println!(
-            "{} {} ({}) is live already; nothing deployed",
-            live.name, live.version, live.digest
-        ),
+    let live = match (&answer.aggregate, &answer.projection) {
+        (Some(a), _) => Some((&a.name, &a.version, &a.digest)),
+        (None, Some(p)) => Some((&p.name, &p.version, &p.digest)),
+        (None, None) => None,
+    };
+    match (&answer.deployment, live) {
+        (None, Some((name, version, digest))) => {
+            println!("{name} {version} ({digest}) is live already; nothing deployed")
+        }
         (Some(recorded), _) => {
             println!(
                 "{} {} {} ({}), deployment {}",

@@ -4,30 +4,34 @@
 use crate::args::GlobalArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use eshost_read::projector;
 use eshost_read::supervisor::Supervisor;
+use eshost_read::{deployed, projector};
 use eshost_store as store;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionCommand {
-    /// Run the projections in --projections (all, or those named): catch
-    /// up from each one's checkpoint, then follow new events until Ctrl-C.
-    /// A projection whose guest fails an event stops there (its status
-    /// says why; the others go on); the exit code is then 3.
+    /// Run the projections deployed in the store (all, or those named),
+    /// seeded from --projections: catch up from each one's checkpoint,
+    /// then follow new events until Ctrl-C. A projection whose guest fails
+    /// an event stops there (its status says why; the others go on); the
+    /// exit code is then 3.
     #[command(after_help = "Examples:\n  \
         eshost projection run\n  \
         eshost projection run sales-summary --once\n\n\
-        The directory is watched: a new file starts its projection, a changed\n\
-        one replaces the running version after its current page (the new one\n\
-        goes on from the same checkpoint, so a projection stopped by an event\n\
-        resumes there once a fixed guest is dropped in), a removed one stops\n\
-        it, and a file that fails to load is logged while what runs goes on.\n\
+        A file in the directory whose component the store has not seen is\n\
+        deployed (seeded); `eshost deploy` deploys one from anywhere. The\n\
+        store is looked at every second and the directory is watched: a new\n\
+        version replaces the running one after its current page (it goes on\n\
+        from the same checkpoint, so a projection stopped by an event resumes\n\
+        there once a fixed guest is deployed). A removed file changes\n\
+        nothing; a file that fails to load is logged while what runs goes on.\n\
         Write files with a rename (cp x.wasm dir/.x.tmp && mv ...).")]
     Run(RunArgs),
 
-    /// Rebuild a projection's view from the first event: the new view is
-    /// built beside the live one, which readers keep seeing until the new
+    /// Rebuild a projection's view from the first event, with the version
+    /// deployed (else the one in --projections): the new view is built
+    /// beside the live one, which readers keep seeing until the new
     /// one has caught up and replaces it, in one transaction.
     #[command(after_help = "Example:\n  eshost projection rebuild sales-summary")]
     Rebuild {
@@ -43,7 +47,7 @@ pub struct RunArgs {
     /// Catch up and exit instead of following new events.
     #[arg(long)]
     pub once: bool,
-    /// Do not watch --projections for new, changed or removed files.
+    /// Do not watch --projections for new or changed files.
     #[arg(long, env = "ESHOST_NO_WATCH")]
     pub no_watch: bool,
 }
@@ -52,10 +56,14 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
     match command {
         ProjectionCommand::Run(args) => run_projections(global, args).await,
         ProjectionCommand::Rebuild { name } => {
-            let projection =
-                global.load_projections(&global.runtime(), std::slice::from_ref(&name))?;
+            // The version deployed, else the directory's.
+            let runtime = global.runtime();
             let store = store::open(&global.database_url).await?;
-            let (view, progress) = projector::rebuild(store, projection[0].clone()).await?;
+            let projection = match deployed::live_projection(&*store, &runtime, &name).await? {
+                Some(live) => live,
+                None => global.load_projections(&runtime, std::slice::from_ref(&name))?[0].clone(),
+            };
+            let (view, progress) = projector::rebuild(store, projection).await?;
             eprintln!(
                 "{}: rebuilt as generation {} through position {} ({} events projected); readers see it now",
                 view.projection, view.generation, progress.position, progress.projected

@@ -171,9 +171,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_UPGRADE_CHECK", value_name = "all|sample:N|off", default_value = "sample:100", value_parser = parse_upgrade_check)]
     pub upgrade_check: UpgradeCheckArg,
 
-    /// Also run the projections in --projections, as `eshost projection
-    /// run` does (watched unless --no-watch). Several servers may all run
-    /// them: their commits cannot collide, though only one's work counts.
+    /// Also run the projections deployed in the store, seeded from
+    /// --projections, as `eshost projection run` does (the directory
+    /// watched unless --no-watch). Several servers may all run them: their
+    /// commits cannot collide, though only one's work counts.
     #[arg(long, env = "ESHOST_RUN_PROJECTIONS")]
     pub run_projections: bool,
 
@@ -293,7 +294,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     // start, as an aggregate does.
     let projections = match args.run_projections {
         true => {
-            let loaded = global.load_projections(&runtime, &[])?;
+            let loaded = global.projection_seeds(&runtime)?;
             let supervisor = Supervisor::new(
                 host.store().clone(),
                 runtime.clone(),
@@ -325,19 +326,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
         tls,
         ready_requires_read_side: args.ready_requires_read_side,
         traces,
-        projection_aggregates: projections
-            .iter()
-            .flat_map(|(_, loaded)| loaded)
-            .map(|p| (p.name.clone(), p.aggregates.clone()))
-            .collect(),
         ..ServerConfig::default()
     };
     let watch = config.watch;
     let shutdown_timeout = config.shutdown_timeout;
     let seed_dir = global.modules.is_dir().then(|| global.modules.clone());
     let mut app = App::new(host, config).with_reloader(runtime.clone(), seed_dir);
-    if args.run_projections {
-        app = app.with_projections(runtime, global.projections.clone());
+    if let Some((supervisor, _)) = &projections {
+        app = app.with_projections(supervisor.running());
     }
     let started = app.reload().await;
     if app.host.modules().is_empty() {

@@ -136,6 +136,18 @@ try {
   await shot(projections, "projections");
   step(`a projection rebuilt as generation ${generation + 1}, its lag back to 0`);
 
+  // As admin: a projection's new version deployed from the page runs.
+  const projectionDeploy = await open(tokens.admin, "#/deploy?projection=sales-summary");
+  await projectionDeploy.locator("#live").waitFor();
+  await projectionDeploy.setInputFiles("#upload input[type=file]", process.env.ESHOST_PROJECTION);
+  await projectionDeploy.click("#upload button[type=submit]");
+  await projectionDeploy.locator("#deploy-result .result.ok", { hasText: "deployed: sales-summary" }).waitFor();
+  const switched = await open(tokens.read, "#/projections");
+  await switched
+    .locator(`tr[data-projection="sales-summary"][data-digest="${process.env.ESHOST_PROJECTION_DIGEST}"]`)
+    .waitFor({ timeout: 30_000 });
+  step("a projection's new version deployed from the page runs on the server");
+
   // A stream of 10,000 events: its first page, timed in the page.
   const long = await open(tokens.read, `#/streams?aggregate=${AGGREGATE}&id=${process.env.ESHOST_LONG_STREAM}`);
   const loaded = long.locator("#stream[data-load-ms]");

@@ -84,6 +84,15 @@ async fn the_console_in_a_browser() {
     std::fs::create_dir_all(&screenshots).unwrap();
     // `cargo xtask test` finds it; Debian puts it here.
     let chromium = std::env::var("ESHOST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    // A projection version to deploy from the page.
+    let summary = std::fs::read(projections_dir().join("sales-summary.wasm")).unwrap();
+    let projection_v2 = new_version(&summary, "console");
+    let projection_file = dir.path().join("sales-summary-v2.wasm");
+    std::fs::write(&projection_file, &projection_v2).unwrap();
+    let projection_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&projection_v2))
+    );
     let mut run = Command::new("node");
     run.arg(suite.join("console.mjs"))
         .current_dir(&suite)
@@ -95,6 +104,8 @@ async fn the_console_in_a_browser() {
             upgrade_fixture("flash-sale-renamed.wasm"),
         )
         .env("ESHOST_COMPATIBLE", upgrade_fixture("flash-sale-v2.wasm"))
+        .env("ESHOST_PROJECTION", &projection_file)
+        .env("ESHOST_PROJECTION_DIGEST", &projection_digest)
         .env("ESHOST_LONG_STREAM", LONG)
         .env("ESHOST_SCREENSHOTS", &screenshots);
     let output = tokio::task::spawn_blocking(move || run.output())
@@ -108,7 +119,7 @@ async fn the_console_in_a_browser() {
         "the console suite failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.matches("ok - ").count(), 9, "{stdout}");
+    assert_eq!(stdout.matches("ok - ").count(), 10, "{stdout}");
     drop(server);
     db.cleanup().await;
 }

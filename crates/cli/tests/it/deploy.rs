@@ -19,16 +19,41 @@ struct Served {
 
 impl Served {
     fn start(db: &TestDb, dir: &std::path::Path, cache: &std::path::Path) -> Self {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_eshost"))
+        Self::spawn(db, dir, cache, None)
+    }
+
+    /// Also running the projections deployed in the store, seeded from
+    /// `projections`.
+    fn running_projections(
+        db: &TestDb,
+        dir: &std::path::Path,
+        cache: &std::path::Path,
+        projections: &std::path::Path,
+    ) -> Self {
+        Self::spawn(db, dir, cache, Some(projections))
+    }
+
+    fn spawn(
+        db: &TestDb,
+        dir: &std::path::Path,
+        cache: &std::path::Path,
+        projections: Option<&std::path::Path>,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eshost"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("DATABASE_URL", &db.url)
             .env("ESHOST_MODULES", dir)
             .env("ESHOST_CACHE_DIR", cache)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(projections) = projections {
+            command
+                .arg("--run-projections")
+                .env("ESHOST_PROJECTIONS", projections);
+        }
+        let mut process = command.spawn().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let lines = BufReader::new(process.stderr.take().unwrap());
         let collected = stderr.clone();
@@ -269,6 +294,120 @@ async fn eshost_deploy_and_rollback_with_or_without_a_server() {
         (server.aggregates().await[0]["version"] == "0.1.0").then_some(())
     })
     .await;
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// A projection deployed with `eshost deploy` (straight into the store, or
+/// through the server) runs on a server started with an empty projections
+/// directory, within seconds; `eshost rollback --projection` brings the
+/// earlier version back; `eshost deployments --projection` lists the steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_deployed_with_eshost_deploy_runs_on_the_server() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let projections = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &original);
+    let server = Served::running_projections(&db, dir.path(), cache.path(), projections.path());
+    let created = post(&server, "s1", "CreateFlashSale", r#"{"initialStock":5}"#).await;
+    assert_eq!(created.status(), 200);
+    let client = reqwest::Client::new();
+    let status_of = async || -> Value {
+        let listed: Value = client
+            .get(server.url("/v1/projections"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed[0].clone()
+    };
+    let succeeded = |output: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+
+    let first = projections_dir().join("sales-summary.wasm");
+    let started = std::time::Instant::now();
+    let stdout = succeeded(&eshost(
+        &db,
+        cache.path(),
+        &["deploy", &first.display().to_string()],
+    ));
+    assert!(stdout.starts_with("deployed sales-summary"), "{stdout}");
+    poll("the server to run the deployed projection", async || {
+        let view = client
+            .get(server.url("/v1/views/sales-summary/item:s1"))
+            .send()
+            .await
+            .unwrap();
+        (view.status() == 200).then_some(())
+    })
+    .await;
+    println!(
+        "eshost deploy to the view written by the server: {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let second = new_version(&std::fs::read(&first).unwrap(), "second");
+    let second_file = cache.path().join("sales-summary-2.wasm");
+    std::fs::write(&second_file, &second).unwrap();
+    let stdout = succeeded(&eshost(
+        &db,
+        cache.path(),
+        &[
+            "deploy",
+            &second_file.display().to_string(),
+            "--server",
+            &server.base,
+        ],
+    ));
+    assert!(stdout.starts_with("deployed sales-summary"), "{stdout}");
+    let second_digest = stdout
+        .split(['(', ')'])
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    poll("the server to run the second version", async || {
+        (status_of().await["digest"] == second_digest.as_str()).then_some(())
+    })
+    .await;
+
+    let stdout = succeeded(&eshost(
+        &db,
+        cache.path(),
+        &[
+            "rollback",
+            "--projection",
+            "sales-summary",
+            "--server",
+            &server.base,
+        ],
+    ));
+    assert!(stdout.starts_with("rolled_back sales-summary"), "{stdout}");
+    poll("the server to run the first version again", async || {
+        let digest = status_of().await["digest"].clone();
+        (digest != second_digest.as_str() && digest.is_string()).then_some(())
+    })
+    .await;
+    let listed = succeeded(&eshost(
+        &db,
+        cache.path(),
+        &["deployments", "--projection", "sales-summary"],
+    ));
+    let actions: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["rolled_back", "deployed", "deployed"], "{listed}");
     server.stop().await;
     db.cleanup().await;
 }

@@ -4,8 +4,10 @@
 //! is never seen half built.
 
 use crate::util::*;
+use eshost::store::DeployAction;
 use eshost::store::{EventStore, ViewId};
 use eshost::wasm::Runtime;
+use eshost_read::deployed::{self, DeployError};
 use eshost_read::projector::{self, Projector, ProjectorError};
 use eshost_read::supervisor::Supervisor;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ crate::conformance!(
     runners_racing_apply_every_event_once,
     an_event_the_guest_fails_stops_the_projection_there,
     readers_never_see_a_rebuild_half_built,
-    a_watched_directory_starts_replaces_and_stops_projections,
+    a_watched_directory_seeds_and_the_store_decides_what_runs,
     an_id_of_the_full_length_is_projected_under_its_stored_key,
 );
 
@@ -208,12 +210,15 @@ async fn readers_never_see_a_rebuild_half_built(db: &TestDb) {
 }
 
 /// `eshost projection run`'s supervisor on a watched directory, from empty:
-/// a new file starts its projection; a file that does not load changes
-/// nothing; a changed file replaces the running version, which goes on from
-/// the same checkpoint; a removed file stops it and adding it back resumes
-/// it; a projection stopped by an event it fails is started again when its
-/// file changes, and stops at the same event.
-async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) {
+/// a new file is deployed and starts its projection; a file that does not
+/// load changes nothing; a changed file replaces the running version, which
+/// goes on from the same checkpoint; a removed file changes nothing; a
+/// version deployed in the store (no file) takes over, and a rollback
+/// brings the earlier one back; another supervisor, with an empty
+/// directory, runs what the first seeded; a projection stopped by an event
+/// it fails is started again when another version goes live, and stops at
+/// the same event.
+async fn a_watched_directory_seeds_and_the_store_decides_what_runs(db: &TestDb) {
     let store = open(db).await;
     let host = db.host(eshost::RetryPolicy::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -260,17 +265,68 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
     poll("the new version to project", has("item:c")).await;
 
     std::fs::remove_file(dir.path().join("sales-summary.wasm")).unwrap();
-    // The watcher waits for quiet, and the projector stops after its page:
-    // give it time (generous, for a loaded machine), then time to go on.
+    // The watcher waits for quiet: give it time (generous, for a loaded
+    // machine) to stop the projection if it were going to.
     tokio::time::sleep(eshost::wasm::watch::QUIET * 8).await;
     host.execute(&create("d", 5)).await.unwrap();
-    tokio::time::sleep(eshost::wasm::watch::QUIET * 8).await;
-    assert!(
-        !documents(&*store).await.contains_key("item:d"),
-        "a removed projection went on"
+    poll("a removed file to change nothing", has("item:d")).await;
+
+    let runtime = Runtime::new();
+    let third = new_version(&original, "third");
+    let answer = deployed::deploy(
+        &*store,
+        &runtime,
+        PROJECTION,
+        third.clone(),
+        Some("ops".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer.deployment.map(|d| (d.action, d.by)),
+        Some((DeployAction::Deployed, Some("ops".into())))
     );
-    drop_in(dir.path(), "sales-summary.wasm", &second);
-    poll("the file added back to resume", has("item:d")).await;
+    poll("the deployed version to take over", digest_is(sha(&third))).await;
+    let answer = deployed::rollback(&*store, &runtime, PROJECTION, None)
+        .await
+        .unwrap();
+    assert_eq!(answer.projection.digest, sha(&second));
+    poll(
+        "the rollback to bring the second back",
+        digest_is(sha(&second)),
+    )
+    .await;
+    let error = deployed::deploy(&*store, &runtime, "other", third.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, DeployError::InvalidComponent(m) if m.contains("not other")),
+        "{error}"
+    );
+
+    // A process with nothing in its directory runs what is deployed.
+    let empty = tempfile::tempdir().unwrap();
+    let elsewhere = Supervisor::new(
+        store.clone(),
+        Runtime::new(),
+        empty.path().to_path_buf(),
+        Vec::new(),
+        false,
+    );
+    let mut running_there = elsewhere.running();
+    let stop_there = CancellationToken::new();
+    let there = tokio::spawn(elsewhere.run(Vec::new(), false, stop_there.clone()));
+    let runs = tokio::time::timeout(
+        Duration::from_secs(30),
+        running_there.wait_for(|running| running.iter().any(|p| p.name == PROJECTION)),
+    )
+    .await
+    .expect("the other supervisor runs the deployed projection")
+    .unwrap()
+    .clone();
+    assert_eq!(runs[0].digest, sha(&second));
+    stop_there.cancel();
+    there.await.unwrap();
 
     append_raw(
         &*store,
@@ -285,15 +341,15 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
         (record.status == "failed").then_some(())
     })
     .await;
-    let third = new_version(&original, "third");
-    drop_in(dir.path(), "sales-summary.wasm", &third);
-    poll("the changed file to start again", digest_is(sha(&third))).await;
+    let fourth = new_version(&original, "fourth");
+    drop_in(dir.path(), "sales-summary.wasm", &fourth);
+    poll("the changed file to start again", digest_is(sha(&fourth))).await;
     // Started is not yet stopped at the bad event: wait for that before
     // stopping the supervisor, or a loaded machine stops it first.
-    let third_digest = format!("sha256:{}", sha(&third));
-    poll("the third version to stop at the bad event", async || {
+    let fourth_digest = format!("sha256:{}", sha(&fourth));
+    poll("the fourth version to stop at the bad event", async || {
         let record = store.views().projections().await.unwrap().pop()?;
-        (record.digest == third_digest && record.status == "failed").then_some(())
+        (record.digest == fourth_digest && record.status == "failed").then_some(())
     })
     .await;
 
@@ -303,12 +359,12 @@ async fn a_watched_directory_starts_replaces_and_stops_projections(db: &TestDb) 
         .expect("the supervisor stops when told")
         .unwrap();
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(outcomes[0].digest, sha(&third));
+    assert_eq!(outcomes[0].digest, sha(&fourth));
     match &outcomes[0].error {
         Some(ProjectorError::Stopped { position, .. }) => {
             assert_eq!(*position, bad, "{outcomes:?}")
         }
-        other => panic!("expected the third version to stop at the bad event: {other:?}"),
+        other => panic!("expected the fourth version to stop at the bad event: {other:?}"),
     }
 }
 

@@ -233,3 +233,211 @@ async fn a_deploy_goes_live_after_the_check_and_a_rollback_brings_the_old_versio
     server.stop().await;
     db.cleanup().await;
 }
+
+/// `PUT /v1/projections/{name}` records a projection's component (admin
+/// only; another kind of component or another projection's is a 422), and
+/// a server that runs projections switches to it, counts its lag and
+/// rebuilds with it; a rollback brings the earlier version back; the
+/// history shows each step and who took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_deployed_over_http_runs_and_rolls_back() {
+    let db = TestDb::sqlite().await;
+    let runtime = Runtime::new();
+    let store = eshost::store::open(&db.url).await.unwrap();
+    let host = Host::with_options(
+        runtime.load_dir(&modules_dir()).unwrap(),
+        store.clone(),
+        HostOptions::default(),
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let supervisor = eshost_read::supervisor::Supervisor::new(
+        store.clone(),
+        runtime.clone(),
+        empty.path().to_path_buf(),
+        Vec::new(),
+        false,
+    );
+    let running = supervisor.running();
+    let config = ServerConfig {
+        tokens: tokens(),
+        ..ServerConfig::default()
+    };
+    let app = App::new(host, config)
+        .with_reloader(runtime, None)
+        .with_projections(supervisor.running());
+    app.reload().await;
+    let server = TestServer::start_app(app).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let supervising = tokio::spawn(supervisor.run(Vec::new(), false, stop.clone()));
+    let client = reqwest::Client::new();
+    let url = |path: &str| server.url(path);
+    let first = std::fs::read(projections_dir().join("sales-summary.wasm")).unwrap();
+    let second = new_version(&first, "second");
+
+    let put = |token: &'static str, path: &str, bytes: Vec<u8>| {
+        client.put(url(path)).bearer_auth(token).body(bytes)
+    };
+    let (status, _) = answer(put(
+        "read-secret",
+        "/v1/projections/sales-summary",
+        first.clone(),
+    ))
+    .await;
+    assert_eq!(status, 403, "a read token cannot deploy");
+    let aggregate = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    let (status, body) = answer(put(
+        "admin-secret",
+        "/v1/projections/sales-summary",
+        aggregate,
+    ))
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (422, Some("invalid_component")),
+        "{body}"
+    );
+    let (status, body) = answer(put("admin-secret", "/v1/projections/other", first.clone())).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (422, Some("invalid_component")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("not other"),
+        "{body}"
+    );
+
+    let (status, body) = answer(put(
+        "admin-secret",
+        "/v1/projections/sales-summary",
+        first.clone(),
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["action"], "deployed");
+    assert_eq!(body["deployment"]["by"], "ops");
+    assert_eq!(body["projection"]["digest"], digest_of(&first));
+    assert_eq!(
+        body["projection"]["reads"],
+        serde_json::json!(["FlashSaleItem"])
+    );
+    let (status, body) = answer(put(
+        "admin-secret",
+        "/v1/projections/sales-summary",
+        first.clone(),
+    ))
+    .await;
+    assert_eq!(
+        (status, &body["deployment"]),
+        (200, &Value::Null),
+        "live already: {body}"
+    );
+    let runs = |digest: String| {
+        let mut running = running.clone();
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                running.wait_for(|r| r.iter().any(|p| digest_of_hex(&p.digest) == digest)),
+            )
+            .await
+            .is_ok()
+        }
+    };
+    assert!(
+        runs(digest_of(&first)).await,
+        "the supervisor runs the deployed version"
+    );
+
+    // Its status: it runs here, so its lag is counted.
+    let projections = poll("the projection's record", async || {
+        let (_, body) = answer(
+            client
+                .get(url("/v1/projections"))
+                .bearer_auth("read-secret"),
+        )
+        .await;
+        body.as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(projections[0]["runs_here"], true, "{projections:?}");
+    assert!(projections[0]["lag"].is_u64(), "{projections:?}");
+
+    let (status, body) = answer(
+        client
+            .post(url("/v1/projections/sales-summary/rollback"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (409, Some("no_earlier_version")),
+        "{body}"
+    );
+    let (status, _) = answer(put(
+        "admin-secret",
+        "/v1/projections/sales-summary",
+        second.clone(),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert!(runs(digest_of(&second)).await, "the second version runs");
+    let (status, body) = answer(
+        client
+            .post(url("/v1/projections/sales-summary/rollback"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["action"], "rolled_back");
+    assert!(
+        runs(digest_of(&first)).await,
+        "the rollback runs the first again"
+    );
+
+    let (status, body) = answer(
+        client
+            .post(url("/v1/projections/sales-summary/rebuild"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    assert_eq!(status, 202, "rebuilt with the version that runs: {body}");
+
+    let (status, history) = answer(
+        client
+            .get(url("/v1/projections/sales-summary/history"))
+            .bearer_auth("read-secret"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["rolled_back", "deployed", "deployed"],
+        "{history}"
+    );
+    let (status, history) = answer(
+        client
+            .get(url("/v1/modules/sales-summary/history"))
+            .bearer_auth("read-secret"),
+    )
+    .await;
+    assert_eq!(
+        (status, history),
+        (200, serde_json::json!([])),
+        "kinds apart"
+    );
+
+    stop.cancel();
+    supervising.await.unwrap();
+    server.stop().await;
+    db.cleanup().await;
+}
+
+fn digest_of_hex(hex_digest: &str) -> String {
+    format!("sha256:{hex_digest}")
+}

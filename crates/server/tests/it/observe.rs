@@ -164,14 +164,12 @@ async fn a_stopped_projection_is_in_the_metrics_and_readiness() {
         let config = ServerConfig {
             read_side_check: std::time::Duration::from_millis(100),
             ready_requires_read_side: strict,
-            projection_aggregates: [(
-                "sales-summary".to_string(),
-                vec!["FlashSaleItem".to_string()],
-            )]
-            .into(),
             ..ServerConfig::default()
         };
-        let server = TestServer::start(host.clone(), config).await;
+        // As if its supervisor ran sales-summary here: its lag is counted.
+        let (_, running) = tokio::sync::watch::channel(vec![sales_summary()]);
+        let app = eshost_server::App::new(host.clone(), config).with_projections(running);
+        let server = TestServer::start_app(app).await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let labels = r#"{projection="sales-summary"}"#;
         let failed = metric(

@@ -1,0 +1,368 @@
+//! Which version of each projection runs: the one deployed in the store,
+//! as for aggregates (`eshost_store::Deployments`, kind `projection`).
+//!
+//! - A deployment (`PUT /v1/projections/{name}`, `eshost deploy`) loads
+//!   the component in the sandbox and records it with its bytes; every
+//!   process that runs projections on the store switches to it within
+//!   about a second (see [`crate::supervisor`]).
+//! - A rollback brings back the version live before the current one.
+//! - A projection directory seeds the store: a file whose component the
+//!   store has never seen for its name is recorded as `seeded`, and runs
+//!   from then on wherever projections run on that store. One seen before
+//!   and superseded since is not seeded again (roll back to it instead),
+//!   and a file removed changes nothing.
+//!
+//! There is no upgrade check: a projection writes only its own view, and a
+//! version that fails an event stops there, its status saying why, until
+//! another version is deployed.
+
+use eshost_core::{ComponentKind, DeployAction, Deployment, digest_label};
+use eshost_store::deployments::MAX_HISTORY_PAGE;
+use eshost_store::{EventStore, NewDeployment, StoreError};
+use eshost_wasm::{LoadedProjection, Runtime};
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{debug, info};
+
+/// Why a deployment or rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Not a projection component this host loads, or another one's.
+    #[error("{0}")]
+    InvalidComponent(String),
+    /// Nothing of that name is deployed.
+    #[error("{0}")]
+    NotDeployed(String),
+    /// A rollback with nothing to go back to.
+    #[error("{0}")]
+    NoEarlierVersion(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A deployment's outcome: the entry recorded (none when that version was
+/// live already) and the projection as it now runs.
+#[derive(Debug)]
+pub struct Deployed {
+    pub deployment: Option<Deployment>,
+    pub projection: Arc<LoadedProjection>,
+}
+
+/// Deploys `bytes` as the projection `name`, by the token named `by`.
+pub async fn deploy(
+    store: &dyn EventStore,
+    runtime: &Runtime,
+    name: &str,
+    bytes: Vec<u8>,
+    by: Option<String>,
+) -> Result<Deployed, DeployError> {
+    let origin = PathBuf::from(format!("upload/{name}.wasm"));
+    let projection = load(runtime, bytes.clone(), origin).await?;
+    if projection.name != name {
+        return Err(DeployError::InvalidComponent(format!(
+            "the component is projection {}, not {name}: deploy it as PUT /v1/projections/{}",
+            projection.name, projection.name
+        )));
+    }
+    let digest = digest_label(&projection.digest);
+    let deployments = store.deployments();
+    let live = deployments
+        .live_deployments(ComponentKind::Projection)
+        .await?;
+    if live.iter().any(|d| d.name == name && d.digest == digest) {
+        return Ok(Deployed {
+            deployment: None,
+            projection,
+        });
+    }
+    let deployed = NewDeployment {
+        kind: ComponentKind::Projection,
+        name: name.into(),
+        version: projection.version.clone(),
+        digest,
+        action: DeployAction::Deployed,
+        reason: None,
+        by,
+    };
+    let recorded = deployments
+        .record_deployment(&deployed, Some(&bytes))
+        .await?;
+    info!(projection = %name, version = %projection.version, id = recorded.id,
+        by = recorded.by.as_deref().unwrap_or("-"), "deployed");
+    Ok(Deployed {
+        deployment: Some(recorded),
+        projection,
+    })
+}
+
+/// Brings back the version of the projection `name` live before the
+/// current one. It goes on from the view's checkpoint, as any new version
+/// does; a rebuild recomputes the view from the start.
+pub async fn rollback(
+    store: &dyn EventStore,
+    runtime: &Runtime,
+    name: &str,
+    by: Option<String>,
+) -> Result<Deployed, DeployError> {
+    let deployments = store.deployments();
+    let history = deployments
+        .deployment_history(ComponentKind::Projection, name, None, MAX_HISTORY_PAGE)
+        .await?;
+    let mut went_live = history.iter().filter(|d| d.action.goes_live());
+    let Some(live) = went_live.next() else {
+        return Err(DeployError::NotDeployed(format!(
+            "no projection {name} is deployed"
+        )));
+    };
+    let Some(earlier) = went_live.find(|d| d.digest != live.digest) else {
+        return Err(DeployError::NoEarlierVersion(format!(
+            "{name} {} is the only version deployed",
+            live.version
+        )));
+    };
+    let Some(bytes) = deployments.component_bytes(&earlier.digest).await? else {
+        return Err(DeployError::NoEarlierVersion(format!(
+            "{name} {}: the store does not keep its bytes",
+            earlier.version
+        )));
+    };
+    let projection = load(runtime, bytes, store_origin(earlier)).await?;
+    let rolled_back = NewDeployment {
+        kind: ComponentKind::Projection,
+        name: name.into(),
+        version: earlier.version.clone(),
+        digest: earlier.digest.clone(),
+        action: DeployAction::RolledBack,
+        reason: None,
+        by,
+    };
+    let recorded = deployments.record_deployment(&rolled_back, None).await?;
+    info!(projection = %name, version = %earlier.version, id = recorded.id,
+        by = recorded.by.as_deref().unwrap_or("-"), "rolled back");
+    Ok(Deployed {
+        deployment: Some(recorded),
+        projection,
+    })
+}
+
+/// The version of the projection `name` live in the store, loaded; `None`
+/// when none is deployed.
+pub async fn live_projection(
+    store: &dyn EventStore,
+    runtime: &Runtime,
+    name: &str,
+) -> Result<Option<Arc<LoadedProjection>>, DeployError> {
+    let live = store
+        .deployments()
+        .live_deployments(ComponentKind::Projection)
+        .await?;
+    let Some(deployment) = live.into_iter().find(|d| d.name == name) else {
+        return Ok(None);
+    };
+    let Some(bytes) = store
+        .deployments()
+        .component_bytes(&deployment.digest)
+        .await?
+    else {
+        return Err(DeployError::InvalidComponent(format!(
+            "projection {name} {}: the store does not keep its bytes",
+            deployment.version
+        )));
+    };
+    Ok(Some(load(runtime, bytes, store_origin(&deployment)).await?))
+}
+
+/// Loads a projection from its bytes, off the async runtime.
+async fn load(
+    runtime: &Runtime,
+    bytes: Vec<u8>,
+    origin: PathBuf,
+) -> Result<Arc<LoadedProjection>, DeployError> {
+    let runtime = runtime.clone();
+    match tokio::task::spawn_blocking(move || runtime.load_projection_bytes(bytes, &origin)).await {
+        Ok(Ok(projection)) => Ok(Arc::new(projection)),
+        Ok(Err(e)) => Err(DeployError::InvalidComponent(e.to_string())),
+        Err(e) => Err(DeployError::InvalidComponent(format!(
+            "loading the component panicked: {e}"
+        ))),
+    }
+}
+
+/// Where a component deployed from the store comes from, in messages.
+pub fn store_origin(deployment: &Deployment) -> PathBuf {
+    Path::new("store").join(format!("{}@{}", deployment.name, deployment.digest))
+}
+
+/// The live set as a process that runs projections resolves it: seeding
+/// from its directory, loading from the store what it has not got.
+pub struct LiveSet {
+    store: Arc<dyn EventStore>,
+    runtime: Runtime,
+    /// Live components whose bytes did not load here, by digest, with the
+    /// error: not loaded again.
+    unloadable: HashMap<String, String>,
+}
+
+/// What to run, and what could not be.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// One component per live projection that loads here.
+    pub live: Vec<Arc<LoadedProjection>>,
+    /// The digest live for each name, as the store has it.
+    pub digests: BTreeMap<String, String>,
+    /// One line per component not seeded or not loaded.
+    pub errors: Vec<String>,
+}
+
+impl LiveSet {
+    pub fn new(store: Arc<dyn EventStore>, runtime: Runtime) -> Self {
+        Self {
+            store,
+            runtime,
+            unloadable: HashMap::new(),
+        }
+    }
+
+    /// The digest live for each projection.
+    pub async fn digests(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let live = self
+            .store
+            .deployments()
+            .live_deployments(ComponentKind::Projection)
+            .await?;
+        Ok(live.into_iter().map(|d| (d.name, d.digest)).collect())
+    }
+
+    /// Seeds the store with each of `scanned` (a directory's components)
+    /// it has never seen for its name, then resolves the live set: each
+    /// live component is one of `scanned` or `loaded` with its digest, or
+    /// is loaded from the bytes the store keeps.
+    pub async fn resolve(
+        &mut self,
+        scanned: &[Arc<LoadedProjection>],
+        loaded: &[Arc<LoadedProjection>],
+    ) -> Result<Resolved, StoreError> {
+        let mut resolved = Resolved::default();
+        for candidate in scanned {
+            if let Err(error) = self.seed(candidate).await {
+                resolved.errors.push(error);
+            }
+        }
+        let live = self
+            .store
+            .deployments()
+            .live_deployments(ComponentKind::Projection)
+            .await?;
+        for deployment in live {
+            resolved
+                .digests
+                .insert(deployment.name.clone(), deployment.digest.clone());
+            let same = |p: &&Arc<LoadedProjection>| {
+                p.name == deployment.name && digest_label(&p.digest) == deployment.digest
+            };
+            if let Some(component) = scanned.iter().chain(loaded).find(same) {
+                resolved.live.push(component.clone());
+                continue;
+            }
+            match self.load_deployed(&deployment).await {
+                Ok(component) => resolved.live.push(component),
+                Err(error) => resolved.errors.push(format!(
+                    "projection {} {} ({}), deployed, does not load here: {error}",
+                    deployment.name, deployment.version, deployment.digest
+                )),
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Records `candidate` as seeded if the store has never seen it for
+    /// its name; the line to report if it could not be.
+    async fn seed(&self, candidate: &LoadedProjection) -> Result<(), String> {
+        let digest = digest_label(&candidate.digest);
+        let deployments = self.store.deployments();
+        let not_seeded = |why: String| {
+            format!(
+                "{}: projection {} {} not seeded: {why}",
+                candidate.path.display(),
+                candidate.name,
+                candidate.version
+            )
+        };
+        match deployments
+            .deployment_of(ComponentKind::Projection, &candidate.name, &digest)
+            .await
+        {
+            Ok(Some(seen)) => {
+                debug!(projection = %candidate.name, version = %candidate.version, entry = seen.id,
+                    "the directory's version was deployed before; not seeded again");
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(not_seeded(format!("cannot read the deployments: {e}"))),
+        }
+        let bytes = tokio::fs::read(&candidate.path)
+            .await
+            .map_err(|e| not_seeded(e.to_string()))?;
+        // The file may have changed since it was loaded: only its bytes as
+        // loaded are deployed.
+        if hex::encode(sha2::Sha256::digest(&bytes)) != candidate.digest {
+            return Err(not_seeded(
+                "it changed while it was being seeded; read again at the next look".into(),
+            ));
+        }
+        let seeded = NewDeployment {
+            kind: ComponentKind::Projection,
+            name: candidate.name.clone(),
+            version: candidate.version.clone(),
+            digest,
+            action: DeployAction::Seeded,
+            reason: None,
+            by: None,
+        };
+        let recorded = deployments
+            .record_deployment(&seeded, Some(&bytes))
+            .await
+            .map_err(|e| not_seeded(format!("cannot record it: {e}")))?;
+        info!(projection = %candidate.name, version = %candidate.version, id = recorded.id,
+            file = %candidate.path.display(), "deployed from the projections directory");
+        Ok(())
+    }
+
+    /// Loads a live component from the bytes the store keeps. A component
+    /// that does not load is remembered and not tried again; a store that
+    /// did not answer may answer next time.
+    async fn load_deployed(
+        &mut self,
+        deployment: &Deployment,
+    ) -> Result<Arc<LoadedProjection>, String> {
+        if let Some(error) = self.unloadable.get(&deployment.digest) {
+            return Err(error.clone());
+        }
+        let bytes = match self
+            .store
+            .deployments()
+            .component_bytes(&deployment.digest)
+            .await
+        {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                let error = "the store keeps no bytes for it".to_string();
+                self.unloadable
+                    .insert(deployment.digest.clone(), error.clone());
+                return Err(error);
+            }
+            Err(e) => return Err(format!("cannot read it from the store: {e}")),
+        };
+        match load(&self.runtime, bytes, store_origin(deployment)).await {
+            Ok(component) => Ok(component),
+            Err(e) => {
+                let error = e.to_string();
+                self.unloadable
+                    .insert(deployment.digest.clone(), error.clone());
+                Err(error)
+            }
+        }
+    }
+}
