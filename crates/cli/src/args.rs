@@ -71,6 +71,17 @@ pub struct GlobalArgs {
     )]
     pub projections: PathBuf,
 
+    /// Directory of reactor components: every *.wasm in it is loaded by
+    /// `test` for reactor specs.
+    #[arg(
+        long,
+        env = "ESHOST_REACTORS",
+        global = true,
+        default_value = "reactors",
+        value_name = "DIR"
+    )]
+    pub reactors: PathBuf,
+
     /// Where compiled components are cached
     /// [default: $XDG_CACHE_HOME/eshost, else ~/.cache/eshost].
     #[arg(long, env = "ESHOST_CACHE_DIR", global = true, value_name = "DIR")]

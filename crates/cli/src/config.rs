@@ -146,6 +146,7 @@ mod tests {
             "database-url",
             "modules",
             "projections",
+            "reactors",
             "cache-dir",
             "concurrency",
             "guest-time-ms",

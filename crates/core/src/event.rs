@@ -34,6 +34,17 @@ impl RecordedEvent {
     pub fn traceparent(&self) -> Option<&str> {
         self.metadata.get(TRACEPARENT)?.as_str()
     }
+
+    /// When it was recorded, in milliseconds since the Unix epoch; `None`
+    /// if `created_at` is not RFC 3339.
+    pub fn recorded_at_ms(&self) -> Option<i64> {
+        let at = time::OffsetDateTime::parse(
+            &self.created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
+        i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    }
 }
 
 /// Guest state as of one version of a stream, written by one component.

@@ -13,6 +13,8 @@
 //! - [`catalog`]: what a host has loaded ([`AggregateInfo`]) and what a
 //!   reload changed ([`ReloadReport`]).
 //! - [`view`]: projections' records and the changes they make to views.
+//! - [`reaction`]: what a reactor asks the host to do ([`Action`]), and the
+//!   id each action is performed under.
 //!
 //! With the `openapi` feature the types the HTTP API carries derive
 //! `utoipa::ToSchema`.
@@ -21,6 +23,7 @@ pub mod catalog;
 pub mod command;
 pub mod event;
 pub mod json;
+pub mod reaction;
 pub mod stream;
 pub mod view;
 
@@ -31,5 +34,6 @@ pub use catalog::{
 pub use command::{CommandId, CommandOutcome, CommandRequest};
 pub use event::{RecordedEvent, Snapshot};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
+pub use reaction::{Action, Delivery, Due, ReactionCommand, Scheduled, action_id};
 pub use stream::StreamId;
 pub use view::{DocumentChange, ProjectionRecord};

@@ -64,6 +64,16 @@ pub fn sales_summary() -> Arc<eshost::wasm::LoadedProjection> {
 }
 
 /// Where `cargo xtask build-guests` puts the projection components.
+pub fn reactors_dir() -> PathBuf {
+    let dir = build_dir().join("reactors");
+    assert!(
+        dir.join("checkout.wasm").exists(),
+        "{} has no checkout.wasm: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
 pub fn projections_dir() -> PathBuf {
     let dir = build_dir().join("projections");
     assert!(

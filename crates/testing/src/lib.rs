@@ -14,9 +14,13 @@
 //! - Spec files for `eshost test` (TOML, see [`SpecFile`] and the book's Testing guests).
 //!
 //! Projections have spec files of their own ([`projection`]): given these
-//! events, then these documents.
+//! events, then these documents; so do reactors ([`reactor`]): given this
+//! event, then these actions.
 
 pub mod projection;
+pub mod reactor;
+
+pub use reactor::ReactorTest;
 
 use eshost_core::{JsonText, RecordedEvent};
 use eshost_wasm::{Hydrated, LoadError, LoadedComponent, Refusal, Runtime};

@@ -73,6 +73,12 @@ pub enum GuestError {
     #[error("{projection}: {message}")]
     ProjectionFailed { projection: String, message: String },
 
+    /// A reactor refused an event (its guest returned an error) or asked
+    /// for actions the host cannot perform. Deterministic: the event is
+    /// parked with this reason.
+    #[error("{reactor}: {message}")]
+    ReactionFailed { reactor: String, message: String },
+
     /// The instance this aggregate shared with others was lost to a trap
     /// in another aggregate's call. The aggregate is rebuilt from the store;
     /// a caller sees this only when that kept failing.

@@ -10,6 +10,7 @@
 //! - [`instance`]: one hydrated aggregate: a state resource in an instance.
 //! - [`shared_instance`]: instances shared by many aggregates' states.
 //! - [`projection`]: projection guests, which build views from events.
+//! - [`reactor`]: reactor guests, which answer events with actions.
 //! - [`sandbox`]: the limits on every guest call and the one import, `log`.
 //! - [`artifacts`]: the on-disk cache of compiled components.
 //! - [`pool`]: the bounded threads guest calls run on, off the async runtime.
@@ -23,6 +24,7 @@ pub mod instance;
 pub mod modules;
 pub mod pool;
 pub mod projection;
+pub mod reactor;
 pub mod sandbox;
 pub(crate) mod shared_instance;
 pub mod watch;
@@ -34,6 +36,7 @@ pub use instance::Hydrated;
 pub use modules::Modules;
 pub use pool::{GuestPool, PoolPanic};
 pub use projection::{LoadedProjection, ProjectionInstance, ViewDocuments};
+pub use reactor::{LoadedReactor, ReactorInstance};
 pub use sandbox::{Budget, GuestContext, Limits};
 
 use std::path::Path;
@@ -128,6 +131,48 @@ impl Runtime {
             origin,
             bytes,
         )
+    }
+
+    /// Loads and checks one reactor component file.
+    pub fn load_reactor(&self, path: &Path) -> Result<LoadedReactor, LoadError> {
+        LoadedReactor::load(&self.engine, self.limits, self.cache.as_ref(), path)
+    }
+
+    /// Loads a reactor component from its bytes; `origin` names where they
+    /// came from (see [`Runtime::load_bytes`]).
+    pub fn load_reactor_bytes(
+        &self,
+        bytes: Vec<u8>,
+        origin: &Path,
+    ) -> Result<LoadedReactor, LoadError> {
+        LoadedReactor::load_bytes(
+            &self.engine,
+            self.limits,
+            self.cache.as_ref(),
+            origin,
+            bytes,
+        )
+    }
+
+    /// Loads every `*.wasm` in `dir` as a reactor, in name order; all or
+    /// nothing. Two claiming one name is an error.
+    pub fn load_reactors(&self, dir: &Path) -> Result<Vec<Arc<LoadedReactor>>, LoadError> {
+        let mut loaded: Vec<Arc<LoadedReactor>> = Vec::new();
+        for path in modules::wasm_files(dir)? {
+            let reactor = self.load_reactor(&path)?;
+            if let Some(existing) = loaded.iter().find(|r| r.name == reactor.name) {
+                return Err(LoadError::new(
+                    &path,
+                    format!(
+                        "reactor {} is already provided by {}",
+                        reactor.name,
+                        existing.path.display()
+                    ),
+                ));
+            }
+            loaded.push(Arc::new(reactor));
+        }
+        Ok(loaded)
     }
 
     /// Loads every `*.wasm` in `dir` as a projection, in name order; all or

@@ -5,13 +5,14 @@ use crate::args::GlobalArgs;
 use anyhow::{Result, bail};
 use clap::Args;
 use eshost_testing::projection::{ProjectionSpecFile, run_projection_case};
+use eshost_testing::reactor::{ReactorSpecFile, run_reactor_case};
 use eshost_testing::{SpecErrors, SpecFile, run_case};
 use eshost_wasm::Modules;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Run given/when/then spec files against guests (aggregates, or
-/// projections: given/then) in the sandbox, with no database. Prints each
+/// projections and reactors: given/then) in the sandbox, with no database. Prints each
 /// case as ok or FAIL (with a diff), then `N passed, M failed`; exits 1 if
 /// any case failed, 2 if a spec file could not be used (reported on stderr;
 /// the other files still run).
@@ -31,7 +32,14 @@ use std::sync::Arc;
     [[case]]\n  \
     name = \"a purchase counts\"\n  \
     given = [{ id = \"s1\", event = \"FlashSaleCreated\", payload = { itemId = \"s1\", initialStock = 5 } }]\n  \
-    then = { \"item:s1\" = { stock = 5, ... }, total = { ... } }"
+    then = { \"item:s1\" = { stock = 5, ... }, total = { ... } }\n\n\
+    A reactor's spec names the reactor (from --reactors); given one event (with its\n\
+    metadata), then exactly these actions, in order, or an error its refusal must contain:\n  \
+    reactor = \"checkout\"\n  \
+    [[case]]\n  \
+    name = \"a purchase reserves its order\"\n  \
+    given = { aggregate = \"FlashSaleItem\", id = \"s1\", event = \"ItemPurchased\", payload = { ... }, metadata = { correlationId = \"order:o1\" } }\n  \
+    then = [{ send = { aggregate = \"Order\", id = \"o1\", command = \"ReserveOrder\", payload = {}, correlation_id = \"order:o1\" } }]"
 )]
 pub struct TestArgs {
     /// Spec files (TOML).
@@ -47,6 +55,7 @@ pub fn run(global: &GlobalArgs, args: TestArgs) -> Result<()> {
 enum LoadedSpec {
     Aggregate(SpecFile, Arc<eshost_wasm::LoadedComponent>),
     Projection(ProjectionSpecFile, Arc<eshost_wasm::LoadedProjection>),
+    Reactor(ReactorSpecFile, Arc<eshost_wasm::LoadedReactor>),
 }
 
 impl LoadedSpec {
@@ -63,6 +72,11 @@ impl LoadedSpec {
                 .iter()
                 .map(|case| (case.name.as_str(), run_projection_case(component, case)))
                 .collect(),
+            Self::Reactor(spec, component) => spec
+                .cases
+                .iter()
+                .map(|case| (case.name.as_str(), run_reactor_case(component, case)))
+                .collect(),
         }
     }
 }
@@ -74,6 +88,7 @@ struct Components<'a> {
     runtime: eshost_wasm::Runtime,
     modules: Option<Modules>,
     projections: Option<Vec<Arc<eshost_wasm::LoadedProjection>>>,
+    reactors: Option<Vec<Arc<eshost_wasm::LoadedReactor>>>,
 }
 
 impl Components<'_> {
@@ -81,10 +96,13 @@ impl Components<'_> {
     /// more lines).
     fn load(&mut self, path: &PathBuf) -> std::result::Result<LoadedSpec, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-        let is_projection = text
-            .parse::<toml::Table>()
-            .is_ok_and(|t| t.contains_key("projection"));
-        if is_projection {
+        let table = text.parse::<toml::Table>().unwrap_or_default();
+        if table.contains_key("reactor") {
+            let spec = ReactorSpecFile::parse(&text)?;
+            let component = self.reactor(&spec.reactor)?;
+            return Ok(LoadedSpec::Reactor(spec, component));
+        }
+        if table.contains_key("projection") {
             let spec = ProjectionSpecFile::parse(&text)?;
             let component = self.projection(&spec.projection)?;
             return Ok(LoadedSpec::Projection(spec, component));
@@ -142,12 +160,40 @@ impl Components<'_> {
     }
 }
 
+impl Components<'_> {
+    fn reactor(
+        &mut self,
+        name: &str,
+    ) -> std::result::Result<Arc<eshost_wasm::LoadedReactor>, String> {
+        let dir = &self.global.reactors;
+        let loaded = match &mut self.reactors {
+            Some(loaded) => loaded,
+            None => self
+                .reactors
+                .insert(self.runtime.load_reactors(dir).map_err(|e| e.to_string())?),
+        };
+        loaded
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = loaded.iter().map(|r| r.name.as_str()).collect();
+                format!(
+                    "unknown reactor {name:?} (loaded from {}: {})",
+                    dir.display(),
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 fn test_specs(global: &GlobalArgs, specs: &[PathBuf]) -> Result<()> {
     let mut components = Components {
         global,
         runtime: global.runtime(),
         modules: None,
         projections: None,
+        reactors: None,
     };
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
     for path in specs {

@@ -12,6 +12,8 @@ fn eshost_test(spec: &std::path::Path) -> std::process::Output {
         .arg(modules_dir())
         .arg("--projections")
         .arg(projections_dir())
+        .arg("--reactors")
+        .arg(reactors_dir())
         .arg("test")
         .arg(spec)
         .output()
@@ -53,6 +55,51 @@ pub fn assert_passed(output: &std::process::Output, summary: &str) -> String {
 fn the_sales_summary_projection_spec_passes() {
     let spec = workspace_root().join("examples/sales-summary/tests/sales-summary.spec.toml");
     assert_passed(&eshost_test(&spec), "4 passed, 0 failed");
+}
+
+#[test]
+fn the_checkout_reactor_spec_passes() {
+    let spec = workspace_root().join("examples/checkout/tests/checkout.spec.toml");
+    assert_passed(&eshost_test(&spec), "7 passed, 0 failed");
+}
+
+/// A reactor case whose actions differ shows the difference; one that
+/// gives an event the reactor does not subscribe to says so.
+#[test]
+fn a_wrong_reactor_spec_fails_with_a_diff_of_the_actions() {
+    let spec = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        spec.path(),
+        r#"
+reactor = "checkout"
+[[case]]
+name = "wrong: forgets the payment timer"
+given = { aggregate = "Order", id = "o1", event = "OrderPlaced", payload = { itemId = "s1", buyerId = "ann", quantity = 1 } }
+then = [
+  { send = { aggregate = "FlashSaleItem", id = "s1", command = "PurchaseItem", payload = { buyerId = "ann", quantity = 1 }, correlation_id = "order:o1" } },
+]
+
+[[case]]
+name = "wrong: an event it does not receive"
+given = { aggregate = "Order", id = "o1", event = "OrderPaid" }
+then = []
+"#,
+    )
+    .unwrap();
+    let output = eshost_test(spec.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("actions differ"), "{stdout}");
+    assert!(stdout.contains("+     \"schedule\": {"), "{stdout}");
+    assert!(
+        stdout.contains("checkout does not subscribe to Order OrderPaid"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.trim().lines().last(),
+        Some("0 passed, 2 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -368,10 +368,10 @@ async fn a_watched_directory_seeds_and_the_store_decides_what_runs(db: &TestDb) 
     }
 }
 
-/// Each kind of guest is refused where the other is expected, saying why
+/// Each kind of guest is refused where another is expected, saying why
 /// in one line.
 #[test]
-fn an_aggregate_is_not_a_projection_nor_the_other_way() {
+fn each_kind_of_guest_is_refused_where_another_is_expected() {
     let runtime = eshost::wasm::Runtime::new();
     let aggregate = modules_dir().join("flash-sale.wasm");
     let error = runtime.load_projection(&aggregate).unwrap_err().to_string();
@@ -380,6 +380,30 @@ fn an_aggregate_is_not_a_projection_nor_the_other_way() {
     let error = runtime.load(&projection).unwrap_err().to_string();
     assert!(error.contains("eshost:aggregate/view@0.1.0"), "{error}");
     assert_eq!(error.lines().count(), 1, "{error}");
+
+    // Reactors likewise, both ways.
+    let reactor = reactors_dir().join("checkout.wasm");
+    let loaded = runtime.load_reactor(&reactor).unwrap();
+    assert_eq!(
+        (loaded.name.as_str(), loaded.sinks.as_slice()),
+        ("checkout", &["confirmations".to_string()][..])
+    );
+    assert!(loaded.receives("Order", "OrderPlaced") && !loaded.receives("Order", "OrderPaid"));
+    for (path, expected) in [
+        (&aggregate, "not an eshost reactor guest"),
+        (&projection, "eshost:aggregate/view@0.1.0"),
+    ] {
+        let error = runtime.load_reactor(path).unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
+    for error in [
+        runtime.load(&reactor).unwrap_err().to_string(),
+        runtime.load_projection(&reactor).unwrap_err().to_string(),
+    ] {
+        assert!(error.contains("not an eshost"), "{error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
 }
 
 /// An aggregate id of the full 1,024 bytes makes the sample's key
