@@ -3,13 +3,14 @@
 //! events. Two unique keys guard every append: the sequence number (a lost
 //! race surfaces as [`StoreError::Conflict`]) and the command id (a repeated
 //! command as [`StoreError::DuplicateCommand`]). Beside the events it
-//! keeps the read side's checkpoints and views, and what each host serves
-//! ([`deployments`]).
+//! keeps the read side's checkpoints and views, what each host serves
+//! ([`deployments`]), and what reactors need kept ([`reactions`]).
 
 pub mod deployments;
 mod driver_error;
 pub mod error;
 mod postgres;
+pub mod reactions;
 mod sqlite;
 pub mod views;
 
@@ -19,6 +20,7 @@ pub use eshost_core::{
     JsonText, MAX_PAYLOAD_DEPTH, ProjectionRecord, RecordedEvent, Snapshot, StreamId, storable_json,
 };
 pub use postgres::PostgresStore;
+pub use reactions::Reactions;
 pub use sqlite::SqliteStore;
 pub use views::{ViewId, ViewStore};
 
@@ -156,6 +158,10 @@ pub trait EventStore: Send + Sync {
 
     /// What each host serves: the deployed components and their history.
     fn deployments(&self) -> &dyn Deployments;
+
+    /// What reactors need kept: checkpoints, the outbox, timers, parked
+    /// events, leases.
+    fn reactions(&self) -> &dyn Reactions;
 
     /// Checks that the database answers (a round trip).
     async fn ping(&self) -> Result<(), StoreError>;

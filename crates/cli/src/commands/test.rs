@@ -158,9 +158,7 @@ impl Components<'_> {
                 )
             })
     }
-}
 
-impl Components<'_> {
     fn reactor(
         &mut self,
         name: &str,

@@ -177,6 +177,10 @@ impl EventStore for FaultyStore {
         self.inner.deployments()
     }
 
+    fn reactions(&self) -> &dyn eshost::store::Reactions {
+        self.inner.reactions()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -16,6 +16,7 @@ mod languages;
 mod long_streams;
 mod properties;
 mod queued;
+mod reactions;
 mod sandbox;
 mod scenario;
 mod settle;

@@ -317,6 +317,10 @@ impl EventStore for PostgresStore {
         self
     }
 
+    fn reactions(&self) -> &dyn crate::Reactions {
+        self
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -558,3 +562,5 @@ impl Locks for PostgresStore {
         }
     }
 }
+
+crate::reactions::impl_reactions!(PostgresStore);

@@ -232,6 +232,10 @@ impl EventStore for SqliteStore {
         self
     }
 
+    fn reactions(&self) -> &dyn crate::Reactions {
+        self
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -538,3 +542,5 @@ async fn insert_stream(
     }
     Ok(rows)
 }
+
+crate::reactions::impl_reactions!(SqliteStore);

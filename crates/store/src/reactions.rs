@@ -1,0 +1,560 @@
+//! What reactors need kept (decision record 0055): each reactor's
+//! checkpoint; the outbox of actions its reactions call for, written in the
+//! transaction that moves the checkpoint; its durable timers; the events it
+//! parked; and the lease of the one runner active for it.
+//!
+//! Every action is keyed by the id the host derives for it
+//! ([`eshost_core::action_id`]): recording a reaction again, or firing a
+//! timer twice, adds nothing. Times are milliseconds since the Unix epoch,
+//! given by the caller, so the store's clock plays no part.
+//!
+//! The SQL is the same on both stores (`$N` placeholders, `ON CONFLICT`);
+//! [`impl_reactions!`] implements the role for each.
+
+use crate::error::StoreError;
+use async_trait::async_trait;
+use eshost_core::{Action, ReactionCommand};
+
+/// The reactions to a page of events, to record with the checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct ReactionPage<'a> {
+    pub reactor: &'a str,
+    pub version: &'a str,
+    pub digest: &'a str,
+    /// The checkpoint the page was read from: nothing is recorded if it
+    /// has moved since.
+    pub from: i64,
+    /// The position the checkpoint moves to: the page's last event.
+    pub to: i64,
+    /// In position order.
+    pub reactions: &'a [Reaction],
+    /// Now, for the parked events' time.
+    pub now_ms: i64,
+}
+
+/// One event's reaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaction {
+    pub position: i64,
+    /// When the event was recorded: a timer's "after" counts from it.
+    pub recorded_at_ms: i64,
+    /// The event, for people: `Order o1 OrderPlaced`.
+    pub event: String,
+    /// Its actions, or why it is parked.
+    pub outcome: Result<Vec<Action>, String>,
+}
+
+/// Where an action in the outbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionStatus {
+    /// To perform (again, from `next_at_ms`).
+    Pending,
+    /// Performed: the command recorded its events, or the sink took the
+    /// message.
+    Done,
+    /// Performed, and refused: the command's aggregate said no. Its
+    /// outcome, not a failure.
+    Refused,
+    /// Given up on (a delivery past its deadline): listed, retried by hand.
+    Parked,
+}
+
+impl ActionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Pending => "pending",
+            ActionStatus::Done => "done",
+            ActionStatus::Refused => "refused",
+            ActionStatus::Parked => "parked",
+        }
+    }
+}
+
+/// An action in the outbox: a command to send or a message to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// The command id, or the delivery's Idempotency-Key.
+    pub id: String,
+    pub reactor: String,
+    pub position: i64,
+    pub action: Action,
+    pub attempts: i64,
+}
+
+/// A scheduled command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timer {
+    pub reactor: String,
+    pub key: String,
+    /// The id of the action that scheduled it: the command's id when it fires.
+    pub id: String,
+    /// The position of the event whose reaction scheduled it.
+    pub position: i64,
+    pub due_at_ms: i64,
+    pub command: ReactionCommand,
+}
+
+/// An event a reactor parked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub reactor: String,
+    pub position: i64,
+    pub event: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A reactor's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactorRecord {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub position: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What reactors need kept.
+#[async_trait]
+pub trait Reactions: Send + Sync {
+    /// The reactor's checkpoint: registered at 0 if it has none.
+    async fn reactor_checkpoint(&self, reactor: &str, now_ms: i64) -> Result<i64, StoreError>;
+
+    /// In one transaction: moves the checkpoint from `page.from` to
+    /// `page.to`, puts each reaction's commands and deliveries in the
+    /// outbox, schedules and cancels its timers in order, and parks the
+    /// events refused. `false` (nothing recorded) if the checkpoint was
+    /// not at `page.from`: another runner got there first.
+    async fn record_reactions(&self, page: &ReactionPage<'_>) -> Result<bool, StoreError>;
+
+    /// Pending actions of `reactor` due by `now_ms`, oldest first.
+    async fn pending_actions(
+        &self,
+        reactor: &str,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Records what performing an action came to. `Pending` with
+    /// `retry_at_ms`: tried and to be tried again then.
+    async fn settle_action(
+        &self,
+        id: &str,
+        status: ActionStatus,
+        outcome: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// An action by its id, with its status and outcome.
+    async fn action(
+        &self,
+        id: &str,
+    ) -> Result<Option<(OutboxEntry, ActionStatus, Option<String>)>, StoreError>;
+
+    /// Timers of `reactor` due by `now_ms`, soonest first.
+    async fn due_timers(
+        &self,
+        reactor: &str,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<Timer>, StoreError>;
+
+    /// Fires a timer: in one transaction it leaves the timers and its
+    /// command enters the outbox under the timer's id. `false` if it was
+    /// cancelled or replaced meanwhile (nothing fires).
+    async fn fire_timer(&self, timer: &Timer) -> Result<bool, StoreError>;
+
+    /// The timers of `reactor`, soonest first.
+    async fn timers(&self, reactor: &str) -> Result<Vec<Timer>, StoreError>;
+
+    /// The events `reactor` parked, in position order.
+    async fn parked_events(&self, reactor: &str) -> Result<Vec<ParkedEvent>, StoreError>;
+
+    /// Takes or renews the lease on `reactor` for `holder` until
+    /// `now_ms + ttl_ms`; `false` if another holder's has not lapsed.
+    async fn take_lease(
+        &self,
+        reactor: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Every reactor's checkpoint, by name.
+    async fn reactors(&self) -> Result<Vec<ReactorRecord>, StoreError>;
+}
+
+/// A stored JSON column that does not read back: the store is damaged.
+pub(crate) fn unreadable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        failure: crate::DatabaseFailure::Permanent,
+        message: format!("an unreadable {what}: {e}"),
+    }
+}
+
+pub(crate) fn status_from(text: &str) -> Result<ActionStatus, StoreError> {
+    Ok(match text {
+        "pending" => ActionStatus::Pending,
+        "done" => ActionStatus::Done,
+        "refused" => ActionStatus::Refused,
+        "parked" => ActionStatus::Parked,
+        other => return Err(unreadable("action status", other)),
+    })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Actions and commands are plain data with JSON payloads: serializing
+    // them does not fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Implements [`Reactions`] for a store with a `pool` field (the SQL is the
+/// same on PostgreSQL and SQLite).
+macro_rules! impl_reactions {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::reactions::Reactions for $store {
+            async fn reactor_checkpoint(
+                &self,
+                reactor: &str,
+                now_ms: i64,
+            ) -> Result<i64, $crate::StoreError> {
+                use sqlx::Row;
+                sqlx::query(
+                    "INSERT INTO reactors (name, version, digest, position, updated_at_ms) \
+                     VALUES ($1, '', '', 0, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                let row = sqlx::query("SELECT position FROM reactors WHERE name = $1")
+                    .bind(reactor)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("position")?)
+            }
+
+            async fn record_reactions(
+                &self,
+                page: &$crate::reactions::ReactionPage<'_>,
+            ) -> Result<bool, $crate::StoreError> {
+                use eshost_core::Action;
+                use $crate::reactions::to_json;
+                let mut tx = self.pool.begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE reactors SET position = $1, version = $2, digest = $3, updated_at_ms = $4 \
+                     WHERE name = $5 AND position = $6",
+                )
+                .bind(page.to)
+                .bind(page.version)
+                .bind(page.digest)
+                .bind(page.now_ms)
+                .bind(page.reactor)
+                .bind(page.from)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                for reaction in page.reactions {
+                    let actions = match &reaction.outcome {
+                        Ok(actions) => actions,
+                        Err(reason) => {
+                            sqlx::query(
+                                "INSERT INTO reactor_parked (reactor, position, event, reason, at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reactor, position) DO NOTHING",
+                            )
+                            .bind(page.reactor)
+                            .bind(reaction.position)
+                            .bind(&reaction.event)
+                            .bind(reason)
+                            .bind(page.now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                            continue;
+                        }
+                    };
+                    for (index, action) in actions.iter().enumerate() {
+                        let id = eshost_core::action_id(page.reactor, reaction.position, index);
+                        match action {
+                            Action::Send(_) | Action::Deliver(_) => {
+                                sqlx::query(
+                                    "INSERT INTO reaction_actions (id, reactor, position, action, status) \
+                                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
+                                )
+                                .bind(&id)
+                                .bind(page.reactor)
+                                .bind(reaction.position)
+                                .bind(to_json(action))
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            Action::Schedule(scheduled) => {
+                                sqlx::query(
+                                    "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) \
+                                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reactor, key) DO UPDATE \
+                                     SET id = excluded.id, position = excluded.position, \
+                                         due_at_ms = excluded.due_at_ms, command = excluded.command",
+                                )
+                                .bind(page.reactor)
+                                .bind(&scheduled.key)
+                                .bind(&id)
+                                .bind(reaction.position)
+                                .bind(scheduled.due.at(reaction.recorded_at_ms))
+                                .bind(to_json(&scheduled.command))
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            Action::Cancel(key) => {
+                                sqlx::query("DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2")
+                                    .bind(page.reactor)
+                                    .bind(key)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn pending_actions(
+                &self,
+                reactor: &str,
+                now_ms: i64,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::OutboxEntry>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, reactor, position, action, attempts FROM reaction_actions \
+                     WHERE reactor = $1 AND status = 'pending' AND next_at_ms <= $2 \
+                     ORDER BY position, id LIMIT $3",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::outbox_entry(row)).collect()
+            }
+
+            async fn settle_action(
+                &self,
+                id: &str,
+                status: $crate::reactions::ActionStatus,
+                outcome: &str,
+                retry_at_ms: i64,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "UPDATE reaction_actions SET status = $1, outcome = $2, next_at_ms = $3, \
+                     attempts = attempts + 1 WHERE id = $4",
+                )
+                .bind(status.as_str())
+                .bind(outcome)
+                .bind(retry_at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn action(
+                &self,
+                id: &str,
+            ) -> Result<
+                Option<(
+                    $crate::reactions::OutboxEntry,
+                    $crate::reactions::ActionStatus,
+                    Option<String>,
+                )>,
+                $crate::StoreError,
+            > {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT id, reactor, position, action, attempts, status, outcome \
+                     FROM reaction_actions WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let status: String = row.try_get("status")?;
+                Ok(Some((
+                    $crate::reactions::outbox_entry(&row)?,
+                    $crate::reactions::status_from(&status)?,
+                    row.try_get("outcome")?,
+                )))
+            }
+
+            async fn due_timers(
+                &self,
+                reactor: &str,
+                now_ms: i64,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::Timer>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT reactor, key, id, position, due_at_ms, command FROM reactor_timers \
+                     WHERE reactor = $1 AND due_at_ms <= $2 ORDER BY due_at_ms, key LIMIT $3",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::timer(row)).collect()
+            }
+
+            async fn fire_timer(
+                &self,
+                timer: &$crate::reactions::Timer,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let taken = sqlx::query(
+                    "DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2 AND id = $3",
+                )
+                .bind(&timer.reactor)
+                .bind(&timer.key)
+                .bind(&timer.id)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                let send = eshost_core::Action::Send(timer.command.clone());
+                sqlx::query(
+                    "INSERT INTO reaction_actions (id, reactor, position, action, status) \
+                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&timer.id)
+                .bind(&timer.reactor)
+                .bind(timer.position)
+                .bind($crate::reactions::to_json(&send))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn timers(
+                &self,
+                reactor: &str,
+            ) -> Result<Vec<$crate::reactions::Timer>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT reactor, key, id, position, due_at_ms, command FROM reactor_timers \
+                     WHERE reactor = $1 ORDER BY due_at_ms, key",
+                )
+                .bind(reactor)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::timer(row)).collect()
+            }
+
+            async fn parked_events(
+                &self,
+                reactor: &str,
+            ) -> Result<Vec<$crate::reactions::ParkedEvent>, $crate::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT reactor, position, event, reason, at_ms FROM reactor_parked \
+                     WHERE reactor = $1 ORDER BY position",
+                )
+                .bind(reactor)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::reactions::ParkedEvent {
+                            reactor: row.try_get("reactor")?,
+                            position: row.try_get("position")?,
+                            event: row.try_get("event")?,
+                            reason: row.try_get("reason")?,
+                            at_ms: row.try_get("at_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn take_lease(
+                &self,
+                reactor: &str,
+                holder: &str,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                let taken = sqlx::query(
+                    "INSERT INTO reactor_leases (reactor, holder, until_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (reactor) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+                     WHERE reactor_leases.holder = excluded.holder OR reactor_leases.until_ms < $4",
+                )
+                .bind(reactor)
+                .bind(holder)
+                .bind(now_ms.saturating_add(ttl_ms))
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(taken.rows_affected() == 1)
+            }
+
+            async fn reactors(
+                &self,
+            ) -> Result<Vec<$crate::reactions::ReactorRecord>, $crate::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT name, version, digest, position, updated_at_ms FROM reactors ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::reactions::ReactorRecord {
+                            name: row.try_get("name")?,
+                            version: row.try_get("version")?,
+                            digest: row.try_get("digest")?,
+                            position: row.try_get("position")?,
+                            updated_at_ms: row.try_get("updated_at_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_reactions;
+
+/// An outbox row (`id, reactor, position, action, attempts`).
+pub(crate) fn outbox_entry<R: sqlx::Row>(row: &R) -> Result<OutboxEntry, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let action: String = row.try_get("action")?;
+    Ok(OutboxEntry {
+        id: row.try_get("id")?,
+        reactor: row.try_get("reactor")?,
+        position: row.try_get("position")?,
+        action: serde_json::from_str(&action).map_err(|e| unreadable("action", e))?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+/// A timer row (`reactor, key, id, position, due_at_ms, command`).
+pub(crate) fn timer<R: sqlx::Row>(row: &R) -> Result<Timer, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let command: String = row.try_get("command")?;
+    Ok(Timer {
+        reactor: row.try_get("reactor")?,
+        key: row.try_get("key")?,
+        id: row.try_get("id")?,
+        position: row.try_get("position")?,
+        due_at_ms: row.try_get("due_at_ms")?,
+        command: serde_json::from_str(&command).map_err(|e| unreadable("timer's command", e))?,
+    })
+}
