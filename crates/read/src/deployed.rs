@@ -17,12 +17,12 @@
 //! another version is deployed.
 
 use eshost_core::{ComponentKind, DeployAction, Deployment, digest_label};
-use eshost_store::deployments::MAX_HISTORY_PAGE;
+use eshost_store::deployments::{RollbackTarget, origin, rollback_target};
 use eshost_store::{EventStore, NewDeployment, StoreError};
 use eshost_wasm::{LoadedProjection, Runtime};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{debug, info};
 
@@ -106,29 +106,28 @@ pub async fn rollback(
     name: &str,
     by: Option<String>,
 ) -> Result<Deployed, DeployError> {
-    let deployments = store.deployments();
-    let history = deployments
-        .deployment_history(ComponentKind::Projection, name, None, MAX_HISTORY_PAGE)
-        .await?;
-    let mut went_live = history.iter().filter(|d| d.action.goes_live());
-    let Some(live) = went_live.next() else {
-        return Err(DeployError::NotDeployed(format!(
-            "no projection {name} is deployed"
-        )));
-    };
-    let Some(earlier) = went_live.find(|d| d.digest != live.digest) else {
-        return Err(DeployError::NoEarlierVersion(format!(
-            "{name} {} is the only version deployed",
-            live.version
-        )));
-    };
-    let Some(bytes) = deployments.component_bytes(&earlier.digest).await? else {
-        return Err(DeployError::NoEarlierVersion(format!(
-            "{name} {}: the store does not keep its bytes",
-            earlier.version
-        )));
-    };
-    let projection = load(runtime, bytes, store_origin(earlier)).await?;
+    let (earlier, bytes) =
+        match rollback_target(store.deployments(), ComponentKind::Projection, name).await? {
+            RollbackTarget::NotDeployed => {
+                return Err(DeployError::NotDeployed(format!(
+                    "no projection {name} is deployed"
+                )));
+            }
+            RollbackTarget::OnlyVersion(live) => {
+                return Err(DeployError::NoEarlierVersion(format!(
+                    "{name} {} is the only version deployed",
+                    live.version
+                )));
+            }
+            RollbackTarget::Earlier(earlier, None) => {
+                return Err(DeployError::NoEarlierVersion(format!(
+                    "{name} {}: the store does not keep its bytes",
+                    earlier.version
+                )));
+            }
+            RollbackTarget::Earlier(earlier, Some(bytes)) => (earlier, bytes),
+        };
+    let projection = load(runtime, bytes, origin(&earlier)).await?;
     let rolled_back = NewDeployment {
         kind: ComponentKind::Projection,
         name: name.into(),
@@ -138,7 +137,10 @@ pub async fn rollback(
         reason: None,
         by,
     };
-    let recorded = deployments.record_deployment(&rolled_back, None).await?;
+    let recorded = store
+        .deployments()
+        .record_deployment(&rolled_back, None)
+        .await?;
     info!(projection = %name, version = %earlier.version, id = recorded.id,
         by = recorded.by.as_deref().unwrap_or("-"), "rolled back");
     Ok(Deployed {
@@ -171,7 +173,7 @@ pub async fn live_projection(
             deployment.version
         )));
     };
-    Ok(Some(load(runtime, bytes, store_origin(&deployment)).await?))
+    Ok(Some(load(runtime, bytes, origin(&deployment)).await?))
 }
 
 /// Loads a projection from its bytes, off the async runtime.
@@ -188,11 +190,6 @@ async fn load(
             "loading the component panicked: {e}"
         ))),
     }
-}
-
-/// Where a component deployed from the store comes from, in messages.
-pub fn store_origin(deployment: &Deployment) -> PathBuf {
-    Path::new("store").join(format!("{}@{}", deployment.name, deployment.digest))
 }
 
 /// The live set as a process that runs projections resolves it: seeding
@@ -355,7 +352,7 @@ impl LiveSet {
             }
             Err(e) => return Err(format!("cannot read it from the store: {e}")),
         };
-        match load(&self.runtime, bytes, store_origin(deployment)).await {
+        match load(&self.runtime, bytes, origin(deployment)).await {
             Ok(component) => Ok(component),
             Err(e) => {
                 let error = e.to_string();

@@ -18,7 +18,7 @@
 use crate::App;
 use crate::auth::TokenName;
 use crate::error::ApiError;
-use crate::reload::{Reloader, store_origin};
+use crate::reload::Reloader;
 use crate::upgrade_check::{CHECK_DEADLINE, Verdict, check, described};
 use axum::Json;
 use axum::body::Bytes;
@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 use eshost_api::{DeployAnswer, Deployment, Problem};
 use eshost_core::{ComponentKind, DeployAction, digest_label};
 use eshost_store::NewDeployment;
-use eshost_store::deployments::MAX_HISTORY_PAGE;
+use eshost_store::deployments::{MAX_HISTORY_PAGE, RollbackTarget, origin, rollback_target};
 use eshost_wasm::LoadedComponent;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -138,26 +138,26 @@ impl Reloader {
     ) -> Result<DeployAnswer, ApiError> {
         let mut found = self.running.lock().await;
         let deployments = app.host.store().deployments();
-        let history = deployments
-            .deployment_history(ComponentKind::Aggregate, name, None, MAX_HISTORY_PAGE)
-            .await?;
-        let mut went_live = history.iter().filter(|d| d.action.goes_live());
-        let Some(live) = went_live.next() else {
-            return Err(ApiError::not_found(format!("no {name} is deployed")));
-        };
-        let Some(earlier) = went_live.find(|d| d.digest != live.digest) else {
-            return Err(no_earlier_version(format!(
-                "{name} {} is the only version deployed",
-                live.version
-            )));
-        };
-        let Some(bytes) = deployments.component_bytes(&earlier.digest).await? else {
-            return Err(no_earlier_version(format!(
-                "{name} {}: the store does not keep its bytes",
-                earlier.version
-            )));
-        };
-        let component = Arc::new(self.load(bytes, store_origin(earlier)).await?);
+        let (earlier, bytes) =
+            match rollback_target(deployments, ComponentKind::Aggregate, name).await? {
+                RollbackTarget::NotDeployed => {
+                    return Err(ApiError::not_found(format!("no {name} is deployed")));
+                }
+                RollbackTarget::OnlyVersion(live) => {
+                    return Err(no_earlier_version(format!(
+                        "{name} {} is the only version deployed",
+                        live.version
+                    )));
+                }
+                RollbackTarget::Earlier(earlier, None) => {
+                    return Err(no_earlier_version(format!(
+                        "{name} {}: the store does not keep its bytes",
+                        earlier.version
+                    )));
+                }
+                RollbackTarget::Earlier(earlier, Some(bytes)) => (earlier, bytes),
+            };
+        let component = Arc::new(self.load(bytes, origin(&earlier)).await?);
         let check = match self.check_against_live(app, name, &component).await {
             Ok(report) => report,
             // A rollback refused is not the old version's verdict: later
@@ -345,9 +345,9 @@ pub async fn rollback(
 #[into_params(parameter_in = Query)]
 pub struct HistoryPage {
     /// Entries with ids below this one (the last id of the page before).
-    pub(crate) before: Option<i64>,
+    before: Option<i64>,
     /// At most this many entries (default and at most 1,000).
-    pub(crate) limit: Option<u64>,
+    limit: Option<u64>,
 }
 
 /// `GET /v1/modules/{name}/history`: the deployments of an aggregate.
@@ -369,13 +369,23 @@ pub async fn history(
     Path(name): Path<String>,
     page: Result<Query<HistoryPage>, QueryRejection>,
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
+    history_of(&app, ComponentKind::Aggregate, &name, page).await
+}
+
+/// A page of the deployments of `name` of `kind`, newest first.
+pub(crate) async fn history_of(
+    app: &App,
+    kind: ComponentKind,
+    name: &str,
+    page: Result<Query<HistoryPage>, QueryRejection>,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page.limit.unwrap_or(MAX_HISTORY_PAGE).min(MAX_HISTORY_PAGE);
     let entries = app
         .host
         .store()
         .deployments()
-        .deployment_history(ComponentKind::Aggregate, &name, page.before, limit)
+        .deployment_history(kind, name, page.before, limit)
         .await?;
     Ok(Json(entries))
 }

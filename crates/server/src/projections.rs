@@ -17,7 +17,9 @@
 
 use crate::App;
 use crate::auth::TokenName;
-use crate::deploy::{HistoryPage, invalid_component, no_earlier_version, reloader, token_name};
+use crate::deploy::{
+    HistoryPage, history_of, invalid_component, no_earlier_version, reloader, token_name,
+};
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Bytes;
@@ -29,7 +31,6 @@ use eshost_core::{ComponentKind, digest_label};
 use eshost_read::deployed::{self, DeployError};
 use eshost_read::projector;
 use eshost_read::supervisor::Running;
-use eshost_store::deployments::MAX_HISTORY_PAGE;
 use eshost_wasm::LoadedProjection;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -201,7 +202,7 @@ pub async fn rebuild(
 }
 
 /// A refusal of the read side's deployer, as the HTTP API answers it.
-fn deploy_error(error: DeployError) -> ApiError {
+pub fn deploy_error(error: DeployError) -> ApiError {
     match error {
         DeployError::InvalidComponent(message) => invalid_component(message),
         DeployError::NotDeployed(message) => ApiError::not_found(message),
@@ -210,7 +211,8 @@ fn deploy_error(error: DeployError) -> ApiError {
     }
 }
 
-fn answer(deployed: deployed::Deployed) -> DeployAnswer {
+/// A projection's deployment, as the HTTP API answers it.
+pub fn deploy_answer(deployed: deployed::Deployed) -> DeployAnswer {
     let projection = &deployed.projection;
     DeployAnswer {
         deployment: deployed.deployment,
@@ -254,7 +256,7 @@ pub async fn deploy(
     let deployed = deployed::deploy(&*store, &runtime, &name, body.to_vec(), token_name(token))
         .await
         .map_err(deploy_error)?;
-    Ok(Json(answer(deployed)))
+    Ok(Json(deploy_answer(deployed)))
 }
 
 /// `POST /v1/projections/{name}/rollback`: bring back the previous version.
@@ -283,7 +285,7 @@ pub async fn rollback(
     let deployed = deployed::rollback(&*store, &runtime, &name, token_name(token))
         .await
         .map_err(deploy_error)?;
-    Ok(Json(answer(deployed)))
+    Ok(Json(deploy_answer(deployed)))
 }
 
 /// `GET /v1/projections/{name}/history`: the deployments of a projection.
@@ -305,13 +307,5 @@ pub async fn history(
     Path(name): Path<String>,
     page: Result<Query<HistoryPage>, QueryRejection>,
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
-    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page.limit.unwrap_or(MAX_HISTORY_PAGE).min(MAX_HISTORY_PAGE);
-    let entries = app
-        .host
-        .store()
-        .deployments()
-        .deployment_history(ComponentKind::Projection, &name, page.before, limit)
-        .await?;
-    Ok(Json(entries))
+    history_of(&app, ComponentKind::Projection, &name, page).await
 }

@@ -37,7 +37,7 @@ use eshost_store::NewDeployment;
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{LoadedComponent, Modules, Runtime};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -292,7 +292,10 @@ impl Reloader {
                 ));
             }
         };
-        let (runtime, origin) = (self.runtime.clone(), store_origin(deployment));
+        let (runtime, origin) = (
+            self.runtime.clone(),
+            eshost_store::deployments::origin(deployment),
+        );
         match tokio::task::spawn_blocking(move || runtime.load_bytes(bytes, &origin)).await {
             Ok(Ok(component)) => Ok(component),
             Ok(Err(e)) => Err((e.to_string(), true)),
@@ -539,9 +542,4 @@ impl Pass<'_> {
 fn digest_matches(bytes: &[u8], hex_digest: &str) -> bool {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes)) == hex_digest
-}
-
-/// Where a component deployed from the store comes from, in messages.
-pub fn store_origin(deployment: &Deployment) -> PathBuf {
-    Path::new("store").join(format!("{}@{}", deployment.name, deployment.digest))
 }

@@ -65,6 +65,46 @@ pub trait Deployments: Send + Sync {
     async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// What a rollback of a name would bring back.
+#[derive(Debug)]
+pub enum RollbackTarget {
+    /// Nothing of that name is deployed.
+    NotDeployed,
+    /// The live version (given) is the only one ever deployed.
+    OnlyVersion(Deployment),
+    /// The version live before the current one, with its bytes if the
+    /// store keeps them.
+    Earlier(Deployment, Option<Vec<u8>>),
+}
+
+/// The version of `name` live before its current one (see
+/// [`RollbackTarget`]): the newest entry that went live with another digest
+/// than the live one.
+pub async fn rollback_target(
+    deployments: &dyn Deployments,
+    kind: ComponentKind,
+    name: &str,
+) -> Result<RollbackTarget, StoreError> {
+    let history = deployments
+        .deployment_history(kind, name, None, MAX_HISTORY_PAGE)
+        .await?;
+    let mut went_live = history.into_iter().filter(|d| d.action.goes_live());
+    let Some(live) = went_live.next() else {
+        return Ok(RollbackTarget::NotDeployed);
+    };
+    let Some(earlier) = went_live.find(|d| d.digest != live.digest) else {
+        return Ok(RollbackTarget::OnlyVersion(live));
+    };
+    let bytes = deployments.component_bytes(&earlier.digest).await?;
+    Ok(RollbackTarget::Earlier(earlier, bytes))
+}
+
+/// Where a component loaded from the store comes from, in messages:
+/// `store/{name}@{digest}`.
+pub fn origin(deployment: &Deployment) -> std::path::PathBuf {
+    std::path::Path::new("store").join(format!("{}@{}", deployment.name, deployment.digest))
+}
+
 /// The columns every read of `deployments` selects, in the order
 /// [`deployment_from`] reads them; `at` is rendered by each store.
 pub(crate) const COLUMNS: &str = "id, kind, name, version, digest, action, reason, by_token";

@@ -10,11 +10,12 @@ use crate::commands::serve::{UpgradeCheckArg, parse_upgrade_check};
 use anyhow::{Context, Result};
 use clap::Args;
 use eshost::dispatch::{Host, RetryPolicy};
-use eshost_api::{DeployAnswer, Deployment, ProjectionInfo};
+use eshost_api::{DeployAnswer, Deployment};
 use eshost_client::ClientError;
 use eshost_core::ComponentKind;
-use eshost_read::deployed::{self, DeployError};
+use eshost_read::deployed;
 use eshost_server::error::ApiError;
+use eshost_server::projections::{deploy_answer, deploy_error};
 use eshost_server::{App, ServerConfig};
 use eshost_wasm::Modules;
 use std::path::PathBuf;
@@ -123,8 +124,8 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
             let store = eshost_store::open(&global.database_url).await?;
             let deployed = deployed::deploy(&*store, &runtime, &name, bytes, None)
                 .await
-                .map_err(projection_error)?;
-            projection_answer(deployed)
+                .map_err(|e| client_error(deploy_error(e)))?;
+            deploy_answer(deployed)
         }
         Backend::Local(global) => {
             let app = local_app(global, args.to.upgrade_check).await?;
@@ -146,8 +147,8 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
             let store = eshost_store::open(&global.database_url).await?;
             let deployed = deployed::rollback(&*store, &global.runtime(), &args.aggregate, None)
                 .await
-                .map_err(projection_error)?;
-            projection_answer(deployed)
+                .map_err(|e| client_error(deploy_error(e)))?;
+            deploy_answer(deployed)
         }
         Backend::Local(global) => {
             let app = local_app(global, args.to.upgrade_check).await?;
@@ -228,40 +229,6 @@ fn kind_of(projection: bool) -> ComponentKind {
         true => ComponentKind::Projection,
         false => ComponentKind::Aggregate,
     }
-}
-
-/// A projection deployed here, answered as the server would.
-fn projection_answer(deployed: deployed::Deployed) -> DeployAnswer {
-    let projection = &deployed.projection;
-    DeployAnswer {
-        deployment: deployed.deployment,
-        aggregate: None,
-        projection: Some(ProjectionInfo {
-            name: projection.name.clone(),
-            version: projection.version.clone(),
-            digest: eshost_core::digest_label(&projection.digest),
-            reads: projection.aggregates.clone(),
-        }),
-        check: None,
-    }
-}
-
-/// A projection's deployment refused here reads, and exits, as the
-/// server's would.
-fn projection_error(error: DeployError) -> anyhow::Error {
-    let (status, kind) = match &error {
-        DeployError::InvalidComponent(_) => (422, "invalid_component"),
-        DeployError::NotDeployed(_) => (404, "not_found"),
-        DeployError::NoEarlierVersion(_) => (409, "no_earlier_version"),
-        DeployError::Store(_) => return error.into(),
-    };
-    ClientError::Api {
-        status,
-        kind: kind.into(),
-        message: error.to_string(),
-        command_id: None,
-    }
-    .into()
 }
 
 /// A refusal here reads, and exits, as the server's would.
