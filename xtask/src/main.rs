@@ -212,6 +212,11 @@ const LAYERING: &[Layer] = &[
         why: "the read side follows the log; it does not run commands",
     },
     Layer {
+        krate: "eshost-react",
+        forbidden: &["eshost-server"],
+        why: "reactions run commands through the host, not through the server",
+    },
+    Layer {
         krate: "eshost-api",
         forbidden: &[
             "eshost",
@@ -253,6 +258,7 @@ const LIBRARIES: &[&str] = &[
     "eshost-wasm",
     "eshost",
     "eshost-read",
+    "eshost-react",
     "eshost-api",
     "eshost-server",
     "eshost-client",

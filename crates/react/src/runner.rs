@@ -1,0 +1,285 @@
+//! One reactor, run in passes (decision record 0055). A pass:
+//!
+//! 1. takes or renews the reactor's lease; without it, does nothing (another
+//!    runner is active);
+//! 2. reads a page of the global log after the reactor's checkpoint, reacts
+//!    to each event the reactor receives, in the sandbox, on a blocking
+//!    thread, and records the page's actions with the checkpoint (an event
+//!    refused, or whose guest call fails, is parked with the reason);
+//! 3. fires the timers that are due: each moves to the outbox under its id;
+//! 4. performs what is pending in the outbox: a command through the host
+//!    under the action's id (so a repeat is answered with the first
+//!    outcome), a delivery to its sink with the id as `Idempotency-Key`.
+//!
+//! A command its aggregate refuses is that action's outcome (`refused`),
+//! never retried. A store or sink that fails for now is tried again later,
+//! with backoff; a delivery still failing after [`MAX_DELIVERY_ATTEMPTS`]
+//! is parked.
+
+use crate::sinks::{Delivered, Sinks};
+use eshost::dispatch::Host;
+use eshost::error::CommandError;
+use eshost_core::{Action, CommandRequest, RecordedEvent};
+use eshost_store::reactions::{ActionStatus, OutboxEntry, Reaction, ReactionPage};
+use eshost_store::{EventStore, StoreError};
+use eshost_wasm::{LoadedReactor, ReactorInstance};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a lease lasts unless renewed: another runner takes over a
+/// reactor this long after its runner stopped renewing.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// Events read, timers fired and actions performed per pass, at most.
+pub const PAGE: u64 = 500;
+
+/// Attempts at a delivery before it is parked.
+pub const MAX_DELIVERY_ATTEMPTS: i64 = 8;
+
+/// Milliseconds since the Unix epoch; a test gives its own.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    })
+}
+
+/// Why a pass stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{reactor}: a guest call panicked: {reason}")]
+    Panicked { reactor: String, reason: String },
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// This runner holds the lease.
+    pub leased: bool,
+    /// Events reacted to (received and recorded), and of those parked.
+    pub reacted: usize,
+    pub parked: usize,
+    /// Timers fired.
+    pub fired: usize,
+    /// Actions performed, whatever their outcome.
+    pub performed: usize,
+}
+
+impl Pass {
+    /// Whether it did anything, so the next pass may find more at once.
+    pub fn busy(&self) -> bool {
+        self.reacted + self.fired + self.performed > 0
+    }
+}
+
+/// Runs one reactor.
+pub struct Runner {
+    store: Arc<dyn EventStore>,
+    host: Host,
+    reactor: Arc<LoadedReactor>,
+    sinks: Sinks,
+    holder: String,
+    clock: Clock,
+    instance: Option<ReactorInstance>,
+}
+
+impl Runner {
+    /// A runner of `reactor` sending its commands through `host` (on the
+    /// same store), delivering to `sinks`, holding the lease as `holder`.
+    pub fn new(host: Host, reactor: Arc<LoadedReactor>, sinks: Sinks, holder: String) -> Self {
+        Self {
+            store: host.store().clone(),
+            host,
+            reactor,
+            sinks,
+            holder,
+            clock: system_clock(),
+            instance: None,
+        }
+    }
+
+    /// Reads the time from `clock` (for tests of timers).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// One pass (see the module doc).
+    pub async fn pass(&mut self) -> Result<Pass, RunError> {
+        let name = self.reactor.name.clone();
+        let store = self.store.clone();
+        let reactions = store.reactions();
+        let now = (self.clock)();
+        let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let mut pass = Pass {
+            leased: reactions
+                .take_lease(&name, &self.holder, now, lease)
+                .await?,
+            ..Pass::default()
+        };
+        if !pass.leased {
+            return Ok(pass);
+        }
+        let from = reactions.reactor_checkpoint(&name, now).await?;
+        let events = store.log().read_all(from, None, PAGE).await?;
+        if let Some(last) = events.last() {
+            let to = last.position;
+            let received: Vec<RecordedEvent> = events
+                .into_iter()
+                .filter(|e| self.reactor.receives(&e.aggregate, &e.name))
+                .collect();
+            let reacted = self.react(received).await?;
+            let page = ReactionPage {
+                reactor: &name,
+                version: &self.reactor.version,
+                digest: &self.reactor.digest,
+                from,
+                to,
+                reactions: &reacted,
+                now_ms: now,
+            };
+            // Lost to another runner: it recorded these; nothing to do.
+            if reactions.record_reactions(&page).await? {
+                pass.reacted = reacted.len();
+                pass.parked = reacted.iter().filter(|r| r.outcome.is_err()).count();
+                for parked in reacted.iter().filter(|r| r.outcome.is_err()) {
+                    tracing::warn!(reactor = %name, position = parked.position, event = %parked.event,
+                        reason = parked.outcome.as_ref().err().map(String::as_str).unwrap_or_default(),
+                        "parked an event");
+                }
+            }
+        }
+        for timer in reactions.due_timers(&name, now, PAGE).await? {
+            if reactions.fire_timer(&timer).await? {
+                pass.fired += 1;
+            }
+        }
+        for entry in reactions.pending_actions(&name, now, PAGE).await? {
+            self.perform(&entry, now).await?;
+            pass.performed += 1;
+        }
+        Ok(pass)
+    }
+
+    /// Each event's reaction, in the sandbox, on a blocking thread.
+    async fn react(&mut self, events: Vec<RecordedEvent>) -> Result<Vec<Reaction>, RunError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let instance = self.instance.take();
+        let reactor = self.reactor.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut instance = instance;
+            let mut reactions = Vec::with_capacity(events.len());
+            for event in events {
+                let outcome = match instance.as_mut() {
+                    Some(instance) => instance.react(&event),
+                    None => ReactorInstance::new(reactor.clone()).and_then(|mut fresh| {
+                        let outcome = fresh.react(&event);
+                        instance = Some(fresh);
+                        outcome
+                    }),
+                };
+                if outcome.is_err() {
+                    // A failed call may leave the instance broken (a trap):
+                    // the next event gets a new one.
+                    instance = None;
+                }
+                reactions.push(Reaction {
+                    position: event.position,
+                    recorded_at_ms: event.recorded_at_ms().unwrap_or_default(),
+                    event: format!(
+                        "{} {} {} #{}",
+                        event.aggregate, event.id, event.name, event.sequence
+                    ),
+                    outcome: outcome.map_err(|e| e.to_string()),
+                });
+            }
+            (instance, reactions)
+        })
+        .await
+        .map_err(|e| RunError::Panicked {
+            reactor: self.reactor.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let (instance, reactions) = joined;
+        self.instance = instance;
+        Ok(reactions)
+    }
+
+    /// Performs one pending action and records what it came to.
+    async fn perform(&self, entry: &OutboxEntry, now: i64) -> Result<(), RunError> {
+        let reactions = self.store.reactions();
+        let retry_at = |attempts: i64| {
+            // 1 s, 2 s, 4 s ... up to a minute.
+            let backoff = 1_000_i64.saturating_mul(1 << attempts.clamp(0, 6));
+            now.saturating_add(backoff)
+        };
+        match &entry.action {
+            Action::Send(command) => {
+                let mut request = CommandRequest::new(
+                    &command.aggregate,
+                    &command.id,
+                    &command.command,
+                    command.payload.as_str(),
+                )
+                .with_command_id(Some(entry.id.clone()));
+                request.correlation_id = command.correlation_id.clone();
+                request.causation_id = Some(format!("{}:{}", entry.reactor, entry.position));
+                let (status, outcome, at) = match self.host.execute(&request).await {
+                    Ok(outcome) => (
+                        ActionStatus::Done,
+                        format!("{} event(s)", outcome.events.len()),
+                        0,
+                    ),
+                    Err(CommandError::Store(e)) if e.is_transient() => (
+                        ActionStatus::Pending,
+                        e.to_string(),
+                        retry_at(entry.attempts),
+                    ),
+                    Err(e @ (CommandError::Overloaded { .. } | CommandError::ShuttingDown)) => (
+                        ActionStatus::Pending,
+                        e.to_string(),
+                        retry_at(entry.attempts),
+                    ),
+                    // Refused by the aggregate, or not a command the host
+                    // can run: the reaction's outcome, not retried.
+                    Err(e) => (ActionStatus::Refused, e.to_string(), 0),
+                };
+                reactions
+                    .settle_action(&entry.id, status, &outcome, at)
+                    .await?;
+            }
+            Action::Deliver(delivery) => {
+                let delivered = self
+                    .sinks
+                    .deliver(&delivery.sink, &entry.id, delivery.body.as_str())
+                    .await;
+                let (status, outcome, at) = match delivered {
+                    Delivered::Taken(code) => (ActionStatus::Done, format!("{code}"), 0),
+                    Delivered::Refused(why) => (ActionStatus::Parked, why, 0),
+                    Delivered::Later(why) if entry.attempts + 1 >= MAX_DELIVERY_ATTEMPTS => {
+                        (ActionStatus::Parked, why, 0)
+                    }
+                    Delivered::Later(why) => (ActionStatus::Pending, why, retry_at(entry.attempts)),
+                };
+                reactions
+                    .settle_action(&entry.id, status, &outcome, at)
+                    .await?;
+            }
+            // The store keeps only sends and deliveries in the outbox.
+            Action::Schedule(_) | Action::Cancel(_) => {
+                reactions
+                    .settle_action(&entry.id, ActionStatus::Parked, "not an outbox action", 0)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

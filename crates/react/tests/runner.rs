@@ -1,0 +1,128 @@
+//! A reactor run against a real store and the real flash-sale guest: the
+//! checkout reactor's order placed buys the item once, however many passes
+//! run; the item's answer, found by its correlation, is reacted to in turn;
+//! a command its aggregate refuses is recorded as refused, not retried; a
+//! timer fires once when due; one runner holds the lease.
+
+use eshost::RetryPolicy;
+use eshost::store::reactions::ActionStatus;
+use eshost::store::{NewCommand, NewEvent, StreamId};
+use eshost_react::{Runner, Sinks};
+use eshost_test_support::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+const MINUTE: i64 = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_reactor_buys_once_and_its_timer_fires_once() {
+    for db in [TestDb::postgres().await, TestDb::sqlite().await] {
+        checkout_on(db).await;
+    }
+}
+
+async fn checkout_on(db: TestDb) {
+    let host = db.host(RetryPolicy::default()).await;
+    let store = host.store().clone();
+    host.execute(&create("s1", 5)).await.unwrap();
+    let placed = NewCommand {
+        command_id: "place-o1".into(),
+        name: "PlaceOrder".into(),
+        fingerprint: "place".into(),
+        events: vec![NewEvent {
+            name: "OrderPlaced".into(),
+            payload: r#"{"itemId":"s1","buyerId":"ann","quantity":2}"#.into(),
+            metadata: "{}".into(),
+        }],
+    };
+    store
+        .streams()
+        .append(&StreamId::new("Order", "o1"), 0, &[placed])
+        .await
+        .unwrap();
+    let reactor = Arc::new(
+        eshost::wasm::Runtime::new()
+            .load_reactor(&reactors_dir().join("checkout.wasm"))
+            .unwrap(),
+    );
+    let now = Arc::new(AtomicI64::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    ));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let mut runner = Runner::new(
+        (*host).clone(),
+        reactor.clone(),
+        Sinks::default(),
+        "h1".into(),
+    )
+    .with_clock(clock.clone());
+
+    // The order placed: a purchase sent (and done), a timer scheduled.
+    let first = runner.pass().await.unwrap();
+    assert!(first.leased);
+    assert_eq!(
+        (first.reacted, first.parked, first.performed),
+        (1, 0, 1),
+        "{first:?}"
+    );
+    let reactions = store.reactions();
+    let position_of = async |name: &str| {
+        let log = store.log().read_all(0, None, 100).await.unwrap();
+        log.iter()
+            .find(|e| e.name == name)
+            .map(|e| e.position)
+            .unwrap()
+    };
+    let placed_at = position_of("OrderPlaced").await;
+    let purchase = reactions
+        .action(&eshost_core::action_id("checkout", placed_at, 0))
+        .await
+        .unwrap()
+        .expect("the purchase is in the outbox under its action id");
+    assert_eq!(purchase.1, ActionStatus::Done, "{purchase:?}");
+    assert_eq!(reactions.timers("checkout").await.unwrap().len(), 1);
+
+    // The item's purchase, correlated with the order: a ReserveOrder sent to
+    // an Order aggregate this host does not have, refused, not retried.
+    let second = runner.pass().await.unwrap();
+    assert_eq!((second.reacted, second.performed), (1, 1), "{second:?}");
+    let purchased_at = position_of("ItemPurchased").await;
+    let reserve = reactions
+        .action(&eshost_core::action_id("checkout", purchased_at, 0))
+        .await
+        .unwrap()
+        .expect("the reservation is in the outbox");
+    assert_eq!(reserve.1, ActionStatus::Refused, "{reserve:?}");
+    assert!(
+        reserve.2.as_deref().unwrap_or_default().contains("Order"),
+        "{reserve:?}"
+    );
+
+    // Passes with nothing new do nothing; the item sold 2 once.
+    for _ in 0..3 {
+        let idle = runner.pass().await.unwrap();
+        assert!(!idle.busy(), "{idle:?}");
+    }
+    let item = host.state("FlashSaleItem", "s1").await.unwrap();
+    assert_eq!(item["sold"], 2, "{item}");
+
+    // Another runner finds the lease held.
+    let mut other = Runner::new((*host).clone(), reactor, Sinks::default(), "h2".into())
+        .with_clock(clock.clone());
+    assert!(!other.pass().await.unwrap().leased);
+
+    // The payment window passes: the timer fires once.
+    now.fetch_add(16 * MINUTE, Ordering::SeqCst);
+    let due = runner.pass().await.unwrap();
+    assert_eq!((due.fired, due.performed), (1, 1), "{due:?}");
+    assert!(reactions.timers("checkout").await.unwrap().is_empty());
+    let again = runner.pass().await.unwrap();
+    assert_eq!(again.fired, 0, "{again:?}");
+    db.cleanup().await;
+}
