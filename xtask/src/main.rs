@@ -31,13 +31,16 @@ use std::process::Command;
 /// Guest crates and the component file each one becomes, under `target/`.
 /// Aggregate guests go to `modules/` (eshost's default modules directory),
 /// projection guests to `projections/` (its default projections directory),
-/// reactor guests to `reactors/`;
+/// reactor guests to `reactors/`; the checkout sample's two aggregates to
+/// `checkout/` (its item is a second `FlashSaleItem`);
 /// test fixtures to `fixtures/`, where nothing loads them by accident.
 const GUESTS: &[(&str, &str)] = &[
     ("guest-flash-sale", "modules/flash-sale.wasm"),
     ("guest-bank-account", "modules/bank-account.wasm"),
     ("guest-sales-summary", "projections/sales-summary.wasm"),
     ("guest-checkout", "reactors/checkout.wasm"),
+    ("guest-order", "checkout/order.wasm"),
+    ("guest-flash-sale-release", "checkout/flash-sale.wasm"),
     ("guest-hostile", "fixtures/hostile.wasm"),
     ("guest-importer", "fixtures/importer/importer.wasm"),
     ("guest-stuck", "fixtures/stuck/stuck.wasm"),

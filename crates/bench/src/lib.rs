@@ -7,9 +7,11 @@
 //! - [`http`]: the bench's lean HTTP load driver;
 //! - [`cluster`]: several hosts behind HAProxy on one machine (the
 //!   reference deployment in `deploy/`), for the bench and the tests;
-//! - [`demo`]: the flash-sale reference scenario.
+//! - [`demo`]: the flash-sale reference scenario;
+//! - [`checkout`]: the checkout sample, two aggregates and a reactor.
 
 mod baseline;
+pub mod checkout;
 pub mod cluster;
 mod cpu;
 pub mod demo;

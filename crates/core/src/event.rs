@@ -28,11 +28,21 @@ pub struct RecordedEvent {
 /// the event (a projection, the relay) continues its trace.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The metadata field that holds the correlation id of the command that
+/// recorded an event: given by its caller, else the command's own id.
+pub const CORRELATION_ID: &str = "correlationId";
+
 impl RecordedEvent {
     /// The `traceparent` of the command that recorded this event, if it was
     /// traced (see [`TRACEPARENT`]).
     pub fn traceparent(&self) -> Option<&str> {
         self.metadata.get(TRACEPARENT)?.as_str()
+    }
+
+    /// The correlation id of the command that recorded this event (see
+    /// [`CORRELATION_ID`]).
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.metadata.get(CORRELATION_ID)?.as_str()
     }
 
     /// When it was recorded, in milliseconds since the Unix epoch; `None`

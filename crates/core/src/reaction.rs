@@ -25,6 +25,22 @@ pub enum Action {
     Deliver(Delivery),
 }
 
+impl Action {
+    /// Gives a command this action sends, now or later, the correlation id
+    /// of the event reacted to when the reactor named none: a workflow
+    /// stays correlated with no code from its author.
+    pub fn inherit_correlation(&mut self, event_correlation: Option<&str>) {
+        let command = match self {
+            Action::Send(command) => command,
+            Action::Schedule(scheduled) => &mut scheduled.command,
+            Action::Cancel(_) | Action::Deliver(_) => return,
+        };
+        if command.correlation_id.is_none() {
+            command.correlation_id = event_correlation.map(str::to_owned);
+        }
+    }
+}
+
 /// A command a reaction sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +132,42 @@ mod tests {
         assert_eq!(Due::AtMs(5).at(1_000), 5);
         let error = serde_json::from_str::<Action>(r#"{"sned": {}}"#).unwrap_err();
         assert!(error.to_string().contains("unknown variant"), "{error}");
+    }
+
+    #[test]
+    fn a_command_named_with_no_correlation_inherits_the_event_s() {
+        let command = |correlation: Option<&str>| ReactionCommand {
+            aggregate: "Order".into(),
+            id: "o1".into(),
+            command: "ReserveOrder".into(),
+            payload: JsonText::from_value(&serde_json::json!({})),
+            correlation_id: correlation.map(str::to_owned),
+        };
+        let mut actions = vec![
+            Action::Send(command(None)),
+            Action::Send(command(Some("mine"))),
+            Action::Schedule(Scheduled {
+                key: "expire:o1".into(),
+                due: Due::AfterMs(1),
+                command: command(None),
+            }),
+            Action::Cancel("expire:o1".into()),
+        ];
+        for action in &mut actions {
+            action.inherit_correlation(Some("order:o1"));
+        }
+        let correlations: Vec<Option<&str>> = actions
+            .iter()
+            .map(|action| match action {
+                Action::Send(c) => c.correlation_id.as_deref(),
+                Action::Schedule(s) => s.command.correlation_id.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            correlations,
+            [Some("order:o1"), Some("mine"), Some("order:o1"), None]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use eshost_store::{EventStore, StoreError};
 use eshost_wasm::{LoadedReactor, ReactorInstance};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
 
 /// How long a lease lasts unless renewed: another runner takes over a
 /// reactor this long after its runner stopped renewing.
@@ -32,6 +33,14 @@ pub const LEASE: Duration = Duration::from_secs(5);
 
 /// Events read, timers fired and actions performed per pass, at most.
 pub const PAGE: u64 = 500;
+
+/// The longest a running reactor waits between passes when idle: a timer
+/// fires at most about this late, and the lease is renewed well within
+/// [`LEASE`].
+pub const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a running reactor waits after its store failed for now.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Attempts at a delivery before it is parked.
 pub const MAX_DELIVERY_ATTEMPTS: i64 = 8;
@@ -108,6 +117,36 @@ impl Runner {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Runs passes until `stop` is cancelled: at once while there is work,
+    /// else when an event is appended or [`IDLE_WAIT`] has passed. A store
+    /// that fails for now is tried again with backoff; anything else ends
+    /// the run.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), RunError> {
+        let mut signal = self.store.log().append_signal().await;
+        let mut backoff = IDLE_WAIT;
+        while !stop.is_cancelled() {
+            let wait = match self.pass().await {
+                Ok(pass) if pass.busy() => continue,
+                Ok(_) => {
+                    backoff = IDLE_WAIT;
+                    IDLE_WAIT
+                }
+                Err(RunError::Store(e)) if e.is_transient() => {
+                    tracing::warn!(reactor = %self.reactor.name, error = %e,
+                        "a pass failed; trying again");
+                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                    backoff
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                () = signal.wait(wait) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+        Ok(())
     }
 
     /// One pass (see the module doc).

@@ -2,6 +2,7 @@
 //! checkout reactor's order placed buys the item once, however many passes
 //! run; the item's answer, found by its correlation, is reacted to in turn;
 //! a command its aggregate refuses is recorded as refused, not retried; a
+//! command sent with no correlation id carries the reacted-to event's; a
 //! timer fires once when due; one runner holds the lease.
 
 use eshost::RetryPolicy;
@@ -99,6 +100,24 @@ async fn checkout_on(db: TestDb) {
         .unwrap()
         .expect("the reservation is in the outbox");
     assert_eq!(reserve.1, ActionStatus::Refused, "{reserve:?}");
+    // Correlated with the order all the way: the purchase's event carries
+    // the command's correlation id, and the reservation, which names none,
+    // inherits it from that event.
+    let log = store.log().read_all(0, None, 100).await.unwrap();
+    let purchased = log.iter().find(|e| e.name == "ItemPurchased").unwrap();
+    assert_eq!(
+        purchased.correlation_id(),
+        Some("order:o1"),
+        "{purchased:?}"
+    );
+    let eshost_core::Action::Send(reservation) = &reserve.0.action else {
+        panic!("{reserve:?}");
+    };
+    assert_eq!(
+        reservation.correlation_id.as_deref(),
+        Some("order:o1"),
+        "{reservation:?}"
+    );
     assert!(
         reserve.2.as_deref().unwrap_or_default().contains("Order"),
         "{reserve:?}"

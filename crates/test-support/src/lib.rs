@@ -63,7 +63,7 @@ pub fn sales_summary() -> Arc<eshost::wasm::LoadedProjection> {
         .clone()
 }
 
-/// Where `cargo xtask build-guests` puts the projection components.
+/// Where `cargo xtask build-guests` puts the reactor components.
 pub fn reactors_dir() -> PathBuf {
     let dir = build_dir().join("reactors");
     assert!(
@@ -74,6 +74,19 @@ pub fn reactors_dir() -> PathBuf {
     dir
 }
 
+/// Where `cargo xtask build-guests` puts the checkout sample's aggregates:
+/// `Order`, and `FlashSaleItem` 0.2.0, which can release stock.
+pub fn checkout_dir() -> PathBuf {
+    let dir = build_dir().join("checkout");
+    assert!(
+        dir.join("order.wasm").exists() && dir.join("flash-sale.wasm").exists(),
+        "{} lacks order.wasm or flash-sale.wasm: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
+/// Where `cargo xtask build-guests` puts the projection components.
 pub fn projections_dir() -> PathBuf {
     let dir = build_dir().join("projections");
     assert!(

@@ -305,7 +305,11 @@ impl ReactorInstance {
                 ));
             }
         };
-        checked_actions(&self.component.sinks, actions).map_err(failed)
+        let mut actions = checked_actions(&self.component.sinks, actions).map_err(failed)?;
+        for action in &mut actions {
+            action.inherit_correlation(event.correlation_id());
+        }
+        Ok(actions)
     }
 }
 

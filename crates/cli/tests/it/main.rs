@@ -5,6 +5,7 @@
 use eshost_test_support as util;
 use eshost_test_support::conformance;
 
+mod checkout;
 mod cli;
 mod cluster;
 mod console;

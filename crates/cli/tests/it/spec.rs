@@ -59,8 +59,8 @@ fn the_sales_summary_projection_spec_passes() {
 
 #[test]
 fn the_checkout_reactor_spec_passes() {
-    let spec = workspace_root().join("examples/checkout/tests/checkout.spec.toml");
-    assert_passed(&eshost_test(&spec), "7 passed, 0 failed");
+    let spec = workspace_root().join("examples/checkout/checkout.spec.toml");
+    assert_passed(&eshost_test(&spec), "9 passed, 0 failed");
 }
 
 /// A reactor case whose actions differ shows the difference; one that

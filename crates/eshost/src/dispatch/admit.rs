@@ -154,7 +154,7 @@ impl Admitted {
     ) -> NewCommand {
         let mut metadata = serde_json::json!({
             "commandId": self.command_id.as_str(),
-            "correlationId": self.correlation_id,
+            (eshost_core::event::CORRELATION_ID): self.correlation_id,
             "causationId": self.causation_id,
             "aggregateVersion": decided_by.version,
             "componentDigest": decided_by.digest,

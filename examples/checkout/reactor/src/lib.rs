@@ -4,11 +4,14 @@
 //! - An order placed buys its item (`PurchaseItem`, correlated with the
 //!   order as `order:{id}`) and starts the payment timer `expire:{id}`.
 //! - The item's answer, found by that correlation, reserves the order
-//!   (`ReserveOrder`) or rejects it (`RejectOrder`, and the timer goes).
+//!   (`ReserveOrder`) or rejects it (`RejectOrder`, and the timer goes);
+//!   the host carries the correlation on to those commands.
 //! - An order paid is confirmed by its aggregate: the timer goes, and the
 //!   confirmation is delivered to the `confirmations` sink.
 //! - When the timer fires, `ExpireOrder` cancels an order not paid; a
-//!   cancelled order that held stock gives it back (`ReleaseItem`).
+//!   cancelled order that held stock gives it back (`ReleaseItem`), and so
+//!   does one whose stock was bought after it was cancelled
+//!   (`StockReturned`).
 //!
 //! Events of the item not correlated with an order (a purchase made
 //! directly) call for nothing.
@@ -16,7 +19,8 @@
 use eshost_reactor::{Actions, Due, Event, Reactor, Subscription};
 use serde::{Deserialize, Serialize};
 
-/// How long an order may wait for its payment.
+/// How long an order that sets no payment window of its own may wait for
+/// its payment.
 pub const PAYMENT_WINDOW_MS: u64 = 15 * 60 * 1000;
 
 /// The sink confirmations are delivered to.
@@ -41,6 +45,9 @@ pub enum Seen {
         item_id: String,
         buyer_id: String,
         quantity: u64,
+        /// The order's own payment window, if it set one.
+        #[serde(default)]
+        pay_within_ms: Option<u64>,
     },
     OrderConfirmed {
         item_id: String,
@@ -53,6 +60,12 @@ pub enum Seen {
         quantity: u64,
         /// It held stock, which goes back.
         reserved: bool,
+    },
+    /// Stock bought for an order already cancelled, which goes back.
+    StockReturned {
+        item_id: String,
+        buyer_id: String,
+        quantity: u64,
     },
     // FlashSaleItem
     ItemPurchased {
@@ -100,7 +113,12 @@ impl Reactor for Checkout {
     const SUBSCRIPTIONS: &'static [Subscription] = &[
         Subscription {
             aggregate: "Order",
-            events: &["OrderPlaced", "OrderConfirmed", "OrderCancelled"],
+            events: &[
+                "OrderPlaced",
+                "OrderConfirmed",
+                "OrderCancelled",
+                "StockReturned",
+            ],
         },
         Subscription {
             aggregate: "FlashSaleItem",
@@ -116,6 +134,7 @@ impl Reactor for Checkout {
                 item_id,
                 buyer_id,
                 quantity,
+                pay_within_ms,
             } => {
                 let order = &event.id;
                 actions
@@ -127,25 +146,22 @@ impl Reactor for Checkout {
                     )?
                     .schedule(
                         &timer(order),
-                        Due::After(PAYMENT_WINDOW_MS),
+                        Due::After(pay_within_ms.unwrap_or(PAYMENT_WINDOW_MS)),
                         "Order",
                         order,
                         &OrderCommand::ExpireOrder,
                     )?;
             }
             Seen::ItemPurchased { .. } => {
+                // No `correlate`: a command sent with none carries the
+                // correlation of the event it answers.
                 if let Some(order) = order_of(event) {
-                    actions.correlate(correlation(&order)).send(
-                        "Order",
-                        &order,
-                        &OrderCommand::ReserveOrder,
-                    )?;
+                    actions.send("Order", &order, &OrderCommand::ReserveOrder)?;
                 }
             }
             Seen::PurchaseRejected { reason, .. } => {
                 if let Some(order) = order_of(event) {
                     actions
-                        .correlate(correlation(&order))
                         .send("Order", &order, &OrderCommand::RejectOrder { reason })?
                         .cancel(&timer(&order));
                 }
@@ -181,6 +197,17 @@ impl Reactor for Checkout {
                         &ItemCommand::ReleaseItem { buyer_id, quantity },
                     )?;
                 }
+            }
+            Seen::StockReturned {
+                item_id,
+                buyer_id,
+                quantity,
+            } => {
+                actions.correlate(correlation(&event.id)).send(
+                    "FlashSaleItem",
+                    &item_id,
+                    &ItemCommand::ReleaseItem { buyer_id, quantity },
+                )?;
             }
         }
         Ok(())

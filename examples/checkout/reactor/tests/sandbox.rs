@@ -7,7 +7,7 @@ use serde_json::json;
 use std::path::Path;
 
 fn checkout() -> ReactorTest {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), |t| root.join(t));
     ReactorTest::load(target.join("reactors/checkout.wasm"))
         .expect("run `cargo xtask build-guests` first")
