@@ -72,7 +72,7 @@ pub struct GlobalArgs {
     pub projections: PathBuf,
 
     /// Directory of reactor components: every *.wasm in it is loaded by
-    /// `test` for reactor specs.
+    /// `reactor run`, `reactors` and `test` for reactor specs.
     #[arg(
         long,
         env = "ESHOST_REACTORS",
@@ -81,6 +81,13 @@ pub struct GlobalArgs {
         value_name = "DIR"
     )]
     pub reactors: PathBuf,
+
+    /// The sinks reactors deliver to: a TOML file with a table per sink,
+    /// its `url` and optional `headers`, a header's value taking a secret
+    /// from the environment as `${NAME}` [default: no sinks; deliveries
+    /// are parked].
+    #[arg(long, env = "ESHOST_SINKS", global = true, value_name = "FILE")]
+    pub sinks: Option<PathBuf>,
 
     /// Where compiled components are cached
     /// [default: $XDG_CACHE_HOME/eshost, else ~/.cache/eshost].
@@ -335,6 +342,54 @@ impl GlobalArgs {
 
     /// The projection guests in --projections (those named, if any), loaded
     /// by `runtime`; all or nothing.
+    /// The sinks in `--sinks`, or none.
+    pub fn sinks(&self) -> Result<eshost_react::Sinks> {
+        Ok(match &self.sinks {
+            Some(file) => eshost_react::Sinks::load(file)?,
+            None => eshost_react::Sinks::default(),
+        })
+    }
+
+    /// The reactors in `--reactors` (those in `names`, if any): all of
+    /// them, or an error naming what is missing.
+    pub fn load_reactors(
+        &self,
+        runtime: &Runtime,
+        names: &[String],
+    ) -> Result<Vec<Arc<eshost_wasm::LoadedReactor>>> {
+        let dir = &self.reactors;
+        if !dir.is_dir() {
+            return Err(LoadError::new(
+                shown(dir),
+                "no such reactors directory; name it with --reactors DIR (or ESHOST_REACTORS, or reactors in eshost.toml)",
+            )
+            .into());
+        }
+        let loaded = runtime.load_reactors(dir)?;
+        if let Some(missing) = names.iter().find(|n| !loaded.iter().any(|r| &r.name == *n)) {
+            let known: Vec<&str> = loaded.iter().map(|r| r.name.as_str()).collect();
+            bail!(
+                "no reactor {missing:?} in {} (loaded: {})",
+                shown(dir).display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        if loaded.is_empty() {
+            bail!(
+                "{}: no reactor components (*.wasm); name their directory with --reactors DIR",
+                shown(dir).display()
+            );
+        }
+        Ok(loaded
+            .into_iter()
+            .filter(|r| names.is_empty() || names.contains(&r.name))
+            .collect())
+    }
+
     pub fn load_projections(
         &self,
         runtime: &Runtime,

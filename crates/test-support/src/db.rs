@@ -75,6 +75,18 @@ impl TestDb {
         Arc::new(Host::with_concurrency(modules(), store, retry, mode))
     }
 
+    /// A host of the checkout sample's aggregates (see
+    /// [`crate::checkout_dir`]), with the default options.
+    pub async fn checkout_host(&self) -> Host {
+        let store = eshost::store::open(&self.url)
+            .await
+            .expect("opening the store");
+        let modules = eshost::wasm::Runtime::new()
+            .load_dir(&crate::checkout_dir())
+            .expect("loading the checkout's guests");
+        Host::with_options(modules, store, eshost::HostOptions::default())
+    }
+
     /// A host with the default options (queued), with its own pool and cache.
     pub async fn default_host(&self) -> Host {
         let store = eshost::store::open(&self.url)

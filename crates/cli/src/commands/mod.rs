@@ -14,6 +14,8 @@ mod migrate;
 mod new;
 mod projection;
 mod projections;
+mod reactor;
+mod reactors;
 mod reference;
 mod relay;
 mod serve;
@@ -51,6 +53,11 @@ pub enum Command {
     #[command(subcommand)]
     Projection(projection::ProjectionCommand),
     Projections(projections::ProjectionsArgs),
+    /// Run reactors: guests that react to events with commands, timers and
+    /// deliveries, each performed once (`eshost reactor run --help`).
+    #[command(subcommand)]
+    Reactor(reactor::ReactorCommand),
+    Reactors(reactors::ReactorsArgs),
     View(view::ViewArgs),
     Relay(relay::RelayArgs),
     /// Run a demo scenario.
@@ -82,6 +89,8 @@ pub async fn run(cli: Cli, traces: bool) -> Result<()> {
         Command::Migrate(args) => migrate::run(global, args).await,
         Command::Projection(command) => projection::run(global, command).await,
         Command::Projections(args) => projections::run(global, args).await,
+        Command::Reactor(command) => reactor::run(global, command).await,
+        Command::Reactors(args) => reactors::run(global, args).await,
         Command::View(args) => view::run(global, args).await,
         Command::Relay(args) => relay::run(global, args).await,
         Command::Demo(command) => demo::run(global, command).await,

@@ -178,6 +178,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_RUN_PROJECTIONS")]
     pub run_projections: bool,
 
+    /// Also run the reactors in --reactors, as `eshost reactor run` does
+    /// (the directory watched unless --no-watch), their commands sent
+    /// through this server's host and their deliveries to --sinks. Several
+    /// servers may all run them: a lease in the store keeps one runner
+    /// active per reactor.
+    #[arg(long, env = "ESHOST_RUN_REACTORS")]
+    pub run_reactors: bool,
+
     /// `/readyz` answers 503 while a projection is stopped or a
     /// transaction holds the global log's horizon. By default it lists
     /// them and stays 200, since commands still work.
@@ -306,6 +314,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
         }
         false => None,
     };
+    // Loaded before listening too, with the sinks they deliver to.
+    let reactors = match args.run_reactors {
+        true => Some((global.sinks()?, global.load_reactors(&runtime, &[])?)),
+        false => None,
+    };
     let config = ServerConfig {
         command_timeout: Duration::from_millis(args.command_timeout_ms),
         read_timeout: Duration::from_millis(args.read_timeout_ms),
@@ -350,12 +363,24 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     let projecting = projections.map(|(supervisor, loaded)| {
         tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))
     });
+    let reacting = reactors.map(|(sinks, loaded)| {
+        let supervisor = eshost_react::Supervisor::new(
+            app.host.clone(),
+            runtime.clone(),
+            global.reactors.clone(),
+            Vec::new(),
+            sinks,
+            super::reactor::holder(),
+        );
+        tokio::spawn(supervisor.run(loaded, watch, stop_projecting.clone()))
+    });
     // One line on stdout once listening, so scripts (and tests) can wait for it.
     println!("eshost listening on {scheme}://{}", listener.local_addr()?);
     let signalled = stop_projecting.clone();
     let shutdown = async move {
         server::termination_signal().await;
-        // Projectors stop after their current page, while requests finish.
+        // Projectors and reactors stop after their current page, while
+        // requests finish.
         signalled.cancel();
     };
     let served = server::serve(listener, app, shutdown).await;
@@ -367,6 +392,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     {
         tracing::warn!(
             "projections still running at the shutdown deadline; their current pages are not committed"
+        );
+    }
+    if let Some(reacting) = reacting
+        && tokio::time::timeout(shutdown_timeout, reacting)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "reactors still running at the shutdown deadline; what they performed is recorded, what they had not is performed by the next runner"
         );
     }
     served?;
