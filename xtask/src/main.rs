@@ -53,6 +53,10 @@ const GUESTS: &[(&str, &str)] = &[
         "guest-flash-sale-upcast",
         "fixtures/upgrade/flash-sale-upcast.wasm",
     ),
+    (
+        "guest-checkout-strict",
+        "fixtures/reactors/checkout-strict.wasm",
+    ),
 ];
 
 /// A guest in another language: the name `build-guests` knows it by, its

@@ -2,12 +2,15 @@
 //!
 //! 1. takes or renews the reactor's lease; without it, does nothing (another
 //!    runner is active);
-//! 2. reads a page of the global log after the reactor's checkpoint, reacts
+//! 2. reacts again to the parked events someone asked to retry;
+//! 3. reads a page of the global log after the reactor's checkpoint, reacts
 //!    to each event the reactor receives, in the sandbox, on a blocking
 //!    thread, and records the page's actions with the checkpoint (an event
-//!    refused, or whose guest call fails, is parked with the reason);
-//! 3. fires the timers that are due: each moves to the outbox under its id;
-//! 4. performs what is pending in the outbox: a command through the host
+//!    refused, or whose guest call fails, is parked with the reason; under
+//!    the `stop` policy the page ends there and the reactor reads no
+//!    further until that event is retried);
+//! 4. fires the timers that are due: each moves to the outbox under its id;
+//! 5. performs what is pending in the outbox: a command through the host
 //!    under the action's id (so a repeat is answered with the first
 //!    outcome), a delivery to its sink with the id as `Idempotency-Key`.
 //!
@@ -20,7 +23,7 @@ use crate::sinks::{Delivered, Sinks};
 use eshost::dispatch::Host;
 use eshost::error::CommandError;
 use eshost_core::{Action, CommandRequest, RecordedEvent};
-use eshost_store::reactions::{ActionStatus, OutboxEntry, Reaction, ReactionPage};
+use eshost_store::reactions::{ActionStatus, OnFailure, OutboxEntry, Reaction, ReactionPage};
 use eshost_store::{EventStore, StoreError};
 use eshost_wasm::{LoadedReactor, ReactorInstance};
 use std::sync::Arc;
@@ -74,6 +77,8 @@ pub struct Pass {
     /// Events reacted to (received and recorded), and of those parked.
     pub reacted: usize,
     pub parked: usize,
+    /// Parked events retried (whatever they came to).
+    pub retried: usize,
     /// Timers fired.
     pub fired: usize,
     /// Actions performed, whatever their outcome.
@@ -83,7 +88,7 @@ pub struct Pass {
 impl Pass {
     /// Whether it did anything, so the next pass may find more at once.
     pub fn busy(&self) -> bool {
-        self.reacted + self.fired + self.performed > 0
+        self.reacted + self.retried + self.fired + self.performed > 0
     }
 }
 
@@ -165,15 +170,32 @@ impl Runner {
         if !pass.leased {
             return Ok(pass);
         }
-        let from = reactions.reactor_checkpoint(&name, now).await?;
-        let events = store.log().read_all(from, None, PAGE).await?;
+        pass.retried = self.retry_parked(now).await?;
+        let checkpoint = reactions
+            .reactor_checkpoint(&name, &self.reactor.version, &self.reactor.digest, now)
+            .await?;
+        let stopped = checkpoint.on_failure == OnFailure::Stop && checkpoint.stopped_at.is_some();
+        let from = checkpoint.position;
+        let events = match stopped {
+            // Stopped at a parked event: nothing new until it is retried.
+            true => Vec::new(),
+            false => store.log().read_all(from, None, PAGE).await?,
+        };
         if let Some(last) = events.last() {
-            let to = last.position;
+            let mut to = last.position;
             let received: Vec<RecordedEvent> = events
                 .into_iter()
                 .filter(|e| self.reactor.receives(&e.aggregate, &e.name))
                 .collect();
-            let reacted = self.react(received).await?;
+            let mut reacted = self.react(received).await?;
+            if checkpoint.on_failure == OnFailure::Stop
+                && let Some(failed) = reacted.iter().position(|r| r.outcome.is_err())
+            {
+                // Record what came before it, park it, and stop there: the
+                // checkpoint stays just before it.
+                reacted.truncate(failed + 1);
+                to = reacted[failed].position - 1;
+            }
             let page = ReactionPage {
                 reactor: &name,
                 version: &self.reactor.version,
@@ -204,6 +226,54 @@ impl Runner {
             pass.performed += 1;
         }
         Ok(pass)
+    }
+
+    /// Reacts again to the parked events someone asked to retry, with the
+    /// version this runner runs, and records what that came to.
+    async fn retry_parked(&mut self, now: i64) -> Result<usize, RunError> {
+        let store = self.store.clone();
+        let reactions = store.reactions();
+        let requested = reactions
+            .retries_requested(&self.reactor.name, PAGE)
+            .await?;
+        let mut retried = 0;
+        for parked in requested {
+            let found = self
+                .store
+                .log()
+                .read_all(parked.position - 1, None, 1)
+                .await?
+                .pop()
+                .filter(|event| event.position == parked.position);
+            let reaction = match found {
+                Some(event) => self.react(vec![event]).await?.pop(),
+                None => None,
+            }
+            .unwrap_or_else(|| Reaction {
+                position: parked.position,
+                recorded_at_ms: 0,
+                event: parked.event.clone(),
+                outcome: Err(format!(
+                    "the event at position {} is not in the log",
+                    parked.position
+                )),
+            });
+            match &reaction.outcome {
+                Ok(_) => tracing::info!(reactor = %self.reactor.name, position = parked.position,
+                    event = %parked.event, "retried a parked event"),
+                Err(reason) => {
+                    tracing::warn!(reactor = %self.reactor.name, position = parked.position,
+                    event = %parked.event, %reason, "a retried event failed again")
+                }
+            }
+            if reactions
+                .record_retry(&self.reactor.name, &reaction, now)
+                .await?
+            {
+                retried += 1;
+            }
+        }
+        Ok(retried)
     }
 
     /// Each event's reaction, in the sandbox, on a blocking thread.

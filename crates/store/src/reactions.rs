@@ -95,30 +95,122 @@ pub struct Timer {
 }
 
 /// An event a reactor parked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParkedEvent {
     pub reactor: String,
     pub position: i64,
+    /// The event, for people: `Order o1 OrderPlaced #1`.
     pub event: String,
     pub reason: String,
     pub at_ms: i64,
+    /// When a retry was asked for, if one is waiting.
+    pub retry_requested_at_ms: Option<i64>,
+}
+
+/// What a reactor does with an event it refuses or whose reaction fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Park the event, with the reason, and go on with the next: one bad
+    /// event holds up no other.
+    #[default]
+    Park,
+    /// Park the event and stop there, the checkpoint before it, until it
+    /// is retried: for reactors whose events must be handled in order.
+    Stop,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Park => "park",
+            OnFailure::Stop => "stop",
+        }
+    }
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "park" => Ok(OnFailure::Park),
+            "stop" => Ok(OnFailure::Stop),
+            other => Err(format!("{other:?} is not a failure policy (park or stop)")),
+        }
+    }
+}
+
+/// Where a reactor stands, as its runner reads it at the start of a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last event it reacted to, or passed over.
+    pub position: i64,
+    pub on_failure: OnFailure,
+    /// The parked event it stopped at (after `position`), if it did.
+    pub stopped_at: Option<i64>,
 }
 
 /// A reactor's checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReactorRecord {
     pub name: String,
     pub version: String,
     pub digest: String,
     pub position: i64,
     pub updated_at_ms: i64,
+    pub on_failure: OnFailure,
 }
 
 /// What reactors need kept.
 #[async_trait]
 pub trait Reactions: Send + Sync {
-    /// The reactor's checkpoint: registered at 0 if it has none.
-    async fn reactor_checkpoint(&self, reactor: &str, now_ms: i64) -> Result<i64, StoreError>;
+    /// The reactor's checkpoint, policy and whether it stopped, recording
+    /// the version (and digest) that runs it: registered at 0 if it has
+    /// none.
+    async fn reactor_checkpoint(
+        &self,
+        reactor: &str,
+        version: &str,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<Checkpoint, StoreError>;
+
+    /// Sets what `reactor` does with an event it fails (registering it if
+    /// it has never run).
+    async fn set_on_failure(
+        &self,
+        reactor: &str,
+        on_failure: OnFailure,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Asks for the parked event at `position` of `reactor` (every one, if
+    /// none) to be retried; how many were.
+    async fn request_retry(
+        &self,
+        reactor: &str,
+        position: Option<i64>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Parked events of `reactor` waiting to be retried, in position order.
+    async fn retries_requested(
+        &self,
+        reactor: &str,
+        limit: u64,
+    ) -> Result<Vec<ParkedEvent>, StoreError>;
+
+    /// Records a retried event's reaction, in one transaction: its actions
+    /// as [`record_reactions`](Reactions::record_reactions) does, the event
+    /// no longer parked, and the checkpoint moved up to it if it stopped
+    /// there; or, failed again, the new reason, no retry waiting. `false`
+    /// (nothing recorded) if no retry of it was waiting.
+    async fn record_retry(
+        &self,
+        reactor: &str,
+        reaction: &Reaction,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// In one transaction: moves the checkpoint from `page.from` to
     /// `page.to`, puts each reaction's commands and deliveries in the
@@ -211,36 +303,154 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
 /// Implements [`Reactions`] for a store with a `pool` field (the SQL is the
 /// same on PostgreSQL and SQLite).
 macro_rules! impl_reactions {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::reactions::Reactions for $store {
             async fn reactor_checkpoint(
                 &self,
                 reactor: &str,
+                version: &str,
+                digest: &str,
                 now_ms: i64,
-            ) -> Result<i64, $crate::StoreError> {
+            ) -> Result<$crate::reactions::Checkpoint, $crate::StoreError> {
                 use sqlx::Row;
+                // Written only when the version that runs changes.
                 sqlx::query(
                     "INSERT INTO reactors (name, version, digest, position, updated_at_ms) \
-                     VALUES ($1, '', '', 0, $2) ON CONFLICT (name) DO NOTHING",
+                     VALUES ($1, $2, $3, 0, $4) ON CONFLICT (name) DO UPDATE \
+                     SET version = excluded.version, digest = excluded.digest, \
+                         updated_at_ms = excluded.updated_at_ms \
+                     WHERE reactors.digest <> excluded.digest",
                 )
                 .bind(reactor)
+                .bind(version)
+                .bind(digest)
                 .bind(now_ms)
                 .execute(&self.pool)
                 .await?;
-                let row = sqlx::query("SELECT position FROM reactors WHERE name = $1")
-                    .bind(reactor)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(row.try_get("position")?)
+                let row = sqlx::query(
+                    "SELECT r.position, r.on_failure, \
+                       (SELECT MIN(p.position) FROM reactor_parked p \
+                        WHERE p.reactor = r.name AND p.position > r.position) AS stopped_at \
+                     FROM reactors r WHERE r.name = $1",
+                )
+                .bind(reactor)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::reactions::Checkpoint {
+                    position: row.try_get("position")?,
+                    on_failure: $crate::reactions::on_failure_from(row.try_get("on_failure")?)?,
+                    stopped_at: row.try_get("stopped_at")?,
+                })
+            }
+
+            async fn set_on_failure(
+                &self,
+                reactor: &str,
+                on_failure: $crate::reactions::OnFailure,
+                now_ms: i64,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO reactors (name, version, digest, position, updated_at_ms, on_failure) \
+                     VALUES ($1, '', '', 0, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET on_failure = excluded.on_failure",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(on_failure.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn request_retry(
+                &self,
+                reactor: &str,
+                position: Option<i64>,
+                now_ms: i64,
+            ) -> Result<u64, $crate::StoreError> {
+                let asked = sqlx::query(
+                    "UPDATE reactor_parked SET retry_requested_at_ms = $1 \
+                     WHERE reactor = $2 AND ($3 IS NULL OR position = $3)",
+                )
+                .bind(now_ms)
+                .bind(reactor)
+                .bind(position)
+                .execute(&self.pool)
+                .await?;
+                Ok(asked.rows_affected())
+            }
+
+            async fn retries_requested(
+                &self,
+                reactor: &str,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::ParkedEvent>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT reactor, position, event, reason, at_ms, retry_requested_at_ms \
+                     FROM reactor_parked WHERE reactor = $1 AND retry_requested_at_ms IS NOT NULL \
+                     ORDER BY position LIMIT $2",
+                )
+                .bind(reactor)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::parked_event(row)).collect()
+            }
+
+            async fn record_retry(
+                &self,
+                reactor: &str,
+                reaction: &$crate::reactions::Reaction,
+                now_ms: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let actions = match &reaction.outcome {
+                    Ok(actions) => actions,
+                    Err(reason) => {
+                        let parked = sqlx::query(
+                            "UPDATE reactor_parked SET reason = $1, at_ms = $2, retry_requested_at_ms = NULL \
+                             WHERE reactor = $3 AND position = $4 AND retry_requested_at_ms IS NOT NULL",
+                        )
+                        .bind(reason)
+                        .bind(now_ms)
+                        .bind(reactor)
+                        .bind(reaction.position)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        return Ok(parked.rows_affected() == 1);
+                    }
+                };
+                let unparked = sqlx::query(
+                    "DELETE FROM reactor_parked \
+                     WHERE reactor = $1 AND position = $2 AND retry_requested_at_ms IS NOT NULL",
+                )
+                .bind(reactor)
+                .bind(reaction.position)
+                .execute(&mut *tx)
+                .await?;
+                if unparked.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::record_actions(&mut tx, reactor, reaction.position, reaction.recorded_at_ms, actions).await?;
+                sqlx::query(
+                    "UPDATE reactors SET position = $1, updated_at_ms = $2 \
+                     WHERE name = $3 AND position < $1",
+                )
+                .bind(reaction.position)
+                .bind(now_ms)
+                .bind(reactor)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn record_reactions(
                 &self,
                 page: &$crate::reactions::ReactionPage<'_>,
             ) -> Result<bool, $crate::StoreError> {
-                use eshost_core::Action;
-                use $crate::reactions::to_json;
                 let mut tx = self.pool.begin().await?;
                 let moved = sqlx::query(
                     "UPDATE reactors SET position = $1, version = $2, digest = $3, updated_at_ms = $4 \
@@ -275,46 +485,14 @@ macro_rules! impl_reactions {
                             continue;
                         }
                     };
-                    for (index, action) in actions.iter().enumerate() {
-                        let id = eshost_core::action_id(page.reactor, reaction.position, index);
-                        match action {
-                            Action::Send(_) | Action::Deliver(_) => {
-                                sqlx::query(
-                                    "INSERT INTO reaction_actions (id, reactor, position, action, status) \
-                                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
-                                )
-                                .bind(&id)
-                                .bind(page.reactor)
-                                .bind(reaction.position)
-                                .bind(to_json(action))
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            Action::Schedule(scheduled) => {
-                                sqlx::query(
-                                    "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) \
-                                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reactor, key) DO UPDATE \
-                                     SET id = excluded.id, position = excluded.position, \
-                                         due_at_ms = excluded.due_at_ms, command = excluded.command",
-                                )
-                                .bind(page.reactor)
-                                .bind(&scheduled.key)
-                                .bind(&id)
-                                .bind(reaction.position)
-                                .bind(scheduled.due.at(reaction.recorded_at_ms))
-                                .bind(to_json(&scheduled.command))
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            Action::Cancel(key) => {
-                                sqlx::query("DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2")
-                                    .bind(page.reactor)
-                                    .bind(key)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                        }
-                    }
+                    Self::record_actions(
+                        &mut tx,
+                        page.reactor,
+                        reaction.position,
+                        reaction.recorded_at_ms,
+                        actions,
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -456,25 +634,14 @@ macro_rules! impl_reactions {
                 &self,
                 reactor: &str,
             ) -> Result<Vec<$crate::reactions::ParkedEvent>, $crate::StoreError> {
-                use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT reactor, position, event, reason, at_ms FROM reactor_parked \
-                     WHERE reactor = $1 ORDER BY position",
+                    "SELECT reactor, position, event, reason, at_ms, retry_requested_at_ms \
+                     FROM reactor_parked WHERE reactor = $1 ORDER BY position",
                 )
                 .bind(reactor)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok($crate::reactions::ParkedEvent {
-                            reactor: row.try_get("reactor")?,
-                            position: row.try_get("position")?,
-                            event: row.try_get("event")?,
-                            reason: row.try_get("reason")?,
-                            at_ms: row.try_get("at_ms")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(|row| $crate::reactions::parked_event(row)).collect()
             }
 
             async fn take_lease(
@@ -501,23 +668,69 @@ macro_rules! impl_reactions {
             async fn reactors(
                 &self,
             ) -> Result<Vec<$crate::reactions::ReactorRecord>, $crate::StoreError> {
-                use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT name, version, digest, position, updated_at_ms FROM reactors ORDER BY name",
+                    "SELECT name, version, digest, position, updated_at_ms, on_failure \
+                     FROM reactors ORDER BY name",
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok($crate::reactions::ReactorRecord {
-                            name: row.try_get("name")?,
-                            version: row.try_get("version")?,
-                            digest: row.try_get("digest")?,
-                            position: row.try_get("position")?,
-                            updated_at_ms: row.try_get("updated_at_ms")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(|row| $crate::reactions::reactor_record(row)).collect()
+            }
+        }
+
+        impl $store {
+            /// Puts one reaction's commands and deliveries in the outbox,
+            /// and schedules and cancels its timers, in order.
+            async fn record_actions(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                reactor: &str,
+                position: i64,
+                recorded_at_ms: i64,
+                actions: &[eshost_core::Action],
+            ) -> Result<(), $crate::StoreError> {
+                use eshost_core::Action;
+                use $crate::reactions::to_json;
+                for (index, action) in actions.iter().enumerate() {
+                    let id = eshost_core::action_id(reactor, position, index);
+                    match action {
+                        Action::Send(_) | Action::Deliver(_) => {
+                            sqlx::query(
+                                "INSERT INTO reaction_actions (id, reactor, position, action, status) \
+                                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
+                            )
+                            .bind(&id)
+                            .bind(reactor)
+                            .bind(position)
+                            .bind(to_json(action))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Action::Schedule(scheduled) => {
+                            sqlx::query(
+                                "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) \
+                                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reactor, key) DO UPDATE \
+                                 SET id = excluded.id, position = excluded.position, \
+                                     due_at_ms = excluded.due_at_ms, command = excluded.command",
+                            )
+                            .bind(reactor)
+                            .bind(&scheduled.key)
+                            .bind(&id)
+                            .bind(position)
+                            .bind(scheduled.due.at(recorded_at_ms))
+                            .bind(to_json(&scheduled.command))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Action::Cancel(key) => {
+                            sqlx::query("DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2")
+                                .bind(reactor)
+                                .bind(key)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     };
@@ -539,6 +752,47 @@ where
         action: serde_json::from_str(&action).map_err(|e| unreadable("action", e))?,
         attempts: row.try_get("attempts")?,
     })
+}
+
+/// A parked row (`reactor, position, event, reason, at_ms,
+/// retry_requested_at_ms`).
+pub(crate) fn parked_event<R: sqlx::Row>(row: &R) -> Result<ParkedEvent, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(ParkedEvent {
+        reactor: row.try_get("reactor")?,
+        position: row.try_get("position")?,
+        event: row.try_get("event")?,
+        reason: row.try_get("reason")?,
+        at_ms: row.try_get("at_ms")?,
+        retry_requested_at_ms: row.try_get("retry_requested_at_ms")?,
+    })
+}
+
+/// A reactor row (`name, version, digest, position, updated_at_ms,
+/// on_failure`).
+pub(crate) fn reactor_record<R: sqlx::Row>(row: &R) -> Result<ReactorRecord, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(ReactorRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        position: row.try_get("position")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        on_failure: on_failure_from(row.try_get("on_failure")?)?,
+    })
+}
+
+pub(crate) fn on_failure_from(text: String) -> Result<OnFailure, StoreError> {
+    text.parse().map_err(|e| unreadable("failure policy", e))
 }
 
 /// A timer row (`reactor, key, id, position, due_at_ms, command`).

@@ -100,6 +100,17 @@ pub fn projections_dir() -> PathBuf {
 /// A new version of the flash-sale component built for the upgrade tests
 /// (`flash-sale-v2.wasm`: compatible; `flash-sale-renamed.wasm`: renamed an
 /// event). They live apart, as both claim `FlashSaleItem`.
+/// A reactor built for a test (`target/fixtures/reactors/`).
+pub fn reactor_fixture(name: &str) -> PathBuf {
+    let path = build_dir().join("fixtures/reactors").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
 pub fn upgrade_fixture(name: &str) -> PathBuf {
     let path = build_dir().join("fixtures/upgrade").join(name);
     assert!(

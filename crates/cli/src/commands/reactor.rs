@@ -1,11 +1,14 @@
 //! `eshost reactor run`: the reactor guests in `--reactors`, run against
-//! the store, their commands sent through this process's host.
+//! the store, their commands sent through this process's host; and
+//! `parked`, `retry` and `policy`, what to do about events they fail.
 
 use crate::args::{GlobalArgs, drained};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use eshost::dispatch::RetryPolicy;
 use eshost_react::Supervisor;
+use eshost_store::reactions::OnFailure;
+use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +28,45 @@ pub enum ReactorCommand {
         nothing; a file that fails to load is logged while what runs goes\n\
         on. Write files with a rename (cp x.wasm dir/.x.tmp && mv ...).")]
     Run(RunArgs),
+
+    /// List the events a reactor parked (every reactor's, if none is
+    /// named): position, event, reason, when, and whether a retry waits.
+    #[command(after_help = "Example:\n  eshost reactor parked checkout --json")]
+    Parked {
+        /// The reactor, as its guest names itself.
+        name: Option<String>,
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Ask for a reactor's parked events (or the one at --position) to be
+    /// retried: its runner reacts to each again with the version it runs
+    /// (deploy a fixed one first), records the actions once, and unparks
+    /// it; an event that fails again stays parked with the new reason.
+    #[command(after_help = "Examples:\n  \
+        eshost reactor retry checkout\n  \
+        eshost reactor retry checkout --position 1234")]
+    Retry {
+        /// The reactor, as its guest names itself.
+        name: String,
+        /// Only the event at this position.
+        #[arg(long)]
+        position: Option<i64>,
+    },
+
+    /// Set what a reactor does with an event it refuses or fails: `park`
+    /// it and go on (the default: one bad event holds up no other), or
+    /// `stop` there until it is retried (for reactors whose events must be
+    /// handled in order). Kept in the store, so every host runs the
+    /// reactor the same way.
+    #[command(after_help = "Example:\n  eshost reactor policy checkout stop")]
+    Policy {
+        /// The reactor, as its guest names itself.
+        name: String,
+        #[arg(value_parser = ["park", "stop"])]
+        on_failure: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +81,89 @@ pub struct RunArgs {
 pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
     match command {
         ReactorCommand::Run(args) => run_reactors(global, args).await,
+        ReactorCommand::Parked { name, json } => parked(global, name, json).await,
+        ReactorCommand::Retry { name, position } => {
+            let store = eshost_store::open(&global.database_url).await?;
+            let asked = store
+                .reactions()
+                .request_retry(&name, position, now_ms())
+                .await?;
+            if asked == 0 {
+                bail!(
+                    "{name} has no parked event{}",
+                    position.map_or(String::new(), |p| format!(" at position {p}"))
+                );
+            }
+            eprintln!(
+                "{name}: {asked} parked event(s) to retry; its runner retries them on its next pass"
+            );
+            Ok(())
+        }
+        ReactorCommand::Policy { name, on_failure } => {
+            let policy: OnFailure = on_failure.parse().map_err(anyhow::Error::msg)?;
+            let store = eshost_store::open(&global.database_url).await?;
+            store
+                .reactions()
+                .set_on_failure(&name, policy, now_ms())
+                .await?;
+            eprintln!(
+                "{name}: an event it fails is now {}",
+                match policy {
+                    OnFailure::Park => "parked, and it goes on",
+                    OnFailure::Stop => "parked, and it stops there until the event is retried",
+                }
+            );
+            Ok(())
+        }
     }
+}
+
+async fn parked(global: &GlobalArgs, name: Option<String>, json: bool) -> Result<()> {
+    let store = eshost_store::open(&global.database_url).await?;
+    let reactions = store.reactions();
+    let names = match name {
+        Some(name) => vec![name],
+        None => reactions
+            .reactors()
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect(),
+    };
+    let mut parked = Vec::new();
+    for name in &names {
+        parked.extend(reactions.parked_events(name).await?);
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &parked)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if parked.is_empty() {
+        writeln!(out, "no parked events")?;
+    }
+    for event in &parked {
+        writeln!(
+            out,
+            "{} {}  {}  {}{}",
+            event.reactor,
+            event.position,
+            event.event,
+            event.reason,
+            if event.retry_requested_at_ms.is_some() {
+                "  (retry waiting)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    (eshost_react::system_clock())()
 }
 
 async fn run_reactors(global: &GlobalArgs, args: RunArgs) -> Result<()> {

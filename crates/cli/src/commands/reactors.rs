@@ -12,7 +12,8 @@ const MAX_LAG_COUNTED: u64 = 1_000_000;
 
 /// List the reactors the store has a record of: name, version, position
 /// (the last event it reacted to), lag (events of the aggregates it
-/// subscribes to after that), parked events and pending timers.
+/// subscribes to after that), parked events, pending timers, and what it
+/// does with an event it fails (park or stop).
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  eshost reactors --json")]
 pub struct ReactorsArgs {
@@ -34,6 +35,8 @@ struct ReactorLine {
     lag: u64,
     parked: usize,
     timers: usize,
+    /// What it does with an event it fails: park or stop.
+    on_failure: eshost_store::reactions::OnFailure,
 }
 
 pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
@@ -67,6 +70,7 @@ pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
             version: record.version,
             digest: record.digest,
             position: record.position,
+            on_failure: record.on_failure,
             lag,
         });
     }
@@ -86,8 +90,14 @@ pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
     for line in &lines {
         writeln!(
             out,
-            "{} {}  position {}  lag {}  parked {}  timers {}",
-            line.name, line.version, line.position, line.lag, line.parked, line.timers
+            "{} {}  position {}  lag {}  parked {}  timers {}  on failure {}",
+            line.name,
+            line.version,
+            line.position,
+            line.lag,
+            line.parked,
+            line.timers,
+            line.on_failure.as_str()
         )?;
     }
     Ok(())

@@ -207,3 +207,123 @@ async fn a_server_runs_its_reactors_beside_its_commands() {
     assert!(exited.success(), "{exited}");
     db.cleanup().await;
 }
+
+/// A parked event, listed with its reason; a fixed version dropped into
+/// the watched directory; the event retried; the flow completes. The
+/// reactor's policy is `stop`, so the order placed after the parked one
+/// waits until it is retried, then goes through too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parked_event_is_retried_with_a_fixed_version_and_the_flow_completes() {
+    let db = TestDb::postgres().await;
+    let host = db.checkout_host().await;
+    let reactors = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        reactor_fixture("checkout-strict.wasm"),
+        reactors.path().join("checkout.wasm"),
+    )
+    .unwrap();
+    let eshost = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eshost"));
+        command
+            .args(["--database-url", &db.url])
+            .args(args)
+            .env("ESHOST_MODULES", checkout_dir())
+            .env("ESHOST_REACTORS", reactors.path())
+            .env("ESHOST_CACHE_DIR", cache.path());
+        command
+    };
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let output = eshost(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let policy = eshost(&["reactor", "policy", "checkout", "stop"])
+        .output()
+        .unwrap();
+    assert!(policy.status.success(), "{policy:?}");
+    let mut runner = eshost(&["reactor", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    execute(
+        &host,
+        "FlashSaleItem",
+        "s1",
+        "CreateFlashSale",
+        json!({"initialStock": 5}),
+    )
+    .await;
+    for (order, quantity) in [("big", 2), ("small", 1)] {
+        execute(
+            &host,
+            "Order",
+            order,
+            "PlaceOrder",
+            json!({"itemId": "s1", "buyerId": order, "quantity": quantity}),
+        )
+        .await;
+    }
+    let parked = poll("the big order to be parked", async || {
+        let parked = json_of(&["reactor", "parked", "checkout", "--json"]);
+        (parked.as_array()?.len() == 1).then_some(parked)
+    })
+    .await;
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("one unit per order; order big asks for 2"),
+        "{parked}"
+    );
+    assert!(
+        parked[0]["event"]
+            .as_str()
+            .unwrap()
+            .contains("Order big OrderPlaced"),
+        "{parked}"
+    );
+    let listed = json_of(&["reactors", "--json"]);
+    assert_eq!(
+        (
+            &listed[0]["version"],
+            &listed[0]["on_failure"],
+            &listed[0]["parked"]
+        ),
+        (&json!("0.0.1"), &json!("stop"), &json!(1)),
+        "{listed}"
+    );
+    // Stopped at the big order: the small one waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&host, "small").await, "placed");
+
+    // The fixed version, written with a rename as the help says.
+    let staged = reactors.path().join(".checkout.tmp");
+    std::fs::copy(reactors_dir().join("checkout.wasm"), &staged).unwrap();
+    std::fs::rename(&staged, reactors.path().join("checkout.wasm")).unwrap();
+    poll("the fixed version to run", async || {
+        let listed = json_of(&["reactors", "--json"]);
+        (listed[0]["version"] == "0.1.0").then_some(())
+    })
+    .await;
+    let retry = eshost(&["reactor", "retry", "checkout"]).output().unwrap();
+    assert!(retry.status.success(), "{retry:?}");
+
+    for order in ["big", "small"] {
+        poll_status(&host, order, "reserved").await;
+    }
+    execute(&host, "Order", "big", "PayOrder", json!({})).await;
+    poll_status(&host, "big", "confirmed").await;
+    let parked = json_of(&["reactor", "parked", "checkout", "--json"]);
+    assert_eq!(parked, json!([]));
+    let item = host.state("FlashSaleItem", "s1").await.unwrap();
+    assert_eq!(item["sold"], 3, "{item}");
+    // A retry with nothing parked is a one-line error.
+    let nothing = eshost(&["reactor", "retry", "checkout"]).output().unwrap();
+    assert_eq!(nothing.status.code(), Some(1), "{nothing:?}");
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert!(stderr.contains("checkout has no parked event"), "{stderr}");
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    db.cleanup().await;
+}

@@ -6,7 +6,7 @@
 //! until it lapses.
 
 use crate::util::*;
-use eshost::store::reactions::{ActionStatus, Reaction, ReactionPage};
+use eshost::store::reactions::{ActionStatus, Checkpoint, OnFailure, Reaction, ReactionPage};
 use eshost_core::{Action, Delivery, Due, JsonText, ReactionCommand, Scheduled};
 use serde_json::json;
 
@@ -54,7 +54,17 @@ async fn reactions_are_recorded_once_with_the_checkpoint_on_both_stores() {
     for db in [TestDb::postgres().await, TestDb::sqlite().await] {
         let store = eshost::store::open(&db.url).await.unwrap();
         let reactions = store.reactions();
-        assert_eq!(reactions.reactor_checkpoint("r", 1).await.unwrap(), 0);
+        assert_eq!(
+            reactions
+                .reactor_checkpoint("r", "0.1.0", "sha256:r1", 1)
+                .await
+                .unwrap(),
+            Checkpoint {
+                position: 0,
+                on_failure: OnFailure::Park,
+                stopped_at: None
+            }
+        );
 
         let first = [
             reaction(
@@ -90,7 +100,14 @@ async fn reactions_are_recorded_once_with_the_checkpoint_on_both_stores() {
                 .unwrap(),
             "a runner that lost the race records nothing"
         );
-        assert_eq!(reactions.reactor_checkpoint("r", 2).await.unwrap(), 5);
+        assert_eq!(
+            reactions
+                .reactor_checkpoint("r", "0.1.0", "sha256:r1", 2)
+                .await
+                .unwrap()
+                .position,
+            5
+        );
 
         let pending = reactions.pending_actions("r", 1_000, 10).await.unwrap();
         let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
@@ -186,6 +203,106 @@ async fn reactions_are_recorded_once_with_the_checkpoint_on_both_stores() {
         assert_eq!(
             (records[0].position, records[0].digest.as_str()),
             (6, "sha256:r1")
+        );
+
+        // A parked event retried: once asked, its reaction is recorded
+        // once and it is no longer parked; not asked, nothing happens.
+        let fixed = reaction(
+            4,
+            Ok(vec![Action::Send(command("Order", "o1", "ReserveOrder"))]),
+        );
+        assert!(!reactions.record_retry("r", &fixed, 9_000).await.unwrap());
+        assert_eq!(
+            reactions.request_retry("r", Some(99), 9_000).await.unwrap(),
+            0
+        );
+        assert_eq!(reactions.request_retry("r", None, 9_000).await.unwrap(), 1);
+        let waiting = reactions.retries_requested("r", 10).await.unwrap();
+        assert_eq!(
+            (waiting.len(), waiting[0].retry_requested_at_ms),
+            (1, Some(9_000))
+        );
+        let failed_again = reaction(4, Err("still missing `buyerId`".into()));
+        assert!(
+            reactions
+                .record_retry("r", &failed_again, 9_100)
+                .await
+                .unwrap()
+        );
+        let parked = reactions.parked_events("r").await.unwrap();
+        assert_eq!(
+            (parked[0].reason.as_str(), parked[0].retry_requested_at_ms),
+            ("still missing `buyerId`", None)
+        );
+        reactions.request_retry("r", Some(4), 9_200).await.unwrap();
+        assert!(reactions.record_retry("r", &fixed, 9_300).await.unwrap());
+        assert!(!reactions.record_retry("r", &fixed, 9_400).await.unwrap());
+        assert!(reactions.parked_events("r").await.unwrap().is_empty());
+        assert!(reactions.action("reaction:r:4:0").await.unwrap().is_some());
+        assert_eq!(
+            reactions
+                .reactor_checkpoint("r", "0.1.0", "sha256:r1", 9_500)
+                .await
+                .unwrap()
+                .position,
+            6,
+            "a retry never moves the checkpoint back"
+        );
+
+        // Under `stop`, a page parked at 8 leaves the checkpoint at 7 and
+        // the reactor stopped there until 8 is retried.
+        reactions
+            .set_on_failure("r", OnFailure::Stop, 10_000)
+            .await
+            .unwrap();
+        let stopped = [reaction(8, Err("refused".into()))];
+        assert!(
+            reactions
+                .record_reactions(&page(6, 7, &stopped))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            reactions
+                .reactor_checkpoint("r", "0.1.0", "sha256:r1", 10_001)
+                .await
+                .unwrap(),
+            Checkpoint {
+                position: 7,
+                on_failure: OnFailure::Stop,
+                stopped_at: Some(8)
+            }
+        );
+        reactions.request_retry("r", Some(8), 10_002).await.unwrap();
+        assert!(
+            reactions
+                .record_retry("r", &reaction(8, Ok(vec![])), 10_003)
+                .await
+                .unwrap()
+        );
+        let moved = reactions
+            .reactor_checkpoint("r", "0.1.0", "sha256:r1", 10_004)
+            .await
+            .unwrap();
+        assert_eq!((moved.position, moved.stopped_at), (8, None));
+        assert_eq!(
+            reactions.reactors().await.unwrap()[0].on_failure,
+            OnFailure::Stop
+        );
+
+        // The version that runs is recorded as soon as it runs.
+        reactions
+            .reactor_checkpoint("r", "0.2.0", "sha256:r2", 11_000)
+            .await
+            .unwrap();
+        let record = &reactions.reactors().await.unwrap()[0];
+        assert_eq!(
+            (
+                record.version.as_str(),
+                record.digest.as_str(),
+                record.position
+            ),
+            ("0.2.0", "sha256:r2", 8)
         );
         db.cleanup().await;
     }

@@ -563,4 +563,4 @@ impl Locks for PostgresStore {
     }
 }
 
-crate::reactions::impl_reactions!(PostgresStore);
+crate::reactions::impl_reactions!(PostgresStore, sqlx::Postgres);

@@ -543,4 +543,4 @@ async fn insert_stream(
     Ok(rows)
 }
 
-crate::reactions::impl_reactions!(SqliteStore);
+crate::reactions::impl_reactions!(SqliteStore, sqlx::Sqlite);
