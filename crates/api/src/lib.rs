@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use eshost_core::{
     AggregateInfo, CommandOutcome, CommandRequest, ComponentKind, DeployAction, Deployment,
-    JsonText, ProjectionRecord, RecordedEvent, RefusedVersion, ReloadReport,
+    JsonText, OnFailure, ProjectionRecord, RecordedEvent, RefusedVersion, ReloadReport,
 };
 
 /// The header carrying the command id.
@@ -173,6 +173,66 @@ pub struct ProjectionInfo {
     pub digest: String,
     /// The aggregate types it reads; empty for all.
     pub reads: Vec<String>,
+}
+
+/// `GET /v1/reactors`: one reactor, as the store has it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactorStatus {
+    pub name: String,
+    /// The version that runs it (or ran it last).
+    pub version: String,
+    /// `sha256:` and its component's digest.
+    pub digest: String,
+    /// The last event it reacted to, or passed over.
+    pub position: i64,
+    /// Events of the aggregates it subscribes to after its position
+    /// (counted to 100,000); only for the reactors this server runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Events it parked.
+    pub parked: usize,
+    /// Timers it scheduled that have not fired.
+    pub timers: usize,
+    pub on_failure: OnFailure,
+    /// The parked event it stopped at, under the `stop` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
+}
+
+/// `GET /v1/reactors/{name}/parked`: an event a reactor parked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParkedEvent {
+    pub reactor: String,
+    /// Its position in the global log.
+    pub position: i64,
+    /// The event, for people: `Order o1 OrderPlaced #1`.
+    pub event: String,
+    pub reason: String,
+    /// When it was parked, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// When a retry was asked for, if one is waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_requested_at_ms: Option<i64>,
+}
+
+/// `POST /v1/reactors/{name}/retry`: how many parked events wait for the
+/// runner to retry them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetryAnswer {
+    pub reactor: String,
+    pub asked: u64,
+}
+
+/// `PUT /v1/reactors/{name}/policy`: what the reactor does with an event
+/// it fails.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReactorPolicy {
+    pub on_failure: OnFailure,
 }
 
 /// The media type of a [`Problem`].

@@ -34,6 +34,6 @@ pub use catalog::{
 pub use command::{CommandId, CommandOutcome, CommandRequest};
 pub use event::{RecordedEvent, Snapshot};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
-pub use reaction::{Action, Delivery, Due, ReactionCommand, Scheduled, action_id};
+pub use reaction::{Action, Delivery, Due, OnFailure, ReactionCommand, Scheduled, action_id};
 pub use stream::StreamId;
 pub use view::{DocumentChange, ProjectionRecord};

@@ -99,6 +99,40 @@ pub struct Delivery {
     pub body: JsonText,
 }
 
+/// What a reactor does with an event it refuses or whose reaction fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Park the event, with the reason, and go on with the next: one bad
+    /// event holds up no other.
+    #[default]
+    Park,
+    /// Park the event and stop there, the checkpoint before it, until it
+    /// is retried: for reactors whose events must be handled in order.
+    Stop,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Park => "park",
+            OnFailure::Stop => "stop",
+        }
+    }
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "park" => Ok(OnFailure::Park),
+            "stop" => Ok(OnFailure::Stop),
+            other => Err(format!("{other:?} is not a failure policy (park or stop)")),
+        }
+    }
+}
+
 /// The id of action `index` of `reactor`'s reaction to the event at
 /// `position`: the command id of a command it sends (or a timer fires),
 /// the delivery's `Idempotency-Key`. The same for every run that reacts

@@ -260,8 +260,12 @@ fn required_scope(method: &Method, path: &str, protect_probes: bool) -> Option<S
     if reads && (path == "/console" || path.starts_with("/console/")) {
         return None;
     }
-    let deploys =
-        (path.starts_with("/v1/modules/") || path.starts_with("/v1/projections/")) && !reads;
+    // Deploying, rolling back, rebuilding, retrying a reactor's parked
+    // events and setting its policy are an operator's.
+    let deploys = (path.starts_with("/v1/modules/")
+        || path.starts_with("/v1/projections/")
+        || path.starts_with("/v1/reactors/"))
+        && !reads;
     Some(if path.starts_with("/v1/admin/") || deploys {
         Scope::Admin
     } else if reads {
@@ -405,6 +409,15 @@ mod tests {
             Some(Scope::Admin)
         );
         assert_eq!(need(Method::GET, "/v1/projections"), Some(Scope::Read));
+        assert_eq!(need(Method::GET, "/v1/reactors"), Some(Scope::Read));
+        assert_eq!(
+            need(Method::POST, "/v1/reactors/checkout/retry"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            need(Method::PUT, "/v1/reactors/checkout/policy"),
+            Some(Scope::Admin)
+        );
         assert_eq!(need(Method::GET, "/v1/admin/reload"), Some(Scope::Admin));
         assert_eq!(need(Method::GET, "/readyz"), None);
         assert_eq!(need(Method::POST, "/readyz"), Some(Scope::Write));

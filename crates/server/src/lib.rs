@@ -35,6 +35,7 @@ pub mod history;
 pub mod observe;
 pub mod openapi;
 pub mod projections;
+pub mod reactors;
 pub mod read_side;
 pub mod reload;
 pub mod routes;
@@ -170,6 +171,8 @@ pub struct App {
     pub(crate) history: Arc<history::History>,
     /// The projections this server runs, if it runs them.
     pub(crate) projections: Option<Arc<projections::ProjectionsHere>>,
+    /// The aggregate types each reactor this server runs subscribes to.
+    reactor_reads: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 /// What the followers of the global log share.
@@ -212,6 +215,7 @@ impl App {
             read_side,
             history: Arc::default(),
             projections: None,
+            reactor_reads: Arc::default(),
         }
     }
 
@@ -240,6 +244,17 @@ impl App {
     pub fn with_projections(mut self, running: eshost_read::supervisor::Running) -> Self {
         self.projections = Some(Arc::new(projections::ProjectionsHere::new(running)));
         self
+    }
+
+    /// Runs these reactors (`eshost serve --run-reactors`): the aggregate
+    /// types each subscribes to, by name, for their lag.
+    pub fn with_reactor_reads(mut self, reads: BTreeMap<String, Vec<String>>) -> Self {
+        self.reactor_reads = Arc::new(reads);
+        self
+    }
+
+    pub(crate) fn reactor_reads(&self) -> Arc<BTreeMap<String, Vec<String>>> {
+        self.reactor_reads.clone()
     }
 
     /// The aggregate types each projection running here reads, by name.
@@ -316,6 +331,14 @@ pub fn router(app: App) -> Router {
             get(projections::history).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/reactors",
+            get(reactors::list).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/reactors/{name}/parked",
+            get(reactors::parked).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/stats",
             get(console::stats).fallback(routes::method_not_allowed),
         )
@@ -383,6 +406,14 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/projections/{name}/rollback",
             post(projections::rollback).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/reactors/{name}/retry",
+            post(reactors::retry).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/reactors/{name}/policy",
+            put(reactors::policy).fallback(routes::method_not_allowed),
         )
         .merge(reads)
         .fallback(routes::fallback)

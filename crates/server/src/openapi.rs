@@ -7,7 +7,7 @@
 //! repeated on each handler.
 
 use super::App;
-use super::{console, deploy, projections, routes};
+use super::{console, deploy, projections, reactors, routes};
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
@@ -47,6 +47,10 @@ use utoipa::{Modify, OpenApi};
         projections::deploy,
         projections::rollback,
         projections::history,
+        reactors::list,
+        reactors::parked,
+        reactors::retry,
+        reactors::policy,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -67,6 +71,11 @@ use utoipa::{Modify, OpenApi};
         crate::history::Sample,
         ProjectionStatus,
         ProjectionRecord,
+        eshost_api::ReactorStatus,
+        eshost_api::ParkedEvent,
+        eshost_api::RetryAnswer,
+        eshost_api::ReactorPolicy,
+        eshost_core::OnFailure,
         StateAnswer,
         eshost_api::SnapshotInfo,
         EventsPage,

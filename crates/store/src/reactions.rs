@@ -15,6 +15,8 @@ use crate::error::StoreError;
 use async_trait::async_trait;
 use eshost_core::{Action, ReactionCommand};
 
+pub use eshost_core::OnFailure;
+
 /// The reactions to a page of events, to record with the checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct ReactionPage<'a> {
@@ -105,39 +107,6 @@ pub struct ParkedEvent {
     pub at_ms: i64,
     /// When a retry was asked for, if one is waiting.
     pub retry_requested_at_ms: Option<i64>,
-}
-
-/// What a reactor does with an event it refuses or whose reaction fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnFailure {
-    /// Park the event, with the reason, and go on with the next: one bad
-    /// event holds up no other.
-    #[default]
-    Park,
-    /// Park the event and stop there, the checkpoint before it, until it
-    /// is retried: for reactors whose events must be handled in order.
-    Stop,
-}
-
-impl OnFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnFailure::Park => "park",
-            OnFailure::Stop => "stop",
-        }
-    }
-}
-
-impl std::str::FromStr for OnFailure {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "park" => Ok(OnFailure::Park),
-            "stop" => Ok(OnFailure::Stop),
-            other => Err(format!("{other:?} is not a failure policy (park or stop)")),
-        }
-    }
 }
 
 /// Where a reactor stands, as its runner reads it at the start of a pass.

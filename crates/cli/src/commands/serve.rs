@@ -348,6 +348,17 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
     if let Some((supervisor, _)) = &projections {
         app = app.with_projections(supervisor.running());
     }
+    if let Some((_, loaded)) = &reactors {
+        app = app.with_reactor_reads(
+            loaded
+                .iter()
+                .map(|r| {
+                    let aggregates = r.subscriptions.iter().map(|s| s.aggregate.clone());
+                    (r.name.clone(), aggregates.collect())
+                })
+                .collect(),
+        );
+    }
     let started = app.reload().await;
     if app.host.modules().is_empty() {
         // Nothing deployed and nothing to seed with: say why, as every

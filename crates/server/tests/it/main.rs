@@ -12,6 +12,7 @@ mod console;
 mod deploy;
 mod observe;
 mod openapi;
+mod reactors;
 mod reload;
 mod same_origin;
 mod server;

@@ -1,0 +1,205 @@
+//! The reactors over HTTP: `GET /v1/reactors` (each one's position, lag,
+//! parked events, timers and policy), `GET /v1/reactors/{name}/parked`,
+//! `POST /v1/reactors/{name}/retry` and `PUT /v1/reactors/{name}/policy`.
+//!
+//! Any server on the store answers them: what a reactor has done is in the
+//! store, and a retry or a policy change is a row there that the runner
+//! holding the reactor's lease, on whatever host, takes on its next pass.
+
+use crate::App;
+use crate::error::ApiError;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use eshost_api::{ParkedEvent, Problem, ReactorPolicy, ReactorStatus, RetryAnswer};
+use eshost_core::digest_label;
+use serde::Deserialize;
+
+/// `GET /v1/reactors`: every reactor the store has a record of.
+#[utoipa::path(
+    get,
+    path = "/v1/reactors",
+    operation_id = "reactors",
+    summary = "Every reactor: position, lag, parked events, timers, policy",
+    responses(
+        (status = 200, description = "By name", body = Vec<ReactorStatus>),
+        (status = 503, description = "The store failed for now", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "reactors"
+)]
+pub async fn list(State(app): State<App>) -> Result<Json<Vec<ReactorStatus>>, ApiError> {
+    let store = app.host.store();
+    let reactions = store.reactions();
+    let reads = app.reactor_reads();
+    let mut listed = Vec::new();
+    for record in reactions.reactors().await? {
+        let lag = match reads.get(&record.name) {
+            Some(aggregates) => Some(
+                store
+                    .views()
+                    .events_after(
+                        record.position,
+                        aggregates,
+                        crate::read_side::MAX_LAG_COUNTED,
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        let parked = reactions.parked_events(&record.name).await?;
+        let stopped_at = match record.on_failure {
+            eshost_core::OnFailure::Stop => parked
+                .iter()
+                .map(|p| p.position)
+                .find(|&p| p > record.position),
+            eshost_core::OnFailure::Park => None,
+        };
+        listed.push(ReactorStatus {
+            parked: parked.len(),
+            timers: reactions.timers(&record.name).await?.len(),
+            digest: if record.digest.is_empty() {
+                String::new()
+            } else {
+                digest_label(&record.digest)
+            },
+            name: record.name,
+            version: record.version,
+            position: record.position,
+            lag,
+            on_failure: record.on_failure,
+            stopped_at,
+        });
+    }
+    Ok(Json(listed))
+}
+
+/// `GET /v1/reactors/{name}/parked`: the events a reactor parked.
+#[utoipa::path(
+    get,
+    path = "/v1/reactors/{name}/parked",
+    operation_id = "parked_events",
+    summary = "The events a reactor parked, with the reasons",
+    params(("name" = String, Path, description = "The reactor", example = "checkout")),
+    responses(
+        (status = 200, description = "In position order; empty for a reactor with none", body = Vec<ParkedEvent>),
+        (status = 503, description = "The store failed for now", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "reactors"
+)]
+pub async fn parked(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ParkedEvent>>, ApiError> {
+    let parked = app.host.store().reactions().parked_events(&name).await?;
+    Ok(Json(
+        parked
+            .into_iter()
+            .map(|p| ParkedEvent {
+                reactor: p.reactor,
+                position: p.position,
+                event: p.event,
+                reason: p.reason,
+                at_ms: p.at_ms,
+                retry_requested_at_ms: p.retry_requested_at_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// The query of `POST /v1/reactors/{name}/retry`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetryQuery {
+    /// Only the parked event at this position (else every one).
+    position: Option<i64>,
+}
+
+/// `POST /v1/reactors/{name}/retry`: ask for parked events to be retried.
+#[utoipa::path(
+    post,
+    path = "/v1/reactors/{name}/retry",
+    operation_id = "retry_parked",
+    summary = "Ask for a reactor's parked events (or one) to be retried by its runner",
+    params(("name" = String, Path, description = "The reactor", example = "checkout"), RetryQuery),
+    responses(
+        (status = 202, description = "Marked: the runner holding the reactor's lease retries them on its next pass", body = RetryAnswer),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No parked event (at that position)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed for now", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "reactors"
+)]
+pub async fn retry(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    query: Result<Query<RetryQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<RetryAnswer>), ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let asked = app
+        .host
+        .store()
+        .reactions()
+        .request_retry(&name, query.position, now_ms())
+        .await?;
+    if asked == 0 {
+        return Err(ApiError::not_found(format!(
+            "{name} has no parked event{}",
+            query
+                .position
+                .map_or(String::new(), |p| format!(" at position {p}"))
+        )));
+    }
+    tracing::info!(reactor = %name, asked, position = ?query.position, "retry of parked events asked for");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RetryAnswer {
+            reactor: name,
+            asked,
+        }),
+    ))
+}
+
+/// `PUT /v1/reactors/{name}/policy`: what a reactor does with an event it
+/// fails.
+#[utoipa::path(
+    put,
+    path = "/v1/reactors/{name}/policy",
+    operation_id = "reactor_policy",
+    summary = "Set what a reactor does with an event it fails: park it and go on, or stop there",
+    params(("name" = String, Path, description = "The reactor", example = "checkout")),
+    request_body(content = ReactorPolicy, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set; every runner of the reactor follows it from its next pass", body = ReactorPolicy),
+        (status = 422, description = "Not a policy", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed for now", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "reactors"
+)]
+pub async fn policy(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<ReactorPolicy>, ApiError> {
+    let policy: ReactorPolicy = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_payload",
+            format!("a policy is {{\"on_failure\": \"park\" or \"stop\"}}: {e}"),
+        )
+    })?;
+    app.host
+        .store()
+        .reactions()
+        .set_on_failure(&name, policy.on_failure, now_ms())
+        .await?;
+    tracing::info!(reactor = %name, on_failure = policy.on_failure.as_str(), "reactor policy set");
+    Ok(Json(policy))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
