@@ -191,9 +191,11 @@ pub struct ReactorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
     /// Events it parked.
-    pub parked: usize,
+    pub parked: u64,
     /// Timers it scheduled that have not fired.
-    pub timers: usize,
+    pub timers: u64,
+    /// Actions recorded and not yet performed (or to be tried again).
+    pub pending: u64,
     pub on_failure: OnFailure,
     /// The parked event it stopped at, under the `stop` policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -48,17 +48,22 @@ pub async fn list(State(app): State<App>) -> Result<Json<Vec<ReactorStatus>>, Ap
             ),
             None => None,
         };
-        let parked = reactions.parked_events(&record.name).await?;
+        let counts = reactions.reactor_counts(&record.name).await?;
+        // Under `stop`, it stopped at the first parked event after its
+        // position (it parks at most that one while stopped).
         let stopped_at = match record.on_failure {
-            eshost_core::OnFailure::Stop => parked
+            eshost_core::OnFailure::Stop if counts.parked > 0 => reactions
+                .parked_events(&record.name)
+                .await?
                 .iter()
                 .map(|p| p.position)
                 .find(|&p| p > record.position),
-            eshost_core::OnFailure::Park => None,
+            _ => None,
         };
         listed.push(ReactorStatus {
-            parked: parked.len(),
-            timers: reactions.timers(&record.name).await?.len(),
+            parked: counts.parked,
+            timers: counts.timers,
+            pending: counts.pending,
             digest: if record.digest.is_empty() {
                 String::new()
             } else {

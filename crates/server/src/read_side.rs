@@ -45,12 +45,28 @@ struct ProjectionLabels {
     projection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReactorLabels {
+    reactor: String,
+}
+
+/// The reactors' gauges.
+#[derive(Default)]
+struct ReactorGauges {
+    position: Family<ReactorLabels, Gauge>,
+    lag: Family<ReactorLabels, Gauge>,
+    parked: Family<ReactorLabels, Gauge>,
+    timers: Family<ReactorLabels, Gauge>,
+    pending: Family<ReactorLabels, Gauge>,
+}
+
 /// The read side's gauges, and the problems the last check found.
 pub struct ReadSide {
     horizon_held: Gauge<f64, AtomicU64>,
     position: Family<ProjectionLabels, Gauge>,
     failed: Family<ProjectionLabels, Gauge>,
     lag: Family<ProjectionLabels, Gauge>,
+    reactors: ReactorGauges,
     problems: Mutex<Vec<String>>,
 }
 
@@ -68,6 +84,7 @@ impl ReadSide {
             position: Family::default(),
             failed: Family::default(),
             lag: Family::default(),
+            reactors: ReactorGauges::default(),
             problems: Mutex::default(),
         };
         let eshost = registry.sub_registry_with_prefix("eshost");
@@ -91,6 +108,36 @@ impl ReadSide {
             "Events of the types a projection reads, not yet in its view (counted to 100000; projections this server runs)",
             read_side.lag.clone(),
         );
+        let reactors = &read_side.reactors;
+        for (name, help, family) in [
+            (
+                "reactor_position",
+                "The position of the last event a reactor reacted to, or passed over",
+                &reactors.position,
+            ),
+            (
+                "reactor_lag_events",
+                "Events of the aggregates a reactor subscribes to after its position (counted to 100000; reactors this server runs)",
+                &reactors.lag,
+            ),
+            (
+                "reactor_parked_events",
+                "Events a reactor parked (refused or failed), waiting to be retried",
+                &reactors.parked,
+            ),
+            (
+                "reactor_timers",
+                "Timers a reactor scheduled that have not fired",
+                &reactors.timers,
+            ),
+            (
+                "reactor_pending_actions",
+                "Actions a reactor's reactions recorded and not yet performed",
+                &reactors.pending,
+            ),
+        ] {
+            eshost.register(name, help, family.clone());
+        }
         read_side
     }
 
@@ -111,6 +158,7 @@ impl ReadSide {
         &self,
         store: &dyn EventStore,
         reads: &BTreeMap<String, Vec<String>>,
+        reactor_reads: &BTreeMap<String, Vec<String>>,
     ) -> Option<HorizonHolder> {
         let mut problems = Vec::new();
         let holder = match store.log().horizon_holder().await {
@@ -163,8 +211,85 @@ impl ReadSide {
             }
             Err(e) => tracing::debug!(error = %e, "cannot read the projections' records"),
         }
+        self.check_reactors(store, reactor_reads, &mut problems)
+            .await;
         *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
         holder
+    }
+
+    /// The reactors' gauges; a reactor stopped at a parked event is a
+    /// problem.
+    async fn check_reactors(
+        &self,
+        store: &dyn EventStore,
+        reads: &BTreeMap<String, Vec<String>>,
+        problems: &mut Vec<String>,
+    ) {
+        let reactions = store.reactions();
+        let records = match reactions.reactors().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the reactors' records");
+                return;
+            }
+        };
+        let gauges = &self.reactors;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for record in records {
+            let labels = ReactorLabels {
+                reactor: record.name.clone(),
+            };
+            gauges.position.get_or_create(&labels).set(record.position);
+            match reactions.reactor_counts(&record.name).await {
+                Ok(counts) => {
+                    gauges
+                        .parked
+                        .get_or_create(&labels)
+                        .set(count(counts.parked));
+                    gauges
+                        .timers
+                        .get_or_create(&labels)
+                        .set(count(counts.timers));
+                    gauges
+                        .pending
+                        .get_or_create(&labels)
+                        .set(count(counts.pending));
+                    if record.on_failure == eshost_core::OnFailure::Stop && counts.parked > 0 {
+                        let stopped =
+                            reactions
+                                .parked_events(&record.name)
+                                .await
+                                .ok()
+                                .and_then(|parked| {
+                                    parked.into_iter().find(|p| p.position > record.position)
+                                });
+                        if let Some(event) = stopped {
+                            problems.push(format!(
+                                "reactor {} stopped at {} (position {}): {}",
+                                record.name, event.event, event.position, event.reason
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, reactor = %record.name, "cannot count a reactor's work")
+                }
+            }
+            if let Some(aggregates) = reads.get(&record.name) {
+                match store
+                    .views()
+                    .events_after(record.position, aggregates, MAX_LAG_COUNTED)
+                    .await
+                {
+                    Ok(lag) => {
+                        gauges.lag.get_or_create(&labels).set(count(lag));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, reactor = %record.name, "cannot count a reactor's lag")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -180,9 +305,10 @@ pub(crate) async fn watch(app: crate::App, every: Duration, stop: CancellationTo
     let mut warned: Option<(i32, Instant)> = None;
     loop {
         let reads = app.projection_reads();
+        let reactor_reads = app.reactor_reads();
         let checked = tokio::time::timeout(
             every.max(Duration::from_secs(1)),
-            read_side.check(&*store, &reads),
+            read_side.check(&*store, &reads, &reactor_reads),
         );
         let holder = tokio::select! {
             checked = checked => checked.ok().flatten(),

@@ -119,6 +119,17 @@ pub struct Checkpoint {
     pub stopped_at: Option<i64>,
 }
 
+/// How much a reactor has waiting, counted in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReactorCounts {
+    /// Events it parked.
+    pub parked: u64,
+    /// Timers that have not fired.
+    pub timers: u64,
+    /// Actions in the outbox not yet performed (or to try again).
+    pub pending: u64,
+}
+
 /// A reactor's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReactorRecord {
@@ -243,6 +254,10 @@ pub trait Reactions: Send + Sync {
 
     /// Every reactor's checkpoint, by name.
     async fn reactors(&self) -> Result<Vec<ReactorRecord>, StoreError>;
+
+    /// How much `reactor` has waiting: parked events, timers, pending
+    /// actions.
+    async fn reactor_counts(&self, reactor: &str) -> Result<ReactorCounts, StoreError>;
 }
 
 /// A stored JSON column that does not read back: the store is damaged.
@@ -645,9 +660,34 @@ macro_rules! impl_reactions {
                 .await?;
                 rows.iter().map(|row| $crate::reactions::reactor_record(row)).collect()
             }
+
+            async fn reactor_counts(
+                &self,
+                reactor: &str,
+            ) -> Result<$crate::reactions::ReactorCounts, $crate::StoreError> {
+                Ok($crate::reactions::ReactorCounts {
+                    parked: self
+                        .count_for_reactor("SELECT COUNT(*) FROM reactor_parked WHERE reactor = $1", reactor)
+                        .await?,
+                    timers: self
+                        .count_for_reactor("SELECT COUNT(*) FROM reactor_timers WHERE reactor = $1", reactor)
+                        .await?,
+                    pending: self
+                        .count_for_reactor(
+                            "SELECT COUNT(*) FROM reaction_actions WHERE reactor = $1 AND status = 'pending'",
+                            reactor,
+                        )
+                        .await?,
+                })
+            }
         }
 
         impl $store {
+            async fn count_for_reactor(&self, sql: &str, reactor: &str) -> Result<u64, $crate::StoreError> {
+                let (count,): (i64,) = sqlx::query_as(sql).bind(reactor).fetch_one(&self.pool).await?;
+                Ok(u64::try_from(count).unwrap_or_default())
+            }
+
             /// Puts one reaction's commands and deliveries in the outbox,
             /// and schedules and cancels its timers, in order.
             async fn record_actions(

@@ -12,8 +12,8 @@ const MAX_LAG_COUNTED: u64 = 1_000_000;
 
 /// List the reactors the store has a record of: name, version, position
 /// (the last event it reacted to), lag (events of the aggregates it
-/// subscribes to after that), parked events, pending timers, and what it
-/// does with an event it fails (park or stop).
+/// subscribes to after that), parked events, timers not fired, actions not
+/// yet performed, and what it does with an event it fails (park or stop).
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  eshost reactors --json")]
 pub struct ReactorsArgs {
@@ -33,8 +33,10 @@ struct ReactorLine {
     /// checkpoint (counted up to a million; all events when its guest is
     /// not in --reactors).
     lag: u64,
-    parked: usize,
-    timers: usize,
+    parked: u64,
+    timers: u64,
+    /// Actions recorded and not yet performed (or to be tried again).
+    pending: u64,
     /// What it does with an event it fails: park or stop.
     on_failure: eshost_store::reactions::OnFailure,
 }
@@ -63,9 +65,11 @@ pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
             .views()
             .events_after(record.position, &aggregates, MAX_LAG_COUNTED)
             .await?;
+        let counts = reactions.reactor_counts(&record.name).await?;
         lines.push(ReactorLine {
-            parked: reactions.parked_events(&record.name).await?.len(),
-            timers: reactions.timers(&record.name).await?.len(),
+            parked: counts.parked,
+            timers: counts.timers,
+            pending: counts.pending,
             name: record.name,
             version: record.version,
             digest: record.digest,
@@ -90,13 +94,14 @@ pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
     for line in &lines {
         writeln!(
             out,
-            "{} {}  position {}  lag {}  parked {}  timers {}  on failure {}",
+            "{} {}  position {}  lag {}  parked {}  timers {}  pending {}  on failure {}",
             line.name,
             line.version,
             line.position,
             line.lag,
             line.parked,
             line.timers,
+            line.pending,
             line.on_failure.as_str()
         )?;
     }

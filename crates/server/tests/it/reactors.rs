@@ -1,6 +1,7 @@
 //! The reactors over HTTP, on both stores: a parked event listed with its
 //! reason, a retry asked for (404 with nothing to retry), the policy set
-//! (422 for one that is not), and what `GET /v1/reactors` shows of it.
+//! (422 for one that is not), and what `GET /v1/reactors` and the metrics
+//! show of it.
 
 use crate::util::*;
 use eshost::store::reactions::{Reaction, ReactionPage};
@@ -11,7 +12,8 @@ crate::conformance!(a_parked_event_is_listed_retried_and_the_policy_set_over_htt
 
 async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &TestDb) {
     let host = db.default_host().await;
-    let reactions = host.store().reactions();
+    let store = host.store().clone();
+    let reactions = store.reactions();
     reactions
         .reactor_checkpoint("checkout", "0.1.0", "ab12", 1)
         .await
@@ -32,7 +34,11 @@ async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &Test
         now_ms: 2,
     };
     assert!(reactions.record_reactions(&page).await.unwrap());
-    let app = App::new(host, ServerConfig::default())
+    let config = ServerConfig {
+        read_side_check: std::time::Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let app = App::new(host, config)
         .with_reactor_reads([("checkout".to_owned(), vec!["Order".to_owned()])].into());
     let server = TestServer::start_app(app).await;
     let client = reqwest::Client::new();
@@ -46,8 +52,31 @@ async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &Test
     assert_eq!(
         listed,
         json!([{"name": "checkout", "version": "0.1.0", "digest": "sha256:ab12", "position": 9,
-                "lag": 0, "parked": 1, "timers": 0, "on_failure": "park"}])
+                "lag": 0, "parked": 1, "timers": 0, "pending": 0, "on_failure": "park"}])
     );
+    // And in the metrics, once the read side has been checked.
+    let metrics = poll("the reactor's gauges", async || {
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("eshost_reactor_parked_events")
+            .then_some(text)
+    })
+    .await;
+    for line in [
+        r#"eshost_reactor_position{reactor="checkout"} 9"#,
+        r#"eshost_reactor_parked_events{reactor="checkout"} 1"#,
+        r#"eshost_reactor_timers{reactor="checkout"} 0"#,
+        r#"eshost_reactor_pending_actions{reactor="checkout"} 0"#,
+        r#"eshost_reactor_lag_events{reactor="checkout"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let parked = get("/v1/reactors/checkout/parked").await;
     assert_eq!(parked[0]["position"], 7, "{parked}");
     assert_eq!(parked[0]["reason"], "missing field `buyerId`", "{parked}");
@@ -104,5 +133,33 @@ async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &Test
     // The parked event is before the checkpoint: parked under `park`, so
     // the reactor is not stopped at it.
     assert!(listed[0].get("stopped_at").is_none(), "{listed}");
+
+    // Stopped at a new parked event: listed, and a problem of the read
+    // side's in /readyz.
+    let refused = [Reaction {
+        position: 12,
+        recorded_at_ms: 1,
+        event: "Order o2 OrderPlaced #1".into(),
+        outcome: Err("refused".into()),
+    }];
+    let page = ReactionPage {
+        from: 9,
+        to: 11,
+        reactions: &refused,
+        ..page
+    };
+    assert!(reactions.record_reactions(&page).await.unwrap());
+    assert_eq!(get("/v1/reactors").await[0]["stopped_at"], 12);
+    poll("readiness to show the stopped reactor", async || {
+        let ready = get("/readyz").await;
+        let problems = ready["read_side"].as_array()?.clone();
+        problems
+            .iter()
+            .any(|p| {
+                p == "reactor checkout stopped at Order o2 OrderPlaced #1 (position 12): refused"
+            })
+            .then_some(())
+    })
+    .await;
     server.stop().await;
 }
