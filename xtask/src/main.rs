@@ -4,8 +4,9 @@
 //!   (all, or those named) for `wasm32-unknown-unknown` and wraps each core
 //!   module into a component in `target/modules/` (projections in
 //!   `target/projections/`, test fixtures in `target/fixtures/`); under
-//!   `CARGO_TARGET_DIR` when it is set. The TypeScript guest is built with
-//!   node and npm into `target/modules-ts/`, the Python one with
+//!   `CARGO_TARGET_DIR` when it is set. The TypeScript guests are built with
+//!   node and npm into `target/modules-ts/` and `target/reactors-ts/`, the
+//!   Python one with
 //!   componentize-py into `target/modules-py/`; each is skipped, saying
 //!   why, where its toolchain is missing.
 //! - `layering`: checks that the crates depend on each other only as the
@@ -61,18 +62,28 @@ const GUESTS: &[(&str, &str)] = &[
 
 /// A guest in another language: the name `build-guests` knows it by, its
 /// directory, and the component it becomes under `target/` (a directory of
-/// its own, since each is a second `FlashSaleItem`).
+/// its own, since each is a second `FlashSaleItem` or `checkout`).
 struct OtherGuest {
     name: &'static str,
     dir: &'static str,
     component: &'static str,
 }
 
-const TS_GUEST: OtherGuest = OtherGuest {
-    name: "guest-flash-sale-ts",
-    dir: "examples/flash-sale-ts",
-    component: "modules-ts/flash-sale-ts.wasm",
-};
+/// The TypeScript guests: the flash-sale item (a second `FlashSaleItem`)
+/// and the checkout reactor (a second `checkout`), each built by its own
+/// `build.mjs` with its own toolchain.
+const TS_GUESTS: &[OtherGuest] = &[
+    OtherGuest {
+        name: "guest-flash-sale-ts",
+        dir: "examples/flash-sale-ts",
+        component: "modules-ts/flash-sale-ts.wasm",
+    },
+    OtherGuest {
+        name: "guest-checkout-ts",
+        dir: "examples/checkout/reactor-ts",
+        component: "reactors-ts/checkout-ts.wasm",
+    },
+];
 
 const PY_GUEST: OtherGuest = OtherGuest {
     name: "guest-flash-sale-py",
@@ -594,18 +605,22 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
         .iter()
         .filter(|(package, _)| only.is_empty() || only.iter().any(|o| o == package))
         .collect();
-    let other_languages = [TS_GUEST.name, PY_GUEST.name];
+    let other_languages: Vec<&str> = TS_GUESTS
+        .iter()
+        .map(|g| g.name)
+        .chain([PY_GUEST.name])
+        .collect();
     let known = |name: &String| {
         other_languages.contains(&name.as_str()) || GUESTS.iter().any(|(p, _)| p == name)
     };
     if let Some(unknown) = only.iter().find(|o| !known(o)) {
         let mut names: Vec<&str> = GUESTS.iter().map(|(p, _)| *p).collect();
-        names.extend(other_languages);
+        names.extend(&other_languages);
         bail!("no guest {unknown:?} here (guests: {})", names.join(", "));
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    if wanted(TS_GUEST.name) {
-        build_ts_guest()?;
+    for guest in TS_GUESTS.iter().filter(|g| wanted(g.name)) {
+        build_ts_guest(guest)?;
     }
     if wanted(PY_GUEST.name) {
         build_py_guest()?;
@@ -767,16 +782,16 @@ fn is_stale(out: &Path, inputs: &[PathBuf]) -> Result<bool> {
     Ok(newest_change(out).unwrap_or(std::time::UNIX_EPOCH) <= newest)
 }
 
-/// Builds the TypeScript guest with its own toolchain (`npm ci` from its
+/// Builds a TypeScript guest with its own toolchain (`npm ci` from its
 /// lockfile when that changed, then its `build.mjs`: tsc, esbuild,
 /// componentize-js), unless its component is newer than every input.
 /// Without node and npm it says so and skips it.
-fn build_ts_guest() -> Result<()> {
-    let OtherGuest {
+fn build_ts_guest(guest: &OtherGuest) -> Result<()> {
+    let &OtherGuest {
         name,
         dir,
         component,
-    } = TS_GUEST;
+    } = guest;
     if let Some(why) = missing_node() {
         eprintln!("guest {name} skipped: {why}");
         return Ok(());

@@ -217,6 +217,39 @@ const pages = {
     await refresh();
   },
 
+  async reactors(main) {
+    const result = el("div", { id: "reactor-result" });
+    const rows = el("tbody", { id: "reactor-rows" });
+    const parkedRows = el("tbody", { id: "parked-rows" });
+    add(main, el("h2", {}, "Reactors"), result,
+      el("table", {}, el("thead", {}, el("tr", {},
+        ["Name", "Version", "Position", "Lag", "Parked", "Timers", "Pending", "On failure", "Stopped at", ""].map((h) => el("th", {}, h)))), rows),
+      el("h3", {}, "Parked events"),
+      el("table", {}, el("thead", {}, el("tr", {},
+        ["Reactor", "Position", "Event", "Reason", "Parked at", "Retry"].map((h) => el("th", {}, h)))), parkedRows));
+    const path = (name, rest) => `/v1/reactors/${encodeURIComponent(name)}/${rest}`;
+    const setPolicy = (name, onFailure) => act(result, () => api(path(name, "policy"), {
+      method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ on_failure: onFailure }),
+    }));
+    const refresh = async () => {
+      const listed = await api("/v1/reactors");
+      rows.replaceChildren(...listed.map((r) => el("tr", { "data-reactor": r.name, "data-parked": r.parked, "data-on-failure": r.on_failure },
+        el("td", {}, r.name), el("td", {}, r.version), el("td", {}, r.position), el("td", {}, r.lag ?? "–"),
+        el("td", { class: r.parked ? "bad" : "" }, r.parked), el("td", {}, r.timers), el("td", {}, r.pending),
+        el("td", {}, el("select", { "data-policy": r.name, on: { change: (event) => setPolicy(r.name, event.target.value) } },
+          options(["park", "stop"], r.on_failure))),
+        el("td", { class: r.stopped_at ? "bad" : "" }, r.stopped_at ?? ""),
+        el("td", {}, r.parked ? el("button", { class: "secondary", "data-retry": r.name, on: { click: () =>
+          act(result, () => api(path(r.name, "retry"), { method: "POST" })) } }, "Retry parked") : ""))));
+      const parked = (await Promise.all(listed.filter((r) => r.parked).map((r) => api(path(r.name, "parked"))))).flat();
+      parkedRows.replaceChildren(...parked.map((p) => el("tr", { "data-position": p.position, "data-retry-waiting": p.retry_requested_at_ms ? "true" : "false" },
+        el("td", {}, p.reactor), el("td", {}, p.position), el("td", {}, p.event), el("td", { class: "bad" }, p.reason),
+        el("td", {}, new Date(p.at_ms).toISOString()), el("td", {}, p.retry_requested_at_ms ? "waiting for the runner" : ""))));
+      state.timers.push(setTimeout(() => refresh().catch((e) => notice(e.message)), 2_000));
+    };
+    await refresh();
+  },
+
   async deploy(main, params) {
     const [aggregates, projections] = await Promise.all([loadAggregates(), api("/v1/projections")]);
     // `#/deploy?aggregate=Name` or `#/deploy?projection=name`.
@@ -322,6 +355,8 @@ function summary(answer) {
       : `${a.name} ${a.version} was live already`;
   }
   if (answer && answer.events) return `recorded: ${answer.events.map((e) => e.name).join(", ") || "no events"}`;
+  if (answer && "asked" in answer) return `${answer.asked} parked event(s) of ${answer.reactor} to retry: its runner takes them on its next pass`;
+  if (answer && answer.on_failure) return `an event it fails is now ${answer.on_failure === "stop" ? "parked, and it stops there" : "parked, and it goes on"}`;
   if (answer && answer.rebuilding) return `rebuilding ${answer.name}: readers keep the live view until the new one has caught up`;
   return "done";
 }

@@ -526,6 +526,13 @@ pub const TYPESCRIPT: Language = Language {
     skipped: "ESHOST_SKIP_TS_GUEST",
 };
 
+/// The checkout reactor in TypeScript (a second `checkout`).
+pub const TYPESCRIPT_REACTOR: Language = Language {
+    dir: "reactors-ts",
+    file: "checkout-ts.wasm",
+    skipped: "ESHOST_SKIP_TS_GUEST",
+};
+
 pub const PYTHON: Language = Language {
     dir: "modules-py",
     file: "flash-sale-py.wasm",

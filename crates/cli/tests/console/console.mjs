@@ -148,6 +148,19 @@ try {
     .waitFor({ timeout: 30_000 });
   step("a projection's new version deployed from the page runs on the server");
 
+  // As admin: a reactor's parked event, a retry asked for, its policy set.
+  const reactors = await open(tokens.admin, "#/reactors");
+  await reactors.locator('tr[data-reactor="checkout"][data-parked="1"]').waitFor({ timeout: 10_000 });
+  await reactors.locator("#parked-rows tr", { hasText: "missing field `buyerId`" }).waitFor();
+  await reactors.click('button[data-retry="checkout"]');
+  await reactors.locator("#reactor-result .result.ok", { hasText: "1 parked event(s) of checkout to retry" }).waitFor();
+  await reactors.locator('#parked-rows tr[data-retry-waiting="true"]').waitFor({ timeout: 10_000 });
+  await reactors.selectOption('select[data-policy="checkout"]', "stop");
+  await reactors.locator("#reactor-result .result.ok", { hasText: "it stops there" }).waitFor();
+  await reactors.locator('tr[data-reactor="checkout"][data-on-failure="stop"]').waitFor({ timeout: 10_000 });
+  await shot(reactors, "reactors");
+  step("a reactor's parked event is listed with its reason, retried, and its policy set to stop");
+
   // A stream of 10,000 events: its first page, timed in the page.
   const long = await open(tokens.read, `#/streams?aggregate=${AGGREGATE}&id=${process.env.ESHOST_LONG_STREAM}`);
   const loaded = long.locator("#stream[data-load-ms]");

@@ -55,6 +55,33 @@ async fn the_console_in_a_browser() {
             .collect();
         append_raw(store.as_ref(), LONG, from as u64, purchases).await;
     }
+    // A reactor with a parked event, for the reactors page (no reactor
+    // runs: the page reads and writes the store through the API).
+    let first = store.log().read_all(0, None, 1).await.unwrap()[0].position;
+    let reactions = store.reactions();
+    reactions
+        .reactor_checkpoint("checkout", "0.1.0", "c0ffee", 1)
+        .await
+        .unwrap();
+    let parked = [eshost::store::reactions::Reaction {
+        position: first,
+        recorded_at_ms: 1,
+        event: format!("FlashSaleItem {LONG} ItemPurchased #2"),
+        outcome: Err("missing field `buyerId`".into()),
+    }];
+    let page = eshost::store::reactions::ReactionPage {
+        reactor: "checkout",
+        version: "0.1.0",
+        digest: "c0ffee",
+        from: 0,
+        to: first,
+        reactions: &parked,
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    };
+    assert!(reactions.record_reactions(&page).await.unwrap());
     host.shutdown(Duration::from_secs(10)).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +146,7 @@ async fn the_console_in_a_browser() {
         "the console suite failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.matches("ok - ").count(), 10, "{stdout}");
+    assert_eq!(stdout.matches("ok - ").count(), 11, "{stdout}");
     drop(server);
     db.cleanup().await;
 }

@@ -4,6 +4,11 @@ use crate::util::*;
 use std::process::Command;
 
 fn eshost_test(spec: &std::path::Path) -> std::process::Output {
+    eshost_test_with(spec, &reactors_dir())
+}
+
+/// `eshost test` with the reactors of `reactors`.
+fn eshost_test_with(spec: &std::path::Path, reactors: &std::path::Path) -> std::process::Output {
     let cache = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_eshost"))
         .env_remove("DATABASE_URL")
@@ -13,7 +18,7 @@ fn eshost_test(spec: &std::path::Path) -> std::process::Output {
         .arg("--projections")
         .arg(projections_dir())
         .arg("--reactors")
-        .arg(reactors_dir())
+        .arg(reactors)
         .arg("test")
         .arg(spec)
         .output()
@@ -61,6 +66,16 @@ fn the_sales_summary_projection_spec_passes() {
 fn the_checkout_reactor_spec_passes() {
     let spec = workspace_root().join("examples/checkout/checkout.spec.toml");
     assert_passed(&eshost_test(&spec), "9 passed, 0 failed");
+}
+
+/// The same spec file against the checkout reactor written in TypeScript.
+#[test]
+fn the_checkout_spec_passes_against_the_typescript_reactor_too() {
+    let Some(reactors) = TYPESCRIPT_REACTOR.modules_dir() else {
+        return;
+    };
+    let spec = workspace_root().join("examples/checkout/checkout.spec.toml");
+    assert_passed(&eshost_test_with(&spec, &reactors), "9 passed, 0 failed");
 }
 
 /// A reactor case whose actions differ shows the difference; one that
