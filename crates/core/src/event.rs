@@ -57,6 +57,15 @@ impl RecordedEvent {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch: the clock
+/// [`RecordedEvent::recorded_at_ms`], timers and the store's records count
+/// in (0 before 1970, which no clock this runs on shows).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Guest state as of one version of a stream, written by one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

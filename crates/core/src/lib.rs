@@ -32,7 +32,7 @@ pub use catalog::{
     digest_label,
 };
 pub use command::{CommandId, CommandOutcome, CommandRequest};
-pub use event::{RecordedEvent, Snapshot};
+pub use event::{RecordedEvent, Snapshot, now_ms};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
 pub use reaction::{Action, Delivery, Due, OnFailure, ReactionCommand, Scheduled, action_id};
 pub use stream::StreamId;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often a sample is taken.
@@ -124,9 +124,7 @@ impl History {
         let commands = now.commands.saturating_sub(then.commands) as f64;
         let commits = now.commits.saturating_sub(then.commits) as f64;
         Sample {
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_ms: u64::try_from(eshost_core::now_ms()).unwrap_or(0),
             commands_per_second: per(commands, seconds),
             p50_ms: percentile(&counts, 0.50),
             p99_ms: percentile(&counts, 0.99),

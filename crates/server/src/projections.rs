@@ -103,18 +103,7 @@ pub async fn list(State(app): State<App>) -> Result<Json<Vec<ProjectionStatus>>,
     let mut listed = Vec::with_capacity(records.len());
     for record in records {
         let read = reads.get(&record.name);
-        let lag = match read {
-            Some(aggregates) => Some(
-                views
-                    .events_after(
-                        record.position,
-                        aggregates,
-                        crate::read_side::MAX_LAG_COUNTED,
-                    )
-                    .await?,
-            ),
-            None => None,
-        };
+        let lag = crate::read_side::lag_of(views, record.position, read).await?;
         let rebuilding = app
             .projections
             .as_ref()

@@ -35,19 +35,8 @@ pub async fn list(State(app): State<App>) -> Result<Json<Vec<ReactorStatus>>, Ap
     let reads = app.reactor_reads();
     let mut listed = Vec::new();
     for record in reactions.reactors().await? {
-        let lag = match reads.get(&record.name) {
-            Some(aggregates) => Some(
-                store
-                    .views()
-                    .events_after(
-                        record.position,
-                        aggregates,
-                        crate::read_side::MAX_LAG_COUNTED,
-                    )
-                    .await?,
-            ),
-            None => None,
-        };
+        let lag = crate::read_side::lag_of(store.views(), record.position, reads.get(&record.name))
+            .await?;
         let counts = reactions.reactor_counts(&record.name).await?;
         // Under `stop`, it stopped at the first parked event after its
         // position (it parks at most that one while stopped).
@@ -146,7 +135,7 @@ pub async fn retry(
         .host
         .store()
         .reactions()
-        .request_retry(&name, query.position, now_ms())
+        .request_retry(&name, query.position, eshost_core::now_ms())
         .await?;
     if asked == 0 {
         return Err(ApiError::not_found(format!(
@@ -197,14 +186,8 @@ pub async fn policy(
     app.host
         .store()
         .reactions()
-        .set_on_failure(&name, policy.on_failure, now_ms())
+        .set_on_failure(&name, policy.on_failure, eshost_core::now_ms())
         .await?;
     tracing::info!(reactor = %name, on_failure = policy.on_failure.as_str(), "reactor policy set");
     Ok(Json(policy))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -19,7 +19,7 @@
 //! [`ServerConfig::ready_requires_read_side`]: crate::ServerConfig::ready_requires_read_side
 
 use eshost_core::view::STATUS_FAILED;
-use eshost_store::{EventStore, HorizonHolder};
+use eshost_store::{EventStore, HorizonHolder, ViewStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,8 +37,25 @@ pub const HELD_TOO_LONG: Duration = Duration::from_secs(5);
 /// How often a holder that stays is logged again.
 const WARN_AGAIN: Duration = Duration::from_secs(60);
 
-/// The most events counted as one projection's lag, each check.
-pub const MAX_LAG_COUNTED: u64 = 100_000;
+/// The most events counted as one reader's lag, each check.
+const MAX_LAG_COUNTED: u64 = 100_000;
+
+/// How many events a reader at `position` of the aggregate types `reads`
+/// has yet to read, counting at most [`MAX_LAG_COUNTED`]; `None` when what
+/// it reads is not known here.
+pub(crate) async fn lag_of(
+    views: &dyn ViewStore,
+    position: i64,
+    reads: Option<&Vec<String>>,
+) -> Result<Option<u64>, eshost_store::StoreError> {
+    match reads {
+        Some(aggregates) => views
+            .events_after(position, aggregates, MAX_LAG_COUNTED)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionLabels {
@@ -192,19 +209,14 @@ impl ReadSide {
                             record.error.as_deref().unwrap_or("(no reason recorded)")
                         ));
                     }
-                    if let Some(aggregates) = reads.get(&record.name) {
-                        match store
-                            .views()
-                            .events_after(record.position, aggregates, MAX_LAG_COUNTED)
-                            .await
-                        {
-                            Ok(lag) => {
-                                let lag = i64::try_from(lag).unwrap_or(i64::MAX);
-                                self.lag.get_or_create(&labels).set(lag);
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, projection = %record.name, "cannot count a projection's lag")
-                            }
+                    match lag_of(store.views(), record.position, reads.get(&record.name)).await {
+                        Ok(Some(lag)) => {
+                            let lag = i64::try_from(lag).unwrap_or(i64::MAX);
+                            self.lag.get_or_create(&labels).set(lag);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, projection = %record.name, "cannot count a projection's lag")
                         }
                     }
                 }
@@ -275,18 +287,13 @@ impl ReadSide {
                     tracing::debug!(error = %e, reactor = %record.name, "cannot count a reactor's work")
                 }
             }
-            if let Some(aggregates) = reads.get(&record.name) {
-                match store
-                    .views()
-                    .events_after(record.position, aggregates, MAX_LAG_COUNTED)
-                    .await
-                {
-                    Ok(lag) => {
-                        gauges.lag.get_or_create(&labels).set(count(lag));
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, reactor = %record.name, "cannot count a reactor's lag")
-                    }
+            match lag_of(store.views(), record.position, reads.get(&record.name)).await {
+                Ok(Some(lag)) => {
+                    gauges.lag.get_or_create(&labels).set(count(lag));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, reactor = %record.name, "cannot count a reactor's lag")
                 }
             }
         }

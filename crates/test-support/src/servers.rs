@@ -65,6 +65,37 @@ pub fn listening_address(child: &mut std::process::Child) -> String {
         .to_string()
 }
 
+/// A child process, killed and reaped when dropped, so that a failing
+/// assertion leaves nothing running. Derefs to the child.
+pub struct KilledOnDrop(std::process::Child);
+
+impl KilledOnDrop {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(child)
+    }
+}
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KilledOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        // Both fail harmlessly when the test has already stopped it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends SIGTERM to a child: what a service manager sends to stop it.
 pub fn signal_term(child: &std::process::Child) {
     let sent = std::process::Command::new("kill")

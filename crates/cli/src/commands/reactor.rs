@@ -86,7 +86,7 @@ pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
             let store = eshost_store::open(&global.database_url).await?;
             let asked = store
                 .reactions()
-                .request_retry(&name, position, now_ms())
+                .request_retry(&name, position, eshost_core::now_ms())
                 .await?;
             if asked == 0 {
                 bail!(
@@ -104,7 +104,7 @@ pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
             let store = eshost_store::open(&global.database_url).await?;
             store
                 .reactions()
-                .set_on_failure(&name, policy, now_ms())
+                .set_on_failure(&name, policy, eshost_core::now_ms())
                 .await?;
             eprintln!(
                 "{name}: an event it fails is now {}",
@@ -159,11 +159,6 @@ async fn parked(global: &GlobalArgs, name: Option<String>, json: bool) -> Result
         )?;
     }
     Ok(())
-}
-
-/// Now, in milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    (eshost_react::system_clock())()
 }
 
 async fn run_reactors(global: &GlobalArgs, args: RunArgs) -> Result<()> {

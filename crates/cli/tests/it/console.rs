@@ -3,7 +3,6 @@
 //! driving Debian's Chromium against it. The suite writes each page's
 //! screenshot into the book.
 
-use crate::serve::KilledOnDrop;
 use crate::util::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -103,8 +102,8 @@ async fn the_console_in_a_browser() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut server = KilledOnDrop(Some(child));
-    let base = listening_address(server.0.as_mut().unwrap());
+    let mut server = KilledOnDrop::new(child);
+    let base = listening_address(&mut server);
 
     let suite = workspace_root().join("crates/cli/tests/console");
     let screenshots = workspace_root().join("docs/book/src/images");

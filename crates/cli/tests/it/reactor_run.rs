@@ -9,7 +9,7 @@ use crate::util::*;
 use eshost::dispatch::{CommandRequest, Host};
 use eshost_bench::checkout::CountingSink;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +32,8 @@ async fn a_timer_due_while_no_runner_ran_fires_when_one_comes_back() {
     )
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let runner = || -> Child {
-        Command::new(env!("CARGO_BIN_EXE_eshost"))
+    let runner = || {
+        let child = Command::new(env!("CARGO_BIN_EXE_eshost"))
             .args(["--database-url", &db.url, "reactor", "run", "--no-watch"])
             .env("ESHOST_MODULES", checkout_dir())
             .env("ESHOST_REACTORS", reactors_dir())
@@ -43,7 +43,8 @@ async fn a_timer_due_while_no_runner_ran_fires_when_one_comes_back() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        KilledOnDrop::new(child)
     };
 
     execute(
@@ -161,22 +162,24 @@ async fn a_server_runs_its_reactors_beside_its_commands() {
     let db = TestDb::postgres().await;
     let host = db.checkout_host().await;
     let cache = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_eshost"))
-        .args([
-            "--database-url",
-            &db.url,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--run-reactors", "--no-watch"])
-        .env("ESHOST_MODULES", checkout_dir())
-        .env("ESHOST_REACTORS", reactors_dir())
-        .env("ESHOST_CACHE_DIR", cache.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = KilledOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_eshost"))
+            .args([
+                "--database-url",
+                &db.url,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--run-reactors", "--no-watch"])
+            .env("ESHOST_MODULES", checkout_dir())
+            .env("ESHOST_REACTORS", reactors_dir())
+            .env("ESHOST_CACHE_DIR", cache.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let _address = listening_address(&mut server);
     execute(
         &host,
@@ -242,11 +245,13 @@ async fn a_parked_event_is_retried_with_a_fixed_version_and_the_flow_completes()
         .output()
         .unwrap();
     assert!(policy.status.success(), "{policy:?}");
-    let mut runner = eshost(&["reactor", "run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = KilledOnDrop::new(
+        eshost(&["reactor", "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     execute(
         &host,

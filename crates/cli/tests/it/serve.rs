@@ -252,8 +252,8 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut server = KilledOnDrop(Some(child));
-    let base = listening_address(server.0.as_mut().unwrap());
+    let mut server = KilledOnDrop::new(child);
+    let base = listening_address(&mut server);
     let address = base.trim_start_matches("http://").to_string();
     // A new connection for every request, as a probe makes one.
     let client = reqwest::Client::builder()
@@ -298,10 +298,9 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
-    let mut child = server.0.take().unwrap();
     let started = std::time::Instant::now();
     let status =
-        tokio::task::spawn_blocking(move || terminate(&mut child, Duration::from_secs(20)))
+        tokio::task::spawn_blocking(move || terminate(&mut server, Duration::from_secs(20)))
             .await
             .unwrap();
     assert!(status.success(), "{status:?}");
@@ -312,18 +311,6 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
     );
     drop(hogs);
     db.cleanup().await;
-}
-
-/// A server process, killed if the test fails before it stops it.
-pub(crate) struct KilledOnDrop(pub(crate) Option<std::process::Child>);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// This test process's own soft limit on open files, raised to `at_least`
@@ -458,8 +445,8 @@ scopes = ["read", "write"]
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut server = KilledOnDrop(Some(child));
-    let base = listening_address(server.0.as_mut().unwrap());
+    let mut server = KilledOnDrop::new(child);
+    let base = listening_address(&mut server);
     let client = reqwest::Client::new();
     let create = format!("{base}/v1/aggregates/FlashSaleItem/f1/commands/CreateFlashSale");
     let send = |secret: &str| {

@@ -1,0 +1,586 @@
+//! The SQL of [`Reactions`](super::Reactions), the same on both stores
+//! (`$N` placeholders, `ON CONFLICT`): [`impl_reactions!`] implements the
+//! role for a store, and the row mappers read what it selects.
+
+use super::{ActionStatus, OnFailure, OutboxEntry, ParkedEvent, ReactorRecord, Timer};
+use crate::StoreError;
+
+/// A `SELECT` of parked events, the columns [`parked_event`] reads, with
+/// the rest of the query after `FROM reactor_parked`.
+macro_rules! select_parked {
+    ($rest:literal) => {
+        concat!(
+            "SELECT reactor, position, event, reason, at_ms, retry_requested_at_ms \
+             FROM reactor_parked ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_parked;
+
+/// A stored JSON column that does not read back: the store is damaged.
+pub(crate) fn unreadable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        failure: crate::DatabaseFailure::Permanent,
+        message: format!("an unreadable {what}: {e}"),
+    }
+}
+
+pub(crate) fn status_from(text: &str) -> Result<ActionStatus, StoreError> {
+    Ok(match text {
+        "pending" => ActionStatus::Pending,
+        "done" => ActionStatus::Done,
+        "refused" => ActionStatus::Refused,
+        "parked" => ActionStatus::Parked,
+        other => return Err(unreadable("action status", other)),
+    })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Actions and commands are plain data with JSON payloads: serializing
+    // them does not fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Implements [`Reactions`] for a store with a `pool` field (the SQL is the
+/// same on PostgreSQL and SQLite).
+macro_rules! impl_reactions {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::reactions::Reactions for $store {
+            async fn reactor_checkpoint(
+                &self,
+                reactor: &str,
+                version: &str,
+                digest: &str,
+                now_ms: i64,
+            ) -> Result<$crate::reactions::Checkpoint, $crate::StoreError> {
+                use sqlx::Row;
+                // Written only when the version that runs changes.
+                sqlx::query(
+                    "INSERT INTO reactors (name, version, digest, position, updated_at_ms) \
+                     VALUES ($1, $2, $3, 0, $4) ON CONFLICT (name) DO UPDATE \
+                     SET version = excluded.version, digest = excluded.digest, \
+                         updated_at_ms = excluded.updated_at_ms \
+                     WHERE reactors.digest <> excluded.digest",
+                )
+                .bind(reactor)
+                .bind(version)
+                .bind(digest)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                let row = sqlx::query(
+                    "SELECT r.position, r.on_failure, \
+                       (SELECT MIN(p.position) FROM reactor_parked p \
+                        WHERE p.reactor = r.name AND p.position > r.position) AS stopped_at \
+                     FROM reactors r WHERE r.name = $1",
+                )
+                .bind(reactor)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::reactions::Checkpoint {
+                    position: row.try_get("position")?,
+                    on_failure: $crate::reactions::sql::on_failure_from(row.try_get("on_failure")?)?,
+                    stopped_at: row.try_get("stopped_at")?,
+                })
+            }
+
+            async fn set_on_failure(
+                &self,
+                reactor: &str,
+                on_failure: $crate::reactions::OnFailure,
+                now_ms: i64,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO reactors (name, version, digest, position, updated_at_ms, on_failure) \
+                     VALUES ($1, '', '', 0, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET on_failure = excluded.on_failure",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(on_failure.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn request_retry(
+                &self,
+                reactor: &str,
+                position: Option<i64>,
+                now_ms: i64,
+            ) -> Result<u64, $crate::StoreError> {
+                let asked = sqlx::query(
+                    "UPDATE reactor_parked SET retry_requested_at_ms = $1 \
+                     WHERE reactor = $2 AND ($3 IS NULL OR position = $3)",
+                )
+                .bind(now_ms)
+                .bind(reactor)
+                .bind(position)
+                .execute(&self.pool)
+                .await?;
+                Ok(asked.rows_affected())
+            }
+
+            async fn retries_requested(
+                &self,
+                reactor: &str,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::ParkedEvent>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    $crate::reactions::sql::select_parked!(
+                     "WHERE reactor = $1 AND retry_requested_at_ms IS NOT NULL \
+                     ORDER BY position LIMIT $2"
+                    ),
+                )
+                .bind(reactor)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::parked_event(row)).collect()
+            }
+
+            async fn record_retry(
+                &self,
+                reactor: &str,
+                reaction: &$crate::reactions::Reaction,
+                now_ms: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let actions = match &reaction.outcome {
+                    Ok(actions) => actions,
+                    Err(reason) => {
+                        let parked = sqlx::query(
+                            "UPDATE reactor_parked SET reason = $1, at_ms = $2, retry_requested_at_ms = NULL \
+                             WHERE reactor = $3 AND position = $4 AND retry_requested_at_ms IS NOT NULL",
+                        )
+                        .bind(reason)
+                        .bind(now_ms)
+                        .bind(reactor)
+                        .bind(reaction.position)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        return Ok(parked.rows_affected() == 1);
+                    }
+                };
+                let unparked = sqlx::query(
+                    "DELETE FROM reactor_parked \
+                     WHERE reactor = $1 AND position = $2 AND retry_requested_at_ms IS NOT NULL",
+                )
+                .bind(reactor)
+                .bind(reaction.position)
+                .execute(&mut *tx)
+                .await?;
+                if unparked.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::record_actions(&mut tx, reactor, reaction.position, reaction.recorded_at_ms, actions).await?;
+                sqlx::query(
+                    "UPDATE reactors SET position = $1, updated_at_ms = $2 \
+                     WHERE name = $3 AND position < $1",
+                )
+                .bind(reaction.position)
+                .bind(now_ms)
+                .bind(reactor)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn record_reactions(
+                &self,
+                page: &$crate::reactions::ReactionPage<'_>,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE reactors SET position = $1, version = $2, digest = $3, updated_at_ms = $4 \
+                     WHERE name = $5 AND position = $6",
+                )
+                .bind(page.to)
+                .bind(page.version)
+                .bind(page.digest)
+                .bind(page.now_ms)
+                .bind(page.reactor)
+                .bind(page.from)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                for reaction in page.reactions {
+                    let actions = match &reaction.outcome {
+                        Ok(actions) => actions,
+                        Err(reason) => {
+                            sqlx::query(
+                                "INSERT INTO reactor_parked (reactor, position, event, reason, at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reactor, position) DO NOTHING",
+                            )
+                            .bind(page.reactor)
+                            .bind(reaction.position)
+                            .bind(&reaction.event)
+                            .bind(reason)
+                            .bind(page.now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                            continue;
+                        }
+                    };
+                    Self::record_actions(
+                        &mut tx,
+                        page.reactor,
+                        reaction.position,
+                        reaction.recorded_at_ms,
+                        actions,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn pending_actions(
+                &self,
+                reactor: &str,
+                now_ms: i64,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::OutboxEntry>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    // In the order they were recorded: one position's ids
+                    // differ only in their last part, the action's index,
+                    // so the shorter id comes first ("...:9" before "...:10").
+                    "SELECT id, reactor, position, action, attempts FROM reaction_actions \
+                     WHERE reactor = $1 AND status = 'pending' AND next_at_ms <= $2 \
+                     ORDER BY position, length(id), id LIMIT $3",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::outbox_entry(row)).collect()
+            }
+
+            async fn settle_action(
+                &self,
+                id: &str,
+                status: $crate::reactions::ActionStatus,
+                outcome: &str,
+                retry_at_ms: i64,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "UPDATE reaction_actions SET status = $1, outcome = $2, next_at_ms = $3, \
+                     attempts = attempts + 1 WHERE id = $4",
+                )
+                .bind(status.as_str())
+                .bind(outcome)
+                .bind(retry_at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn action(
+                &self,
+                id: &str,
+            ) -> Result<
+                Option<(
+                    $crate::reactions::OutboxEntry,
+                    $crate::reactions::ActionStatus,
+                    Option<String>,
+                )>,
+                $crate::StoreError,
+            > {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT id, reactor, position, action, attempts, status, outcome \
+                     FROM reaction_actions WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let status: String = row.try_get("status")?;
+                Ok(Some((
+                    $crate::reactions::sql::outbox_entry(&row)?,
+                    $crate::reactions::sql::status_from(&status)?,
+                    row.try_get("outcome")?,
+                )))
+            }
+
+            async fn due_timers(
+                &self,
+                reactor: &str,
+                now_ms: i64,
+                limit: u64,
+            ) -> Result<Vec<$crate::reactions::Timer>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT reactor, key, id, position, due_at_ms, command FROM reactor_timers \
+                     WHERE reactor = $1 AND due_at_ms <= $2 ORDER BY due_at_ms, key LIMIT $3",
+                )
+                .bind(reactor)
+                .bind(now_ms)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::timer(row)).collect()
+            }
+
+            async fn fire_timer(
+                &self,
+                timer: &$crate::reactions::Timer,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let taken = sqlx::query(
+                    "DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2 AND id = $3",
+                )
+                .bind(&timer.reactor)
+                .bind(&timer.key)
+                .bind(&timer.id)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                let send = eshost_core::Action::Send(timer.command.clone());
+                sqlx::query(
+                    "INSERT INTO reaction_actions (id, reactor, position, action, status) \
+                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&timer.id)
+                .bind(&timer.reactor)
+                .bind(timer.position)
+                .bind($crate::reactions::sql::to_json(&send))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn timers(
+                &self,
+                reactor: &str,
+            ) -> Result<Vec<$crate::reactions::Timer>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT reactor, key, id, position, due_at_ms, command FROM reactor_timers \
+                     WHERE reactor = $1 ORDER BY due_at_ms, key",
+                )
+                .bind(reactor)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::timer(row)).collect()
+            }
+
+            async fn parked_events(
+                &self,
+                reactor: &str,
+            ) -> Result<Vec<$crate::reactions::ParkedEvent>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    $crate::reactions::sql::select_parked!(
+                     "WHERE reactor = $1 ORDER BY position"
+                    ),
+                )
+                .bind(reactor)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::parked_event(row)).collect()
+            }
+
+            async fn take_lease(
+                &self,
+                reactor: &str,
+                holder: &str,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                let taken = sqlx::query(
+                    "INSERT INTO reactor_leases (reactor, holder, until_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (reactor) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+                     WHERE reactor_leases.holder = excluded.holder OR reactor_leases.until_ms < $4",
+                )
+                .bind(reactor)
+                .bind(holder)
+                .bind(now_ms.saturating_add(ttl_ms))
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(taken.rows_affected() == 1)
+            }
+
+            async fn reactors(
+                &self,
+            ) -> Result<Vec<$crate::reactions::ReactorRecord>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, version, digest, position, updated_at_ms, on_failure \
+                     FROM reactors ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| $crate::reactions::sql::reactor_record(row)).collect()
+            }
+
+            async fn reactor_counts(
+                &self,
+                reactor: &str,
+            ) -> Result<$crate::reactions::ReactorCounts, $crate::StoreError> {
+                Ok($crate::reactions::ReactorCounts {
+                    parked: self
+                        .count_for_reactor("SELECT COUNT(*) FROM reactor_parked WHERE reactor = $1", reactor)
+                        .await?,
+                    timers: self
+                        .count_for_reactor("SELECT COUNT(*) FROM reactor_timers WHERE reactor = $1", reactor)
+                        .await?,
+                    pending: self
+                        .count_for_reactor(
+                            "SELECT COUNT(*) FROM reaction_actions WHERE reactor = $1 AND status = 'pending'",
+                            reactor,
+                        )
+                        .await?,
+                })
+            }
+        }
+
+        impl $store {
+            async fn count_for_reactor(&self, sql: &str, reactor: &str) -> Result<u64, $crate::StoreError> {
+                let (count,): (i64,) = sqlx::query_as(sql).bind(reactor).fetch_one(&self.pool).await?;
+                Ok(u64::try_from(count).unwrap_or_default())
+            }
+
+            /// Puts one reaction's commands and deliveries in the outbox,
+            /// and schedules and cancels its timers, in order.
+            async fn record_actions(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                reactor: &str,
+                position: i64,
+                recorded_at_ms: i64,
+                actions: &[eshost_core::Action],
+            ) -> Result<(), $crate::StoreError> {
+                use eshost_core::Action;
+                use $crate::reactions::sql::to_json;
+                for (index, action) in actions.iter().enumerate() {
+                    let id = eshost_core::action_id(reactor, position, index);
+                    match action {
+                        Action::Send(_) | Action::Deliver(_) => {
+                            sqlx::query(
+                                "INSERT INTO reaction_actions (id, reactor, position, action, status) \
+                                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
+                            )
+                            .bind(&id)
+                            .bind(reactor)
+                            .bind(position)
+                            .bind(to_json(action))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Action::Schedule(scheduled) => {
+                            sqlx::query(
+                                "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) \
+                                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reactor, key) DO UPDATE \
+                                 SET id = excluded.id, position = excluded.position, \
+                                     due_at_ms = excluded.due_at_ms, command = excluded.command",
+                            )
+                            .bind(reactor)
+                            .bind(&scheduled.key)
+                            .bind(&id)
+                            .bind(position)
+                            .bind(scheduled.due.at(recorded_at_ms))
+                            .bind(to_json(&scheduled.command))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Action::Cancel(key) => {
+                            sqlx::query("DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2")
+                                .bind(reactor)
+                                .bind(key)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use impl_reactions;
+
+/// An outbox row (`id, reactor, position, action, attempts`).
+pub(crate) fn outbox_entry<R: sqlx::Row>(row: &R) -> Result<OutboxEntry, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let action: String = row.try_get("action")?;
+    Ok(OutboxEntry {
+        id: row.try_get("id")?,
+        reactor: row.try_get("reactor")?,
+        position: row.try_get("position")?,
+        action: serde_json::from_str(&action).map_err(|e| unreadable("action", e))?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+/// A parked row (`reactor, position, event, reason, at_ms,
+/// retry_requested_at_ms`).
+pub(crate) fn parked_event<R: sqlx::Row>(row: &R) -> Result<ParkedEvent, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(ParkedEvent {
+        reactor: row.try_get("reactor")?,
+        position: row.try_get("position")?,
+        event: row.try_get("event")?,
+        reason: row.try_get("reason")?,
+        at_ms: row.try_get("at_ms")?,
+        retry_requested_at_ms: row.try_get("retry_requested_at_ms")?,
+    })
+}
+
+/// A reactor row (`name, version, digest, position, updated_at_ms,
+/// on_failure`).
+pub(crate) fn reactor_record<R: sqlx::Row>(row: &R) -> Result<ReactorRecord, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(ReactorRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        position: row.try_get("position")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        on_failure: on_failure_from(row.try_get("on_failure")?)?,
+    })
+}
+
+pub(crate) fn on_failure_from(text: String) -> Result<OnFailure, StoreError> {
+    text.parse().map_err(|e| unreadable("failure policy", e))
+}
+
+/// A timer row (`reactor, key, id, position, due_at_ms, command`).
+pub(crate) fn timer<R: sqlx::Row>(row: &R) -> Result<Timer, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let command: String = row.try_get("command")?;
+    Ok(Timer {
+        reactor: row.try_get("reactor")?,
+        key: row.try_get("key")?,
+        id: row.try_get("id")?,
+        position: row.try_get("position")?,
+        due_at_ms: row.try_get("due_at_ms")?,
+        command: serde_json::from_str(&command).map_err(|e| unreadable("timer's command", e))?,
+    })
+}
