@@ -8,8 +8,9 @@ use eshost::dispatch::{CommandRequest, Host};
 use eshost::wasm::LoadedReactor;
 use eshost::{CommandError, RetryPolicy};
 use eshost_react::{Runner, Sink, Sinks};
+use futures_util::StreamExt;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,8 @@ pub struct CheckoutOptions {
     pub pay_within: Duration,
     /// How long the run may take once the last order is placed.
     pub deadline: Duration,
+    /// Placing the orders evenly over this long; zero: all at once.
+    pub place_over: Duration,
 }
 
 impl Default for CheckoutOptions {
@@ -44,6 +47,7 @@ impl Default for CheckoutOptions {
             unpaid_percent: 20,
             pay_within: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
+            place_over: Duration::ZERO,
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct ItemReport {
     pub stock: u64,
     /// Units sold to orders that were confirmed (the item's `sold`).
     pub sold: u64,
+    /// Units the reactor bought for orders (its `ItemPurchased` events).
+    pub bought: u64,
     /// Units bought for orders that were then cancelled, given back.
     pub released: u64,
     /// Units on sale at the end.
@@ -77,6 +83,11 @@ pub struct CheckoutReport {
     pub delivered: usize,
     /// Deliveries the sink saw, repeats included.
     pub deliveries: usize,
+    /// Confirmations the sink took more than once. A runner killed
+    /// between the sink's answer and recording it sends again under the
+    /// same `Idempotency-Key`, which the sink uses to take it once; with
+    /// no such kill, 0.
+    pub delivered_twice: usize,
     pub seconds: f64,
     /// The first few errors, if any.
     pub errors: Vec<String>,
@@ -84,14 +95,16 @@ pub struct CheckoutReport {
 
 impl CheckoutReport {
     /// Every order settled, every confirmation delivered once, and every
-    /// item's stock accounted for: sold to confirmed orders plus remaining
-    /// is its stock.
+    /// item's stock accounted for: every unit bought was sold to a
+    /// confirmed order or released, and sold plus remaining is the stock.
     pub fn holds(&self) -> bool {
         self.unsettled == 0
             && self.errors.is_empty()
             && self.delivered == self.confirmed as usize
             && self.items.iter().all(|item| {
-                item.sold == item.confirmed_units && item.sold + item.remaining == item.stock
+                item.sold == item.confirmed_units
+                    && item.bought == item.sold + item.released
+                    && item.sold + item.remaining == item.stock
             })
     }
 }
@@ -172,6 +185,15 @@ impl CountingSink {
         reqwest::Url::parse(&format!("http://{address}/")).map_err(std::io::Error::other)
     }
 
+    /// Keys taken more than once: answered 2xx again after the first
+    /// success (0 when each delivery is performed once).
+    pub fn repeats(&self) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .filter(|&(key, &n)| n > if self.fails_first(key) { 2 } else { 1 })
+            .count()
+    }
+
     /// Keys taken (answered 2xx at least once) and all tries.
     pub fn counts(&self) -> (usize, usize) {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,6 +205,9 @@ impl CountingSink {
         (taken, tries)
     }
 }
+
+/// Orders placed at once, at most.
+const PLACING_AT_ONCE: usize = 256;
 
 /// Every how many deliveries the demo's sink fails a first try.
 const DEMO_FAIL_FIRST_OF: Option<u32> = Some(4);
@@ -217,16 +242,25 @@ pub async fn checkout(
     let runner = Runner::new(host.clone(), reactor, sinks, "demo".into());
     let running = tokio::spawn(runner.run(stop.clone()));
 
-    let result = run_orders(host, options).await;
-    let settled = match result {
-        Ok(orders) => wait_for_settling(host, &sink, options, orders).await,
-        Err(e) => Err(e),
-    };
+    let settled = shop(host, &sink, options).await;
     stop.cancel();
     if let Ok(Err(e)) = running.await {
         tracing::warn!(error = %e, "the checkout reactor stopped");
     }
     settled
+}
+
+/// The buyers' side of a checkout, with the reactor run elsewhere (by
+/// [`checkout`], or by `eshost reactor run` processes): places the orders,
+/// pays the paying ones as they are reserved, and waits until every order
+/// settled and every confirmation reached `sink`, or the deadline.
+pub async fn shop(
+    host: &Host,
+    sink: &CountingSink,
+    options: &CheckoutOptions,
+) -> Result<CheckoutReport, CheckoutError> {
+    let placed = run_orders(host, options).await?;
+    wait_for_settling(host, sink, options, placed).await
 }
 
 /// The run's orders and items, by id.
@@ -263,12 +297,11 @@ async fn run_orders(host: &Host, options: &CheckoutOptions) -> Result<Placed, Ch
         })
         .collect();
     let pay_within_ms = u64::try_from(options.pay_within.as_millis()).unwrap_or(u64::MAX);
-    let tasks: Vec<_> = orders
+    let requests: Vec<CommandRequest> = orders
         .iter()
         .enumerate()
         .map(|(n, (order, item, _))| {
-            let host = host.clone();
-            let request = CommandRequest::new(
+            CommandRequest::new(
                 ORDER,
                 order,
                 "PlaceOrder",
@@ -277,16 +310,22 @@ async fn run_orders(host: &Host, options: &CheckoutOptions) -> Result<Placed, Ch
                     "quantity": 1, "payWithinMs": pay_within_ms,
                 })
                 .to_string(),
-            );
-            tokio::spawn(async move { host.execute(&request).await })
+            )
         })
         .collect();
+    // Buyers at once, as many as the host's queue for one aggregate type
+    // takes with room to spare.
+    let spacing = options.place_over / options.orders.max(1);
+    let mut placing = futures_util::stream::iter(requests.into_iter().zip(0u32..))
+        .map(|(request, n)| async move {
+            tokio::time::sleep_until((started + spacing * n).into()).await;
+            host.execute(&request).await
+        })
+        .buffer_unordered(PLACING_AT_ONCE);
     let mut errors = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => errors.push(e.to_string()),
-            Err(e) => errors.push(e.to_string()),
+    while let Some(placed) = placing.next().await {
+        if let Err(e) = placed {
+            errors.push(e.to_string());
         }
     }
     errors.truncate(5);
@@ -301,7 +340,8 @@ async fn run_orders(host: &Host, options: &CheckoutOptions) -> Result<Placed, Ch
 
 /// Buyers pay their reserved orders (the paying ones) as the reactor
 /// reserves them, until every order is settled and every confirmation
-/// delivered, or the deadline.
+/// delivered, or the deadline. Each tick reads each order not yet settled
+/// once; a settled order does not change again.
 async fn wait_for_settling(
     host: &Host,
     sink: &CountingSink,
@@ -309,42 +349,56 @@ async fn wait_for_settling(
     placed: Placed,
 ) -> Result<CheckoutReport, CheckoutError> {
     let deadline = Instant::now() + options.pay_within + options.deadline;
-    let mut paid: HashMap<&str, bool> = HashMap::new();
+    let mut paid: HashSet<&str> = HashSet::new();
+    // Settled orders: their status and their units.
+    let mut settled: HashMap<&str, (&'static str, u64)> = HashMap::new();
     loop {
-        let mut statuses = BTreeMap::<&str, u32>::new();
         for (order, _, pays) in &placed.orders {
+            if settled.contains_key(order.as_str()) {
+                continue;
+            }
             let state = host.state(ORDER, order).await?;
-            let status = state["status"].as_str().unwrap_or("new").to_owned();
-            if status == "reserved" && *pays && !paid.contains_key(order.as_str()) {
+            let status = state["status"].as_str().unwrap_or("new");
+            if status == "reserved" && *pays && paid.insert(order) {
                 let request = CommandRequest::new(ORDER, order, "PayOrder", "{}")
                     .with_command_id(Some(format!("pay-{order}")));
                 // Refused when its window closed first: it is cancelled.
                 let _ = host.execute(&request).await;
-                paid.insert(order, true);
             }
-            let settled = match status.as_str() {
+            let status = match status {
                 "confirmed" => "confirmed",
                 "rejected" => "rejected",
                 "cancelled" => "cancelled",
-                _ => "unsettled",
+                _ => continue,
             };
-            *statuses.entry(settled).or_default() += 1;
+            let units = state["quantity"].as_u64().unwrap_or_default();
+            settled.insert(order, (status, units));
         }
-        let items = item_reports(host, &placed).await?;
+        let count = |wanted: &str| settled.values().filter(|(s, _)| *s == wanted).count() as u32;
         let (delivered, deliveries) = sink.counts();
+        let confirmed = count("confirmed");
+        let unsettled = (placed.orders.len() - settled.len()) as u32;
+        let past_deadline = Instant::now() >= deadline;
+        // The items are read once everything else is done.
+        let done = unsettled == 0 && delivered == confirmed as usize;
+        if !(done || past_deadline || !placed.errors.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let report = CheckoutReport {
             orders: placed.orders.len() as u32,
-            confirmed: statuses.get("confirmed").copied().unwrap_or_default(),
-            rejected: statuses.get("rejected").copied().unwrap_or_default(),
-            cancelled: statuses.get("cancelled").copied().unwrap_or_default(),
-            unsettled: statuses.get("unsettled").copied().unwrap_or_default(),
-            items,
+            confirmed,
+            rejected: count("rejected"),
+            cancelled: count("cancelled"),
+            unsettled,
+            items: item_reports(host, &placed, &settled).await?,
             delivered,
             deliveries,
+            delivered_twice: sink.repeats(),
             seconds: placed.started.elapsed().as_secs_f64(),
             errors: placed.errors.clone(),
         };
-        if report.holds() || Instant::now() >= deadline || !report.errors.is_empty() {
+        if report.holds() || past_deadline || !report.errors.is_empty() {
             tracing::debug!(run = %placed.run, "checkout settled");
             return Ok(report);
         }
@@ -352,38 +406,45 @@ async fn wait_for_settling(
     }
 }
 
-async fn item_reports(host: &Host, placed: &Placed) -> Result<Vec<ItemReport>, CheckoutError> {
+/// What each item came to, with the units of the settled orders.
+async fn item_reports(
+    host: &Host,
+    placed: &Placed,
+    settled: &HashMap<&str, (&'static str, u64)>,
+) -> Result<Vec<ItemReport>, CheckoutError> {
+    let mut confirmed_units: HashMap<&str, u64> = HashMap::new();
+    for (order, item, _) in &placed.orders {
+        if let Some(("confirmed", units)) = settled.get(order.as_str()) {
+            *confirmed_units.entry(item).or_default() += units;
+        }
+    }
     let mut reports = Vec::with_capacity(placed.items.len());
     for item in &placed.items {
         let state = host.state(ITEM, item).await?;
-        let released = host
-            .events(ITEM, item)
-            .await?
-            .iter()
-            .filter(|e| e.name == "ItemReleased")
-            .map(|e| {
-                serde_json::from_str::<serde_json::Value>(e.payload.as_str())
-                    .ok()
-                    .and_then(|p| p["quantity"].as_u64())
-                    .unwrap_or_default()
-            })
-            .sum();
-        let mut confirmed_units = 0;
-        for (order, of, _) in &placed.orders {
-            if of == item {
-                let order = host.state(ORDER, order).await?;
-                if order["status"] == "confirmed" {
-                    confirmed_units += order["quantity"].as_u64().unwrap_or_default();
-                }
-            }
-        }
+        let events = host.events(ITEM, item).await?;
+        let units_of = |name: &str| -> u64 {
+            events
+                .iter()
+                .filter(|e| e.name == name)
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(e.payload.as_str())
+                        .ok()
+                        .and_then(|p| p["quantity"].as_u64())
+                        .unwrap_or_default()
+                })
+                .sum()
+        };
         reports.push(ItemReport {
             id: item.clone(),
             stock: state["initialStock"].as_u64().unwrap_or_default(),
             sold: state["sold"].as_u64().unwrap_or_default(),
-            released,
+            bought: units_of("ItemPurchased"),
+            released: units_of("ItemReleased"),
             remaining: state["stock"].as_u64().unwrap_or_default(),
-            confirmed_units,
+            confirmed_units: confirmed_units
+                .get(item.as_str())
+                .copied()
+                .unwrap_or_default(),
         });
     }
     Ok(reports)

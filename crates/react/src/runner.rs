@@ -10,9 +10,10 @@
 //!    the `stop` policy the page ends there and the reactor reads no
 //!    further until that event is retried);
 //! 4. fires the timers that are due: each moves to the outbox under its id;
-//! 5. performs what is pending in the outbox: a command through the host
-//!    under the action's id (so a repeat is answered with the first
-//!    outcome), a delivery to its sink with the id as `Idempotency-Key`.
+//! 5. performs what is pending in the outbox, up to [`PERFORMING`] at once
+//!    (one stream's commands in order): a command through the host under
+//!    the action's id (so a repeat is answered with the first outcome), a
+//!    delivery to its sink with the id as `Idempotency-Key`.
 //!
 //! A command its aggregate refuses is that action's outcome (`refused`),
 //! never retried. A store or sink that fails for now is tried again later,
@@ -26,8 +27,10 @@ use eshost_core::{Action, CommandRequest, RecordedEvent};
 use eshost_store::reactions::{ActionStatus, OnFailure, OutboxEntry, Reaction, ReactionPage};
 use eshost_store::{EventStore, StoreError};
 use eshost_wasm::{LoadedReactor, ReactorInstance};
+use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long a lease lasts unless renewed: another runner takes over a
@@ -36,6 +39,11 @@ pub const LEASE: Duration = Duration::from_secs(5);
 
 /// Events read, timers fired and actions performed per pass, at most.
 pub const PAGE: u64 = 500;
+
+/// Pending actions performed at once, at most: each waits on a commit or a
+/// sink, and one after another would leave the write path's group commit
+/// with one command to write.
+pub const PERFORMING: usize = 64;
 
 /// The longest a running reactor waits between passes when idle: a timer
 /// fires at most about this late, and the lease is renewed well within
@@ -53,11 +61,7 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system's clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    })
+    Arc::new(eshost_core::now_ms)
 }
 
 /// Why a pass stopped short.
@@ -221,11 +225,48 @@ impl Runner {
                 pass.fired += 1;
             }
         }
-        for entry in reactions.pending_actions(&name, now, PAGE).await? {
-            self.perform(&entry, now).await?;
-            pass.performed += 1;
-        }
+        let pending = reactions.pending_actions(&name, now, PAGE).await?;
+        pass.performed = pending.len();
+        self.perform_all(pending, now).await?;
         Ok(pass)
+    }
+
+    /// Performs pending actions, up to [`PERFORMING`] at once. The commands
+    /// to one stream go one after another, in the order they were
+    /// recorded, so a stream receives a reactor's commands in the order it
+    /// sent them; deliveries carry no order (a retried one arrives after
+    /// later ones anyway), so each goes on its own.
+    async fn perform_all(&self, pending: Vec<OutboxEntry>, now: i64) -> Result<(), RunError> {
+        let mut lanes: Vec<Vec<OutboxEntry>> = Vec::new();
+        let mut lane_of_stream: HashMap<(String, String), usize> = HashMap::new();
+        for entry in pending {
+            let Action::Send(command) = &entry.action else {
+                lanes.push(vec![entry]);
+                continue;
+            };
+            let stream = (command.aggregate.clone(), command.id.clone());
+            match lane_of_stream.get(&stream) {
+                Some(&lane) => lanes[lane].push(entry),
+                None => {
+                    lane_of_stream.insert(stream, lanes.len());
+                    lanes.push(vec![entry]);
+                }
+            }
+        }
+        let mut performing = futures_util::stream::iter(lanes)
+            .map(|lane| async move {
+                for entry in &lane {
+                    self.perform(entry, now).await?;
+                }
+                Ok::<(), RunError>(())
+            })
+            .buffer_unordered(PERFORMING);
+        // The first failure ends the pass; an action cut short is still
+        // pending, and performing it again repeats nothing (its id).
+        while let Some(performed) = performing.next().await {
+            performed?;
+        }
+        Ok(())
     }
 
     /// Reacts again to the parked events someone asked to retry, with the

@@ -3,7 +3,8 @@
 //! run; the item's answer, found by its correlation, is reacted to in turn;
 //! a command its aggregate refuses is recorded as refused, not retried; a
 //! command sent with no correlation id carries the reacted-to event's; a
-//! timer fires once when due; one runner holds the lease.
+//! timer fires once when due, and a cancelled one never does; one runner
+//! holds the lease.
 
 use eshost::RetryPolicy;
 use eshost::store::reactions::ActionStatus;
@@ -26,21 +27,14 @@ async fn checkout_on(db: TestDb) {
     let host = db.host(RetryPolicy::default()).await;
     let store = host.store().clone();
     host.execute(&create("s1", 5)).await.unwrap();
-    let placed = NewCommand {
-        command_id: "place-o1".into(),
-        name: "PlaceOrder".into(),
-        fingerprint: "place".into(),
-        events: vec![NewEvent {
-            name: "OrderPlaced".into(),
-            payload: r#"{"itemId":"s1","buyerId":"ann","quantity":2}"#.into(),
-            metadata: "{}".into(),
-        }],
-    };
-    store
-        .streams()
-        .append(&StreamId::new("Order", "o1"), 0, &[placed])
-        .await
-        .unwrap();
+    append_order_event(
+        &store,
+        "o1",
+        0,
+        "OrderPlaced",
+        r#"{"itemId":"s1","buyerId":"ann","quantity":2}"#,
+    )
+    .await;
     let reactor = Arc::new(
         eshost::wasm::Runtime::new()
             .load_reactor(&reactors_dir().join("checkout.wasm"))
@@ -136,12 +130,71 @@ async fn checkout_on(db: TestDb) {
         .with_clock(clock.clone());
     assert!(!other.pass().await.unwrap().leased);
 
-    // The payment window passes: the timer fires once.
+    // A second order, paid: its timer is scheduled, then cancelled.
+    append_order_event(
+        &store,
+        "o2",
+        0,
+        "OrderPlaced",
+        r#"{"itemId":"s1","buyerId":"bob","quantity":1}"#,
+    )
+    .await;
+    runner.pass().await.unwrap();
+    let timers = reactions.timers("checkout").await.unwrap();
+    let paid_timer = timers
+        .iter()
+        .find(|t| t.key == "expire:o2")
+        .unwrap_or_else(|| panic!("o2's payment timer: {timers:?}"))
+        .clone();
+    append_order_event(
+        &store,
+        "o2",
+        1,
+        "OrderConfirmed",
+        r#"{"itemId":"s1","buyerId":"bob","quantity":1}"#,
+    )
+    .await;
+    runner.pass().await.unwrap();
+    let timers = reactions.timers("checkout").await.unwrap();
+    assert!(timers.iter().all(|t| t.key != "expire:o2"), "{timers:?}");
+
+    // The payment window passes: o1's timer fires once; o2's, cancelled,
+    // never does: its command never reaches the outbox.
     now.fetch_add(16 * MINUTE, Ordering::SeqCst);
     let due = runner.pass().await.unwrap();
     assert_eq!((due.fired, due.performed), (1, 1), "{due:?}");
     assert!(reactions.timers("checkout").await.unwrap().is_empty());
+    assert!(
+        reactions.action(&paid_timer.id).await.unwrap().is_none(),
+        "a cancelled timer fired: {paid_timer:?}"
+    );
     let again = runner.pass().await.unwrap();
     assert_eq!(again.fired, 0, "{again:?}");
     db.cleanup().await;
+}
+
+/// Appends an event to an order's stream at `version`, as the Order
+/// aggregate (which this host does not load) would record it.
+async fn append_order_event(
+    store: &Arc<dyn eshost::store::EventStore>,
+    order: &str,
+    version: u64,
+    name: &str,
+    payload: &str,
+) {
+    let command = NewCommand {
+        command_id: format!("{name}-{order}"),
+        name: name.into(),
+        fingerprint: name.into(),
+        events: vec![NewEvent {
+            name: name.into(),
+            payload: payload.into(),
+            metadata: "{}".into(),
+        }],
+    };
+    store
+        .streams()
+        .append(&StreamId::new("Order", order), version, &[command])
+        .await
+        .unwrap();
 }

@@ -86,13 +86,19 @@ async fn checkout(global: &GlobalArgs, args: CheckoutArgs) -> Result<()> {
         );
         for item in &report.items {
             println!(
-                "  {}: sold {} + remaining {} of {} (released {} back on sale)",
-                item.id, item.sold, item.remaining, item.stock, item.released
+                "  {}: stock {} = sold {} + remaining {}; bought {} = sold {} + released {}",
+                item.id,
+                item.stock,
+                item.sold,
+                item.remaining,
+                item.bought,
+                item.sold,
+                item.released
             );
         }
         println!(
-            "  confirmations delivered {} ({} tries), {:.1} s",
-            report.delivered, report.deliveries, report.seconds
+            "  confirmations delivered {} ({} tries, {} taken twice), {:.1} s",
+            report.delivered, report.deliveries, report.delivered_twice, report.seconds
         );
         for error in &report.errors {
             println!("  error: {error}");

@@ -14,6 +14,7 @@ mod deploy;
 mod global_log;
 mod languages;
 mod projection_run;
+mod reactor_failover;
 mod reactor_run;
 mod reference;
 mod relay;
