@@ -8,7 +8,8 @@
 //! - [`cluster`]: several hosts behind HAProxy on one machine (the
 //!   reference deployment in `deploy/`), for the bench and the tests;
 //! - [`demo`]: the flash-sale reference scenario;
-//! - [`checkout`]: the checkout sample, two aggregates and a reactor.
+//! - [`checkout`]: the checkout sample, two aggregates and a reactor (and
+//!   `reactions.rs`, its pipeline measured beside many-items).
 
 mod baseline;
 pub mod checkout;
@@ -17,6 +18,8 @@ mod cpu;
 pub mod demo;
 pub mod http;
 mod projection;
+mod reactions;
+mod scratch;
 
 use baseline::baseline_inserts;
 use cpu::{ClientThread, CpuTimes};
@@ -43,15 +46,17 @@ pub const SCENARIOS: &[&str] = &[
     "http-many-items",
     "cluster-hot-item",
     "cluster-many-items",
+    "reactions",
 ];
 
 /// What `eshost bench` runs when no scenario is named: all but the cluster
-/// scenarios, which need HAProxy.
+/// scenarios, which need HAProxy, and reactions, which needs the checkout
+/// sample's components.
 pub fn default_scenarios() -> impl Iterator<Item = &'static str> {
     SCENARIOS
         .iter()
         .copied()
-        .filter(|s| !s.starts_with("cluster-"))
+        .filter(|s| !s.starts_with("cluster-") && *s != "reactions")
 }
 
 /// Why a benchmark could not run.
@@ -83,6 +88,10 @@ pub enum BenchError {
         "the projection scenario needs the sales-summary projection (build it with `cargo xtask build-guests`)"
     )]
     NoSalesSummary,
+    #[error(
+        "the reactions scenario needs the checkout sample: --modules target/checkout --reactors target/reactors (built by `cargo xtask build-guests`)"
+    )]
+    NoCheckout,
 }
 
 /// One scenario, in one mode: one line of output.
@@ -159,9 +168,21 @@ impl BenchLine {
 /// True for the scenarios whose modes are compared side by side, which
 /// `rounds` repeats.
 pub fn compares_modes(scenario: &str) -> bool {
-    matches!(scenario, "sample" | "hot-item" | "many-items" | "crowd")
-        || scenario.starts_with("http-")
+    matches!(
+        scenario,
+        "sample" | "hot-item" | "many-items" | "crowd" | "reactions"
+    ) || scenario.starts_with("http-")
         || scenario.starts_with("cluster-")
+}
+
+/// The components a scenario may run, and where the aggregates came from
+/// (the cluster scenarios' hosts load that directory).
+#[derive(Clone, Copy)]
+pub struct Components<'a> {
+    pub modules: &'a Modules,
+    pub modules_dir: &'a std::path::Path,
+    pub projections: &'a [Arc<eshost_wasm::LoadedProjection>],
+    pub reactors: &'a [Arc<eshost_wasm::LoadedReactor>],
 }
 
 /// Runs one scenario in each of its modes (cold-load: with and without a
@@ -175,9 +196,7 @@ pub fn compares_modes(scenario: &str) -> bool {
 /// always meet a bigger table. [`medians`] sums the rounds up.
 pub async fn run(
     scenario: &str,
-    modules: &Modules,
-    modules_dir: &std::path::Path,
-    projections: &[Arc<eshost_wasm::LoadedProjection>],
+    components: &Components<'_>,
     url: &str,
     callers: usize,
     rounds: usize,
@@ -189,17 +208,10 @@ pub async fn run(
     };
     let mut lines = Vec::new();
     for round in 1..=rounds {
-        let reversed = round % 2 == 0;
-        let mut these = run_once(
-            scenario,
-            modules,
-            modules_dir,
-            projections,
-            url,
-            callers,
-            reversed,
-        )
-        .await?;
+        // The reactions scenario's modes run in one order (its paced mode
+        // needs many-items' rate), each on a fresh store.
+        let reversed = round % 2 == 0 && scenario != "reactions";
+        let mut these = run_once(scenario, components, url, callers, reversed).await?;
         if reversed {
             these.reverse();
         }
@@ -214,13 +226,17 @@ pub async fn run(
 /// One round of [`run`]: every mode once, in reverse order if `reversed`.
 async fn run_once(
     scenario: &str,
-    modules: &Modules,
-    modules_dir: &std::path::Path,
-    projections: &[Arc<eshost_wasm::LoadedProjection>],
+    components: &Components<'_>,
     url: &str,
     callers: usize,
     reversed: bool,
 ) -> Result<Vec<BenchLine>, BenchError> {
+    let Components {
+        modules,
+        modules_dir,
+        projections,
+        reactors,
+    } = *components;
     const BOTH: &[Concurrency] = &[Concurrency::Queued, Concurrency::Optimistic];
     let (sales, stock, purchases, callers, modes) = match scenario {
         "sample" => (1, 5, 8, 8, BOTH),
@@ -260,6 +276,7 @@ async fn run_once(
                 .await
             };
         }
+        "reactions" => return reactions::run(modules, reactors, url, callers).await,
         other => return Err(BenchError::UnknownScenario(other.to_string())),
     };
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;

@@ -7,6 +7,7 @@
 //! is never touched.
 
 use super::{AGGREGATE, BenchError, BenchLine};
+use crate::scratch::Scratch;
 use eshost::dispatch::{CommandRequest, Host, HostOptions};
 use eshost_read::projector::Projector;
 use eshost_store::{self as store, EventStore, NewCommand, NewEvent, StreamId};
@@ -200,66 +201,4 @@ fn lags_ms(answered: &[(Instant, i64)], commits: &[(Instant, i64)]) -> Vec<f64> 
                 .map(|(seen, _)| seen.saturating_duration_since(*at).as_secs_f64() * 1000.0)
         })
         .collect()
-}
-
-/// A store of its own for the scenario.
-struct Scratch {
-    url: String,
-    drop: ScratchDrop,
-}
-
-enum ScratchDrop {
-    Schema { server: String, schema: String },
-    File(std::path::PathBuf),
-}
-
-impl Scratch {
-    async fn create(url: &str) -> Result<Self, BenchError> {
-        let name = format!("eshost_bench_{}", uuid::Uuid::new_v4().simple());
-        if url.starts_with("sqlite:") {
-            let path = std::env::temp_dir().join(format!("{name}.db"));
-            return Ok(Self {
-                url: format!("sqlite://{}", path.display()),
-                drop: ScratchDrop::File(path),
-            });
-        }
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut conn)
-            .await?;
-        let separator = if url.contains('?') { '&' } else { '?' };
-        Ok(Self {
-            url: format!("{url}{separator}options=-c%20search_path%3D{name}"),
-            drop: ScratchDrop::Schema {
-                server: url.to_string(),
-                schema: name,
-            },
-        })
-    }
-
-    async fn drop_it(self) {
-        match self.drop {
-            ScratchDrop::File(path) => {
-                for suffix in ["", "-wal", "-shm", ".lock"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let _ = std::fs::remove_file(file);
-                }
-            }
-            ScratchDrop::Schema { server, schema } => {
-                use sqlx::Connection;
-                let dropped = async {
-                    let mut conn = sqlx::PgConnection::connect(&server).await?;
-                    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                        .execute(&mut conn)
-                        .await?;
-                    Ok::<_, sqlx::Error>(())
-                };
-                if let Err(e) = dropped.await {
-                    tracing::warn!(error = %e, schema, "could not drop the bench's scratch schema");
-                }
-            }
-        }
-    }
 }

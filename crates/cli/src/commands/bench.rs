@@ -22,14 +22,20 @@ use eshost_bench as bench;
 /// serve` on a loopback socket, side by side), cluster-hot-item and
 /// cluster-many-items (through HAProxy to one host, three hosts
 /// round-robin, three hosts routed by aggregate; needs `haproxy`; not
-/// run by default).
+/// run by default), reactions (many-items beside the checkout sample's
+/// pipeline, each on a fresh scratch store: 4,000 orders, each placed,
+/// bought by the `checkout` reactor, reserved, paid by a buyer following
+/// the log, confirmed and delivered to a sink; for `reacting`, cmd/s is
+/// reactions/s, p50/p99 run from an order placed to its confirmation, and
+/// CPU is per reaction; needs --modules target/checkout and --reactors
+/// target/reactors; not run by default).
 ///
 /// Under the table, one line per scenario with several modes gives each
 /// mode's rate as a share of the first mode's in the same round; with
 /// --rounds N, the median of N rounds, alternating which mode goes first.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres\n  eshost bench --scenario http-many-items --callers 256 --rounds 3"
+    after_help = "Examples:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres\n  eshost bench --scenario http-many-items --callers 256 --rounds 3\n  eshost bench --scenario reactions --modules target/checkout --reactors target/reactors --rounds 3"
 )]
 pub struct BenchArgs {
     /// Scenarios to run [default: all but cluster-*].
@@ -70,18 +76,21 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
     } else {
         Vec::new()
     };
+    let reactors = if scenarios.iter().any(|s| s == "reactions") {
+        global.runtime().load_reactors(&global.reactors)?
+    } else {
+        Vec::new()
+    };
     let mut summaries = Vec::new();
     for scenario in &scenarios {
-        let lines = bench::run(
-            scenario,
-            &modules,
-            &global.modules,
-            &projections,
-            &global.database_url,
-            callers,
-            rounds,
-        )
-        .await?;
+        let components = bench::Components {
+            modules: &modules,
+            modules_dir: &global.modules,
+            projections: &projections,
+            reactors: &reactors,
+        };
+        let lines =
+            bench::run(scenario, &components, &global.database_url, callers, rounds).await?;
         summaries.extend(bench::medians(&lines));
         for line in lines {
             if json {
