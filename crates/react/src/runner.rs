@@ -24,7 +24,9 @@ use crate::sinks::{Delivered, Sinks};
 use eshost::dispatch::Host;
 use eshost::error::CommandError;
 use eshost_core::{Action, CommandRequest, RecordedEvent};
-use eshost_store::reactions::{ActionStatus, OnFailure, OutboxEntry, Reaction, ReactionPage};
+use eshost_store::reactions::{
+    ActionStatus, OnFailure, OutboxEntry, Reaction, ReactionPage, Settlement,
+};
 use eshost_store::{EventStore, StoreError};
 use eshost_wasm::{LoadedReactor, ReactorInstance};
 use futures_util::StreamExt;
@@ -255,17 +257,21 @@ impl Runner {
         }
         let mut performing = futures_util::stream::iter(lanes)
             .map(|lane| async move {
+                let mut settled = Vec::with_capacity(lane.len());
                 for entry in &lane {
-                    self.perform(entry, now).await?;
+                    settled.push(self.perform(entry, now).await);
                 }
-                Ok::<(), RunError>(())
+                settled
             })
             .buffer_unordered(PERFORMING);
-        // The first failure ends the pass; an action cut short is still
-        // pending, and performing it again repeats nothing (its id).
-        while let Some(performed) = performing.next().await {
-            performed?;
+        let mut settled = Vec::new();
+        while let Some(lane) = performing.next().await {
+            settled.extend(lane);
         }
+        // Recorded together: one commit for the pass's actions. A runner
+        // stopped before this performs them again, which repeats nothing
+        // (each goes under its id).
+        self.store.reactions().settle_actions(&settled).await?;
         Ok(())
     }
 
@@ -363,15 +369,14 @@ impl Runner {
         Ok(reactions)
     }
 
-    /// Performs one pending action and records what it came to.
-    async fn perform(&self, entry: &OutboxEntry, now: i64) -> Result<(), RunError> {
-        let reactions = self.store.reactions();
+    /// Performs one pending action: what it came to, to record.
+    async fn perform(&self, entry: &OutboxEntry, now: i64) -> Settlement {
         let retry_at = |attempts: i64| {
             // 1 s, 2 s, 4 s ... up to a minute.
             let backoff = 1_000_i64.saturating_mul(1 << attempts.clamp(0, 6));
             now.saturating_add(backoff)
         };
-        match &entry.action {
+        let (status, outcome, retry_at_ms) = match &entry.action {
             Action::Send(command) => {
                 let mut request = CommandRequest::new(
                     &command.aggregate,
@@ -382,7 +387,7 @@ impl Runner {
                 .with_command_id(Some(entry.id.clone()));
                 request.correlation_id = command.correlation_id.clone();
                 request.causation_id = Some(format!("{}:{}", entry.reactor, entry.position));
-                let (status, outcome, at) = match self.host.execute(&request).await {
+                match self.host.execute(&request).await {
                     Ok(outcome) => (
                         ActionStatus::Done,
                         format!("{} event(s)", outcome.events.len()),
@@ -401,35 +406,32 @@ impl Runner {
                     // Refused by the aggregate, or not a command the host
                     // can run: the reaction's outcome, not retried.
                     Err(e) => (ActionStatus::Refused, e.to_string(), 0),
-                };
-                reactions
-                    .settle_action(&entry.id, status, &outcome, at)
-                    .await?;
+                }
             }
             Action::Deliver(delivery) => {
                 let delivered = self
                     .sinks
                     .deliver(&delivery.sink, &entry.id, delivery.body.as_str())
                     .await;
-                let (status, outcome, at) = match delivered {
+                match delivered {
                     Delivered::Taken(code) => (ActionStatus::Done, format!("{code}"), 0),
                     Delivered::Refused(why) => (ActionStatus::Parked, why, 0),
                     Delivered::Later(why) if entry.attempts + 1 >= MAX_DELIVERY_ATTEMPTS => {
                         (ActionStatus::Parked, why, 0)
                     }
                     Delivered::Later(why) => (ActionStatus::Pending, why, retry_at(entry.attempts)),
-                };
-                reactions
-                    .settle_action(&entry.id, status, &outcome, at)
-                    .await?;
+                }
             }
             // The store keeps only sends and deliveries in the outbox.
             Action::Schedule(_) | Action::Cancel(_) => {
-                reactions
-                    .settle_action(&entry.id, ActionStatus::Parked, "not an outbox action", 0)
-                    .await?;
+                (ActionStatus::Parked, "not an outbox action".to_owned(), 0)
             }
+        };
+        Settlement {
+            id: entry.id.clone(),
+            status,
+            outcome,
+            retry_at_ms,
         }
-        Ok(())
     }
 }

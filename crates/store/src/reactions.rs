@@ -86,6 +86,16 @@ pub struct OutboxEntry {
     pub attempts: i64,
 }
 
+/// What performing an action came to, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub id: String,
+    pub status: ActionStatus,
+    pub outcome: String,
+    /// With [`ActionStatus::Pending`]: when to try again.
+    pub retry_at_ms: i64,
+}
+
 /// A scheduled command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timer {
@@ -210,15 +220,28 @@ pub trait Reactions: Send + Sync {
         limit: u64,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Records what performing an action came to. `Pending` with
+    /// Records what performing actions came to, in one transaction (one
+    /// commit for a pass's actions, not one each). `Pending` with
     /// `retry_at_ms`: tried and to be tried again then.
+    async fn settle_actions(&self, settled: &[Settlement]) -> Result<(), StoreError>;
+
+    /// Records what performing one action came to (see
+    /// [`settle_actions`](Reactions::settle_actions)).
     async fn settle_action(
         &self,
         id: &str,
         status: ActionStatus,
         outcome: &str,
         retry_at_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.settle_actions(&[Settlement {
+            id: id.to_owned(),
+            status,
+            outcome: outcome.to_owned(),
+            retry_at_ms,
+        }])
+        .await
+    }
 
     /// An action by its id, with its status and outcome.
     async fn action(

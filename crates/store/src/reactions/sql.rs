@@ -263,23 +263,27 @@ macro_rules! impl_reactions {
                 rows.iter().map(|row| $crate::reactions::sql::outbox_entry(row)).collect()
             }
 
-            async fn settle_action(
+            async fn settle_actions(
                 &self,
-                id: &str,
-                status: $crate::reactions::ActionStatus,
-                outcome: &str,
-                retry_at_ms: i64,
+                settled: &[$crate::reactions::Settlement],
             ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "UPDATE reaction_actions SET status = $1, outcome = $2, next_at_ms = $3, \
-                     attempts = attempts + 1 WHERE id = $4",
-                )
-                .bind(status.as_str())
-                .bind(outcome)
-                .bind(retry_at_ms)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+                if settled.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for settlement in settled {
+                    sqlx::query(
+                        "UPDATE reaction_actions SET status = $1, outcome = $2, next_at_ms = $3, \
+                         attempts = attempts + 1 WHERE id = $4",
+                    )
+                    .bind(settlement.status.as_str())
+                    .bind(&settlement.outcome)
+                    .bind(settlement.retry_at_ms)
+                    .bind(&settlement.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
