@@ -7,8 +7,9 @@
 //!   answered: the pipeline's capacity (its latencies are mostly the
 //!   backlog's).
 //! - `paced`: orders offered evenly for 5 s at half the rate many-items
-//!   just reached (in reactions): whether the pipeline sustains it, and
-//!   its latency when it is not flooded.
+//!   just reached (in reactions): whether the pipeline sustains it.
+//! - `paced-light`: offered at half the rate `reacting` just reached: its
+//!   latency when it is not flooded.
 //!
 //! In both reacting modes the `checkout` reactor, run in this process,
 //! buys each order's unit (items of 10 units, enough for every order),
@@ -21,8 +22,9 @@
 //! from an order's placing answered to its confirmation read from the log;
 //! CPU is per reaction.
 //!
-//! Modes run in this order every round (the paced one needs many-items'
-//! rate); each has a fresh store, so none meets a bigger table.
+//! Modes run in this order every round (the paced ones need the rates
+//! measured before them); each has a fresh store, so none meets a bigger
+//! table.
 
 use super::{AGGREGATE, BenchError, BenchLine, Driver, purchases_run};
 use crate::checkout::{CONFIRMATIONS, CountingSink, ORDER, REACTOR};
@@ -65,30 +67,27 @@ pub(super) async fn run(
         return Err(BenchError::NoCheckout);
     }
     let many_items = on_scratch(url, async |url| many_items(modules, &url, callers).await).await?;
-    // Half many-items' rate, in reactions, as orders per second.
-    let pace = many_items.commands_per_s / 2.0 / REACTIONS_PER_ORDER as f64;
-    let paced_orders = ((pace * PACED_FOR.as_secs_f64()).ceil() as usize).max(1);
     let burst = on_scratch(url, async |url| {
         pipeline(modules, reactor.clone(), &url, callers, BURST_ORDERS, None).await
     })
     .await?;
-    let paced = on_scratch(url, async |url| {
-        pipeline(
-            modules,
-            reactor.clone(),
-            &url,
-            callers,
-            paced_orders,
-            Some(pace),
-        )
+    // Offered evenly at half a rate measured just before, in reactions.
+    let paced_at_half_of = async |line: &BenchLine| {
+        let pace = line.commands_per_s / 2.0 / REACTIONS_PER_ORDER as f64;
+        let orders = ((pace * PACED_FOR.as_secs_f64()).ceil() as usize).max(1);
+        on_scratch(url, async |url| {
+            pipeline(modules, reactor.clone(), &url, callers, orders, Some(pace)).await
+        })
         .await
-    })
-    .await?;
+    };
+    let paced = paced_at_half_of(&many_items).await?;
+    let light = paced_at_half_of(&burst).await?;
     let mut lines = Vec::new();
     for (mode, mut line) in [
         ("many-items", many_items),
         ("reacting", burst),
         ("paced", paced),
+        ("paced-light", light),
     ] {
         line.scenario = "reactions".into();
         line.mode = mode.into();

@@ -1,7 +1,8 @@
 //! One reactor, run in passes (decision record 0055). A pass:
 //!
-//! 1. takes or renews the reactor's lease; without it, does nothing (another
-//!    runner is active);
+//! 1. takes or renews the reactor's lease (a busy runner renews it once a
+//!    second, not every pass); without it, does nothing (another runner is
+//!    active);
 //! 2. reacts again to the parked events someone asked to retry;
 //! 3. reads a page of the global log after the reactor's checkpoint, reacts
 //!    to each event the reactor receives, in the sandbox, on a blocking
@@ -38,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a lease lasts unless renewed: another runner takes over a
 /// reactor this long after its runner stopped renewing.
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How long after taking or renewing its lease a busy runner renews it
+/// again: well within [`LEASE`], so another runner finds it held.
+pub const RENEW_AFTER: Duration = Duration::from_secs(1);
 
 /// Events read, timers fired and actions performed per pass, at most.
 pub const PAGE: u64 = 500;
@@ -107,6 +112,10 @@ pub struct Runner {
     holder: String,
     clock: Clock,
     instance: Option<ReactorInstance>,
+    /// When this runner last took or renewed the lease, while it holds it.
+    leased_at: Option<i64>,
+    /// Whether this runner has registered its version in the store.
+    registered: bool,
 }
 
 impl Runner {
@@ -121,6 +130,8 @@ impl Runner {
             holder,
             clock: system_clock(),
             instance: None,
+            leased_at: None,
+            registered: false,
         }
     }
 
@@ -167,19 +178,42 @@ impl Runner {
         let reactions = store.reactions();
         let now = (self.clock)();
         let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let renew_after = i64::try_from(RENEW_AFTER.as_millis()).unwrap_or(i64::MAX);
+        // A lease renewed less than RENEW_AFTER ago still runs for most of
+        // LEASE: not writing it again on every busy pass saves a commit.
+        let fresh = self
+            .leased_at
+            .is_some_and(|at| (0..renew_after).contains(&now.saturating_sub(at)));
         let mut pass = Pass {
-            leased: reactions
-                .take_lease(&name, &self.holder, now, lease)
-                .await?,
+            leased: fresh
+                || reactions
+                    .take_lease(&name, &self.holder, now, lease)
+                    .await?,
             ..Pass::default()
         };
         if !pass.leased {
+            self.leased_at = None;
             return Ok(pass);
         }
+        if !fresh {
+            self.leased_at = Some(now);
+        }
         pass.retried = self.retry_parked(now).await?;
-        let checkpoint = reactions
-            .reactor_checkpoint(&name, &self.reactor.version, &self.reactor.digest, now)
-            .await?;
+        // Registered once per runner; then only read.
+        let read = match self.registered {
+            true => reactions.read_checkpoint(&name).await?,
+            false => None,
+        };
+        let checkpoint = match read {
+            Some(checkpoint) => checkpoint,
+            None => {
+                let checkpoint = reactions
+                    .reactor_checkpoint(&name, &self.reactor.version, &self.reactor.digest, now)
+                    .await?;
+                self.registered = true;
+                checkpoint
+            }
+        };
         let stopped = checkpoint.on_failure == OnFailure::Stop && checkpoint.stopped_at.is_some();
         let from = checkpoint.position;
         let events = match stopped {

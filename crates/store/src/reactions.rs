@@ -168,6 +168,11 @@ pub trait Reactions: Send + Sync {
         now_ms: i64,
     ) -> Result<Checkpoint, StoreError>;
 
+    /// The reactor's checkpoint, policy and whether it stopped, read only
+    /// (see [`reactor_checkpoint`](Reactions::reactor_checkpoint), which
+    /// registers it); `None` if it was never registered.
+    async fn read_checkpoint(&self, reactor: &str) -> Result<Option<Checkpoint>, StoreError>;
+
     /// Sets what `reactor` does with an event it fails (registering it if
     /// it has never run).
     async fn set_on_failure(

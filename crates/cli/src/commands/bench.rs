@@ -23,12 +23,14 @@ use eshost_bench as bench;
 /// cluster-many-items (through HAProxy to one host, three hosts
 /// round-robin, three hosts routed by aggregate; needs `haproxy`; not
 /// run by default), reactions (many-items beside the checkout sample's
-/// pipeline, each on a fresh scratch store: 4,000 orders, each placed,
-/// bought by the `checkout` reactor, reserved, paid by a buyer following
-/// the log, confirmed and delivered to a sink; for `reacting`, cmd/s is
-/// reactions/s, p50/p99 run from an order placed to its confirmation, and
-/// CPU is per reaction; needs --modules target/checkout and --reactors
-/// target/reactors; not run by default).
+/// pipeline, each on a fresh scratch store: orders each placed, bought by
+/// the `checkout` reactor, reserved, paid by a buyer following the log,
+/// confirmed and delivered to a sink; `reacting` places 4,000 at once,
+/// `paced` offers them for 5 s at half many-items' rate, `paced-light` at
+/// half reacting's; for these, cmd/s is reactions/s, p50/p99 run from an
+/// order placed to its confirmation, and CPU is per reaction; needs
+/// --modules target/checkout and --reactors target/reactors; not run by
+/// default).
 ///
 /// Under the table, one line per scenario with several modes gives each
 /// mode's rate as a share of the first mode's in the same round; with

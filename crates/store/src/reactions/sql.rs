@@ -55,7 +55,6 @@ macro_rules! impl_reactions {
                 digest: &str,
                 now_ms: i64,
             ) -> Result<$crate::reactions::Checkpoint, $crate::StoreError> {
-                use sqlx::Row;
                 // Written only when the version that runs changes.
                 sqlx::query(
                     "INSERT INTO reactors (name, version, digest, position, updated_at_ms) \
@@ -70,6 +69,16 @@ macro_rules! impl_reactions {
                 .bind(now_ms)
                 .execute(&self.pool)
                 .await?;
+                self.read_checkpoint(reactor).await?.ok_or_else(|| {
+                    $crate::reactions::sql::unreadable("reactor", "its row vanished once written")
+                })
+            }
+
+            async fn read_checkpoint(
+                &self,
+                reactor: &str,
+            ) -> Result<Option<$crate::reactions::Checkpoint>, $crate::StoreError> {
+                use sqlx::Row;
                 let row = sqlx::query(
                     "SELECT r.position, r.on_failure, \
                        (SELECT MIN(p.position) FROM reactor_parked p \
@@ -77,13 +86,14 @@ macro_rules! impl_reactions {
                      FROM reactors r WHERE r.name = $1",
                 )
                 .bind(reactor)
-                .fetch_one(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?;
-                Ok($crate::reactions::Checkpoint {
+                let Some(row) = row else { return Ok(None) };
+                Ok(Some($crate::reactions::Checkpoint {
                     position: row.try_get("position")?,
                     on_failure: $crate::reactions::sql::on_failure_from(row.try_get("on_failure")?)?,
                     stopped_at: row.try_get("stopped_at")?,
-                })
+                }))
             }
 
             async fn set_on_failure(
