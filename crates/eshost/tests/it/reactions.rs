@@ -6,7 +6,9 @@
 //! until it lapses.
 
 use crate::util::*;
-use eshost::store::reactions::{ActionStatus, Checkpoint, OnFailure, Reaction, ReactionPage};
+use eshost::store::reactions::{
+    ActionStatus, Checkpoint, OnFailure, Reaction, ReactionPage, Settlement,
+};
 use eshost_core::{Action, Delivery, Due, JsonText, ReactionCommand, Scheduled};
 use serde_json::json;
 
@@ -304,6 +306,52 @@ async fn reactions_are_recorded_once_with_the_checkpoint_on_both_stores() {
             ),
             ("0.2.0", "sha256:r2", 8)
         );
+        // An event's many actions come back in the order it gave them
+        // (index 10 after index 9, not after 1), and are settled together;
+        // a key cancelled, then scheduled again in one page, is scheduled.
+        let mut many: Vec<Action> = (0..12)
+            .map(|n| Action::Send(command("FlashSaleItem", &format!("s{n}"), "PurchaseItem")))
+            .collect();
+        many.push(Action::Cancel("k9".into()));
+        many.push(schedule("k9", Due::AtMs(9_000)));
+        let third = [reaction(9, Ok(many))];
+        assert!(
+            reactions
+                .record_reactions(&page(8, 9, &third))
+                .await
+                .unwrap()
+        );
+        let at_seven: Vec<String> = ids(reactions.pending_actions("r", 5_000, 100).await.unwrap())
+            .into_iter()
+            .filter(|id| id.starts_with("reaction:r:9:"))
+            .collect();
+        let expected: Vec<String> = (0..12).map(|n| format!("reaction:r:9:{n}")).collect();
+        assert_eq!(at_seven, expected);
+        let settled: Vec<Settlement> = expected
+            .iter()
+            .map(|id| Settlement {
+                id: id.clone(),
+                status: ActionStatus::Done,
+                outcome: "1 event(s)".into(),
+                retry_at_ms: 0,
+            })
+            .collect();
+        reactions.settle_actions(&settled).await.unwrap();
+        let still_pending = ids(reactions.pending_actions("r", 5_000, 100).await.unwrap());
+        assert!(
+            still_pending
+                .iter()
+                .all(|id| !id.starts_with("reaction:r:9:")),
+            "{still_pending:?}"
+        );
+        let last = reactions.action("reaction:r:9:11").await.unwrap().unwrap();
+        assert_eq!((last.1, last.0.attempts), (ActionStatus::Done, 1));
+        let timers = reactions.timers("r").await.unwrap();
+        assert_eq!(
+            timers.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+            ["k9"]
+        );
+
         db.cleanup().await;
     }
 }

@@ -18,6 +18,10 @@ macro_rules! select_parked {
 }
 pub(crate) use select_parked;
 
+/// Rows one multi-row statement writes, at most: well within both stores'
+/// limits on bound parameters (six a row).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 /// A stored JSON column that does not read back: the store is damaged.
 pub(crate) fn unreadable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Database {
@@ -186,7 +190,12 @@ macro_rules! impl_reactions {
                 if unparked.rows_affected() == 0 {
                     return Ok(false);
                 }
-                Self::record_actions(&mut tx, reactor, reaction.position, reaction.recorded_at_ms, actions).await?;
+                Self::record_actions(
+                    &mut tx,
+                    reactor,
+                    &[(reaction.position, reaction.recorded_at_ms, actions.as_slice())],
+                )
+                .await?;
                 sqlx::query(
                     "UPDATE reactors SET position = $1, updated_at_ms = $2 \
                      WHERE name = $3 AND position < $1",
@@ -220,9 +229,12 @@ macro_rules! impl_reactions {
                 if moved.rows_affected() == 0 {
                     return Ok(false);
                 }
+                let mut reacted = Vec::with_capacity(page.reactions.len());
                 for reaction in page.reactions {
-                    let actions = match &reaction.outcome {
-                        Ok(actions) => actions,
+                    match &reaction.outcome {
+                        Ok(actions) => {
+                            reacted.push((reaction.position, reaction.recorded_at_ms, actions.as_slice()));
+                        }
                         Err(reason) => {
                             sqlx::query(
                                 "INSERT INTO reactor_parked (reactor, position, event, reason, at_ms) \
@@ -235,18 +247,10 @@ macro_rules! impl_reactions {
                             .bind(page.now_ms)
                             .execute(&mut *tx)
                             .await?;
-                            continue;
                         }
-                    };
-                    Self::record_actions(
-                        &mut tx,
-                        page.reactor,
-                        reaction.position,
-                        reaction.recorded_at_ms,
-                        actions,
-                    )
-                    .await?;
+                    }
                 }
+                Self::record_actions(&mut tx, page.reactor, &reacted).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -281,17 +285,21 @@ macro_rules! impl_reactions {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
-                for settlement in settled {
-                    sqlx::query(
-                        "UPDATE reaction_actions SET status = $1, outcome = $2, next_at_ms = $3, \
-                         attempts = attempts + 1 WHERE id = $4",
-                    )
-                    .bind(settlement.status.as_str())
-                    .bind(&settlement.outcome)
-                    .bind(settlement.retry_at_ms)
-                    .bind(&settlement.id)
-                    .execute(&mut *tx)
-                    .await?;
+                for rows in settled.chunks($crate::reactions::sql::ROWS_PER_STATEMENT) {
+                    // A VALUES list's columns are column1, column2, ... on
+                    // both stores.
+                    let mut update = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE reaction_actions SET status = v.column2, outcome = v.column3, \
+                         next_at_ms = v.column4, attempts = attempts + 1 FROM (",
+                    );
+                    update.push_values(rows, |mut row, settlement| {
+                        row.push_bind(&settlement.id)
+                            .push_bind(settlement.status.as_str())
+                            .push_bind(&settlement.outcome)
+                            .push_bind(settlement.retry_at_ms);
+                    });
+                    update.push(") AS v WHERE reaction_actions.id = v.column1");
+                    update.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -467,54 +475,93 @@ macro_rules! impl_reactions {
 
             /// Puts one reaction's commands and deliveries in the outbox,
             /// and schedules and cancels its timers, in order.
+            /// Records the actions of `reacted` reactions (each event's
+            /// position, when it was recorded, and its actions) in `tx`,
+            /// in a few multi-row statements: the outbox rows; then each
+            /// timer key's last change in the page (a schedule replaces a
+            /// key's timer whole and a cancel removes it, so the last
+            /// change alone decides what is left).
             async fn record_actions(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 reactor: &str,
-                position: i64,
-                recorded_at_ms: i64,
-                actions: &[eshost_core::Action],
+                reacted: &[(i64, i64, &[eshost_core::Action])],
             ) -> Result<(), $crate::StoreError> {
                 use eshost_core::Action;
-                use $crate::reactions::sql::to_json;
-                for (index, action) in actions.iter().enumerate() {
-                    let id = eshost_core::action_id(reactor, position, index);
-                    match action {
-                        Action::Send(_) | Action::Deliver(_) => {
-                            sqlx::query(
-                                "INSERT INTO reaction_actions (id, reactor, position, action, status) \
-                                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (id) DO NOTHING",
-                            )
-                            .bind(&id)
-                            .bind(reactor)
-                            .bind(position)
-                            .bind(to_json(action))
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Action::Schedule(scheduled) => {
-                            sqlx::query(
-                                "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) \
-                                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reactor, key) DO UPDATE \
-                                 SET id = excluded.id, position = excluded.position, \
-                                     due_at_ms = excluded.due_at_ms, command = excluded.command",
-                            )
-                            .bind(reactor)
-                            .bind(&scheduled.key)
-                            .bind(&id)
-                            .bind(position)
-                            .bind(scheduled.due.at(recorded_at_ms))
-                            .bind(to_json(&scheduled.command))
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Action::Cancel(key) => {
-                            sqlx::query("DELETE FROM reactor_timers WHERE reactor = $1 AND key = $2")
-                                .bind(reactor)
-                                .bind(key)
-                                .execute(&mut **tx)
-                                .await?;
+                use $crate::reactions::sql::{ROWS_PER_STATEMENT, to_json};
+                let mut outbox: Vec<(String, i64, String)> = Vec::new();
+                // Each key's last change: a timer (id, position, due, command) or none.
+                let mut timers: std::collections::BTreeMap<&str, Option<(String, i64, i64, String)>> =
+                    std::collections::BTreeMap::new();
+                for &(position, recorded_at_ms, actions) in reacted {
+                    for (index, action) in actions.iter().enumerate() {
+                        let id = eshost_core::action_id(reactor, position, index);
+                        match action {
+                            Action::Send(_) | Action::Deliver(_) => {
+                                outbox.push((id, position, to_json(action)));
+                            }
+                            Action::Schedule(scheduled) => {
+                                let due = scheduled.due.at(recorded_at_ms);
+                                let command = to_json(&scheduled.command);
+                                timers.insert(&scheduled.key, Some((id, position, due, command)));
+                            }
+                            Action::Cancel(key) => {
+                                timers.insert(key, None);
+                            }
                         }
                     }
+                }
+                for rows in outbox.chunks(ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO reaction_actions (id, reactor, position, action, status) ",
+                    );
+                    insert.push_values(rows, |mut row, (id, position, action)| {
+                        row.push_bind(id)
+                            .push_bind(reactor)
+                            .push_bind(*position)
+                            .push_bind(action)
+                            .push("'pending'");
+                    });
+                    insert.push(" ON CONFLICT (id) DO NOTHING");
+                    insert.build().execute(&mut **tx).await?;
+                }
+                let cancelled: Vec<&str> = timers
+                    .iter()
+                    .filter(|(_, timer)| timer.is_none())
+                    .map(|(key, _)| *key)
+                    .collect();
+                for keys in cancelled.chunks(ROWS_PER_STATEMENT) {
+                    let mut delete =
+                        sqlx::QueryBuilder::<$db>::new("DELETE FROM reactor_timers WHERE reactor = ");
+                    delete.push_bind(reactor).push(" AND key IN (");
+                    let mut listed = delete.separated(", ");
+                    for key in keys {
+                        listed.push_bind(*key);
+                    }
+                    listed.push_unseparated(")");
+                    delete.build().execute(&mut **tx).await?;
+                }
+                let scheduled: Vec<(&str, &(String, i64, i64, String))> = timers
+                    .iter()
+                    .filter_map(|(key, timer)| Some((*key, timer.as_ref()?)))
+                    .collect();
+                for rows in scheduled.chunks(ROWS_PER_STATEMENT) {
+                    let mut upsert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO reactor_timers (reactor, key, id, position, due_at_ms, command) ",
+                    );
+                    upsert.push_values(rows, |mut row, (key, (id, position, due, command))| {
+                        row.push_bind(reactor)
+                            .push_bind(*key)
+                            .push_bind(id)
+                            .push_bind(*position)
+                            .push_bind(*due)
+                            .push_bind(command);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (reactor, key) DO UPDATE \
+                         SET id = excluded.id, position = excluded.position, \
+                             due_at_ms = excluded.due_at_ms, command = excluded.command",
+                    );
+                    upsert.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
