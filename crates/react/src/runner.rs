@@ -4,17 +4,20 @@
 //!    second, not every pass); without it, does nothing (another runner is
 //!    active);
 //! 2. reacts again to the parked events someone asked to retry;
-//! 3. reads a page of the global log after the reactor's checkpoint, reacts
+//! 3. performs what earlier passes left pending in the outbox, up to
+//!    [`PERFORMING`] at once (one stream's commands in order): a command
+//!    through the host under the action's id (so a repeat is answered with
+//!    the first outcome), a delivery to its sink with the id as
+//!    `Idempotency-Key`; and meanwhile
+//! 4. reads a page of the global log after the reactor's checkpoint, reacts
 //!    to each event the reactor receives, in the sandbox, on a blocking
 //!    thread, and records the page's actions with the checkpoint (an event
 //!    refused, or whose guest call fails, is parked with the reason; under
 //!    the `stop` policy the page ends there and the reactor reads no
-//!    further until that event is retried);
-//! 4. fires the timers that are due: each moves to the outbox under its id;
-//! 5. performs what is pending in the outbox, up to [`PERFORMING`] at once
-//!    (one stream's commands in order): a command through the host under
-//!    the action's id (so a repeat is answered with the first outcome), a
-//!    delivery to its sink with the id as `Idempotency-Key`.
+//!    further until that event is retried): performed by the next pass,
+//!    which a busy runner starts at once;
+//! 5. fires the timers that are due, after the page (which may have
+//!    cancelled one): each moves to the outbox under its id.
 //!
 //! A command its aggregate refuses is that action's outcome (`refused`),
 //! never retried. A store or sink that fails for now is tried again later,
@@ -26,7 +29,7 @@ use eshost::dispatch::Host;
 use eshost::error::CommandError;
 use eshost_core::{Action, CommandRequest, RecordedEvent};
 use eshost_store::reactions::{
-    ActionStatus, OnFailure, OutboxEntry, Reaction, ReactionPage, Settlement,
+    ActionStatus, Checkpoint, OnFailure, OutboxEntry, Reaction, ReactionPage, Settlement,
 };
 use eshost_store::{EventStore, StoreError};
 use eshost_wasm::{LoadedReactor, ReactorInstance};
@@ -106,9 +109,8 @@ impl Pass {
 /// Runs one reactor.
 pub struct Runner {
     store: Arc<dyn EventStore>,
-    host: Host,
     reactor: Arc<LoadedReactor>,
-    sinks: Sinks,
+    performer: Arc<Performer>,
     holder: String,
     clock: Clock,
     instance: Option<ReactorInstance>,
@@ -124,9 +126,12 @@ impl Runner {
     pub fn new(host: Host, reactor: Arc<LoadedReactor>, sinks: Sinks, holder: String) -> Self {
         Self {
             store: host.store().clone(),
-            host,
             reactor,
-            sinks,
+            performer: Arc::new(Performer {
+                store: host.store().clone(),
+                host,
+                sinks,
+            }),
             holder,
             clock: system_clock(),
             instance: None,
@@ -214,6 +219,38 @@ impl Runner {
                 checkpoint
             }
         };
+        // What earlier passes recorded is performed while this pass reacts
+        // to the next page: the commands and deliveries wait on commits and
+        // sinks, the reactions on the sandbox.
+        let pending = reactions.pending_actions(&name, now, PAGE).await?;
+        pass.performed = pending.len();
+        let performer = self.performer.clone();
+        let (reacted, performed) = tokio::join!(
+            self.react_to_page(&checkpoint, now),
+            performer.perform_all(pending, now)
+        );
+        (pass.reacted, pass.parked) = reacted?;
+        performed?;
+        // After the page: an event in it may have cancelled a timer that
+        // is due. A fired timer's command is performed next pass.
+        for timer in reactions.due_timers(&name, now, PAGE).await? {
+            if reactions.fire_timer(&timer).await? {
+                pass.fired += 1;
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Reads the page of the log after `checkpoint`, reacts to the events
+    /// the reactor receives, and records the reactions with the checkpoint
+    /// moved: how many were recorded, and of those parked.
+    async fn react_to_page(
+        &mut self,
+        checkpoint: &Checkpoint,
+        now: i64,
+    ) -> Result<(usize, usize), RunError> {
+        let store = self.store.clone();
+        let name = self.reactor.name.clone();
         let stopped = checkpoint.on_failure == OnFailure::Stop && checkpoint.stopped_at.is_some();
         let from = checkpoint.position;
         let events = match stopped {
@@ -221,92 +258,43 @@ impl Runner {
             true => Vec::new(),
             false => store.log().read_all(from, None, PAGE).await?,
         };
-        if let Some(last) = events.last() {
-            let mut to = last.position;
-            let received: Vec<RecordedEvent> = events
-                .into_iter()
-                .filter(|e| self.reactor.receives(&e.aggregate, &e.name))
-                .collect();
-            let mut reacted = self.react(received).await?;
-            if checkpoint.on_failure == OnFailure::Stop
-                && let Some(failed) = reacted.iter().position(|r| r.outcome.is_err())
-            {
-                // Record what came before it, park it, and stop there: the
-                // checkpoint stays just before it.
-                reacted.truncate(failed + 1);
-                to = reacted[failed].position - 1;
-            }
-            let page = ReactionPage {
-                reactor: &name,
-                version: &self.reactor.version,
-                digest: &self.reactor.digest,
-                from,
-                to,
-                reactions: &reacted,
-                now_ms: now,
-            };
-            // Lost to another runner: it recorded these; nothing to do.
-            if reactions.record_reactions(&page).await? {
-                pass.reacted = reacted.len();
-                pass.parked = reacted.iter().filter(|r| r.outcome.is_err()).count();
-                for parked in reacted.iter().filter(|r| r.outcome.is_err()) {
-                    tracing::warn!(reactor = %name, position = parked.position, event = %parked.event,
-                        reason = parked.outcome.as_ref().err().map(String::as_str).unwrap_or_default(),
-                        "parked an event");
-                }
-            }
+        let Some(last) = events.last() else {
+            return Ok((0, 0));
+        };
+        let mut to = last.position;
+        let received: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| self.reactor.receives(&e.aggregate, &e.name))
+            .collect();
+        let mut reacted = self.react(received).await?;
+        if checkpoint.on_failure == OnFailure::Stop
+            && let Some(failed) = reacted.iter().position(|r| r.outcome.is_err())
+        {
+            // Record what came before it, park it, and stop there: the
+            // checkpoint stays just before it.
+            reacted.truncate(failed + 1);
+            to = reacted[failed].position - 1;
         }
-        for timer in reactions.due_timers(&name, now, PAGE).await? {
-            if reactions.fire_timer(&timer).await? {
-                pass.fired += 1;
-            }
+        let page = ReactionPage {
+            reactor: &name,
+            version: &self.reactor.version,
+            digest: &self.reactor.digest,
+            from,
+            to,
+            reactions: &reacted,
+            now_ms: now,
+        };
+        // Lost to another runner: it recorded these; nothing to do.
+        if !store.reactions().record_reactions(&page).await? {
+            return Ok((0, 0));
         }
-        let pending = reactions.pending_actions(&name, now, PAGE).await?;
-        pass.performed = pending.len();
-        self.perform_all(pending, now).await?;
-        Ok(pass)
-    }
-
-    /// Performs pending actions, up to [`PERFORMING`] at once. The commands
-    /// to one stream go one after another, in the order they were
-    /// recorded, so a stream receives a reactor's commands in the order it
-    /// sent them; deliveries carry no order (a retried one arrives after
-    /// later ones anyway), so each goes on its own.
-    async fn perform_all(&self, pending: Vec<OutboxEntry>, now: i64) -> Result<(), RunError> {
-        let mut lanes: Vec<Vec<OutboxEntry>> = Vec::new();
-        let mut lane_of_stream: HashMap<(String, String), usize> = HashMap::new();
-        for entry in pending {
-            let Action::Send(command) = &entry.action else {
-                lanes.push(vec![entry]);
-                continue;
-            };
-            let stream = (command.aggregate.clone(), command.id.clone());
-            match lane_of_stream.get(&stream) {
-                Some(&lane) => lanes[lane].push(entry),
-                None => {
-                    lane_of_stream.insert(stream, lanes.len());
-                    lanes.push(vec![entry]);
-                }
-            }
+        let parked: Vec<&Reaction> = reacted.iter().filter(|r| r.outcome.is_err()).collect();
+        for parked in &parked {
+            tracing::warn!(reactor = %name, position = parked.position, event = %parked.event,
+                reason = parked.outcome.as_ref().err().map(String::as_str).unwrap_or_default(),
+                "parked an event");
         }
-        let mut performing = futures_util::stream::iter(lanes)
-            .map(|lane| async move {
-                let mut settled = Vec::with_capacity(lane.len());
-                for entry in &lane {
-                    settled.push(self.perform(entry, now).await);
-                }
-                settled
-            })
-            .buffer_unordered(PERFORMING);
-        let mut settled = Vec::new();
-        while let Some(lane) = performing.next().await {
-            settled.extend(lane);
-        }
-        // Recorded together: one commit for the pass's actions. A runner
-        // stopped before this performs them again, which repeats nothing
-        // (each goes under its id).
-        self.store.reactions().settle_actions(&settled).await?;
-        Ok(())
+        Ok((reacted.len(), parked.len()))
     }
 
     /// Reacts again to the parked events someone asked to retry, with the
@@ -401,6 +389,58 @@ impl Runner {
         let (instance, reactions) = joined;
         self.instance = instance;
         Ok(reactions)
+    }
+}
+
+/// Performs a reactor's actions: apart from the runner, so that it can
+/// perform one pass's actions while the runner reacts to the next page.
+struct Performer {
+    store: Arc<dyn EventStore>,
+    host: Host,
+    sinks: Sinks,
+}
+
+impl Performer {
+    /// Performs pending actions, up to [`PERFORMING`] at once. The commands
+    /// to one stream go one after another, in the order they were
+    /// recorded, so a stream receives a reactor's commands in the order it
+    /// sent them; deliveries carry no order (a retried one arrives after
+    /// later ones anyway), so each goes on its own.
+    async fn perform_all(&self, pending: Vec<OutboxEntry>, now: i64) -> Result<(), RunError> {
+        let mut lanes: Vec<Vec<OutboxEntry>> = Vec::new();
+        let mut lane_of_stream: HashMap<(String, String), usize> = HashMap::new();
+        for entry in pending {
+            let Action::Send(command) = &entry.action else {
+                lanes.push(vec![entry]);
+                continue;
+            };
+            let stream = (command.aggregate.clone(), command.id.clone());
+            match lane_of_stream.get(&stream) {
+                Some(&lane) => lanes[lane].push(entry),
+                None => {
+                    lane_of_stream.insert(stream, lanes.len());
+                    lanes.push(vec![entry]);
+                }
+            }
+        }
+        let mut performing = futures_util::stream::iter(lanes)
+            .map(|lane| async move {
+                let mut settled = Vec::with_capacity(lane.len());
+                for entry in &lane {
+                    settled.push(self.perform(entry, now).await);
+                }
+                settled
+            })
+            .buffer_unordered(PERFORMING);
+        let mut settled = Vec::new();
+        while let Some(lane) = performing.next().await {
+            settled.extend(lane);
+        }
+        // Recorded together: one commit for the pass's actions. A runner
+        // stopped before this performs them again, which repeats nothing
+        // (each goes under its id).
+        self.store.reactions().settle_actions(&settled).await?;
+        Ok(())
     }
 
     /// Performs one pending action: what it came to, to record.
