@@ -2,8 +2,10 @@
 //! of the library's API:
 //!
 //! - this file: `eshost bench`, the host's throughput and latency on
-//!   flash-sale scenarios, next to the database's own limit measured in the
-//!   same run (`baseline.rs`), with where the CPU went (`cpu.rs`);
+//!   flash-sale scenarios (`purchases.rs` drives them in process, over
+//!   HTTP or through a cluster; `cold_load.rs`, `guest_cost.rs`), next to
+//!   the database's own limit measured in the same run (`baseline.rs`),
+//!   with where the CPU went (`cpu.rs`);
 //! - [`http`]: the bench's lean HTTP load driver;
 //! - [`cluster`]: several hosts behind HAProxy on one machine (the
 //!   reference deployment in `deploy/`), for the bench and the tests;
@@ -14,22 +16,27 @@
 mod baseline;
 pub mod checkout;
 pub mod cluster;
+mod cold_load;
 mod cpu;
 pub mod demo;
+mod guest_cost;
 pub mod http;
 mod projection;
+mod purchases;
 mod reactions;
 mod scratch;
 
 use baseline::baseline_inserts;
-use cpu::{ClientThread, CpuTimes};
-use eshost::dispatch::{CommandRequest, Concurrency, Host, HostOptions, RetryPolicy};
-use eshost_store::{self as store, NewCommand, NewEvent, StreamId};
-use eshost_wasm::{Budget, Hydrated, LoadedComponent, Modules};
+use cold_load::cold_load;
+use eshost::dispatch::{Concurrency, Host, HostOptions, RetryPolicy};
+use eshost_store as store;
+use eshost_wasm::Modules;
+use guest_cost::guest_cost;
+pub use guest_cost::guest_cost_micros;
+use purchases::{Driver, purchases_run};
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const AGGREGATE: &str = "FlashSaleItem";
 
@@ -391,298 +398,6 @@ async fn over_cluster(
         lines.push(line);
     }
     Ok(lines)
-}
-
-/// How a benchmark sends its commands.
-#[derive(Clone)]
-enum Driver {
-    InProcess(Host),
-    /// `eshost serve` at this address.
-    Http(std::net::SocketAddr),
-    /// HAProxy in front of several hosts, at this address.
-    Cluster(std::net::SocketAddr),
-}
-
-/// One caller's way to send: the host itself, or its own connection.
-enum Caller {
-    InProcess(Host),
-    Http(http::Connection),
-    Resending(http::Resending),
-}
-
-impl Driver {
-    /// A caller, connected (HTTP) before the clock starts.
-    async fn caller(&self) -> Result<Caller, BenchError> {
-        Ok(match self {
-            Self::InProcess(host) => Caller::InProcess(host.clone()),
-            Self::Http(server) => Caller::Http(http::Connection::open(*server).await?),
-            Self::Cluster(proxy) => Caller::Resending(http::Resending::connect(*proxy).await?),
-        })
-    }
-}
-
-impl Caller {
-    /// Takes purchase numbers from `next` until `purchases` are taken, and
-    /// sends each (one unit, to the sales in `ids` round-robin): the
-    /// latency of each in ms, the conflict retries, the failures.
-    async fn purchase(
-        &mut self,
-        ids: &[String],
-        next: &AtomicUsize,
-        purchases: usize,
-    ) -> (Vec<f64>, u64, usize) {
-        let mut latencies = Vec::new();
-        let (mut retries, mut failed) = (0u64, 0usize);
-        loop {
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            if n >= purchases {
-                break;
-            }
-            let payload =
-                serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 }).to_string();
-            let id = &ids[n % ids.len()];
-            let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
-            let sent = Instant::now();
-            match self.execute(&request).await {
-                Ok(retried) => retries += u64::from(retried),
-                Err(error) => {
-                    failed += 1;
-                    tracing::warn!(%error, "a benchmark command failed");
-                }
-            }
-            latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-        }
-        (latencies, retries, failed)
-    }
-
-    /// Sends one command; the conflict retries it took, or why it failed.
-    async fn execute(&mut self, request: &CommandRequest) -> Result<u32, String> {
-        match self {
-            Self::InProcess(host) => host
-                .execute(request)
-                .await
-                .map(|o| o.retries)
-                .map_err(|e| e.to_string()),
-            Self::Http(connection) => connection.execute(request).await,
-            Self::Resending(caller) => caller.execute(request).await.map(|a| a.retries),
-        }
-    }
-}
-
-/// True if any of the sales sold more than its `stock`.
-async fn any_oversold(host: &Host, ids: &[String], stock: u64) -> Result<bool, BenchError> {
-    let mut oversold = false;
-    for id in ids {
-        let state = host.state(AGGREGATE, id).await?;
-        let sold = state["sold"].as_u64().unwrap_or(u64::MAX);
-        oversold |= sold > stock || state["stock"].as_u64().is_none();
-    }
-    Ok(oversold)
-}
-
-/// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
-/// spread over them round-robin, from `callers` concurrent callers sending
-/// through `driver`.
-async fn purchases_run(
-    host: &Host,
-    driver: &Driver,
-    sales: usize,
-    stock: u64,
-    purchases: usize,
-    callers: usize,
-) -> Result<BenchLine, BenchError> {
-    let prefix = uuid::Uuid::new_v4().simple().to_string();
-    let ids: Arc<Vec<String>> =
-        Arc::new((0..sales).map(|n| format!("bench-{prefix}-{n}")).collect());
-    for id in ids.iter() {
-        let payload = serde_json::json!({ "initialStock": stock }).to_string();
-        host.execute(&CommandRequest::new(
-            AGGREGATE,
-            id,
-            "CreateFlashSale",
-            payload,
-        ))
-        .await?;
-    }
-    let next = Arc::new(AtomicUsize::new(0));
-    // Every caller connects first (HTTP), then all start together.
-    let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
-    let client = ClientThread::for_driver(driver)?;
-    let workers: Vec<_> = (0..callers)
-        .map(|_| {
-            let (driver, ids, next, start) =
-                (driver.clone(), ids.clone(), next.clone(), start.clone());
-            client.spawn(async move {
-                let caller = driver.caller().await;
-                start.wait().await;
-                Ok::<_, BenchError>(caller?.purchase(&ids, &next, purchases).await)
-            })
-        })
-        .collect();
-    // Counted before the callers are let go: read after, an append that
-    // began first would be missing from the appends and present in the
-    // commits (a commit seemed to hold less than an append).
-    let appends_before = host.stats().appends.get();
-    let commits_before = host.stats().group_commit.commits.get();
-    let cpu_before = CpuTimes::now().await;
-    start.wait().await;
-    let started = Instant::now();
-    let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
-    for worker in workers {
-        let (l, r, f) = worker.await??;
-        latencies.extend(l);
-        retries += r;
-        failed += f;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = CpuTimes::now()
-        .await
-        .zip(cpu_before)
-        .map(|(after, before)| after.since(&before));
-    let appends = host.stats().appends.get() - appends_before;
-    let commits = host.stats().group_commit.commits.get() - commits_before;
-
-    let oversold = any_oversold(host, &ids, stock).await?;
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    Ok(BenchLine {
-        retries_per_command: retries as f64 / purchases as f64,
-        commands_per_append: purchases as f64 / appends.max(1) as f64,
-        commands_per_commit: purchases as f64 / commits.max(1) as f64,
-        failed,
-        oversold,
-        cpu_us_per_command: cpu.map(|c| c.busy_share * c.cpus * seconds * 1e6 / purchases as f64),
-        cpu_busy_share: cpu.map(|c| c.busy_share),
-        client_cpu_us_per_command: client
-            .cpu_time()
-            .await
-            .map(|time| time.as_secs_f64() * 1e6 / purchases as f64),
-        ..BenchLine::timed("", "", purchases, seconds, &latencies)
-    })
-}
-
-/// Loading one stream of 100,000 events into a fresh host, without and with a
-/// snapshot, five times each: one "command" is one load.
-async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchLine>, BenchError> {
-    const EVENTS: u64 = 100_000;
-    const COLD_LOADS: usize = 5;
-    let store = store::open(url).await?;
-    let component = modules.get(AGGREGATE).ok_or(BenchError::NoFlashSale)?;
-    let id = format!("cold-{}", uuid::Uuid::new_v4().simple());
-    let stream = StreamId::new(AGGREGATE, &id);
-    let metadata = serde_json::json!({ "componentDigest": component.digest }).to_string();
-    // Written straight to the store in large batches: the stream is the
-    // subject here, not the commands that would have made it.
-    let one_command = |n: u64, events: Vec<NewEvent>| NewCommand {
-        command_id: format!("{id}-{n}"),
-        name: "bench".into(),
-        fingerprint: String::new(),
-        events,
-    };
-    let created = NewEvent {
-        name: "FlashSaleCreated".into(),
-        payload: serde_json::json!({ "itemId": id, "initialStock": EVENTS }).to_string(),
-        metadata: metadata.clone(),
-    };
-    store
-        .streams()
-        .append(&stream, 0, &[one_command(0, vec![created])])
-        .await?;
-    let mut version = 1;
-    while version < EVENTS {
-        let batch: Vec<NewCommand> = (version..(version + 2_000).min(EVENTS))
-            .map(|n| {
-                let purchased = NewEvent {
-                    name: "ItemPurchased".into(),
-                    payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
-                        .to_string(),
-                    metadata: metadata.clone(),
-                };
-                one_command(n, vec![purchased])
-            })
-            .collect();
-        store.streams().append(&stream, version, &batch).await?;
-        version += batch.len() as u64;
-    }
-
-    let mut lines = Vec::new();
-    for (mode, snapshot_every) in [("no-snapshot", 0), ("snapshot", 100)] {
-        let options = HostOptions {
-            snapshot_every,
-            ..HostOptions::default()
-        };
-        if snapshot_every > 0 {
-            // Write the snapshot first (outside the timing), as a host that
-            // had been running would have.
-            let writer = Host::with_options(modules.clone(), store.clone(), options);
-            writer.snapshot_now(AGGREGATE, &id).await?;
-        }
-        // Each load on a fresh host, so nothing is cached.
-        let (mut millis, mut failed) = (Vec::new(), 0);
-        for _ in 0..COLD_LOADS {
-            let host = Host::with_options(modules.clone(), store.clone(), options);
-            let started = Instant::now();
-            host.load(AGGREGATE, &id).await?;
-            millis.push(started.elapsed().as_secs_f64() * 1000.0);
-            // Checked after the clock stops: rendering 100,000 buyers as
-            // JSON is not part of loading.
-            let state = host.state(AGGREGATE, &id).await?;
-            failed += usize::from(state["sold"].as_u64() != Some(EVENTS - 1));
-        }
-        let seconds = millis.iter().sum::<f64>() / 1000.0;
-        millis.sort_by(|a, b| a.total_cmp(b));
-        lines.push(BenchLine {
-            failed,
-            ..BenchLine::timed("cold-load", mode, COLD_LOADS, seconds, &millis)
-        });
-    }
-    Ok(lines)
-}
-
-/// Decide plus evolve per command, in process (no database): one line.
-fn guest_cost(modules: &Modules) -> Result<Vec<BenchLine>, BenchError> {
-    const COMMANDS: usize = 20_000;
-    let component = modules.get(AGGREGATE).ok_or(BenchError::NoFlashSale)?;
-    let mode = match component.limits.budget {
-        Budget::WallClock(_) => "epoch",
-        Budget::Fuel(_) => "fuel",
-    };
-    let started = Instant::now();
-    let micros = guest_cost_micros(component.clone(), COMMANDS)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut millis: Vec<f64> = micros.iter().map(|us| us / 1000.0).collect();
-    millis.sort_by(|a, b| a.total_cmp(b));
-    Ok(vec![BenchLine::timed(
-        "guest-cost",
-        mode,
-        COMMANDS,
-        seconds,
-        &millis,
-    )])
-}
-
-/// Times `commands` purchases (decide, then apply the event) on one fresh
-/// flash-sale instance; microseconds per command, in order.
-pub fn guest_cost_micros(
-    component: Arc<LoadedComponent>,
-    commands: usize,
-) -> Result<Vec<f64>, BenchError> {
-    let mut item = Hydrated::new(component, "guest-cost")?;
-    let create = format!(r#"{{"initialStock":{}}}"#, commands * 2);
-    let created = item
-        .decide("CreateFlashSale", &create)?
-        .map_err(BenchError::Refused)?;
-    item.apply_decided(&created)?;
-    let mut micros = Vec::with_capacity(commands);
-    for n in 0..commands {
-        let payload = format!(r#"{{"buyerId":"buyer-{n}","quantity":1}}"#);
-        let started = Instant::now();
-        let events = item
-            .decide("PurchaseItem", &payload)?
-            .map_err(BenchError::Refused)?;
-        item.apply_decided(&events)?;
-        micros.push(started.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(micros)
 }
 
 /// `items` in their order, or reversed.

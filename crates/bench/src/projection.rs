@@ -31,10 +31,10 @@ pub(super) async fn run(
     url: &str,
     callers: usize,
 ) -> Result<Vec<BenchLine>, BenchError> {
-    let scratch = Scratch::create(url).await?;
-    let result = measure(modules, projection, &scratch.url, callers).await;
-    scratch.drop_it().await;
-    result
+    Scratch::around(url, async |url| {
+        measure(modules, projection, &url, callers).await
+    })
+    .await
 }
 
 async fn measure(

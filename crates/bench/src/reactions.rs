@@ -66,8 +66,9 @@ pub(super) async fn run(
     if modules.get(ORDER).is_none() || modules.get(AGGREGATE).is_none() {
         return Err(BenchError::NoCheckout);
     }
-    let many_items = on_scratch(url, async |url| many_items(modules, &url, callers).await).await?;
-    let burst = on_scratch(url, async |url| {
+    let many_items =
+        Scratch::around(url, async |url| many_items(modules, &url, callers).await).await?;
+    let burst = Scratch::around(url, async |url| {
         pipeline(modules, reactor.clone(), &url, callers, BURST_ORDERS, None).await
     })
     .await?;
@@ -75,7 +76,7 @@ pub(super) async fn run(
     let paced_at_half_of = async |line: &BenchLine| {
         let pace = line.commands_per_s / 2.0 / REACTIONS_PER_ORDER as f64;
         let orders = ((pace * PACED_FOR.as_secs_f64()).ceil() as usize).max(1);
-        on_scratch(url, async |url| {
+        Scratch::around(url, async |url| {
             pipeline(modules, reactor.clone(), &url, callers, orders, Some(pace)).await
         })
         .await
@@ -94,17 +95,6 @@ pub(super) async fn run(
         lines.push(line);
     }
     Ok(lines)
-}
-
-/// Runs `measure` on a fresh scratch store beside `url`, dropped after.
-async fn on_scratch(
-    url: &str,
-    measure: impl AsyncFnOnce(String) -> Result<BenchLine, BenchError>,
-) -> Result<BenchLine, BenchError> {
-    let scratch = Scratch::create(url).await?;
-    let measured = measure(scratch.url.clone()).await;
-    scratch.drop_it().await;
-    measured
 }
 
 async fn many_items(modules: &Modules, url: &str, callers: usize) -> Result<BenchLine, BenchError> {

@@ -6,7 +6,7 @@ use crate::BenchError;
 
 /// A store of its own: a PostgreSQL schema, or a SQLite file.
 pub(crate) struct Scratch {
-    pub(crate) url: String,
+    url: String,
     drop: ScratchDrop,
 }
 
@@ -17,7 +17,7 @@ enum ScratchDrop {
 
 impl Scratch {
     /// A fresh one beside the store `url` names.
-    pub(crate) async fn create(url: &str) -> Result<Self, BenchError> {
+    async fn create(url: &str) -> Result<Self, BenchError> {
         let name = format!("eshost_bench_{}", uuid::Uuid::new_v4().simple());
         if url.starts_with("sqlite:") {
             let path = std::env::temp_dir().join(format!("{name}.db"));
@@ -41,8 +41,20 @@ impl Scratch {
         })
     }
 
+    /// Runs `measure` on a fresh one beside `url` (given its URL), and
+    /// drops it after, whatever `measure` gave.
+    pub(crate) async fn around<T>(
+        url: &str,
+        measure: impl AsyncFnOnce(String) -> Result<T, BenchError>,
+    ) -> Result<T, BenchError> {
+        let scratch = Self::create(url).await?;
+        let measured = measure(scratch.url.clone()).await;
+        scratch.drop_it().await;
+        measured
+    }
+
     /// Drops it, with all it holds.
-    pub(crate) async fn drop_it(self) {
+    async fn drop_it(self) {
         match self.drop {
             ScratchDrop::File(path) => {
                 for suffix in ["", "-wal", "-shm", ".lock"] {

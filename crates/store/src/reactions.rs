@@ -9,7 +9,7 @@
 //! given by the caller, so the store's clock plays no part.
 //!
 //! The SQL is the same on both stores: [`sql`] implements the role for
-//! each.
+//! each, and [`rows`] reads what it selects.
 
 use crate::error::StoreError;
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use eshost_core::{Action, ReactionCommand};
 
 pub use eshost_core::OnFailure;
 
+pub(crate) mod rows;
 pub(crate) mod sql;
 pub(crate) use sql::impl_reactions;
 

@@ -1,11 +1,8 @@
 //! The SQL of [`Reactions`](super::Reactions), the same on both stores
 //! (`$N` placeholders, `ON CONFLICT`): [`impl_reactions!`] implements the
-//! role for a store, and the row mappers read what it selects.
+//! role for a store; [`rows`](super::rows) reads what it selects.
 
-use super::{ActionStatus, OnFailure, OutboxEntry, ParkedEvent, ReactorRecord, Timer};
-use crate::StoreError;
-
-/// A `SELECT` of parked events, the columns [`parked_event`] reads, with
+/// A `SELECT` of parked events, the columns [`parked_event`](super::rows::parked_event) reads, with
 /// the rest of the query after `FROM reactor_parked`.
 macro_rules! select_parked {
     ($rest:literal) => {
@@ -21,30 +18,6 @@ pub(crate) use select_parked;
 /// Rows one multi-row statement writes, at most: well within both stores'
 /// limits on bound parameters (six a row).
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
-
-/// A stored JSON column that does not read back: the store is damaged.
-pub(crate) fn unreadable(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database {
-        failure: crate::DatabaseFailure::Permanent,
-        message: format!("an unreadable {what}: {e}"),
-    }
-}
-
-pub(crate) fn status_from(text: &str) -> Result<ActionStatus, StoreError> {
-    Ok(match text {
-        "pending" => ActionStatus::Pending,
-        "done" => ActionStatus::Done,
-        "refused" => ActionStatus::Refused,
-        "parked" => ActionStatus::Parked,
-        other => return Err(unreadable("action status", other)),
-    })
-}
-
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // Actions and commands are plain data with JSON payloads: serializing
-    // them does not fail.
-    serde_json::to_string(value).unwrap_or_default()
-}
 
 /// Implements [`Reactions`] for a store with a `pool` field (the SQL is the
 /// same on PostgreSQL and SQLite).
@@ -74,7 +47,7 @@ macro_rules! impl_reactions {
                 .execute(&self.pool)
                 .await?;
                 self.read_checkpoint(reactor).await?.ok_or_else(|| {
-                    $crate::reactions::sql::unreadable("reactor", "its row vanished once written")
+                    $crate::reactions::rows::unreadable("reactor", "its row vanished once written")
                 })
             }
 
@@ -95,7 +68,7 @@ macro_rules! impl_reactions {
                 let Some(row) = row else { return Ok(None) };
                 Ok(Some($crate::reactions::Checkpoint {
                     position: row.try_get("position")?,
-                    on_failure: $crate::reactions::sql::on_failure_from(row.try_get("on_failure")?)?,
+                    on_failure: $crate::reactions::rows::on_failure_from(row.try_get("on_failure")?)?,
                     stopped_at: row.try_get("stopped_at")?,
                 }))
             }
@@ -152,7 +125,7 @@ macro_rules! impl_reactions {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::parked_event(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::parked_event(row)).collect()
             }
 
             async fn record_retry(
@@ -274,7 +247,7 @@ macro_rules! impl_reactions {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::outbox_entry(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::outbox_entry(row)).collect()
             }
 
             async fn settle_actions(
@@ -329,8 +302,8 @@ macro_rules! impl_reactions {
                 };
                 let status: String = row.try_get("status")?;
                 Ok(Some((
-                    $crate::reactions::sql::outbox_entry(&row)?,
-                    $crate::reactions::sql::status_from(&status)?,
+                    $crate::reactions::rows::outbox_entry(&row)?,
+                    $crate::reactions::rows::status_from(&status)?,
                     row.try_get("outcome")?,
                 )))
             }
@@ -350,7 +323,7 @@ macro_rules! impl_reactions {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::timer(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::timer(row)).collect()
             }
 
             async fn fire_timer(
@@ -377,7 +350,7 @@ macro_rules! impl_reactions {
                 .bind(&timer.id)
                 .bind(&timer.reactor)
                 .bind(timer.position)
-                .bind($crate::reactions::sql::to_json(&send))
+                .bind($crate::reactions::rows::to_json(&send))
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -395,7 +368,7 @@ macro_rules! impl_reactions {
                 .bind(reactor)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::timer(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::timer(row)).collect()
             }
 
             async fn parked_events(
@@ -410,7 +383,7 @@ macro_rules! impl_reactions {
                 .bind(reactor)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::parked_event(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::parked_event(row)).collect()
             }
 
             async fn take_lease(
@@ -443,7 +416,7 @@ macro_rules! impl_reactions {
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|row| $crate::reactions::sql::reactor_record(row)).collect()
+                rows.iter().map(|row| $crate::reactions::rows::reactor_record(row)).collect()
             }
 
             async fn reactor_counts(
@@ -487,7 +460,7 @@ macro_rules! impl_reactions {
                 reacted: &[(i64, i64, &[eshost_core::Action])],
             ) -> Result<(), $crate::StoreError> {
                 use eshost_core::Action;
-                use $crate::reactions::sql::{ROWS_PER_STATEMENT, to_json};
+                use $crate::reactions::{rows::to_json, sql::ROWS_PER_STATEMENT};
                 let mut outbox: Vec<(String, i64, String)> = Vec::new();
                 // Each key's last change: a timer (id, position, due, command) or none.
                 let mut timers: std::collections::BTreeMap<&str, Option<(String, i64, i64, String)>> =
@@ -569,79 +542,3 @@ macro_rules! impl_reactions {
     };
 }
 pub(crate) use impl_reactions;
-
-/// An outbox row (`id, reactor, position, action, attempts`).
-pub(crate) fn outbox_entry<R: sqlx::Row>(row: &R) -> Result<OutboxEntry, StoreError>
-where
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    &'static str: sqlx::ColumnIndex<R>,
-{
-    let action: String = row.try_get("action")?;
-    Ok(OutboxEntry {
-        id: row.try_get("id")?,
-        reactor: row.try_get("reactor")?,
-        position: row.try_get("position")?,
-        action: serde_json::from_str(&action).map_err(|e| unreadable("action", e))?,
-        attempts: row.try_get("attempts")?,
-    })
-}
-
-/// A parked row (`reactor, position, event, reason, at_ms,
-/// retry_requested_at_ms`).
-pub(crate) fn parked_event<R: sqlx::Row>(row: &R) -> Result<ParkedEvent, StoreError>
-where
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    &'static str: sqlx::ColumnIndex<R>,
-{
-    Ok(ParkedEvent {
-        reactor: row.try_get("reactor")?,
-        position: row.try_get("position")?,
-        event: row.try_get("event")?,
-        reason: row.try_get("reason")?,
-        at_ms: row.try_get("at_ms")?,
-        retry_requested_at_ms: row.try_get("retry_requested_at_ms")?,
-    })
-}
-
-/// A reactor row (`name, version, digest, position, updated_at_ms,
-/// on_failure`).
-pub(crate) fn reactor_record<R: sqlx::Row>(row: &R) -> Result<ReactorRecord, StoreError>
-where
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    &'static str: sqlx::ColumnIndex<R>,
-{
-    Ok(ReactorRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        digest: row.try_get("digest")?,
-        position: row.try_get("position")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-        on_failure: on_failure_from(row.try_get("on_failure")?)?,
-    })
-}
-
-pub(crate) fn on_failure_from(text: String) -> Result<OnFailure, StoreError> {
-    text.parse().map_err(|e| unreadable("failure policy", e))
-}
-
-/// A timer row (`reactor, key, id, position, due_at_ms, command`).
-pub(crate) fn timer<R: sqlx::Row>(row: &R) -> Result<Timer, StoreError>
-where
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    &'static str: sqlx::ColumnIndex<R>,
-{
-    let command: String = row.try_get("command")?;
-    Ok(Timer {
-        reactor: row.try_get("reactor")?,
-        key: row.try_get("key")?,
-        id: row.try_get("id")?,
-        position: row.try_get("position")?,
-        due_at_ms: row.try_get("due_at_ms")?,
-        command: serde_json::from_str(&command).map_err(|e| unreadable("timer's command", e))?,
-    })
-}
