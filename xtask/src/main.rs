@@ -6,9 +6,9 @@
 //!   `target/projections/`, test fixtures in `target/fixtures/`); under
 //!   `CARGO_TARGET_DIR` when it is set. The TypeScript guests are built with
 //!   node and npm into `target/modules-ts/` and `target/reactors-ts/`, the
-//!   Python one with
-//!   componentize-py into `target/modules-py/`; each is skipped, saying
-//!   why, where its toolchain is missing.
+//!   Python ones with componentize-py into `target/modules-py/` and
+//!   `target/reactors-py/`; each is skipped, saying why, where its
+//!   toolchain is missing.
 //! - `layering`: checks that the crates depend on each other only as the
 //!   architecture allows (see [`LAYERING`]); cargo's own graph is the proof.
 //! - `test [ARGS]`: `layering`, `build-guests`, installs schemathesis (the
@@ -85,17 +85,33 @@ const TS_GUESTS: &[OtherGuest] = &[
     },
 ];
 
-const PY_GUEST: OtherGuest = OtherGuest {
-    name: "guest-flash-sale-py",
-    dir: "examples/flash-sale-py",
-    component: "modules-py/flash-sale-py.wasm",
-};
+/// The Python guests: the flash-sale item (a third `FlashSaleItem`) and
+/// the checkout reactor (a third `checkout`), with the WIT world each is
+/// built for.
+const PY_GUESTS: &[(OtherGuest, &str)] = &[
+    (
+        OtherGuest {
+            name: "guest-flash-sale-py",
+            dir: "examples/flash-sale-py",
+            component: "modules-py/flash-sale-py.wasm",
+        },
+        "aggregate-guest",
+    ),
+    (
+        OtherGuest {
+            name: "guest-checkout-py",
+            dir: "examples/checkout/reactor-py",
+            component: "reactors-py/checkout-py.wasm",
+        },
+        "reactor-guest",
+    ),
+];
 
 /// The Python SDK, which the Python guest's build puts on its path.
 const PY_SDK: &str = "sdk/py";
 
 /// What the Python build reads beside the guest's own directory.
-const PY_INPUTS: &[&str] = &["sdk/py/eshost_guest.py", "wit"];
+const PY_INPUTS: &[&str] = &["sdk/py/eshost_guest", "wit"];
 
 /// What the TypeScript build reads, beside the guest's own directory: a
 /// change to any of them means building again.
@@ -177,8 +193,8 @@ fn run_task() -> Result<()> {
 const USAGE: &str = "\
 usage: cargo xtask TASK
   build-guests [PACKAGE...]         this repository's guests (all, or those named); the
-                                    TypeScript one where node and npm are on PATH, the
-                                    Python one where python3 has venv
+                                    TypeScript ones where node and npm are on PATH, the
+                                    Python ones where python3 has venv
   layering                          check the crates depend on each other only as allowed
   test [CARGO TEST ARGS]            layering, build-guests, then cargo test --workspace
   book                              the reference pages from the code, then the book
@@ -608,7 +624,7 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
     let other_languages: Vec<&str> = TS_GUESTS
         .iter()
         .map(|g| g.name)
-        .chain([PY_GUEST.name])
+        .chain(PY_GUESTS.iter().map(|(g, _)| g.name))
         .collect();
     let known = |name: &String| {
         other_languages.contains(&name.as_str()) || GUESTS.iter().any(|(p, _)| p == name)
@@ -622,8 +638,8 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
     for guest in TS_GUESTS.iter().filter(|g| wanted(g.name)) {
         build_ts_guest(guest)?;
     }
-    if wanted(PY_GUEST.name) {
-        build_py_guest()?;
+    for (guest, world) in PY_GUESTS.iter().filter(|(g, _)| wanted(g.name)) {
+        build_py_guest(guest, world)?;
     }
     if !only.is_empty() && chosen.is_empty() {
         return Ok(target_root().join("modules"));
@@ -718,16 +734,16 @@ fn missing_python() -> Option<String> {
     }
 }
 
-/// Builds the Python guest with componentize-py (pinned in its
+/// Builds a Python guest for `world` with componentize-py (pinned in its
 /// `requirements.txt`, installed into `target/tools/componentize-py`),
 /// with WASI stubbed out, unless its component is newer than every input.
 /// Without python3 and venv it says so and skips it.
-fn build_py_guest() -> Result<()> {
-    let OtherGuest {
+fn build_py_guest(guest: &OtherGuest, world: &str) -> Result<()> {
+    let &OtherGuest {
         name,
         dir,
         component,
-    } = PY_GUEST;
+    } = guest;
     if let Some(why) = missing_python() {
         eprintln!("guest {name} skipped: {why}");
         return Ok(());
@@ -754,7 +770,7 @@ fn build_py_guest() -> Result<()> {
         build
             .arg("-d")
             .arg(root.join("wit"))
-            .args(["-w", "aggregate-guest", "componentize", "app", "-p"])
+            .args(["-w", world, "componentize", "app", "-p"])
             .arg(&dir)
             .arg("-p")
             .arg(root.join(PY_SDK))

@@ -539,6 +539,13 @@ pub const PYTHON: Language = Language {
     skipped: "ESHOST_SKIP_PY_GUEST",
 };
 
+/// The checkout reactor in Python (a third `checkout`).
+pub const PYTHON_REACTOR: Language = Language {
+    dir: "reactors-py",
+    file: "checkout-py.wasm",
+    skipped: "ESHOST_SKIP_PY_GUEST",
+};
+
 impl Language {
     /// The guest's modules directory, or `None` when `cargo xtask test`
     /// could not build it and said so.

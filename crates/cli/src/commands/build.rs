@@ -15,8 +15,9 @@ use std::process::Command;
 /// own target/ (rustup's target, or, where rustup cannot fetch it, Debian's
 /// rustc-web and rust-web-src building std from source), then wrapped.
 /// TypeScript (a package.json): its `npm run build`. Python (an app.py):
-/// componentize-py from its .venv or PATH, world aggregate-guest, WASI
-/// stubbed out.
+/// componentize-py from its .venv or PATH, WASI stubbed out, world
+/// aggregate-guest (beside an aggregate.py) or reactor-guest (an app.py
+/// that imports eshost_guest.reactor).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     eshost build\n  \
@@ -88,7 +89,26 @@ fn typescript(dir: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The WIT world a Python guest is built for: an aggregate names its
+/// resource's module `aggregate.py`; a reactor imports the SDK's reactor
+/// module.
+fn python_world(dir: &Path) -> Result<&'static str> {
+    if dir.join("aggregate.py").is_file() {
+        return Ok("aggregate-guest");
+    }
+    let app = std::fs::read_to_string(dir.join("app.py"))
+        .with_context(|| format!("{}: cannot read app.py", dir.display()))?;
+    if app.contains("eshost_guest.reactor") {
+        return Ok("reactor-guest");
+    }
+    bail!(
+        "{}: neither an aggregate (no aggregate.py) nor a reactor (app.py does not import eshost_guest.reactor)",
+        dir.display()
+    )
+}
+
 fn python(dir: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
+    let world = python_world(dir)?;
     let out = match out {
         Some(out) => out,
         None => std::path::absolute(dir.join(format!("{}.wasm", name_of(dir)?)))?,
@@ -102,16 +122,7 @@ fn python(dir: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
     let mut build = Command::new(&tool);
     build
         .current_dir(dir)
-        .args([
-            "-d",
-            "wit",
-            "-w",
-            "aggregate-guest",
-            "componentize",
-            "app",
-            "-p",
-            ".",
-        ])
+        .args(["-d", "wit", "-w", world, "componentize", "app", "-p", "."])
         .args(site_packages(dir))
         .arg("--stub-wasi")
         .arg("-o")

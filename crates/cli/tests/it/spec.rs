@@ -78,6 +78,16 @@ fn the_checkout_spec_passes_against_the_typescript_reactor_too() {
     assert_passed(&eshost_test_with(&spec, &reactors), "9 passed, 0 failed");
 }
 
+/// The same spec file against the checkout reactor written in Python.
+#[test]
+fn the_checkout_spec_passes_against_the_python_reactor_too() {
+    let Some(reactors) = PYTHON_REACTOR.modules_dir() else {
+        return;
+    };
+    let spec = workspace_root().join("examples/checkout/checkout.spec.toml");
+    assert_passed(&eshost_test_with(&spec, &reactors), "9 passed, 0 failed");
+}
+
 /// A reactor case whose actions differ shows the difference; one that
 /// gives an event the reactor does not subscribe to says so.
 #[test]

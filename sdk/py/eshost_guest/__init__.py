@@ -21,6 +21,7 @@ The guest module names what the `aggregate-guest` world exports: the class
 resource `State` in a module named after the interface (`aggregate.py`:
 ``from app import State``). Build with componentize-py and ``--stub-wasi``:
 the host refuses a guest that imports anything but eshost:aggregate/host.
+A reactor is written with `eshost_guest.reactor` instead.
 
 Handlers raise InvalidCommand or PreconditionFailed to refuse a command;
 a payload that does not fit its dataclass is refused as InvalidPayload
@@ -30,10 +31,10 @@ raise ValueError for an event that contradicts it (a corrupt stream).
 
 import dataclasses
 import json
+import types
 import typing
 
 from componentize_py_types import Err
-from wit_world.exports import aggregate as wit
 from wit_world.imports import host
 
 __all__ = [
@@ -80,6 +81,12 @@ def _check(value, kind, where: str):
         return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if kind is typing.Any:
         return value
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind):
+        # `int | None`: absent or null is None, anything else the other type.
+        if value is None:
+            return None
+        (other,) = [a for a in typing.get_args(kind) if a is not type(None)] or (typing.Any,)
+        return _check(value, other, where)
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidPayload(f"{where} must be an integer")
     if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -105,11 +112,11 @@ def from_json(cls, data):
 
 
 def to_json(value) -> str:
-    """A dataclass as a JSON object with camelCase keys."""
-    fields = dataclasses.fields(value)
-    return json.dumps(
-        {_camel(f.name): getattr(value, f.name) for f in fields}, separators=(",", ":")
-    )
+    """A dataclass as a JSON object with camelCase keys; anything else
+    (a dict, a list, a number) as JSON as it is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {_camel(f.name): getattr(value, f.name) for f in dataclasses.fields(value)}
+    return json.dumps(value, separators=(",", ":"))
 
 
 class Aggregate:
@@ -138,6 +145,10 @@ class Aggregate:
 
     def exports(self):
         """The `aggregate` interface's class and its `State` resource."""
+        # Imported here, not above: only the aggregate-guest world has it,
+        # and a reactor's build imports this module for its helpers.
+        from wit_world.exports import aggregate as wit
+
         definition = self
 
         class Exports:
