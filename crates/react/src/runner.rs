@@ -3,21 +3,22 @@
 //! 1. takes or renews the reactor's lease (a busy runner renews it once a
 //!    second, not every pass); without it, does nothing (another runner is
 //!    active);
-//! 2. reacts again to the parked events someone asked to retry;
-//! 3. performs what earlier passes left pending in the outbox, up to
+//! 2. performs what earlier passes left pending in the outbox, up to
 //!    [`PERFORMING`] at once (one stream's commands in order): a command
 //!    through the host under the action's id (so a repeat is answered with
 //!    the first outcome), a delivery to its sink with the id as
 //!    `Idempotency-Key`; and meanwhile
-//! 4. reads a page of the global log after the reactor's checkpoint, reacts
+//! 3. reads a page of the global log after the reactor's checkpoint, reacts
 //!    to each event the reactor receives, in the sandbox, on a blocking
 //!    thread, and records the page's actions with the checkpoint (an event
 //!    refused, or whose guest call fails, is parked with the reason; under
 //!    the `stop` policy the page ends there and the reactor reads no
 //!    further until that event is retried): performed by the next pass,
 //!    which a busy runner starts at once;
-//! 5. fires the timers that are due, after the page (which may have
-//!    cancelled one): each moves to the outbox under its id.
+//! 4. after the page (which may have cancelled a timer), reacts again to
+//!    the parked events someone asked to retry and fires the timers that
+//!    are due, each into the outbox under its id: on every pass that found
+//!    nothing else to do, and on a busy runner every [`SWEEP_EVERY`].
 //!
 //! A command its aggregate refuses is that action's outcome (`refused`),
 //! never retried. A store or sink that fails for now is tried again later,
@@ -49,6 +50,13 @@ pub const RENEW_AFTER: Duration = Duration::from_secs(1);
 
 /// Events read, timers fired and actions performed per pass, at most.
 pub const PAGE: u64 = 500;
+
+/// How often a busy runner looks for timers due and parked events someone
+/// asked to retry: each look is a query that mostly finds nothing, so a
+/// pass that found other work looks only if this long has passed since the
+/// last look. A pass with nothing else to do always looks, so a timer
+/// fires at most this much later than on an idle runner.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Pending actions performed at once, at most: each waits on a commit or a
 /// sink, and one after another would leave the write path's group commit
@@ -118,6 +126,8 @@ pub struct Runner {
     leased_at: Option<i64>,
     /// Whether this runner has registered its version in the store.
     registered: bool,
+    /// When this runner last looked for timers due and retries asked for.
+    swept_at: Option<i64>,
 }
 
 impl Runner {
@@ -127,16 +137,13 @@ impl Runner {
         Self {
             store: host.store().clone(),
             reactor,
-            performer: Arc::new(Performer {
-                store: host.store().clone(),
-                host,
-                sinks,
-            }),
+            performer: Arc::new(Performer { host, sinks }),
             holder,
             clock: system_clock(),
             instance: None,
             leased_at: None,
             registered: false,
+            swept_at: None,
         }
     }
 
@@ -203,7 +210,6 @@ impl Runner {
         if !fresh {
             self.leased_at = Some(now);
         }
-        pass.retried = self.retry_parked(now).await?;
         // Registered once per runner; then only read.
         let read = match self.registered {
             true => reactions.read_checkpoint(&name).await?,
@@ -231,6 +237,15 @@ impl Runner {
         );
         (pass.reacted, pass.parked) = reacted?;
         performed?;
+        let sweep_every = i64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
+        let swept_lately = self
+            .swept_at
+            .is_some_and(|at| (0..sweep_every).contains(&now.saturating_sub(at)));
+        if swept_lately && pass.reacted + pass.performed > 0 {
+            return Ok(pass);
+        }
+        self.swept_at = Some(now);
+        pass.retried = self.retry_parked(now).await?;
         // After the page: an event in it may have cancelled a timer that
         // is due. A fired timer's command is performed next pass.
         for timer in reactions.due_timers(&name, now, PAGE).await? {
@@ -395,7 +410,6 @@ impl Runner {
 /// Performs a reactor's actions: apart from the runner, so that it can
 /// perform one pass's actions while the runner reacts to the next page.
 struct Performer {
-    store: Arc<dyn EventStore>,
     host: Host,
     sinks: Sinks,
 }
@@ -439,7 +453,11 @@ impl Performer {
         // Recorded together: one commit for the pass's actions. A runner
         // stopped before this performs them again, which repeats nothing
         // (each goes under its id).
-        self.store.reactions().settle_actions(&settled).await?;
+        self.host
+            .store()
+            .reactions()
+            .settle_actions(&settled)
+            .await?;
         Ok(())
     }
 
