@@ -3,6 +3,9 @@
 //!
 //! - `many-items`: 20,000 purchases over 1,000 items, in process, queued,
 //!   as the many-items scenario runs them.
+//! - `commands-only`: the four commands of each of 4,000 orders sent by
+//!   the bench itself, no reactor: what a reactor's runs cost at least,
+//!   counted as the pipeline is (three reactions an order).
 //! - `reacting`: 4,000 orders placed by the callers as fast as they are
 //!   answered: the pipeline's capacity (its latencies are mostly the
 //!   backlog's).
@@ -68,6 +71,10 @@ pub(super) async fn run(
     }
     let many_items =
         Scratch::around(url, async |url| many_items(modules, &url, callers).await).await?;
+    let direct = Scratch::around(url, async |url| {
+        commands_only(modules, &url, callers, BURST_ORDERS).await
+    })
+    .await?;
     let burst = Scratch::around(url, async |url| {
         pipeline(modules, reactor.clone(), &url, callers, BURST_ORDERS, None).await
     })
@@ -86,6 +93,7 @@ pub(super) async fn run(
     let mut lines = Vec::new();
     for (mode, mut line) in [
         ("many-items", many_items),
+        ("commands-only", direct),
         ("reacting", burst),
         ("paced", paced),
         ("paced-light", light),
@@ -105,11 +113,127 @@ async fn many_items(modules: &Modules, url: &str, callers: usize) -> Result<Benc
         },
         ..HostOptions::default()
     };
-    let host = Host::with_options(modules.clone(), store::open(url).await?, options);
+    let host = Host::with_options(modules.clone(), warmed(url).await?, options);
     let driver = Driver::InProcess(host.clone());
     let line = purchases_run(&host, &driver, 1_000, 10, 20_000, callers).await;
     host.shutdown(Duration::from_secs(10)).await.ok();
     line
+}
+
+/// The store `url` names, its pool's connections opened before the clock
+/// starts: each mode runs on a fresh scratch schema, and the backends a cold
+/// pool would start mid-run (PostgreSQL zeroing their memory) are no part
+/// of what a mode measures.
+async fn warmed(url: &str) -> Result<Arc<dyn store::EventStore>, BenchError> {
+    /// More than any pool the store opens holds.
+    const CONNECTIONS: usize = 32;
+    let opened = store::open(url).await?;
+    let pings = (0..CONNECTIONS).map(|_| opened.ping());
+    for pinged in futures_util::future::join_all(pings).await {
+        pinged?;
+    }
+    Ok(opened)
+}
+
+/// Creates the items `orders` orders buy from (one unit each, every order
+/// finds one): the item of order `n`.
+async fn for_sale(host: &Host, orders: usize) -> Result<impl Fn(usize) -> String, BenchError> {
+    let items = orders.div_ceil(STOCK as usize);
+    let item = move |n: usize| format!("item-{}", n % items);
+    for n in 0..items {
+        let create = serde_json::json!({ "initialStock": STOCK }).to_string();
+        host.execute(&CommandRequest::new(
+            AGGREGATE,
+            item(n),
+            "CreateFlashSale",
+            create,
+        ))
+        .await?;
+    }
+    Ok(item)
+}
+
+/// The four commands of each of `orders` orders (place, purchase, reserve,
+/// pay) sent one after another by the bench itself, up to `callers`
+/// orders at once, with no reactor: what any reactor's runs cost at least
+/// (the two a reactor sends go as the runner sends them).
+/// Counted as the pipeline counts (three reactions an order); the
+/// latencies run from an order's placing answered to its payment answered.
+async fn commands_only(
+    modules: &Modules,
+    url: &str,
+    callers: usize,
+    orders: usize,
+) -> Result<BenchLine, BenchError> {
+    let host = Host::with_options(modules.clone(), warmed(url).await?, HostOptions::default());
+    let item = for_sale(&host, orders).await?;
+    let cpu_before = CpuTimes::now().await;
+    let started = Instant::now();
+    let mut ordering = futures_util::stream::iter(0..orders)
+        .map(|n| {
+            let (host, item) = (&host, &item);
+            async move {
+                let (order, buyer) = (format!("order-{n}"), format!("buyer-{n}"));
+                let place =
+                    serde_json::json!({ "itemId": item(n), "buyerId": buyer, "quantity": 1 });
+                let buy = serde_json::json!({ "buyerId": buyer, "quantity": 1 });
+                host.execute(&CommandRequest::new(
+                    ORDER,
+                    &order,
+                    "PlaceOrder",
+                    place.to_string(),
+                ))
+                .await?;
+                let placed = Instant::now();
+                // The two a reactor would send carry an id of their own
+                // and a correlation, as the runner sends them.
+                let as_reaction = |request: CommandRequest, step: &str| {
+                    let mut request = request.with_command_id(Some(format!("{order}-{step}")));
+                    request.correlation_id = Some(format!("order:{order}"));
+                    request
+                };
+                for request in [
+                    as_reaction(
+                        CommandRequest::new(AGGREGATE, item(n), "PurchaseItem", buy.to_string()),
+                        "purchase",
+                    ),
+                    as_reaction(
+                        CommandRequest::new(ORDER, &order, "ReserveOrder", "{}"),
+                        "reserve",
+                    ),
+                    CommandRequest::new(ORDER, &order, "PayOrder", "{}"),
+                ] {
+                    host.execute(&request).await?;
+                }
+                Ok::<_, BenchError>(placed.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(callers);
+    let (mut latencies, mut failed) = (Vec::with_capacity(orders), 0);
+    while let Some(answered) = ordering.next().await {
+        match answered {
+            Ok(ms) => latencies.push(ms),
+            Err(error) => {
+                failed += 1;
+                tracing::warn!(%error, "a benchmark order failed");
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now()
+        .await
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
+    host.shutdown(Duration::from_secs(10)).await.ok();
+    let reactions = latencies.len() * REACTIONS_PER_ORDER;
+    latencies.sort_by(f64::total_cmp);
+    Ok(BenchLine {
+        failed,
+        cpu_us_per_command: cpu
+            .map(|c| c.busy_share * c.cpus * seconds * 1e6 / reactions.max(1) as f64),
+        cpu_busy_share: cpu.map(|c| c.busy_share),
+        ..BenchLine::timed("", "", reactions, seconds, &latencies)
+    })
 }
 
 /// `orders` through the checkout pipeline, up to `callers` placed at once,
@@ -123,22 +247,8 @@ async fn pipeline(
     orders: usize,
     pace: Option<f64>,
 ) -> Result<BenchLine, BenchError> {
-    let host = Host::with_options(
-        modules.clone(),
-        store::open(url).await?,
-        HostOptions::default(),
-    );
-    let item = |n: usize| format!("item-{}", n % orders.div_ceil(STOCK as usize));
-    for n in 0..orders.div_ceil(STOCK as usize) {
-        let create = serde_json::json!({ "initialStock": STOCK }).to_string();
-        host.execute(&CommandRequest::new(
-            AGGREGATE,
-            item(n),
-            "CreateFlashSale",
-            create,
-        ))
-        .await?;
-    }
+    let host = Host::with_options(modules.clone(), warmed(url).await?, HostOptions::default());
+    let item = for_sale(&host, orders).await?;
     let stop = CancellationToken::new();
     let sink = CountingSink::new(None);
     let sinks = Sinks::new(BTreeMap::from([(

@@ -25,10 +25,12 @@ use eshost_bench as bench;
 /// run by default), reactions (many-items beside the checkout sample's
 /// pipeline, each on a fresh scratch store: orders each placed, bought by
 /// the `checkout` reactor, reserved, paid by a buyer following the log,
-/// confirmed and delivered to a sink; `reacting` places 4,000 at once,
-/// `paced` offers them for 5 s at half many-items' rate, `paced-light` at
-/// half reacting's; for these, cmd/s is reactions/s, p50/p99 run from an
-/// order placed to its confirmation, and CPU is per reaction; needs
+/// confirmed and delivered to a sink; `commands-only` sends 4,000 orders'
+/// four commands itself, with no reactor; `reacting` places 4,000 at
+/// once, `paced` offers them for 5 s at half many-items' rate,
+/// `paced-light` at half reacting's; for these, cmd/s is reactions/s
+/// (three an order), p50/p99 run from an order placed to its confirmation
+/// (commands-only: to its payment), and CPU is per reaction; needs
 /// --modules target/checkout and --reactors target/reactors; not run by
 /// default).
 ///
