@@ -15,21 +15,60 @@
 //! There is no upgrade check: a projection writes only its own view, and a
 //! version that fails an event stops there, its status saying why, until
 //! another version is deployed.
+//!
+//! All of it is written once for any kind of component deployed this way
+//! ([`Deployable`]), since each kind is deployed, rolled back and seeded
+//! alike.
 
 use eshost_core::{ComponentKind, DeployAction, Deployment, digest_label};
 use eshost_store::deployments::{RollbackTarget, origin, rollback_target};
 use eshost_store::{EventStore, NewDeployment, StoreError};
-use eshost_wasm::{LoadedProjection, Runtime};
+use eshost_wasm::{LoadError, LoadedProjection, Runtime};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{debug, info};
+
+/// A kind of component deployed through the store without an upgrade
+/// check, loaded in this process's sandbox.
+pub trait Deployable: Send + Sync + Sized + 'static {
+    /// The kind the store records it under.
+    const KIND: ComponentKind;
+    /// Its name, from its manifest: one live version per name.
+    fn name(&self) -> &str;
+    fn version(&self) -> &str;
+    /// sha256 of the component, hex.
+    fn digest(&self) -> &str;
+    /// The file it was loaded from, or where its bytes came from.
+    fn path(&self) -> &Path;
+    /// Loads one from its bytes; `origin` names where they came from.
+    fn load(runtime: &Runtime, bytes: Vec<u8>, origin: &Path) -> Result<Self, LoadError>;
+}
+
+impl Deployable for LoadedProjection {
+    const KIND: ComponentKind = ComponentKind::Projection;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn load(runtime: &Runtime, bytes: Vec<u8>, origin: &Path) -> Result<Self, LoadError> {
+        runtime.load_projection_bytes(bytes, origin)
+    }
+}
 
 /// Why a deployment or rollback did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// Not a projection component this host loads, or another one's.
+    /// Not a component of the kind this host loads, or another one's.
     #[error("{0}")]
     InvalidComponent(String),
     /// Nothing of that name is deployed.
@@ -43,44 +82,45 @@ pub enum DeployError {
 }
 
 /// A deployment's outcome: the entry recorded (none when that version was
-/// live already) and the projection as it now runs.
+/// live already) and the component as it now runs.
 #[derive(Debug)]
-pub struct Deployed {
+pub struct Deployed<C> {
     pub deployment: Option<Deployment>,
-    pub projection: Arc<LoadedProjection>,
+    pub component: Arc<C>,
 }
 
-/// Deploys `bytes` as the projection `name`, by the token named `by`.
-pub async fn deploy(
+/// Deploys `bytes` as the component `name` of kind `C`, by the token named
+/// `by`.
+pub async fn deploy<C: Deployable>(
     store: &dyn EventStore,
     runtime: &Runtime,
     name: &str,
     bytes: Vec<u8>,
     by: Option<String>,
-) -> Result<Deployed, DeployError> {
+) -> Result<Deployed<C>, DeployError> {
+    let kind = C::KIND.as_str();
     let origin = PathBuf::from(format!("upload/{name}.wasm"));
-    let projection = load(runtime, bytes.clone(), origin).await?;
-    if projection.name != name {
+    let component: Arc<C> = load(runtime, bytes.clone(), origin).await?;
+    if component.name() != name {
         return Err(DeployError::InvalidComponent(format!(
-            "the component is projection {}, not {name}: deploy it as PUT /v1/projections/{}",
-            projection.name, projection.name
+            "the component is {kind} {}, not {name}: deploy it as PUT /v1/{kind}s/{}",
+            component.name(),
+            component.name()
         )));
     }
-    let digest = digest_label(&projection.digest);
+    let digest = digest_label(component.digest());
     let deployments = store.deployments();
-    let live = deployments
-        .live_deployments(ComponentKind::Projection)
-        .await?;
+    let live = deployments.live_deployments(C::KIND).await?;
     if live.iter().any(|d| d.name == name && d.digest == digest) {
         return Ok(Deployed {
             deployment: None,
-            projection,
+            component,
         });
     }
     let deployed = NewDeployment {
-        kind: ComponentKind::Projection,
+        kind: C::KIND,
         name: name.into(),
-        version: projection.version.clone(),
+        version: component.version().to_owned(),
         digest,
         action: DeployAction::Deployed,
         reason: None,
@@ -89,47 +129,47 @@ pub async fn deploy(
     let recorded = deployments
         .record_deployment(&deployed, Some(&bytes))
         .await?;
-    info!(projection = %name, version = %projection.version, id = recorded.id,
+    info!(kind, name, version = %component.version(), id = recorded.id,
         by = recorded.by.as_deref().unwrap_or("-"), "deployed");
     Ok(Deployed {
         deployment: Some(recorded),
-        projection,
+        component,
     })
 }
 
-/// Brings back the version of the projection `name` live before the
-/// current one. It goes on from the view's checkpoint, as any new version
-/// does; a rebuild recomputes the view from the start.
-pub async fn rollback(
+/// Brings back the version of the component `name` of kind `C` live before
+/// the current one. A projection goes on from the view's checkpoint, as
+/// any new version does; a rebuild recomputes the view from the start.
+pub async fn rollback<C: Deployable>(
     store: &dyn EventStore,
     runtime: &Runtime,
     name: &str,
     by: Option<String>,
-) -> Result<Deployed, DeployError> {
-    let (earlier, bytes) =
-        match rollback_target(store.deployments(), ComponentKind::Projection, name).await? {
-            RollbackTarget::NotDeployed => {
-                return Err(DeployError::NotDeployed(format!(
-                    "no projection {name} is deployed"
-                )));
-            }
-            RollbackTarget::OnlyVersion(live) => {
-                return Err(DeployError::NoEarlierVersion(format!(
-                    "{name} {} is the only version deployed",
-                    live.version
-                )));
-            }
-            RollbackTarget::Earlier(earlier, None) => {
-                return Err(DeployError::NoEarlierVersion(format!(
-                    "{name} {}: the store does not keep its bytes",
-                    earlier.version
-                )));
-            }
-            RollbackTarget::Earlier(earlier, Some(bytes)) => (earlier, bytes),
-        };
-    let projection = load(runtime, bytes, origin(&earlier)).await?;
+) -> Result<Deployed<C>, DeployError> {
+    let kind = C::KIND.as_str();
+    let (earlier, bytes) = match rollback_target(store.deployments(), C::KIND, name).await? {
+        RollbackTarget::NotDeployed => {
+            return Err(DeployError::NotDeployed(format!(
+                "no {kind} {name} is deployed"
+            )));
+        }
+        RollbackTarget::OnlyVersion(live) => {
+            return Err(DeployError::NoEarlierVersion(format!(
+                "{name} {} is the only version deployed",
+                live.version
+            )));
+        }
+        RollbackTarget::Earlier(earlier, None) => {
+            return Err(DeployError::NoEarlierVersion(format!(
+                "{name} {}: the store does not keep its bytes",
+                earlier.version
+            )));
+        }
+        RollbackTarget::Earlier(earlier, Some(bytes)) => (earlier, bytes),
+    };
+    let component: Arc<C> = load(runtime, bytes, origin(&earlier)).await?;
     let rolled_back = NewDeployment {
-        kind: ComponentKind::Projection,
+        kind: C::KIND,
         name: name.into(),
         version: earlier.version.clone(),
         digest: earlier.digest.clone(),
@@ -141,25 +181,22 @@ pub async fn rollback(
         .deployments()
         .record_deployment(&rolled_back, None)
         .await?;
-    info!(projection = %name, version = %earlier.version, id = recorded.id,
+    info!(kind, name, version = %earlier.version, id = recorded.id,
         by = recorded.by.as_deref().unwrap_or("-"), "rolled back");
     Ok(Deployed {
         deployment: Some(recorded),
-        projection,
+        component,
     })
 }
 
-/// The version of the projection `name` live in the store, loaded; `None`
-/// when none is deployed.
-pub async fn live_projection(
+/// The version of the component `name` of kind `C` live in the store,
+/// loaded; `None` when none is deployed.
+pub async fn live<C: Deployable>(
     store: &dyn EventStore,
     runtime: &Runtime,
     name: &str,
-) -> Result<Option<Arc<LoadedProjection>>, DeployError> {
-    let live = store
-        .deployments()
-        .live_deployments(ComponentKind::Projection)
-        .await?;
+) -> Result<Option<Arc<C>>, DeployError> {
+    let live = store.deployments().live_deployments(C::KIND).await?;
     let Some(deployment) = live.into_iter().find(|d| d.name == name) else {
         return Ok(None);
     };
@@ -169,22 +206,23 @@ pub async fn live_projection(
         .await?
     else {
         return Err(DeployError::InvalidComponent(format!(
-            "projection {name} {}: the store does not keep its bytes",
+            "{} {name} {}: the store does not keep its bytes",
+            C::KIND.as_str(),
             deployment.version
         )));
     };
     Ok(Some(load(runtime, bytes, origin(&deployment)).await?))
 }
 
-/// Loads a projection from its bytes, off the async runtime.
-async fn load(
+/// Loads a component from its bytes, off the async runtime.
+async fn load<C: Deployable>(
     runtime: &Runtime,
     bytes: Vec<u8>,
     origin: PathBuf,
-) -> Result<Arc<LoadedProjection>, DeployError> {
+) -> Result<Arc<C>, DeployError> {
     let runtime = runtime.clone();
-    match tokio::task::spawn_blocking(move || runtime.load_projection_bytes(bytes, &origin)).await {
-        Ok(Ok(projection)) => Ok(Arc::new(projection)),
+    match tokio::task::spawn_blocking(move || C::load(&runtime, bytes, &origin)).await {
+        Ok(Ok(component)) => Ok(Arc::new(component)),
         Ok(Err(e)) => Err(DeployError::InvalidComponent(e.to_string())),
         Err(e) => Err(DeployError::InvalidComponent(format!(
             "loading the component panicked: {e}"
@@ -192,43 +230,51 @@ async fn load(
     }
 }
 
-/// The live set as a process that runs projections resolves it: seeding
-/// from its directory, loading from the store what it has not got.
-pub struct LiveSet {
+/// The live set of one kind as a process that runs that kind resolves it:
+/// seeding from its directory, loading from the store what it has not got.
+pub struct LiveSet<C> {
     store: Arc<dyn EventStore>,
     runtime: Runtime,
     /// Live components whose bytes did not load here, by digest, with the
     /// error: not loaded again.
     unloadable: HashMap<String, String>,
+    kind: std::marker::PhantomData<fn() -> C>,
 }
 
 /// What to run, and what could not be.
-#[derive(Debug, Default)]
-pub struct Resolved {
-    /// One component per live projection that loads here.
-    pub live: Vec<Arc<LoadedProjection>>,
+#[derive(Debug)]
+pub struct Resolved<C> {
+    /// One component per live name that loads here.
+    pub live: Vec<Arc<C>>,
     /// The digest live for each name, as the store has it.
     pub digests: BTreeMap<String, String>,
     /// One line per component not seeded or not loaded.
     pub errors: Vec<String>,
 }
 
-impl LiveSet {
+impl<C> Default for Resolved<C> {
+    fn default() -> Self {
+        Self {
+            live: Vec::new(),
+            digests: BTreeMap::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl<C: Deployable> LiveSet<C> {
     pub fn new(store: Arc<dyn EventStore>, runtime: Runtime) -> Self {
         Self {
             store,
             runtime,
             unloadable: HashMap::new(),
+            kind: std::marker::PhantomData,
         }
     }
 
-    /// The digest live for each projection.
+    /// The digest live for each name.
     pub async fn digests(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        let live = self
-            .store
-            .deployments()
-            .live_deployments(ComponentKind::Projection)
-            .await?;
+        let live = self.store.deployments().live_deployments(C::KIND).await?;
         Ok(live.into_iter().map(|d| (d.name, d.digest)).collect())
     }
 
@@ -238,26 +284,22 @@ impl LiveSet {
     /// is loaded from the bytes the store keeps.
     pub async fn resolve(
         &mut self,
-        scanned: &[Arc<LoadedProjection>],
-        loaded: &[Arc<LoadedProjection>],
-    ) -> Result<Resolved, StoreError> {
+        scanned: &[Arc<C>],
+        loaded: &[Arc<C>],
+    ) -> Result<Resolved<C>, StoreError> {
         let mut resolved = Resolved::default();
         for candidate in scanned {
             if let Err(error) = self.seed(candidate).await {
                 resolved.errors.push(error);
             }
         }
-        let live = self
-            .store
-            .deployments()
-            .live_deployments(ComponentKind::Projection)
-            .await?;
+        let live = self.store.deployments().live_deployments(C::KIND).await?;
         for deployment in live {
             resolved
                 .digests
                 .insert(deployment.name.clone(), deployment.digest.clone());
-            let same = |p: &&Arc<LoadedProjection>| {
-                p.name == deployment.name && digest_label(&p.digest) == deployment.digest
+            let same = |c: &&Arc<C>| {
+                c.name() == deployment.name && digest_label(c.digest()) == deployment.digest
             };
             if let Some(component) = scanned.iter().chain(loaded).find(same) {
                 resolved.live.push(component.clone());
@@ -266,8 +308,11 @@ impl LiveSet {
             match self.load_deployed(&deployment).await {
                 Ok(component) => resolved.live.push(component),
                 Err(error) => resolved.errors.push(format!(
-                    "projection {} {} ({}), deployed, does not load here: {error}",
-                    deployment.name, deployment.version, deployment.digest
+                    "{} {} {} ({}), deployed, does not load here: {error}",
+                    C::KIND.as_str(),
+                    deployment.name,
+                    deployment.version,
+                    deployment.digest
                 )),
             }
         }
@@ -276,43 +321,44 @@ impl LiveSet {
 
     /// Records `candidate` as seeded if the store has never seen it for
     /// its name; the line to report if it could not be.
-    async fn seed(&self, candidate: &LoadedProjection) -> Result<(), String> {
-        let digest = digest_label(&candidate.digest);
+    async fn seed(&self, candidate: &C) -> Result<(), String> {
+        let kind = C::KIND.as_str();
+        let digest = digest_label(candidate.digest());
         let deployments = self.store.deployments();
         let not_seeded = |why: String| {
             format!(
-                "{}: projection {} {} not seeded: {why}",
-                candidate.path.display(),
-                candidate.name,
-                candidate.version
+                "{}: {kind} {} {} not seeded: {why}",
+                candidate.path().display(),
+                candidate.name(),
+                candidate.version()
             )
         };
         match deployments
-            .deployment_of(ComponentKind::Projection, &candidate.name, &digest)
+            .deployment_of(C::KIND, candidate.name(), &digest)
             .await
         {
             Ok(Some(seen)) => {
-                debug!(projection = %candidate.name, version = %candidate.version, entry = seen.id,
+                debug!(kind, name = %candidate.name(), version = %candidate.version(), entry = seen.id,
                     "the directory's version was deployed before; not seeded again");
                 return Ok(());
             }
             Ok(None) => {}
             Err(e) => return Err(not_seeded(format!("cannot read the deployments: {e}"))),
         }
-        let bytes = tokio::fs::read(&candidate.path)
+        let bytes = tokio::fs::read(candidate.path())
             .await
             .map_err(|e| not_seeded(e.to_string()))?;
         // The file may have changed since it was loaded: only its bytes as
         // loaded are deployed.
-        if hex::encode(sha2::Sha256::digest(&bytes)) != candidate.digest {
+        if hex::encode(sha2::Sha256::digest(&bytes)) != candidate.digest() {
             return Err(not_seeded(
                 "it changed while it was being seeded; read again at the next look".into(),
             ));
         }
         let seeded = NewDeployment {
-            kind: ComponentKind::Projection,
-            name: candidate.name.clone(),
-            version: candidate.version.clone(),
+            kind: C::KIND,
+            name: candidate.name().to_owned(),
+            version: candidate.version().to_owned(),
             digest,
             action: DeployAction::Seeded,
             reason: None,
@@ -322,18 +368,15 @@ impl LiveSet {
             .record_deployment(&seeded, Some(&bytes))
             .await
             .map_err(|e| not_seeded(format!("cannot record it: {e}")))?;
-        info!(projection = %candidate.name, version = %candidate.version, id = recorded.id,
-            file = %candidate.path.display(), "deployed from the projections directory");
+        info!(kind, name = %candidate.name(), version = %candidate.version(), id = recorded.id,
+            file = %candidate.path().display(), "deployed from the directory");
         Ok(())
     }
 
     /// Loads a live component from the bytes the store keeps. A component
     /// that does not load is remembered and not tried again; a store that
     /// did not answer may answer next time.
-    async fn load_deployed(
-        &mut self,
-        deployment: &Deployment,
-    ) -> Result<Arc<LoadedProjection>, String> {
+    async fn load_deployed(&mut self, deployment: &Deployment) -> Result<Arc<C>, String> {
         if let Some(error) = self.unloadable.get(&deployment.digest) {
             return Err(error.clone());
         }

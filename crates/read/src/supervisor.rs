@@ -52,7 +52,7 @@ pub struct Supervisor {
     only: Vec<String>,
     /// Catch up and end instead of following the log.
     once: bool,
-    live: LiveSet,
+    live: LiveSet<LoadedProjection>,
     /// The directory's components as last read.
     scanned: Vec<Arc<LoadedProjection>>,
     /// The live digest of each name, as the last look found it.

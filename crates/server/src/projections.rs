@@ -201,8 +201,8 @@ pub fn deploy_error(error: DeployError) -> ApiError {
 }
 
 /// A projection's deployment, as the HTTP API answers it.
-pub fn deploy_answer(deployed: deployed::Deployed) -> DeployAnswer {
-    let projection = &deployed.projection;
+pub fn deploy_answer(deployed: deployed::Deployed<LoadedProjection>) -> DeployAnswer {
+    let projection = &deployed.component;
     DeployAnswer {
         deployment: deployed.deployment,
         aggregate: None,
@@ -242,9 +242,15 @@ pub async fn deploy(
 ) -> Result<Json<DeployAnswer>, ApiError> {
     let runtime = reloader(&app)?.runtime.clone();
     let store = app.host.store().clone();
-    let deployed = deployed::deploy(&*store, &runtime, &name, body.to_vec(), token_name(token))
-        .await
-        .map_err(deploy_error)?;
+    let deployed = deployed::deploy::<LoadedProjection>(
+        &*store,
+        &runtime,
+        &name,
+        body.to_vec(),
+        token_name(token),
+    )
+    .await
+    .map_err(deploy_error)?;
     Ok(Json(deploy_answer(deployed)))
 }
 
@@ -271,9 +277,10 @@ pub async fn rollback(
 ) -> Result<Json<DeployAnswer>, ApiError> {
     let runtime = reloader(&app)?.runtime.clone();
     let store = app.host.store().clone();
-    let deployed = deployed::rollback(&*store, &runtime, &name, token_name(token))
-        .await
-        .map_err(deploy_error)?;
+    let deployed =
+        deployed::rollback::<LoadedProjection>(&*store, &runtime, &name, token_name(token))
+            .await
+            .map_err(deploy_error)?;
     Ok(Json(deploy_answer(deployed)))
 }
 

@@ -17,7 +17,7 @@ use eshost_read::deployed;
 use eshost_server::error::ApiError;
 use eshost_server::projections::{deploy_answer, deploy_error};
 use eshost_server::{App, ServerConfig};
-use eshost_wasm::Modules;
+use eshost_wasm::{LoadedProjection, Modules};
 use std::path::PathBuf;
 
 /// Deploy a component, an aggregate's or a projection's. For an aggregate
@@ -122,9 +122,10 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
         Backend::Remote(client) => client.deploy(kind, &name, bytes).await?,
         Backend::Local(global) if kind == ComponentKind::Projection => {
             let store = eshost_store::open(&global.database_url).await?;
-            let deployed = deployed::deploy(&*store, &runtime, &name, bytes, None)
-                .await
-                .map_err(|e| client_error(deploy_error(e)))?;
+            let deployed =
+                deployed::deploy::<LoadedProjection>(&*store, &runtime, &name, bytes, None)
+                    .await
+                    .map_err(|e| client_error(deploy_error(e)))?;
             deploy_answer(deployed)
         }
         Backend::Local(global) => {
@@ -145,9 +146,14 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
         Backend::Remote(client) => client.rollback(kind, &args.aggregate).await?,
         Backend::Local(global) if args.projection => {
             let store = eshost_store::open(&global.database_url).await?;
-            let deployed = deployed::rollback(&*store, &global.runtime(), &args.aggregate, None)
-                .await
-                .map_err(|e| client_error(deploy_error(e)))?;
+            let deployed = deployed::rollback::<LoadedProjection>(
+                &*store,
+                &global.runtime(),
+                &args.aggregate,
+                None,
+            )
+            .await
+            .map_err(|e| client_error(deploy_error(e)))?;
             deploy_answer(deployed)
         }
         Backend::Local(global) => {

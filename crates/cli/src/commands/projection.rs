@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use eshost_read::supervisor::Supervisor;
 use eshost_read::{deployed, projector};
 use eshost_store as store;
+use eshost_wasm::LoadedProjection;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Subcommand)]
@@ -59,7 +60,9 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
             // The version deployed, else the directory's.
             let runtime = global.runtime();
             let store = store::open(&global.database_url).await?;
-            let projection = match deployed::live_projection(&*store, &runtime, &name).await? {
+            let projection = match deployed::live::<LoadedProjection>(&*store, &runtime, &name)
+                .await?
+            {
                 Some(live) => live,
                 None => global.load_projections(&runtime, std::slice::from_ref(&name))?[0].clone(),
             };

@@ -6,7 +6,7 @@
 use crate::util::*;
 use eshost::store::DeployAction;
 use eshost::store::{EventStore, ViewId};
-use eshost::wasm::Runtime;
+use eshost::wasm::{LoadedProjection, Runtime};
 use eshost_read::deployed::{self, DeployError};
 use eshost_read::projector::{self, Projector, ProjectorError};
 use eshost_read::supervisor::Supervisor;
@@ -273,7 +273,7 @@ async fn a_watched_directory_seeds_and_the_store_decides_what_runs(db: &TestDb) 
 
     let runtime = Runtime::new();
     let third = new_version(&original, "third");
-    let answer = deployed::deploy(
+    let answer = deployed::deploy::<LoadedProjection>(
         &*store,
         &runtime,
         PROJECTION,
@@ -287,18 +287,19 @@ async fn a_watched_directory_seeds_and_the_store_decides_what_runs(db: &TestDb) 
         Some((DeployAction::Deployed, Some("ops".into())))
     );
     poll("the deployed version to take over", digest_is(sha(&third))).await;
-    let answer = deployed::rollback(&*store, &runtime, PROJECTION, None)
+    let answer = deployed::rollback::<LoadedProjection>(&*store, &runtime, PROJECTION, None)
         .await
         .unwrap();
-    assert_eq!(answer.projection.digest, sha(&second));
+    assert_eq!(answer.component.digest, sha(&second));
     poll(
         "the rollback to bring the second back",
         digest_is(sha(&second)),
     )
     .await;
-    let error = deployed::deploy(&*store, &runtime, "other", third.clone(), None)
-        .await
-        .unwrap_err();
+    let error =
+        deployed::deploy::<LoadedProjection>(&*store, &runtime, "other", third.clone(), None)
+            .await
+            .unwrap_err();
     assert!(
         matches!(&error, DeployError::InvalidComponent(m) if m.contains("not other")),
         "{error}"
