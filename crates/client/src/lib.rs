@@ -242,8 +242,9 @@ impl Client {
         self.send(url.clone(), self.http.get(url)).await
     }
 
-    /// `/v1/modules/{name}[/{action}]` (an aggregate) or
-    /// `/v1/projections/{name}[/{action}]` under the base URL.
+    /// `/v1/modules/{name}[/{action}]` (an aggregate),
+    /// `/v1/projections/{name}[/{action}]` or `/v1/reactors/{name}[/{action}]`
+    /// under the base URL.
     fn deployable_url(
         &self,
         kind: ComponentKind,
@@ -256,12 +257,14 @@ impl Client {
                 match kind {
                     ComponentKind::Aggregate => "an aggregate",
                     ComponentKind::Projection => "a projection",
+                    ComponentKind::Reactor => "a reactor",
                 }
             )));
         }
         let collection = match kind {
             ComponentKind::Aggregate => "modules",
             ComponentKind::Projection => "projections",
+            ComponentKind::Reactor => "reactors",
         };
         let mut url = self.base.clone();
         url.path_segments_mut()

@@ -70,6 +70,7 @@ impl ReloadReport {
 pub enum ComponentKind {
     Aggregate,
     Projection,
+    Reactor,
 }
 
 impl ComponentKind {
@@ -78,6 +79,7 @@ impl ComponentKind {
         match self {
             ComponentKind::Aggregate => "aggregate",
             ComponentKind::Projection => "projection",
+            ComponentKind::Reactor => "reactor",
         }
     }
 
@@ -86,6 +88,7 @@ impl ComponentKind {
         match name {
             "aggregate" => Some(ComponentKind::Aggregate),
             "projection" => Some(ComponentKind::Projection),
+            "reactor" => Some(ComponentKind::Reactor),
             _ => None,
         }
     }

@@ -1,25 +1,41 @@
-//! Runs a directory's reactors, each in a task of its own ([`Runner::run`]),
-//! until stopped. With the directory watched, a new or changed file is
-//! loaded and its reactor (re)started: the old runner stops after its
-//! current pass and the new version goes on from the same checkpoint. A
-//! file that fails to load is logged and what runs goes on; a removed file
-//! changes nothing. Each reactor's lease keeps one runner active across
-//! processes, so two supervisors over one store share the work safely.
+//! Runs the reactors deployed in the store, each in a task of its own
+//! ([`Runner::run`]), until stopped: the same live set, seeded and
+//! followed, as for projections (`eshost_read::deployed`, kind `reactor`).
+//!
+//! - The directory seeds the store: a file whose component the store has
+//!   never seen for its name is recorded as `seeded` and runs from then
+//!   on; with the directory watched, a new or changed file is read again
+//!   at once. A file seen before and superseded since is not seeded again,
+//!   and a removed file changes nothing.
+//! - A version deployed in the store (`PUT /v1/reactors/{name}`, `eshost
+//!   deploy`, a rollback) runs within about a second.
+//! - A new version replaces the old one: the old runner stops after its
+//!   current pass and the new one goes on from the same checkpoint.
+//! - A store that cannot be read at the start runs the directory as it is;
+//!   a file that fails to load is logged and what runs goes on.
+//!
+//! Each reactor's lease keeps one runner active across processes, so two
+//! supervisors over one store share the work safely.
 
 use crate::runner::{RunError, Runner};
 use crate::sinks::Sinks;
 use eshost::dispatch::Host;
+use eshost_read::deployed::{LiveSet, Resolved};
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{LoadedReactor, Runtime};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How often finished runners are looked for.
-const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often finished runners are looked for, and the store's live set
+/// compared with what runs.
+const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a look at the store's live set may take.
+const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a reactor's run came to.
 #[derive(Debug)]
@@ -29,12 +45,12 @@ pub struct Outcome {
 }
 
 struct Running {
-    digest: String,
+    component: Arc<LoadedReactor>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), RunError>>,
 }
 
-/// Runs reactors from a directory.
+/// Runs the store's live reactors, seeded from a directory.
 pub struct Supervisor {
     host: Host,
     runtime: Runtime,
@@ -43,11 +59,19 @@ pub struct Supervisor {
     names: Vec<String>,
     sinks: Sinks,
     holder: String,
+    live: LiveSet<LoadedReactor>,
+    /// The directory as last read (those named).
+    scanned: Vec<Arc<LoadedReactor>>,
+    /// The digest live for each name at the last look.
+    digests: BTreeMap<String, String>,
+    /// The errors the last look logged: not logged again while they last.
+    logged: HashSet<String>,
 }
 
 impl Supervisor {
-    /// Runs the reactors of `dir` (those in `names`, if any) through
-    /// `host`, delivering to `sinks`, holding leases as `holder`.
+    /// Runs the reactors live in the store of `host`, seeded from `dir`
+    /// (those in `names`, if any are named), delivering to `sinks`, holding
+    /// leases as `holder`.
     pub fn new(
         host: Host,
         runtime: Runtime,
@@ -57,28 +81,39 @@ impl Supervisor {
         holder: String,
     ) -> Self {
         Self {
+            live: LiveSet::new(host.store().clone(), runtime.clone()),
             host,
             runtime,
             dir,
             names,
             sinks,
             holder,
+            scanned: Vec::new(),
+            digests: BTreeMap::new(),
+            logged: HashSet::new(),
         }
     }
 
-    /// Runs `reactors` (as loaded from the directory) until `stop`,
-    /// following the directory if `watch`; returns each one's outcome.
+    /// Runs the live reactors, seeded from `reactors` (the directory as
+    /// loaded at start), until `stop`, reading the directory again when it
+    /// changes if `watch`; returns each run's outcome.
     pub async fn run(
-        self,
+        mut self,
         reactors: Vec<Arc<LoadedReactor>>,
         watch: bool,
         stop: CancellationToken,
     ) -> Vec<Outcome> {
         let mut running = BTreeMap::new();
         let mut ended = Vec::new();
-        for reactor in reactors {
-            self.start(&mut running, reactor, &stop).await;
-        }
+        self.scanned = self.named(reactors);
+        let wanted = match self.look(&running).await {
+            Some(live) => live,
+            None => {
+                tracing::warn!("cannot read the deployed reactors; running the directory's");
+                self.scanned.clone()
+            }
+        };
+        self.start_changed(&mut running, wanted, &stop).await;
         // The watcher must live as long as the loop.
         let (_watcher, mut changes) = match watch.then(|| watch_components(&self.dir)) {
             Some(Ok((watcher, changes))) => (Some(watcher), Some(changes)),
@@ -89,7 +124,8 @@ impl Supervisor {
             }
             None => (None, None),
         };
-        let mut reap = tokio::time::interval(REAP_INTERVAL);
+        let mut ticks = tokio::time::interval(CONVERGE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -98,8 +134,20 @@ impl Supervisor {
                         Some(changes) => changes.recv().await,
                         None => std::future::pending().await,
                     }
-                } => self.reload(&mut running, &stop).await,
-                _ = reap.tick() => reap_finished(&mut running, &mut ended).await,
+                } => {
+                    self.reload().await;
+                    if let Some(live) = self.look(&running).await {
+                        self.start_changed(&mut running, live, &stop).await;
+                    }
+                }
+                _ = ticks.tick() => {
+                    reap_finished(&mut running, &mut ended).await;
+                    if self.live_changed().await
+                        && let Some(live) = self.look(&running).await
+                    {
+                        self.start_changed(&mut running, live, &stop).await;
+                    }
+                }
             }
         }
         for (name, run) in std::mem::take(&mut running) {
@@ -109,27 +157,94 @@ impl Supervisor {
         ended
     }
 
-    /// Loads the directory again and starts what is new or changed.
-    async fn reload(&self, running: &mut BTreeMap<String, Running>, stop: &CancellationToken) {
+    /// Those of `loaded` among the names asked for.
+    fn named(&self, loaded: Vec<Arc<LoadedReactor>>) -> Vec<Arc<LoadedReactor>> {
+        loaded
+            .into_iter()
+            .filter(|r| self.names.is_empty() || self.names.contains(&r.name))
+            .collect()
+    }
+
+    /// Seeds the store from the directory as last read and resolves the
+    /// live set (those named); `None` when the store could not be read
+    /// (logged).
+    async fn look(
+        &mut self,
+        running: &BTreeMap<String, Running>,
+    ) -> Option<Vec<Arc<LoadedReactor>>> {
+        let loaded: Vec<Arc<LoadedReactor>> =
+            running.values().map(|run| run.component.clone()).collect();
+        let scanned = self.scanned.clone();
+        let resolved =
+            tokio::time::timeout(STORE_DEADLINE, self.live.resolve(&scanned, &loaded)).await;
+        let Resolved {
+            live,
+            digests,
+            errors,
+        } = match resolved {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(e)) => {
+                self.log_once(vec![format!("cannot read the deployed reactors: {e}")]);
+                return None;
+            }
+            Err(_) => {
+                self.log_once(vec![
+                    "cannot read the deployed reactors: the store did not answer in time".into(),
+                ]);
+                return None;
+            }
+        };
+        self.log_once(errors);
+        self.digests = digests;
+        Some(self.named(live))
+    }
+
+    /// Whether the store's live set differs from the last look's (a store
+    /// that does not answer in time: no).
+    async fn live_changed(&self) -> bool {
+        match tokio::time::timeout(STORE_DEADLINE, self.live.digests()).await {
+            Ok(Ok(digests)) => digests != self.digests,
+            _ => false,
+        }
+    }
+
+    /// Logs each of `errors` the last look did not.
+    fn log_once(&mut self, errors: Vec<String>) {
+        for error in &errors {
+            if !self.logged.contains(error) {
+                tracing::warn!(%error, "reactors: what runs keeps running");
+            }
+        }
+        self.logged = errors.into_iter().collect();
+    }
+
+    /// Reads the directory again; what loads replaces what was read
+    /// before.
+    async fn reload(&mut self) {
         let runtime = self.runtime.clone();
         let dir = self.dir.clone();
         // Loading compiles: not on an async worker.
         let loaded = tokio::task::spawn_blocking(move || runtime.load_reactors(&dir)).await;
-        let reactors = match loaded {
-            Ok(Ok(reactors)) => reactors,
+        match loaded {
+            Ok(Ok(reactors)) => self.scanned = self.named(reactors),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the reactors directory did not load; what runs goes on");
-                return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "loading the reactors directory panicked");
-                return;
-            }
-        };
-        for reactor in reactors {
+            Err(e) => tracing::error!(error = %e, "loading the reactors directory panicked"),
+        }
+    }
+
+    /// Starts each of `live` not running in that version.
+    async fn start_changed(
+        &self,
+        running: &mut BTreeMap<String, Running>,
+        live: Vec<Arc<LoadedReactor>>,
+        stop: &CancellationToken,
+    ) {
+        for reactor in live {
             let unchanged = running
                 .get(&reactor.name)
-                .is_some_and(|run| run.digest == reactor.digest);
+                .is_some_and(|run| run.component.digest == reactor.digest);
             if !unchanged {
                 self.start(running, reactor, stop).await;
             }
@@ -143,9 +258,6 @@ impl Supervisor {
         reactor: Arc<LoadedReactor>,
         stop: &CancellationToken,
     ) {
-        if !self.names.is_empty() && !self.names.contains(&reactor.name) {
-            return;
-        }
         if let Some(old) = running.remove(&reactor.name) {
             old.stop.cancel();
             if let Some(error) = outcome(reactor.name.clone(), old.task).await.error {
@@ -155,11 +267,10 @@ impl Supervisor {
         tracing::info!(reactor = %reactor.name, version = %reactor.version,
             digest = %reactor.digest, "running a reactor");
         let name = reactor.name.clone();
-        let digest = reactor.digest.clone();
         let task_stop = stop.child_token();
         let runner = Runner::new(
             self.host.clone(),
-            reactor,
+            reactor.clone(),
             self.sinks.clone(),
             self.holder.clone(),
         );
@@ -167,7 +278,7 @@ impl Supervisor {
         running.insert(
             name,
             Running {
-                digest,
+                component: reactor,
                 stop: task_stop,
                 task,
             },

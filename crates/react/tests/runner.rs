@@ -4,12 +4,15 @@
 //! a command its aggregate refuses is recorded as refused, not retried; a
 //! command sent with no correlation id carries the reacted-to event's; a
 //! timer fires once when due, and a cancelled one never does; one runner
-//! holds the lease.
+//! holds the lease. And the supervisor runs what the store has deployed,
+//! file or no file.
 
 use eshost::RetryPolicy;
 use eshost::store::reactions::ActionStatus;
 use eshost::store::{NewCommand, NewEvent, StreamId};
-use eshost_react::{Runner, Sinks};
+use eshost::wasm::{LoadedReactor, Runtime};
+use eshost_react::{Runner, Sinks, Supervisor};
+use eshost_read::deployed;
 use eshost_test_support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -173,6 +176,87 @@ async fn checkout_on(db: TestDb) {
     );
     let again = runner.pass().await.unwrap();
     assert_eq!(again.fired, 0, "{again:?}");
+    db.cleanup().await;
+}
+
+/// A reactor deployed in the store and in no directory runs under a
+/// supervisor of an empty directory; a version deployed while it runs
+/// takes over, from the same checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_runs_what_the_store_deployed_with_no_file() {
+    let db = TestDb::postgres().await;
+    let host = db.host(RetryPolicy::default()).await;
+    let store = host.store().clone();
+    host.execute(&create("s1", 5)).await.unwrap();
+    let runtime = Runtime::new();
+    let deploy = async |file: std::path::PathBuf| {
+        let bytes = std::fs::read(file).unwrap();
+        deployed::deploy::<LoadedReactor>(&*store, &runtime, "checkout", bytes, None)
+            .await
+            .unwrap()
+            .component
+            .digest
+            .clone()
+    };
+    let first = deploy(reactors_dir().join("checkout.wasm")).await;
+    let empty = tempfile::tempdir().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = Supervisor::new(
+        (*host).clone(),
+        runtime.clone(),
+        empty.path().into(),
+        Vec::new(),
+        Sinks::default(),
+        "h1".into(),
+    );
+    let running = tokio::spawn(supervisor.run(Vec::new(), true, stop.clone()));
+
+    append_order_event(
+        &store,
+        "o1",
+        0,
+        "OrderPlaced",
+        r#"{"itemId":"s1","buyerId":"ann","quantity":2}"#,
+    )
+    .await;
+    let registered = async |digest: &str| {
+        for _ in 0..150 {
+            let records = store.reactions().reactors().await.unwrap();
+            if records
+                .iter()
+                .any(|r| r.name == "checkout" && r.digest == digest)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("checkout {digest} never ran");
+    };
+    registered(&first).await;
+    let item = StreamId::new("FlashSaleItem", "s1");
+    for _ in 0..150 {
+        let events = store.streams().load(&item, 0).await.unwrap();
+        if events.iter().any(|e| e.name == "ItemPurchased") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events = store.streams().load(&item, 0).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.name == "ItemPurchased"),
+        "the deployed reactor never bought the order's item: {events:?}"
+    );
+
+    let second = deploy(reactor_fixture("checkout-strict.wasm")).await;
+    assert_ne!(first, second);
+    registered(&second).await;
+
+    stop.cancel();
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the supervisor stops when told")
+        .unwrap();
+    assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
     db.cleanup().await;
 }
 

@@ -1,5 +1,6 @@
-//! Which version of each projection runs: the one deployed in the store,
-//! as for aggregates (`eshost_store::Deployments`, kind `projection`).
+//! Which version of each projection (and each reactor) runs: the one
+//! deployed in the store, as for aggregates (`eshost_store::Deployments`,
+//! kind `projection` or `reactor`).
 //!
 //! - A deployment (`PUT /v1/projections/{name}`, `eshost deploy`) loads
 //!   the component in the sandbox and records it with its bytes; every
@@ -17,13 +18,14 @@
 //! another version is deployed.
 //!
 //! All of it is written once for any kind of component deployed this way
-//! ([`Deployable`]), since each kind is deployed, rolled back and seeded
-//! alike.
+//! ([`Deployable`]: projections, and reactors, which `eshost_react`'s
+//! supervisor runs the same way), since each kind is deployed, rolled back
+//! and seeded alike.
 
 use eshost_core::{ComponentKind, DeployAction, Deployment, digest_label};
 use eshost_store::deployments::{RollbackTarget, origin, rollback_target};
 use eshost_store::{EventStore, NewDeployment, StoreError};
-use eshost_wasm::{LoadError, LoadedProjection, Runtime};
+use eshost_wasm::{LoadError, LoadedProjection, LoadedReactor, Runtime};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,6 +64,25 @@ impl Deployable for LoadedProjection {
     }
     fn load(runtime: &Runtime, bytes: Vec<u8>, origin: &Path) -> Result<Self, LoadError> {
         runtime.load_projection_bytes(bytes, origin)
+    }
+}
+
+impl Deployable for LoadedReactor {
+    const KIND: ComponentKind = ComponentKind::Reactor;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn load(runtime: &Runtime, bytes: Vec<u8>, origin: &Path) -> Result<Self, LoadError> {
+        runtime.load_reactor_bytes(bytes, origin)
     }
 }
 
