@@ -156,6 +156,9 @@ pub struct DeployAnswer {
     /// The projection now live (a deployment of one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projection: Option<ProjectionInfo>,
+    /// The reactor now live (a deployment of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactor: Option<ReactorInfo>,
     /// The upgrade check's report, when a check ran: the streams replayed,
     /// and those whose state the new version changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +176,20 @@ pub struct ProjectionInfo {
     pub digest: String,
     /// The aggregate types it reads; empty for all.
     pub reads: Vec<String>,
+}
+
+/// A reactor's component, as deployed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactorInfo {
+    pub name: String,
+    pub version: String,
+    /// `sha256:` and the component's digest.
+    pub digest: String,
+    /// The aggregate types it subscribes to.
+    pub reads: Vec<String>,
+    /// The outbound sinks it delivers to.
+    pub sinks: Vec<String>,
 }
 
 /// `GET /v1/reactors`: one reactor, as the store has it.

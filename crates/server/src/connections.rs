@@ -391,7 +391,7 @@ fn refuse(tcp: TcpStream) {
 pub(crate) struct BodyLimits {
     pub max_bytes: usize,
     /// For a component deployed (`PUT /v1/modules/{name}`,
-    /// `PUT /v1/projections/{name}`): the route
+    /// `PUT /v1/projections/{name}`, `PUT /v1/reactors/{name}`): the route
     /// is for admin tokens (or, without tokens, this server's own origin),
     /// and components are megabytes.
     pub max_component_bytes: usize,
@@ -412,9 +412,15 @@ pub(crate) async fn read_body(
     let activity = request.extensions().get::<Arc<Activity>>().cloned();
     let sending = activity.as_ref().map(|a| a.enter(|a| &a.sending));
     let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    // `PUT /v1/reactors/{name}` deploys; `.../policy` is a small JSON body.
+    let reactor_deploy = path
+        .strip_prefix("/v1/reactors/")
+        .is_some_and(|name| !name.contains('/'));
     let max_bytes = match parts.method == axum::http::Method::PUT
-        && (parts.uri.path().starts_with("/v1/modules/")
-            || parts.uri.path().starts_with("/v1/projections/"))
+        && (path.starts_with("/v1/modules/")
+            || path.starts_with("/v1/projections/")
+            || reactor_deploy)
     {
         true => limits.max_component_bytes,
         false => limits.max_bytes,

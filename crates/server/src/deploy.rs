@@ -67,6 +67,7 @@ impl Reloader {
                 deployment: None,
                 aggregate: aggregate_info(app, name),
                 projection: None,
+                reactor: None,
                 check: None,
             });
         }
@@ -124,6 +125,7 @@ impl Reloader {
             deployment: Some(recorded),
             aggregate: aggregate_info(app, name),
             projection: None,
+            reactor: None,
             check,
         })
     }
@@ -187,6 +189,7 @@ impl Reloader {
             deployment: Some(recorded),
             aggregate: aggregate_info(app, name),
             projection: None,
+            reactor: None,
             check,
         })
     }

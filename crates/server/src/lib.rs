@@ -339,6 +339,10 @@ pub fn router(app: App) -> Router {
             get(reactors::parked).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/reactors/{name}/history",
+            get(reactors::history).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/stats",
             get(console::stats).fallback(routes::method_not_allowed),
         )
@@ -406,6 +410,14 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/projections/{name}/rollback",
             post(projections::rollback).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/reactors/{name}",
+            put(reactors::deploy).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/reactors/{name}/rollback",
+            post(reactors::rollback).fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/reactors/{name}/retry",

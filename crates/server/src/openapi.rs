@@ -13,8 +13,8 @@ use axum::extract::State;
 use eshost_api::{
     AggregateInfo, CommandOutcome, ComponentKind, DeployAction, DeployAnswer, Deployment,
     EventsPage, Health, PROBLEM_JSON, Problem, ProblemType, ProjectionInfo, ProjectionRecord,
-    ProjectionStatus, Readiness, RecordedEvent, RefusedVersion, ReloadReport, StateAnswer,
-    ViewDocument,
+    ProjectionStatus, ReactorInfo, Readiness, RecordedEvent, RefusedVersion, ReloadReport,
+    StateAnswer, ViewDocument,
 };
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -51,6 +51,9 @@ use utoipa::{Modify, OpenApi};
         reactors::parked,
         reactors::retry,
         reactors::policy,
+        reactors::deploy,
+        reactors::rollback,
+        reactors::history,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -65,6 +68,7 @@ use utoipa::{Modify, OpenApi};
         ReloadReport,
         DeployAnswer,
         ProjectionInfo,
+        ReactorInfo,
         Deployment,
         ComponentKind,
         DeployAction,

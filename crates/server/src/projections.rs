@@ -212,6 +212,7 @@ pub fn deploy_answer(deployed: deployed::Deployed<LoadedProjection>) -> DeployAn
             digest: digest_label(&projection.digest),
             reads: projection.aggregates.clone(),
         }),
+        reactor: None,
         check: None,
     }
 }

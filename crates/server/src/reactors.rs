@@ -1,21 +1,142 @@
 //! The reactors over HTTP: `GET /v1/reactors` (each one's position, lag,
 //! parked events, timers and policy), `GET /v1/reactors/{name}/parked`,
-//! `POST /v1/reactors/{name}/retry` and `PUT /v1/reactors/{name}/policy`.
+//! `POST /v1/reactors/{name}/retry` and `PUT /v1/reactors/{name}/policy`;
+//! and their deployments, as for projections (`PUT /v1/reactors/{name}`,
+//! `POST .../rollback`, `GET .../history`; see `eshost_read::deployed`).
 //!
 //! Any server on the store answers them: what a reactor has done is in the
 //! store, and a retry or a policy change is a row there that the runner
 //! holding the reactor's lease, on whatever host, takes on its next pass.
 
 use crate::App;
+use crate::auth::TokenName;
+use crate::deploy::{HistoryPage, history_of, reloader, token_name};
 use crate::error::ApiError;
+use crate::projections::deploy_error;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use eshost_api::{ParkedEvent, Problem, ReactorPolicy, ReactorStatus, RetryAnswer};
-use eshost_core::digest_label;
+use eshost_api::{
+    DeployAnswer, Deployment, ParkedEvent, Problem, ReactorInfo, ReactorPolicy, ReactorStatus,
+    RetryAnswer,
+};
+use eshost_core::{ComponentKind, digest_label};
+use eshost_read::deployed;
+use eshost_wasm::LoadedReactor;
 use serde::Deserialize;
+
+/// A reactor's deployment, as the HTTP API answers it.
+pub fn deploy_answer(deployed: deployed::Deployed<LoadedReactor>) -> DeployAnswer {
+    let reactor = &deployed.component;
+    DeployAnswer {
+        deployment: deployed.deployment,
+        aggregate: None,
+        projection: None,
+        reactor: Some(ReactorInfo {
+            name: reactor.name.clone(),
+            version: reactor.version.clone(),
+            digest: digest_label(&reactor.digest),
+            reads: reactor
+                .subscriptions
+                .iter()
+                .map(|s| s.aggregate.clone())
+                .collect(),
+            sinks: reactor.sinks.clone(),
+        }),
+        check: None,
+    }
+}
+
+/// `PUT /v1/reactors/{name}`: deploy a version of a reactor.
+#[utoipa::path(
+    put,
+    path = "/v1/reactors/{name}",
+    operation_id = "deploy_reactor",
+    summary = "Deploy a version of a reactor's component",
+    description = "Loaded in the sandbox, recorded in the store, and run within about a second wherever reactors run on that store (one runner at a time, by the reactor's lease). It goes on from the reactor's checkpoint.",
+    params(("name" = String, Path, description = "The reactor the component implements", example = "checkout")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component's bytes (any content type is taken)"),
+    responses(
+        (status = 200, description = "Recorded (or live already: no deployment recorded)", body = DeployAnswer),
+        (status = 404, description = "The server takes no deployments", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The component is over the upload limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_component`: not a reactor component this server loads, or another reactor's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed; nothing deployed", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "admin"
+)]
+pub async fn deploy(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    token: Option<Extension<TokenName>>,
+    body: Bytes,
+) -> Result<Json<DeployAnswer>, ApiError> {
+    let runtime = reloader(&app)?.runtime.clone();
+    let store = app.host.store().clone();
+    let deployed = deployed::deploy::<LoadedReactor>(
+        &*store,
+        &runtime,
+        &name,
+        body.to_vec(),
+        token_name(token),
+    )
+    .await
+    .map_err(deploy_error)?;
+    Ok(Json(deploy_answer(deployed)))
+}
+
+/// `POST /v1/reactors/{name}/rollback`: bring back the previous version.
+#[utoipa::path(
+    post,
+    path = "/v1/reactors/{name}/rollback",
+    operation_id = "rollback_reactor",
+    summary = "Bring back the version of a reactor live before the current one",
+    params(("name" = String, Path, description = "The reactor", example = "checkout")),
+    responses(
+        (status = 200, description = "The earlier version is live again", body = DeployAnswer),
+        (status = 404, description = "Nothing of that name is deployed, or the server takes no deployments", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`no_earlier_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_component`: the earlier version no longer loads on this server", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed; nothing changed", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "admin"
+)]
+pub async fn rollback(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    token: Option<Extension<TokenName>>,
+) -> Result<Json<DeployAnswer>, ApiError> {
+    let runtime = reloader(&app)?.runtime.clone();
+    let store = app.host.store().clone();
+    let deployed = deployed::rollback::<LoadedReactor>(&*store, &runtime, &name, token_name(token))
+        .await
+        .map_err(deploy_error)?;
+    Ok(Json(deploy_answer(deployed)))
+}
+
+/// `GET /v1/reactors/{name}/history`: the deployments of a reactor.
+#[utoipa::path(
+    get,
+    path = "/v1/reactors/{name}/history",
+    operation_id = "reactor_deployment_history",
+    summary = "The deployments of a reactor, newest first",
+    params(("name" = String, Path, description = "The reactor", example = "checkout"), HistoryPage),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<Deployment>),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store failed for now", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "admin"
+)]
+pub async fn history(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    page: Result<Query<HistoryPage>, QueryRejection>,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
+    history_of(&app, ComponentKind::Reactor, &name, page).await
+}
 
 /// `GET /v1/reactors`: every reactor the store has a record of.
 #[utoipa::path(

@@ -16,27 +16,30 @@ use eshost_core::ComponentKind;
 use eshost_read::deployed;
 use eshost_server::error::ApiError;
 use eshost_server::projections::{deploy_answer, deploy_error};
+use eshost_server::reactors::deploy_answer as reactor_answer;
 use eshost_server::{App, ServerConfig};
-use eshost_wasm::{LoadedProjection, Modules};
+use eshost_wasm::{LoadedProjection, LoadedReactor, Modules};
 use std::path::PathBuf;
 
-/// Deploy a component, an aggregate's or a projection's. For an aggregate
-/// the upgrade check runs against the recorded streams, and if it passes
-/// the new version goes live on every server on the store; a projection
-/// runs wherever projections run on the store.
+/// Deploy a component: an aggregate's, a projection's or a reactor's. For
+/// an aggregate the upgrade check runs against the recorded streams, and if
+/// it passes the new version goes live on every server on the store; a
+/// projection runs wherever projections run on the store, a reactor
+/// wherever reactors run.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost deploy target/modules/flash-sale.wasm --server http://127.0.0.1:8080
   ESHOST_TOKEN=<admin token> eshost deploy flash-sale.wasm --server https://eshost.example
   eshost deploy flash-sale.wasm --database-url postgres://postgres@127.0.0.1/postgres
   eshost deploy target/projections/sales-summary.wasm
+  eshost deploy target/reactors/checkout.wasm --server http://127.0.0.1:8080
 
 Without --server it records the deployment in the store itself, checking
 as --upgrade-check says; servers on that store follow within a second.
 A refused version is never deployed, nor checked again (exit 1).")]
 pub struct DeployArgs {
-    /// The component file (.wasm); what it implements (an aggregate or a
-    /// projection, and its name) is read from it.
+    /// The component file (.wasm); what it implements (an aggregate, a
+    /// projection or a reactor, and its name) is read from it.
     #[arg(value_name = "FILE")]
     file: PathBuf,
 
@@ -62,40 +65,50 @@ struct Target {
 
 /// Bring back the version of an aggregate that was live before the
 /// current one, after the upgrade check (or of a projection, with
-/// --projection).
+/// --projection, or a reactor, with --reactor).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost rollback FlashSaleItem --server http://127.0.0.1:8080
   eshost rollback FlashSaleItem
-  eshost rollback --projection sales-summary")]
+  eshost rollback --projection sales-summary
+  eshost rollback --reactor checkout")]
 pub struct RollbackArgs {
-    /// The aggregate (or projection).
+    /// The aggregate (or projection, or reactor).
     #[arg(value_name = "NAME")]
     aggregate: String,
 
     /// NAME is a projection's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reactor")]
     projection: bool,
+
+    /// NAME is a reactor's.
+    #[arg(long)]
+    reactor: bool,
 
     #[command(flatten)]
     to: Target,
 }
 
-/// List the deployments of an aggregate (or projection), newest first:
+/// List the deployments of an aggregate (or projection, or reactor), newest first:
 /// version, digest, what happened, by which token, when.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   eshost deployments FlashSaleItem
   eshost deployments FlashSaleItem --server http://127.0.0.1:8080 --json
-  eshost deployments --projection sales-summary")]
+  eshost deployments --projection sales-summary
+  eshost deployments --reactor checkout")]
 pub struct DeploymentsArgs {
-    /// The aggregate (or projection).
+    /// The aggregate (or projection, or reactor).
     #[arg(value_name = "NAME")]
     aggregate: String,
 
     /// NAME is a projection's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reactor")]
     projection: bool,
+
+    /// NAME is a reactor's.
+    #[arg(long)]
+    reactor: bool,
 
     /// Print one JSON array.
     #[arg(long)]
@@ -115,7 +128,10 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
         Ok(component) => (ComponentKind::Aggregate, component.name.clone()),
         Err(as_aggregate) => match runtime.load_projection(&args.file) {
             Ok(projection) => (ComponentKind::Projection, projection.name.clone()),
-            Err(_) => return Err(as_aggregate.into()),
+            Err(_) => match runtime.load_reactor(&args.file) {
+                Ok(reactor) => (ComponentKind::Reactor, reactor.name.clone()),
+                Err(_) => return Err(as_aggregate.into()),
+            },
         },
     };
     let answer = match Backend::choose(global, &args.to.remote)? {
@@ -127,6 +143,13 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
                     .await
                     .map_err(|e| client_error(deploy_error(e)))?;
             deploy_answer(deployed)
+        }
+        Backend::Local(global) if kind == ComponentKind::Reactor => {
+            let store = eshost_store::open(&global.database_url).await?;
+            let deployed = deployed::deploy::<LoadedReactor>(&*store, &runtime, &name, bytes, None)
+                .await
+                .map_err(|e| client_error(deploy_error(e)))?;
+            reactor_answer(deployed)
         }
         Backend::Local(global) => {
             let app = local_app(global, args.to.upgrade_check).await?;
@@ -141,9 +164,21 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
 }
 
 pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
-    let kind = kind_of(args.projection);
+    let kind = kind_of(args.projection, args.reactor);
     let answer = match Backend::choose(global, &args.to.remote)? {
         Backend::Remote(client) => client.rollback(kind, &args.aggregate).await?,
+        Backend::Local(global) if args.reactor => {
+            let store = eshost_store::open(&global.database_url).await?;
+            let deployed = deployed::rollback::<LoadedReactor>(
+                &*store,
+                &global.runtime(),
+                &args.aggregate,
+                None,
+            )
+            .await
+            .map_err(|e| client_error(deploy_error(e)))?;
+            reactor_answer(deployed)
+        }
         Backend::Local(global) if args.projection => {
             let store = eshost_store::open(&global.database_url).await?;
             let deployed = deployed::rollback::<LoadedProjection>(
@@ -169,7 +204,7 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
 }
 
 pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<()> {
-    let kind = kind_of(args.projection);
+    let kind = kind_of(args.projection, args.reactor);
     let history: Vec<Deployment> = match Backend::choose(global, &args.remote)? {
         Backend::Remote(client) => client.deployments(kind, &args.aggregate).await?,
         Backend::Local(global) => {
@@ -230,10 +265,11 @@ async fn local_app(global: &GlobalArgs, upgrade_check: UpgradeCheckArg) -> Resul
     Ok(app)
 }
 
-fn kind_of(projection: bool) -> ComponentKind {
-    match projection {
-        true => ComponentKind::Projection,
-        false => ComponentKind::Aggregate,
+fn kind_of(projection: bool, reactor: bool) -> ComponentKind {
+    match (projection, reactor) {
+        (true, _) => ComponentKind::Projection,
+        (false, true) => ComponentKind::Reactor,
+        (false, false) => ComponentKind::Aggregate,
     }
 }
 
@@ -252,10 +288,11 @@ fn print_answer(answer: &DeployAnswer, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(answer)?);
         return Ok(());
     }
-    let live = match (&answer.aggregate, &answer.projection) {
-        (Some(a), _) => Some((&a.name, &a.version, &a.digest)),
-        (None, Some(p)) => Some((&p.name, &p.version, &p.digest)),
-        (None, None) => None,
+    let live = match (&answer.aggregate, &answer.projection, &answer.reactor) {
+        (Some(a), _, _) => Some((&a.name, &a.version, &a.digest)),
+        (None, Some(p), _) => Some((&p.name, &p.version, &p.digest)),
+        (None, None, Some(r)) => Some((&r.name, &r.version, &r.digest)),
+        (None, None, None) => None,
     };
     match (&answer.deployment, live) {
         (None, Some((name, version, digest))) => {

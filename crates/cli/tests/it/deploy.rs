@@ -411,3 +411,54 @@ async fn a_projection_deployed_with_eshost_deploy_runs_on_the_server() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// `eshost deploy` reads that a file is a reactor and deploys it, through
+/// a server or straight to the store; `eshost deployments --reactor` lists
+/// the steps and `eshost rollback --reactor` goes back one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactor_is_deployed_and_rolled_back_with_the_command_line() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let original = std::fs::read(modules_dir().join("flash-sale.wasm")).unwrap();
+    drop_in(dir.path(), "flash-sale.wasm", &original);
+    let server = Served::start(&db, dir.path(), cache.path());
+    let run = |args: &[&str]| {
+        let output = eshost(&db, cache.path(), args);
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        (output.status.code(), stdout, stderr)
+    };
+    let first = reactors_dir().join("checkout.wasm").display().to_string();
+    let strict = reactor_fixture("checkout-strict.wasm")
+        .display()
+        .to_string();
+
+    let (code, stdout, stderr) = run(&["deploy", &first, "--server", &server.base]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("deployed checkout"), "{stdout}");
+    let (code, stdout, stderr) = run(&["deploy", &strict]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("deployed checkout 0.0.1"), "{stdout}");
+    let (code, stdout, stderr) = run(&[
+        "rollback",
+        "--reactor",
+        "checkout",
+        "--server",
+        &server.base,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("rolled_back checkout"), "{stdout}");
+
+    let (code, stdout, stderr) = run(&["deployments", "--reactor", "checkout"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let actions: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(actions, ["rolled_back", "deployed", "deployed"], "{stdout}");
+    let (code, _, stderr) = run(&["rollback", "--reactor", "--projection", "checkout"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    db.cleanup().await;
+}

@@ -441,3 +441,108 @@ async fn a_projection_deployed_over_http_runs_and_rolls_back() {
 fn digest_of_hex(hex_digest: &str) -> String {
     format!("sha256:{hex_digest}")
 }
+
+/// A reactor is deployed over HTTP as a projection is (admin only; another
+/// kind of component or another reactor's is a 422); a rollback brings the
+/// earlier version back; the history shows each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reactor_deployed_over_http_rolls_back_and_has_a_history() {
+    let db = TestDb::sqlite().await;
+    let server = server(&db, None).await;
+    let client = reqwest::Client::new();
+    let put = |token: &'static str, path: &str, bytes: Vec<u8>| {
+        client.put(server.url(path)).bearer_auth(token).body(bytes)
+    };
+    let first = std::fs::read(reactors_dir().join("checkout.wasm")).unwrap();
+    let strict = std::fs::read(reactor_fixture("checkout-strict.wasm")).unwrap();
+
+    let (status, _) = answer(put("read-secret", "/v1/reactors/checkout", first.clone())).await;
+    assert_eq!(status, 403, "a read token cannot deploy");
+    let projection = std::fs::read(projections_dir().join("sales-summary.wasm")).unwrap();
+    let (status, body) = answer(put("admin-secret", "/v1/reactors/checkout", projection)).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (422, Some("invalid_component")),
+        "{body}"
+    );
+    let (status, body) = answer(put("admin-secret", "/v1/reactors/other", first.clone())).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (422, Some("invalid_component")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("not other"),
+        "{body}"
+    );
+
+    let (status, body) = answer(put("admin-secret", "/v1/reactors/checkout", first.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["action"], "deployed");
+    assert_eq!(body["deployment"]["kind"], "reactor");
+    assert_eq!(body["deployment"]["by"], "ops");
+    assert_eq!(body["reactor"]["digest"], digest_of(&first));
+    assert_eq!(
+        body["reactor"]["reads"],
+        serde_json::json!(["Order", "FlashSaleItem"])
+    );
+    assert_eq!(
+        body["reactor"]["sinks"],
+        serde_json::json!(["confirmations"])
+    );
+    let (status, body) = answer(put("admin-secret", "/v1/reactors/checkout", first.clone())).await;
+    assert_eq!(
+        (status, &body["deployment"]),
+        (200, &Value::Null),
+        "live already: {body}"
+    );
+    let (status, body) = answer(put("admin-secret", "/v1/reactors/checkout", strict.clone())).await;
+    assert_eq!(
+        (status, &body["reactor"]["digest"]),
+        (200, &Value::from(digest_of(&strict)))
+    );
+
+    let (status, body) = answer(
+        client
+            .post(server.url("/v1/reactors/checkout/rollback"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["action"], "rolled_back");
+    assert_eq!(body["reactor"]["digest"], digest_of(&first));
+    let (status, body) = answer(
+        client
+            .post(server.url("/v1/reactors/nothing/rollback"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+
+    let (_, history) = answer(
+        client
+            .get(server.url("/v1/reactors/checkout/history"))
+            .bearer_auth("admin-secret"),
+    )
+    .await;
+    let steps: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap(), d["digest"].as_str().unwrap()))
+        .collect();
+    let (first, strict) = (digest_of(&first), digest_of(&strict));
+    assert_eq!(
+        steps,
+        vec![
+            ("rolled_back", first.as_str()),
+            ("deployed", strict.as_str()),
+            ("deployed", first.as_str()),
+        ]
+    );
+    db.cleanup().await;
+}
