@@ -20,10 +20,10 @@
 use crate::runner::{RunError, Runner};
 use crate::sinks::Sinks;
 use eshost::dispatch::Host;
-use eshost_read::deployed::{LiveSet, Resolved};
+use eshost_read::deployed::Following;
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{LoadedReactor, Runtime};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +33,6 @@ use tokio_util::sync::CancellationToken;
 /// How often finished runners are looked for, and the store's live set
 /// compared with what runs.
 const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The longest a look at the store's live set may take.
-const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a reactor's run came to.
 #[derive(Debug)]
@@ -59,13 +56,9 @@ pub struct Supervisor {
     names: Vec<String>,
     sinks: Sinks,
     holder: String,
-    live: LiveSet<LoadedReactor>,
+    live: Following<LoadedReactor>,
     /// The directory as last read (those named).
     scanned: Vec<Arc<LoadedReactor>>,
-    /// The digest live for each name at the last look.
-    digests: BTreeMap<String, String>,
-    /// The errors the last look logged: not logged again while they last.
-    logged: HashSet<String>,
 }
 
 impl Supervisor {
@@ -81,7 +74,7 @@ impl Supervisor {
         holder: String,
     ) -> Self {
         Self {
-            live: LiveSet::new(host.store().clone(), runtime.clone()),
+            live: Following::new(host.store().clone(), runtime.clone()),
             host,
             runtime,
             dir,
@@ -89,8 +82,6 @@ impl Supervisor {
             sinks,
             holder,
             scanned: Vec::new(),
-            digests: BTreeMap::new(),
-            logged: HashSet::new(),
         }
     }
 
@@ -142,7 +133,7 @@ impl Supervisor {
                 }
                 _ = ticks.tick() => {
                     reap_finished(&mut running, &mut ended).await;
-                    if self.live_changed().await
+                    if self.live.changed().await
                         && let Some(live) = self.look(&running).await
                     {
                         self.start_changed(&mut running, live, &stop).await;
@@ -175,47 +166,8 @@ impl Supervisor {
         let loaded: Vec<Arc<LoadedReactor>> =
             running.values().map(|run| run.component.clone()).collect();
         let scanned = self.scanned.clone();
-        let resolved =
-            tokio::time::timeout(STORE_DEADLINE, self.live.resolve(&scanned, &loaded)).await;
-        let Resolved {
-            live,
-            digests,
-            errors,
-        } = match resolved {
-            Ok(Ok(resolved)) => resolved,
-            Ok(Err(e)) => {
-                self.log_once(vec![format!("cannot read the deployed reactors: {e}")]);
-                return None;
-            }
-            Err(_) => {
-                self.log_once(vec![
-                    "cannot read the deployed reactors: the store did not answer in time".into(),
-                ]);
-                return None;
-            }
-        };
-        self.log_once(errors);
-        self.digests = digests;
+        let live = self.live.look(&scanned, &loaded).await?;
         Some(self.named(live))
-    }
-
-    /// Whether the store's live set differs from the last look's (a store
-    /// that does not answer in time: no).
-    async fn live_changed(&self) -> bool {
-        match tokio::time::timeout(STORE_DEADLINE, self.live.digests()).await {
-            Ok(Ok(digests)) => digests != self.digests,
-            _ => false,
-        }
-    }
-
-    /// Logs each of `errors` the last look did not.
-    fn log_once(&mut self, errors: Vec<String>) {
-        for error in &errors {
-            if !self.logged.contains(error) {
-                tracing::warn!(%error, "reactors: what runs keeps running");
-            }
-        }
-        self.logged = errors.into_iter().collect();
     }
 
     /// Reads the directory again; what loads replaces what was read

@@ -27,10 +27,15 @@ use eshost_store::deployments::{RollbackTarget, origin, rollback_target};
 use eshost_store::{EventStore, NewDeployment, StoreError};
 use eshost_wasm::{LoadError, LoadedProjection, LoadedReactor, Runtime};
 use sha2::Digest;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tracing::{debug, info};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// The most a look at the store (the live set, seeding) may take; past it,
+/// what runs keeps running and the next look tries again.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A kind of component deployed through the store without an upgrade
 /// check, loaded in this process's sandbox.
@@ -425,5 +430,74 @@ impl<C: Deployable> LiveSet<C> {
                 Err(error)
             }
         }
+    }
+}
+
+/// A live set as a process that runs its kind follows it: each look seeds
+/// and resolves within [`STORE_DEADLINE`], remembers the digests it found
+/// (to tell a change) and logs each error once while it lasts.
+pub struct Following<C> {
+    live: LiveSet<C>,
+    /// The live digest of each name, as the last look found it.
+    digests: BTreeMap<String, String>,
+    /// The errors the last look logged: not logged again while they last.
+    logged: HashSet<String>,
+}
+
+impl<C: Deployable> Following<C> {
+    pub fn new(store: Arc<dyn EventStore>, runtime: Runtime) -> Self {
+        Self {
+            live: LiveSet::new(store, runtime),
+            digests: BTreeMap::new(),
+            logged: HashSet::new(),
+        }
+    }
+
+    /// Seeds the store with `scanned` (the directory as last read) and
+    /// resolves the live set (see [`LiveSet::resolve`]); `None` when the
+    /// store could not be read (logged).
+    pub async fn look(&mut self, scanned: &[Arc<C>], loaded: &[Arc<C>]) -> Option<Vec<Arc<C>>> {
+        let kind = C::KIND.as_str();
+        let resolved =
+            tokio::time::timeout(STORE_DEADLINE, self.live.resolve(scanned, loaded)).await;
+        let Resolved {
+            live,
+            digests,
+            errors,
+        } = match resolved {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(e)) => {
+                self.log_once(vec![format!("cannot read the deployed {kind}s: {e}")]);
+                return None;
+            }
+            Err(_) => {
+                self.log_once(vec![format!(
+                    "cannot read the deployed {kind}s: the store did not answer in time"
+                )]);
+                return None;
+            }
+        };
+        self.log_once(errors);
+        self.digests = digests;
+        Some(live)
+    }
+
+    /// Whether the store's live set differs from the last look's (a store
+    /// that does not answer in time: no).
+    pub async fn changed(&self) -> bool {
+        match tokio::time::timeout(STORE_DEADLINE, self.live.digests()).await {
+            Ok(Ok(digests)) => digests != self.digests,
+            _ => false,
+        }
+    }
+
+    /// Logs each of `errors` the last look did not.
+    fn log_once(&mut self, errors: Vec<String>) {
+        for error in &errors {
+            if !self.logged.contains(error) {
+                warn!(kind = C::KIND.as_str(), %error, "what runs keeps running");
+            }
+        }
+        self.logged = errors.into_iter().collect();
     }
 }

@@ -18,13 +18,13 @@
 //! A projection whose guest fails an event stays stopped (its status in
 //! the store says why) until another version goes live; the others go on.
 
-use crate::deployed::{LiveSet, Resolved};
+use crate::deployed::Following;
 use crate::projector::{Progress, Projector, ProjectorError};
 use crate::subscription::MAX_ERROR_BACKOFF;
 use eshost_store::EventStore;
 use eshost_wasm::watch::watch_components;
 use eshost_wasm::{LoadedProjection, Runtime};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +35,6 @@ use tracing::{error, info, warn};
 
 /// How often the store's live set is looked at.
 pub const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The most a look at the store (the live set, seeding) may take; past
-/// it, what runs keeps running and the next look tries again.
-pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The projections a supervisor wants running, as it changes.
 pub type Running = watch::Receiver<Vec<Arc<LoadedProjection>>>;
@@ -52,13 +48,9 @@ pub struct Supervisor {
     only: Vec<String>,
     /// Catch up and end instead of following the log.
     once: bool,
-    live: LiveSet<LoadedProjection>,
+    live: Following<LoadedProjection>,
     /// The directory's components as last read.
     scanned: Vec<Arc<LoadedProjection>>,
-    /// The live digest of each name, as the last look found it.
-    digests: BTreeMap<String, String>,
-    /// The errors the last look logged: not logged again while they last.
-    logged: HashSet<String>,
     wanted: watch::Sender<Vec<Arc<LoadedProjection>>>,
 }
 
@@ -105,15 +97,13 @@ impl Supervisor {
         once: bool,
     ) -> Self {
         Self {
-            live: LiveSet::new(store.clone(), runtime.clone()),
+            live: Following::new(store.clone(), runtime.clone()),
             store,
             runtime,
             dir,
             only,
             once,
             scanned: Vec::new(),
-            digests: BTreeMap::new(),
-            logged: HashSet::new(),
             wanted: watch::channel(Vec::new()).0,
         }
     }
@@ -212,47 +202,13 @@ impl Supervisor {
     async fn look(&mut self) -> Option<Vec<Arc<LoadedProjection>>> {
         let loaded = self.wanted.borrow().clone();
         let scanned = self.scanned.clone();
-        let resolved =
-            tokio::time::timeout(STORE_DEADLINE, self.live.resolve(&scanned, &loaded)).await;
-        let Resolved {
-            live,
-            digests,
-            errors,
-        } = match resolved {
-            Ok(Ok(resolved)) => resolved,
-            Ok(Err(e)) => {
-                self.log_once(vec![format!("cannot read the deployed projections: {e}")]);
-                return None;
-            }
-            Err(_) => {
-                self.log_once(vec![
-                    "cannot read the deployed projections: the store did not answer in time".into(),
-                ]);
-                return None;
-            }
-        };
-        self.log_once(errors);
-        self.digests = digests;
+        let live = self.live.look(&scanned, &loaded).await?;
         Some(self.named(live))
     }
 
-    /// Whether the store's live set differs from the last look's (a store
-    /// that does not answer in time: no).
+    /// Whether the store's live set differs from the last look's.
     async fn live_changed(&self) -> bool {
-        match tokio::time::timeout(STORE_DEADLINE, self.live.digests()).await {
-            Ok(Ok(digests)) => digests != self.digests,
-            _ => false,
-        }
-    }
-
-    /// Logs each of `errors` the last look did not.
-    fn log_once(&mut self, errors: Vec<String>) {
-        for error in &errors {
-            if !self.logged.contains(error) {
-                warn!(%error, "projections: what runs keeps running");
-            }
-        }
-        self.logged = errors.into_iter().collect();
+        self.live.changed().await
     }
 
     /// Makes `loaded` what should run: a name missing from it should no
