@@ -184,7 +184,9 @@ async fn checkout_on(db: TestDb) {
 /// takes over, from the same checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_runs_what_the_store_deployed_with_no_file() {
-    let db = TestDb::postgres().await;
+    // SQLite: on PostgreSQL its transactions would hold back the global
+    // log's safe horizon for the test beside it, which counts passes.
+    let db = TestDb::sqlite().await;
     let host = db.host(RetryPolicy::default()).await;
     let store = host.store().clone();
     host.execute(&create("s1", 5)).await.unwrap();
