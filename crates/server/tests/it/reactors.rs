@@ -54,7 +54,8 @@ async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &Test
         json!([{"name": "checkout", "version": "0.1.0", "digest": "sha256:ab12", "position": 9,
                 "lag": 0, "parked": 1, "timers": 0, "pending": 0, "on_failure": "park"}])
     );
-    // And in the metrics, once the read side has been checked.
+    // And in the metrics, once the read side has been checked. A check sets
+    // the gauges one after another, the lag last: a scrape can fall between.
     let metrics = poll("the reactor's gauges", async || {
         let text = client
             .get(server.url("/metrics"))
@@ -64,8 +65,7 @@ async fn a_parked_event_is_listed_retried_and_the_policy_set_over_http(db: &Test
             .text()
             .await
             .unwrap();
-        text.contains("eshost_reactor_parked_events")
-            .then_some(text)
+        text.contains("eshost_reactor_lag_events{").then_some(text)
     })
     .await;
     for line in [
