@@ -236,6 +236,11 @@ const LAYERING: &[Layer] = &[
         why: "the store does not know the sandbox or the write side",
     },
     Layer {
+        krate: "eshost-personal",
+        forbidden: &["eshost-wasm", "wasmtime", "eshost", "eshost-read"],
+        why: "personal data is the store's concern, below the sandbox and the write side",
+    },
+    Layer {
         krate: "eshost-testing",
         forbidden: &["eshost-store", "sqlx", "eshost"],
         why: "a guest author's tests run in the sandbox with no database",
@@ -289,6 +294,7 @@ const APPLICATIONS: &[&str] = &["eshost-cli", "eshost-bench", "xtask"];
 const LIBRARIES: &[&str] = &[
     "eshost-core",
     "eshost-store",
+    "eshost-personal",
     "eshost-wasm",
     "eshost",
     "eshost-read",

@@ -132,6 +132,7 @@ impl CommandError {
                     ..
                 }
                 | StoreError::Migrate(_)
+                | StoreError::PersonalData(_)
                 | StoreError::AppendTooLarge { .. },
             ) => "store_failed",
             Self::Store(_) => "store_unavailable",

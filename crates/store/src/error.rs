@@ -48,6 +48,12 @@ pub enum StoreError {
     #[error("an append of {events} events is too large; at most {max} fit in one")]
     AppendTooLarge { events: usize, max: usize },
 
+    /// Personal data could not be encrypted or decrypted: no master key is
+    /// configured, or a stored key does not open with the ones that are.
+    /// Nothing was written; configure the master key that wrapped it.
+    #[error("personal data: {0}")]
+    PersonalData(String),
+
     /// The URL names a database kind this host cannot use.
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]
     UnsupportedUrl(String),

@@ -12,6 +12,7 @@ pub mod error;
 mod postgres;
 pub mod reactions;
 mod sqlite;
+pub mod subjects;
 pub mod views;
 
 pub use deployments::{ComponentKind, DeployAction, Deployment, Deployments, NewDeployment};
@@ -22,6 +23,7 @@ pub use eshost_core::{
 pub use postgres::PostgresStore;
 pub use reactions::Reactions;
 pub use sqlite::SqliteStore;
+pub use subjects::Subjects;
 pub use views::{ViewId, ViewStore};
 
 use async_trait::async_trait;
@@ -162,6 +164,9 @@ pub trait EventStore: Send + Sync {
     /// What reactors need kept: checkpoints, the outbox, timers, parked
     /// events, leases.
     fn reactions(&self) -> &dyn Reactions;
+
+    /// The keys of personal data: one row per data subject.
+    fn subjects(&self) -> &dyn Subjects;
 
     /// Checks that the database answers (a round trip).
     async fn ping(&self) -> Result<(), StoreError>;

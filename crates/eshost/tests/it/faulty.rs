@@ -181,6 +181,10 @@ impl EventStore for FaultyStore {
         self.inner.reactions()
     }
 
+    fn subjects(&self) -> &dyn eshost::store::Subjects {
+        self.inner.subjects()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -337,6 +337,10 @@ impl EventStore for PostgresStore {
         self
     }
 
+    fn subjects(&self) -> &dyn crate::Subjects {
+        self
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -580,3 +584,4 @@ impl Locks for PostgresStore {
 }
 
 crate::reactions::impl_reactions!(PostgresStore, sqlx::Postgres);
+crate::subjects::impl_subjects!(PostgresStore, sqlx::Postgres);

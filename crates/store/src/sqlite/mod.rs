@@ -236,6 +236,10 @@ impl EventStore for SqliteStore {
         self
     }
 
+    fn subjects(&self) -> &dyn crate::Subjects {
+        self
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -544,3 +548,4 @@ async fn insert_stream(
 }
 
 crate::reactions::impl_reactions!(SqliteStore, sqlx::Sqlite);
+crate::subjects::impl_subjects!(SqliteStore, sqlx::Sqlite);

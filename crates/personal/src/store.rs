@@ -1,0 +1,520 @@
+//! [`PersonalStore`]: an [`EventStore`] that encrypts declared personal
+//! data as it appends and decrypts every event it reads. The streams and
+//! the global log are its own; the other roles are the inner store's.
+
+use crate::declare::{Declarations, PersonalEvent};
+use crate::keys::{DataKey, KeyError, Keyring, LookupKey, new_key, random};
+use crate::payload::{self, Declared, Holder, PayloadError};
+use async_trait::async_trait;
+use eshost_core::{JsonText, RecordedEvent, Snapshot, StreamId};
+use eshost_store::subjects::{Appearance, SubjectKey, WrappedKey};
+use eshost_store::{
+    AppendOutcome, AppendSignal, Catalog, Checkpoints, Deployments, EventStore, GlobalLog,
+    HorizonHolder, Locks, NewCommand, NewEvent, Reactions, RecordedCommand, StoreError,
+    StreamAppend, Streams, Subjects, ViewStore,
+};
+use lru::LruCache;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a subject's key, once read, is used without reading its row
+/// again: a forget on another host reaches this one's reads and writes
+/// within this time.
+pub const KEY_TTL: Duration = Duration::from_secs(5);
+
+/// Subjects whose keys are kept unwrapped, at most (about 600 bytes each).
+const CACHED_SUBJECTS: usize = 16_384;
+
+/// The name of the store's lookup key among its kept keys.
+const LOOKUP_KEY: &str = "lookup";
+
+/// A subject as this store last read them.
+#[allow(clippy::large_enum_variant, reason = "always behind an Arc")]
+enum Known {
+    /// Their row exists: their id and key.
+    Subject {
+        pseudonym: String,
+        subject: String,
+        key: DataKey,
+        read_at: Instant,
+    },
+    /// Their row is gone. A pseudonym is random and never reused, so this
+    /// never changes.
+    Forgotten,
+}
+
+impl Known {
+    fn fresh(&self) -> bool {
+        match self {
+            Self::Subject { read_at, .. } => read_at.elapsed() < KEY_TTL,
+            Self::Forgotten => true,
+        }
+    }
+}
+
+/// The event store, with declared personal data encrypted per subject.
+pub struct PersonalStore {
+    inner: Arc<dyn EventStore>,
+    keyring: Keyring,
+    lookup: LookupKey,
+    declarations: Declarations,
+    /// By pseudonym.
+    subjects: Mutex<LruCache<String, Arc<Known>>>,
+    /// By lookup (the keyed hash of the subject's id).
+    lookups: Mutex<LruCache<Vec<u8>, Arc<Known>>>,
+    /// (pseudonym, stream) pairs recorded lately.
+    appearances: Mutex<LruCache<(String, StreamId), ()>>,
+}
+
+fn personal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::PersonalData(e.to_string())
+}
+
+fn cache<K: std::hash::Hash + Eq, V>() -> Mutex<LruCache<K, V>> {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(CACHED_SUBJECTS).unwrap_or(NonZeroUsize::MIN),
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PersonalStore {
+    /// Wraps `inner`. Reads the store's lookup key (stored, wrapped by
+    /// the master key, by the first host that opens it): fails if the
+    /// configured master keys do not open it.
+    pub async fn open(
+        inner: Arc<dyn EventStore>,
+        keyring: Keyring,
+        declarations: Declarations,
+    ) -> Result<Self, StoreError> {
+        let candidate = WrappedKey {
+            wrapped_key: keyring
+                .wrap(&new_key().map_err(personal)?, LOOKUP_KEY.as_bytes())
+                .map_err(personal)?,
+            master_key_id: keyring.current_id().to_owned(),
+        };
+        let kept = inner.subjects().keep_key(LOOKUP_KEY, &candidate).await?;
+        let bytes = keyring
+            .unwrap(
+                &kept.wrapped_key,
+                &kept.master_key_id,
+                LOOKUP_KEY.as_bytes(),
+                "the store's lookup key",
+            )
+            .map_err(personal)?;
+        Ok(Self {
+            inner,
+            keyring,
+            lookup: LookupKey::new(&bytes),
+            declarations,
+            subjects: cache(),
+            lookups: cache(),
+            appearances: cache(),
+        })
+    }
+
+    /// What the guests declare; the host declares each guest's list here.
+    pub fn declarations(&self) -> &Declarations {
+        &self.declarations
+    }
+
+    /// The store this one wraps.
+    pub fn inner(&self) -> &Arc<dyn EventStore> {
+        &self.inner
+    }
+
+    /// A new subject's row: a random pseudonym and key.
+    fn candidate(&self, subject: &str, lookup: Vec<u8>) -> Result<(SubjectKey, DataKey), KeyError> {
+        let mut id = [0u8; 16];
+        random(&mut id)?;
+        let pseudonym = format!("psn_{}", hex::encode(id));
+        let bytes = new_key()?;
+        let key = DataKey::new(&bytes);
+        let row = SubjectKey {
+            wrapped_key: self.keyring.wrap(&bytes, pseudonym.as_bytes())?,
+            sealed_subject: key.seal(subject.as_bytes(), pseudonym.as_bytes())?,
+            master_key_id: self.keyring.current_id().to_owned(),
+            pseudonym,
+            lookup,
+        };
+        Ok((row, key))
+    }
+
+    /// A stored row's key and subject id.
+    fn unwrap_row(&self, row: &SubjectKey) -> Result<Known, KeyError> {
+        let what = format!("the key of {}", row.pseudonym);
+        let bytes = self.keyring.unwrap(
+            &row.wrapped_key,
+            &row.master_key_id,
+            row.pseudonym.as_bytes(),
+            &what,
+        )?;
+        let key = DataKey::new(&bytes);
+        let subject = key.open(&row.sealed_subject, row.pseudonym.as_bytes(), &what)?;
+        Ok(Known::Subject {
+            pseudonym: row.pseudonym.clone(),
+            subject: String::from_utf8(subject).map_err(|_| KeyError::DoesNotOpen(what))?,
+            key,
+            read_at: Instant::now(),
+        })
+    }
+
+    /// Each subject's key, by id: from the cache, or resolved in one
+    /// statement that also records where each appears.
+    async fn resolve(
+        &self,
+        wanted: &[(&str, &StreamId)],
+    ) -> Result<HashMap<String, Arc<Known>>, StoreError> {
+        let mut resolved: HashMap<String, Arc<Known>> = HashMap::new();
+        let mut candidates: Vec<(SubjectKey, DataKey, String)> = Vec::new();
+        for &(subject, _) in wanted {
+            if resolved.contains_key(subject) || candidates.iter().any(|c| c.2 == subject) {
+                continue;
+            }
+            let lookup = self.lookup.lookup(subject);
+            let cached = lock(&self.lookups).get(&lookup).cloned();
+            match cached.filter(|k| k.fresh()) {
+                Some(known) => {
+                    resolved.insert(subject.to_owned(), known);
+                }
+                None => {
+                    let (row, key) = self.candidate(subject, lookup).map_err(personal)?;
+                    candidates.push((row, key, subject.to_owned()));
+                }
+            }
+        }
+        let pseudonym_of = |subject: &str| -> String {
+            match resolved.get(subject).map(|k| &**k) {
+                Some(Known::Subject { pseudonym, .. }) => pseudonym.clone(),
+                _ => candidates
+                    .iter()
+                    .find(|c| c.2 == subject)
+                    .map(|c| c.0.pseudonym.clone())
+                    .unwrap_or_default(),
+            }
+        };
+        let mut pairs: Vec<(String, &StreamId)> = Vec::new();
+        {
+            let recorded = lock(&self.appearances);
+            for &(subject, stream) in wanted {
+                let pair = (pseudonym_of(subject), stream);
+                if !recorded.contains(&(pair.0.clone(), stream.clone())) && !pairs.contains(&pair) {
+                    pairs.push(pair);
+                }
+            }
+        }
+        if candidates.is_empty() && pairs.is_empty() {
+            return Ok(resolved);
+        }
+        let rows: Vec<SubjectKey> = candidates.iter().map(|c| c.0.clone()).collect();
+        let appearances: Vec<Appearance<'_>> = pairs
+            .iter()
+            .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
+            .collect();
+        let stored = self
+            .inner
+            .subjects()
+            .resolve_subjects(&rows, &appearances)
+            .await?;
+        for (row, key, subject) in candidates {
+            let winner = stored.iter().find(|s| s.lookup == row.lookup);
+            let known = match winner {
+                // Ours was stored.
+                Some(s) if s.pseudonym == row.pseudonym => Known::Subject {
+                    pseudonym: row.pseudonym,
+                    subject: subject.clone(),
+                    key,
+                    read_at: Instant::now(),
+                },
+                // Another writer's row was there first.
+                Some(s) => self.unwrap_row(s).map_err(personal)?,
+                None => {
+                    return Err(personal(format!(
+                        "no row came back for a subject of {}",
+                        row.pseudonym
+                    )));
+                }
+            };
+            let known = Arc::new(known);
+            if let Known::Subject { pseudonym, .. } = &*known {
+                lock(&self.subjects).put(pseudonym.clone(), known.clone());
+            }
+            lock(&self.lookups).put(row.lookup, known.clone());
+            resolved.insert(subject, known);
+        }
+        let mut recorded = lock(&self.appearances);
+        for (pseudonym, stream) in pairs {
+            recorded.put((pseudonym, stream.clone()), ());
+        }
+        Ok(resolved)
+    }
+
+    /// The events as read: each marked one's fields opened, or tombstoned.
+    async fn open_events(
+        &self,
+        mut events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let markers: Vec<Option<payload::Marker>> = events
+            .iter()
+            .map(|e| payload::marker_of(&e.metadata))
+            .collect();
+        if markers.iter().all(Option::is_none) {
+            return Ok(events);
+        }
+        let mut known: HashMap<&str, Arc<Known>> = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        {
+            let mut cached = lock(&self.subjects);
+            for marker in markers.iter().flatten() {
+                let pseudonym = marker.subject.as_str();
+                if known.contains_key(pseudonym) || missing.contains(&pseudonym) {
+                    continue;
+                }
+                match cached.get(pseudonym).filter(|k| k.fresh()) {
+                    Some(k) => {
+                        known.insert(pseudonym, k.clone());
+                    }
+                    None => missing.push(pseudonym),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let rows = self.inner.subjects().subject_keys(&missing).await?;
+            let mut cached = lock(&self.subjects);
+            for pseudonym in missing {
+                let entry = match rows.iter().find(|r| r.pseudonym == pseudonym) {
+                    Some(row) => Arc::new(self.unwrap_row(row).map_err(personal)?),
+                    None => Arc::new(Known::Forgotten),
+                };
+                cached.put(pseudonym.to_owned(), entry.clone());
+                known.insert(pseudonym, entry);
+            }
+        }
+        for (event, marker) in events.iter_mut().zip(&markers) {
+            let Some(marker) = marker else { continue };
+            let holder = match known.get(marker.subject.as_str()).map(|k| &**k) {
+                Some(Known::Subject { subject, key, .. }) => Holder::Known { subject, key },
+                _ => Holder::Forgotten,
+            };
+            let text = payload::open(event.payload.as_str(), &event.name, marker, &holder)
+                .map_err(personal)?;
+            event.payload = JsonText::new(text).map_err(personal)?;
+        }
+        Ok(events)
+    }
+}
+
+/// An event's declared personal data, parsed at append.
+struct Pending {
+    declared: Arc<PersonalEvent>,
+    parsed: Declared,
+}
+
+#[async_trait]
+impl EventStore for PersonalStore {
+    fn streams(&self) -> &dyn Streams {
+        self
+    }
+
+    fn log(&self) -> &dyn GlobalLog {
+        self
+    }
+
+    fn checkpoints(&self) -> &dyn Checkpoints {
+        self.inner.checkpoints()
+    }
+
+    fn catalog(&self) -> &dyn Catalog {
+        self.inner.catalog()
+    }
+
+    fn locks(&self) -> &dyn Locks {
+        self.inner.locks()
+    }
+
+    fn views(&self) -> &dyn ViewStore {
+        self.inner.views()
+    }
+
+    fn deployments(&self) -> &dyn Deployments {
+        self.inner.deployments()
+    }
+
+    fn reactions(&self) -> &dyn Reactions {
+        self.inner.reactions()
+    }
+
+    fn subjects(&self) -> &dyn Subjects {
+        self.inner.subjects()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl Streams for PersonalStore {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.inner
+            .streams()
+            .load_snapshot(stream, component_digest)
+            .await
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        component_digest: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .streams()
+            .save_snapshot(stream, component_digest, snapshot)
+            .await
+    }
+
+    async fn load_page(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.streams().load_page(stream, after, limit).await?;
+        self.open_events(events).await
+    }
+
+    async fn append_group(
+        &self,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        // Per append, per command, per event: its declared data, if any.
+        let mut pending: Vec<Vec<Vec<Option<Pending>>>> = Vec::with_capacity(appends.len());
+        let mut wanted: Vec<(String, &StreamId)> = Vec::new();
+        for append in appends {
+            let mut commands = Vec::with_capacity(append.commands.len());
+            for command in append.commands {
+                let mut events = Vec::with_capacity(command.events.len());
+                for event in &command.events {
+                    let declared = self.declarations.of(&append.stream.aggregate, &event.name);
+                    let parsed = match declared {
+                        Some(declared) => {
+                            let parsed =
+                                Declared::parse(&event.payload, &declared).map_err(personal)?;
+                            wanted.push((parsed.subject.clone(), append.stream));
+                            Some(Pending { declared, parsed })
+                        }
+                        None => None,
+                    };
+                    events.push(parsed);
+                }
+                commands.push(events);
+            }
+            pending.push(commands);
+        }
+        if wanted.is_empty() {
+            return self.inner.streams().append_group(appends).await;
+        }
+        let wanted_refs: Vec<(&str, &StreamId)> = wanted
+            .iter()
+            .map(|(s, stream)| (s.as_str(), *stream))
+            .collect();
+        let keys = self.resolve(&wanted_refs).await?;
+
+        let mut sealed: Vec<Vec<NewCommand>> = Vec::with_capacity(appends.len());
+        for (append, commands) in appends.iter().zip(pending) {
+            let mut stored = Vec::with_capacity(append.commands.len());
+            for (command, events) in append.commands.iter().zip(commands) {
+                let mut new_events = Vec::with_capacity(command.events.len());
+                for (event, pending) in command.events.iter().zip(events) {
+                    let Some(Pending { declared, parsed }) = pending else {
+                        new_events.push(event.clone());
+                        continue;
+                    };
+                    let Some(Known::Subject { pseudonym, key, .. }) =
+                        keys.get(&parsed.subject).map(|k| &**k)
+                    else {
+                        return Err(personal("a subject's key was not resolved"));
+                    };
+                    let (payload, marker) = parsed
+                        .seal(&declared, pseudonym, key)
+                        .map_err(|e: PayloadError| personal(e))?;
+                    new_events.push(NewEvent {
+                        name: event.name.clone(),
+                        payload,
+                        metadata: payload::mark(&event.metadata, &marker).map_err(personal)?,
+                    });
+                }
+                stored.push(NewCommand {
+                    events: new_events,
+                    ..command.clone()
+                });
+            }
+            sealed.push(stored);
+        }
+        let sealed_appends: Vec<StreamAppend<'_>> = appends
+            .iter()
+            .zip(&sealed)
+            .map(|(append, commands)| StreamAppend {
+                commands,
+                ..*append
+            })
+            .collect();
+        let mut outcomes = self.inner.streams().append_group(&sealed_appends).await?;
+        // The caller applies what was recorded: it gets its plaintext back,
+        // with the metadata as stored.
+        for (outcome, append) in outcomes.iter_mut().zip(appends) {
+            let Ok(recorded) = outcome else { continue };
+            let written = append.commands.iter().flat_map(|c| &c.events);
+            for (event, original) in recorded.iter_mut().zip(written) {
+                event.payload = JsonText::new(original.payload.clone()).map_err(personal)?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn find_commands(
+        &self,
+        command_ids: &[&str],
+    ) -> Result<Vec<RecordedCommand>, StoreError> {
+        let mut commands = self.inner.streams().find_commands(command_ids).await?;
+        for command in &mut commands {
+            let events = std::mem::take(&mut command.events);
+            command.events = self.open_events(events).await?;
+        }
+        Ok(commands)
+    }
+}
+
+#[async_trait]
+impl GlobalLog for PersonalStore {
+    async fn read_all(
+        &self,
+        after: i64,
+        aggregate: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.log().read_all(after, aggregate, limit).await?;
+        self.open_events(events).await
+    }
+
+    async fn tail_start(&self, count: u64, aggregate: Option<&str>) -> Result<i64, StoreError> {
+        self.inner.log().tail_start(count, aggregate).await
+    }
+
+    async fn append_signal(&self) -> Box<dyn AppendSignal> {
+        self.inner.log().append_signal().await
+    }
+
+    async fn horizon_holder(&self) -> Result<Option<HorizonHolder>, StoreError> {
+        self.inner.log().horizon_holder().await
+    }
+}

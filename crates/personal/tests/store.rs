@@ -1,0 +1,333 @@
+//! The personal store on PostgreSQL and SQLite: declared fields are
+//! ciphertext at rest and plaintext when read, one subject has one key
+//! whichever host resolves it first, a deleted key reads as tombstones,
+//! and a rotation moves every key to the new master key.
+
+use eshost_core::{RecordedEvent, StreamId};
+use eshost_personal::{Declarations, Keyring, MasterKey, PersonalEvent, PersonalStore, rotate};
+use eshost_store::{EventStore, NewCommand, NewEvent, StoreError};
+use eshost_test_support::TestDb;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+eshost_test_support::conformance!(
+    declared_fields_are_ciphertext_at_rest_and_plaintext_when_read,
+    hosts_racing_for_a_new_subject_share_one_key,
+    a_deleted_key_reads_as_tombstones_and_others_are_untouched,
+    a_rotation_moves_every_key_to_the_new_master_key,
+    an_event_without_its_subject_is_refused_and_nothing_is_written,
+);
+
+const ITEM: &str = "FlashSaleItem";
+
+fn declarations() -> Declarations {
+    let declared = Declarations::default();
+    declared.declare(
+        ITEM,
+        [
+            PersonalEvent {
+                event: "ItemPurchased".into(),
+                subject: "buyerId".into(),
+                fields: vec![],
+            },
+            PersonalEvent {
+                event: "ItemShipped".into(),
+                subject: "buyerId".into(),
+                fields: vec!["address".into()],
+            },
+        ],
+    );
+    declared
+}
+
+fn keyring(key: &str) -> Keyring {
+    Keyring::new(MasterKey::from_base64(key).unwrap(), Vec::new())
+}
+
+async fn personal(db: &TestDb, keyring: Keyring) -> (Arc<dyn EventStore>, PersonalStore) {
+    let inner = eshost_store::open(&db.url).await.unwrap();
+    let store = PersonalStore::open(inner.clone(), keyring, declarations())
+        .await
+        .unwrap();
+    (inner, store)
+}
+
+fn command(events: &[(&str, Value)]) -> NewCommand {
+    NewCommand {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        name: "Buy".into(),
+        fingerprint: "f".into(),
+        events: events
+            .iter()
+            .map(|(name, payload)| NewEvent {
+                name: (*name).into(),
+                payload: payload.to_string(),
+                metadata: r#"{"commandId":"c"}"#.into(),
+            })
+            .collect(),
+    }
+}
+
+fn payloads(events: &[RecordedEvent]) -> Vec<Value> {
+    events.iter().map(|e| e.payload.to_value()).collect()
+}
+
+async fn append(
+    store: &dyn EventStore,
+    id: &str,
+    version: u64,
+    events: &[(&str, Value)],
+) -> Vec<RecordedEvent> {
+    store
+        .streams()
+        .append(&StreamId::new(ITEM, id), version, &[command(events)])
+        .await
+        .unwrap()
+}
+
+async fn declared_fields_are_ciphertext_at_rest_and_plaintext_when_read(db: &TestDb) {
+    let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
+    let written = [
+        ("ItemCreated", json!({"stock": 5})),
+        ("ItemPurchased", json!({"buyerId": "ann", "quantity": 1})),
+        (
+            "ItemShipped",
+            json!({"buyerId": "ann", "address": {"city": "Gent"}, "carrier": "bpost"}),
+        ),
+        ("ItemPurchased", json!({"buyerId": "bob", "quantity": 2})),
+    ];
+    let appended = append(&store, "item-1", 0, &written).await;
+    let plaintext: Vec<Value> = written.iter().map(|(_, p)| p.clone()).collect();
+    // The caller gets back what it wrote.
+    assert_eq!(payloads(&appended), plaintext);
+
+    // At rest: pseudonyms and ciphertext, never the ids or the address.
+    let stored = inner
+        .streams()
+        .load(&StreamId::new(ITEM, "item-1"), 0)
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&payloads(&stored)).unwrap();
+    for secret in ["ann", "bob", "Gent"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(stored[0].payload.to_value(), json!({"stock": 5}));
+    assert_eq!(stored[2].payload.to_value()["carrier"], "bpost");
+    assert!(
+        stored[2].payload.to_value()["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("enc:v1:")
+    );
+    let ann = stored[1].payload.to_value()["buyerId"].clone();
+    assert!(ann.as_str().unwrap().starts_with("psn_"), "{ann}");
+    assert_eq!(
+        stored[2].payload.to_value()["buyerId"],
+        ann,
+        "one subject, one pseudonym"
+    );
+    assert_ne!(stored[3].payload.to_value()["buyerId"], ann);
+    assert_eq!(stored[2].metadata["personal"]["fields"], json!(["address"]));
+    assert_eq!(stored[2].metadata["commandId"], "c");
+
+    // Read back through every path: plaintext.
+    let stream = StreamId::new(ITEM, "item-1");
+    assert_eq!(
+        payloads(&store.streams().load(&stream, 0).await.unwrap()),
+        plaintext
+    );
+    assert_eq!(
+        payloads(&store.log().read_all(0, Some(ITEM), 100).await.unwrap()),
+        plaintext
+    );
+    // And by another host, with nothing cached.
+    let (_, other) = personal(db, keyring(&TEST_KEY)).await;
+    assert_eq!(
+        payloads(&other.streams().load(&stream, 1).await.unwrap()),
+        plaintext[1..]
+    );
+}
+
+/// The master key of the tests that need only one.
+static TEST_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| MasterKey::generate().unwrap());
+
+async fn hosts_racing_for_a_new_subject_share_one_key(db: &TestDb) {
+    let (inner, first) = personal(db, keyring(&TEST_KEY)).await;
+    let (_, second) = personal(db, keyring(&TEST_KEY)).await;
+    let buy = async |store: &PersonalStore, id: &'static str| {
+        let events = [("ItemPurchased", json!({"buyerId": "ann", "quantity": 1}))];
+        let stream = StreamId::new(ITEM, id);
+        store
+            .streams()
+            .append(&stream, 0, &[command(&events)])
+            .await
+            .unwrap()
+    };
+    let (a, b) = tokio::join!(buy(&first, "item-1"), buy(&second, "item-2"));
+    assert_eq!(a[0].payload.to_value()["buyerId"], "ann");
+    assert_eq!(b[0].payload.to_value()["buyerId"], "ann");
+    let pseudonym = |id: &'static str| {
+        let inner = inner.clone();
+        async move {
+            inner
+                .streams()
+                .load(&StreamId::new(ITEM, id), 0)
+                .await
+                .unwrap()[0]
+                .payload
+                .to_value()["buyerId"]
+                .clone()
+        }
+    };
+    assert_eq!(pseudonym("item-1").await, pseudonym("item-2").await);
+    // Each host reads the other's event.
+    let from_second = first
+        .streams()
+        .load(&StreamId::new(ITEM, "item-2"), 0)
+        .await
+        .unwrap();
+    assert_eq!(from_second[0].payload.to_value()["buyerId"], "ann");
+}
+
+async fn a_deleted_key_reads_as_tombstones_and_others_are_untouched(db: &TestDb) {
+    let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
+    append(
+        &store,
+        "item-1",
+        0,
+        &[
+            (
+                "ItemShipped",
+                json!({"buyerId": "ann", "address": "Veldstraat 1", "carrier": "bpost"}),
+            ),
+            ("ItemPurchased", json!({"buyerId": "bob", "quantity": 2})),
+        ],
+    )
+    .await;
+    let stream = StreamId::new(ITEM, "item-1");
+    let stored = inner.streams().load(&stream, 0).await.unwrap();
+    let ann = stored[0].payload.to_value()["buyerId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    delete_subject(db, &ann).await;
+
+    // A host that has not cached ann's key reads the tombstone in each of
+    // her fields; bob's event is as written.
+    let (_, later) = personal(db, keyring(&TEST_KEY)).await;
+    let read = payloads(&later.streams().load(&stream, 0).await.unwrap());
+    let tombstone = json!({"$forgotten": ann});
+    assert_eq!(
+        read[0],
+        json!({"buyerId": tombstone, "address": tombstone, "carrier": "bpost"})
+    );
+    assert_eq!(read[1], json!({"buyerId": "bob", "quantity": 2}));
+    // Her new purchase gets a new pseudonym and key: nothing links it to
+    // what was forgotten.
+    append(
+        &later,
+        "item-1",
+        2,
+        &[("ItemPurchased", json!({"buyerId": "ann", "quantity": 1}))],
+    )
+    .await;
+    let stored = inner.streams().load(&stream, 2).await.unwrap();
+    assert_ne!(stored[0].payload.to_value()["buyerId"], json!(ann));
+    assert_eq!(
+        payloads(&later.streams().load(&stream, 2).await.unwrap())[0]["buyerId"],
+        "ann"
+    );
+}
+
+/// Deletes a subject's row, as a forget does.
+async fn delete_subject(db: &TestDb, pseudonym: &str) {
+    use sqlx::Connection;
+    let sql = "DELETE FROM subjects WHERE pseudonym = $1";
+    if db.url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let done = sqlx::query(sql)
+            .bind(pseudonym)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        let done = sqlx::query(sql)
+            .bind(pseudonym)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+}
+
+async fn a_rotation_moves_every_key_to_the_new_master_key(db: &TestDb) {
+    let old = MasterKey::generate().unwrap();
+    let new = MasterKey::generate().unwrap();
+    let (_, store) = personal(db, keyring(&old)).await;
+    for (n, buyer) in ["ann", "bob", "carl"].iter().enumerate() {
+        let id = format!("item-{n}");
+        append(
+            &store,
+            &id,
+            0,
+            &[("ItemPurchased", json!({"buyerId": buyer, "quantity": 1}))],
+        )
+        .await;
+    }
+    let both = || {
+        Keyring::new(
+            MasterKey::from_base64(&new).unwrap(),
+            vec![MasterKey::from_base64(&old).unwrap()],
+        )
+    };
+    let (_, during) = personal(db, both()).await;
+    let rotation = rotate(&during, &both()).await.unwrap();
+    assert_eq!((rotation.subjects, rotation.store_keys), (3, 1));
+    // Run again (as after an interruption): nothing left to move.
+    let again = rotate(&during, &both()).await.unwrap();
+    assert_eq!((again.subjects, again.store_keys), (0, 0));
+
+    // The new key alone reads everything; the old one alone opens nothing.
+    let (_, after) = personal(db, keyring(&new)).await;
+    let read = after.log().read_all(0, Some(ITEM), 10).await.unwrap();
+    let buyers: Vec<Value> = read
+        .iter()
+        .map(|e| e.payload.to_value()["buyerId"].clone())
+        .collect();
+    assert_eq!(buyers, [json!("ann"), json!("bob"), json!("carl")]);
+    let inner = eshost_store::open(&db.url).await.unwrap();
+    let refused = PersonalStore::open(inner, keyring(&old), declarations())
+        .await
+        .err()
+        .unwrap();
+    let old_id = MasterKey::from_base64(&old).unwrap().id().to_owned();
+    let new_id = MasterKey::from_base64(&new).unwrap().id().to_owned();
+    assert!(matches!(refused, StoreError::PersonalData(_)), "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&new_id) && message.contains(&old_id),
+        "{message}"
+    );
+}
+
+async fn an_event_without_its_subject_is_refused_and_nothing_is_written(db: &TestDb) {
+    let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
+    let stream = StreamId::new(ITEM, "item-1");
+    let events = [
+        ("ItemCreated", json!({"stock": 5})),
+        ("ItemPurchased", json!({"quantity": 1})),
+    ];
+    let err = store
+        .streams()
+        .append(&stream, 0, &[command(&events)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "personal data: ItemPurchased: the subject field `buyerId` is missing or not a string"
+    );
+    assert!(inner.streams().load(&stream, 0).await.unwrap().is_empty());
+}
