@@ -22,13 +22,31 @@ pub struct AggregateInfo {
     #[serde(default)]
     pub old_events: Vec<String>,
     /// The version of the aggregate contract the component implements:
-    /// `0.1.0` or `0.2.0`.
+    /// `0.1.0`, `0.2.0` or `0.3.0`.
     #[serde(default)]
     pub contract: String,
+    /// The events that hold personal data, and where (contract 0.3.0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<PersonalEvent>,
     /// A newer file for this aggregate that the server refused to switch
     /// in (the upgrade check failed): the version above keeps serving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<RefusedVersion>,
+}
+
+/// One event's personal data, as its guest declares it: top-level fields
+/// of its payload (decision record 0056).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PersonalEvent {
+    /// The event's name.
+    pub event: String,
+    /// The field that holds the data subject's id (a string), which is
+    /// personal data itself.
+    pub subject: String,
+    /// The other fields that hold the subject's personal data.
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 /// A component found for an aggregate and not switched in.

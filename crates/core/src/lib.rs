@@ -28,8 +28,8 @@ pub mod stream;
 pub mod view;
 
 pub use catalog::{
-    AggregateInfo, ComponentKind, DeployAction, Deployment, RefusedVersion, ReloadReport,
-    digest_label,
+    AggregateInfo, ComponentKind, DeployAction, Deployment, PersonalEvent, RefusedVersion,
+    ReloadReport, digest_label,
 };
 pub use command::{CommandId, CommandOutcome, CommandRequest};
 pub use event::{RecordedEvent, Snapshot, now_ms};

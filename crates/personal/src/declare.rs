@@ -2,21 +2,9 @@
 //! the data subject and the other fields that hold their personal data.
 //! The host declares each guest's list when it loads the guest.
 
+pub use eshost_core::PersonalEvent;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-
-/// One event's personal data: top-level payload fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersonalEvent {
-    /// The event's name.
-    pub event: String,
-    /// The field that holds the data subject's id (a string). Personal
-    /// data itself: stored as the subject's pseudonym.
-    pub subject: String,
-    /// The other fields that hold the subject's personal data: stored
-    /// encrypted under the subject's key.
-    pub fields: Vec<String>,
-}
 
 type ByEvent = HashMap<String, Arc<PersonalEvent>>;
 

@@ -25,6 +25,8 @@ pub struct LoadedComponent {
     pub events: HashSet<String>,
     /// Old event names the guest still applies (upcasts) but never returns.
     pub old_events: HashSet<String>,
+    /// The events that hold personal data, and where (contract 0.3.0).
+    pub personal: Vec<eshost_core::PersonalEvent>,
     /// sha256 of the component file, hex; recorded with every event.
     pub digest: String,
     /// Where it was loaded from.
@@ -101,7 +103,7 @@ impl LoadedComponent {
             LoadError::new(
                 path,
                 format!(
-                    "not an eshost:aggregate guest (0.1.0 or 0.2.0): {}",
+                    "not an eshost:aggregate guest (0.1.0, 0.2.0 or 0.3.0): {}",
                     first_line(&e)
                 ),
             )
@@ -115,6 +117,7 @@ impl LoadedComponent {
             commands: manifest.commands,
             events: manifest.events.into_iter().collect(),
             old_events: manifest.old_events.into_iter().collect(),
+            personal: manifest.personal,
             digest,
             path: path.to_path_buf(),
             engine: engine.clone(),
@@ -308,6 +311,52 @@ fn check_manifest(manifest: &Manifest) -> Result<(), String> {
             ));
         }
     }
+    check_personal(name, manifest)
+}
+
+/// Each declaration names an event the guest has, once, with a subject
+/// field apart from its other fields.
+fn check_personal(name: &str, manifest: &Manifest) -> Result<(), String> {
+    if manifest.personal.len() > MAX_DECLARED {
+        return Err(format!(
+            "{name} declares personal data for {} events; at most {MAX_DECLARED} are allowed",
+            manifest.personal.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for declared in &manifest.personal {
+        let event = &declared.event;
+        if !manifest.events.contains(event) && !manifest.old_events.contains(event) {
+            return Err(format!(
+                "{name} declares personal data for {event}, which is not among its events"
+            ));
+        }
+        if !seen.insert(event.as_str()) {
+            return Err(format!("{name} declares personal data for {event} twice"));
+        }
+        if declared.fields.len() > MAX_DECLARED {
+            return Err(format!(
+                "{name}: {event} declares {} personal fields; at most {MAX_DECLARED} are allowed",
+                declared.fields.len()
+            ));
+        }
+        let mut fields = HashSet::new();
+        for (what, field) in std::iter::once(("subject field", &declared.subject))
+            .chain(declared.fields.iter().map(|f| ("personal field", f)))
+        {
+            if field.is_empty() || field.len() > MAX_NAME_BYTES {
+                return Err(format!(
+                    "{name}: {event} declares a {what} of {} bytes; names are 1 to {MAX_NAME_BYTES} bytes",
+                    field.len()
+                ));
+            }
+            if !fields.insert(field.as_str()) {
+                return Err(format!(
+                    "{name}: {event} declares {field} twice (the subject field is personal data already)"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -323,7 +372,47 @@ mod tests {
             commands: names(commands),
             events: names(events),
             old_events: Vec::new(),
+            personal: Vec::new(),
         }
+    }
+
+    #[test]
+    fn personal_data_is_declared_once_per_known_event_with_a_subject_apart_from_its_fields() {
+        let declare = |event: &str, subject: &str, fields: &[&str]| {
+            let mut m = manifest("Item", 1, 2, 1);
+            m.old_events = vec!["Old".into()];
+            m.personal = vec![eshost_core::PersonalEvent {
+                event: event.into(),
+                subject: subject.into(),
+                fields: fields.iter().map(|f| f.to_string()).collect(),
+            }];
+            check_manifest(&m)
+        };
+        assert_eq!(declare("0", "buyerId", &["address"]), Ok(()));
+        assert_eq!(declare("Old", "buyerId", &[]), Ok(()));
+        assert_eq!(
+            declare("Shipped", "buyerId", &[]).unwrap_err(),
+            "Item declares personal data for Shipped, which is not among its events"
+        );
+        assert_eq!(
+            declare("0", "", &[]).unwrap_err(),
+            "Item: 0 declares a subject field of 0 bytes; names are 1 to 128 bytes"
+        );
+        assert_eq!(
+            declare("0", "buyerId", &["buyerId"]).unwrap_err(),
+            "Item: 0 declares buyerId twice (the subject field is personal data already)"
+        );
+        let mut twice = manifest("Item", 1, 2, 1);
+        let once = eshost_core::PersonalEvent {
+            event: "0".into(),
+            subject: "a".into(),
+            fields: Vec::new(),
+        };
+        twice.personal = vec![once.clone(), once];
+        assert_eq!(
+            check_manifest(&twice).unwrap_err(),
+            "Item declares personal data for 0 twice"
+        );
     }
 
     #[test]

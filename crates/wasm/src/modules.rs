@@ -34,6 +34,7 @@ impl From<&LoadedComponent> for AggregateInfo {
             events,
             old_events,
             contract: c.contract().to_string(),
+            personal: c.personal.clone(),
             refused: None,
         }
     }

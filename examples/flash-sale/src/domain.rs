@@ -3,7 +3,7 @@
 //! WebAssembly, so the rules are unit-tested natively.
 
 use crate::buyers::Buyers;
-use eshost_guest::{Aggregate, Refusal};
+use eshost_guest::{Aggregate, Refusal, Subject};
 use serde::{Deserialize, Serialize};
 
 /// One flash-sale item. `created` tells a sale that was never created apart
@@ -28,13 +28,15 @@ pub enum Command {
     PurchaseItem { buyer_id: String, quantity: i64 },
 }
 
-/// What happened to an item.
+/// What happened to an item. The buyer is the data subject of a purchase
+/// and of a rejection: the host keeps their id encrypted, and once they are
+/// forgotten, replays give their pseudonym in its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", content = "payload", rename_all_fields = "camelCase")]
 pub enum Event {
     FlashSaleCreated { item_id: String, initial_stock: u64 },
-    ItemPurchased { buyer_id: String, quantity: u64 },
-    PurchaseRejected { buyer_id: String, reason: String },
+    ItemPurchased { buyer_id: Subject, quantity: u64 },
+    PurchaseRejected { buyer_id: Subject, reason: String },
 }
 
 impl Aggregate for FlashSaleItem {
@@ -93,7 +95,7 @@ impl Aggregate for FlashSaleItem {
                     )));
                 }
                 let rejected = |reason: &str| Event::PurchaseRejected {
-                    buyer_id: buyer_id.clone(),
+                    buyer_id: Subject::new(buyer_id.clone()),
                     reason: reason.into(),
                 };
                 if self.stock == 0 {
@@ -102,7 +104,10 @@ impl Aggregate for FlashSaleItem {
                 if quantity > self.stock {
                     return Ok(vec![rejected("insufficient_stock")]);
                 }
-                Ok(vec![Event::ItemPurchased { buyer_id, quantity }])
+                Ok(vec![Event::ItemPurchased {
+                    buyer_id: buyer_id.into(),
+                    quantity,
+                }])
             }
         }
     }
@@ -123,7 +128,7 @@ impl Aggregate for FlashSaleItem {
                     format!("ItemPurchased of {quantity} exceeds stock {}", self.stock)
                 })?;
                 self.sold += quantity;
-                self.buyers.push(&buyer_id);
+                self.buyers.push(buyer_id.key());
             }
             Event::PurchaseRejected { .. } => {}
         }
@@ -165,6 +170,22 @@ mod tests {
             Event::PurchaseRejected { reason, .. } => Some(reason),
             _ => None,
         }
+    }
+
+    #[test]
+    fn the_buyer_is_declared_the_subject_of_purchases_and_rejections() {
+        let declared = Typed::<FlashSaleItem>::personal();
+        let summary: Vec<(&str, &str, usize)> = declared
+            .iter()
+            .map(|d| (d.event, d.subject, d.fields.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ItemPurchased", "buyerId", 0),
+                ("PurchaseRejected", "buyerId", 0)
+            ]
+        );
     }
 
     #[test]

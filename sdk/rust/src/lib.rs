@@ -56,8 +56,11 @@
 //! fixture writes payloads no serde type would) implements
 //! [`raw::Aggregate`] and calls [`export_raw_aggregate!`] instead.
 
+pub mod personal;
 pub mod raw;
 pub mod wire;
+
+pub use personal::{Forgotten, Personal, Subject};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -168,9 +171,10 @@ pub trait Aggregate: Serialize + DeserializeOwned + 'static {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        // The contract's 0.2.0: `apply` receives each event's sequence
-        // number and the version that recorded it (see `Aggregate::upcast`).
-        path: "wit/v0.2",
+        // The contract's 0.3.0: `apply` receives each event's sequence
+        // number and the version that recorded it (see `Aggregate::upcast`),
+        // and the manifest declares personal data (see `personal`).
+        path: "wit/v0.3",
         world: "aggregate-guest",
         pub_export_macro: true,
         export_macro_name: "__export_aggregate_guest",
@@ -183,7 +187,8 @@ pub mod bindings {
 pub mod glue {
     use super::Refusal;
     use super::bindings::exports::eshost::aggregate::aggregate::{
-        ApplyError, Command, CommandError, Event, Guest, GuestState, Manifest, RecordedEvent, State,
+        ApplyError, Command, CommandError, Event, Guest, GuestState, Manifest, PersonalEvent,
+        RecordedEvent, State,
     };
     use super::raw::{Aggregate, Recorded};
     use std::cell::RefCell;
@@ -221,6 +226,14 @@ pub mod glue {
                 commands: A::commands().iter().map(|c| c.to_string()).collect(),
                 events: A::events().iter().map(|e| e.to_string()).collect(),
                 old_events: A::old_events().iter().map(|e| e.to_string()).collect(),
+                personal: A::personal()
+                    .into_iter()
+                    .map(|p| PersonalEvent {
+                        event: p.event.into(),
+                        subject: p.subject.into(),
+                        fields: p.fields.into_iter().map(String::from).collect(),
+                    })
+                    .collect(),
             }
         }
     }

@@ -51,6 +51,10 @@ pub trait Aggregate: Serialize + DeserializeOwned + 'static {
     fn old_events() -> &'static [&'static str] {
         &[]
     }
+    /// The events that hold personal data, and where.
+    fn personal() -> Vec<crate::personal::Declaration> {
+        Vec::new()
+    }
 
     fn new(id: String) -> Self;
     fn decide(&self, command: &str, payload: &str) -> Result<Vec<Event>, Refusal>;
@@ -104,6 +108,10 @@ impl<A: crate::Aggregate> Aggregate for Typed<A> {
 
     fn old_events() -> &'static [&'static str] {
         A::OLD_EVENTS
+    }
+
+    fn personal() -> Vec<crate::personal::Declaration> {
+        crate::personal::declarations::<A::Event>(Self::events())
     }
 
     fn new(id: String) -> Self {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 /// List the loaded aggregates: name, version, digest, file, contract,
-/// commands, events.
+/// commands, events, and the events that hold personal data.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  eshost aggregates --json\n  eshost aggregates --modules target/modules"
@@ -34,6 +34,12 @@ pub async fn run(global: &GlobalArgs, args: AggregatesArgs) -> Result<()> {
         println!("  events   {}", a.events.join(", "));
         if !a.old_events.is_empty() {
             println!("  old events (upcast) {}", a.old_events.join(", "));
+        }
+        for personal in &a.personal {
+            let fields = std::iter::once(format!("{} (subject)", personal.subject))
+                .chain(personal.fields.iter().cloned())
+                .collect::<Vec<_>>();
+            println!("  personal {}: {}", personal.event, fields.join(", "));
         }
         if let Some(refused) = &a.refused {
             println!(

@@ -188,7 +188,7 @@ fn a_second_guest_loads_without_rebuilding_the_host() {
         listing[0]["commands"],
         serde_json::json!(["OpenAccount", "Deposit", "Withdraw"])
     );
-    assert_eq!(listing[0]["contract"], "0.2.0");
+    assert_eq!(listing[0]["contract"], "0.3.0");
     assert_eq!(listing[0]["old_events"], serde_json::json!([]));
     assert!(
         listing[0]["digest"]

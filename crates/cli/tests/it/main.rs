@@ -13,6 +13,7 @@ mod crowd;
 mod deploy;
 mod global_log;
 mod languages;
+mod personal;
 mod projection_run;
 mod reactor_failover;
 mod reactor_run;

@@ -12,20 +12,26 @@ use std::sync::{Arc, OnceLock};
 crate::conformance!(
     a_crowd_never_oversells_the_typescript_guest,
     a_crowd_never_oversells_the_python_guest,
-    both_contract_versions_run_side_by_side,
+    older_contract_versions_run_side_by_side,
 );
 
-/// The TypeScript guest implements the contract's 0.1.0, the Rust SDK's
-/// guests 0.2.0. One host runs both: commands, then a second host that
-/// hydrates each from the store (every event through `apply`, called the
-/// way each version defines it).
-async fn both_contract_versions_run_side_by_side(db: &TestDb) {
+/// The TypeScript guest implements the contract's 0.1.0, and a component
+/// built by the Rust SDK before 0.3.0 (kept in `fixtures/prebuilt`) 0.2.0.
+/// One host runs both: commands, then a second host that hydrates each
+/// from the store (every event through `apply`, called the way each
+/// version defines it). The Rust SDK's guests now are 0.3.0, and every
+/// other test runs them.
+async fn older_contract_versions_run_side_by_side(db: &TestDb) {
     let Some(typescript) = typescript() else {
         return;
     };
     let old = typescript.get(FLASH_SALE).unwrap().clone();
-    let new = modules().get("BankAccount").unwrap().clone();
+    let prebuilt = workspace_root().join("fixtures/prebuilt/bank-account-contract-0.2.0.wasm");
+    let new = Arc::new(Runtime::new().load(&prebuilt).unwrap());
     assert_eq!((old.contract(), new.contract()), ("0.1.0", "0.2.0"));
+    let current = modules().get("BankAccount").unwrap().clone();
+    assert_eq!(current.contract(), "0.3.0");
+    assert!(new.personal.is_empty() && old.personal.is_empty());
     let mut both = Modules::default();
     both.insert_shared(old).unwrap();
     both.insert_shared(new).unwrap();

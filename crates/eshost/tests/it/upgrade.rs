@@ -121,7 +121,7 @@ async fn selections_cover_what_they_name(db: &TestDb) {
 async fn an_upcast_passes_where_the_rename_failed(db: &TestDb) {
     recorded_streams(&db.default_host().await).await;
     let upcast = fixture("flash-sale-upcast.wasm");
-    assert_eq!(upcast.contract(), "0.2.0");
+    assert_eq!(upcast.contract(), "0.3.0");
     assert!(upcast.old_events.contains("ItemPurchased"));
     assert!(!upcast.events.contains("ItemPurchased"));
     let report = check(db, upcast, Selection::All).await;

@@ -13,7 +13,7 @@ pub mod buyers;
 pub mod domain;
 
 use domain::FlashSaleItem;
-use eshost_guest::{Aggregate, Refusal};
+use eshost_guest::{Aggregate, Refusal, Subject};
 use serde::{Deserialize, Serialize};
 
 /// The item, with the reference's state and snapshot format.
@@ -44,9 +44,9 @@ pub enum Command {
 #[serde(tag = "name", content = "payload", rename_all_fields = "camelCase")]
 pub enum Event {
     FlashSaleCreated { item_id: String, initial_stock: u64 },
-    ItemPurchased { buyer_id: String, quantity: u64 },
-    PurchaseRejected { buyer_id: String, reason: String },
-    ItemReleased { buyer_id: String, quantity: u64 },
+    ItemPurchased { buyer_id: Subject, quantity: u64 },
+    PurchaseRejected { buyer_id: Subject, reason: String },
+    ItemReleased { buyer_id: Subject, quantity: u64 },
 }
 
 impl From<domain::Event> for Event {
@@ -159,7 +159,10 @@ impl Item {
                 self.0.sold
             )));
         }
-        Ok(vec![Event::ItemReleased { buyer_id, quantity }])
+        Ok(vec![Event::ItemReleased {
+            buyer_id: buyer_id.into(),
+            quantity,
+        }])
     }
 }
 
