@@ -115,9 +115,14 @@ impl LoadedProjection {
             &component,
             path,
             "a projection guest",
-            // Either contract version's `log`: an aggregate guest loaded
+            // Any contract version's `log`: an aggregate guest loaded
             // here by mistake is then told it is not a projection.
-            &[HOST_INTERFACES[0], HOST_INTERFACES[1], VIEW_INTERFACE],
+            &[
+                HOST_INTERFACES[0],
+                HOST_INTERFACES[1],
+                HOST_INTERFACES[2],
+                VIEW_INTERFACE,
+            ],
         )?;
         let mut linker: Linker<GuestContext<ViewDocuments>> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;

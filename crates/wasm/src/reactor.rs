@@ -114,7 +114,8 @@ impl LoadedReactor {
             &component,
             path,
             "a reactor guest",
-            &[HOST_INTERFACES[0], HOST_INTERFACES[1]],
+            // Any contract version's `log`, as for projections.
+            &HOST_INTERFACES,
         )?;
         let mut linker: Linker<GuestContext> = Linker::new(engine);
         sandbox::link_host(&mut linker).map_err(|e| LoadError::new(path, first_line(&e)))?;

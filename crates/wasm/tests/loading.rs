@@ -40,7 +40,7 @@ fn a_core_module_is_not_a_component() {
 fn a_component_of_another_world_is_refused() {
     let error = load_error("empty.wasm", &wasm_encoder::Component::new().finish());
     assert!(
-        error.contains("not an eshost:aggregate guest (0.1.0 or 0.2.0)"),
+        error.contains("not an eshost:aggregate guest (0.1.0, 0.2.0 or 0.3.0)"),
         "{error}"
     );
 }
