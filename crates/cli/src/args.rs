@@ -107,6 +107,9 @@ pub struct GlobalArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub keys: crate::keys::KeyArgs,
 }
 
 /// How the host runs commands.
@@ -326,8 +329,23 @@ impl GlobalArgs {
 
     async fn host_with(&self, options: HostOptions) -> Result<Host> {
         let modules = self.modules()?;
-        let store = eshost_store::open(&self.database_url).await?;
+        let store = self.store_for(Some(&modules)).await?;
         Ok(Host::with_options(modules, store, options))
+    }
+
+    /// The event store, encrypting personal data when a master key is at
+    /// hand (see [`crate::keys`]).
+    pub async fn store(&self) -> Result<Arc<dyn eshost_store::EventStore>> {
+        self.store_for(None).await
+    }
+
+    /// The event store for a process that runs `modules`: on SQLite, a
+    /// guest among them that declares personal data has a key made.
+    pub async fn store_for(
+        &self,
+        modules: Option<&Modules>,
+    ) -> Result<Arc<dyn eshost_store::EventStore>> {
+        self.keys.open_store(&self.database_url, modules).await
     }
 
     /// The projection guests in --projections that seed the store, loaded

@@ -17,6 +17,7 @@ mod backend;
 mod commands;
 mod config;
 mod exit;
+mod keys;
 mod reference;
 mod telemetry;
 

@@ -38,7 +38,8 @@ pub use error::{
     ApplyFailure, CommandError, DatabaseFailure, GuestError, LoadError, Refusal, StoreError,
 };
 pub use eshost_core::{
-    CommandId, CommandOutcome, CommandRequest, JsonText, RecordedEvent, Snapshot, StreamId,
+    CommandId, CommandOutcome, CommandRequest, JsonText, PersonalEvent, RecordedEvent, Snapshot,
+    StreamId,
 };
 pub use eshost_store::EventStore;
 pub use eshost_wasm::{LoadedComponent, Modules, Runtime};

@@ -3,7 +3,6 @@
 //! the current one, a page at a time, each page one transaction. An
 //! interrupted rotation is run again and goes on where it stopped.
 
-use crate::keys::Keyring;
 use crate::store::PersonalStore;
 use eshost_store::StoreError;
 use eshost_store::subjects::WrappedKey;
@@ -24,10 +23,11 @@ fn personal(e: impl std::fmt::Display) -> StoreError {
     StoreError::PersonalData(e.to_string())
 }
 
-/// Rewraps every key in `store` that the current master key of `keyring`
-/// did not wrap. Fails, with nothing of that page written, on a key no
-/// configured master key opens.
-pub async fn rotate(store: &PersonalStore, keyring: &Keyring) -> Result<Rotation, StoreError> {
+/// Rewraps every key in `store` that its current master key did not wrap.
+/// Fails, with nothing of that page written, on a key none of its master
+/// keys opens.
+pub async fn rotate(store: &PersonalStore) -> Result<Rotation, StoreError> {
+    let keyring = store.keyring();
     let subjects = store.inner().subjects();
     let current = keyring.current_id().to_owned();
     let mut done = Rotation::default();

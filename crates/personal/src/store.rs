@@ -122,6 +122,11 @@ impl PersonalStore {
         &self.declarations
     }
 
+    /// The master keys this store was opened with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The store this one wraps.
     pub fn inner(&self) -> &Arc<dyn EventStore> {
         &self.inner
@@ -350,6 +355,14 @@ impl EventStore for PersonalStore {
 
     fn subjects(&self) -> &dyn Subjects {
         self.inner.subjects()
+    }
+
+    fn declare_personal(&self, aggregate: &str, events: &[PersonalEvent]) {
+        self.declarations.declare(aggregate, events.iter().cloned());
+    }
+
+    fn keeps_personal_data(&self) -> bool {
+        true
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

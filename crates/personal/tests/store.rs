@@ -284,10 +284,10 @@ async fn a_rotation_moves_every_key_to_the_new_master_key(db: &TestDb) {
         )
     };
     let (_, during) = personal(db, both()).await;
-    let rotation = rotate(&during, &both()).await.unwrap();
+    let rotation = rotate(&during).await.unwrap();
     assert_eq!((rotation.subjects, rotation.store_keys), (3, 1));
     // Run again (as after an interruption): nothing left to move.
-    let again = rotate(&during, &both()).await.unwrap();
+    let again = rotate(&during).await.unwrap();
     assert_eq!((again.subjects, again.store_keys), (0, 0));
 
     // The new key alone reads everything; the old one alone opens nothing.

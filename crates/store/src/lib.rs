@@ -168,6 +168,18 @@ pub trait EventStore: Send + Sync {
     /// The keys of personal data: one row per data subject.
     fn subjects(&self) -> &dyn Subjects;
 
+    /// Takes what `aggregate`'s guest declares as personal data (decision
+    /// record 0056), replacing what it declared before. A store that does
+    /// not encrypt personal data ignores it and stores such events as
+    /// written; [`keeps_personal_data`](Self::keeps_personal_data) says
+    /// which.
+    fn declare_personal(&self, _aggregate: &str, _events: &[eshost_core::PersonalEvent]) {}
+
+    /// True when this store encrypts declared personal data.
+    fn keeps_personal_data(&self) -> bool {
+        false
+    }
+
     /// Checks that the database answers (a round trip).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -137,7 +137,7 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
     let answer = match Backend::choose(global, &args.to.remote)? {
         Backend::Remote(client) => client.deploy(kind, &name, bytes).await?,
         Backend::Local(global) if kind == ComponentKind::Projection => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let deployed =
                 deployed::deploy::<LoadedProjection>(&*store, &runtime, &name, bytes, None)
                     .await
@@ -145,7 +145,7 @@ pub async fn deploy(global: &GlobalArgs, args: DeployArgs) -> Result<()> {
             deploy_answer(deployed)
         }
         Backend::Local(global) if kind == ComponentKind::Reactor => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let deployed = deployed::deploy::<LoadedReactor>(&*store, &runtime, &name, bytes, None)
                 .await
                 .map_err(|e| client_error(deploy_error(e)))?;
@@ -168,7 +168,7 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
     let answer = match Backend::choose(global, &args.to.remote)? {
         Backend::Remote(client) => client.rollback(kind, &args.aggregate).await?,
         Backend::Local(global) if args.reactor => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let deployed = deployed::rollback::<LoadedReactor>(
                 &*store,
                 &global.runtime(),
@@ -180,7 +180,7 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> Result<()> {
             reactor_answer(deployed)
         }
         Backend::Local(global) if args.projection => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let deployed = deployed::rollback::<LoadedProjection>(
                 &*store,
                 &global.runtime(),
@@ -208,7 +208,7 @@ pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<(
     let history: Vec<Deployment> = match Backend::choose(global, &args.remote)? {
         Backend::Remote(client) => client.deployments(kind, &args.aggregate).await?,
         Backend::Local(global) => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             store
                 .deployments()
                 .deployment_history(
@@ -250,7 +250,7 @@ pub async fn deployments(global: &GlobalArgs, args: DeploymentsArgs) -> Result<(
 /// A server's deployer on the store, without listening: the live set
 /// loaded, the check as `upgrade_check` says.
 async fn local_app(global: &GlobalArgs, upgrade_check: UpgradeCheckArg) -> Result<App> {
-    let store = eshost_store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let host = Host::with_options(
         Modules::default(),
         store,

@@ -100,7 +100,7 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<()> {
 /// reader killed between a flush and its checkpoint gets those events again.
 async fn global_log(global: &GlobalArgs, args: EventsArgs) -> Result<()> {
     use futures_util::StreamExt;
-    let store = eshost_store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let checkpoint = args.subscription.map(|name| format!("subscription:{name}"));
     let after = match (args.from, &checkpoint) {
         (Some(from), _) => from,

@@ -13,7 +13,7 @@ use clap::Args;
 pub struct MigrateArgs {}
 
 pub async fn run(global: &GlobalArgs, _args: MigrateArgs) -> Result<()> {
-    eshost_store::open(&global.database_url).await?;
+    global.store().await?;
     eprintln!("{}: migrated", eshost_store::redact(&global.database_url));
     Ok(())
 }

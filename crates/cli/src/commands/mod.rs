@@ -12,6 +12,7 @@ mod events;
 mod exec;
 mod migrate;
 mod new;
+mod personal;
 mod projection;
 mod projections;
 mod reactor;
@@ -60,6 +61,10 @@ pub enum Command {
     Reactors(reactors::ReactorsArgs),
     View(view::ViewArgs),
     Relay(relay::RelayArgs),
+    /// The master key of personal data: make one, rotate to a new one
+    /// (`eshost personal new-key --help`).
+    #[command(subcommand)]
+    Personal(personal::PersonalCommand),
     /// Run a demo scenario.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -93,6 +98,7 @@ pub async fn run(cli: Cli, traces: bool) -> Result<()> {
         Command::Reactors(args) => reactors::run(global, args).await,
         Command::View(args) => view::run(global, args).await,
         Command::Relay(args) => relay::run(global, args).await,
+        Command::Personal(command) => personal::run(global, command).await,
         Command::Demo(command) => demo::run(global, command).await,
         Command::Bench(args) => bench::run(global, args).await,
         Command::Completions(args) => completions::run(args),

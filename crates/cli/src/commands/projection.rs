@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use eshost_read::supervisor::Supervisor;
 use eshost_read::{deployed, projector};
-use eshost_store as store;
+
 use eshost_wasm::LoadedProjection;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,7 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
         ProjectionCommand::Rebuild { name } => {
             // The version deployed, else the directory's.
             let runtime = global.runtime();
-            let store = store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let projection = match deployed::live::<LoadedProjection>(&*store, &runtime, &name)
                 .await?
             {
@@ -79,7 +79,7 @@ pub async fn run(global: &GlobalArgs, command: ProjectionCommand) -> Result<()> 
 async fn run_projections(global: &GlobalArgs, args: RunArgs) -> Result<()> {
     let runtime = global.runtime();
     let projections = global.load_projections(&runtime, &args.names)?;
-    let store = store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let supervisor = Supervisor::new(
         store,
         runtime,

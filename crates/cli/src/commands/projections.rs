@@ -33,7 +33,7 @@ struct ProjectionLine {
 
 pub async fn run(global: &GlobalArgs, args: ProjectionsArgs) -> Result<()> {
     let json = args.json;
-    let store = store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let projections = with_lag(global, &store).await?;
     let mut out = std::io::stdout().lock();
     if json {

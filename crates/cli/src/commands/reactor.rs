@@ -83,7 +83,7 @@ pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
         ReactorCommand::Run(args) => run_reactors(global, args).await,
         ReactorCommand::Parked { name, json } => parked(global, name, json).await,
         ReactorCommand::Retry { name, position } => {
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             let asked = store
                 .reactions()
                 .request_retry(&name, position, eshost_core::now_ms())
@@ -101,7 +101,7 @@ pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
         }
         ReactorCommand::Policy { name, on_failure } => {
             let policy: OnFailure = on_failure.parse().map_err(anyhow::Error::msg)?;
-            let store = eshost_store::open(&global.database_url).await?;
+            let store = global.store().await?;
             store
                 .reactions()
                 .set_on_failure(&name, policy, eshost_core::now_ms())
@@ -119,7 +119,7 @@ pub async fn run(global: &GlobalArgs, command: ReactorCommand) -> Result<()> {
 }
 
 async fn parked(global: &GlobalArgs, name: Option<String>, json: bool) -> Result<()> {
-    let store = eshost_store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let reactions = store.reactions();
     let names = match name {
         Some(name) => vec![name],

@@ -3,7 +3,7 @@
 use crate::args::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use eshost_store as store;
+
 use serde::Serialize;
 use std::io::Write;
 
@@ -42,7 +42,7 @@ struct ReactorLine {
 }
 
 pub async fn run(global: &GlobalArgs, args: ReactorsArgs) -> Result<()> {
-    let store = store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let loaded = if global.reactors.is_dir() {
         global.runtime().load_reactors(&global.reactors)?
     } else {

@@ -46,7 +46,7 @@ impl From<RelayArgs> for relay::RelayConfig {
 }
 
 pub async fn run(global: &GlobalArgs, args: RelayArgs) -> Result<()> {
-    let store = eshost_store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let stop = async {
         // An error here means no signal handler: run until killed.
         if tokio::signal::ctrl_c().await.is_err() {

@@ -293,7 +293,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
         true => runtime.load_dir(&global.modules)?,
         false => Modules::default(),
     };
-    let store = eshost_store::open(&global.database_url).await?;
+    let store = global.store_for(Some(&seeds)).await?;
+    if !store.keeps_personal_data() {
+        for declaring in seeds.iter().filter(|c| !c.personal.is_empty()) {
+            tracing::warn!(
+                aggregate = %declaring.name,
+                "the guest declares personal data, and with no master key configured it is stored as written (set ESHOST_MASTER_KEY_FILE)"
+            );
+        }
+    }
     let host = Host::with_options(seeds, store, global.host_options(retry, false));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -6,7 +6,7 @@ use crate::args::GlobalArgs;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use eshost::upgrade::{Report, Selection, UpgradeCheck};
-use eshost_store as store;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,7 +64,7 @@ pub async fn run(global: &GlobalArgs, command: UpgradeCommand) -> Result<()> {
         })?
         .get(&candidate.name)
         .cloned();
-    let store = store::open(&global.database_url).await?;
+    let store = global.store().await?;
     let selection = match (args.sample, args.stream) {
         (Some(n), _) => Selection::Sample(n),
         (_, Some(id)) => Selection::Stream(id),

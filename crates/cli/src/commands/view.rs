@@ -36,7 +36,7 @@ struct ViewLine<'a> {
 
 pub async fn run(global: &GlobalArgs, args: ViewArgs) -> Result<()> {
     let (name, key) = (args.name.as_str(), args.key.as_deref());
-    let store = store::open(&global.database_url).await?;
+    let store = global.store().await?;
     // Not locked: the scan's visitor must be Send.
     let mut out = std::io::BufWriter::new(std::io::stdout());
     match key {

@@ -13,7 +13,7 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_modules(modules_dir())
     }
 
@@ -38,6 +38,18 @@ impl Workspace {
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+
+    /// Runs with these variables set too.
+    pub(crate) fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    }
+
+    /// The working directory.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {

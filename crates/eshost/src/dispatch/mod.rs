@@ -176,6 +176,7 @@ impl Host {
         store: Arc<dyn EventStore>,
         options: HostOptions,
     ) -> Self {
+        declare_personal(store.as_ref(), &modules);
         let metrics = Arc::new(Metrics::default());
         let commits = GroupCommit::with_metrics(
             store.clone(),
@@ -221,6 +222,7 @@ impl Host {
     /// and snapshots are keyed by component digest, so a new version never
     /// reads an old one's.
     pub fn replace_modules(&self, modules: Modules) {
+        declare_personal(self.stages.records.store.as_ref(), &modules);
         self.stages.admission.replace(modules);
     }
 
@@ -479,5 +481,14 @@ impl Host {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+}
+
+/// Tells the store what each guest declares as personal data (decision
+/// record 0056), before any of its commands runs. A store without a master
+/// key ignores it and keeps such data as written (`eshost serve` warns).
+fn declare_personal(store: &dyn EventStore, modules: &Modules) {
+    for component in modules.iter() {
+        store.declare_personal(&component.name, &component.personal);
     }
 }

@@ -185,6 +185,14 @@ impl EventStore for FaultyStore {
         self.inner.subjects()
     }
 
+    fn declare_personal(&self, aggregate: &str, events: &[eshost::PersonalEvent]) {
+        self.inner.declare_personal(aggregate, events)
+    }
+
+    fn keeps_personal_data(&self) -> bool {
+        self.inner.keeps_personal_data()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
