@@ -409,6 +409,10 @@ impl Streams for PersonalStore {
         &self,
         appends: &[StreamAppend<'_>],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        // A store no loaded guest declares anything to appends as it is.
+        if self.declarations.is_empty() {
+            return self.inner.streams().append_group(appends).await;
+        }
         // Per append, per command, per event: its declared data, if any.
         let mut pending: Vec<Vec<Vec<Option<Pending>>>> = Vec::with_capacity(appends.len());
         let mut wanted: Vec<(String, &StreamId)> = Vec::new();
