@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 pub use eshost_core::{
     AggregateInfo, CommandOutcome, CommandRequest, ComponentKind, DeployAction, Deployment,
-    JsonText, OnFailure, ProjectionRecord, RecordedEvent, RefusedVersion, ReloadReport,
+    ErasedStream, Erasure, JsonText, OnFailure, ProjectionRecord, RecordedEvent, RefusedVersion,
+    ReloadReport,
 };
 
 /// The header carrying the command id.
@@ -252,6 +253,28 @@ pub struct RetryAnswer {
 #[serde(deny_unknown_fields)]
 pub struct ReactorPolicy {
     pub on_failure: OnFailure,
+}
+
+/// `POST /v1/admin/forget`: who to forget. In the body, not the path, so
+/// that no access log records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// The subject's id, as the guests' events hold it.
+    #[cfg_attr(feature = "openapi", schema(example = "ann"))]
+    pub subject: String,
+}
+
+/// `POST /v1/admin/forget`: what the forget did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForgetAnswer {
+    /// False when there was nothing left to forget: no subject has this
+    /// id (never recorded, or forgotten already).
+    pub forgotten: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<Erasure>,
 }
 
 /// The media type of a [`Problem`].

@@ -13,6 +13,7 @@
 //! - [`catalog`]: what a host has loaded ([`AggregateInfo`]) and what a
 //!   reload changed ([`ReloadReport`]).
 //! - [`view`]: projections' records and the changes they make to views.
+//! - [`erasure`]: the event that records a data subject's erasure.
 //! - [`reaction`]: what a reactor asks the host to do ([`Action`]), and the
 //!   id each action is performed under.
 //!
@@ -21,6 +22,7 @@
 
 pub mod catalog;
 pub mod command;
+pub mod erasure;
 pub mod event;
 pub mod json;
 pub mod reaction;
@@ -32,6 +34,7 @@ pub use catalog::{
     ReloadReport, digest_label,
 };
 pub use command::{CommandId, CommandOutcome, CommandRequest};
+pub use erasure::{ErasedStream, Erasure, SubjectForgotten};
 pub use event::{RecordedEvent, Snapshot, now_ms};
 pub use json::{JsonText, MAX_PAYLOAD_DEPTH, storable_json};
 pub use reaction::{Action, Delivery, Due, OnFailure, ReactionCommand, Scheduled, action_id};

@@ -35,6 +35,12 @@ impl Declarations {
         all.get(aggregate)?.get(event).cloned()
     }
 
+    /// True when `aggregate` declares personal data in any event.
+    pub fn declares(&self, aggregate: &str) -> bool {
+        let all = self.0.read().unwrap_or_else(|p| p.into_inner());
+        all.contains_key(aggregate)
+    }
+
     /// True when no aggregate declares anything.
     pub fn is_empty(&self) -> bool {
         self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty()

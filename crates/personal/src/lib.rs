@@ -6,12 +6,15 @@
 //! subject's own key; as it reads, it opens them again, or gives a
 //! tombstone once the subject's key is gone. Keys are wrapped by the
 //! operator's master key ([`Keyring`]), which the store never sees, and
-//! [`rotate`] moves them to a new one.
+//! [`rotate`] moves them to a new one. Snapshots of aggregates that
+//! declare personal data are sealed under a key every forget replaces
+//! ([`snapshots`]).
 
 mod declare;
 mod keys;
 pub mod payload;
 mod rotate;
+pub mod snapshots;
 mod store;
 
 pub use declare::{Declarations, PersonalEvent};

@@ -1,11 +1,15 @@
 //! [`PersonalStore`]: an [`EventStore`] that encrypts declared personal
 //! data as it appends and decrypts every event it reads. The streams and
 //! the global log are its own; the other roles are the inner store's.
+//! Snapshots of declaring aggregates are sealed; forgetting a subject is
+//! in [`forget`].
 
 use crate::declare::{Declarations, PersonalEvent};
 use crate::keys::{DataKey, KeyError, Keyring, LookupKey, new_key, random};
 use crate::payload::{self, Declared, Holder, PayloadError};
+use crate::snapshots::{KeyId, SNAPSHOT_KEY, SnapshotKey, sealed_parts};
 use async_trait::async_trait;
+use eshost_core::erasure::Erasure;
 use eshost_core::{JsonText, RecordedEvent, Snapshot, StreamId};
 use eshost_store::subjects::{Appearance, SubjectKey, WrappedKey};
 use eshost_store::{
@@ -14,10 +18,12 @@ use eshost_store::{
     StreamAppend, Streams, Subjects, ViewStore,
 };
 use lru::LruCache;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod forget;
 
 /// How long a subject's key, once read, is used without reading its row
 /// again: a forget on another host reaches this one's reads and writes
@@ -66,6 +72,11 @@ pub struct PersonalStore {
     lookups: Mutex<LruCache<Vec<u8>, Arc<Known>>>,
     /// (pseudonym, stream) pairs recorded lately.
     appearances: Mutex<LruCache<(String, StreamId), ()>>,
+    /// The store's snapshot key as last read; read again after
+    /// [`KEY_TTL`], and at once after an erasure.
+    snapshot_key: Mutex<Option<Arc<SnapshotKey>>>,
+    /// Snapshot keys a forget replaced, newest last.
+    retired: Mutex<VecDeque<KeyId>>,
 }
 
 fn personal(e: impl std::fmt::Display) -> StoreError {
@@ -106,6 +117,12 @@ impl PersonalStore {
                 "the store's lookup key",
             )
             .map_err(personal)?;
+        let (fresh, wrapped) = SnapshotKey::generate(&keyring).map_err(personal)?;
+        let kept = inner.subjects().keep_key(SNAPSHOT_KEY, &wrapped).await?;
+        let snapshot_key = match kept == wrapped {
+            true => fresh,
+            false => SnapshotKey::unwrap(&keyring, &kept).map_err(personal)?,
+        };
         Ok(Self {
             inner,
             keyring,
@@ -114,6 +131,8 @@ impl PersonalStore {
             subjects: cache(),
             lookups: cache(),
             appearances: cache(),
+            snapshot_key: Mutex::new(Some(Arc::new(snapshot_key))),
+            retired: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -263,6 +282,7 @@ impl PersonalStore {
         &self,
         mut events: Vec<RecordedEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.learn_erasures(&events);
         let markers: Vec<Option<payload::Marker>> = events
             .iter()
             .map(|e| payload::marker_of(&e.metadata))
@@ -365,6 +385,10 @@ impl EventStore for PersonalStore {
         true
     }
 
+    async fn forget_subject(&self, subject: &str) -> Result<Option<Erasure>, StoreError> {
+        self.forget(subject).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -377,10 +401,23 @@ impl Streams for PersonalStore {
         stream: &StreamId,
         component_digest: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        self.inner
-            .streams()
-            .load_snapshot(stream, component_digest)
-            .await
+        let streams = self.inner.streams();
+        let Some(stored) = streams.load_snapshot(stream, component_digest).await? else {
+            return Ok(None);
+        };
+        if sealed_parts(&stored.state).is_none() {
+            return Ok(Some(stored));
+        }
+        // Sealed under a key a forget replaced since: it may hold the
+        // forgotten subject, and the stream is replayed instead.
+        let Some(key) = self.snapshot_key().await? else {
+            return Ok(None);
+        };
+        let state = key.open(stream, component_digest, stored.version, &stored.state);
+        Ok(state.map(|state| Snapshot {
+            version: stored.version,
+            state,
+        }))
     }
 
     async fn save_snapshot(
@@ -389,9 +426,26 @@ impl Streams for PersonalStore {
         component_digest: &str,
         snapshot: &Snapshot,
     ) -> Result<(), StoreError> {
-        self.inner
-            .streams()
-            .save_snapshot(stream, component_digest, snapshot)
+        let streams = self.inner.streams();
+        if !self.declarations.declares(&stream.aggregate) {
+            return streams
+                .save_snapshot(stream, component_digest, snapshot)
+                .await;
+        }
+        // While a forget is replacing the key, no snapshot is written: the
+        // state may hold the subject being forgotten.
+        let Some(key) = self.snapshot_key().await? else {
+            return Ok(());
+        };
+        let state = key
+            .seal(stream, component_digest, snapshot.version, &snapshot.state)
+            .map_err(personal)?;
+        let sealed = Snapshot {
+            version: snapshot.version,
+            state,
+        };
+        streams
+            .save_snapshot(stream, component_digest, &sealed)
             .await
     }
 

@@ -1,9 +1,11 @@
 //! The personal store on PostgreSQL and SQLite: declared fields are
 //! ciphertext at rest and plaintext when read, one subject has one key
-//! whichever host resolves it first, a deleted key reads as tombstones,
-//! and a rotation moves every key to the new master key.
+//! whichever host resolves it first, a forgotten subject reads as
+//! tombstones on every host, and a rotation moves every key to the new
+//! master key.
 
-use eshost_core::{RecordedEvent, StreamId};
+use eshost_core::{ErasedStream, RecordedEvent, Snapshot, StreamId};
+use eshost_personal::snapshots::MAGIC;
 use eshost_personal::{Declarations, Keyring, MasterKey, PersonalEvent, PersonalStore, rotate};
 use eshost_store::{EventStore, NewCommand, NewEvent, StoreError};
 use eshost_test_support::TestDb;
@@ -13,7 +15,8 @@ use std::sync::Arc;
 eshost_test_support::conformance!(
     declared_fields_are_ciphertext_at_rest_and_plaintext_when_read,
     hosts_racing_for_a_new_subject_share_one_key,
-    a_deleted_key_reads_as_tombstones_and_others_are_untouched,
+    a_forget_records_the_erasure_and_deletes_the_key_and_the_snapshots,
+    a_store_without_a_master_key_refuses_to_forget,
     a_rotation_moves_every_key_to_the_new_master_key,
     an_event_without_its_subject_is_refused_and_nothing_is_written,
 );
@@ -190,7 +193,7 @@ async fn hosts_racing_for_a_new_subject_share_one_key(db: &TestDb) {
     assert_eq!(from_second[0].payload.to_value()["buyerId"], "ann");
 }
 
-async fn a_deleted_key_reads_as_tombstones_and_others_are_untouched(db: &TestDb) {
+async fn a_forget_records_the_erasure_and_deletes_the_key_and_the_snapshots(db: &TestDb) {
     let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
     append(
         &store,
@@ -205,62 +208,125 @@ async fn a_deleted_key_reads_as_tombstones_and_others_are_untouched(db: &TestDb)
         ],
     )
     .await;
+    append(
+        &store,
+        "item-2",
+        0,
+        &[("ItemPurchased", json!({"buyerId": "bob", "quantity": 1}))],
+    )
+    .await;
     let stream = StreamId::new(ITEM, "item-1");
-    let stored = inner.streams().load(&stream, 0).await.unwrap();
-    let ann = stored[0].payload.to_value()["buyerId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    delete_subject(db, &ann).await;
+    let other_stream = StreamId::new(ITEM, "item-2");
+    for (stream, version) in [(&stream, 2), (&other_stream, 1)] {
+        let snapshot = Snapshot {
+            version,
+            state: b"state".to_vec(),
+        };
+        let streams = store.streams();
+        streams
+            .save_snapshot(stream, "d1", &snapshot)
+            .await
+            .unwrap();
+    }
+    // Sealed at rest (the aggregate declares personal data), plain when read.
+    let at_rest = inner.streams().load_snapshot(&stream, "d1").await.unwrap();
+    let at_rest = at_rest.unwrap().state;
+    assert!(at_rest.starts_with(MAGIC) && !at_rest.ends_with(b"state"));
+    let read = store.streams().load_snapshot(&stream, "d1").await.unwrap();
+    assert_eq!(read.unwrap().state, b"state");
+    // Another host reads ann's event, and so holds her key.
+    let (_, watcher) = personal(db, keyring(&TEST_KEY)).await;
+    let read = payloads(&watcher.streams().load(&stream, 0).await.unwrap());
+    assert_eq!(read[0]["buyerId"], "ann");
 
-    // A host that has not cached ann's key reads the tombstone in each of
-    // her fields; bob's event is as written.
-    let (_, later) = personal(db, keyring(&TEST_KEY)).await;
-    let read = payloads(&later.streams().load(&stream, 0).await.unwrap());
-    let tombstone = json!({"$forgotten": ann});
-    assert_eq!(
-        read[0],
-        json!({"buyerId": tombstone, "address": tombstone, "carrier": "bpost"})
-    );
+    let erasure = store.forget_subject("ann").await.unwrap().unwrap();
+    assert_eq!(erasure.streams, [ErasedStream::from(&stream)]);
+    assert_eq!((erasure.snapshots_deleted, erasure.recorded_now), (1, true));
+    let snapshot = |stream: StreamId| {
+        let inner = inner.clone();
+        async move { inner.streams().load_snapshot(&stream, "d1").await.unwrap() }
+    };
+    assert!(snapshot(stream.clone()).await.is_none());
+    assert!(snapshot(other_stream.clone()).await.is_some(), "bob's only");
+
+    // Her fields read as tombstones at once on the forgetting host; bob's
+    // event is as written.
+    let tombstone = json!({"$forgotten": erasure.pseudonym});
+    let forgotten = json!({"buyerId": tombstone, "address": tombstone, "carrier": "bpost"});
+    let read = payloads(&store.streams().load(&stream, 0).await.unwrap());
+    assert_eq!(read[0], forgotten);
     assert_eq!(read[1], json!({"buyerId": "bob", "quantity": 2}));
+
+    // The erasure is in the log, naming the pseudonym and the stream.
+    let erasures = inner
+        .log()
+        .read_all(0, Some("$subjects"), 10)
+        .await
+        .unwrap();
+    assert_eq!(erasures.len(), 1);
+    assert_eq!(
+        (erasures[0].id.as_str(), erasures[0].name.as_str()),
+        (erasure.pseudonym.as_str(), "SubjectForgotten")
+    );
+    assert_eq!(
+        erasures[0].payload.to_value(),
+        json!({"subject": erasure.pseudonym, "streams": [{"aggregate": ITEM, "id": "item-1"}]})
+    );
+    // The other host, which cached her key, forgets her once it reads the
+    // erasure (well before its cached key would be read again).
+    watcher.log().read_all(0, None, 100).await.unwrap();
+    let read = payloads(&watcher.streams().load(&stream, 0).await.unwrap());
+    assert_eq!(read[0], forgotten);
+
+    // Every snapshot sealed before the forget is under the key it
+    // replaced: none opens, on either host, and its stream is replayed. A
+    // snapshot saved now opens on both.
+    for host in [&store, &watcher] {
+        let read = host.streams().load_snapshot(&other_stream, "d1").await;
+        assert_eq!(read.unwrap(), None);
+    }
+    let newer = Snapshot {
+        version: 2,
+        state: b"newer".to_vec(),
+    };
+    let streams = store.streams();
+    streams
+        .save_snapshot(&other_stream, "d1", &newer)
+        .await
+        .unwrap();
+    for host in [&store, &watcher] {
+        let read = host.streams().load_snapshot(&other_stream, "d1").await;
+        assert_eq!(read.unwrap(), Some(newer.clone()));
+    }
+
+    // Run again: nothing left to forget.
+    assert_eq!(store.forget_subject("ann").await.unwrap(), None);
+
     // Her new purchase gets a new pseudonym and key: nothing links it to
     // what was forgotten.
     append(
-        &later,
+        &watcher,
         "item-1",
         2,
         &[("ItemPurchased", json!({"buyerId": "ann", "quantity": 1}))],
     )
     .await;
     let stored = inner.streams().load(&stream, 2).await.unwrap();
-    assert_ne!(stored[0].payload.to_value()["buyerId"], json!(ann));
+    assert_ne!(
+        stored[0].payload.to_value()["buyerId"],
+        tombstone["$forgotten"]
+    );
     assert_eq!(
-        payloads(&later.streams().load(&stream, 2).await.unwrap())[0]["buyerId"],
+        payloads(&store.streams().load(&stream, 2).await.unwrap())[0]["buyerId"],
         "ann"
     );
 }
 
-/// Deletes a subject's row, as a forget does.
-async fn delete_subject(db: &TestDb, pseudonym: &str) {
-    use sqlx::Connection;
-    let sql = "DELETE FROM subjects WHERE pseudonym = $1";
-    if db.url.starts_with("postgres") {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        let done = sqlx::query(sql)
-            .bind(pseudonym)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(done.rows_affected(), 1);
-    } else {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        let done = sqlx::query(sql)
-            .bind(pseudonym)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(done.rows_affected(), 1);
-    }
+/// A store without a master key cannot forget, and says so.
+async fn a_store_without_a_master_key_refuses_to_forget(db: &TestDb) {
+    let plain = eshost_store::open(&db.url).await.unwrap();
+    let refused = plain.forget_subject("ann").await.unwrap_err();
+    assert!(refused.to_string().contains("no master key"), "{refused}");
 }
 
 async fn a_rotation_moves_every_key_to_the_new_master_key(db: &TestDb) {
@@ -285,7 +351,11 @@ async fn a_rotation_moves_every_key_to_the_new_master_key(db: &TestDb) {
     };
     let (_, during) = personal(db, both()).await;
     let rotation = rotate(&during).await.unwrap();
-    assert_eq!((rotation.subjects, rotation.store_keys), (3, 1));
+    assert_eq!(
+        (rotation.subjects, rotation.store_keys),
+        (3, 2),
+        "the subjects, and the lookup and snapshot keys"
+    );
     // Run again (as after an interruption): nothing left to move.
     let again = rotate(&during).await.unwrap();
     assert_eq!((again.subjects, again.store_keys), (0, 0));

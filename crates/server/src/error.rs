@@ -118,6 +118,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "the component failed the upgrade check against the recorded streams (the report is in `check`); it is not deployed, nor checked again",
     ),
     (
+        "no_master_key",
+        409,
+        "the store has no master key: it keeps personal data as written and cannot forget a subject",
+    ),
+    (
         "no_earlier_version",
         409,
         "the aggregate has no earlier version to roll back to",

@@ -40,6 +40,7 @@ pub mod read_side;
 pub mod reload;
 pub mod routes;
 pub mod same_origin;
+pub mod subjects;
 pub mod tls;
 pub mod upgrade_check;
 
@@ -392,6 +393,10 @@ pub fn router(app: App) -> Router {
             post(routes::reload).fallback(routes::method_not_allowed),
         )
         .route(
+            "/v1/admin/forget",
+            post(subjects::forget).fallback(routes::method_not_allowed),
+        )
+        .route(
             "/v1/modules/{name}",
             put(deploy::deploy).fallback(routes::method_not_allowed),
         )
@@ -507,6 +512,13 @@ pub async fn serve(
         None => None,
     };
     tokio::spawn(app.history.clone().run(host.clone(), app.stopping.clone()));
+    // Only a store with a master key holds anything a forget erases.
+    if host.store().keeps_personal_data() {
+        tokio::spawn(subjects::follow_erasures(
+            host.clone(),
+            app.stopping.clone(),
+        ));
+    }
     tokio::spawn(read_side::watch(
         app.clone(),
         app.config.read_side_check,

@@ -7,7 +7,7 @@
 //! repeated on each handler.
 
 use super::App;
-use super::{console, deploy, projections, reactors, routes};
+use super::{console, deploy, projections, reactors, routes, subjects};
 use axum::Json;
 use axum::extract::State;
 use eshost_api::{
@@ -38,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         routes::follow_events,
         routes::view_document,
         routes::reload,
+        subjects::forget,
         deploy::deploy,
         deploy::rollback,
         deploy::history,
@@ -66,6 +67,10 @@ use utoipa::{Modify, OpenApi};
         AggregateInfo,
         RefusedVersion,
         ReloadReport,
+        eshost_api::ForgetRequest,
+        eshost_api::ForgetAnswer,
+        eshost_api::Erasure,
+        eshost_api::ErasedStream,
         DeployAnswer,
         ProjectionInfo,
         ReactorInfo,

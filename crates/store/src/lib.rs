@@ -131,6 +131,18 @@ impl AppendSignal for Polling {
     }
 }
 
+/// Never a signal: a caught-up follower reads again only after the longest
+/// wait it allows, for one that needs no haste and should cost the
+/// database next to nothing.
+pub struct Unhurried;
+
+#[async_trait]
+impl AppendSignal for Unhurried {
+    async fn wait(&mut self, max: Duration) {
+        tokio::time::sleep(max).await;
+    }
+}
+
 /// Where events live, by role. A store implements each role, and the
 /// write side, the read side and the tools each use the roles they need
 /// (`store.streams().append(..)`, `store.log().read_all(..)`); a wrapper
@@ -178,6 +190,22 @@ pub trait EventStore: Send + Sync {
     /// True when this store encrypts declared personal data.
     fn keeps_personal_data(&self) -> bool {
         false
+    }
+
+    /// Forgets the data subject with this id (decision record 0056): records
+    /// their erasure in the log, then deletes their key, the snapshots of
+    /// the streams they appear in, and where they appear. `None` when no
+    /// subject has this id: never recorded, or forgotten already. Only a
+    /// store that encrypts personal data can forget; others refuse.
+    async fn forget_subject(
+        &self,
+        _subject: &str,
+    ) -> Result<Option<eshost_core::Erasure>, StoreError> {
+        Err(StoreError::PersonalData(
+            "no master key is configured, so this store holds personal data as written and \
+             cannot forget it (see the book's chapter on personal data)"
+                .into(),
+        ))
     }
 
     /// Checks that the database answers (a round trip).

@@ -70,6 +70,23 @@ pub trait Subjects: Send + Sync {
     /// The store's keys, by name.
     async fn kept_keys(&self) -> Result<Vec<(String, WrappedKey)>, StoreError>;
 
+    /// The row whose lookup is this, if there is one.
+    async fn find_subject(&self, lookup: &[u8]) -> Result<Option<SubjectKey>, StoreError>;
+
+    /// The streams the subject with this pseudonym appears in, in order.
+    async fn subject_streams(&self, pseudonym: &str) -> Result<Vec<StreamId>, StoreError>;
+
+    /// Forgets a subject, in one transaction: deletes the snapshots of the
+    /// streams they appear in, those appearances and their row (and with
+    /// it their only key), and stores `replaced` store keys in place of
+    /// those of their names. Returns the snapshots deleted; a subject with
+    /// no row is nothing to delete.
+    async fn delete_subject(
+        &self,
+        pseudonym: &str,
+        replaced: &[(String, WrappedKey)],
+    ) -> Result<u64, StoreError>;
+
     /// Writes these keys as rewrapped, in one transaction: each subject's
     /// `wrapped_key` and `master_key_id` by pseudonym, each store key by
     /// name. Returns the rows written.
@@ -249,6 +266,83 @@ macro_rules! impl_subjects {
                         ))
                     })
                     .collect()
+            }
+
+            async fn find_subject(
+                &self,
+                lookup: &[u8],
+            ) -> Result<Option<$crate::subjects::SubjectKey>, $crate::StoreError> {
+                let row = sqlx::query(
+                    "SELECT pseudonym, lookup, wrapped_key, sealed_subject, master_key_id \
+                     FROM subjects WHERE lookup = $1",
+                )
+                .bind(lookup)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map($crate::subjects::subject_key).transpose()
+            }
+
+            async fn subject_streams(
+                &self,
+                pseudonym: &str,
+            ) -> Result<Vec<$crate::StreamId>, $crate::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT aggregate, id FROM subject_streams WHERE pseudonym = $1 \
+                     ORDER BY aggregate, id",
+                )
+                .bind(pseudonym)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::StreamId::new(
+                            row.try_get::<String, _>("aggregate")?,
+                            row.try_get::<String, _>("id")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn delete_subject(
+                &self,
+                pseudonym: &str,
+                replaced: &[(String, $crate::subjects::WrappedKey)],
+            ) -> Result<u64, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for (name, key) in replaced {
+                    sqlx::query(
+                        "INSERT INTO personal_keys (name, wrapped_key, master_key_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+                         SET wrapped_key = excluded.wrapped_key, \
+                         master_key_id = excluded.master_key_id",
+                    )
+                    .bind(name)
+                    .bind(&key.wrapped_key)
+                    .bind(&key.master_key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let snapshots = sqlx::query(
+                    "DELETE FROM snapshots WHERE EXISTS (SELECT 1 FROM subject_streams s \
+                     WHERE s.pseudonym = $1 AND s.aggregate = snapshots.aggregate_name \
+                     AND s.id = snapshots.aggregate_id)",
+                )
+                .bind(pseudonym)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM subject_streams WHERE pseudonym = $1")
+                    .bind(pseudonym)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM subjects WHERE pseudonym = $1")
+                    .bind(pseudonym)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.after_forget().await?;
+                Ok(snapshots)
             }
 
             async fn rewrap(

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Given events get positions 1, 2, 3 ... and sequence numbers counted per
-//! stream; `aggregate` may be left out when the projection reads one type.
+//! stream; `aggregate` may be left out when the projection reads one type
+//! (besides the host's erasures, `$subjects`).
 
 use super::{DEFAULT_ID, diff, empty_object};
 use eshost_core::{JsonText, RecordedEvent};
@@ -58,6 +59,10 @@ pub struct GivenEvent {
     pub event: String,
     #[serde(default = "empty_object")]
     pub payload: Value,
+    /// The event's metadata [default: {}], e.g. `{ personal = { subject =
+    /// "psn_1" } }` for an event whose subject the host encrypts.
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
 }
 
 impl ProjectionSpecFile {
@@ -145,9 +150,15 @@ fn recorded(
         .iter()
         .enumerate()
         .map(|(n, event)| {
-            let aggregate = match (&event.aggregate, component.aggregates.as_slice()) {
+            // The host's erasures are not a type a given event defaults to.
+            let types: Vec<&String> = component
+                .aggregates
+                .iter()
+                .filter(|a| *a != eshost_core::erasure::SUBJECTS_AGGREGATE)
+                .collect();
+            let aggregate = match (&event.aggregate, types.as_slice()) {
                 (Some(aggregate), _) => aggregate.clone(),
-                (None, [only]) => only.clone(),
+                (None, [only]) => (*only).clone(),
                 (None, _) => {
                     return Err(format!(
                         "given event {} ({}) names no aggregate, and {} reads more than one type",
@@ -169,7 +180,7 @@ fn recorded(
                 sequence: *sequence,
                 name: event.event.clone(),
                 payload: JsonText::from_value(&event.payload),
-                metadata: serde_json::json!({}),
+                metadata: event.metadata.clone(),
                 created_at: String::new(),
             })
         })

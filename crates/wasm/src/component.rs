@@ -281,6 +281,11 @@ fn check_manifest(manifest: &Manifest) -> Result<(), String> {
             name.len()
         ));
     }
+    if name.starts_with('$') {
+        return Err(format!(
+            "{name}: aggregate names starting with '$' are the host's own (such as $subjects)"
+        ));
+    }
     if manifest.version.len() > MAX_NAME_BYTES {
         return Err(format!(
             "{name}: the version is {} bytes; at most {MAX_NAME_BYTES} are allowed",
@@ -374,6 +379,15 @@ mod tests {
             old_events: Vec::new(),
             personal: Vec::new(),
         }
+    }
+
+    #[test]
+    fn names_starting_with_a_dollar_are_the_hosts() {
+        assert_eq!(check_manifest(&manifest("Item$", 1, 1, 1)), Ok(()));
+        assert_eq!(
+            check_manifest(&manifest("$subjects", 1, 1, 1)).unwrap_err(),
+            "$subjects: aggregate names starting with '$' are the host's own (such as $subjects)"
+        );
     }
 
     #[test]

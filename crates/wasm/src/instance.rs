@@ -39,6 +39,10 @@ pub struct Hydrated {
     pub id: String,
     /// The sequence number of the last event applied; 0 for a new stream.
     pub version: u64,
+    /// When what it holds began to be read from the store (when it was
+    /// made, unless its maker says earlier): a state from before a data
+    /// subject's erasure may hold their data.
+    pub since: std::time::Instant,
     instance: Arc<SharedInstance>,
     state: ResourceAny,
 }
@@ -111,6 +115,7 @@ impl Hydrated {
                         component,
                         id: id.to_string(),
                         version,
+                        since: std::time::Instant::now(),
                         instance,
                         state,
                     }));

@@ -36,6 +36,53 @@ impl Event {
         serde_json::from_str(&self.payload)
             .map_err(|e| format!("{} {} #{}: {e}", self.aggregate, self.name, self.sequence))
     }
+
+    /// The pseudonym of the data subject this event holds personal data
+    /// of, when its guest declares some and the host encrypts it. A view
+    /// that derives personal data from the event keeps it findable by this
+    /// pseudonym, so that it can scrub it on the subject's [`erasure`](Self::erasure).
+    pub fn subject(&self) -> Option<String> {
+        let metadata: serde_json::Value = serde_json::from_str(&self.metadata).ok()?;
+        Some(
+            metadata
+                .get("personal")?
+                .get("subject")?
+                .as_str()?
+                .to_owned(),
+        )
+    }
+
+    /// The erasure of a data subject this event records, if it is one. A
+    /// projection receives erasures when it reads every aggregate, or lists
+    /// [`ERASURES`] among its `AGGREGATES`.
+    pub fn erasure(&self) -> Option<Erasure> {
+        if self.aggregate != ERASURES || self.name != "SubjectForgotten" {
+            return None;
+        }
+        serde_json::from_str(&self.payload).ok()
+    }
+}
+
+/// The aggregate type of the host's erasure events: list it among a
+/// projection's `AGGREGATES` to receive them.
+pub const ERASURES: &str = "$subjects";
+
+/// A data subject was forgotten: every declared field of theirs reads as
+/// `{"$forgotten": subject}` from now on, and the view should forget what
+/// it derived of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Erasure {
+    /// The pseudonym that stood for them ([`Event::subject`]).
+    pub subject: String,
+    /// The streams they appeared in.
+    pub streams: Vec<ErasedStream>,
+}
+
+/// A stream named in an [`Erasure`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ErasedStream {
+    pub aggregate: String,
+    pub id: String,
 }
 
 /// One change to the view.

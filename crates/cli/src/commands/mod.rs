@@ -65,6 +65,7 @@ pub enum Command {
     /// (`eshost personal new-key --help`).
     #[command(subcommand)]
     Personal(personal::PersonalCommand),
+    Forget(personal::ForgetArgs),
     /// Run a demo scenario.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -99,6 +100,7 @@ pub async fn run(cli: Cli, traces: bool) -> Result<()> {
         Command::View(args) => view::run(global, args).await,
         Command::Relay(args) => relay::run(global, args).await,
         Command::Personal(command) => personal::run(global, command).await,
+        Command::Forget(args) => personal::forget(global, args).await,
         Command::Demo(command) => demo::run(global, command).await,
         Command::Bench(args) => bench::run(global, args).await,
         Command::Completions(args) => completions::run(args),

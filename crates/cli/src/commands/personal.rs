@@ -1,5 +1,6 @@
 //! `eshost personal`: the master key of personal data (decision record
-//! 0056): make one, and rotate the store's keys to a new one.
+//! 0056): make one, and rotate the store's keys to a new one. And
+//! `eshost forget`, which forgets a data subject.
 
 use crate::args::GlobalArgs;
 use anyhow::{Result, bail};
@@ -38,6 +39,58 @@ pub struct RotateArgs {
     /// Print the counts as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Forget a data subject: record their erasure in the log, then delete
+/// their key, so every field of theirs reads as {"$forgotten": PSEUDONYM}
+/// from now on, and the snapshots of the streams they appear in. Safe to
+/// run again: an interrupted forget is finished, a finished one finds
+/// nothing left. Running servers drop the subject's streams from their
+/// caches as they read the erasure from the log.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    eshost forget ann\n  \
+    eshost forget --json ann")]
+pub struct ForgetArgs {
+    /// The subject's id, as the guests' events hold it (for the flash
+    /// sale, a buyer id).
+    #[arg(value_name = "SUBJECT")]
+    pub subject: String,
+    /// Print what was done as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn forget(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
+    let store = global.store().await?;
+    let erasure = store.forget_subject(&args.subject).await?;
+    if args.json {
+        let answer = match &erasure {
+            Some(erasure) => serde_json::json!({ "forgotten": true, "erasure": erasure }),
+            None => serde_json::json!({ "forgotten": false }),
+        };
+        println!("{answer}");
+        return Ok(());
+    }
+    match erasure {
+        Some(erasure) => println!(
+            "forgot {}: erasure {} in {}/{}; {} streams, {} snapshots deleted",
+            erasure.pseudonym,
+            if erasure.recorded_now {
+                "recorded"
+            } else {
+                "was recorded already"
+            },
+            eshost_core::erasure::SUBJECTS_AGGREGATE,
+            erasure.pseudonym,
+            erasure.streams.len(),
+            erasure.snapshots_deleted,
+        ),
+        None => println!(
+            "nothing to forget: no subject has this id (never recorded, or forgotten already)"
+        ),
+    }
+    Ok(())
 }
 
 pub async fn run(global: &GlobalArgs, command: PersonalCommand) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Personal data, as the command line shows it: what each guest declares
-//! (contract 0.3.0), read from the guest itself.
+//! (contract 0.3.0), read from the guest itself; buyers encrypted at rest
+//! on both stores; and `eshost forget`, after which nothing of the buyer
+//! is left to find, even when a forget was killed halfway.
 
 use crate::cli::{Workspace, ok};
 use crate::util::*;
@@ -158,7 +160,8 @@ async fn on_postgres_the_operator_key_is_used_and_rotated() {
         serde_json::from_str(&ok(ws.run_with(&["personal", "rotate", "--json"], &rotate))).unwrap();
     assert_eq!(
         (&rotated["subjects"], &rotated["store_keys"]),
-        (&1.into(), &1.into())
+        (&1.into(), &2.into()),
+        "ann's key, and the store's lookup and snapshot keys"
     );
     let with_new = [
         ("ESHOST_DATABASE_URL", url),
@@ -170,5 +173,177 @@ async fn on_postgres_the_operator_key_is_used_and_rotated() {
     assert_eq!(refused.status.code(), Some(3));
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(error.contains("is not configured"), "{error}");
+    db.cleanup().await;
+}
+
+/// Another buyer, who is not forgotten.
+const BOB: &str = "bob-52e0b7aa";
+
+fn bob_buys(ws: &Workspace, vars: &[(&str, &str)]) {
+    let payload = format!(r#"{{"buyerId":"{BOB}","quantity":1}}"#);
+    ok(ws.run_with(&["exec", FLASH_SALE, "s1", "PurchaseItem", &payload], vars));
+}
+
+fn sold_and_stock(ws: &Workspace, vars: &[(&str, &str)]) -> (u64, u64) {
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(ws.run_with(&["state", FLASH_SALE, "s1"], vars))).unwrap();
+    (
+        state["sold"].as_u64().unwrap(),
+        state["stock"].as_u64().unwrap(),
+    )
+}
+
+fn forget(ws: &Workspace, vars: &[(&str, &str)]) -> serde_json::Value {
+    serde_json::from_str(&ok(ws.run_with(&["forget", "--json", ANN], vars))).unwrap()
+}
+
+#[test]
+fn after_a_forget_nothing_of_the_buyer_is_left_in_the_embedded_store_and_the_counts_hold() {
+    let ws = Workspace::new();
+    // A snapshot after every command: the state holds buyers' ids.
+    let vars = [("ESHOST_SNAPSHOT_EVERY", "1")];
+    buy(&ws, &vars);
+    bob_buys(&ws, &vars);
+    // The sample projection keeps a document per buyer, under their id.
+    ok(ws.run_with(&["projection", "run", "--once"], &vars));
+    assert!(
+        holds(&written_bytes(&ws), ANN),
+        "the view holds her id, so the search can find it"
+    );
+    assert_eq!(sold_and_stock(&ws, &vars), (2, 1));
+
+    let forgot = forget(&ws, &vars);
+    assert_eq!(forgot["forgotten"], true, "{forgot}");
+    let erasure = &forgot["erasure"];
+    assert_eq!(
+        erasure["streams"],
+        serde_json::json!([{"aggregate": FLASH_SALE, "id": "s1"}])
+    );
+    assert_eq!(erasure["snapshotsDeleted"], 1);
+    // The projection reads the erasure and deletes her document.
+    ok(ws.run_with(&["projection", "run", "--once"], &vars));
+    let view = |key: &str| ws.run_with(&["view", "sales-summary", key], &vars);
+    assert_eq!(view(&format!("buyer:{ANN}")).status.code(), Some(1));
+    assert!(view(&format!("buyer:{BOB}")).status.success());
+    let written = written_bytes(&ws);
+    assert!(
+        holds(&written, "SubjectForgotten"),
+        "the erasure is in the file"
+    );
+    assert!(
+        !holds(&written, ANN),
+        "her id is still in the store's files"
+    );
+
+    // Her purchase shows as forgotten, bob's as his; the counts hold and
+    // the item takes new purchases.
+    let tombstone = serde_json::json!({"$forgotten": erasure["pseudonym"]});
+    assert_eq!(buyers(&ws, &vars), [tombstone, serde_json::json!(BOB)]);
+    assert_eq!(sold_and_stock(&ws, &vars), (2, 1));
+    let carl = r#"{"buyerId":"carl","quantity":1}"#;
+    ok(ws.run_with(&["exec", FLASH_SALE, "s1", "PurchaseItem", carl], &vars));
+    assert_eq!(sold_and_stock(&ws, &vars), (3, 0));
+
+    let again = ok(ws.run_with(&["forget", ANN], &vars));
+    assert!(again.starts_with("nothing to forget"), "{again}");
+}
+
+#[test]
+fn a_store_without_a_key_cannot_forget_and_says_so() {
+    let ws = Workspace::new();
+    let refused = ws.run(&["forget", ANN]);
+    assert_eq!(refused.status.code(), Some(3));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("no master key is configured"), "{error}");
+}
+
+/// Everything `pg_dump` writes of the database.
+fn pg_dump(url: &str) -> Vec<u8> {
+    let dump = std::process::Command::new("pg_dump")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    dump.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_forget_killed_halfway_is_finished_by_running_it_again() {
+    use sqlx::{Connection, Row};
+    let db = TestDb::postgres().await;
+    let ws = Workspace::new();
+    let key = ws.path().join("master.key");
+    ok(ws.run(&["personal", "new-key", "--out", key.to_str().unwrap()]));
+    let url = db.url.as_str();
+    let vars = [
+        ("ESHOST_DATABASE_URL", url),
+        ("ESHOST_MASTER_KEY_FILE", key.to_str().unwrap()),
+        ("ESHOST_SNAPSHOT_EVERY", "1"),
+    ];
+    buy(&ws, &vars);
+    bob_buys(&ws, &vars);
+    ok(ws.run_with(&["projection", "run", "--once"], &vars));
+    assert!(holds(&pg_dump(url), ANN), "the view holds her id");
+
+    // Hold the subjects table, so the forget records the erasure and then
+    // waits to delete her key; kill it there.
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE subjects IN EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut forgetting = ws.spawn_with(&["forget", ANN], &vars);
+    let mut watcher = sqlx::PgConnection::connect(url).await.unwrap();
+    let waiting = "SELECT (SELECT count(*) FROM events WHERE aggregate_name = '$subjects') AS erasures, \
+         (SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'subjects'::regclass) AS waiting";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap();
+        let (erasures, waiting): (i64, i64) = (row.get("erasures"), row.get("waiting"));
+        if erasures == 1 && waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forget never reached the key's deletion"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    forgetting.kill().unwrap();
+    forgetting.wait().unwrap();
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    // Half done: the erasure is recorded, her key and snapshot are not gone.
+    let subjects: i64 = sqlx::query_scalar("SELECT count(*) FROM subjects")
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+    assert_eq!(subjects, 2);
+    assert_eq!(buyers(&ws, &vars)[0], ANN);
+
+    // Run again: finished, as the erasure it had recorded.
+    let forgot = forget(&ws, &vars);
+    assert_eq!(forgot["forgotten"], true, "{forgot}");
+    assert_eq!(forgot["erasure"]["recordedNow"], false);
+    assert_eq!(forgot["erasure"]["snapshotsDeleted"], 1);
+    let erasures: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_name = '$subjects'")
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+    assert_eq!(erasures, 1, "one erasure, however many runs");
+    ok(ws.run_with(&["projection", "run", "--once"], &vars));
+    let dump = pg_dump(url);
+    assert!(holds(&dump, "SubjectForgotten"), "the dump was read");
+    assert!(!holds(&dump, ANN), "her id is still in the database");
+
+    let tombstone = serde_json::json!({"$forgotten": forgot["erasure"]["pseudonym"]});
+    assert_eq!(buyers(&ws, &vars), [tombstone, serde_json::json!(BOB)]);
+    assert_eq!(sold_and_stock(&ws, &vars), (2, 1));
+    assert_eq!(forget(&ws, &vars), serde_json::json!({"forgotten": false}));
     db.cleanup().await;
 }

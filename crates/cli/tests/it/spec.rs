@@ -59,7 +59,7 @@ pub fn assert_passed(output: &std::process::Output, summary: &str) -> String {
 #[test]
 fn the_sales_summary_projection_spec_passes() {
     let spec = workspace_root().join("examples/sales-summary/tests/sales-summary.spec.toml");
-    assert_passed(&eshost_test(&spec), "4 passed, 0 failed");
+    assert_passed(&eshost_test(&spec), "5 passed, 0 failed");
 }
 
 #[test]

@@ -83,8 +83,10 @@ impl Aggregates {
         component: &Arc<LoadedComponent>,
         stream: &StreamId,
     ) -> Result<Hydrated, CommandError> {
+        let started = std::time::Instant::now();
         let snapshot = self.latest_snapshot(component, stream).await;
-        let hydrated = self.instantiate(component, &stream.id, snapshot).await?;
+        let mut hydrated = self.instantiate(component, &stream.id, snapshot).await?;
+        hydrated.since = started;
         Ok(self.catch_up(hydrated, stream).await?.0)
     }
 
@@ -127,6 +129,11 @@ impl Aggregates {
     ) -> Result<Hydrated, CommandError> {
         let every = self.snapshot_every;
         if every == 0 || aggregate.version / every == before / every {
+            return Ok(aggregate);
+        }
+        // A state from before an erasure of its stream may hold the
+        // forgotten subject's data: it is not written down again.
+        if self.cache.erased_since(stream, aggregate.since) {
             return Ok(aggregate);
         }
         let version = aggregate.version;

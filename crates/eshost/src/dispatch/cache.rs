@@ -15,6 +15,7 @@ use eshost_wasm::Hydrated;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Instances kept when no capacity is given.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -31,6 +32,20 @@ struct Entries {
     lru: LruCache<StreamId, (Hydrated, usize)>,
     /// The sum of the entries' memory bytes, as measured when each was put.
     bytes: usize,
+    /// When each stream was last erased, for the most recent ones.
+    erased: LruCache<StreamId, Instant>,
+}
+
+/// Erased streams remembered: a state held out of the cache across more
+/// erasures than this may come back.
+const ERASED_STREAMS: usize = 16_384;
+
+impl Entries {
+    fn is_erased_since(&self, stream: &StreamId, since: Instant) -> bool {
+        self.erased
+            .peek(stream)
+            .is_some_and(|erased| *erased >= since)
+    }
 }
 
 impl Default for AggregateCache {
@@ -49,6 +64,9 @@ impl AggregateCache {
             entries: Mutex::new(Entries {
                 lru: LruCache::new(capacity),
                 bytes: 0,
+                erased: LruCache::new(
+                    NonZeroUsize::new(ERASED_STREAMS).unwrap_or(NonZeroUsize::MIN),
+                ),
             }),
             memory_limit: memory_bytes,
         }
@@ -70,6 +88,11 @@ impl AggregateCache {
         let mut evicted = Vec::new();
         {
             let mut entries = self.lock();
+            if entries.is_erased_since(&stream, aggregate.since) {
+                // Dropped after the lock, like the evicted ones.
+                drop(entries);
+                return;
+            }
             if let Some((existing, _)) = entries.lru.peek(&stream)
                 && existing.version >= aggregate.version
             {
@@ -91,6 +114,29 @@ impl AggregateCache {
             }
         }
         drop(evicted);
+    }
+
+    /// Drops these streams' states: a data subject who appeared in them was
+    /// forgotten. A state of one of them made before now is never kept.
+    pub fn erase(&self, streams: &[StreamId]) {
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        {
+            let mut entries = self.lock();
+            for stream in streams {
+                if let Some((old, bytes)) = entries.lru.pop(stream) {
+                    entries.bytes -= bytes;
+                    dropped.push(old);
+                }
+                entries.erased.put(stream.clone(), now);
+            }
+        }
+        drop(dropped);
+    }
+
+    /// Whether `stream` was erased after `since`.
+    pub fn erased_since(&self, stream: &StreamId, since: Instant) -> bool {
+        self.lock().is_erased_since(stream, since)
     }
 
     pub fn len(&self) -> usize {

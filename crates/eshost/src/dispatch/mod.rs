@@ -444,6 +444,30 @@ impl Host {
         records.patiently("read", read).await
     }
 
+    /// Forgets a data subject (see
+    /// [`EventStore::forget_subject`](eshost_store::EventStore::forget_subject))
+    /// and drops this host's states of the streams they appeared in, so
+    /// the next read of each replays it without them. `None` when there was
+    /// nothing left to forget.
+    pub async fn forget(
+        &self,
+        subject: &str,
+    ) -> Result<Option<eshost_core::Erasure>, crate::error::StoreError> {
+        let erasure = self.stages.records.store.forget_subject(subject).await?;
+        if let Some(erasure) = &erasure {
+            let streams: Vec<StreamId> = erasure.streams.iter().map(StreamId::from).collect();
+            self.drop_erased(&streams);
+        }
+        Ok(erasure)
+    }
+
+    /// Drops this host's states of these streams, whose data subject was
+    /// forgotten (here, or by another host: a server follows the log's
+    /// erasures). A state made before now is not kept or snapshotted.
+    pub fn drop_erased(&self, streams: &[StreamId]) {
+        self.stages.aggregates.cache.erase(streams);
+    }
+
     /// Checks that the event store answers.
     pub async fn ping(&self) -> Result<(), crate::error::StoreError> {
         self.stages.records.store.ping().await

@@ -319,7 +319,7 @@ async fn a_projection_deployed_over_http_runs_and_rolls_back() {
     assert_eq!(body["projection"]["digest"], digest_of(&first));
     assert_eq!(
         body["projection"]["reads"],
-        serde_json::json!(["FlashSaleItem"])
+        serde_json::json!(["FlashSaleItem", "$subjects"])
     );
     let (status, body) = answer(put(
         "admin-secret",

@@ -12,6 +12,7 @@ mod console;
 mod deploy;
 mod observe;
 mod openapi;
+mod personal;
 mod reactors;
 mod reload;
 mod same_origin;

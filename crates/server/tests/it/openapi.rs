@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/views/{projection}/{key}"),
     ("post", "/v1/admin/reload"),
+    ("post", "/v1/admin/forget"),
     ("put", "/v1/modules/{name}"),
     ("post", "/v1/modules/{name}/rollback"),
     ("get", "/v1/modules/{name}/history"),

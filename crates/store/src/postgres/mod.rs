@@ -158,6 +158,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// After a forget: nothing to do. A dump never holds deleted rows; the
+    /// table files keep them until VACUUM reclaims the space (decision
+    /// record 0056).
+    pub(crate) async fn after_forget(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Connects and applies the migrations. Safe to run from many processes at
     /// once: sqlx serialises migrations with an advisory lock.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

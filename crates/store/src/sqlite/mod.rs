@@ -173,12 +173,31 @@ impl SqliteStore {
 impl SqliteStore {
     /// How the store connects: the file is created on first use; WAL lets
     /// readers work while one writer commits, and writers queue on the busy
-    /// timeout instead of failing at once.
+    /// timeout instead of failing at once. Deleted content is overwritten
+    /// with zeros (`secure_delete`), so a forgotten subject's snapshots do
+    /// not linger in the file's free pages.
     pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
         Ok(SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10)))
+    }
+
+    /// After a forget: copies the write-ahead log into the file and
+    /// empties it, so the deleted pages' old images are gone from it too.
+    /// Best effort: a reader in the middle of a long read holds the log
+    /// back, and the next forget or checkpoint empties it.
+    pub(crate) async fn after_forget(&self) -> Result<(), StoreError> {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        if busy != 0 {
+            tracing::warn!(
+                "a reader held the write-ahead log back; it is emptied at the next checkpoint"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -112,6 +112,20 @@ mod tests {
             "some-command",
         );
         assert_eq!(react::<Checkout>(&direct).unwrap(), vec![]);
+        // A forgotten buyer's purchase reads with a tombstone for its
+        // buyer, and reserves its order all the same.
+        let forgotten = event(
+            "FlashSaleItem",
+            "s1",
+            "ItemPurchased",
+            r#"{"buyerId":{"$forgotten":"psn_1"},"quantity":2}"#,
+            "order:o1",
+        );
+        let actions = react::<Checkout>(&forgotten).unwrap();
+        assert!(
+            matches!(&actions[..], [Action::Send(c)] if c.name == "ReserveOrder"),
+            "{actions:?}"
+        );
     }
 
     #[test]
