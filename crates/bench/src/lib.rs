@@ -11,7 +11,8 @@
 //!   reference deployment in `deploy/`), for the bench and the tests;
 //! - [`demo`]: the flash-sale reference scenario;
 //! - [`checkout`]: the checkout sample, two aggregates and a reactor (and
-//!   `reactions.rs`, its pipeline measured beside many-items).
+//!   `reactions.rs`, its pipeline measured beside many-items);
+//! - `personal.rs`: many-items with its buyers encrypted, beside plain.
 
 mod baseline;
 pub mod checkout;
@@ -21,6 +22,7 @@ mod cpu;
 pub mod demo;
 mod guest_cost;
 pub mod http;
+mod personal;
 mod projection;
 mod purchases;
 mod reactions;
@@ -45,6 +47,7 @@ pub const SCENARIOS: &[&str] = &[
     "sample",
     "hot-item",
     "many-items",
+    "personal",
     "crowd",
     "cold-load",
     "guest-cost",
@@ -177,7 +180,7 @@ impl BenchLine {
 pub fn compares_modes(scenario: &str) -> bool {
     matches!(
         scenario,
-        "sample" | "hot-item" | "many-items" | "crowd" | "reactions"
+        "sample" | "hot-item" | "many-items" | "personal" | "crowd" | "reactions"
     ) || scenario.starts_with("http-")
         || scenario.starts_with("cluster-")
 }
@@ -284,6 +287,7 @@ async fn run_once(
             };
         }
         "reactions" => return reactions::run(modules, reactors, url, callers).await,
+        "personal" => return personal::run(modules, url, callers, reversed).await,
         other => return Err(BenchError::UnknownScenario(other.to_string())),
     };
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;

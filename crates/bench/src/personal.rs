@@ -1,0 +1,56 @@
+//! The cost of personal data (decision record 0056): many-items with the
+//! flash sale's buyers encrypted, each under a key of their own, beside the
+//! same run on a plain store. Each mode runs on a fresh scratch store, the
+//! personal one under a master key made for the run. Every buyer is new,
+//! so every purchase also stores a subject's key: the worst case, and a
+//! flash sale's usual one.
+
+use crate::purchases::{Driver, purchases_run};
+use crate::scratch::Scratch;
+use crate::{BenchError, BenchLine, baseline_inserts, in_order};
+use eshost::dispatch::{Host, HostOptions};
+use eshost_personal::{Keyring, MasterKey, PersonalStore};
+use eshost_store::{EventStore, StoreError};
+use eshost_wasm::Modules;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// (sales, stock, purchases), as many-items.
+const MANY_ITEMS: (usize, u64, usize) = (1_000, 10, 20_000);
+
+pub(crate) async fn run(
+    modules: &Modules,
+    url: &str,
+    callers: usize,
+    reversed: bool,
+) -> Result<Vec<BenchLine>, BenchError> {
+    let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
+    let (sales, stock, purchases) = MANY_ITEMS;
+    let mut lines = Vec::new();
+    for mode in in_order(&["plain", "personal"], reversed) {
+        let mut line = Scratch::around(url, async |url| {
+            let store = open(&url, mode == "personal").await?;
+            let host = Host::with_options(modules.clone(), store, HostOptions::default());
+            let driver = Driver::InProcess(host.clone());
+            purchases_run(&host, &driver, sales, stock, purchases, callers).await
+        })
+        .await?;
+        line.scenario = "personal".to_string();
+        line.mode = mode.to_string();
+        line.baseline_inserts_per_s = baseline;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The store at `url`, encrypting under a new master key if `personal`.
+async fn open(url: &str, personal: bool) -> Result<Arc<dyn EventStore>, BenchError> {
+    let inner = eshost_store::open(url).await?;
+    if !personal {
+        return Ok(inner);
+    }
+    let key = |e: eshost_personal::KeyError| StoreError::PersonalData(e.to_string());
+    let master = MasterKey::from_base64(&MasterKey::generate().map_err(key)?).map_err(key)?;
+    let store = PersonalStore::open(inner, Keyring::new(master, Vec::new()), Default::default());
+    Ok(Arc::new(store.await?))
+}
