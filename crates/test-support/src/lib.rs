@@ -489,19 +489,8 @@ pub fn assert_view(view: &BTreeMap<String, Value>, expected: &BTreeMap<String, (
         Some(expected.len() as u64),
         "{total}"
     );
-    // Every unit sold is counted for its buyer, once.
-    let bought: u64 = view
-        .iter()
-        .filter(|(key, _)| key.starts_with("buyer:"))
-        .map(|(_, document)| document["units"].as_u64().unwrap())
-        .sum();
-    assert_eq!(bought, sold, "units in the buyers' documents");
-    let items_and_total = view
-        .keys()
-        .filter(|key| !key.starts_with("buyer:") && !key.starts_with("subject:"))
-        .count();
     assert_eq!(
-        items_and_total,
+        view.len(),
         expected.len() + 1,
         "documents: {:?}",
         view.keys()

@@ -1,18 +1,20 @@
 //! The `sales-summary` projection: a read model of the flash sale.
 //!
 //! - `item:{id}`, one document per `FlashSaleItem`: its stock, units sold,
-//!   purchases (buyers served), rejections, and the position of the last
-//!   event that changed it.
+//!   purchases (buyers served), rejections, its latest buyer, and the
+//!   position of the last event that changed it.
 //! - `total`, one document across every item: units sold, items on sale.
-//! - `buyer:{buyerId}`, one document per buyer: units bought and purchases,
-//!   across every item. Personal data: when the host encrypts the buyer
-//!   (the flash sale declares `buyerId`), `subject:{pseudonym}` names the
-//!   buyer's document, and the buyer's erasure deletes both.
 //!
-//! Documents are keyed by a prefix and an id, so no id can collide with
-//! `total` or with another kind of document.
+//! Item documents are keyed by the aggregate id behind an `item:` prefix, so
+//! no item id can collide with `total`.
+//!
+//! The latest buyer is personal data. When the host encrypts the buyer (the
+//! flash sale declares `buyerId`), the document also keeps the pseudonym
+//! that stands for them, and the buyer's erasure, which names the items
+//! they bought, clears it. It costs a following projection nothing: the
+//! item's document is read and written for every purchase anyway.
 
-use eshost_projection::{Event, Projection, View};
+use eshost_projection::{Erasure, Event, Projection, View};
 use serde::{Deserialize, Serialize};
 
 /// One flash-sale item, as the view shows it.
@@ -24,6 +26,12 @@ pub struct ItemSummary {
     /// Purchases recorded: each served one buyer.
     pub buyers: u64,
     pub rejected: u64,
+    /// The buyer of the latest purchase, until they are forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_buyer: Option<String>,
+    /// The pseudonym the host keeps the latest buyer under, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_buyer_subject: Option<String>,
     pub last_position: i64,
 }
 
@@ -36,33 +44,9 @@ pub struct TotalSummary {
     pub last_position: i64,
 }
 
-/// One buyer, across every item.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BuyerSummary {
-    pub units: u64,
-    pub purchases: u64,
-}
-
-/// Where a data subject's documents are: what their erasure deletes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubjectDocuments {
-    pub keys: Vec<String>,
-}
-
 /// The key of an item's document.
 pub fn item_key(id: &str) -> String {
     format!("item:{id}")
-}
-
-/// The key of a buyer's document.
-pub fn buyer_key(buyer: &str) -> String {
-    format!("buyer:{buyer}")
-}
-
-/// The key of the list of a data subject's documents.
-pub fn subject_key(pseudonym: &str) -> String {
-    format!("subject:{pseudonym}")
 }
 
 /// The key of the document across all items.
@@ -92,8 +76,7 @@ impl Projection for SalesSummary {
 
     fn project(event: &Event, view: &mut View<'_>) -> Result<(), String> {
         if let Some(erasure) = event.erasure() {
-            forget(&erasure.subject, view)?;
-            return Ok(());
+            return forget(&erasure, event.position, view);
         }
         let key = item_key(&event.id);
         let mut item: ItemSummary = view.get(&key)?.unwrap_or_default();
@@ -110,10 +93,9 @@ impl Projection for SalesSummary {
                 item.sold += purchased.quantity;
                 item.buyers += 1;
                 total.sold += purchased.quantity;
-                // A forgotten buyer's purchase counts, under no one.
-                if let Some(buyer) = purchased.buyer_id.as_str() {
-                    count_buyer(buyer, purchased.quantity, event, view)?;
-                }
+                // A forgotten buyer (read again in a rebuild) is no one.
+                item.last_buyer = purchased.buyer_id.as_str().map(str::to_owned);
+                item.last_buyer_subject = item.last_buyer.as_ref().and_then(|_| event.subject());
             }
             "PurchaseRejected" => item.rejected += 1,
             // Events this summary does not count change nothing.
@@ -129,37 +111,24 @@ impl Projection for SalesSummary {
     }
 }
 
-/// Counts a purchase for its buyer; the first one of a buyer encrypted by
-/// the host lists their document under their pseudonym.
-fn count_buyer(buyer: &str, units: u64, event: &Event, view: &mut View<'_>) -> Result<(), String> {
-    let key = buyer_key(buyer);
-    let mut summary: BuyerSummary = view.get(&key)?.unwrap_or_default();
-    if summary.purchases == 0
-        && let Some(pseudonym) = event.subject()
+/// Clears a forgotten buyer from the items they bought.
+fn forget(erasure: &Erasure, position: i64, view: &mut View<'_>) -> Result<(), String> {
+    for stream in erasure
+        .streams
+        .iter()
+        .filter(|s| s.aggregate == "FlashSaleItem")
     {
-        let listed = subject_key(&pseudonym);
-        let mut documents: SubjectDocuments = view.get(&listed)?.unwrap_or_default();
-        if !documents.keys.contains(&key) {
-            documents.keys.push(key.clone());
-            view.put(&listed, &documents);
+        let key = item_key(&stream.id);
+        let Some(mut item) = view.get::<ItemSummary>(&key)? else {
+            continue;
+        };
+        if item.last_buyer_subject.as_deref() == Some(erasure.subject.as_str()) {
+            item.last_buyer = None;
+            item.last_buyer_subject = None;
+            item.last_position = position;
+            view.put(&key, &item);
         }
     }
-    summary.units += units;
-    summary.purchases += 1;
-    view.put(&key, &summary);
-    Ok(())
-}
-
-/// Deletes what the view holds of a forgotten subject.
-fn forget(pseudonym: &str, view: &mut View<'_>) -> Result<(), String> {
-    let listed = subject_key(pseudonym);
-    let Some(documents) = view.get::<SubjectDocuments>(&listed)? else {
-        return Ok(());
-    };
-    for key in &documents.keys {
-        view.delete(key);
-    }
-    view.delete(&listed);
     Ok(())
 }
 
@@ -181,70 +150,6 @@ mod tests {
             payload: payload.into(),
             metadata: "{}".into(),
         }
-    }
-
-    /// A purchase whose buyer the host encrypts under `pseudonym`.
-    fn purchase(position: i64, buyer: &str, pseudonym: &str) -> Event {
-        Event {
-            metadata: format!(r#"{{"personal":{{"subject":"{pseudonym}","fields":[]}}}}"#),
-            ..event(
-                position,
-                "a",
-                "ItemPurchased",
-                &format!(r#"{{"buyerId":"{buyer}","quantity":1}}"#),
-            )
-        }
-    }
-
-    fn erasure(position: i64, pseudonym: &str) -> Event {
-        Event {
-            position,
-            aggregate: "$subjects".into(),
-            id: pseudonym.into(),
-            sequence: 1,
-            name: "SubjectForgotten".into(),
-            payload: format!(
-                r#"{{"subject":"{pseudonym}","streams":[{{"aggregate":"FlashSaleItem","id":"a"}}]}}"#
-            ),
-            metadata: "{}".into(),
-        }
-    }
-
-    #[test]
-    fn a_buyers_erasure_deletes_their_document_and_keeps_the_counts() {
-        let created = event(1, "a", "FlashSaleCreated", r#"{"initialStock":5}"#);
-        let bought = [
-            created,
-            purchase(2, "ann", "psn_1"),
-            purchase(3, "bob", "psn_2"),
-            purchase(4, "ann", "psn_1"),
-        ];
-        let documents = project(&bought).unwrap();
-        let ann: BuyerSummary = parsed(&documents, "buyer:ann");
-        assert_eq!((ann.units, ann.purchases), (2, 2));
-        let listed: SubjectDocuments = parsed(&documents, "subject:psn_1");
-        assert_eq!(listed.keys, ["buyer:ann"]);
-
-        let mut events = bought.to_vec();
-        events.push(erasure(5, "psn_1"));
-        let documents = project(&events).unwrap();
-        let left: Vec<&String> = documents.keys().collect();
-        assert_eq!(left, ["buyer:bob", "item:a", "subject:psn_2", "total"]);
-        assert!(!documents.values().any(|d| d.contains("ann")));
-        let item: ItemSummary = parsed(&documents, "item:a");
-        assert_eq!((item.sold, item.buyers), (3, 3));
-
-        // Replayed after the forget, her purchases hold tombstones: they
-        // count, under no one.
-        let tombstone = r#"{"buyerId":{"$forgotten":"psn_1"},"quantity":1}"#;
-        let rebuilt = project(&[
-            event(1, "a", "FlashSaleCreated", r#"{"initialStock":5}"#),
-            event(2, "a", "ItemPurchased", tombstone),
-            erasure(3, "psn_1"),
-        ])
-        .unwrap();
-        let left: Vec<&String> = rebuilt.keys().collect();
-        assert_eq!(left, ["item:a", "total"]);
     }
 
     /// Projects events one by one over an in-memory view, as the host does.
@@ -309,6 +214,73 @@ mod tests {
             (0, 1, 1, 1, 50)
         );
         assert_eq!((total.sold, total.items, total.last_position), (3, 2, 40));
+    }
+
+    /// A purchase whose buyer the host encrypts under `pseudonym`.
+    fn purchase(position: i64, buyer: &str, pseudonym: &str) -> Event {
+        Event {
+            metadata: format!(r#"{{"personal":{{"subject":"{pseudonym}","fields":[]}}}}"#),
+            ..event(
+                position,
+                "a",
+                "ItemPurchased",
+                &format!(r#"{{"buyerId":"{buyer}","quantity":1}}"#),
+            )
+        }
+    }
+
+    fn erasure(position: i64, pseudonym: &str) -> Event {
+        Event {
+            position,
+            aggregate: "$subjects".into(),
+            id: pseudonym.into(),
+            sequence: 1,
+            name: "SubjectForgotten".into(),
+            payload: format!(
+                r#"{{"subject":"{pseudonym}","streams":[{{"aggregate":"FlashSaleItem","id":"a"}}]}}"#
+            ),
+            metadata: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_buyers_erasure_clears_them_from_the_items_and_keeps_the_counts() {
+        let created = event(1, "a", "FlashSaleCreated", r#"{"initialStock":5}"#);
+        let bought = [
+            created.clone(),
+            purchase(2, "bob", "psn_2"),
+            purchase(3, "ann", "psn_1"),
+        ];
+        let documents = project(&bought).unwrap();
+        let item: ItemSummary = parsed(&documents, "item:a");
+        assert_eq!(
+            (
+                item.last_buyer.as_deref(),
+                item.last_buyer_subject.as_deref()
+            ),
+            (Some("ann"), Some("psn_1"))
+        );
+
+        // Bob's erasure leaves ann; hers clears her.
+        let mut events = bought.to_vec();
+        events.push(erasure(4, "psn_2"));
+        let item: ItemSummary = parsed(&project(&events).unwrap(), "item:a");
+        assert_eq!(item.last_buyer.as_deref(), Some("ann"));
+        events.push(erasure(5, "psn_1"));
+        let documents = project(&events).unwrap();
+        assert!(
+            !documents.values().any(|d| d.contains("ann")),
+            "{documents:?}"
+        );
+        let item: ItemSummary = parsed(&documents, "item:a");
+        assert_eq!((item.sold, item.buyers, item.last_buyer), (2, 2, None));
+
+        // Replayed after the forget, her purchase holds a tombstone: it
+        // counts, bought by no one.
+        let tombstone = r#"{"buyerId":{"$forgotten":"psn_1"},"quantity":1}"#;
+        let rebuilt = project(&[created, event(2, "a", "ItemPurchased", tombstone)]).unwrap();
+        let item: ItemSummary = parsed(&rebuilt, "item:a");
+        assert_eq!((item.sold, item.last_buyer), (1, None));
     }
 
     #[test]
