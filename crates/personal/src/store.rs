@@ -11,7 +11,7 @@ use crate::snapshots::{KeyId, SNAPSHOT_KEY, SnapshotKey, sealed_parts};
 use async_trait::async_trait;
 use eshost_core::erasure::Erasure;
 use eshost_core::{JsonText, RecordedEvent, Snapshot, StreamId};
-use eshost_store::subjects::{Appearance, SubjectKey, WrappedKey};
+use eshost_store::subjects::{Appearance, NewSubjects, SubjectKey, WrappedKey};
 use eshost_store::{
     AppendOutcome, AppendSignal, Catalog, Checkpoints, Deployments, EventStore, GlobalLog,
     HorizonHolder, Locks, NewCommand, NewEvent, Reactions, RecordedCommand, StoreError,
@@ -187,55 +187,53 @@ impl PersonalStore {
         })
     }
 
-    /// Each subject's key, by id: from the cache, or resolved in one
-    /// statement that also records where each appears.
-    async fn resolve(
-        &self,
-        wanted: &[(&str, &StreamId)],
-    ) -> Result<HashMap<String, Arc<Known>>, StoreError> {
-        let mut resolved: HashMap<String, Arc<Known>> = HashMap::new();
-        let mut candidates: Vec<(SubjectKey, DataKey, String)> = Vec::new();
-        for &(subject, _) in wanted {
-            if resolved.contains_key(subject) || candidates.iter().any(|c| c.2 == subject) {
+    /// Each subject's key, by id: from the cache, or a new candidate's,
+    /// whose row the append stores (see [`Plan`]). Reads nothing.
+    fn plan(&self, wanted: &[(String, &StreamId)]) -> Result<Plan, StoreError> {
+        let mut plan = Plan::default();
+        for (subject, _) in wanted {
+            if plan.keys.contains_key(subject) {
                 continue;
             }
             let lookup = self.lookup.lookup(subject);
             let cached = lock(&self.lookups).get(&lookup).cloned();
-            match cached.filter(|k| k.fresh()) {
-                Some(known) => {
-                    resolved.insert(subject.to_owned(), known);
-                }
+            let known = match cached.filter(|k| k.fresh()) {
+                Some(known) => known,
                 None => {
                     let (row, key) = self.candidate(subject, lookup).map_err(personal)?;
-                    candidates.push((row, key, subject.to_owned()));
+                    let known = Arc::new(Known::Subject {
+                        pseudonym: row.pseudonym.clone(),
+                        subject: subject.clone(),
+                        key,
+                        read_at: Instant::now(),
+                    });
+                    plan.candidates.push((row, known.clone()));
+                    known
                 }
+            };
+            plan.keys.insert(subject.clone(), known);
+        }
+        let recorded = lock(&self.appearances);
+        for (subject, stream) in wanted {
+            let Some(Known::Subject { pseudonym, .. }) = plan.keys.get(subject).map(|k| &**k)
+            else {
+                continue;
+            };
+            let pair = (pseudonym.clone(), (*stream).clone());
+            if !recorded.contains(&pair) && !plan.appearances.contains(&pair) {
+                plan.appearances.push(pair);
             }
         }
-        let pseudonym_of = |subject: &str| -> String {
-            match resolved.get(subject).map(|k| &**k) {
-                Some(Known::Subject { pseudonym, .. }) => pseudonym.clone(),
-                _ => candidates
-                    .iter()
-                    .find(|c| c.2 == subject)
-                    .map(|c| c.0.pseudonym.clone())
-                    .unwrap_or_default(),
-            }
-        };
-        let mut pairs: Vec<(String, &StreamId)> = Vec::new();
-        {
-            let recorded = lock(&self.appearances);
-            for &(subject, stream) in wanted {
-                let pair = (pseudonym_of(subject), stream);
-                if !recorded.contains(&(pair.0.clone(), stream.clone())) && !pairs.contains(&pair) {
-                    pairs.push(pair);
-                }
-            }
-        }
-        if candidates.is_empty() && pairs.is_empty() {
-            return Ok(resolved);
-        }
-        let rows: Vec<SubjectKey> = candidates.iter().map(|c| c.0.clone()).collect();
-        let appearances: Vec<Appearance<'_>> = pairs
+        Ok(plan)
+    }
+
+    /// The plan's rows stored on their own, as another writer's row for
+    /// the same subject is met: each candidate's stored row (theirs, or
+    /// ours if theirs was forgotten since) is cached and planned with.
+    async fn store_plan(&self, plan: Plan) -> Result<Plan, StoreError> {
+        let rows: Vec<SubjectKey> = plan.candidates.iter().map(|c| c.0.clone()).collect();
+        let appearances: Vec<Appearance<'_>> = plan
+            .appearances
             .iter()
             .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
             .collect();
@@ -244,18 +242,11 @@ impl PersonalStore {
             .subjects()
             .resolve_subjects(&rows, &appearances)
             .await?;
-        for (row, key, subject) in candidates {
-            let winner = stored.iter().find(|s| s.lookup == row.lookup);
-            let known = match winner {
-                // Ours was stored.
-                Some(s) if s.pseudonym == row.pseudonym => Known::Subject {
-                    pseudonym: row.pseudonym,
-                    subject: subject.clone(),
-                    key,
-                    read_at: Instant::now(),
-                },
-                // Another writer's row was there first.
-                Some(s) => self.unwrap_row(s).map_err(personal)?,
+        let mut keys = plan.keys;
+        for (row, ours) in plan.candidates {
+            let known = match stored.iter().find(|s| s.lookup == row.lookup) {
+                Some(s) if s.pseudonym == row.pseudonym => ours,
+                Some(s) => Arc::new(self.unwrap_row(s).map_err(personal)?),
                 None => {
                     return Err(personal(format!(
                         "no row came back for a subject of {}",
@@ -263,18 +254,157 @@ impl PersonalStore {
                     )));
                 }
             };
-            let known = Arc::new(known);
-            if let Known::Subject { pseudonym, .. } = &*known {
+            if let Known::Subject {
+                pseudonym, subject, ..
+            } = &*known
+            {
                 lock(&self.subjects).put(pseudonym.clone(), known.clone());
+                keys.insert(subject.clone(), known.clone());
             }
-            lock(&self.lookups).put(row.lookup, known.clone());
-            resolved.insert(subject, known);
+            lock(&self.lookups).put(row.lookup, known);
         }
-        let mut recorded = lock(&self.appearances);
-        for (pseudonym, stream) in pairs {
-            recorded.put((pseudonym, stream.clone()), ());
+        // The appearances were stored under the winners' pseudonyms; the
+        // next append records any that are still missing.
+        Ok(Plan {
+            keys,
+            ..Plan::default()
+        })
+    }
+
+    /// Caches what an append stored: the appearances of the streams whose
+    /// appends were recorded, and the candidates that appear in them.
+    fn remember(&self, plan: Plan, appends: &[StreamAppend<'_>], outcomes: &[AppendOutcome]) {
+        let recorded: Vec<&StreamId> = appends
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(append, _)| append.stream)
+            .collect();
+        let mut stored: Vec<&str> = Vec::new();
+        {
+            let mut appearances = lock(&self.appearances);
+            for pair in &plan.appearances {
+                if recorded.contains(&&pair.1) {
+                    stored.push(&pair.0);
+                    appearances.put(pair.clone(), ());
+                }
+            }
         }
-        Ok(resolved)
+        for (row, known) in plan.candidates {
+            if stored.contains(&row.pseudonym.as_str()) {
+                lock(&self.subjects).put(row.pseudonym, known.clone());
+                lock(&self.lookups).put(row.lookup, known);
+            }
+        }
+    }
+
+    /// Each append's declared personal data, parsed: per append, per
+    /// command, per event. With the subjects named and where.
+    fn parse_group<'a>(
+        &self,
+        appends: &[StreamAppend<'a>],
+    ) -> Result<(ParsedGroup, Wanted<'a>), StoreError> {
+        let mut pending: ParsedGroup = Vec::with_capacity(appends.len());
+        let mut wanted = Vec::new();
+        for append in appends {
+            let mut commands = Vec::with_capacity(append.commands.len());
+            for command in append.commands {
+                let mut events = Vec::with_capacity(command.events.len());
+                for event in &command.events {
+                    let declared = self.declarations.of(&append.stream.aggregate, &event.name);
+                    let parsed = match declared {
+                        Some(declared) => {
+                            let parsed =
+                                Declared::parse(&event.payload, &declared).map_err(personal)?;
+                            wanted.push((parsed.subject.clone(), append.stream));
+                            Some(Pending { declared, parsed })
+                        }
+                        None => None,
+                    };
+                    events.push(parsed);
+                }
+                commands.push(events);
+            }
+            pending.push(commands);
+        }
+        Ok((pending, wanted))
+    }
+
+    /// The group with its declared data sealed under the plan's keys,
+    /// appended with the plan's new rows; each recorded event carries its
+    /// plaintext back, with the metadata as stored.
+    async fn append_sealed(
+        &self,
+        appends: &[StreamAppend<'_>],
+        pending: ParsedGroup,
+        plan: &Plan,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut sealed: Vec<Vec<NewCommand>> = Vec::with_capacity(appends.len());
+        for (append, commands) in appends.iter().zip(pending) {
+            let mut stored = Vec::with_capacity(append.commands.len());
+            for (command, events) in append.commands.iter().zip(commands) {
+                let mut new_events = Vec::with_capacity(command.events.len());
+                for (event, pending) in command.events.iter().zip(events) {
+                    let Some(Pending { declared, parsed }) = pending else {
+                        new_events.push(event.clone());
+                        continue;
+                    };
+                    let Some(Known::Subject { pseudonym, key, .. }) =
+                        plan.keys.get(&parsed.subject).map(|k| &**k)
+                    else {
+                        return Err(personal("a subject's key was not resolved"));
+                    };
+                    let (payload, marker) = parsed
+                        .seal(&declared, pseudonym, key)
+                        .map_err(|e: PayloadError| personal(e))?;
+                    new_events.push(NewEvent {
+                        name: event.name.clone(),
+                        payload,
+                        metadata: payload::mark(&event.metadata, &marker).map_err(personal)?,
+                    });
+                }
+                stored.push(NewCommand {
+                    events: new_events,
+                    ..command.clone()
+                });
+            }
+            sealed.push(stored);
+        }
+        let sealed_appends: Vec<StreamAppend<'_>> = appends
+            .iter()
+            .zip(&sealed)
+            .map(|(append, commands)| StreamAppend {
+                commands,
+                ..*append
+            })
+            .collect();
+        let rows: Vec<SubjectKey> = plan.candidates.iter().map(|c| c.0.clone()).collect();
+        let appearances: Vec<Appearance<'_>> = plan
+            .appearances
+            .iter()
+            .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
+            .collect();
+        let subjects = NewSubjects {
+            candidates: &rows,
+            appearances: &appearances,
+        };
+        let streams = self.inner.streams();
+        let mut outcomes = match subjects.is_empty() {
+            true => streams.append_group(&sealed_appends).await?,
+            false => {
+                streams
+                    .append_group_with_subjects(&sealed_appends, &subjects)
+                    .await?
+            }
+        };
+        for (outcome, append) in outcomes.iter_mut().zip(appends) {
+            let Ok(recorded) = outcome else { continue };
+            let written = append.commands.iter().flat_map(|c| &c.events);
+            for (event, original) in recorded.iter_mut().zip(written) {
+                event.payload = JsonText::new(original.payload.clone()).map_err(personal)?;
+            }
+        }
+        Ok(outcomes)
     }
 
     /// The events as read: each marked one's fields opened, or tombstoned.
@@ -337,6 +467,22 @@ impl PersonalStore {
 struct Pending {
     declared: Arc<PersonalEvent>,
     parsed: Declared,
+}
+
+/// A group's [`Pending`] data: per append, per command, per event.
+type ParsedGroup = Vec<Vec<Vec<Option<Pending>>>>;
+
+/// The subjects a group names, each with the stream it appears in.
+type Wanted<'a> = Vec<(String, &'a StreamId)>;
+
+/// The subjects an append group names: each one's key by id, and what the
+/// append stores with its events (new subjects' rows, each with its key,
+/// and the (pseudonym, stream) appearances not recorded lately).
+#[derive(Default)]
+struct Plan {
+    keys: HashMap<String, Arc<Known>>,
+    candidates: Vec<(SubjectKey, Arc<Known>)>,
+    appearances: Vec<(String, StreamId)>,
 }
 
 #[async_trait]
@@ -467,89 +613,26 @@ impl Streams for PersonalStore {
         if self.declarations.is_empty() {
             return self.inner.streams().append_group(appends).await;
         }
-        // Per append, per command, per event: its declared data, if any.
-        let mut pending: Vec<Vec<Vec<Option<Pending>>>> = Vec::with_capacity(appends.len());
-        let mut wanted: Vec<(String, &StreamId)> = Vec::new();
-        for append in appends {
-            let mut commands = Vec::with_capacity(append.commands.len());
-            for command in append.commands {
-                let mut events = Vec::with_capacity(command.events.len());
-                for event in &command.events {
-                    let declared = self.declarations.of(&append.stream.aggregate, &event.name);
-                    let parsed = match declared {
-                        Some(declared) => {
-                            let parsed =
-                                Declared::parse(&event.payload, &declared).map_err(personal)?;
-                            wanted.push((parsed.subject.clone(), append.stream));
-                            Some(Pending { declared, parsed })
-                        }
-                        None => None,
-                    };
-                    events.push(parsed);
-                }
-                commands.push(events);
-            }
-            pending.push(commands);
-        }
+        let (pending, wanted) = self.parse_group(appends)?;
         if wanted.is_empty() {
             return self.inner.streams().append_group(appends).await;
         }
-        let wanted_refs: Vec<(&str, &StreamId)> = wanted
-            .iter()
-            .map(|(s, stream)| (s.as_str(), *stream))
-            .collect();
-        let keys = self.resolve(&wanted_refs).await?;
-
-        let mut sealed: Vec<Vec<NewCommand>> = Vec::with_capacity(appends.len());
-        for (append, commands) in appends.iter().zip(pending) {
-            let mut stored = Vec::with_capacity(append.commands.len());
-            for (command, events) in append.commands.iter().zip(commands) {
-                let mut new_events = Vec::with_capacity(command.events.len());
-                for (event, pending) in command.events.iter().zip(events) {
-                    let Some(Pending { declared, parsed }) = pending else {
-                        new_events.push(event.clone());
-                        continue;
-                    };
-                    let Some(Known::Subject { pseudonym, key, .. }) =
-                        keys.get(&parsed.subject).map(|k| &**k)
-                    else {
-                        return Err(personal("a subject's key was not resolved"));
-                    };
-                    let (payload, marker) = parsed
-                        .seal(&declared, pseudonym, key)
-                        .map_err(|e: PayloadError| personal(e))?;
-                    new_events.push(NewEvent {
-                        name: event.name.clone(),
-                        payload,
-                        metadata: payload::mark(&event.metadata, &marker).map_err(personal)?,
-                    });
-                }
-                stored.push(NewCommand {
-                    events: new_events,
-                    ..command.clone()
-                });
+        let plan = self.plan(&wanted)?;
+        match self.append_sealed(appends, pending, &plan).await {
+            Ok(outcomes) => {
+                self.remember(plan, appends, &outcomes);
+                Ok(outcomes)
             }
-            sealed.push(stored);
-        }
-        let sealed_appends: Vec<StreamAppend<'_>> = appends
-            .iter()
-            .zip(&sealed)
-            .map(|(append, commands)| StreamAppend {
-                commands,
-                ..*append
-            })
-            .collect();
-        let mut outcomes = self.inner.streams().append_group(&sealed_appends).await?;
-        // The caller applies what was recorded: it gets its plaintext back,
-        // with the metadata as stored.
-        for (outcome, append) in outcomes.iter_mut().zip(appends) {
-            let Ok(recorded) = outcome else { continue };
-            let written = append.commands.iter().flat_map(|c| &c.events);
-            for (event, original) in recorded.iter_mut().zip(written) {
-                event.payload = JsonText::new(original.payload.clone()).map_err(personal)?;
+            // Another writer stored a row for one of these subjects first
+            // (rare: both met them new at once). Nothing was written: store
+            // the rows on their own, which tells whose won, and append again.
+            Err(StoreError::SubjectTaken) => {
+                let plan = self.store_plan(plan).await?;
+                let (pending, _) = self.parse_group(appends)?;
+                self.append_sealed(appends, pending, &plan).await
             }
+            Err(other) => Err(other),
         }
-        Ok(outcomes)
     }
 
     async fn find_commands(

@@ -19,6 +19,7 @@ eshost_test_support::conformance!(
     a_store_without_a_master_key_refuses_to_forget,
     a_rotation_moves_every_key_to_the_new_master_key,
     an_event_without_its_subject_is_refused_and_nothing_is_written,
+    a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects,
 );
 
 const ITEM: &str = "FlashSaleItem";
@@ -191,6 +192,68 @@ async fn hosts_racing_for_a_new_subject_share_one_key(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(from_second[0].payload.to_value()["buyerId"], "ann");
+
+    // A host that meets her later, with nothing cached, tries a row of its
+    // own for her, finds hers stored and appends under it.
+    let (_, third) = personal(db, keyring(&TEST_KEY)).await;
+    let c = buy(&third, "item-3").await;
+    assert_eq!(c[0].payload.to_value()["buyerId"], "ann");
+    assert_eq!(pseudonym("item-3").await, pseudonym("item-1").await);
+    assert_eq!(every_subject(&*inner).await.len(), 1, "one row for ann");
+}
+
+/// Every subject's row (none is wrapped by a master key of that id).
+async fn every_subject(store: &dyn EventStore) -> Vec<eshost_store::subjects::SubjectKey> {
+    store
+        .subjects()
+        .wrapped_by_others("no such master key", "", 1_000)
+        .await
+        .unwrap()
+}
+
+async fn a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects(db: &TestDb) {
+    let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
+    let purchase = |buyer: &str| [("ItemPurchased", json!({"buyerId": buyer, "quantity": 1}))];
+    append(&store, "item-1", 0, &purchase("ann")).await;
+
+    // Version 0 is taken: cat's purchase is refused, and leaves no key.
+    let item_1 = StreamId::new(ITEM, "item-1");
+    let refused = store
+        .streams()
+        .append(&item_1, 0, &[command(&purchase("cat"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict { .. }), "{refused}");
+    assert_eq!(every_subject(&*inner).await.len(), 1, "ann's row alone");
+
+    // A group with one append refused and one recorded: dan's row is
+    // stored with his event, and another host reads it.
+    let item_2 = StreamId::new(ITEM, "item-2");
+    let (cat, dan) = ([command(&purchase("cat"))], [command(&purchase("dan"))]);
+    let outcomes = store
+        .streams()
+        .append_group(&[
+            eshost_store::StreamAppend {
+                stream: &item_1,
+                expected_version: 0,
+                commands: &cat,
+            },
+            eshost_store::StreamAppend {
+                stream: &item_2,
+                expected_version: 0,
+                commands: &dan,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], Err(StoreError::Conflict { .. })));
+    assert_eq!(
+        payloads(outcomes[1].as_ref().unwrap()),
+        [purchase("dan")[0].1.clone()]
+    );
+    let (_, other) = personal(db, keyring(&TEST_KEY)).await;
+    let read = other.streams().load(&item_2, 0).await.unwrap();
+    assert_eq!(read[0].payload.to_value()["buyerId"], "dan");
 }
 
 async fn a_forget_records_the_erasure_and_deletes_the_key_and_the_snapshots(db: &TestDb) {

@@ -54,6 +54,14 @@ pub enum StoreError {
     #[error("personal data: {0}")]
     PersonalData(String),
 
+    /// A new data subject's row was not stored: another writer stored a
+    /// row for the same subject first (see
+    /// [`Streams::append_group_with_subjects`](crate::Streams::append_group_with_subjects)).
+    /// Nothing of the group was written; read the stored row and append
+    /// again under it.
+    #[error("a data subject's key was stored by another writer first")]
+    SubjectTaken,
+
     /// The URL names a database kind this host cannot use.
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite://PATH)")]
     UnsupportedUrl(String),

@@ -280,6 +280,24 @@ pub trait Streams: Send + Sync {
         appends: &[StreamAppend<'_>],
     ) -> Result<Vec<AppendOutcome>, StoreError>;
 
+    /// [`append_group`](Self::append_group), storing new data subjects'
+    /// rows and their appearances in the same transaction, so that
+    /// personal data costs no commit of its own. A candidate whose lookup
+    /// is stored already fails the whole call with
+    /// [`StoreError::SubjectTaken`], and nothing is written; an
+    /// appearance stored already is skipped. The rows are stored with the
+    /// group if any append's outcome is `Ok`, and not at all if none is.
+    async fn append_group_with_subjects(
+        &self,
+        appends: &[StreamAppend<'_>],
+        subjects: &subjects::NewSubjects<'_>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let _ = (appends, subjects);
+        Err(StoreError::PersonalData(
+            "this store cannot store data subjects with an append".to_owned(),
+        ))
+    }
+
     /// The recorded commands among `command_ids`, each with its events, in
     /// no particular order; ids never recorded are left out.
     async fn find_commands(&self, command_ids: &[&str])

@@ -37,6 +37,21 @@ pub struct Appearance<'a> {
     pub stream: &'a StreamId,
 }
 
+/// New subjects' rows and appearances, stored with an append (see
+/// [`Streams::append_group_with_subjects`](crate::Streams::append_group_with_subjects)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewSubjects<'a> {
+    pub candidates: &'a [SubjectKey],
+    pub appearances: &'a [Appearance<'a>],
+}
+
+impl NewSubjects<'_> {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty() && self.appearances.is_empty()
+    }
+}
+
 /// The keys of personal data.
 #[async_trait]
 pub trait Subjects: Send + Sync {
@@ -117,6 +132,51 @@ where
 /// same on PostgreSQL and SQLite).
 macro_rules! impl_subjects {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// Stores new subjects' rows and their appearances on `conn`,
+            /// inside the caller's transaction: a candidate whose lookup is
+            /// stored already is [`StoreError::SubjectTaken`](crate::StoreError::SubjectTaken).
+            pub(crate) async fn insert_subjects(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                subjects: &$crate::subjects::NewSubjects<'_>,
+            ) -> Result<(), $crate::StoreError> {
+                use $crate::reactions::sql::ROWS_PER_STATEMENT;
+                for chunk in subjects.candidates.chunks(ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO subjects \
+                         (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id) ",
+                    );
+                    insert.push_values(chunk, |mut row, subject| {
+                        row.push_bind(&subject.pseudonym)
+                            .push_bind(&subject.lookup)
+                            .push_bind(&subject.wrapped_key)
+                            .push_bind(&subject.sealed_subject)
+                            .push_bind(&subject.master_key_id);
+                    });
+                    match insert.build().execute(&mut *conn).await {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Err($crate::StoreError::SubjectTaken);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                for chunk in subjects.appearances.chunks(ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO subject_streams (pseudonym, aggregate, id) ",
+                    );
+                    insert.push_values(chunk, |mut row, appearance| {
+                        row.push_bind(appearance.pseudonym)
+                            .push_bind(&appearance.stream.aggregate)
+                            .push_bind(&appearance.stream.id);
+                    });
+                    insert.push(" ON CONFLICT DO NOTHING");
+                    insert.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::subjects::Subjects for $store {
             async fn keep_key(

@@ -4,6 +4,7 @@
 
 use super::{PostgresStore, violation};
 use crate::error::{DatabaseFailure, StoreError};
+use crate::subjects::{Appearance, NewSubjects, SubjectKey};
 use crate::{
     AppendOutcome, JsonText, RecordedEvent, StreamAppend, StreamId, Violation, numbered, to_i64,
 };
@@ -28,12 +29,64 @@ struct GroupRows<'a> {
     fingerprints: Vec<&'a str>,
     firsts: Vec<i64>,
     counts: Vec<i32>,
+    subjects: SubjectRows<'a>,
+}
+
+/// New data subjects' rows and appearances, as the column arrays the group
+/// statement binds: rows in lookup order, appearances in key order, so two
+/// groups never wait on each other's rows in opposite orders.
+#[derive(Default)]
+struct SubjectRows<'a> {
+    pseudonyms: Vec<&'a str>,
+    lookups: Vec<&'a [u8]>,
+    wrapped_keys: Vec<&'a [u8]>,
+    sealed_subjects: Vec<&'a [u8]>,
+    master_key_ids: Vec<&'a str>,
+    appearing: Vec<&'a str>,
+    appearing_aggregates: Vec<&'a str>,
+    appearing_ids: Vec<&'a str>,
+}
+
+impl<'a> SubjectRows<'a> {
+    fn sorted(subjects: &NewSubjects<'a>) -> Self {
+        let mut candidates: Vec<&SubjectKey> = subjects.candidates.iter().collect();
+        candidates.sort_by_key(|c| &c.lookup);
+        let mut appearances: Vec<&Appearance<'a>> = subjects.appearances.iter().collect();
+        appearances.sort_by_key(|a| (a.pseudonym, &a.stream.aggregate, &a.stream.id));
+        let mut rows = Self::default();
+        for candidate in candidates {
+            rows.pseudonyms.push(&candidate.pseudonym);
+            rows.lookups.push(&candidate.lookup);
+            rows.wrapped_keys.push(&candidate.wrapped_key);
+            rows.sealed_subjects.push(&candidate.sealed_subject);
+            rows.master_key_ids.push(&candidate.master_key_id);
+        }
+        for appearance in appearances {
+            rows.appearing.push(appearance.pseudonym);
+            rows.appearing_aggregates.push(&appearance.stream.aggregate);
+            rows.appearing_ids.push(&appearance.stream.id);
+        }
+        rows
+    }
+
+    /// Binds the subjects' columns, after the commands' and events'.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.pseudonyms)
+            .bind(&self.lookups)
+            .bind(&self.wrapped_keys)
+            .bind(&self.sealed_subjects)
+            .bind(&self.master_key_ids)
+            .bind(&self.appearing)
+            .bind(&self.appearing_aggregates)
+            .bind(&self.appearing_ids)
+    }
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 impl<'a> GroupRows<'a> {
-    fn sorted(appends: &[StreamAppend<'a>]) -> Self {
+    fn sorted(appends: &[StreamAppend<'a>], subjects: &NewSubjects<'a>) -> Self {
         let mut appends: Vec<&StreamAppend<'a>> = appends.iter().collect();
         appends.sort_by_key(|a| (&a.stream.aggregate, &a.stream.id));
         let mut rows = Self::default();
@@ -63,6 +116,7 @@ impl<'a> GroupRows<'a> {
             rows.counts
                 .push(i32::try_from(command.events.len()).unwrap_or(i32::MAX));
         }
+        rows.subjects = SubjectRows::sorted(subjects);
         rows
     }
 
@@ -174,6 +228,15 @@ fn take_stream<'a>(by_stream: &mut ByStream<'a>, stream: &'a StreamId) -> Vec<Re
     events
 }
 
+/// True if `error` is a new subject's lookup met stored already.
+fn subject_taken(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some(SUBJECT_LOOKUP_KEY))
+}
+
+/// The key on a subject's lookup (see migration 0012).
+const SUBJECT_LOOKUP_KEY: &str = "subjects_lookup_key";
+
 /// A reply that does not fit what was sent.
 fn unexpected(message: String) -> StoreError {
     StoreError::Database {
@@ -198,27 +261,53 @@ const MAX_EVENTS_PER_APPEND: usize = 1 << POSITION_INDEX_BITS;
 // every row was given (created_at defaults to now(), the transaction's
 // start) and how many events went in. The rest of each event is what was
 // sent (see `GroupRows::recorded`).
-const INSERT_GROUP: &str = "
-    WITH recorded_commands AS (
-        INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
-                              fingerprint, first_sequence, event_count)
-        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::bigint[], $7::int[])
-    ), recorded_events AS (
-        INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number,
-                            event_name, payload, metadata)
-        SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
-               e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
-               e.payload::json, e.metadata::json
-        FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                    $13::text[])
-             WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
-                                  payload, metadata, n)
-        RETURNING 1
-    )
-    SELECT pg_current_xact_id()::text::bigint AS xid,
-           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at,
-           (SELECT count(*) FROM recorded_events) AS events";
+macro_rules! insert_group {
+    ($($subjects:literal)?) => {
+        concat!(
+            "WITH ",
+            $($subjects,)?
+            "recorded_commands AS (
+                INSERT INTO commands (command_id, aggregate_name, aggregate_id, command_name,
+                                      fingerprint, first_sequence, event_count)
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
+                                     $5::text[], $6::bigint[], $7::int[])
+            ), recorded_events AS (
+                INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number,
+                                    event_name, payload, metadata)
+                SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
+                       e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
+                       e.payload::json, e.metadata::json
+                FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
+                            $13::text[])
+                     WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number,
+                                          event_name, payload, metadata, n)
+                RETURNING 1
+            )
+            SELECT pg_current_xact_id()::text::bigint AS xid,
+                   to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                       AS created_at,
+                   (SELECT count(*) FROM recorded_events) AS events"
+        )
+    };
+}
+
+const INSERT_GROUP: &str = insert_group!();
+
+// INSERT_GROUP with new data subjects' rows and appearances (decision
+// record 0056) in the same statement, so in the same transaction and
+// commit. A subject's lookup taken already fails the statement, and with
+// it the whole group (`StoreError::SubjectTaken`).
+const INSERT_GROUP_WITH_SUBJECTS: &str = insert_group!(
+    "new_subjects AS (
+        INSERT INTO subjects (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id)
+        SELECT * FROM UNNEST($14::text[], $15::bytea[], $16::bytea[], $17::bytea[],
+                             $18::text[])
+    ), new_appearances AS (
+        INSERT INTO subject_streams (pseudonym, aggregate, id)
+        SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[])
+        ON CONFLICT DO NOTHING
+    ), "
+);
 
 // A group's statements when a key is taken (see `append_undoing`): a taken
 // key skips its row, and the rows returned show which went in. Positions as
@@ -253,6 +342,7 @@ impl PostgresStore {
     pub(super) async fn append_rows(
         &self,
         appends: &[StreamAppend<'_>],
+        subjects: &NewSubjects<'_>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         if appends.iter().all(|a| a.events() == 0) {
             return Ok(appends.iter().map(|_| Ok(Vec::new())).collect());
@@ -264,11 +354,15 @@ impl PostgresStore {
                 max: MAX_EVENTS_PER_APPEND - 1,
             });
         }
-        let rows = GroupRows::sorted(appends);
-        let inserted = rows
-            .bind_events(rows.bind_commands(sqlx::query(INSERT_GROUP)))
-            .fetch_one(&self.pool)
-            .await;
+        let rows = GroupRows::sorted(appends, subjects);
+        let inserted = match subjects.is_empty() {
+            true => rows.bind_events(rows.bind_commands(sqlx::query(INSERT_GROUP))),
+            false => rows.subjects.bind(
+                rows.bind_events(rows.bind_commands(sqlx::query(INSERT_GROUP_WITH_SUBJECTS))),
+            ),
+        }
+        .fetch_one(&self.pool)
+        .await;
         let outcomes = match inserted {
             Ok(reply) => {
                 let mut by_stream = rows.recorded(&reply)?;
@@ -277,9 +371,10 @@ impl PostgresStore {
                     .map(|a| Ok(take_stream(&mut by_stream, a.stream)))
                     .collect()
             }
+            Err(e) if subject_taken(&e) => return Err(StoreError::SubjectTaken),
             Err(e) => match (violation(&e), appends) {
                 (Some(key), [one]) => vec![Err(key.error(one.stream, one.expected_version))],
-                (Some(_), _) => self.append_undoing(appends, &rows).await?,
+                (Some(_), _) => self.append_undoing(appends, &rows, subjects).await?,
                 (None, _) => return Err(e.into()),
             },
         };
@@ -298,8 +393,10 @@ impl PostgresStore {
         &self,
         appends: &[StreamAppend<'_>],
         rows: &GroupRows<'_>,
+        subjects: &NewSubjects<'_>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_subjects(&mut tx, subjects).await?;
         // Each command id that went in, with the stream it went in for.
         let recorded_ids: HashMap<String, StreamId> = rows
             .bind_commands(sqlx::query(INSERT_GROUP_COMMANDS))
@@ -356,7 +453,11 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        // With no append recorded, the subjects' rows are no one's.
+        match outcomes.iter().any(Result::is_ok) {
+            true => tx.commit().await?,
+            false => tx.rollback().await?,
+        }
         Ok(outcomes)
     }
 }

@@ -14,6 +14,7 @@ use super::{
     StreamAppend, StreamId, StreamLock, Streams, Violation, grouped, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
+use crate::subjects::NewSubjects;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::types::Json;
@@ -422,7 +423,15 @@ impl Streams for PostgresStore {
         &self,
         appends: &[StreamAppend<'_>],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        self.append_rows(appends).await
+        self.append_rows(appends, &NewSubjects::default()).await
+    }
+
+    async fn append_group_with_subjects(
+        &self,
+        appends: &[StreamAppend<'_>],
+        subjects: &NewSubjects<'_>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.append_rows(appends, subjects).await
     }
 
     async fn find_commands(

@@ -13,6 +13,7 @@ use super::{
     appended, grouped, numbered, snapshot_from, to_i64,
 };
 use crate::error::StoreError;
+use crate::subjects::NewSubjects;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -216,6 +217,45 @@ fn recorded(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
+impl SqliteStore {
+    /// A group's appends, with `subjects` stored first in the same
+    /// transaction; each append behind a savepoint of its own, so one that
+    /// meets a key fails alone.
+    async fn append_with(
+        &self,
+        appends: &[StreamAppend<'_>],
+        subjects: &NewSubjects<'_>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if appends.iter().all(|a| a.events() == 0) {
+            return Ok(appends.iter().map(|_| Ok(Vec::new())).collect());
+        }
+        let mut tx = self.pool.begin().await?;
+        Self::insert_subjects(&mut tx, subjects).await?;
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            match insert_stream(&mut savepoint, append).await {
+                Ok(events) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(events));
+                }
+                Err(key @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. })) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(key));
+                }
+                // The transaction rolls back when dropped.
+                Err(other) => return Err(other),
+            }
+        }
+        // With no append recorded, the subjects' rows are no one's.
+        match outcomes.iter().any(Result::is_ok) {
+            true => tx.commit().await?,
+            false => tx.rollback().await?,
+        }
+        Ok(outcomes)
+    }
+}
+
 fn is_key_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db)
         if db.code().is_some_and(|code| KEY_VIOLATIONS.contains(&code.as_ref())))
@@ -330,28 +370,15 @@ impl Streams for SqliteStore {
         &self,
         appends: &[StreamAppend<'_>],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        if appends.iter().all(|a| a.events() == 0) {
-            return Ok(appends.iter().map(|_| Ok(Vec::new())).collect());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(appends.len());
-        for append in appends {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            match insert_stream(&mut savepoint, append).await {
-                Ok(events) => {
-                    savepoint.commit().await?;
-                    outcomes.push(Ok(events));
-                }
-                Err(key @ (StoreError::Conflict { .. } | StoreError::DuplicateCommand { .. })) => {
-                    savepoint.rollback().await?;
-                    outcomes.push(Err(key));
-                }
-                // The transaction rolls back when dropped.
-                Err(other) => return Err(other),
-            }
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+        self.append_with(appends, &NewSubjects::default()).await
+    }
+
+    async fn append_group_with_subjects(
+        &self,
+        appends: &[StreamAppend<'_>],
+        subjects: &NewSubjects<'_>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.append_with(appends, subjects).await
     }
 
     async fn find_commands(
