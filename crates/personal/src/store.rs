@@ -231,12 +231,7 @@ impl PersonalStore {
     /// the same subject is met: each candidate's stored row (theirs, or
     /// ours if theirs was forgotten since) is cached and planned with.
     async fn store_plan(&self, plan: Plan) -> Result<Plan, StoreError> {
-        let rows: Vec<SubjectKey> = plan.candidates.iter().map(|c| c.0.clone()).collect();
-        let appearances: Vec<Appearance<'_>> = plan
-            .appearances
-            .iter()
-            .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
-            .collect();
+        let (rows, appearances) = plan.to_store();
         let stored = self
             .inner
             .subjects()
@@ -378,12 +373,7 @@ impl PersonalStore {
                 ..*append
             })
             .collect();
-        let rows: Vec<SubjectKey> = plan.candidates.iter().map(|c| c.0.clone()).collect();
-        let appearances: Vec<Appearance<'_>> = plan
-            .appearances
-            .iter()
-            .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
-            .collect();
+        let (rows, appearances) = plan.to_store();
         let subjects = NewSubjects {
             candidates: &rows,
             appearances: &appearances,
@@ -483,6 +473,19 @@ struct Plan {
     keys: HashMap<String, Arc<Known>>,
     candidates: Vec<(SubjectKey, Arc<Known>)>,
     appearances: Vec<(String, StreamId)>,
+}
+
+impl Plan {
+    /// The new rows and the appearances, as the store takes them.
+    fn to_store(&self) -> (Vec<SubjectKey>, Vec<Appearance<'_>>) {
+        let rows = self.candidates.iter().map(|c| c.0.clone()).collect();
+        let appearances = self
+            .appearances
+            .iter()
+            .map(|(pseudonym, stream)| Appearance { pseudonym, stream })
+            .collect();
+        (rows, appearances)
+    }
 }
 
 #[async_trait]

@@ -467,6 +467,20 @@ fn append_error(
     }
 }
 
+/// Ends a group's transaction: committed if any append was recorded, else
+/// rolled back, so that rows stored beside the appends (new subjects') are
+/// no one's when none was.
+async fn finish_group<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcomes: &[AppendOutcome],
+) -> Result<(), StoreError> {
+    match outcomes.iter().any(Result::is_ok) {
+        true => tx.commit().await?,
+        false => tx.rollback().await?,
+    }
+    Ok(())
+}
+
 /// A sequence number or count as the stores' 64-bit signed integer.
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

@@ -142,18 +142,7 @@ macro_rules! impl_subjects {
             ) -> Result<(), $crate::StoreError> {
                 use $crate::reactions::sql::ROWS_PER_STATEMENT;
                 for chunk in subjects.candidates.chunks(ROWS_PER_STATEMENT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO subjects \
-                         (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id) ",
-                    );
-                    insert.push_values(chunk, |mut row, subject| {
-                        row.push_bind(&subject.pseudonym)
-                            .push_bind(&subject.lookup)
-                            .push_bind(&subject.wrapped_key)
-                            .push_bind(&subject.sealed_subject)
-                            .push_bind(&subject.master_key_id);
-                    });
-                    match insert.build().execute(&mut *conn).await {
+                    match Self::subject_rows(chunk).build().execute(&mut *conn).await {
                         Ok(_) => {}
                         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                             return Err($crate::StoreError::SubjectTaken);
@@ -161,19 +150,50 @@ macro_rules! impl_subjects {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                for chunk in subjects.appearances.chunks(ROWS_PER_STATEMENT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO subject_streams (pseudonym, aggregate, id) ",
-                    );
-                    insert.push_values(chunk, |mut row, appearance| {
-                        row.push_bind(appearance.pseudonym)
-                            .push_bind(&appearance.stream.aggregate)
-                            .push_bind(&appearance.stream.id);
-                    });
-                    insert.push(" ON CONFLICT DO NOTHING");
-                    insert.build().execute(&mut *conn).await?;
+                let appearances: Vec<(&str, &$crate::StreamId)> = subjects
+                    .appearances
+                    .iter()
+                    .map(|a| (a.pseudonym, a.stream))
+                    .collect();
+                for chunk in appearances.chunks(ROWS_PER_STATEMENT) {
+                    Self::appearance_rows(chunk).build().execute(&mut *conn).await?;
                 }
                 Ok(())
+            }
+
+            /// `INSERT INTO subjects` of these rows.
+            fn subject_rows(
+                rows: &[$crate::subjects::SubjectKey],
+            ) -> sqlx::QueryBuilder<'_, $db> {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO subjects \
+                     (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id) ",
+                );
+                insert.push_values(rows, |mut row, subject| {
+                    row.push_bind(&subject.pseudonym)
+                        .push_bind(&subject.lookup)
+                        .push_bind(&subject.wrapped_key)
+                        .push_bind(&subject.sealed_subject)
+                        .push_bind(&subject.master_key_id);
+                });
+                insert
+            }
+
+            /// `INSERT INTO subject_streams` of these (pseudonym, stream)
+            /// pairs, each skipped if stored already.
+            fn appearance_rows<'q, P: AsRef<str>>(
+                pairs: &'q [(P, &'q $crate::StreamId)],
+            ) -> sqlx::QueryBuilder<'q, $db> {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO subject_streams (pseudonym, aggregate, id) ",
+                );
+                insert.push_values(pairs, |mut row, (pseudonym, stream)| {
+                    row.push_bind(pseudonym.as_ref())
+                        .push_bind(&stream.aggregate)
+                        .push_bind(&stream.id);
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert
             }
         }
 
@@ -215,17 +235,7 @@ macro_rules! impl_subjects {
                 let mut tx = self.pool.begin().await?;
                 let mut rows = Vec::with_capacity(candidates.len());
                 for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
-                    let mut upsert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO subjects \
-                         (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id) ",
-                    );
-                    upsert.push_values(chunk, |mut row, subject| {
-                        row.push_bind(&subject.pseudonym)
-                            .push_bind(&subject.lookup)
-                            .push_bind(&subject.wrapped_key)
-                            .push_bind(&subject.sealed_subject)
-                            .push_bind(&subject.master_key_id);
-                    });
+                    let mut upsert = Self::subject_rows(chunk);
                     // A no-op update, so that RETURNING gives the row stored
                     // before as well as a new one.
                     upsert.push(
@@ -249,16 +259,7 @@ macro_rules! impl_subjects {
                     .map(|a| (winner(a.pseudonym), a.stream))
                     .collect();
                 for chunk in appearances.chunks(ROWS_PER_STATEMENT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO subject_streams (pseudonym, aggregate, id) ",
-                    );
-                    insert.push_values(chunk, |mut row, (pseudonym, stream)| {
-                        row.push_bind(pseudonym)
-                            .push_bind(&stream.aggregate)
-                            .push_bind(&stream.id);
-                    });
-                    insert.push(" ON CONFLICT DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
+                    Self::appearance_rows(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(rows)

@@ -453,11 +453,7 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        // With no append recorded, the subjects' rows are no one's.
-        match outcomes.iter().any(Result::is_ok) {
-            true => tx.commit().await?,
-            false => tx.rollback().await?,
-        }
+        crate::finish_group(tx, &outcomes).await?;
         Ok(outcomes)
     }
 }

@@ -247,11 +247,7 @@ impl SqliteStore {
                 Err(other) => return Err(other),
             }
         }
-        // With no append recorded, the subjects' rows are no one's.
-        match outcomes.iter().any(Result::is_ok) {
-            true => tx.commit().await?,
-            false => tx.rollback().await?,
-        }
+        crate::finish_group(tx, &outcomes).await?;
         Ok(outcomes)
     }
 }
