@@ -34,7 +34,7 @@ await build({
 });
 const { component } = await componentize({
   sourcePath: bundle,
-  witPath: join(here, "../../wit"),
+  witPath: join(here, "../../wit/v0.3"),
   worldName: "aggregate-guest",
   disableFeatures: ["random", "stdio", "clocks", "http", "fetch-event"],
 });

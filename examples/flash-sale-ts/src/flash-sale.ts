@@ -7,6 +7,9 @@
 //   covers it, else PurchaseRejected (out_of_stock, insufficient_stock):
 //   never an oversell. A quantity below 1 or an empty buyer is an invalid
 //   command; a purchase before the sale exists fails its precondition.
+// - The buyer is personal data: `buyerId` is each purchase's subject, so
+//   the host stores it encrypted under the buyer's own key. Once the buyer
+//   is forgotten, the state lists their pseudonym in their place.
 
 import {
   defineAggregate,
@@ -14,6 +17,9 @@ import {
   field,
   InvalidCommand,
   PreconditionFailed,
+  subject,
+  subjectKey,
+  type Subject,
 } from "@eshost/guest";
 
 export interface FlashSaleItem {
@@ -32,8 +38,8 @@ interface Commands {
 
 interface Events {
   FlashSaleCreated: { itemId: string; initialStock: number };
-  ItemPurchased: { buyerId: string; quantity: number };
-  PurchaseRejected: { buyerId: string; reason: "out_of_stock" | "insufficient_stock" };
+  ItemPurchased: { buyerId: Subject; quantity: number };
+  PurchaseRejected: { buyerId: Subject; reason: "out_of_stock" | "insufficient_stock" };
 }
 
 const event = eventsOf<Events>();
@@ -41,6 +47,11 @@ const event = eventsOf<Events>();
 export const aggregate = defineAggregate<FlashSaleItem, Commands, Events>({
   name: "FlashSaleItem",
   version: "0.1.0",
+
+  personal: {
+    ItemPurchased: { subject: "buyerId" },
+    PurchaseRejected: { subject: "buyerId" },
+  },
 
   initialState: (id) => ({ id, created: false, initialStock: 0, stock: 0, sold: 0, buyers: [] }),
 
@@ -74,12 +85,14 @@ export const aggregate = defineAggregate<FlashSaleItem, Commands, Events>({
         throw new PreconditionFailed(`flash sale ${item.id} does not exist`);
       }
       if (item.stock === 0) {
-        return [event("PurchaseRejected", { buyerId, reason: "out_of_stock" })];
+        return [event("PurchaseRejected", { buyerId: subject(buyerId), reason: "out_of_stock" })];
       }
       if (quantity > item.stock) {
-        return [event("PurchaseRejected", { buyerId, reason: "insufficient_stock" })];
+        return [
+          event("PurchaseRejected", { buyerId: subject(buyerId), reason: "insufficient_stock" }),
+        ];
       }
-      return [event("ItemPurchased", { buyerId, quantity })];
+      return [event("ItemPurchased", { buyerId: subject(buyerId), quantity })];
     },
   },
 
@@ -98,7 +111,7 @@ export const aggregate = defineAggregate<FlashSaleItem, Commands, Events>({
       }
       // Kept in place: a hot item gathers many buyers, and a copy per
       // event would make hydration quadratic.
-      item.buyers.push(buyerId);
+      item.buyers.push(subjectKey(buyerId));
       item.stock -= quantity;
       item.sold += quantity;
       return item;

@@ -12,15 +12,23 @@
 //   });
 //
 // `defineAggregate` returns what the `aggregate` interface of the WIT world
-// `aggregate-guest` exports: `describe` and the `State` resource, which
-// holds one aggregate's state inside the guest. Build the module with
-// componentize-js, world `aggregate-guest`, every WASI feature disabled:
-// the host refuses a guest that imports anything but `eshost:aggregate/host`.
+// `aggregate-guest` (contract 0.3.0, `wit/v0.3`) exports: `describe` and the
+// `State` resource, which holds one aggregate's state inside the guest.
+// Build the module with componentize-js, world `aggregate-guest`, every WASI
+// feature disabled: the host refuses a guest that imports anything but
+// `eshost:aggregate/host`.
+//
+// Personal data: an event field typed `Subject` names the person the event
+// is about, a field typed `Personal<T>` holds more of their data, and the
+// definition's `personal` says which fields those are. The compiler holds
+// the two together: an event with a `Subject` field must be declared, and
+// a declaration can name only fields of those types. Once the subject is
+// forgotten, each such field reads as `Forgotten` in the appliers.
 
 /// <reference path="./host.d.ts" preserve="true" />
 /// <reference path="./globals.d.ts" preserve="true" />
 
-import { log as hostLog, type Level } from "eshost:aggregate/host@0.1.0";
+import { log as hostLog, type Level } from "eshost:aggregate/host@0.3.0";
 
 export type { Level };
 
@@ -50,6 +58,69 @@ export function eventsOf<Events>() {
   ): NewEvent<Name, Events[Name]> => ({ name, payload });
 }
 
+/**
+ * What stands in a forgotten subject's fields: their pseudonym, the same in
+ * each of their fields and events. It tells forgotten subjects apart and
+ * says nothing of who they were.
+ */
+export interface Forgotten {
+  readonly $forgotten: string;
+}
+
+declare const subjectBrand: unique symbol;
+declare const personalBrand: unique symbol;
+
+/** A data subject's id as an event holds it: made with `subject(id)`. */
+export type SubjectId = string & { readonly [subjectBrand]: true };
+
+/** The field that names the data subject: their id, or once forgotten, `Forgotten`. */
+export type Subject = SubjectId | Forgotten;
+
+/** Another field of the subject's personal data: made with `personal(value)`. */
+export type Personal<T> = (T & { readonly [personalBrand]: true }) | Forgotten;
+
+/** `id` as the subject of an event. */
+export function subject(id: string): SubjectId {
+  return id as SubjectId;
+}
+
+/** `value` as personal data of the event's subject. */
+export function personal<T>(value: T): Personal<T> {
+  return value as Personal<T>;
+}
+
+/** True if a subject's field was forgotten. */
+export function isForgotten(value: unknown): value is Forgotten {
+  return typeof value === "object" && value !== null && typeof (value as Forgotten).$forgotten === "string";
+}
+
+/**
+ * What tells a subject apart from others: their id, or once they are
+ * forgotten, their pseudonym.
+ */
+export function subjectKey(value: Subject): string {
+  return isForgotten(value) ? value.$forgotten : value;
+}
+
+/** The keys of `P` whose values are `V` (a `never` value is none's). */
+type KeysOf<P, V> = {
+  [K in keyof P]-?: [NonNullable<P[K]>] extends [never] ? never : NonNullable<P[K]> extends V ? K : never;
+}[keyof P] &
+  string;
+
+/** One event's personal data: its `Subject` field and its `Personal` fields. */
+export interface PersonalEventOf<Payload> {
+  subject: KeysOf<Payload, Subject>;
+  fields?: KeysOf<Payload, Personal<unknown>>[];
+}
+
+/** The declaration every event with a `Subject` field must have. */
+export type PersonalOf<Events> = {
+  [Name in keyof Events & string as [KeysOf<Events[Name], Subject>] extends [never]
+    ? never
+    : Name]: PersonalEventOf<Events[Name]>;
+};
+
 /** The payload is not what the command needs (a field missing or mistyped). */
 export class InvalidPayload extends Error {}
 /** The command is well formed but makes no sense (a quantity below 1). */
@@ -66,7 +137,11 @@ export type CommandHandler<State, Payload, Events> = (
 /** Applies one recorded event: returns the state after it. */
 export type EventApplier<State, Payload> = (state: State, payload: Payload) => State;
 
-export interface AggregateDefinition<State, Commands, Events> {
+export type AggregateDefinition<State, Commands, Events> = Definition<State, Commands, Events> &
+  // Required as soon as one event has a `Subject` field.
+  ({} extends PersonalOf<Events> ? { personal?: PersonalOf<Events> } : { personal: PersonalOf<Events> });
+
+interface Definition<State, Commands, Events> {
   name: string;
   version: string;
   initialState: (id: string) => State;
@@ -113,6 +188,12 @@ interface WitEvent {
   name: string;
   payload: string;
 }
+interface WitRecordedEvent {
+  name: string;
+  payload: string;
+  sequence: bigint;
+  version: string;
+}
 interface WitCommand {
   name: string;
   payload: string;
@@ -145,6 +226,12 @@ export function defineAggregate<S, C, E>(definition: AggregateDefinition<S, C, E
   const { name, version, initialState, commands, events, parse } = definition;
   const commandNames = Object.keys(commands);
   const eventNames = Object.keys(events);
+  const declared = (definition.personal ?? {}) as Record<string, PersonalEventOf<unknown>>;
+  const personalEvents = Object.entries(declared).map(([event, { subject, fields }]) => ({
+    event,
+    subject: subject as string,
+    fields: (fields ?? []) as string[],
+  }));
 
   class State {
     #state: S;
@@ -163,19 +250,27 @@ export function defineAggregate<S, C, E>(definition: AggregateDefinition<S, C, E
       return restored;
     }
 
-    apply(recorded: WitEvent[]): void {
-      for (const { name: eventName, payload } of recorded) {
+    apply(recorded: WitRecordedEvent[]): void {
+      for (const { name: eventName, payload, sequence } of recorded) {
+        // An `apply-error` names the event refused.
+        const refuse = (reason: string) => {
+          throw { sequence, reason };
+        };
         if (!has(events, eventName)) {
-          throw `${name} has no event ${JSON.stringify(eventName)}`;
+          refuse(`${name} has no event ${JSON.stringify(eventName)}`);
         }
         let parsed: unknown;
         try {
           parsed = JSON.parse(payload);
         } catch (e) {
-          throw `${eventName}: the payload is not JSON: ${e}`;
+          refuse(`${eventName}: the payload is not JSON: ${e}`);
         }
         const applier = (events as Record<string, EventApplier<S, unknown>>)[eventName];
-        this.#state = applier(this.#state, parsed);
+        try {
+          this.#state = applier(this.#state, parsed);
+        } catch (e) {
+          refuse(e instanceof Error ? e.message : String(e));
+        }
       }
     }
 
@@ -210,7 +305,14 @@ export function defineAggregate<S, C, E>(definition: AggregateDefinition<S, C, E
   }
 
   return {
-    describe: () => ({ name, version, commands: commandNames, events: eventNames }),
+    describe: () => ({
+      name,
+      version,
+      commands: commandNames,
+      events: eventNames,
+      oldEvents: [],
+      personal: personalEvents,
+    }),
     State,
   };
 }

@@ -18,13 +18,7 @@ fn the_flash_sale_declares_its_buyer_the_subject_of_purchases_and_rejections() {
         .find(|a| a["name"] == FLASH_SALE)
         .unwrap();
     assert_eq!(sale["contract"], "0.3.0");
-    assert_eq!(
-        sale["personal"],
-        serde_json::json!([
-            {"event": "ItemPurchased", "subject": "buyerId", "fields": []},
-            {"event": "PurchaseRejected", "subject": "buyerId", "fields": []},
-        ])
-    );
+    assert_eq!(sale["personal"], declared_buyer());
     // A guest that declares none lists none.
     let bank = listing
         .as_array()
@@ -38,6 +32,14 @@ fn the_flash_sale_declares_its_buyer_the_subject_of_purchases_and_rejections() {
         shown.contains("  personal ItemPurchased: buyerId (subject)\n"),
         "{shown}"
     );
+}
+
+/// What every flash sale declares, in whatever language.
+fn declared_buyer() -> serde_json::Value {
+    serde_json::json!([
+        {"event": "ItemPurchased", "subject": "buyerId", "fields": []},
+        {"event": "PurchaseRejected", "subject": "buyerId", "fields": []},
+    ])
 }
 
 /// A buyer id no random ciphertext or pseudonym would hold by chance.
@@ -258,6 +260,37 @@ fn after_a_forget_nothing_of_the_buyer_is_left_in_the_embedded_store_and_the_cou
 
     let again = ok(ws.run_with(&["forget", ANN], &vars));
     assert!(again.starts_with("nothing to forget"), "{again}");
+}
+
+/// The TypeScript flash sale declares its buyer through its SDK's types as
+/// the Rust one does, and a forget reaches its state: the buyer's place
+/// holds their pseudonym, and the counts hold.
+#[test]
+fn the_typescript_flash_sale_declares_its_buyer_and_a_forget_reaches_its_state() {
+    let Some(dir) = TYPESCRIPT.modules_dir() else {
+        return;
+    };
+    let ws = Workspace::with_modules(dir);
+    let cache = compiled_code_cache();
+    let vars = [("ESHOST_CACHE_DIR", cache.to_str().unwrap())];
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(ws.run_with(&["aggregates", "--json"], &vars))).unwrap();
+    assert_eq!(listing[0]["contract"], "0.3.0", "{listing}");
+    assert_eq!(listing[0]["personal"], declared_buyer());
+
+    bob_then_ann_buy(&ws, &vars);
+    let state = |ws: &Workspace| -> serde_json::Value {
+        serde_json::from_str(&ok(ws.run_with(&["state", FLASH_SALE, "s1"], &vars))).unwrap()
+    };
+    assert_eq!(state(&ws)["buyers"], serde_json::json!([BOB, ANN]));
+    assert!(!holds(&written_bytes(&ws), ANN), "her id in plaintext");
+
+    let forgot = forget(&ws, &vars);
+    let pseudonym = &forgot["erasure"]["pseudonym"];
+    assert!(pseudonym.as_str().unwrap().starts_with("psn_"), "{forgot}");
+    let after = state(&ws);
+    assert_eq!(after["buyers"], serde_json::json!([BOB, pseudonym]));
+    assert_eq!((&after["sold"], &after["stock"]), (&2.into(), &1.into()));
 }
 
 #[test]

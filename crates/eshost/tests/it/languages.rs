@@ -15,17 +15,17 @@ crate::conformance!(
     older_contract_versions_run_side_by_side,
 );
 
-/// The TypeScript guest implements the contract's 0.1.0, and a component
+/// The Python guest implements the contract's 0.1.0, and a component
 /// built by the Rust SDK before 0.3.0 (kept in `fixtures/prebuilt`) 0.2.0.
 /// One host runs both: commands, then a second host that hydrates each
 /// from the store (every event through `apply`, called the way each
 /// version defines it). The Rust SDK's guests now are 0.3.0, and every
 /// other test runs them.
 async fn older_contract_versions_run_side_by_side(db: &TestDb) {
-    let Some(typescript) = typescript() else {
+    let Some(python) = python() else {
         return;
     };
-    let old = typescript.get(FLASH_SALE).unwrap().clone();
+    let old = python.get(FLASH_SALE).unwrap().clone();
     let prebuilt = workspace_root().join("fixtures/prebuilt/bank-account-contract-0.2.0.wasm");
     let new = Arc::new(Runtime::new().load(&prebuilt).unwrap());
     assert_eq!((old.contract(), new.contract()), ("0.1.0", "0.2.0"));
@@ -140,6 +140,22 @@ async fn a_crowd_never_oversells(modules: Option<Modules>, db: &TestDb) {
 #[test]
 fn the_typescript_guest_describes_itself_as_the_rust_one_does() {
     describes_itself_as_the_rust_guest(typescript());
+}
+
+/// Contract 0.3.0 through the TypeScript SDK: the personal data its types
+/// declare is what the Rust guest's declare.
+#[test]
+fn the_typescript_guest_declares_its_buyer_as_the_rust_one_does() {
+    let Some(modules) = typescript() else {
+        return;
+    };
+    let (typescript, rust) = (
+        modules.get(FLASH_SALE).unwrap(),
+        crate::util::modules().get(FLASH_SALE).unwrap().clone(),
+    );
+    assert_eq!(typescript.contract(), "0.3.0");
+    assert!(!rust.personal.is_empty());
+    assert_eq!(typescript.personal, rust.personal);
 }
 
 #[test]
