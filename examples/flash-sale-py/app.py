@@ -7,12 +7,15 @@ and a function for each.
   covers it, else PurchaseRejected (out_of_stock, insufficient_stock):
   never an oversell. A quantity below 1 or an empty buyer is an invalid
   command; a purchase before the sale exists fails its precondition.
+- The buyer is personal data: `buyerId` is each purchase's subject, so the
+  host stores it encrypted under the buyer's own key. Once the buyer is
+  forgotten, the state lists their pseudonym in their place.
 """
 
 from dataclasses import dataclass, field
 
 from eshost_guest import Aggregate as AggregateType
-from eshost_guest import InvalidCommand, PreconditionFailed
+from eshost_guest import InvalidCommand, PreconditionFailed, Subject, subject_key
 
 
 @dataclass
@@ -44,13 +47,13 @@ class FlashSaleCreated:
 
 @dataclass
 class ItemPurchased:
-    buyer_id: str
+    buyer_id: Subject
     quantity: int
 
 
 @dataclass
 class PurchaseRejected:
-    buyer_id: str
+    buyer_id: Subject
     reason: str
 
 
@@ -95,7 +98,7 @@ def item_purchased(item: FlashSaleItem, event: ItemPurchased) -> None:
         raise ValueError(f"ItemPurchased of {event.quantity} exceeds stock {item.stock}")
     item.stock -= event.quantity
     item.sold += event.quantity
-    item.buyers.append(event.buyer_id)
+    item.buyers.append(subject_key(event.buyer_id))
 
 
 @sale.event

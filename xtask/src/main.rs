@@ -45,6 +45,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-hostile", "fixtures/hostile.wasm"),
     ("guest-importer", "fixtures/importer/importer.wasm"),
     ("guest-stuck", "fixtures/stuck/stuck.wasm"),
+    ("guest-contract-0-1", "fixtures/contract-0.1/tally.wasm"),
     ("guest-flash-sale-v2", "fixtures/upgrade/flash-sale-v2.wasm"),
     (
         "guest-flash-sale-renamed",
@@ -87,8 +88,8 @@ const TS_GUESTS: &[OtherGuest] = &[
 
 /// The Python guests: the flash-sale item (a third `FlashSaleItem`) and
 /// the checkout reactor (a third `checkout`), with the WIT world each is
-/// built for.
-const PY_GUESTS: &[(OtherGuest, &str)] = &[
+/// built for and the contract it is in (under `wit/`).
+const PY_GUESTS: &[(OtherGuest, &str, &str)] = &[
     (
         OtherGuest {
             name: "guest-flash-sale-py",
@@ -96,6 +97,7 @@ const PY_GUESTS: &[(OtherGuest, &str)] = &[
             component: "modules-py/flash-sale-py.wasm",
         },
         "aggregate-guest",
+        "v0.3",
     ),
     (
         OtherGuest {
@@ -104,6 +106,7 @@ const PY_GUESTS: &[(OtherGuest, &str)] = &[
             component: "reactors-py/checkout-py.wasm",
         },
         "reactor-guest",
+        "",
     ),
 ];
 
@@ -630,7 +633,7 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
     let other_languages: Vec<&str> = TS_GUESTS
         .iter()
         .map(|g| g.name)
-        .chain(PY_GUESTS.iter().map(|(g, _)| g.name))
+        .chain(PY_GUESTS.iter().map(|(g, ..)| g.name))
         .collect();
     let known = |name: &String| {
         other_languages.contains(&name.as_str()) || GUESTS.iter().any(|(p, _)| p == name)
@@ -644,8 +647,8 @@ fn build_guests(only: &[String]) -> Result<PathBuf> {
     for guest in TS_GUESTS.iter().filter(|g| wanted(g.name)) {
         build_ts_guest(guest)?;
     }
-    for (guest, world) in PY_GUESTS.iter().filter(|(g, _)| wanted(g.name)) {
-        build_py_guest(guest, world)?;
+    for (guest, world, wit) in PY_GUESTS.iter().filter(|(g, ..)| wanted(g.name)) {
+        build_py_guest(guest, world, wit)?;
     }
     if !only.is_empty() && chosen.is_empty() {
         return Ok(target_root().join("modules"));
@@ -740,11 +743,12 @@ fn missing_python() -> Option<String> {
     }
 }
 
-/// Builds a Python guest for `world` with componentize-py (pinned in its
+/// Builds a Python guest for `world` of the contract in `wit/{wit}` with
+/// componentize-py (pinned in its
 /// `requirements.txt`, installed into `target/tools/componentize-py`),
 /// with WASI stubbed out, unless its component is newer than every input.
 /// Without python3 and venv it says so and skips it.
-fn build_py_guest(guest: &OtherGuest, world: &str) -> Result<()> {
+fn build_py_guest(guest: &OtherGuest, world: &str, wit: &str) -> Result<()> {
     let &OtherGuest {
         name,
         dir,
@@ -775,7 +779,7 @@ fn build_py_guest(guest: &OtherGuest, world: &str) -> Result<()> {
         let mut build = Command::new(tools.join("componentize-py"));
         build
             .arg("-d")
-            .arg(root.join("wit"))
+            .arg(root.join("wit").join(wit))
             .args(["-w", world, "componentize", "app", "-p"])
             .arg(&dir)
             .arg("-p")

@@ -23,6 +23,18 @@ resource `State` in a module named after the interface (`aggregate.py`:
 the host refuses a guest that imports anything but eshost:aggregate/host.
 A reactor is written with `eshost_guest.reactor` instead.
 
+The SDK implements contract 0.3.0 (``wit/v0.3``): an event field annotated
+``Subject`` names the person the event is about, and one annotated
+``Personal[T]`` holds more of their data. The SDK reads those annotations
+and declares the fields in the manifest, so the declaration lives on the
+field. The host stores them encrypted under the person's own key; once the
+person is forgotten, each reads as ``Forgotten`` in the appliers::
+
+    @dataclass
+    class ItemPurchased:
+        buyer_id: Subject
+        quantity: int
+
 Handlers raise InvalidCommand or PreconditionFailed to refuse a command;
 a payload that does not fit its dataclass is refused as InvalidPayload
 before the handler is called. Appliers change the state in place, and
@@ -39,6 +51,10 @@ from wit_world.imports import host
 
 __all__ = [
     "Aggregate",
+    "Forgotten",
+    "Personal",
+    "Subject",
+    "subject_key",
     "InvalidPayload",
     "InvalidCommand",
     "PreconditionFailed",
@@ -66,6 +82,65 @@ class PreconditionFailed(Exception):
     """The command cannot apply to this state (the sale does not exist)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Forgotten:
+    """What stands in a forgotten subject's fields: their pseudonym, the
+    same in each of their fields and events. It tells forgotten subjects
+    apart and says nothing of who they were. In JSON,
+    ``{"$forgotten": PSEUDONYM}``."""
+
+    pseudonym: str
+
+
+_SUBJECT = "eshost:subject"
+_PERSONAL = "eshost:personal"
+
+Subject = typing.Annotated[typing.Union[str, Forgotten], _SUBJECT]
+"""The field that names the data subject: their id, or once forgotten,
+``Forgotten``. One per event."""
+
+
+class Personal:
+    """``Personal[T]``: a field that holds more of the subject's personal
+    data: its value, or once they are forgotten, ``Forgotten``."""
+
+    def __class_getitem__(cls, kind):
+        return typing.Annotated[typing.Union[kind, Forgotten], _PERSONAL]
+
+
+def subject_key(value) -> str:
+    """What tells a subject apart from others: their id, or once they are
+    forgotten, their pseudonym."""
+    return value.pseudonym if isinstance(value, Forgotten) else value
+
+
+def _marker(kind):
+    """The personal-data marker of an annotated field type, if any."""
+    if typing.get_origin(kind) is typing.Annotated:
+        for extra in kind.__metadata__:
+            if extra in (_SUBJECT, _PERSONAL):
+                return extra
+    return None
+
+
+def declared(cls):
+    """The event dataclass's personal data: (its subject field, its other
+    personal fields), camelCase as in JSON, or None if it has none."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    subjects, fields = [], []
+    for field in dataclasses.fields(cls):
+        marker = _marker(hints[field.name])
+        if marker == _SUBJECT:
+            subjects.append(_camel(field.name))
+        elif marker == _PERSONAL:
+            fields.append(_camel(field.name))
+    if len(subjects) > 1:
+        raise TypeError(f"{cls.__name__} has more than one Subject field")
+    if fields and not subjects:
+        raise TypeError(f"{cls.__name__} has Personal fields but no Subject field")
+    return (subjects[0], fields) if subjects else None
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(word.title() for word in rest)
@@ -73,6 +148,13 @@ def _camel(name: str) -> str:
 
 def _check(value, kind, where: str):
     """`value` as the field type `kind` wants, or InvalidPayload."""
+    if _marker(kind) is not None:
+        # Subject or Personal[T]: the value, or a forgotten one.
+        if isinstance(value, dict) and set(value) == {"$forgotten"}:
+            return Forgotten(_check(value["$forgotten"], str, where))
+        known = [a for a in typing.get_args(typing.get_args(kind)[0]) if a is not Forgotten]
+        inner = known[0] if len(known) == 1 else typing.Union[tuple(known)]
+        return _check(value, inner, where)
     origin = typing.get_origin(kind)
     if origin is list:
         (item,) = typing.get_args(kind) or (typing.Any,)
@@ -100,7 +182,7 @@ def from_json(cls, data):
     """A dataclass from a JSON object with camelCase keys, checked."""
     if not isinstance(data, dict):
         raise InvalidPayload("the payload must be a JSON object")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     values = {}
     for field in dataclasses.fields(cls):
         key = _camel(field.name)
@@ -116,7 +198,14 @@ def to_json(value) -> str:
     (a dict, a list, a number) as JSON as it is."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {_camel(f.name): getattr(value, f.name) for f in dataclasses.fields(value)}
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), default=_plain_default)
+
+
+def _plain_default(value):
+    """A forgotten value as JSON holds it, its tombstone."""
+    if isinstance(value, Forgotten):
+        return {"$forgotten": value.pseudonym}
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 class Aggregate:
@@ -151,6 +240,12 @@ class Aggregate:
 
         definition = self
 
+        personal = []
+        for name, (cls, _) in definition.events.items():
+            found = declared(cls)
+            if found is not None:
+                personal.append(wit.PersonalEvent(event=name, subject=found[0], fields=found[1]))
+
         class Exports:
             def describe(self) -> wit.Manifest:
                 return wit.Manifest(
@@ -158,6 +253,8 @@ class Aggregate:
                     version=definition.version,
                     commands=list(definition.commands),
                     events=list(definition.events),
+                    old_events=[],
+                    personal=personal,
                 )
 
         class State:
@@ -175,17 +272,21 @@ class Aggregate:
 
             def apply(self, events) -> None:
                 for recorded in events:
+                    # An apply-error names the event refused.
+                    def refuse(reason: str):
+                        return Err(wit.ApplyError(sequence=recorded.sequence, reason=reason))
+
                     if recorded.name not in definition.events:
-                        raise Err(f"{definition.name} has no event {recorded.name!r}")
+                        raise refuse(f"{definition.name} has no event {recorded.name!r}")
                     cls, applier = definition.events[recorded.name]
                     try:
                         event = from_json(cls, json.loads(recorded.payload))
                     except (ValueError, InvalidPayload) as e:
-                        raise Err(f"{recorded.name}: {e}")
+                        raise refuse(f"{recorded.name}: {e}")
                     try:
                         applier(self.value, event)
                     except ValueError as e:
-                        raise Err(f"{recorded.name}: {e}")
+                        raise refuse(f"{recorded.name}: {e}")
 
             def handle(self, command: wit.Command):
                 if command.name not in definition.commands:

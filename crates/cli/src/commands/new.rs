@@ -48,24 +48,14 @@ pub enum Lang {
 /// The SDKs' published versions, named when no `--sdk` path is given.
 const RUST_SDK: &str = r#"eshost-guest = "0.1""#;
 const TS_SDK: &str = "^0.2.0";
-const PYTHON_SDK: &str = "eshost-guest==0.1.*";
+const PYTHON_SDK: &str = "eshost-guest==0.2.*";
 
-/// The contract a TypeScript guest is built against (the 0.3.0 world its
-/// SDK implements), written into its `wit/`.
-const TS_WIT: &[(&str, &str)] = &[(
+/// The contract a TypeScript or Python guest is built against (the 0.3.0
+/// world its SDK implements), written into its `wit/`.
+const WIT: &[(&str, &str)] = &[(
     "wit/aggregate.wit",
     include_str!("../../wit/v0.3/aggregate.wit"),
 )];
-
-/// The contract a Python guest is built against (the 0.1.0 world its SDK
-/// implements), written into its `wit/`.
-const PY_WIT: &[(&str, &str)] = &[
-    ("wit/aggregate.wit", include_str!("../../wit/aggregate.wit")),
-    (
-        "wit/projection.wit",
-        include_str!("../../wit/projection.wit"),
-    ),
-];
 
 pub fn run(args: NewArgs) -> Result<()> {
     check_name(&args.name)?;
@@ -132,9 +122,9 @@ fn files(lang: Lang, sdk: Option<&Path>) -> Vec<(String, String)> {
         Lang::TypeScript => (
             TS_FILES,
             sdk.map_or(TS_SDK.to_string(), |sdk| format!("file:{}", shown(sdk))),
-            TS_WIT,
+            WIT,
         ),
-        Lang::Python => (PY_FILES, sdk.map_or(PYTHON_SDK.to_string(), shown), PY_WIT),
+        Lang::Python => (PY_FILES, sdk.map_or(PYTHON_SDK.to_string(), shown), WIT),
     };
     templates
         .iter()

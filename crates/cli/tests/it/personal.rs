@@ -262,12 +262,11 @@ fn after_a_forget_nothing_of_the_buyer_is_left_in_the_embedded_store_and_the_cou
     assert!(again.starts_with("nothing to forget"), "{again}");
 }
 
-/// The TypeScript flash sale declares its buyer through its SDK's types as
-/// the Rust one does, and a forget reaches its state: the buyer's place
-/// holds their pseudonym, and the counts hold.
-#[test]
-fn the_typescript_flash_sale_declares_its_buyer_and_a_forget_reaches_its_state() {
-    let Some(dir) = TYPESCRIPT.modules_dir() else {
+/// The flash sale in another language declares its buyer through its
+/// SDK's types as the Rust one does, and a forget reaches its state: the
+/// buyer's place holds their pseudonym, and the counts hold.
+fn declares_its_buyer_and_a_forget_reaches_its_state(language: &Language) {
+    let Some(dir) = language.modules_dir() else {
         return;
     };
     let ws = Workspace::with_modules(dir);
@@ -291,6 +290,16 @@ fn the_typescript_flash_sale_declares_its_buyer_and_a_forget_reaches_its_state()
     let after = state(&ws);
     assert_eq!(after["buyers"], serde_json::json!([BOB, pseudonym]));
     assert_eq!((&after["sold"], &after["stock"]), (&2.into(), &1.into()));
+}
+
+#[test]
+fn the_typescript_flash_sale_declares_its_buyer_and_a_forget_reaches_its_state() {
+    declares_its_buyer_and_a_forget_reaches_its_state(&TYPESCRIPT);
+}
+
+#[test]
+fn the_python_flash_sale_declares_its_buyer_and_a_forget_reaches_its_state() {
+    declares_its_buyer_and_a_forget_reaches_its_state(&PYTHON);
 }
 
 #[test]
