@@ -52,6 +52,14 @@ impl TestDb {
         }
     }
 
+    /// This test's PostgreSQL schema, where its store's tables are.
+    pub fn schema(&self) -> Option<&str> {
+        match &self.cleanup {
+            Cleanup::PostgresSchema { schema, .. } => Some(schema),
+            Cleanup::SqliteDir(_) => None,
+        }
+    }
+
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("events.db").display());
