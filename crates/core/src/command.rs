@@ -113,3 +113,34 @@ pub struct CommandOutcome {
     /// first appended, and nothing was appended now.
     pub replayed: bool,
 }
+
+/// sha256 (hex) of a command's name and payload text, a NUL between them:
+/// what tells a repeat of a command from another command that reuses its
+/// id.
+pub fn fingerprint(name: &str, payload: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    /// Fingerprints are stored with every command and compared with the
+    /// next one under the same id: their input must never change.
+    #[test]
+    fn a_fingerprint_is_the_sha256_of_name_nul_payload() {
+        assert_eq!(
+            fingerprint("PurchaseItem", r#"{"buyerId":"ann","quantity":1}"#),
+            "7fdae15a2b1a8333d2cee59bf5a8b49ab3381cbca551424a7fcb0f1b2db77866"
+        );
+    }
+}

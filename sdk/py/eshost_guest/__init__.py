@@ -279,14 +279,15 @@ class Aggregate:
                     if recorded.name not in definition.events:
                         raise refuse(f"{definition.name} has no event {recorded.name!r}")
                     cls, applier = definition.events[recorded.name]
+                    # The host names the event beside the reason.
                     try:
                         event = from_json(cls, json.loads(recorded.payload))
                     except (ValueError, InvalidPayload) as e:
-                        raise refuse(f"{recorded.name}: {e}")
+                        raise refuse(str(e))
                     try:
                         applier(self.value, event)
                     except ValueError as e:
-                        raise refuse(f"{recorded.name}: {e}")
+                        raise refuse(str(e))
 
             def handle(self, command: wit.Command):
                 if command.name not in definition.commands:

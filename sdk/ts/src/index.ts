@@ -252,7 +252,8 @@ export function defineAggregate<S, C, E>(definition: AggregateDefinition<S, C, E
 
     apply(recorded: WitRecordedEvent[]): void {
       for (const { name: eventName, payload, sequence } of recorded) {
-        // An `apply-error` names the event refused.
+        // An `apply-error` names the event refused, by its sequence; the
+        // host names it beside the reason.
         const refuse = (reason: string) => {
           throw { sequence, reason };
         };
@@ -263,7 +264,7 @@ export function defineAggregate<S, C, E>(definition: AggregateDefinition<S, C, E
         try {
           parsed = JSON.parse(payload);
         } catch (e) {
-          refuse(`${eventName}: the payload is not JSON: ${e}`);
+          refuse(`the payload is not JSON: ${e}`);
         }
         const applier = (events as Record<string, EventApplier<S, unknown>>)[eventName];
         try {

@@ -138,7 +138,7 @@ impl Admission {
             command: request.command.clone(),
             payload: request.payload.clone(),
             command_id: request.command_id.clone(),
-            fingerprint: fingerprint(&request.command, &request.payload),
+            fingerprint: eshost_core::command::fingerprint(&request.command, &request.payload),
         })
     }
 }
@@ -223,15 +223,4 @@ fn check_id(what: &'static str, id: &str) -> Result<(), CommandError> {
         return Ok(());
     };
     Err(CommandError::InvalidId { what, reason })
-}
-
-/// sha256 (hex) of a command's name and payload text: a command id reused
-/// for another payload is told apart from a repeat.
-fn fingerprint(command: &str, payload: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(command.as_bytes());
-    hasher.update([0]);
-    hasher.update(payload.as_bytes());
-    hex::encode(hasher.finalize())
 }

@@ -112,9 +112,11 @@ impl PersonalStore {
         })
         .to_string();
         let command = NewCommand {
-            fingerprint: erasure_fingerprint(pseudonym),
+            // The same for every run of one subject's forget, so a rerun
+            // is a repeat.
+            fingerprint: eshost_core::command::fingerprint(FORGET, pseudonym),
             command_id,
-            name: "Forget".to_owned(),
+            name: FORGET.to_owned(),
             events: vec![NewEvent {
                 name: erasure::SUBJECT_FORGOTTEN.to_owned(),
                 payload,
@@ -179,9 +181,5 @@ impl PersonalStore {
     }
 }
 
-/// The fingerprint of a forget's command: the same for every run of one
-/// subject's forget, so a rerun is a repeat.
-fn erasure_fingerprint(pseudonym: &str) -> String {
-    use ring::digest::{SHA256, digest};
-    hex::encode(digest(&SHA256, format!("Forget\0{pseudonym}").as_bytes()))
-}
+/// The name of a forget's command.
+const FORGET: &str = "Forget";
