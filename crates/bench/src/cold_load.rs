@@ -29,6 +29,7 @@ pub(crate) async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchL
         name: "FlashSaleCreated".into(),
         payload: serde_json::json!({ "itemId": id, "initialStock": EVENTS }).to_string(),
         metadata: metadata.clone(),
+        subject: None,
     };
     store
         .streams()
@@ -43,6 +44,7 @@ pub(crate) async fn cold_load(modules: &Modules, url: &str) -> Result<Vec<BenchL
                     payload: serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 })
                         .to_string(),
                     metadata: metadata.clone(),
+                    subject: None,
                 };
                 one_command(n, vec![purchased])
             })

@@ -1,11 +1,12 @@
 //! The cost of personal data (decision record 0056): many-items with the
 //! flash sale's buyers encrypted, each under a key of their own, beside the
 //! same run on a plain store. Each mode runs on a fresh scratch store, the
-//! personal one under a master key made for the run. Every buyer is new,
-//! so every purchase also stores a subject's key: the worst case, and a
-//! flash sale's usual one.
+//! personal one under a master key made for the run. In `personal` every
+//! buyer is new, so every purchase also stores a subject's key: the worst
+//! case, and a flash sale's usual one. In `returning`, 1,000 buyers make
+//! all the purchases, so most find their key cached.
 
-use crate::purchases::{Driver, purchases_run};
+use crate::purchases::{Buyers, Driver, purchases_by};
 use crate::scratch::Scratch;
 use crate::{BenchError, BenchLine, baseline_inserts, in_order};
 use eshost::dispatch::{Host, HostOptions};
@@ -18,6 +19,9 @@ use std::time::Duration;
 /// (sales, stock, purchases), as many-items.
 const MANY_ITEMS: (usize, u64, usize) = (1_000, 10, 20_000);
 
+/// The buyers of the `returning` mode: each makes 20 of the purchases.
+const RETURNING_BUYERS: usize = 1_000;
+
 pub(crate) async fn run(
     modules: &Modules,
     url: &str,
@@ -27,12 +31,17 @@ pub(crate) async fn run(
     let baseline = baseline_inserts(url, callers, Duration::from_secs(2)).await?;
     let (sales, stock, purchases) = MANY_ITEMS;
     let mut lines = Vec::new();
-    for mode in in_order(&["plain", "personal"], reversed) {
+    for mode in in_order(&["plain", "personal", "returning"], reversed) {
+        let buyers = match mode {
+            "returning" => Buyers::Returning(RETURNING_BUYERS),
+            _ => Buyers::EveryPurchaseNew,
+        };
         let mut line = Scratch::around(url, async |url| {
-            let store = open(&url, mode == "personal").await?;
+            let store = open(&url, mode != "plain").await?;
             let host = Host::with_options(modules.clone(), store, HostOptions::default());
             let driver = Driver::InProcess(host.clone());
-            purchases_run(&host, &driver, sales, stock, purchases, callers).await
+            let run = (sales, stock, purchases, callers);
+            purchases_by(&host, &driver, run, buyers).await
         })
         .await?;
         line.scenario = "personal".to_string();

@@ -110,6 +110,7 @@ async fn seed(store: &dyn EventStore) -> Result<u64, BenchError> {
             name: name.into(),
             payload: payload.to_string(),
             metadata: "{}".into(),
+            subject: None,
         };
         let mut events = vec![event(
             "FlashSaleCreated",

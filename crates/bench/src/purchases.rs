@@ -19,6 +19,24 @@ pub(crate) enum Driver {
     Cluster(std::net::SocketAddr),
 }
 
+/// Who buys: a new buyer for every purchase, or these many buyers, each
+/// buying again and again (purchase `n` is buyer `n % count`'s).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Buyers {
+    EveryPurchaseNew,
+    Returning(usize),
+}
+
+impl Buyers {
+    /// The buyer of purchase `n`.
+    fn of(self, n: usize) -> String {
+        match self {
+            Self::EveryPurchaseNew => format!("b{n}"),
+            Self::Returning(count) => format!("b{}", n % count.max(1)),
+        }
+    }
+}
+
 /// One caller's way to send: the host itself, or its own connection.
 enum Caller {
     InProcess(Host),
@@ -39,13 +57,15 @@ impl Driver {
 
 impl Caller {
     /// Takes purchase numbers from `next` until `purchases` are taken, and
-    /// sends each (one unit, to the sales in `ids` round-robin): the
-    /// latency of each in ms, the conflict retries, the failures.
+    /// sends each (one unit, to the sales in `ids` round-robin, by the
+    /// purchase's buyer): the latency of each in ms, the conflict retries,
+    /// the failures.
     async fn purchase(
         &mut self,
         ids: &[String],
         next: &AtomicUsize,
         purchases: usize,
+        buyers: Buyers,
     ) -> (Vec<f64>, u64, usize) {
         let mut latencies = Vec::new();
         let (mut retries, mut failed) = (0u64, 0usize);
@@ -54,8 +74,7 @@ impl Caller {
             if n >= purchases {
                 break;
             }
-            let payload =
-                serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 }).to_string();
+            let payload = serde_json::json!({ "buyerId": buyers.of(n), "quantity": 1 }).to_string();
             let id = &ids[n % ids.len()];
             let request = CommandRequest::new(AGGREGATE, id, "PurchaseItem", payload);
             let sent = Instant::now();
@@ -98,7 +117,7 @@ async fn any_oversold(host: &Host, ids: &[String], stock: u64) -> Result<bool, B
 
 /// Creates `sales` sales of `stock`, then `purchases` purchases of one unit
 /// spread over them round-robin, from `callers` concurrent callers sending
-/// through `driver`.
+/// through `driver`, each by a new buyer.
 pub(crate) async fn purchases_run(
     host: &Host,
     driver: &Driver,
@@ -106,6 +125,22 @@ pub(crate) async fn purchases_run(
     stock: u64,
     purchases: usize,
     callers: usize,
+) -> Result<BenchLine, BenchError> {
+    purchases_by(
+        host,
+        driver,
+        (sales, stock, purchases, callers),
+        Buyers::EveryPurchaseNew,
+    )
+    .await
+}
+
+/// [`purchases_run`] with these buyers.
+pub(crate) async fn purchases_by(
+    host: &Host,
+    driver: &Driver,
+    (sales, stock, purchases, callers): (usize, u64, usize, usize),
+    buyers: Buyers,
 ) -> Result<BenchLine, BenchError> {
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     let ids: Arc<Vec<String>> =
@@ -131,7 +166,7 @@ pub(crate) async fn purchases_run(
             client.spawn(async move {
                 let caller = driver.caller().await;
                 start.wait().await;
-                Ok::<_, BenchError>(caller?.purchase(&ids, &next, purchases).await)
+                Ok::<_, BenchError>(caller?.purchase(&ids, &next, purchases, buyers).await)
             })
         })
         .collect();

@@ -20,6 +20,7 @@ eshost_test_support::conformance!(
     a_rotation_moves_every_key_to_the_new_master_key,
     an_event_without_its_subject_is_refused_and_nothing_is_written,
     a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects,
+    a_store_from_before_the_subject_column_finds_its_subjects_streams,
 );
 
 const ITEM: &str = "FlashSaleItem";
@@ -67,6 +68,7 @@ fn command(events: &[(&str, Value)]) -> NewCommand {
                 name: (*name).into(),
                 payload: payload.to_string(),
                 metadata: r#"{"commandId":"c"}"#.into(),
+                subject: None,
             })
             .collect(),
     }
@@ -254,6 +256,49 @@ async fn a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects
     let (_, other) = personal(db, keyring(&TEST_KEY)).await;
     let read = other.streams().load(&item_2, 0).await.unwrap();
     assert_eq!(read[0].payload.to_value()["buyerId"], "dan");
+
+    // A forget finds a subject's streams by the events that name them:
+    // cat's row went in with the group, but none of his events did.
+    let cat = store.forget_subject("cat").await.unwrap().unwrap();
+    assert_eq!(cat.streams, [], "cat has no recorded event");
+    let dan = store.forget_subject("dan").await.unwrap().unwrap();
+    assert_eq!(dan.streams, [ErasedStream::from(&item_2)]);
+}
+
+async fn a_store_from_before_the_subject_column_finds_its_subjects_streams(db: &TestDb) {
+    // The last migration of the build before events named their subject.
+    let before = if db.url.starts_with("postgres") {
+        12
+    } else {
+        9
+    };
+    db.migrate_to(before).await;
+    let marked = |pseudonym: &str| {
+        json!({"commandId": "c", "personal":
+            {"subject": pseudonym, "subjectField": "buyerId", "fields": []}})
+    };
+    let (ann, bob) = (marked("psn_ann"), marked("psn_bob"));
+    db.execute(&format!(
+        "INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, \
+         event_name, payload, metadata) VALUES \
+         (1, '{ITEM}', 'item-1', 1, 'ItemPurchased', '{{}}', '{ann}'), \
+         (2, '{ITEM}', 'item-1', 2, 'ItemPurchased', '{{}}', '{bob}'), \
+         (3, '{ITEM}', 'item-2', 1, 'ItemPurchased', '{{}}', '{ann}'), \
+         (4, '{ITEM}', 'item-3', 1, 'FlashSaleCreated', '{{}}', '{{}}'); \
+         INSERT INTO subject_streams (pseudonym, aggregate, id) VALUES \
+         ('psn_ann', '{ITEM}', 'item-1'), ('psn_bob', '{ITEM}', 'item-1'), \
+         ('psn_ann', '{ITEM}', 'item-2');"
+    ))
+    .await;
+
+    let store = eshost_store::open(&db.url).await.unwrap();
+    let streams = |pseudonym: &'static str| {
+        let store = store.clone();
+        async move { store.subjects().subject_streams(pseudonym).await.unwrap() }
+    };
+    let (item_1, item_2) = (StreamId::new(ITEM, "item-1"), StreamId::new(ITEM, "item-2"));
+    assert_eq!(streams("psn_ann").await, [item_1.clone(), item_2]);
+    assert_eq!(streams("psn_bob").await, [item_1]);
 }
 
 async fn a_forget_records_the_erasure_and_deletes_the_key_and_the_snapshots(db: &TestDb) {

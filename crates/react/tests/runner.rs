@@ -279,6 +279,7 @@ async fn append_order_event(
             name: name.into(),
             payload: payload.into(),
             metadata: "{}".into(),
+            subject: None,
         }],
     };
     store

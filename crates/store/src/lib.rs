@@ -38,6 +38,10 @@ pub struct NewEvent {
     pub payload: String,
     /// JSON text: command, correlation and causation ids, component version and digest.
     pub metadata: String,
+    /// The pseudonym of the data subject whose personal data the event
+    /// holds (decision record 0056), indexed so that a forget finds the
+    /// subject's streams; `None` for an event with none.
+    pub subject: Option<String>,
 }
 
 /// One command's events, appended together and recorded under its id.
@@ -281,12 +285,11 @@ pub trait Streams: Send + Sync {
     ) -> Result<Vec<AppendOutcome>, StoreError>;
 
     /// [`append_group`](Self::append_group), storing new data subjects'
-    /// rows and their appearances in the same transaction, so that
-    /// personal data costs no commit of its own. A candidate whose lookup
-    /// is stored already fails the whole call with
-    /// [`StoreError::SubjectTaken`], and nothing is written; an
-    /// appearance stored already is skipped. The rows are stored with the
-    /// group if any append's outcome is `Ok`, and not at all if none is.
+    /// rows in the same transaction, so that personal data costs no
+    /// commit of its own. A candidate whose lookup is stored already fails
+    /// the whole call with [`StoreError::SubjectTaken`], and nothing is
+    /// written. The rows are stored with the group if any append's outcome
+    /// is `Ok`, and not at all if none is.
     async fn append_group_with_subjects(
         &self,
         appends: &[StreamAppend<'_>],

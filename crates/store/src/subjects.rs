@@ -1,6 +1,7 @@
 //! The keys of personal data (decision record 0056): one row per data
-//! subject, with their key wrapped by a master key, and the streams they
-//! appear in. Everything here is opaque bytes to the store: the
+//! subject, with their key wrapped by a master key; the events that hold
+//! a subject's data name their pseudonym (`NewEvent::subject`), which is
+//! how a forget finds their streams. Everything here is opaque bytes to the store: the
 //! cryptography is `eshost-personal`'s, and no key the store holds opens
 //! anything without the master key, which it never sees.
 
@@ -30,25 +31,17 @@ pub struct SubjectKey {
     pub master_key_id: String,
 }
 
-/// A subject appears in a stream (see [`Subjects::resolve_subjects`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Appearance<'a> {
-    pub pseudonym: &'a str,
-    pub stream: &'a StreamId,
-}
-
-/// New subjects' rows and appearances, stored with an append (see
+/// New subjects' rows, stored with an append (see
 /// [`Streams::append_group_with_subjects`](crate::Streams::append_group_with_subjects)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NewSubjects<'a> {
     pub candidates: &'a [SubjectKey],
-    pub appearances: &'a [Appearance<'a>],
 }
 
 impl NewSubjects<'_> {
     /// True when there is nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.candidates.is_empty() && self.appearances.is_empty()
+        self.candidates.is_empty()
     }
 }
 
@@ -60,13 +53,10 @@ pub trait Subjects: Send + Sync {
     async fn keep_key(&self, name: &str, candidate: &WrappedKey) -> Result<WrappedKey, StoreError>;
 
     /// Stores the candidates no row has the lookup of yet and returns each
-    /// candidate's row: the new one, or the one stored before. Records the
-    /// appearances too, in the same transaction: an appearance that names
-    /// a candidate's pseudonym counts for the row returned in its place.
+    /// candidate's row: the new one, or the one stored before.
     async fn resolve_subjects(
         &self,
         candidates: &[SubjectKey],
-        appearances: &[Appearance<'_>],
     ) -> Result<Vec<SubjectKey>, StoreError>;
 
     /// The rows of these pseudonyms that exist, in no particular order (a
@@ -88,12 +78,13 @@ pub trait Subjects: Send + Sync {
     /// The row whose lookup is this, if there is one.
     async fn find_subject(&self, lookup: &[u8]) -> Result<Option<SubjectKey>, StoreError>;
 
-    /// The streams the subject with this pseudonym appears in, in order.
+    /// The streams with events that name the subject with this pseudonym,
+    /// in order.
     async fn subject_streams(&self, pseudonym: &str) -> Result<Vec<StreamId>, StoreError>;
 
     /// Forgets a subject, in one transaction: deletes the snapshots of the
-    /// streams they appear in, those appearances and their row (and with
-    /// it their only key), and stores `replaced` store keys in place of
+    /// streams with events that name them, and their row (and with it
+    /// their only key), and stores `replaced` store keys in place of
     /// those of their names. Returns the snapshots deleted; a subject with
     /// no row is nothing to delete.
     async fn delete_subject(
@@ -133,8 +124,8 @@ where
 macro_rules! impl_subjects {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Stores new subjects' rows and their appearances on `conn`,
-            /// inside the caller's transaction: a candidate whose lookup is
+            /// Stores new subjects' rows on `conn`, inside the caller's
+            /// transaction: a candidate whose lookup is
             /// stored already is [`StoreError::SubjectTaken`](crate::StoreError::SubjectTaken).
             pub(crate) async fn insert_subjects(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -149,14 +140,6 @@ macro_rules! impl_subjects {
                         }
                         Err(e) => return Err(e.into()),
                     }
-                }
-                let appearances: Vec<(&str, &$crate::StreamId)> = subjects
-                    .appearances
-                    .iter()
-                    .map(|a| (a.pseudonym, a.stream))
-                    .collect();
-                for chunk in appearances.chunks(ROWS_PER_STATEMENT) {
-                    Self::appearance_rows(chunk).build().execute(&mut *conn).await?;
                 }
                 Ok(())
             }
@@ -176,23 +159,6 @@ macro_rules! impl_subjects {
                         .push_bind(&subject.sealed_subject)
                         .push_bind(&subject.master_key_id);
                 });
-                insert
-            }
-
-            /// `INSERT INTO subject_streams` of these (pseudonym, stream)
-            /// pairs, each skipped if stored already.
-            fn appearance_rows<'q, P: AsRef<str>>(
-                pairs: &'q [(P, &'q $crate::StreamId)],
-            ) -> sqlx::QueryBuilder<'q, $db> {
-                let mut insert = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO subject_streams (pseudonym, aggregate, id) ",
-                );
-                insert.push_values(pairs, |mut row, (pseudonym, stream)| {
-                    row.push_bind(pseudonym.as_ref())
-                        .push_bind(&stream.aggregate)
-                        .push_bind(&stream.id);
-                });
-                insert.push(" ON CONFLICT DO NOTHING");
                 insert
             }
         }
@@ -229,7 +195,6 @@ macro_rules! impl_subjects {
             async fn resolve_subjects(
                 &self,
                 candidates: &[$crate::subjects::SubjectKey],
-                appearances: &[$crate::subjects::Appearance<'_>],
             ) -> Result<Vec<$crate::subjects::SubjectKey>, $crate::StoreError> {
                 use $crate::reactions::sql::ROWS_PER_STATEMENT;
                 let mut tx = self.pool.begin().await?;
@@ -245,21 +210,6 @@ macro_rules! impl_subjects {
                     for row in upsert.build().fetch_all(&mut *tx).await? {
                         rows.push($crate::subjects::subject_key(&row)?);
                     }
-                }
-                // A candidate that lost to a stored row appears as that row.
-                let winner = |pseudonym: &str| -> String {
-                    candidates
-                        .iter()
-                        .find(|c| c.pseudonym == pseudonym)
-                        .and_then(|c| rows.iter().find(|r| r.lookup == c.lookup))
-                        .map_or_else(|| pseudonym.to_owned(), |r| r.pseudonym.clone())
-                };
-                let appearances: Vec<(String, &$crate::StreamId)> = appearances
-                    .iter()
-                    .map(|a| (winner(a.pseudonym), a.stream))
-                    .collect();
-                for chunk in appearances.chunks(ROWS_PER_STATEMENT) {
-                    Self::appearance_rows(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(rows)
@@ -349,8 +299,8 @@ macro_rules! impl_subjects {
             ) -> Result<Vec<$crate::StreamId>, $crate::StoreError> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT aggregate, id FROM subject_streams WHERE pseudonym = $1 \
-                     ORDER BY aggregate, id",
+                    "SELECT DISTINCT aggregate_name, aggregate_id FROM events \
+                     WHERE subject = $1 ORDER BY aggregate_name, aggregate_id",
                 )
                 .bind(pseudonym)
                 .fetch_all(&self.pool)
@@ -358,8 +308,8 @@ macro_rules! impl_subjects {
                 rows.iter()
                     .map(|row| {
                         Ok($crate::StreamId::new(
-                            row.try_get::<String, _>("aggregate")?,
-                            row.try_get::<String, _>("id")?,
+                            row.try_get::<String, _>("aggregate_name")?,
+                            row.try_get::<String, _>("aggregate_id")?,
                         ))
                     })
                     .collect()
@@ -385,18 +335,14 @@ macro_rules! impl_subjects {
                     .await?;
                 }
                 let snapshots = sqlx::query(
-                    "DELETE FROM snapshots WHERE EXISTS (SELECT 1 FROM subject_streams s \
-                     WHERE s.pseudonym = $1 AND s.aggregate = snapshots.aggregate_name \
-                     AND s.id = snapshots.aggregate_id)",
+                    "DELETE FROM snapshots WHERE EXISTS (SELECT 1 FROM events e \
+                     WHERE e.subject = $1 AND e.aggregate_name = snapshots.aggregate_name \
+                     AND e.aggregate_id = snapshots.aggregate_id)",
                 )
                 .bind(pseudonym)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                sqlx::query("DELETE FROM subject_streams WHERE pseudonym = $1")
-                    .bind(pseudonym)
-                    .execute(&mut *tx)
-                    .await?;
                 sqlx::query("DELETE FROM subjects WHERE pseudonym = $1")
                     .bind(pseudonym)
                     .execute(&mut *tx)

@@ -103,6 +103,58 @@ impl TestDb {
         Host::with_options(modules(), store, eshost::HostOptions::default())
     }
 
+    /// Applies the store's migrations up to and including `version`, as a
+    /// build of eshost from before the later ones left the store.
+    pub async fn migrate_to(&self, version: i64) {
+        let kind = if self.url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../store/migrations")
+            .join(kind);
+        let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+        let older: Vec<_> = migrator
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect();
+        migrator.migrations = older.into();
+        match kind {
+            "postgres" => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                migrator.run(&mut conn).await.unwrap();
+            }
+            _ => migrator
+                .run(&mut self.sqlite_connection().await)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Runs `sql` in this test's database, PostgreSQL or SQLite: to set up
+    /// what an older build wrote.
+    pub async fn execute(&self, sql: &str) {
+        if self.url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = self.sqlite_connection().await;
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+
+    async fn sqlite_connection(&self) -> sqlx::SqliteConnection {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+            .unwrap()
+            .create_if_missing(true);
+        sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap()
+    }
+
     /// Runs `sql` in this test's PostgreSQL schema: to break the store on
     /// purpose. Panics on SQLite.
     pub async fn execute_postgres(&self, sql: &str) {

@@ -190,6 +190,7 @@ pub async fn append_raw(
                 name: name.into(),
                 payload,
                 metadata: "{}".into(),
+                subject: None,
             })
             .collect(),
     };

@@ -173,6 +173,7 @@ impl Admitted {
                     name: e.name.clone(),
                     payload: e.payload.clone(),
                     metadata: metadata.clone(),
+                    subject: None,
                 })
                 .collect(),
         }

@@ -22,6 +22,7 @@ fn command(id: &str, events: usize) -> NewCommand {
                 name: "StockAdded".into(),
                 payload: format!(r#"{{"n":{n}}}"#),
                 metadata: "{}".into(),
+                subject: None,
             })
             .collect(),
     }

@@ -121,6 +121,7 @@ impl PersonalStore {
                 name: erasure::SUBJECT_FORGOTTEN.to_owned(),
                 payload,
                 metadata,
+                subject: None,
             }],
         };
         let stream = StreamId::new(erasure::SUBJECTS_AGGREGATE, pseudonym);

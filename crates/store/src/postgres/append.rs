@@ -4,7 +4,7 @@
 
 use super::{PostgresStore, violation};
 use crate::error::{DatabaseFailure, StoreError};
-use crate::subjects::{Appearance, NewSubjects, SubjectKey};
+use crate::subjects::{NewSubjects, SubjectKey};
 use crate::{
     AppendOutcome, JsonText, RecordedEvent, StreamAppend, StreamId, Violation, numbered, to_i64,
 };
@@ -22,6 +22,7 @@ struct GroupRows<'a> {
     names: Vec<&'a str>,
     payloads: Vec<&'a str>,
     metadata: Vec<&'a str>,
+    event_subjects: Vec<Option<&'a str>>,
     command_ids: Vec<&'a str>,
     command_aggregates: Vec<&'a str>,
     command_streams: Vec<&'a str>,
@@ -32,9 +33,9 @@ struct GroupRows<'a> {
     subjects: SubjectRows<'a>,
 }
 
-/// New data subjects' rows and appearances, as the column arrays the group
-/// statement binds: rows in lookup order, appearances in key order, so two
-/// groups never wait on each other's rows in opposite orders.
+/// New data subjects' rows, as the column arrays the group statement
+/// binds, in lookup order, so two groups never wait on each other's rows
+/// in opposite orders.
 #[derive(Default)]
 struct SubjectRows<'a> {
     pseudonyms: Vec<&'a str>,
@@ -42,17 +43,12 @@ struct SubjectRows<'a> {
     wrapped_keys: Vec<&'a [u8]>,
     sealed_subjects: Vec<&'a [u8]>,
     master_key_ids: Vec<&'a str>,
-    appearing: Vec<&'a str>,
-    appearing_aggregates: Vec<&'a str>,
-    appearing_ids: Vec<&'a str>,
 }
 
 impl<'a> SubjectRows<'a> {
     fn sorted(subjects: &NewSubjects<'a>) -> Self {
         let mut candidates: Vec<&SubjectKey> = subjects.candidates.iter().collect();
         candidates.sort_by_key(|c| &c.lookup);
-        let mut appearances: Vec<&Appearance<'a>> = subjects.appearances.iter().collect();
-        appearances.sort_by_key(|a| (a.pseudonym, &a.stream.aggregate, &a.stream.id));
         let mut rows = Self::default();
         for candidate in candidates {
             rows.pseudonyms.push(&candidate.pseudonym);
@@ -60,11 +56,6 @@ impl<'a> SubjectRows<'a> {
             rows.wrapped_keys.push(&candidate.wrapped_key);
             rows.sealed_subjects.push(&candidate.sealed_subject);
             rows.master_key_ids.push(&candidate.master_key_id);
-        }
-        for appearance in appearances {
-            rows.appearing.push(appearance.pseudonym);
-            rows.appearing_aggregates.push(&appearance.stream.aggregate);
-            rows.appearing_ids.push(&appearance.stream.id);
         }
         rows
     }
@@ -77,9 +68,6 @@ impl<'a> SubjectRows<'a> {
             .bind(&self.wrapped_keys)
             .bind(&self.sealed_subjects)
             .bind(&self.master_key_ids)
-            .bind(&self.appearing)
-            .bind(&self.appearing_aggregates)
-            .bind(&self.appearing_ids)
     }
 }
 
@@ -102,6 +90,7 @@ impl<'a> GroupRows<'a> {
                     rows.names.push(&event.name);
                     rows.payloads.push(&event.payload);
                     rows.metadata.push(&event.metadata);
+                    rows.event_subjects.push(event.subject.as_deref());
                 }
             }
         }
@@ -129,6 +118,7 @@ impl<'a> GroupRows<'a> {
             .bind(&self.names)
             .bind(&self.payloads)
             .bind(&self.metadata)
+            .bind(&self.event_subjects)
     }
 
     /// Binds the commands' columns, in the order the statements number them.
@@ -273,14 +263,14 @@ macro_rules! insert_group {
                                      $5::text[], $6::bigint[], $7::int[])
             ), recorded_events AS (
                 INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number,
-                                    event_name, payload, metadata)
+                                    event_name, payload, metadata, subject)
                 SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
                        e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
-                       e.payload::json, e.metadata::json
+                       e.payload::json, e.metadata::json, e.subject
                 FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                            $13::text[])
+                            $13::text[], $14::text[])
                      WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number,
-                                          event_name, payload, metadata, n)
+                                          event_name, payload, metadata, subject, n)
                 RETURNING 1
             )
             SELECT pg_current_xact_id()::text::bigint AS xid,
@@ -293,19 +283,15 @@ macro_rules! insert_group {
 
 const INSERT_GROUP: &str = insert_group!();
 
-// INSERT_GROUP with new data subjects' rows and appearances (decision
-// record 0056) in the same statement, so in the same transaction and
+// INSERT_GROUP with new data subjects' rows (decision record 0056) in the
+// same statement, so in the same transaction and
 // commit. A subject's lookup taken already fails the statement, and with
 // it the whole group (`StoreError::SubjectTaken`).
 const INSERT_GROUP_WITH_SUBJECTS: &str = insert_group!(
     "new_subjects AS (
         INSERT INTO subjects (pseudonym, lookup, wrapped_key, sealed_subject, master_key_id)
-        SELECT * FROM UNNEST($14::text[], $15::bytea[], $16::bytea[], $17::bytea[],
-                             $18::text[])
-    ), new_appearances AS (
-        INSERT INTO subject_streams (pseudonym, aggregate, id)
-        SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[])
-        ON CONFLICT DO NOTHING
+        SELECT * FROM UNNEST($15::text[], $16::bytea[], $17::bytea[], $18::bytea[],
+                             $19::text[])
     ), "
 );
 
@@ -322,13 +308,14 @@ const INSERT_GROUP_COMMANDS: &str = "
 
 const INSERT_GROUP_EVENTS: &str = "
     INSERT INTO events (position, aggregate_name, aggregate_id, sequence_number, event_name,
-                        payload, metadata)
+                        payload, metadata, subject)
     SELECT (pg_current_xact_id()::text::bigint << 20) + e.n,
            e.aggregate_name, e.aggregate_id, e.sequence_number, e.event_name,
-           e.payload::json, e.metadata::json
-    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+           e.payload::json, e.metadata::json, e.subject
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                $7::text[])
          WITH ORDINALITY AS e(aggregate_name, aggregate_id, sequence_number, event_name,
-                              payload, metadata, n)
+                              payload, metadata, subject, n)
     ON CONFLICT ON CONSTRAINT events_stream_sequence_key DO NOTHING
     RETURNING position,
               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at";

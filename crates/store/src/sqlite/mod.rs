@@ -54,7 +54,7 @@ const SELECT_ALL: &str = "
     ORDER BY position
     LIMIT ?";
 
-const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata) ";
+const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_name, aggregate_id, sequence_number, event_name, payload, metadata, subject) ";
 
 const INSERT_COMMANDS: &str = "INSERT INTO commands (command_id, aggregate_name, aggregate_id, \
      command_name, fingerprint, first_sequence, event_count) ";
@@ -561,7 +561,8 @@ async fn insert_stream(
                 .push_bind(to_i64(first + n as u64))
                 .push_bind(&event.name)
                 .push_bind(&event.payload)
-                .push_bind(&event.metadata);
+                .push_bind(&event.metadata)
+                .push_bind(&event.subject);
         });
         insert.push(RETURNING);
         let inserted = insert.build().fetch_all(&mut *tx).await;
