@@ -3,14 +3,15 @@
 //! same run on a plain store. Each mode runs on a fresh scratch store, the
 //! personal one under a master key made for the run. In `personal` every
 //! buyer is new, so every purchase also stores a subject's key: the worst
-//! case, and a flash sale's usual one. In `returning`, 1,000 buyers make
-//! all the purchases, so most find their key cached.
+//! case, and a flash sale's usual one. In `returning`, 1,000 buyers who
+//! bought before, more than [`KEY_TTL`] ago, make all the purchases: each
+//! one's key is stored, and read again once before it is used.
 
 use crate::purchases::{Buyers, Driver, purchases_by};
 use crate::scratch::Scratch;
-use crate::{BenchError, BenchLine, baseline_inserts, in_order};
-use eshost::dispatch::{Host, HostOptions};
-use eshost_personal::{Keyring, MasterKey, PersonalStore};
+use crate::{AGGREGATE, BenchError, BenchLine, baseline_inserts, in_order};
+use eshost::dispatch::{CommandRequest, Host, HostOptions};
+use eshost_personal::{KEY_TTL, Keyring, MasterKey, PersonalStore};
 use eshost_store::{EventStore, StoreError};
 use eshost_wasm::Modules;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub(crate) async fn run(
         let mut line = Scratch::around(url, async |url| {
             let store = open(&url, mode != "plain").await?;
             let host = Host::with_options(modules.clone(), store, HostOptions::default());
+            if let Buyers::Returning(count) = buyers {
+                bought_before(&host, count).await?;
+            }
             let driver = Driver::InProcess(host.clone());
             let run = (sales, stock, purchases, callers);
             purchases_by(&host, &driver, run, buyers).await
@@ -50,6 +54,28 @@ pub(crate) async fn run(
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// Buyers `b0` to `b{count - 1}` each try to buy from a sale of its own
+/// (one is sold; the rest are rejections, which name the buyer too), and
+/// then [`KEY_TTL`] passes: their keys are stored and no longer fresh.
+async fn bought_before(host: &Host, count: usize) -> Result<(), BenchError> {
+    let sale = format!("before-{}", uuid::Uuid::new_v4().simple());
+    let create = serde_json::json!({ "initialStock": 1 }).to_string();
+    host.execute(&CommandRequest::new(
+        AGGREGATE,
+        &sale,
+        "CreateFlashSale",
+        create,
+    ))
+    .await?;
+    for n in 0..count {
+        let payload = serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 });
+        let purchase = CommandRequest::new(AGGREGATE, &sale, "PurchaseItem", payload.to_string());
+        host.execute(&purchase).await?;
+    }
+    tokio::time::sleep(KEY_TTL).await;
+    Ok(())
 }
 
 /// The store at `url`, encrypting under a new master key if `personal`.

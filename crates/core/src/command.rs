@@ -114,6 +114,11 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// The fingerprint a forget leaves in place of a command's (decision
+/// record 0056): a repeat of the command is still answered with what it
+/// recorded, and nothing is left to check a guess at its payload against.
+pub const FORGOTTEN_FINGERPRINT: &str = "forgotten";
+
 /// sha256 (hex) of a command's name and payload text, a NUL between them:
 /// what tells a repeat of a command from another command that reuses its
 /// id.

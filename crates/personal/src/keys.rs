@@ -212,18 +212,22 @@ impl DataKey {
     }
 }
 
-/// The keyed hash that finds a subject's row from their id.
-pub(crate) struct LookupKey(ring::hmac::Key);
+/// A keyed hash (HMAC-SHA256) of the store's: the one that finds a
+/// subject's row from their id, and the one that fingerprints commands.
+pub(crate) struct HmacKey(ring::hmac::Key);
 
-impl LookupKey {
+impl HmacKey {
     pub(crate) fn new(bytes: &[u8; KEY_LEN]) -> Self {
         Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
     }
 
-    pub(crate) fn lookup(&self, subject: &str) -> Vec<u8> {
-        ring::hmac::sign(&self.0, subject.as_bytes())
-            .as_ref()
-            .to_vec()
+    /// The keyed hash of `parts`, one after the other.
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut context = ring::hmac::Context::with_key(&self.0);
+        for part in parts {
+            context.update(part);
+        }
+        context.sign().as_ref().to_vec()
     }
 }
 

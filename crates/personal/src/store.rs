@@ -5,7 +5,7 @@
 //! [`append`], forgetting a subject in [`forget`].
 
 use crate::declare::{Declarations, PersonalEvent};
-use crate::keys::{DataKey, KeyError, Keyring, LookupKey, new_key};
+use crate::keys::{DataKey, HmacKey, KeyError, Keyring, new_key};
 use crate::payload::{self, Holder};
 use crate::snapshots::{KeyId, SNAPSHOT_KEY, SnapshotKey, sealed_parts};
 use async_trait::async_trait;
@@ -34,8 +34,13 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 /// Subjects whose keys are kept unwrapped, at most (about 600 bytes each).
 const CACHED_SUBJECTS: usize = 16_384;
 
-/// The name of the store's lookup key among its kept keys.
+/// The names of the store's lookup key and command fingerprint key among
+/// its kept keys.
 const LOOKUP_KEY: &str = "lookup";
+const FINGERPRINT_KEY: &str = "fingerprint";
+
+/// What a keyed command fingerprint starts with.
+const KEYED_FINGERPRINT: &str = "keyed:";
 
 /// A subject as this store last read them.
 #[allow(clippy::large_enum_variant, reason = "always behind an Arc")]
@@ -65,7 +70,9 @@ impl Known {
 pub struct PersonalStore {
     inner: Arc<dyn EventStore>,
     keyring: Keyring,
-    lookup: LookupKey,
+    lookup: HmacKey,
+    /// Keys the fingerprints of declaring aggregates' commands.
+    fingerprints: HmacKey,
     declarations: Declarations,
     /// By pseudonym.
     subjects: Mutex<LruCache<String, Arc<Known>>>,
@@ -76,6 +83,32 @@ pub struct PersonalStore {
     snapshot_key: Mutex<Option<Arc<SnapshotKey>>>,
     /// Snapshot keys a forget replaced, newest last.
     retired: Mutex<VecDeque<KeyId>>,
+}
+
+/// The store's key `name` (an HMAC key), stored by the first host that
+/// opens the store.
+async fn kept_hmac_key(
+    inner: &dyn EventStore,
+    keyring: &Keyring,
+    name: &str,
+) -> Result<HmacKey, StoreError> {
+    let candidate = WrappedKey {
+        wrapped_key: keyring
+            .wrap(&new_key().map_err(personal)?, name.as_bytes())
+            .map_err(personal)?,
+        master_key_id: keyring.current_id().to_owned(),
+    };
+    let kept = inner.subjects().keep_key(name, &candidate).await?;
+    let what = format!("the store's {name} key");
+    let bytes = keyring
+        .unwrap(
+            &kept.wrapped_key,
+            &kept.master_key_id,
+            name.as_bytes(),
+            &what,
+        )
+        .map_err(personal)?;
+    Ok(HmacKey::new(&bytes))
 }
 
 fn personal(e: impl std::fmt::Display) -> StoreError {
@@ -93,29 +126,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PersonalStore {
-    /// Wraps `inner`. Reads the store's lookup key (stored, wrapped by
-    /// the master key, by the first host that opens it): fails if the
-    /// configured master keys do not open it.
+    /// Wraps `inner`. Reads the store's keys (stored, wrapped by the
+    /// master key, by the first host that opens it): fails if the
+    /// configured master keys do not open them.
     pub async fn open(
         inner: Arc<dyn EventStore>,
         keyring: Keyring,
         declarations: Declarations,
     ) -> Result<Self, StoreError> {
-        let candidate = WrappedKey {
-            wrapped_key: keyring
-                .wrap(&new_key().map_err(personal)?, LOOKUP_KEY.as_bytes())
-                .map_err(personal)?,
-            master_key_id: keyring.current_id().to_owned(),
-        };
-        let kept = inner.subjects().keep_key(LOOKUP_KEY, &candidate).await?;
-        let bytes = keyring
-            .unwrap(
-                &kept.wrapped_key,
-                &kept.master_key_id,
-                LOOKUP_KEY.as_bytes(),
-                "the store's lookup key",
-            )
-            .map_err(personal)?;
+        let lookup = kept_hmac_key(&*inner, &keyring, LOOKUP_KEY).await?;
+        let fingerprints = kept_hmac_key(&*inner, &keyring, FINGERPRINT_KEY).await?;
         let (fresh, wrapped) = SnapshotKey::generate(&keyring).map_err(personal)?;
         let kept = inner.subjects().keep_key(SNAPSHOT_KEY, &wrapped).await?;
         let snapshot_key = match kept == wrapped {
@@ -125,7 +145,8 @@ impl PersonalStore {
         Ok(Self {
             inner,
             keyring,
-            lookup: LookupKey::new(&bytes),
+            lookup,
+            fingerprints,
             declarations,
             subjects: cache(),
             lookups: cache(),
@@ -273,6 +294,16 @@ impl EventStore for PersonalStore {
 
     fn keeps_personal_data(&self) -> bool {
         true
+    }
+
+    fn command_fingerprint(&self, aggregate: &str, name: &str, payload: &str) -> String {
+        if !self.declarations.declares(aggregate) {
+            return eshost_core::command::fingerprint(name, payload);
+        }
+        let keyed = self
+            .fingerprints
+            .sign(&[name.as_bytes(), &[0], payload.as_bytes()]);
+        format!("{KEYED_FINGERPRINT}{}", hex::encode(keyed))
     }
 
     async fn forget_subject(&self, subject: &str) -> Result<Option<Erasure>, StoreError> {

@@ -21,6 +21,7 @@ eshost_test_support::conformance!(
     an_event_without_its_subject_is_refused_and_nothing_is_written,
     a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects,
     a_store_from_before_the_subject_column_finds_its_subjects_streams,
+    a_subject_returning_after_the_key_ttl_has_their_key_read_not_stored_again,
 );
 
 const ITEM: &str = "FlashSaleItem";
@@ -265,6 +266,45 @@ async fn a_refused_append_stores_no_key_and_a_group_stores_its_recorded_subjects
     assert_eq!(dan.streams, [ErasedStream::from(&item_2)]);
 }
 
+async fn a_subject_returning_after_the_key_ttl_has_their_key_read_not_stored_again(db: &TestDb) {
+    let (inner, store) = personal(db, keyring(&TEST_KEY)).await;
+    let purchase = [("ItemPurchased", json!({"buyerId": "ann", "quantity": 1}))];
+    append(&store, "item-1", 0, &purchase).await;
+    // On PostgreSQL, any write of ann's row gives it a new xmin.
+    let written = async || match db.url.starts_with("postgres") {
+        true => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar::<_, String>("SELECT xmin::text FROM subjects")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        false => String::new(),
+    };
+    let before = written().await;
+
+    tokio::time::sleep(eshost_personal::KEY_TTL + std::time::Duration::from_millis(200)).await;
+    let again = append(&store, "item-1", 1, &purchase).await;
+    assert_eq!(payloads(&again), [purchase[0].1.clone()]);
+    assert_eq!(every_subject(&*inner).await.len(), 1, "one row for ann");
+    assert_eq!(written().await, before, "ann's row was written again");
+    let read = store
+        .streams()
+        .load(&StreamId::new(ITEM, "item-1"), 0)
+        .await;
+    let read = read.unwrap();
+    assert_eq!(pseudonym_of(&read[0]), pseudonym_of(&read[1]));
+}
+
+/// The pseudonym an event was stored under.
+fn pseudonym_of(event: &RecordedEvent) -> String {
+    event.metadata["personal"]["subject"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn a_store_from_before_the_subject_column_finds_its_subjects_streams(db: &TestDb) {
     // The last migration of the build before events named their subject.
     let before = if db.url.starts_with("postgres") {
@@ -467,8 +507,8 @@ async fn a_rotation_moves_every_key_to_the_new_master_key(db: &TestDb) {
     let rotation = rotate(&during).await.unwrap();
     assert_eq!(
         (rotation.subjects, rotation.store_keys),
-        (3, 2),
-        "the subjects, and the lookup and snapshot keys"
+        (3, 3),
+        "the subjects, and the lookup, fingerprint and snapshot keys"
     );
     // Run again (as after an interruption): nothing left to move.
     let again = rotate(&during).await.unwrap();

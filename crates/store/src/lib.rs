@@ -196,6 +196,16 @@ pub trait EventStore: Send + Sync {
         false
     }
 
+    /// What a command on `aggregate` is recorded under, to tell a repeat of
+    /// it from another command that reuses its id: here its
+    /// [`fingerprint`](eshost_core::command::fingerprint). A store that
+    /// encrypts personal data keys it for an aggregate that declares some,
+    /// since a plain hash of a payload confirms a guess at what it holds.
+    fn command_fingerprint(&self, aggregate: &str, name: &str, payload: &str) -> String {
+        let _ = aggregate;
+        eshost_core::command::fingerprint(name, payload)
+    }
+
     /// Forgets the data subject with this id (decision record 0056): records
     /// their erasure in the log, then deletes their key, the snapshots of
     /// the streams they appear in, and where they appear. `None` when no

@@ -83,8 +83,9 @@ pub trait Subjects: Send + Sync {
     async fn subject_streams(&self, pseudonym: &str) -> Result<Vec<StreamId>, StoreError>;
 
     /// Forgets a subject, in one transaction: deletes the snapshots of the
-    /// streams with events that name them, and their row (and with it
-    /// their only key), and stores `replaced` store keys in place of
+    /// streams with events that name them, clears the fingerprints of the
+    /// commands that recorded those events, and deletes their row (and with
+    /// it their only key), and stores `replaced` store keys in place of
     /// those of their names. Returns the snapshots deleted; a subject with
     /// no row is nothing to delete.
     async fn delete_subject(
@@ -343,6 +344,15 @@ macro_rules! impl_subjects {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                // Each event's metadata names the command that recorded it.
+                sqlx::query(
+                    "UPDATE commands SET fingerprint = $2 WHERE command_id IN \
+                     (SELECT metadata ->> 'commandId' FROM events WHERE subject = $1)",
+                )
+                .bind(pseudonym)
+                .bind(eshost_core::command::FORGOTTEN_FINGERPRINT)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query("DELETE FROM subjects WHERE pseudonym = $1")
                     .bind(pseudonym)
                     .execute(&mut *tx)

@@ -162,8 +162,8 @@ async fn on_postgres_the_operator_key_is_used_and_rotated() {
         serde_json::from_str(&ok(ws.run_with(&["personal", "rotate", "--json"], &rotate))).unwrap();
     assert_eq!(
         (&rotated["subjects"], &rotated["store_keys"]),
-        (&1.into(), &2.into()),
-        "ann's key, and the store's lookup and snapshot keys"
+        (&1.into(), &3.into()),
+        "ann's key, and the store's lookup, fingerprint and snapshot keys"
     );
     let with_new = [
         ("ESHOST_DATABASE_URL", url),
@@ -184,14 +184,37 @@ const BOB: &str = "bob-52e0b7aa";
 /// A sale of 3 that bob, then ann, buy from: she is its latest buyer.
 fn bob_then_ann_buy(ws: &Workspace, vars: &[(&str, &str)]) {
     let create = r#"{"initialStock":3}"#.to_owned();
-    let purchase = |buyer: &str| format!(r#"{{"buyerId":"{buyer}","quantity":1}}"#);
-    for (command, payload) in [
-        ("CreateFlashSale", create),
-        ("PurchaseItem", purchase(BOB)),
-        ("PurchaseItem", purchase(ANN)),
+    for (command, payload, id) in [
+        ("CreateFlashSale", create, "create"),
+        ("PurchaseItem", purchase(BOB), BOB_BUYS),
+        ("PurchaseItem", purchase(ANN), ANN_BUYS),
     ] {
-        ok(ws.run_with(&["exec", FLASH_SALE, "s1", command, &payload], vars));
+        let args = [
+            "exec",
+            FLASH_SALE,
+            "s1",
+            command,
+            &payload,
+            "--command-id",
+            id,
+        ];
+        ok(ws.run_with(&args, vars));
     }
+}
+
+/// One unit, bought by `buyer`.
+fn purchase(buyer: &str) -> String {
+    format!(r#"{{"buyerId":"{buyer}","quantity":1}}"#)
+}
+
+/// The command ids of bob's and ann's purchases.
+const BOB_BUYS: &str = "bob-buys-s1";
+const ANN_BUYS: &str = "ann-buys-s1";
+
+/// The SHA-256 a store without personal data records a purchase under: a
+/// dump that held it would confirm a guess at who bought.
+fn plain_fingerprint(buyer: &str) -> String {
+    eshost_core::command::fingerprint("PurchaseItem", &purchase(buyer))
 }
 
 /// The sample projection's item document: its latest buyer is personal data.
@@ -224,6 +247,10 @@ fn after_a_forget_nothing_of_the_buyer_is_left_in_the_embedded_store_and_the_cou
     assert!(
         holds(&written_bytes(&ws), ANN),
         "the view holds her id, so the search can find it"
+    );
+    assert!(
+        !holds(&written_bytes(&ws), &plain_fingerprint(ANN)),
+        "her purchase's plain fingerprint is in the store"
     );
     assert_eq!(sold_and_stock(&ws, &vars), (2, 1));
 
@@ -260,6 +287,14 @@ fn after_a_forget_nothing_of_the_buyer_is_left_in_the_embedded_store_and_the_cou
 
     let again = ok(ws.run_with(&["forget", ANN], &vars));
     assert!(again.starts_with("nothing to forget"), "{again}");
+
+    // Her purchase's fingerprint is cleared, and a repeat of it is still
+    // answered with what it recorded.
+    let repeat = ["exec", FLASH_SALE, "s1", "PurchaseItem", &purchase(ANN)];
+    let repeat = ws.run_with(&[&repeat[..], &["--command-id", ANN_BUYS]].concat(), &vars);
+    let said = String::from_utf8_lossy(&repeat.stderr);
+    assert!(said.contains("was already recorded"), "{said}");
+    assert!(repeat.status.success(), "{said}");
 }
 
 /// The flash sale in another language declares its buyer through its
@@ -362,7 +397,16 @@ async fn on_postgres_a_forget_killed_halfway_is_finished_by_running_it_again() {
     ];
     bob_then_ann_buy(&ws, &vars);
     item_view_until(&ws, &vars, |item| item["lastBuyer"] == ANN).await;
-    assert!(holds(&pg_dump(&db), ANN), "the view holds her id");
+    let dump = pg_dump(&db);
+    assert!(holds(&dump, ANN), "the view holds her id");
+    assert!(
+        !holds(&dump, &plain_fingerprint(ANN)),
+        "her plain fingerprint"
+    );
+    assert!(
+        !holds(&dump, &plain_fingerprint(BOB)),
+        "his plain fingerprint"
+    );
 
     // Hold the subjects table, so the forget records the erasure and then
     // waits to delete her key; kill it there.
@@ -415,6 +459,15 @@ async fn on_postgres_a_forget_killed_halfway_is_finished_by_running_it_again() {
     let dump = pg_dump(&db);
     assert!(holds(&dump, "SubjectForgotten"), "the dump was read");
     assert!(!holds(&dump, ANN), "her id is still in the database");
+    // Her purchase's keyed fingerprint is cleared too; bob's is kept.
+    let fingerprint = |id: &'static str| {
+        sqlx::query_scalar::<_, String>("SELECT fingerprint FROM commands WHERE command_id = $1")
+            .bind(id)
+    };
+    let hers = fingerprint(ANN_BUYS).fetch_one(&mut watcher).await.unwrap();
+    assert_eq!(hers, eshost_core::command::FORGOTTEN_FINGERPRINT);
+    let his = fingerprint(BOB_BUYS).fetch_one(&mut watcher).await.unwrap();
+    assert!(his.starts_with("keyed:"), "{his}");
 
     let tombstone = serde_json::json!({"$forgotten": forgot["erasure"]["pseudonym"]});
     assert_eq!(buyers(&ws, &vars), [serde_json::json!(BOB), tombstone]);

@@ -7,7 +7,7 @@
 
 use crate::error::{CommandError, Refusal};
 use eshost_core::{CommandId, CommandRequest};
-use eshost_store::{NewCommand, NewEvent, StreamId};
+use eshost_store::{EventStore, NewCommand, NewEvent, StreamId};
 use eshost_wasm::instance::DecidedEvent;
 use eshost_wasm::{LoadedComponent, Modules};
 use std::sync::{Arc, RwLock};
@@ -85,8 +85,12 @@ impl Admission {
     }
 
     /// Checks what can be checked without the guest, and settles the
-    /// metadata.
-    pub(super) fn admit(&self, request: &CommandRequest) -> Result<Admitted, CommandError> {
+    /// metadata, and the fingerprint `store` records the command under.
+    pub(super) fn admit(
+        &self,
+        request: &CommandRequest,
+        store: &dyn EventStore,
+    ) -> Result<Admitted, CommandError> {
         let component = self.component(&request.aggregate)?;
         if !component.accepts(&request.command) {
             return Err(CommandError::UnknownCommand {
@@ -138,7 +142,11 @@ impl Admission {
             command: request.command.clone(),
             payload: request.payload.clone(),
             command_id: request.command_id.clone(),
-            fingerprint: eshost_core::command::fingerprint(&request.command, &request.payload),
+            fingerprint: store.command_fingerprint(
+                &request.aggregate,
+                &request.command,
+                &request.payload,
+            ),
         })
     }
 }

@@ -83,7 +83,7 @@ impl Records {
 fn replay(command: &Admitted, recorded: RecordedCommand) -> Answer {
     if recorded.stream != command.stream
         || recorded.name != command.command
-        || recorded.fingerprint != command.fingerprint
+        || !same_payload(&recorded.fingerprint, command)
     {
         // Who used it, for the operator only: the caller may not be them.
         info!(
@@ -102,4 +102,15 @@ fn replay(command: &Admitted, recorded: RecordedCommand) -> Answer {
         retries: 0,
         replayed: true,
     })
+}
+
+/// True if a command recorded under `recorded` had `command`'s payload, as
+/// far as can be told: the fingerprints match; or a forget cleared the
+/// recorded one (decision record 0056), and the name and stream are
+/// all there is to go by; or it was recorded plain, before its aggregate
+/// declared personal data and its fingerprints were keyed.
+fn same_payload(recorded: &str, command: &Admitted) -> bool {
+    recorded == command.fingerprint
+        || recorded == eshost_core::command::FORGOTTEN_FINGERPRINT
+        || recorded == eshost_core::command::fingerprint(&command.command, &command.payload)
 }

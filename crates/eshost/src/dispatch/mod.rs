@@ -315,7 +315,7 @@ impl Host {
         if stages.closing.is_cancelled() {
             return Err(CommandError::ShuttingDown);
         }
-        let admitted = stages.admission.admit(request)?;
+        let admitted = stages.admission.admit(request, &*stages.records.store)?;
         match stages.concurrency {
             Concurrency::Optimistic => optimistic::execute(stages, admitted).await,
             Concurrency::Queued => {

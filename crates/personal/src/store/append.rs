@@ -48,7 +48,7 @@ impl PersonalStore {
         if subjects.is_empty() {
             return self.inner.streams().append_group(appends).await;
         }
-        let plan = self.plan(&subjects)?;
+        let plan = self.plan(&subjects).await?;
         match self.append_sealed(appends, pending, &plan).await {
             Ok(outcomes) => {
                 if outcomes.iter().any(Result::is_ok) {
@@ -69,10 +69,19 @@ impl PersonalStore {
         }
     }
 
-    /// A new subject's row: a random pseudonym and key.
+    /// A new subject's row: a new pseudonym and a random key. The
+    /// pseudonym's first 48 bits are the time in milliseconds, the other
+    /// 80 random: the keys on it (the subjects' and the events' index)
+    /// grow at their right edge rather than at random leaves, which made
+    /// appending new subjects 10 to 15% faster (decision record 0056). The
+    /// time says no more than the event's own `created_at`.
     fn candidate(&self, subject: &str, lookup: Vec<u8>) -> Result<(SubjectKey, Known), KeyError> {
         let mut id = [0u8; 16];
-        random(&mut id)?;
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        id[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        random(&mut id[6..])?;
         let pseudonym = format!("psn_{}", hex::encode(id));
         let bytes = new_key()?;
         let key = DataKey::new(&bytes);
@@ -92,25 +101,64 @@ impl PersonalStore {
         Ok((row, known))
     }
 
-    /// Each subject's key, by id: from the cache, or a new candidate's,
-    /// whose row the append stores. Reads nothing.
-    fn plan(&self, subjects: &HashSet<String>) -> Result<Plan, StoreError> {
+    /// Each subject's key, by id: from the cache; read again, in one query
+    /// for all of them, if cached longer than [`KEY_TTL`](super::KEY_TTL)
+    /// (else a returning subject would get a candidate, and the group would
+    /// fail on their stored row, every 5 s); or a new candidate's, whose
+    /// row the append stores.
+    async fn plan(&self, subjects: &HashSet<String>) -> Result<Plan, StoreError> {
         let mut plan = Plan::default();
+        // (subject, lookup, pseudonym) of each key cached too long.
+        let mut stale: Vec<(&String, Vec<u8>, String)> = Vec::new();
         for subject in subjects {
-            let lookup = self.lookup.lookup(subject);
+            let lookup = self.lookup.sign(&[subject.as_bytes()]);
             let cached = lock(&self.lookups).get(&lookup).cloned();
-            let known = match cached.filter(|k| k.fresh()) {
-                Some(known) => known,
-                None => {
-                    let (row, known) = self.candidate(subject, lookup).map_err(personal)?;
-                    let known = Arc::new(known);
-                    plan.candidates.push((row, known.clone()));
-                    known
+            match cached {
+                Some(known) if known.fresh() => {
+                    plan.keys.insert(subject.clone(), known);
                 }
+                Some(known) => match &*known {
+                    Known::Subject { pseudonym, .. } => {
+                        stale.push((subject, lookup, pseudonym.clone()));
+                    }
+                    Known::Forgotten => self.plan_candidate(&mut plan, subject, lookup)?,
+                },
+                None => self.plan_candidate(&mut plan, subject, lookup)?,
+            }
+        }
+        if stale.is_empty() {
+            return Ok(plan);
+        }
+        let pseudonyms: Vec<&str> = stale.iter().map(|(.., p)| p.as_str()).collect();
+        let rows = self.inner.subjects().subject_keys(&pseudonyms).await?;
+        let rows: HashMap<&str, &SubjectKey> =
+            rows.iter().map(|r| (r.pseudonym.as_str(), r)).collect();
+        for (subject, lookup, pseudonym) in stale {
+            let Some(row) = rows.get(pseudonym.as_str()) else {
+                // Forgotten since, on another host: new again.
+                self.plan_candidate(&mut plan, subject, lookup)?;
+                continue;
             };
+            let known = Arc::new(self.unwrap_row(row).map_err(personal)?);
+            lock(&self.subjects).put(pseudonym, known.clone());
+            lock(&self.lookups).put(lookup, known.clone());
             plan.keys.insert(subject.clone(), known);
         }
         Ok(plan)
+    }
+
+    /// Plans a new candidate for `subject`.
+    fn plan_candidate(
+        &self,
+        plan: &mut Plan,
+        subject: &str,
+        lookup: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (row, known) = self.candidate(subject, lookup).map_err(personal)?;
+        let known = Arc::new(known);
+        plan.candidates.push((row, known.clone()));
+        plan.keys.insert(subject.to_owned(), known);
+        Ok(())
     }
 
     /// The plan's rows stored on their own, as another writer's row for

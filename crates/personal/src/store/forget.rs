@@ -66,7 +66,7 @@ impl PersonalStore {
     /// finished by running it again; the other order could not be, since
     /// the pseudonym the event names would be gone with the row.
     pub(super) async fn forget(&self, subject: &str) -> Result<Option<Erasure>, StoreError> {
-        let lookup = self.lookup.lookup(subject);
+        let lookup = self.lookup.sign(&[subject.as_bytes()]);
         let subjects = self.inner.subjects();
         let Some(row) = subjects.find_subject(&lookup).await? else {
             self.forgotten(None, &lookup);
