@@ -72,9 +72,9 @@ impl PersonalStore {
     /// A new subject's row: a new pseudonym and a random key. The
     /// pseudonym's first 48 bits are the time in milliseconds, the other
     /// 80 random: the keys on it (the subjects' and the events' index)
-    /// grow at their right edge rather than at random leaves, which made
-    /// appending new subjects 10 to 15% faster (decision record 0056). The
-    /// time says no more than the event's own `created_at`.
+    /// grow at their right edge rather than at random leaves: the personal
+    /// bench went from 66% to 77% of plain's rate (decision record 0056).
+    /// The time says no more than the event's own `created_at`.
     fn candidate(&self, subject: &str, lookup: Vec<u8>) -> Result<(SubjectKey, Known), KeyError> {
         let mut id = [0u8; 16];
         let millis = std::time::SystemTime::now()
