@@ -56,9 +56,10 @@ pub(crate) async fn run(
     Ok(lines)
 }
 
-/// Buyers `b0` to `b{count - 1}` each try to buy from a sale of its own
-/// (one is sold; the rest are rejections, which name the buyer too), and
-/// then [`KEY_TTL`] passes: their keys are stored and no longer fresh.
+/// Each of `count` returning buyers (as [`Buyers::Returning`] names them)
+/// tries to buy from a sale of its own (one is sold; the rest are
+/// rejections, which name the buyer too), and then [`KEY_TTL`] passes:
+/// their keys are stored and no longer fresh.
 async fn bought_before(host: &Host, count: usize) -> Result<(), BenchError> {
     let sale = format!("before-{}", uuid::Uuid::new_v4().simple());
     let create = serde_json::json!({ "initialStock": 1 }).to_string();
@@ -70,7 +71,8 @@ async fn bought_before(host: &Host, count: usize) -> Result<(), BenchError> {
     ))
     .await?;
     for n in 0..count {
-        let payload = serde_json::json!({ "buyerId": format!("b{n}"), "quantity": 1 });
+        let buyer = Buyers::Returning(count).of(n);
+        let payload = serde_json::json!({ "buyerId": buyer, "quantity": 1 });
         let purchase = CommandRequest::new(AGGREGATE, &sale, "PurchaseItem", payload.to_string());
         host.execute(&purchase).await?;
     }

@@ -29,7 +29,7 @@ pub(crate) enum Buyers {
 
 impl Buyers {
     /// The buyer of purchase `n`.
-    fn of(self, n: usize) -> String {
+    pub(crate) fn of(self, n: usize) -> String {
         match self {
             Self::EveryPurchaseNew => format!("b{n}"),
             Self::Returning(count) => format!("b{}", n % count.max(1)),
