@@ -21,6 +21,10 @@
 //! - With TLS (see [`crate::tls`]), the handshake must finish within the
 //!   header timeout too; past the bound a TLS connection is closed without
 //!   an answer (a plain 503 would mean nothing to a TLS client).
+//! - Connections are accepted from a queue of [`DEFAULT_LISTEN_BACKLOG`]
+//!   (see [`listen`]): a load balancer that opens hundreds at once must
+//!   not find it full, or the kernel drops its handshakes and each waits
+//!   out a one-second retransmission.
 //! - At shutdown the server stops accepting, closes at once every
 //!   connection that is idle or still sending, and lets those being
 //!   answered finish.
@@ -57,6 +61,14 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request's body may take, unless configured otherwise.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the kernel completes and queues for the server to accept,
+/// unless configured otherwise. Linux caps it at `net.core.somaxconn`
+/// (4096 by default since 5.4). tokio's `TcpListener::bind` asks for 128,
+/// as std's does; a load balancer opening a connection per waiting client
+/// to the host that owns a hot aggregate overflowed that (see decision
+/// record 0057).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
 /// Open files kept for everything but client connections: the database
 /// pool, the modules and their cache, the watcher, logs.
 const FILES_FOR_THE_REST: u64 = 128;
@@ -90,6 +102,30 @@ pub fn effective_max_connections(configured: usize, limit: Option<u64>) -> usize
         .unwrap_or(usize::MAX)
         .max(1);
     configured.min(room)
+}
+
+/// A listener on `address` whose accept queue holds `backlog` connections
+/// (capped by the kernel: see [`kernel_backlog_cap`]). Like tokio's
+/// `TcpListener::bind`, it reuses an address left in TIME_WAIT, so a
+/// restarted server can listen again at once.
+pub fn listen(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// The most a listen backlog can be (`net.core.somaxconn`, Linux): a larger
+/// one is silently cut to it. `None` where it cannot be read.
+pub fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The soft limit on open files (`/proc/self/limits`, Linux); `None` where

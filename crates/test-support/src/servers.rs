@@ -21,7 +21,12 @@ impl TestServer {
     }
 
     pub async fn start_app(app: server::App) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Listening as `eshost serve` does, with its backlog.
+        let listener = server::connections::listen(
+            ([127, 0, 0, 1], 0).into(),
+            server::connections::DEFAULT_LISTEN_BACKLOG,
+        )
+        .unwrap();
         let scheme = if app.config.tls.is_some() {
             "https"
         } else {

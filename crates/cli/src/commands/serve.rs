@@ -152,6 +152,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ESHOST_MAX_CONNECTIONS", default_value_t = connections::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
+    /// Connections the kernel may hold completed for the server to accept
+    /// (the listen backlog; Linux cuts it to net.core.somaxconn). A load
+    /// balancer opens one per waiting client at once: past this queue its
+    /// handshakes are dropped and each waits a second to be retried.
+    #[arg(long, env = "ESHOST_LISTEN_BACKLOG", default_value_t = connections::DEFAULT_LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
+    pub listen_backlog: u32,
+
     /// How long a request's headers may take to arrive, in milliseconds,
     /// counted from when the server is ready for them; so also how long
     /// an idle kept-alive connection stays open.
@@ -303,9 +310,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs, traces: bool) -> Result<(
         }
     }
     let host = Host::with_options(seeds, store, global.host_options(retry, false));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = connections::listen(args.listen, args.listen_backlog)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(cap) = connections::kernel_backlog_cap().filter(|&cap| cap < args.listen_backlog) {
+        tracing::warn!(
+            asked = args.listen_backlog,
+            kept = cap,
+            "the kernel cuts the listen backlog to net.core.somaxconn; raise it (sysctl) if a load balancer opens more connections at once"
+        );
+    }
     // Loaded before listening: a projection that does not load stops the
     // start, as an aggregate does.
     let projections = match args.run_projections {

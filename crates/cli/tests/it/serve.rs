@@ -1,5 +1,6 @@
-//! `eshost serve` as a real process: a drain on SIGTERM, request logs, and
-//! the command line as a client of a server that wants a token.
+//! `eshost serve` as a real process: a drain on SIGTERM, request logs,
+//! connections it cannot be knocked over by (idle ones, a burst), and the
+//! command line as a client of a server that wants a token.
 
 use crate::util::*;
 use eshost_server::ServerConfig;
@@ -310,6 +311,84 @@ async fn connections_that_send_nothing_cannot_keep_others_out() {
         started.elapsed()
     );
     drop(hogs);
+    db.cleanup().await;
+}
+
+/// A burst of 1,000 connections while the server is not accepting (stopped
+/// with SIGSTOP, as a busy accept loop is for a moment): the kernel
+/// completes every one, because the server asked for a backlog that holds
+/// them, and once the server runs again it answers on each. (With the
+/// backlog of 128 the server had, the kernel completed 129 and dropped the
+/// rest's handshakes: a load balancer opening connections for 256 callers
+/// at once stalled for the second a SYN takes to be sent again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_holds_a_burst_of_connections_the_server_has_not_accepted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BURST: usize = 1_000;
+    raise_open_file_limit(4_096);
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_eshost"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("ESHOST_MODULES", modules_dir())
+        .env("ESHOST_CACHE_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = KilledOnDrop::new(child);
+    let base = listening_address(&mut server);
+    let address = base.trim_start_matches("http://").to_string();
+    let pid = libc::pid_t::try_from(server.id()).unwrap();
+    // SAFETY: kill only sends a signal, to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+
+    // Shorter than the one second a dropped SYN waits to be sent again.
+    let deadline = Duration::from_millis(700);
+    let connecting: Vec<_> = (0..BURST)
+        .map(|_| {
+            let address = address.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(deadline, tokio::net::TcpStream::connect(address)).await
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for attempt in connecting {
+        if let Ok(Ok(tcp)) = attempt.await.unwrap() {
+            connected.push(tcp);
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(
+        connected.len(),
+        BURST,
+        "the kernel completed {} of {BURST} connections while the server was not accepting",
+        connected.len()
+    );
+    // Each is a connection the server now serves: a probe on every tenth.
+    for tcp in connected.iter_mut().step_by(10) {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    drop(connected);
+    let status =
+        tokio::task::spawn_blocking(move || terminate(&mut server, Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
     db.cleanup().await;
 }
 
