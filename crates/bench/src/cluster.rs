@@ -219,6 +219,14 @@ impl Cluster {
         Ok(answer)
     }
 
+    /// HAProxy's own figures for the backend, from its runtime API's `show
+    /// stat`: what it waited on, over the cluster's life so far.
+    pub async fn proxy_stats(&self) -> Result<ProxyStats, ClusterError> {
+        let csv = self.runtime_api("show stat").await?;
+        ProxyStats::from_csv(&csv, "hosts")
+            .ok_or_else(|| ClusterError::RuntimeApi(format!("no backend row in {csv:?}")))
+    }
+
     /// One metric from host `n`'s `/metrics`, every label set added up
     /// (0 for a host that does not answer: a killed one has nothing to add).
     pub async fn metric(&self, n: usize, name: &str) -> f64 {
@@ -246,6 +254,53 @@ impl Drop for Cluster {
             let _ = host.child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What HAProxy counted for a backend (`show stat`; see HAProxy's
+/// management guide, "CSV format"). The maxima are over the proxy's life,
+/// which for a cluster started per run is the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProxyStats {
+    /// The longest a request waited in HAProxy's queue for a host
+    /// (`qtime_max`): only hosts with a `maxconn` queue.
+    pub queue_max_ms: f64,
+    /// The longest a connection to a host took to open (`ctime_max`): a
+    /// dropped handshake shows here as the second its SYN took to be resent.
+    pub connect_max_ms: f64,
+    /// Connections opened to the hosts (`connect`), and requests sent on
+    /// one already open (`reuse`).
+    pub connects: u64,
+    pub reuses: u64,
+    /// Connections to a host that failed (`econ`), and the attempts made
+    /// again after one (`wretr`).
+    pub connect_errors: u64,
+    pub connect_retries: u64,
+}
+
+impl ProxyStats {
+    /// The `backend` row of `show stat`'s CSV, read by its header's names.
+    fn from_csv(csv: &str, backend: &str) -> Option<Self> {
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let row: Vec<&str> = lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|row| row.len() > 1 && row[0] == backend && row[1] == "BACKEND")?;
+        let field = |name: &str| -> f64 {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| row.get(i)?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Some(Self {
+            queue_max_ms: field("qtime_max"),
+            connect_max_ms: field("ctime_max"),
+            connects: field("connect") as u64,
+            reuses: field("reuse") as u64,
+            connect_errors: field("econ") as u64,
+            connect_retries: field("wretr") as u64,
+        })
     }
 }
 
@@ -403,6 +458,27 @@ mod tests {
         assert!(round.contains("balance roundrobin"));
         assert!(!round.contains("hash-type"));
         assert!(round.contains("option httpchk GET /readyz"));
+    }
+
+    #[test]
+    fn proxy_stats_are_read_by_their_names() {
+        let csv = "# pxname,svname,qcur,qmax,econ,wretr,connect,reuse,qtime_max,ctime_max,\n\
+                   eshost,FRONTEND,,,,,,,,,\n\
+                   hosts,host1,0,0,0,0,9,90,0,3,\n\
+                   hosts,BACKEND,0,4,2,1,256,1744,12,1003,\n";
+        let stats = ProxyStats::from_csv(csv, "hosts").unwrap();
+        assert_eq!(
+            stats,
+            ProxyStats {
+                queue_max_ms: 12.0,
+                connect_max_ms: 1003.0,
+                connects: 256,
+                reuses: 1744,
+                connect_errors: 2,
+                connect_retries: 1,
+            }
+        );
+        assert_eq!(ProxyStats::from_csv(csv, "other"), None);
     }
 
     #[test]

@@ -140,7 +140,20 @@ pub struct BenchLine {
     /// microseconds; part of `cpu_us_per_command`. In a deployment the
     /// clients run elsewhere.
     pub client_cpu_us_per_command: Option<f64>,
+    /// Through a cluster: the commands the callers sent again (a lost
+    /// connection, 502/503/504, 429, a conflict), over the run.
+    pub resends: Option<u64>,
+    /// Through a cluster: the longest a request waited in HAProxy's queue,
+    /// and the longest a connection from HAProxy to a host took to open,
+    /// over the run, in ms (see [`cluster::ProxyStats`]).
+    pub proxy_queue_max_ms: Option<f64>,
+    pub proxy_connect_max_ms: Option<f64>,
 }
+
+/// Below this busy share a run with a p50 above [`LATENCY_BOUND_P50_MS`]
+/// is latency-bound (see [`BenchLine::latency_bound`]).
+pub const LATENCY_BOUND_BUSY: f64 = 0.30;
+pub const LATENCY_BOUND_P50_MS: f64 = 10.0;
 
 impl BenchLine {
     /// `commands` done in `seconds`, with the latency percentiles of
@@ -171,7 +184,19 @@ impl BenchLine {
             cpu_us_per_command: None,
             cpu_busy_share: None,
             client_cpu_us_per_command: None,
+            resends: None,
+            proxy_queue_max_ms: None,
+            proxy_connect_max_ms: None,
         }
+    }
+
+    /// True if the run mostly waited: the machine less than 30% busy while
+    /// half the commands took over 10 ms. Commands that wait with nothing
+    /// to do are waiting on a timer, a queue or a dropped packet, not on
+    /// work: a stall, which the table flags under its lines.
+    pub fn latency_bound(&self) -> bool {
+        self.cpu_busy_share
+            .is_some_and(|busy| busy < LATENCY_BOUND_BUSY && self.p50_ms > LATENCY_BOUND_P50_MS)
     }
 }
 
@@ -334,7 +359,11 @@ async fn over_http(
         let host = Host::with_options(modules.clone(), store, HostOptions::default());
         let (driver, server) = match mode {
             "http" => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                // Listening as `eshost serve` does, with its backlog.
+                let listener = eshost_server::connections::listen(
+                    ([127, 0, 0, 1], 0).into(),
+                    eshost_server::connections::DEFAULT_LISTEN_BACKLOG,
+                )?;
                 let address = listener.local_addr()?;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let app = eshost_server::App::new(host.clone(), Default::default());
@@ -388,20 +417,39 @@ async fn over_cluster(
         // the same database; the purchases go through HAProxy.
         let store = store::open(url).await?;
         let host = Host::with_options(modules.clone(), store, HostOptions::default());
-        let appends_before = cluster.metric_sum("eshost_appends_total").await;
-        let commits_before = cluster.metric_sum("eshost_commits_total").await;
-        let driver = Driver::Cluster(cluster.address());
-        let mut line = purchases_run(&host, &driver, sales, stock, purchases, callers).await?;
-        let appends = cluster.metric_sum("eshost_appends_total").await - appends_before;
-        let commits = cluster.metric_sum("eshost_commits_total").await - commits_before;
-        line.commands_per_append = purchases as f64 / appends.max(1.0);
-        line.commands_per_commit = purchases as f64 / commits.max(1.0);
+        let mut line =
+            purchases_through_cluster(&cluster, &host, (sales, stock, purchases, callers)).await?;
         line.scenario = scenario.to_string();
         line.mode = mode.to_string();
         line.baseline_inserts_per_s = baseline;
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// The cluster scenarios' purchases: `purchases` of one unit over `sales`
+/// sales of `stock` (created through `host`, which must be on the
+/// cluster's database), from `callers` callers sending through HAProxy and
+/// resending as clients must. The line has the machine's busy share, the
+/// resends and HAProxy's own figures, and the hosts' batching (from their
+/// metrics).
+pub async fn purchases_through_cluster(
+    cluster: &cluster::Cluster,
+    host: &Host,
+    (sales, stock, purchases, callers): (usize, u64, usize, usize),
+) -> Result<BenchLine, BenchError> {
+    let appends_before = cluster.metric_sum("eshost_appends_total").await;
+    let commits_before = cluster.metric_sum("eshost_commits_total").await;
+    let driver = Driver::Cluster(cluster.address());
+    let mut line = purchases_run(host, &driver, sales, stock, purchases, callers).await?;
+    let appends = cluster.metric_sum("eshost_appends_total").await - appends_before;
+    let commits = cluster.metric_sum("eshost_commits_total").await - commits_before;
+    let proxy = cluster.proxy_stats().await?;
+    line.proxy_queue_max_ms = Some(proxy.queue_max_ms);
+    line.proxy_connect_max_ms = Some(proxy.connect_max_ms);
+    line.commands_per_append = purchases as f64 / appends.max(1.0);
+    line.commands_per_commit = purchases as f64 / commits.max(1.0);
+    Ok(line)
 }
 
 /// `items` in their order, or reversed.
@@ -552,6 +600,20 @@ mod tests {
             "http-many-items, median of 3 rounds: queued 150 cmd/s; \
              http 100 cmd/s, 70% of queued (rounds: 80%, 50%, 70%)"
         );
+    }
+
+    #[test]
+    fn a_run_that_mostly_waited_is_latency_bound() {
+        let run = |busy: Option<f64>, p50_ms: f64| BenchLine {
+            cpu_busy_share: busy,
+            p50_ms,
+            ..line("1-host", 1, 1890.0)
+        };
+        // The stalled run of decision record 0057: 26% busy, p50 29.7 ms.
+        assert!(run(Some(0.26), 29.7).latency_bound());
+        assert!(!run(Some(0.86), 29.7).latency_bound(), "busy: working");
+        assert!(!run(Some(0.26), 4.0).latency_bound(), "fast: idle");
+        assert!(!run(None, 29.7).latency_bound(), "not measured");
     }
 
     #[test]

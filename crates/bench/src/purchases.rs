@@ -59,14 +59,14 @@ impl Caller {
     /// Takes purchase numbers from `next` until `purchases` are taken, and
     /// sends each (one unit, to the sales in `ids` round-robin, by the
     /// purchase's buyer): the latency of each in ms, the conflict retries,
-    /// the failures.
+    /// the failures, the resends (`None` for a caller that does not resend).
     async fn purchase(
         &mut self,
         ids: &[String],
         next: &AtomicUsize,
         purchases: usize,
         buyers: Buyers,
-    ) -> (Vec<f64>, u64, usize) {
+    ) -> (Vec<f64>, u64, usize, Option<u64>) {
         let mut latencies = Vec::new();
         let (mut retries, mut failed) = (0u64, 0usize);
         loop {
@@ -87,7 +87,11 @@ impl Caller {
             }
             latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
         }
-        (latencies, retries, failed)
+        let resends = match self {
+            Self::Resending(caller) => Some(caller.resends),
+            _ => None,
+        };
+        (latencies, retries, failed, resends)
     }
 
     /// Sends one command; the conflict retries it took, or why it failed.
@@ -179,11 +183,15 @@ pub(crate) async fn purchases_by(
     start.wait().await;
     let started = Instant::now();
     let (mut latencies, mut retries, mut failed) = (Vec::new(), 0u64, 0usize);
+    let mut resends: Option<u64> = None;
     for worker in workers {
-        let (l, r, f) = worker.await??;
+        let (l, r, f, sent_again) = worker.await??;
         latencies.extend(l);
         retries += r;
         failed += f;
+        if let Some(n) = sent_again {
+            *resends.get_or_insert(0) += n;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = CpuTimes::now()
@@ -207,6 +215,7 @@ pub(crate) async fn purchases_by(
             .cpu_time()
             .await
             .map(|time| time.as_secs_f64() * 1e6 / purchases as f64),
+        resends,
         ..BenchLine::timed("", "", purchases, seconds, &latencies)
     })
 }

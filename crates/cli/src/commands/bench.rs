@@ -34,9 +34,14 @@ use eshost_bench as bench;
 /// --modules target/checkout and --reactors target/reactors; not run by
 /// default).
 ///
+/// Through a cluster, each line also gives the callers' resends, and
+/// HAProxy's longest queue wait and longest connection to a host (ms).
+///
 /// Under the table, one line per scenario with several modes gives each
 /// mode's rate as a share of the first mode's in the same round; with
 /// --rounds N, the median of N rounds, alternating which mode goes first.
+/// A run that mostly waited (the machine under 30% busy, p50 over 10 ms)
+/// is named there as latency-bound.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  eshost bench --scenario hot-item --database-url postgres://postgres@127.0.0.1/postgres\n  eshost bench --scenario http-many-items --callers 256 --rounds 3\n  eshost bench --scenario reactions --modules target/checkout --reactors target/reactors --rounds 3"
@@ -86,6 +91,7 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         Vec::new()
     };
     let mut summaries = Vec::new();
+    let mut stalled = Vec::new();
     for scenario in &scenarios {
         let components = bench::Components {
             modules: &modules,
@@ -96,6 +102,7 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
         let lines =
             bench::run(scenario, &components, &global.database_url, callers, rounds).await?;
         summaries.extend(bench::medians(&lines));
+        stalled.extend(lines.iter().filter(|l| l.latency_bound()).map(stall));
         for line in lines {
             if json {
                 println!("{}", serde_json::to_string(&line)?);
@@ -104,18 +111,34 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<()> {
             }
         }
     }
-    if !json && !summaries.is_empty() {
+    let nothing_under_the_table = summaries.is_empty() && stalled.is_empty();
+    if !json && !nothing_under_the_table {
         println!();
         for summary in summaries {
             println!("{summary}");
+        }
+        for line in stalled {
+            println!("{line}");
         }
     }
     Ok(())
 }
 
+/// One line for a run that mostly waited (see `BenchLine::latency_bound`).
+fn stall(line: &bench::BenchLine) -> String {
+    format!(
+        "latency-bound: {} {} round {}: p50 {:.1} ms with the machine {:.0}% busy: the commands waited on something other than work",
+        line.scenario,
+        line.mode,
+        line.round,
+        line.p50_ms,
+        line.cpu_busy_share.unwrap_or(0.0) * 100.0
+    )
+}
+
 fn print_header() {
     println!(
-        "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>12} {:>10} {:>6} {:>9}",
+        "{:<18} {:<12} {:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>12} {:>10} {:>6} {:>9} {:>7} {:>8} {:>8}",
         "scenario",
         "mode",
         "commands",
@@ -131,7 +154,10 @@ fn print_header() {
         "baseline/s",
         "cpu us/cmd",
         "busy %",
-        "client us"
+        "client us",
+        "resends",
+        "queue ms",
+        "conn ms"
     );
 }
 
@@ -140,7 +166,7 @@ fn print_line(line: &bench::BenchLine) {
         figure.map_or("-".to_string(), |x| format!("{:.0}", x * scale))
     };
     println!(
-        "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>10.1} {:>6} {:>8} {:>12.0} {:>10} {:>6} {:>9}",
+        "{:<18} {:<12} {:>8} {:>9.3} {:>10.0} {:>9.4} {:>9.4} {:>9.2} {:>10.1} {:>10.1} {:>6} {:>8} {:>12.0} {:>10} {:>6} {:>9} {:>7} {:>8} {:>8}",
         line.scenario,
         line.mode,
         line.commands,
@@ -157,5 +183,8 @@ fn print_line(line: &bench::BenchLine) {
         or_dash(line.cpu_us_per_command, 1.0),
         or_dash(line.cpu_busy_share, 100.0),
         or_dash(line.client_cpu_us_per_command, 1.0),
+        line.resends.map_or("-".to_string(), |n| n.to_string()),
+        or_dash(line.proxy_queue_max_ms, 1.0),
+        or_dash(line.proxy_connect_max_ms, 1.0),
     );
 }
